@@ -1,0 +1,24 @@
+//! The protocol-neutral heart of barnabas.
+//!
+//! Every front end (HTTP, MQTT, AMQP) turns what its clients send into the [`Record`]s defined
+//! here and talks to Kafka only through the traits in [`ports`]; the Kafka adapter implements
+//! them. Keeping this crate free of both protocols and rdkafka is what lets each front end be
+//! tested and reasoned about on its own, and lets the adapter change without touching them.
+
+pub mod error;
+pub mod health;
+pub mod ports;
+pub mod record;
+pub mod topic;
+
+pub use error::{Error, ErrorKind, Result};
+pub use health::Readiness;
+pub use ports::{
+    Admin, Backend, CommitRequest, ConsumerConfig, ConsumerFactory, ConsumerSession, OffsetReset,
+    Publisher, SeekTo, Subscription,
+};
+pub use record::{
+    ConsumedRecord, Delivered, Header, PartitionMetadata, Record, TopicMetadata, TopicPartition,
+    TopicPartitionOffset, Watermarks,
+};
+pub use topic::validate_topic_name;

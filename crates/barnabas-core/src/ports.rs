@@ -1,0 +1,168 @@
+//! The ports front ends use to reach Kafka: publish, consume, administer.
+//!
+//! They are object-safe traits (`Arc<dyn Publisher>`, `Box<dyn ConsumerSession>`) so the
+//! binary decides the implementation once and front ends stay generic over it.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+
+use crate::{
+    ConsumedRecord, Delivered, Record, Result, TopicMetadata, TopicPartition, TopicPartitionOffset,
+    Watermarks,
+};
+
+/// Writes records to Kafka and reports each one's fate only after the broker acknowledged it.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Writes all records, as one pipelined batch, and returns one result per record in the
+    /// same order. A record's `Ok` means Kafka acknowledged it (acks=all); an `Err` means it
+    /// was not written. Records to the same partition keep their relative order.
+    async fn publish(&self, records: Vec<Record>) -> Vec<Result<Delivered>>;
+
+    /// Convenience for the one-record case most protocol publishes are.
+    async fn publish_one(&self, record: Record) -> Result<Delivered> {
+        let mut results = self.publish(vec![record]).await;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(crate::Error::Invalid("publisher returned no result".into())))
+    }
+
+    /// Waits (bounded) until everything handed to the publisher was acknowledged or failed;
+    /// used at shutdown so that nothing accepted is dropped on the floor.
+    async fn flush(&self, timeout: Duration) -> Result<()>;
+}
+
+/// Where a consumer starts when its group has no committed offset for a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// The oldest record still stored.
+    Earliest,
+    /// Only records produced from now on.
+    #[default]
+    Latest,
+    /// Fail instead of guessing.
+    None,
+}
+
+impl OffsetReset {
+    /// The librdkafka / Kafka spelling, also what the HTTP API accepts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+            OffsetReset::None => "none",
+        }
+    }
+}
+
+/// How a consumer session is to be created.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerConfig {
+    /// Kafka consumer group. Required for commits and subscriptions.
+    pub group_id: String,
+    /// Start position when the group has no committed offset.
+    pub auto_offset_reset: OffsetReset,
+    /// Let the Kafka client commit periodically by itself.
+    pub enable_auto_commit: bool,
+    /// Extra client properties for this consumer only (e.g. `fetch.min.bytes`).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// What a consumer subscribes to: the group protocol then assigns partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    /// Exactly these topics.
+    Topics(Vec<String>),
+    /// Every topic whose name matches this regular expression (now and as topics appear).
+    Pattern(String),
+}
+
+/// What to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitRequest {
+    /// Everything this session has returned from `poll` so far.
+    AllConsumed,
+    /// Exactly these positions (each the next offset to read).
+    Offsets(Vec<TopicPartitionOffset>),
+}
+
+/// Where to move a partition's read position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// To this offset (the next record returned has it, if it still exists).
+    Offset(i64),
+    /// To the oldest stored record.
+    Beginning,
+    /// To the end: only new records.
+    End,
+}
+
+/// One Kafka consumer, owned by one front-end client (an HTTP consumer instance, an MQTT
+/// subscription, an AMQP receiver link). Methods take `&self` so a session can be shared by
+/// the task that polls it and the requests that steer it.
+#[async_trait]
+pub trait ConsumerSession: Send + Sync {
+    /// Joins the group's subscription; replaces any previous subscription or assignment.
+    async fn subscribe(&self, subscription: Subscription) -> Result<()>;
+    /// Reads exactly these partitions, outside the group protocol; replaces any subscription.
+    async fn assign(&self, partitions: Vec<TopicPartition>) -> Result<()>;
+    /// Drops the subscription or assignment.
+    async fn unsubscribe(&self) -> Result<()>;
+    /// The current subscription, if any.
+    fn subscription(&self) -> Option<Subscription>;
+    /// The partitions currently assigned to this session.
+    async fn assignment(&self) -> Result<Vec<TopicPartition>>;
+    /// Waits up to `timeout` for records and returns at most `max_records`, returning as soon
+    /// as at least one is there (after draining what is already buffered).
+    async fn poll(&self, max_records: usize, timeout: Duration) -> Result<Vec<ConsumedRecord>>;
+    /// Commits offsets to the group, synchronously (returns once the broker stored them).
+    async fn commit(&self, request: CommitRequest) -> Result<()>;
+    /// The group's committed offsets for the assigned partitions (`None` = nothing committed).
+    async fn committed(&self) -> Result<Vec<(TopicPartition, Option<i64>)>>;
+    /// Moves the read position of assigned partitions.
+    async fn seek(&self, positions: Vec<(TopicPartition, SeekTo)>) -> Result<()>;
+    /// Next offset to read for each assigned partition (`None` = not yet known).
+    async fn positions(&self) -> Result<Vec<(TopicPartition, Option<i64>)>>;
+    /// Leaves the group cleanly (so partitions move at once, not after a session timeout).
+    async fn close(&self) -> Result<()>;
+}
+
+/// Makes consumer sessions; the binary owns one and hands it to front ends.
+#[async_trait]
+pub trait ConsumerFactory: Send + Sync {
+    /// A new consumer with its own Kafka client.
+    async fn create(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerSession>>;
+}
+
+/// Cluster metadata and topic management.
+#[async_trait]
+pub trait Admin: Send + Sync {
+    /// Names of all topics, sorted, internal ones (`__…`) left out.
+    async fn list_topics(&self) -> Result<Vec<String>>;
+    /// One topic's partitions; `Error::UnknownTopic` if it does not exist.
+    async fn topic_metadata(&self, topic: &str) -> Result<TopicMetadata>;
+    /// Low and high watermark of one partition.
+    async fn watermarks(&self, topic: &str, partition: i32) -> Result<Watermarks>;
+    /// Creates a topic; `partitions`/`replication` of `None` use the configured defaults.
+    /// Creating a topic that already exists is not an error.
+    async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: Option<i32>,
+        replication: Option<i32>,
+    ) -> Result<()>;
+    /// Asks the cluster for metadata; `Ok` means Kafka answered. Drives readiness.
+    async fn ping(&self, timeout: Duration) -> Result<()>;
+}
+
+/// Everything a front end needs from Kafka, handed out once by the binary. Cloning is cheap.
+#[derive(Clone)]
+pub struct Backend {
+    /// The process-wide producer.
+    pub publisher: Arc<dyn Publisher>,
+    /// Makes consumer sessions.
+    pub consumers: Arc<dyn ConsumerFactory>,
+    /// Metadata and topic management.
+    pub admin: Arc<dyn Admin>,
+}

@@ -1,0 +1,197 @@
+//! Cluster metadata, watermarks and topic creation over one librdkafka admin client.
+//!
+//! librdkafka's metadata and watermark calls block their thread, so each runs on tokio's
+//! blocking pool; the admin client itself is cheap to share behind an `Arc`.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use barnabas_core::{Admin, Error, PartitionMetadata, Result, TopicMetadata, Watermarks};
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    types::RDKafkaErrorCode,
+};
+
+use crate::{errors, KafkaConfig};
+
+/// The gateway's one admin client.
+pub struct KafkaAdmin {
+    client: Arc<AdminClient<DefaultClientContext>>,
+    default_partitions: i32,
+    default_replication: i32,
+    timeout: Duration,
+}
+
+impl KafkaAdmin {
+    /// Creates the admin client (no network traffic yet).
+    pub fn new(config: &KafkaConfig) -> Result<Self> {
+        let mut cfg = config.client_config("admin");
+        config.apply_properties(&mut cfg);
+        let client = cfg
+            .create::<AdminClient<DefaultClientContext>>()
+            .map_err(|e| errors::from_kafka(&e, None, None))?;
+        Ok(Self {
+            client: Arc::new(client),
+            default_partitions: config.default_partitions,
+            default_replication: config.default_replication_factor,
+            timeout: Duration::from_millis(config.request_timeout_ms),
+        })
+    }
+
+    /// Runs a blocking librdkafka call on the blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AdminClient<DefaultClientContext>) -> Result<T> + Send + 'static,
+    {
+        let client = self.client.clone();
+        tokio::task::spawn_blocking(move || f(&client))
+            .await
+            .map_err(errors::from_join)?
+    }
+
+    /// Metadata for one topic or all topics, as plain data.
+    async fn metadata(&self, topic: Option<String>) -> Result<Vec<TopicMetadataResult>> {
+        let timeout = self.timeout;
+        self.blocking(move |client| {
+            let md = client
+                .inner()
+                .fetch_metadata(topic.as_deref(), timeout)
+                .map_err(|e| errors::from_kafka(&e, topic.as_deref(), None))?;
+            Ok(md
+                .topics()
+                .iter()
+                .map(|t| TopicMetadataResult {
+                    error: t.error().map(RDKafkaErrorCode::from),
+                    metadata: TopicMetadata {
+                        name: t.name().to_owned(),
+                        partitions: {
+                            let mut ps: Vec<_> = t
+                                .partitions()
+                                .iter()
+                                .map(|p| PartitionMetadata {
+                                    partition: p.id(),
+                                    leader: p.leader(),
+                                    replicas: p.replicas().to_vec(),
+                                    in_sync_replicas: p.isr().to_vec(),
+                                })
+                                .collect();
+                            ps.sort_by_key(|p| p.partition);
+                            ps
+                        },
+                    },
+                })
+                .collect())
+        })
+        .await
+    }
+}
+
+/// One topic entry of a metadata answer, with its per-topic error.
+struct TopicMetadataResult {
+    error: Option<RDKafkaErrorCode>,
+    metadata: TopicMetadata,
+}
+
+#[async_trait]
+impl Admin for KafkaAdmin {
+    async fn list_topics(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .metadata(None)
+            .await?
+            .into_iter()
+            .filter(|t| t.error.is_none() && !t.metadata.name.starts_with("__"))
+            .map(|t| t.metadata.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn topic_metadata(&self, topic: &str) -> Result<TopicMetadata> {
+        barnabas_core::validate_topic_name(topic)?;
+        let found = self
+            .metadata(Some(topic.to_owned()))
+            .await?
+            .into_iter()
+            .find(|t| t.metadata.name == topic);
+        match found {
+            Some(TopicMetadataResult {
+                error: None,
+                metadata,
+            }) if !metadata.partitions.is_empty() => Ok(metadata),
+            Some(TopicMetadataResult {
+                error: Some(code), ..
+            }) if code != RDKafkaErrorCode::UnknownTopicOrPartition
+                && code != RDKafkaErrorCode::UnknownTopic =>
+            {
+                Err(errors::from_code(code, Some(topic), None))
+            }
+            _ => Err(Error::UnknownTopic(topic.to_owned())),
+        }
+    }
+
+    async fn watermarks(&self, topic: &str, partition: i32) -> Result<Watermarks> {
+        let md = self.topic_metadata(topic).await?;
+        if !md.partitions.iter().any(|p| p.partition == partition) {
+            return Err(Error::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+            });
+        }
+        let timeout = self.timeout;
+        let topic = topic.to_owned();
+        self.blocking(move |client| {
+            let (low, high) = client
+                .inner()
+                .fetch_watermarks(&topic, partition, timeout)
+                .map_err(|e| errors::from_kafka(&e, Some(&topic), Some(partition)))?;
+            Ok(Watermarks { low, high })
+        })
+        .await
+    }
+
+    async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: Option<i32>,
+        replication: Option<i32>,
+    ) -> Result<()> {
+        barnabas_core::validate_topic_name(topic)?;
+        let partitions = partitions.unwrap_or(self.default_partitions);
+        if partitions < 1 {
+            return Err(Error::Invalid(format!(
+                "a topic needs at least one partition, not {partitions}"
+            )));
+        }
+        let replication = replication.unwrap_or(self.default_replication);
+        let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+        let opts = AdminOptions::new().operation_timeout(Some(self.timeout));
+        let results = tokio::time::timeout(
+            self.timeout * 2,
+            self.client.create_topics([&new_topic], &opts),
+        )
+        .await
+        .map_err(|_| errors::timeout(self.timeout * 2))?
+        .map_err(|e| errors::from_kafka(&e, Some(topic), None))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => return Err(errors::from_code(code, Some(&name), None)),
+            }
+        }
+        tracing::info!(topic, partitions, replication, "created topic");
+        Ok(())
+    }
+
+    async fn ping(&self, timeout: Duration) -> Result<()> {
+        self.blocking(move |client| {
+            client
+                .inner()
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| errors::from_kafka(&e, None, None))
+        })
+        .await
+    }
+}

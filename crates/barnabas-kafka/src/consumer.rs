@@ -1,0 +1,378 @@
+//! Consumer sessions: one librdkafka consumer per front-end client.
+//!
+//! Calls that block inside librdkafka (commit, committed, seek, close) run on tokio's blocking
+//! pool; polling uses the stream consumer's async receive, so a long-poll holds no thread.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use barnabas_core::{
+    CommitRequest, ConsumedRecord, ConsumerConfig, ConsumerFactory, ConsumerSession, Error, Header,
+    Result, SeekTo, Subscription, TopicPartition,
+};
+use bytes::Bytes;
+use futures::FutureExt;
+use rdkafka::{
+    consumer::{CommitMode, Consumer, StreamConsumer},
+    error::KafkaError,
+    message::{BorrowedMessage, Headers, Message},
+    types::RDKafkaErrorCode,
+    Offset, TopicPartitionList,
+};
+
+use crate::{errors, KafkaConfig};
+
+/// Makes [`KafkaConsumerSession`]s with the gateway's connection settings.
+pub struct KafkaConsumerFactory {
+    config: KafkaConfig,
+}
+
+impl KafkaConsumerFactory {
+    /// A factory using the `[kafka]` section for every consumer it makes.
+    pub fn new(config: &KafkaConfig) -> Self {
+        Self {
+            config: config.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl ConsumerFactory for KafkaConsumerFactory {
+    async fn create(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerSession>> {
+        Ok(Arc::new(KafkaConsumerSession::new(&self.config, config)?))
+    }
+}
+
+/// One Kafka consumer (one group member).
+pub struct KafkaConsumerSession {
+    consumer: Option<Arc<StreamConsumer>>,
+    subscription: Mutex<Option<Subscription>>,
+    timeout: Duration,
+}
+
+impl KafkaConsumerSession {
+    /// Creates the consumer; it joins its group only on `subscribe`.
+    pub fn new(kafka: &KafkaConfig, config: ConsumerConfig) -> Result<Self> {
+        if config.group_id.is_empty() {
+            return Err(Error::Invalid("a consumer needs a group id".into()));
+        }
+        let mut cfg = kafka.client_config("consumer");
+        kafka.apply_properties(&mut cfg);
+        // Producer-only pass-through properties would only produce warnings here.
+        for key in [
+            "acks",
+            "enable.idempotence",
+            "linger.ms",
+            "compression.type",
+            "message.timeout.ms",
+        ] {
+            cfg.remove(key);
+        }
+        cfg.set("group.id", &config.group_id)
+            .set("auto.offset.reset", config.auto_offset_reset.as_str())
+            .set("enable.auto.commit", config.enable_auto_commit.to_string())
+            .set("enable.partition.eof", "false");
+        for (k, v) in &config.properties {
+            cfg.set(k, v);
+        }
+        let consumer: StreamConsumer = cfg
+            .create()
+            .map_err(|e| errors::from_kafka(&e, None, None))?;
+        Ok(Self {
+            consumer: Some(Arc::new(consumer)),
+            subscription: Mutex::new(None),
+            timeout: Duration::from_millis(kafka.request_timeout_ms),
+        })
+    }
+
+    fn consumer(&self) -> Result<&Arc<StreamConsumer>> {
+        self.consumer
+            .as_ref()
+            .ok_or_else(|| Error::IllegalState("consumer is closed".into()))
+    }
+
+    /// Runs a blocking librdkafka call on the blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&StreamConsumer) -> Result<T> + Send + 'static,
+    {
+        let consumer = self.consumer()?.clone();
+        tokio::task::spawn_blocking(move || f(&consumer))
+            .await
+            .map_err(errors::from_join)?
+    }
+
+    fn set_subscription(&self, s: Option<Subscription>) {
+        if let Ok(mut guard) = self.subscription.lock() {
+            *guard = s;
+        }
+    }
+}
+
+/// librdkafka treats a topic starting with `^` as a regex matched anywhere; Kafka's Java
+/// client (and so Strimzi's `topic_pattern`) matches the whole name. Anchor both ends.
+fn anchored(pattern: &str) -> String {
+    let inner = pattern.strip_prefix('^').unwrap_or(pattern);
+    let inner = inner.strip_suffix('$').unwrap_or(inner);
+    format!("^({inner})$")
+}
+
+fn to_list(partitions: &[TopicPartition]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+    for tp in partitions {
+        tpl.add_partition(&tp.topic, tp.partition);
+    }
+    tpl
+}
+
+fn offset_value(offset: Offset) -> Option<i64> {
+    match offset {
+        Offset::Offset(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn list_offsets(tpl: &TopicPartitionList) -> Vec<(TopicPartition, Option<i64>)> {
+    tpl.elements()
+        .iter()
+        .map(|e| {
+            (
+                TopicPartition::new(e.topic(), e.partition()),
+                offset_value(e.offset()),
+            )
+        })
+        .collect()
+}
+
+fn to_record(m: &BorrowedMessage<'_>) -> ConsumedRecord {
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| Header {
+                    key: h.key.to_owned(),
+                    value: h.value.map(Bytes::copy_from_slice),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ConsumedRecord {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp: m.timestamp().to_millis(),
+        key: m.key().map(Bytes::copy_from_slice),
+        value: m.payload().map(Bytes::copy_from_slice),
+        headers,
+    }
+}
+
+/// Errors met while fetching that do not end a poll: a subscribed topic that does not exist
+/// yet (it is picked up when it appears), a broker that is briefly away (librdkafka retries).
+fn is_transient(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::PartitionEOF
+        )
+    )
+}
+
+#[async_trait]
+impl ConsumerSession for KafkaConsumerSession {
+    async fn subscribe(&self, subscription: Subscription) -> Result<()> {
+        let topics: Vec<String> = match &subscription {
+            Subscription::Topics(ts) => {
+                for t in ts {
+                    barnabas_core::validate_topic_name(t)?;
+                }
+                ts.clone()
+            }
+            Subscription::Pattern(p) => vec![anchored(p)],
+        };
+        if topics.is_empty() {
+            return Err(Error::Invalid("subscription names no topic".into()));
+        }
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        self.consumer()?
+            .subscribe(&refs)
+            .map_err(|e| errors::from_kafka(&e, None, None))?;
+        self.set_subscription(Some(subscription));
+        Ok(())
+    }
+
+    async fn assign(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        for tp in &partitions {
+            barnabas_core::validate_topic_name(&tp.topic)?;
+        }
+        let consumer = self.consumer()?;
+        consumer.unsubscribe();
+        consumer
+            .assign(&to_list(&partitions))
+            .map_err(|e| errors::from_kafka(&e, None, None))?;
+        self.set_subscription(None);
+        Ok(())
+    }
+
+    async fn unsubscribe(&self) -> Result<()> {
+        let consumer = self.consumer()?;
+        consumer.unsubscribe();
+        // An assignment made with `assign` is not dropped by unsubscribe.
+        consumer
+            .unassign()
+            .map_err(|e| errors::from_kafka(&e, None, None))?;
+        self.set_subscription(None);
+        Ok(())
+    }
+
+    fn subscription(&self) -> Option<Subscription> {
+        self.subscription.lock().ok().and_then(|g| g.clone())
+    }
+
+    async fn assignment(&self) -> Result<Vec<TopicPartition>> {
+        let tpl = self
+            .consumer()?
+            .assignment()
+            .map_err(|e| errors::from_kafka(&e, None, None))?;
+        let mut out: Vec<TopicPartition> =
+            list_offsets(&tpl).into_iter().map(|(tp, _)| tp).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn poll(&self, max_records: usize, timeout: Duration) -> Result<Vec<ConsumedRecord>> {
+        let consumer = self.consumer()?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        // Wait for the first record (or the deadline), skipping transient fetch errors.
+        while out.is_empty() {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Err(_) => return Ok(out),
+                Ok(Ok(m)) => out.push(to_record(&m)),
+                Ok(Err(e)) if is_transient(&e) => {
+                    tracing::debug!(error = %e, "transient fetch error")
+                }
+                Ok(Err(e)) => return Err(errors::from_kafka(&e, None, None)),
+            }
+        }
+        // Then drain what is already buffered, without waiting.
+        while out.len() < max_records {
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => out.push(to_record(&m)),
+                Some(Err(e)) if is_transient(&e) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "fetch error after records were read");
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&self, request: CommitRequest) -> Result<()> {
+        self.blocking(move |c| {
+            let result = match &request {
+                CommitRequest::AllConsumed => c.commit_consumer_state(CommitMode::Sync),
+                CommitRequest::Offsets(offsets) => {
+                    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+                    for o in offsets {
+                        tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.offset))
+                            .map_err(|e| {
+                                errors::from_kafka(&e, Some(&o.topic), Some(o.partition))
+                            })?;
+                    }
+                    c.commit(&tpl, CommitMode::Sync)
+                }
+            };
+            match result {
+                Ok(()) => Ok(()),
+                // Nothing consumed since the last commit: nothing to do.
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+                Err(e) => Err(errors::from_kafka(&e, None, None)),
+            }
+        })
+        .await
+    }
+
+    async fn committed(&self) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+        let timeout = self.timeout;
+        self.blocking(move |c| {
+            c.committed(timeout)
+                .map(|tpl| list_offsets(&tpl))
+                .map_err(|e| errors::from_kafka(&e, None, None))
+        })
+        .await
+    }
+
+    async fn seek(&self, positions: Vec<(TopicPartition, SeekTo)>) -> Result<()> {
+        let timeout = self.timeout;
+        self.blocking(move |c| {
+            let mut tpl = TopicPartitionList::with_capacity(positions.len());
+            for (tp, to) in &positions {
+                let offset = match to {
+                    SeekTo::Offset(n) => Offset::Offset(*n),
+                    SeekTo::Beginning => Offset::Beginning,
+                    SeekTo::End => Offset::End,
+                };
+                tpl.add_partition_offset(&tp.topic, tp.partition, offset)
+                    .map_err(|e| errors::from_kafka(&e, Some(&tp.topic), Some(tp.partition)))?;
+            }
+            let result = c
+                .seek_partitions(tpl, timeout)
+                .map_err(|e| errors::from_kafka(&e, None, None))?;
+            for e in result.elements() {
+                if let Err(err) = e.error() {
+                    return Err(match err.rdkafka_error_code() {
+                        Some(RDKafkaErrorCode::State) => Error::IllegalState(format!(
+                            "partition {} of '{}' is not assigned to this consumer",
+                            e.partition(),
+                            e.topic()
+                        )),
+                        _ => errors::from_kafka(&err, Some(e.topic()), Some(e.partition())),
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn positions(&self) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+        let tpl = self
+            .consumer()?
+            .position()
+            .map_err(|e| errors::from_kafka(&e, None, None))?;
+        let mut out = list_offsets(&tpl);
+        out.sort();
+        Ok(out)
+    }
+
+    async fn close(&self) -> Result<()> {
+        let consumer = self.consumer()?;
+        consumer.unsubscribe();
+        self.set_subscription(None);
+        Ok(())
+    }
+}
+
+impl Drop for KafkaConsumerSession {
+    /// Closing a group member blocks while it leaves the group, so when the last handle goes
+    /// away inside the runtime, the close happens on the blocking pool.
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn_blocking(move || drop(consumer));
+            }
+        }
+    }
+}

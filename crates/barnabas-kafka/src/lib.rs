@@ -1,0 +1,35 @@
+//! The rdkafka adapter: the only crate in barnabas that talks to Kafka.
+//!
+//! It implements `barnabas-core`'s [`Publisher`](barnabas_core::Publisher),
+//! [`ConsumerFactory`](barnabas_core::ConsumerFactory) and [`Admin`](barnabas_core::Admin)
+//! on librdkafka, with the gateway's safety defaults (acks=all, idempotence) applied under
+//! whatever the operator passes through in `[kafka.properties]`.
+
+mod admin;
+mod config;
+mod consumer;
+mod errors;
+mod producer;
+
+pub use admin::KafkaAdmin;
+pub use config::KafkaConfig;
+pub use consumer::{KafkaConsumerFactory, KafkaConsumerSession};
+pub use producer::KafkaPublisher;
+
+use std::sync::Arc;
+
+use barnabas_core::Backend;
+
+/// Builds the process-wide [`Backend`]: one admin client, one shared producer, and a factory
+/// for consumers. Creating clients does not contact the cluster yet; use
+/// [`Admin::ping`](barnabas_core::Admin::ping) to find out whether it answers.
+pub fn connect(config: &KafkaConfig) -> Result<Backend, barnabas_core::Error> {
+    let admin = Arc::new(KafkaAdmin::new(config)?);
+    let publisher = Arc::new(KafkaPublisher::new(config, admin.clone())?);
+    let consumers = Arc::new(KafkaConsumerFactory::new(config));
+    Ok(Backend {
+        publisher,
+        consumers,
+        admin,
+    })
+}

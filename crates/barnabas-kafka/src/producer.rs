@@ -1,0 +1,201 @@
+//! The process-wide producer: one librdkafka `FutureProducer` shared by every connection of
+//! every protocol, which is what keeps Kafka connections few and batches large.
+//!
+//! A record's result is returned only from its delivery report, i.e. after the broker
+//! acknowledged it with acks=all, so a front end that acks on `Ok` never acks a lost record.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use barnabas_core::{Admin, Delivered, Error, Record, Result};
+use futures::future::join_all;
+use rdkafka::{
+    error::KafkaError,
+    message::{Header as RdHeader, OwnedHeaders},
+    producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
+    types::RDKafkaErrorCode,
+};
+
+use crate::{errors, KafkaAdmin, KafkaConfig};
+
+/// How long a send waits for room in librdkafka's queue before answering `Overloaded`.
+const QUEUE_FULL_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The gateway's producer, with a cache of topics known to exist (and their partition counts)
+/// so the existence check costs a metadata round trip only the first time a topic is seen.
+pub struct KafkaPublisher {
+    producer: FutureProducer,
+    admin: Arc<KafkaAdmin>,
+    auto_create: bool,
+    partitions: RwLock<HashMap<String, i32>>,
+}
+
+impl KafkaPublisher {
+    /// Creates the producer (acks=all, idempotent, 5 ms linger, unless overridden).
+    pub fn new(config: &KafkaConfig, admin: Arc<KafkaAdmin>) -> Result<Self> {
+        let producer = config
+            .producer_config()
+            .create::<FutureProducer>()
+            .map_err(|e| errors::from_kafka(&e, None, None))?;
+        Ok(Self {
+            producer,
+            admin,
+            auto_create: config.auto_create_topics,
+            partitions: RwLock::new(HashMap::new()),
+        })
+    }
+
+    fn cached_partitions(&self, topic: &str) -> Option<i32> {
+        self.partitions
+            .read()
+            .ok()
+            .and_then(|m| m.get(topic).copied())
+    }
+
+    /// Makes sure `topic` exists (creating it if allowed) and returns its partition count.
+    /// Without this check a write to a missing topic would sit in librdkafka's queue until
+    /// `message.timeout.ms`, instead of getting a prompt "unknown topic" answer.
+    async fn ensure_topic(&self, topic: &str, refresh: bool) -> Result<i32> {
+        if !refresh {
+            if let Some(n) = self.cached_partitions(topic) {
+                return Ok(n);
+            }
+        }
+        barnabas_core::validate_topic_name(topic)?;
+        let metadata = match self.admin.topic_metadata(topic).await {
+            Ok(md) => md,
+            Err(Error::UnknownTopic(_)) if self.auto_create => {
+                self.admin.create_topic(topic, None, None).await?;
+                self.admin.topic_metadata(topic).await?
+            }
+            Err(e) => return Err(e),
+        };
+        let count = metadata.partitions.len() as i32;
+        if let Ok(mut m) = self.partitions.write() {
+            m.insert(topic.to_owned(), count);
+        }
+        Ok(count)
+    }
+
+    /// Checks topic and partition of one record before it is queued.
+    async fn check(&self, record: &Record) -> Result<()> {
+        let count = self.ensure_topic(&record.topic, false).await?;
+        if let Some(p) = record.partition {
+            // A partition may have been added since we cached the count: look once more.
+            let count = if p >= count && p >= 0 {
+                self.ensure_topic(&record.topic, true).await?
+            } else {
+                count
+            };
+            if p < 0 || p >= count {
+                return Err(Error::UnknownPartition {
+                    topic: record.topic.clone(),
+                    partition: p,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one record, waiting (bounded) while librdkafka's queue is full.
+    async fn enqueue(&self, record: &Record) -> Result<DeliveryFuture> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for h in &record.headers {
+            headers = headers.insert(RdHeader {
+                key: &h.key,
+                value: h.value.as_deref(),
+            });
+        }
+        let started = Instant::now();
+        loop {
+            let mut fr: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&record.topic).headers(headers.clone());
+            if let Some(k) = &record.key {
+                fr = fr.key(k.as_ref());
+            }
+            if let Some(v) = &record.value {
+                fr = fr.payload(v.as_ref());
+            }
+            if let Some(p) = record.partition {
+                fr = fr.partition(p);
+            }
+            if let Some(ts) = record.timestamp {
+                fr = fr.timestamp(ts);
+            }
+            match self.producer.send_result(fr) {
+                Ok(future) => return Ok(future),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if started.elapsed() < QUEUE_FULL_PATIENCE =>
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => {
+                    return Err(errors::from_kafka(
+                        &e,
+                        Some(&record.topic),
+                        record.partition,
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Turns one delivery report into the record's result.
+fn delivered(
+    report: std::result::Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
+    topic: &str,
+    partition: Option<i32>,
+) -> Result<Delivered> {
+    match report {
+        Ok(Ok(d)) => Ok(Delivered {
+            partition: d.partition,
+            offset: d.offset,
+            timestamp: d.timestamp.to_millis(),
+        }),
+        Ok(Err((e, _))) => Err(errors::from_kafka(&e, Some(topic), partition)),
+        Err(_) => Err(Error::Unavailable(
+            "producer shut down before Kafka acknowledged the record".into(),
+        )),
+    }
+}
+
+#[async_trait]
+impl barnabas_core::Publisher for KafkaPublisher {
+    async fn publish(&self, records: Vec<Record>) -> Vec<Result<Delivered>> {
+        // Queue everything first (pipelining), then wait for all reports together.
+        let mut pending = Vec::with_capacity(records.len());
+        for record in &records {
+            let queued = match self.check(record).await {
+                Ok(()) => self.enqueue(record).await,
+                Err(e) => Err(e),
+            };
+            pending.push(queued);
+        }
+        let waits = pending
+            .into_iter()
+            .zip(&records)
+            .map(|(queued, record)| async move {
+                match queued {
+                    Ok(future) => delivered(future.await, &record.topic, record.partition),
+                    Err(e) => Err(e),
+                }
+            });
+        join_all(waits).await
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<()> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(errors::from_join)?
+            .map_err(|e| errors::from_kafka(&e, None, None))
+    }
+}

@@ -1,0 +1,359 @@
+//! The gateway's configuration: one struct per TOML section, each documenting its keys.
+//!
+//! Layers, lowest to highest precedence: built-in defaults, the TOML file (`--config`),
+//! `BARNABAS_<SECTION>__<KEY>` environment variables, command-line flags. Every struct denies
+//! unknown keys, so a typo is an error naming the key rather than a silently ignored setting.
+
+use std::{net::SocketAddr, path::Path};
+
+use barnabas_kafka::KafkaConfig;
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use serde::{Deserialize, Serialize};
+
+/// The word that switches a listener off.
+pub const OFF: &str = "off";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[kafka]`: how to reach Kafka.
+    pub kafka: KafkaConfig,
+    /// `[http]`: the REST/SSE front end.
+    pub http: HttpConfig,
+    /// `[mqtt]`: the MQTT front end.
+    pub mqtt: MqttConfig,
+    /// `[amqp]`: the AMQP 1.0 front end.
+    pub amqp: AmqpConfig,
+    /// `[limits]`: bounds applied to every protocol.
+    pub limits: LimitsConfig,
+    /// `[[sources.sse]]`: remote streams pulled into Kafka.
+    pub sources: SourcesConfig,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the HTTP listener binds, or `off`.
+    pub listen: String,
+    /// Consumer instances idle this long (ms) are deleted and their Kafka consumer closed.
+    pub consumer_idle_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            consumer_idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Address the MQTT listener binds, or `off`.
+    pub listen: String,
+    /// Address of the MQTT-over-WebSocket listener (path `/mqtt`), or `off`.
+    pub ws_listen: String,
+    /// Kafka topic for publishes no mapping rule matches; `""` rejects them.
+    pub default_topic: String,
+    /// Mapping rules from MQTT topics to Kafka topics and keys; the first match wins.
+    pub mapping: Vec<MqttMapping>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:1883".into(),
+            ws_listen: OFF.into(),
+            default_topic: "mqtt".into(),
+            mapping: Vec::new(),
+        }
+    }
+}
+
+/// One `[[mqtt.mapping]]` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttMapping {
+    /// MQTT topic pattern; `{name}` binds one level, `{name*}` the rest.
+    pub pattern: String,
+    /// Kafka topic, may use the pattern's `{name}`s.
+    pub kafka_topic: String,
+    /// Record key template; default: the MQTT topic name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `[amqp]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// Address the AMQP listener binds, or `off`.
+    pub listen: String,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:5672".into(),
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest record payload accepted from any protocol; above it the client gets that
+    /// protocol's "too large" error, not a dropped socket.
+    pub max_message_bytes: usize,
+    /// Connections accepted at once across all listeners.
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1_048_576,
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// `[sources]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// `[[sources.sse]]` entries.
+    pub sse: Vec<SseSource>,
+}
+
+/// One `[[sources.sse]]`: a Server-Sent Events stream written into a Kafka topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SseSource {
+    /// URL of the stream.
+    pub url: String,
+    /// Kafka topic its events go to.
+    pub topic: String,
+    /// `event_type` (the event's single top-level JSON key) or a JSON pointer.
+    #[serde(default = "default_sse_key")]
+    pub key: String,
+}
+
+fn default_sse_key() -> String {
+    "event_type".into()
+}
+
+/// A configuration problem, reported as one line and exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads the layers. `overrides` are the command-line flags, already in config shape.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            figment = figment.merge(Toml::string(&text));
+        }
+        figment = figment.merge(env_provider());
+        figment = figment.merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().map_err(|e| describe(e, file))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: addresses and value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("http.listen", &self.http.listen),
+            ("mqtt.listen", &self.mqtt.listen),
+            ("mqtt.ws_listen", &self.mqtt.ws_listen),
+            ("amqp.listen", &self.amqp.listen),
+        ] {
+            parse_listen(key, value)?;
+        }
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return Err(ConfigError(
+                "kafka.bootstrap_servers: must name at least one host:port".into(),
+            ));
+        }
+        if self.kafka.default_partitions < 1 {
+            return Err(ConfigError(format!(
+                "kafka.default_partitions: must be at least 1, not {}",
+                self.kafka.default_partitions
+            )));
+        }
+        if self.kafka.default_replication_factor == 0 || self.kafka.default_replication_factor < -1
+        {
+            return Err(ConfigError(format!(
+                "kafka.default_replication_factor: must be -1 (broker default) or at least 1, not {}",
+                self.kafka.default_replication_factor
+            )));
+        }
+        if self.limits.max_message_bytes == 0 {
+            return Err(ConfigError(
+                "limits.max_message_bytes: must be above 0".into(),
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(ConfigError(
+                "limits.max_connections: must be above 0".into(),
+            ));
+        }
+        if !self.mqtt.default_topic.is_empty() {
+            barnabas_core::validate_topic_name(&self.mqtt.default_topic)
+                .map_err(|e| ConfigError(format!("mqtt.default_topic: {e}")))?;
+        }
+        for (i, rule) in self.mqtt.mapping.iter().enumerate() {
+            if rule.pattern.is_empty() || rule.kafka_topic.is_empty() {
+                return Err(ConfigError(format!(
+                    "mqtt.mapping[{i}]: pattern and kafka_topic must not be empty"
+                )));
+            }
+        }
+        for (i, source) in self.sources.sse.iter().enumerate() {
+            if !(source.url.starts_with("http://") || source.url.starts_with("https://")) {
+                return Err(ConfigError(format!(
+                    "sources.sse[{i}].url: '{}' is not an http(s) URL",
+                    source.url
+                )));
+            }
+            barnabas_core::validate_topic_name(&source.topic)
+                .map_err(|e| ConfigError(format!("sources.sse[{i}].topic: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `check-config`.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError(format!("cannot print config: {e}")))
+    }
+}
+
+/// Parses a listener address: `None` for `off`, else `host:port`.
+pub fn parse_listen(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value == OFF {
+        return Ok(None);
+    }
+    let value = value.replacen("localhost:", "127.0.0.1:", 1);
+    value.parse::<SocketAddr>().map(Some).map_err(|_| {
+        ConfigError(format!(
+            "{key}: '{value}' is not an address (expected IP:PORT, e.g. 0.0.0.0:8080, or \"off\")"
+        ))
+    })
+}
+
+/// `BARNABAS_<SECTION>__<KEY>`: only variables with a section separator take part, so
+/// unrelated `BARNABAS_*` variables in the environment are not mistaken for config keys.
+fn env_provider() -> Env {
+    Env::prefixed("BARNABAS_")
+        .filter(|key| key.as_str().contains("__"))
+        .split("__")
+}
+
+/// One line for a figment error: what, which key, from where.
+fn describe(err: figment::Error, file: Option<&Path>) -> ConfigError {
+    let first = err.into_iter().next();
+    let Some(e) = first else {
+        return ConfigError("invalid configuration".into());
+    };
+    let key = e.path.join(".");
+    let source = match e.metadata.as_ref().map(|m| m.name.as_ref()) {
+        Some(name) if name.contains("TOML") => file
+            .map(|f| format!("config file {}", f.display()))
+            .unwrap_or_else(|| "config file".into()),
+        Some(name) if name.contains("environment") => format!(
+            "environment variable BARNABAS_{}",
+            e.path
+                .iter()
+                .map(|p| p.to_uppercase())
+                .collect::<Vec<_>>()
+                .join("__")
+        ),
+        Some(name) if name.contains("Serialized") => "command line".into(),
+        Some(name) => name.to_owned(),
+        None => "configuration".into(),
+    };
+    let kind = e.kind.to_string().replace('\n', " ");
+    if key.is_empty() {
+        ConfigError(format!("{source}: {kind}"))
+    } else {
+        ConfigError(format!("{source}: key `{key}`: {kind}"))
+    }
+}
+
+/// Command-line flags that override config keys; `None` = not given.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    /// Overrides of `[kafka]`.
+    #[serde(skip_serializing_if = "KafkaOverrides::is_empty")]
+    pub kafka: KafkaOverrides,
+    /// Overrides of `[http]`.
+    #[serde(skip_serializing_if = "ListenOverride::is_empty")]
+    pub http: ListenOverride,
+    /// Overrides of `[mqtt]`.
+    #[serde(skip_serializing_if = "ListenOverride::is_empty")]
+    pub mqtt: ListenOverride,
+    /// Overrides of `[amqp]`.
+    #[serde(skip_serializing_if = "ListenOverride::is_empty")]
+    pub amqp: ListenOverride,
+}
+
+/// `--kafka-bootstrap`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KafkaOverrides {
+    /// `kafka.bootstrap_servers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+}
+
+impl KafkaOverrides {
+    fn is_empty(&self) -> bool {
+        self.bootstrap_servers.is_none()
+    }
+}
+
+/// `--<proto>-listen`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ListenOverride {
+    /// `<section>.listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+impl ListenOverride {
+    fn is_empty(&self) -> bool {
+        self.listen.is_none()
+    }
+}
+
+/// Whether any layer (file, environment, flag) names a Kafka cluster; if none does, the
+/// gateway starts its embedded broker.
+pub fn names_kafka_cluster(file: Option<&Path>, overrides: &Overrides) -> bool {
+    if overrides.kafka.bootstrap_servers.is_some() {
+        return true;
+    }
+    if std::env::var_os("BARNABAS_KAFKA__BOOTSTRAP_SERVERS").is_some() {
+        return true;
+    }
+    file.and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            t.get("kafka")
+                .and_then(|k| k.get("bootstrap_servers"))
+                .cloned()
+        })
+        .is_some()
+}

@@ -1,0 +1,377 @@
+//! The process lifecycle: plan from config, start (embedded broker, listeners, Kafka clients),
+//! report readiness, and stop on SIGTERM/SIGINT by one mechanism — a cancellation token every
+//! task watches, a grace period, then a bounded producer flush.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use barnabas_core::{Backend, Readiness};
+use barnabas_kafka::KafkaConfig;
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    cli::RunArgs,
+    config::{self, Config},
+    logging,
+};
+
+/// How long in-flight requests may take to finish after a stop signal, and how long the
+/// producer may take to deliver what it holds.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// How often Kafka is asked whether it is there, for `/ready`.
+const READINESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the process ends unsuccessfully.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad configuration or an address that cannot be bound: exit code 2.
+    Config(String),
+    /// Anything else: exit code 1.
+    Fatal(anyhow::Error),
+}
+
+impl From<config::ConfigError> for Failure {
+    fn from(e: config::ConfigError) -> Self {
+        Failure::Config(e.0)
+    }
+}
+
+/// The embedded broker the plan asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedPlan {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// What it advertises, if not derived from `listen`.
+    pub advertised: Option<String>,
+    /// Where its data lives (`None` = temporary).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Everything decided before anything starts: validated config and whether to embed Kafka.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The effective configuration.
+    pub config: Config,
+    /// `Some` when the gateway runs its own broker.
+    pub embedded: Option<EmbeddedPlan>,
+}
+
+impl Plan {
+    /// Loads and validates the layered config and decides about the embedded broker.
+    pub fn from_args(args: &RunArgs) -> Result<Self, Failure> {
+        let overrides = args.overrides();
+        let file = args.config.as_deref();
+        let config = Config::load(file, &overrides)?;
+        let external = config::names_kafka_cluster(file, &overrides);
+        if args.embedded_kafka.is_some() && args.kafka_bootstrap.is_some() {
+            return Err(Failure::Config(
+                "--embedded-kafka and --kafka-bootstrap exclude each other: use one Kafka".into(),
+            ));
+        }
+        let embed = args.embedded_kafka.is_some() || !external;
+        if !embed && args.data_dir.is_some() {
+            return Err(Failure::Config(
+                "--data-dir keeps the embedded broker's data; it does not apply with an external Kafka (kafka.bootstrap_servers)".into(),
+            ));
+        }
+        let embedded = if embed {
+            let addr = args.embedded_kafka.as_deref().unwrap_or("127.0.0.1:9092");
+            let listen = config::parse_listen("--embedded-kafka", addr)?.ok_or_else(|| {
+                Failure::Config("--embedded-kafka: needs an address, not 'off'".into())
+            })?;
+            Some(EmbeddedPlan {
+                listen,
+                advertised: args.embedded_advertised.clone(),
+                data_dir: args.data_dir.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(Plan { config, embedded })
+    }
+}
+
+/// `barnabas check-config`: print the effective config (TOML) on stdout.
+pub fn check_config(args: RunArgs) -> Result<(), Failure> {
+    let plan = Plan::from_args(&args)?;
+    let mut out = String::new();
+    if let Some(e) = &plan.embedded {
+        out.push_str(&format!(
+            "# Kafka: embedded broker on {} ({})\n",
+            e.listen,
+            e.data_dir
+                .as_ref()
+                .map(|d| format!("data in {}", d.display()))
+                .unwrap_or_else(|| "nothing kept after exit".into())
+        ));
+    }
+    out.push_str(&plan.config.to_toml()?);
+    print!("{out}");
+    Ok(())
+}
+
+/// `barnabas [run]`: start, serve until a stop signal, drain, exit.
+pub fn run(args: RunArgs) -> Result<(), Failure> {
+    let plan = Plan::from_args(&args)?;
+    logging::init(args.log_format.unwrap_or_default());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("barnabas")
+        .build()
+        .map_err(|e| Failure::Fatal(e.into()))?;
+    runtime.block_on(async move {
+        let gateway = Gateway::start(plan).await?;
+        let signal = stop_signal().await;
+        tracing::info!(
+            signal,
+            "stopping: no new connections, draining in-flight work"
+        );
+        gateway.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT, naming which.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+/// A running gateway: its tasks, its Kafka clients and (maybe) its broker.
+pub struct Gateway {
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    backend: Backend,
+    readiness: Readiness,
+    http_addr: Option<SocketAddr>,
+    #[cfg(feature = "embedded-kafka")]
+    embedded: Option<crate::embedded::EmbeddedKafka>,
+}
+
+impl Gateway {
+    /// Starts everything the plan names. Fails with `Failure::Config` for an address that
+    /// cannot be bound or a Kafka property librdkafka rejects.
+    pub async fn start(plan: Plan) -> Result<Self, Failure> {
+        let Plan { config, embedded } = plan;
+        let mut kafka = config.kafka.clone();
+        tune_producer_limits(&mut kafka, config.limits.max_message_bytes);
+
+        #[cfg(feature = "embedded-kafka")]
+        let embedded = match embedded {
+            Some(plan) => {
+                let broker = start_embedded(&plan).await?;
+                kafka.bootstrap_servers = broker.bootstrap();
+                if kafka.default_replication_factor == -1 {
+                    kafka.default_replication_factor = 1; // a single-node broker
+                }
+                Some(broker)
+            }
+            None => None,
+        };
+        #[cfg(not(feature = "embedded-kafka"))]
+        if embedded.is_some() {
+            return Err(Failure::Config(
+                "this build has no embedded Kafka broker (built without feature `embedded-kafka`): set kafka.bootstrap_servers or --kafka-bootstrap".into(),
+            ));
+        }
+
+        let http_listener = bind("http.listen", &config.http.listen).await?;
+        let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+        for (key, value) in [
+            ("mqtt.listen", &config.mqtt.listen),
+            ("amqp.listen", &config.amqp.listen),
+        ] {
+            if value != config::OFF {
+                tracing::info!(
+                    key,
+                    value,
+                    "this front end is not built yet; its listener is not started"
+                );
+            }
+        }
+
+        let backend = barnabas_kafka::connect(&kafka)
+            .map_err(|e| Failure::Config(format!("[kafka] settings: {e}")))?;
+        let readiness = Readiness::new();
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        if let Some(listener) = http_listener {
+            let router = barnabas_http::router(barnabas_http::AppState {
+                readiness: readiness.clone(),
+                version: crate::VERSION,
+            });
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = barnabas_http::serve(listener, router, token).await {
+                    tracing::error!(error = %e, "HTTP listener failed");
+                }
+            });
+        }
+
+        tasks.spawn(watch_kafka(
+            backend.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+            http_addr,
+            kafka.bootstrap_servers.clone(),
+        ));
+
+        Ok(Self {
+            shutdown,
+            tasks,
+            backend,
+            readiness,
+            http_addr,
+            #[cfg(feature = "embedded-kafka")]
+            embedded,
+        })
+    }
+
+    /// Where the HTTP listener is bound, if it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The Kafka backend front ends use.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The readiness flag `/ready` reports.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Stops accepting, lets in-flight work finish within [`DRAIN_GRACE`], delivers what the
+    /// producer holds, then stops the embedded broker.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        let drained = tokio::time::timeout(DRAIN_GRACE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("drain grace period over; aborting remaining tasks");
+            self.tasks.abort_all();
+        }
+        if let Err(e) = self.backend.publisher.flush(DRAIN_GRACE).await {
+            tracing::warn!(error = %e, "producer did not deliver everything before exit");
+        }
+        // Close the Kafka clients before their broker goes, so they do not log its absence.
+        #[cfg(feature = "embedded-kafka")]
+        let Self {
+            backend, embedded, ..
+        } = self;
+        #[cfg(not(feature = "embedded-kafka"))]
+        let Self { backend, .. } = self;
+        drop(backend);
+        #[cfg(feature = "embedded-kafka")]
+        if let Some(broker) = embedded {
+            broker.stop().await;
+        }
+        tracing::info!("barnabas stopped");
+    }
+}
+
+/// librdkafka refuses records above its `message.max.bytes` (default 1 000 000) before the
+/// gateway's own limit would apply; raise it to the gateway limit plus room for the batch
+/// framing, unless the operator set it.
+fn tune_producer_limits(kafka: &mut KafkaConfig, max_message_bytes: usize) {
+    kafka
+        .properties
+        .entry("message.max.bytes".into())
+        .or_insert_with(|| (max_message_bytes.max(1_000_000) + 65_536).to_string());
+}
+
+#[cfg(feature = "embedded-kafka")]
+async fn start_embedded(plan: &EmbeddedPlan) -> Result<crate::embedded::EmbeddedKafka, Failure> {
+    use crate::embedded::{EmbeddedError, EmbeddedKafka, Storage};
+    let storage = plan
+        .data_dir
+        .clone()
+        .map(Storage::Dir)
+        .unwrap_or(Storage::Temporary);
+    EmbeddedKafka::start(plan.listen, plan.advertised.clone(), storage)
+        .await
+        .map_err(|e| match e {
+            EmbeddedError::Bind { .. } | EmbeddedError::DataDir { .. } => {
+                Failure::Config(e.to_string())
+            }
+            EmbeddedError::Broker(_) => Failure::Fatal(e.into()),
+        })
+}
+
+/// Binds a listener now, so a busy port is a start-up error naming the key.
+async fn bind(key: &str, value: &str) -> Result<Option<TcpListener>, Failure> {
+    let Some(addr) = config::parse_listen(key, value)? else {
+        return Ok(None);
+    };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|e| Failure::Config(format!("cannot listen on {key} {addr}: {e}")))
+}
+
+/// Keeps `/ready` true to Kafka's state and prints the ready line the first time Kafka answers.
+async fn watch_kafka(
+    backend: Backend,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+    http_addr: Option<SocketAddr>,
+    bootstrap: String,
+) {
+    let mut announced = false;
+    let mut last_error: Option<String> = None;
+    loop {
+        let answer = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            answer = backend.admin.ping(Duration::from_secs(2)) => answer,
+        };
+        match answer {
+            Ok(()) => {
+                if !announced {
+                    announced = true;
+                    let http = http_addr
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "off".into());
+                    tracing::info!(http = %http, kafka = %bootstrap, "barnabas ready");
+                } else if last_error.is_some() {
+                    tracing::info!(kafka = %bootstrap, "Kafka answers again");
+                }
+                last_error = None;
+                readiness.set(true);
+            }
+            Err(e) => {
+                readiness.set(false);
+                let msg = e.to_string();
+                if last_error.as_deref() != Some(msg.as_str()) {
+                    tracing::warn!(kafka = %bootstrap, error = %msg, "Kafka does not answer");
+                }
+                last_error = Some(msg);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(READINESS_INTERVAL) => {}
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Shared test harness: a real embedded broker per test, the real binary as a process, a raw
+//! HTTP GET, and the Python stock clients. No mocks: everything talks the real protocols.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use barnabas_core::{ConsumedRecord, ConsumerSession};
+
+/// A port nothing listens on right now (bound then released; good enough on loopback).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// The workspace root (tests read helper scripts from it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+#[cfg(feature = "embedded-kafka")]
+pub mod broker {
+    use barnabas::embedded::{EmbeddedKafka, Storage};
+    use barnabas_kafka::KafkaConfig;
+
+    use super::free_addr;
+
+    /// Starts a fresh embedded tansu broker (temporary SQLite storage) on a free port.
+    pub async fn start() -> EmbeddedKafka {
+        start_with(Storage::Temporary).await
+    }
+
+    pub async fn start_with(storage: Storage) -> EmbeddedKafka {
+        let mut last = None;
+        for _ in 0..5 {
+            match EmbeddedKafka::start(free_addr(), None, storage.clone()).await {
+                Ok(b) => return b,
+                Err(e) => last = Some(e),
+            }
+        }
+        panic!("embedded broker did not start: {last:?}");
+    }
+
+    /// Gateway Kafka settings for a test broker.
+    pub fn kafka_config(broker: &EmbeddedKafka) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: broker.bootstrap(),
+            default_replication_factor: 1,
+            ..KafkaConfig::default()
+        }
+    }
+}
+
+/// Polls until `n` records arrived or `within` passed; returns what arrived.
+pub async fn poll_n(
+    session: &dyn ConsumerSession,
+    n: usize,
+    within: Duration,
+) -> Vec<ConsumedRecord> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        let batch = session
+            .poll(n - out.len(), Duration::from_millis(500))
+            .await
+            .expect("poll");
+        out.extend(batch);
+    }
+    out
+}
+
+/// A `barnabas` process with its stderr collected line by line.
+pub struct Gateway {
+    pub child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_barnabas"));
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn barnabas");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[barnabas] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Gateway { child, lines }
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until a stderr line contains `needle`; panics with the log otherwise.
+    pub fn wait_for_line(&mut self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = self.stderr().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "barnabas exited ({status}) before printing {needle:?}:\n{}",
+                    self.stderr().join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no {needle:?} within {within:?}:\n{}",
+                    self.stderr().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit (bounded).
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "barnabas did not exit within {within:?}:\n{}",
+                    self.stderr().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {resp:?}"));
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `GET path` until it answers `want` (bounded).
+pub fn wait_for_status(addr: SocketAddr, path: &str, want: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut last = 0;
+    while Instant::now() < deadline {
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            drop(s);
+            last = http_get(addr, path).0;
+            if last == want {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("GET {path} never answered {want} within {within:?} (last {last})");
+}
+
+/// The Python interpreter of the test venv (made by ./scripts/test), with confluent-kafka.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("BARNABAS_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace_root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python test venv at {}: run ./scripts/test (it creates it with the stock clients)",
+        venv.display()
+    );
+    venv
+}
+
+/// Runs one of tests/python/*.py with arguments; returns stdout, panics with stderr on failure.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let path = workspace_root().join("tests/python").join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
