@@ -1,1 +1,223 @@
-//! placeholder
+//! The `barnabas` binary as users run it: readiness, probes, signals, the embedded broker used
+//! by a stock Kafka client (confluent-kafka), and data kept across restarts.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use barnabas::embedded::{EmbeddedKafka, Storage};
+use barnabas_core::{ConsumerConfig, OffsetReset, Subscription};
+use common::{free_addr, free_port, http_get, poll_n, run_python, wait_for_status, Gateway};
+
+const START: Duration = Duration::from_secs(60);
+const STOP: Duration = Duration::from_secs(30);
+
+/// Starts `barnabas` with an embedded broker on a free port; returns (process, http, kafka).
+fn start_embedded(extra: &[&str]) -> (Gateway, std::net::SocketAddr, String) {
+    let http = free_addr();
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        format!("--embedded-kafka={kafka}"),
+        "--http-listen".into(),
+        http.to_string(),
+        "--mqtt-listen".into(),
+        "off".into(),
+        "--amqp-listen".into(),
+        "off".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut gw = Gateway::spawn(&refs, &[]);
+    gw.wait_for_line("barnabas ready", START);
+    (gw, http, kafka)
+}
+
+#[test]
+fn ready_line_probes_and_sigterm_exit_zero() {
+    let (mut gw, http, _) = start_embedded(&[]);
+    assert_eq!(http_get(http, "/ready").0, 204);
+    assert_eq!(http_get(http, "/healthy").0, 204);
+    let (status, body) = http_get(http, "/");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["bridge_version"], env!("CARGO_PKG_VERSION"));
+
+    gw.signal("TERM");
+    let status = gw.wait_exit(STOP);
+    assert_eq!(status.code(), Some(0), "{}", gw.stderr().join("\n"));
+    assert!(gw.stderr().iter().any(|l| l.contains("barnabas stopped")));
+    assert!(!gw.stderr().iter().any(|l| l.contains("panicked")));
+}
+
+#[test]
+fn sigint_also_exits_zero() {
+    let (mut gw, _, _) = start_embedded(&[]);
+    gw.signal("INT");
+    assert_eq!(gw.wait_exit(STOP).code(), Some(0));
+}
+
+#[test]
+fn json_log_format_writes_json_lines() {
+    let (mut gw, _, _) = start_embedded(&["--log-format", "json"]);
+    let line = gw.wait_for_line("barnabas ready", START);
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(v["message"], "barnabas ready");
+    assert_eq!(v["level"], "INFO");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(STOP).code(), Some(0));
+}
+
+#[test]
+fn without_kafka_config_the_embedded_broker_starts_on_9092() {
+    let http = free_addr();
+    let mut gw = Gateway::spawn(
+        &["--mqtt-listen", "off", "--amqp-listen", "off"],
+        &[("BARNABAS_HTTP__LISTEN", &http.to_string())],
+    );
+    let line = gw.wait_for_line("embedded Kafka broker started", START);
+    assert!(line.contains("127.0.0.1:9092"), "{line}");
+    gw.wait_for_line("barnabas ready", START);
+    assert_eq!(http_get(http, "/ready").0, 204);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(STOP).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_follows_kafka_coming_and_going() {
+    let http = free_addr();
+    let kafka_addr = free_addr();
+    let mut gw = Gateway::spawn(
+        &[
+            "--kafka-bootstrap",
+            &kafka_addr.to_string(),
+            "--http-listen",
+            &http.to_string(),
+            "--mqtt-listen",
+            "off",
+            "--amqp-listen",
+            "off",
+        ],
+        &[],
+    );
+    // Nothing listens on the Kafka address: alive, not ready, no ready line.
+    wait_for_status(http, "/healthy", 204, START);
+    assert_eq!(http_get(http, "/ready").0, 503);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(http_get(http, "/ready").0, 503);
+    assert!(!gw.stderr().iter().any(|l| l.contains("barnabas ready")));
+
+    // Kafka appears: ready line, 204.
+    let broker = EmbeddedKafka::start(kafka_addr, None, Storage::Temporary).await.unwrap();
+    gw.wait_for_line("barnabas ready", START);
+    wait_for_status(http, "/ready", 204, START);
+
+    // Kafka goes away again: 503, still alive.
+    broker.stop().await;
+    wait_for_status(http, "/ready", 503, START);
+    assert_eq!(http_get(http, "/healthy").0, 204);
+
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(STOP).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stock_kafka_client_uses_the_embedded_broker() {
+    let (mut gw, _, kafka) = start_embedded(&[]);
+
+    let acks: serde_json::Value =
+        serde_json::from_str(&run_python("kafka_client.py", &["produce", &kafka, "stock", "25"])).unwrap();
+    let offsets: Vec<i64> = acks.as_array().unwrap().iter().map(|a| a["offset"].as_i64().unwrap()).collect();
+    assert_eq!(offsets, (0..25).collect::<Vec<_>>());
+
+    let got: serde_json::Value =
+        serde_json::from_str(&run_python("kafka_client.py", &["consume", &kafka, "stock", "py-group", "25"])).unwrap();
+    let got = got.as_array().unwrap();
+    assert_eq!(got.len(), 25);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r["key"], format!("k{i}"));
+        assert_eq!(r["value"], format!("v{i}"));
+        assert_eq!(r["headers"]["seq"], i.to_string());
+        assert_eq!(r["offset"], i as i64);
+    }
+    // The group committed: a second run of the same group gets nothing more.
+    let again: serde_json::Value =
+        serde_json::from_str(&run_python("kafka_client.py", &["consume", &kafka, "stock", "py-group", "0"])).unwrap();
+    assert_eq!(again.as_array().unwrap().len(), 0);
+
+    // And the gateway's own Kafka adapter reads what the stock client wrote.
+    let backend = barnabas_kafka::connect(&barnabas_kafka::KafkaConfig {
+        bootstrap_servers: kafka.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let c = backend
+        .consumers
+        .create(ConsumerConfig {
+            group_id: "rust-side".into(),
+            auto_offset_reset: OffsetReset::Earliest,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.subscribe(Subscription::Topics(vec!["stock".into()])).await.unwrap();
+    let records = poll_n(c.as_ref(), 25, START).await;
+    assert_eq!(records.len(), 25);
+    assert_eq!(records[3].header("seq").map(|b| b.as_ref()), Some(&b"3"[..]));
+    assert_eq!(backend.admin.watermarks("stock", 0).await.unwrap().high, 25);
+
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(STOP).code(), Some(0));
+}
+
+#[test]
+fn data_dir_keeps_acknowledged_records_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+
+    let (mut gw, _, kafka) = start_embedded(&["--data-dir", &data]);
+    let acks: serde_json::Value =
+        serde_json::from_str(&run_python("kafka_client.py", &["produce", &kafka, "kept", "10"])).unwrap();
+    assert_eq!(acks.as_array().unwrap().len(), 10);
+    gw.signal("KILL");
+    gw.wait_exit(STOP);
+    assert!(dir.path().join("tansu.db").exists());
+
+    // Restart on the same directory (a new port): everything acknowledged is there.
+    let (mut gw, _, kafka) = start_embedded(&["--data-dir", &data]);
+    let got: serde_json::Value =
+        serde_json::from_str(&run_python("kafka_client.py", &["consume", &kafka, "kept", "after-restart", "10"])).unwrap();
+    let values: Vec<&str> = got.as_array().unwrap().iter().map(|r| r["value"].as_str().unwrap()).collect();
+    assert_eq!(values, (0..10).map(|i| format!("v{i}")).collect::<Vec<_>>());
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(STOP).code(), Some(0));
+}
+
+#[test]
+fn without_data_dir_nothing_is_kept() {
+    let (mut gw, _, kafka) = start_embedded(&[]);
+    let line = gw
+        .stderr()
+        .into_iter()
+        .find(|l| l.contains("embedded Kafka broker started"))
+        .unwrap();
+    assert!(line.contains("kept=false"), "{line}");
+    let data = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("data="))
+        .map(std::path::PathBuf::from)
+        .unwrap();
+    run_python("kafka_client.py", &["produce", &kafka, "gone", "3"]);
+    assert!(data.exists(), "the temporary log is at {}", data.display());
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(STOP).code(), Some(0));
+    assert!(!data.exists(), "temporary data removed at exit");
+    assert!(!data.parent().unwrap().exists());
+
+    let (mut gw, _, kafka) = start_embedded(&[]);
+    let got: serde_json::Value =
+        serde_json::from_str(&run_python("kafka_client.py", &["consume", &kafka, "gone", "g", "0"])).unwrap();
+    assert_eq!(got.as_array().unwrap().len(), 0);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(STOP).code(), Some(0));
+}

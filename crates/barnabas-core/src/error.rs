@@ -42,6 +42,9 @@ pub enum Error {
     /// The request itself is malformed or not allowed in the current state.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A client setting the Kafka library refuses (e.g. an unknown librdkafka property).
+    #[error("{0}")]
+    Config(String),
     /// A consumer is not in the state the operation needs (e.g. seek on an unassigned partition).
     #[error("illegal state: {0}")]
     IllegalState(String),
@@ -93,7 +96,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::UnknownTopic(_) | Error::UnknownPartition { .. } => ErrorKind::NotFound,
-            Error::InvalidTopic { .. } | Error::Invalid(_) => ErrorKind::Invalid,
+            Error::InvalidTopic { .. } | Error::Invalid(_) | Error::Config(_) => ErrorKind::Invalid,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
             Error::IllegalState(_) => ErrorKind::Conflict,
             Error::Unavailable(_) | Error::Timeout(_) => ErrorKind::Unavailable,

@@ -56,9 +56,9 @@ pub(crate) fn from_kafka(err: &KafkaError, topic: Option<&str>, partition: Optio
     match err.rdkafka_error_code() {
         Some(code) => from_code(code, topic, partition),
         None => match err {
-            KafkaError::ClientConfig(_, key, value, msg) => {
-                Error::Invalid(format!("Kafka property {key}={value}: {msg}"))
-            }
+            KafkaError::ClientConfig(_, description, key, value) => Error::Config(format!(
+                "librdkafka rejects property \"{key}\" = \"{value}\": {description}"
+            )),
             other => Error::Kafka {
                 code: "Client".into(),
                 message: other.to_string(),

@@ -286,7 +286,7 @@ fn describe(err: figment::Error, file: Option<&Path>) -> ConfigError {
         Some(name) => name.to_owned(),
         None => "configuration".into(),
     };
-    let kind = e.kind.to_string().replace('\n', " ");
+    let kind = e.kind.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
     if key.is_empty() {
         ConfigError(format!("{source}: {kind}"))
     } else {

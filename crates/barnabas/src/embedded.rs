@@ -73,7 +73,7 @@ impl EmbeddedKafka {
         // here, where it can be reported as a start-up error.
         drop(TcpListener::bind(addr).map_err(|source| EmbeddedError::Bind { addr, source })?);
 
-        let (storage_url, temp) = match &storage {
+        let (storage_url, temp, data) = match &storage {
             Storage::Temporary => {
                 let dir = tempfile::Builder::new()
                     .prefix("barnabas-kafka-")
@@ -82,7 +82,8 @@ impl EmbeddedKafka {
                         path: std::env::temp_dir(),
                         reason: e.to_string(),
                     })?;
-                (sqlite_url(&dir.path().join("tansu.db"))?, Some(dir))
+                let file = dir.path().join("tansu.db");
+                (sqlite_url(&file)?, Some(dir), file.display().to_string())
             }
             Storage::Dir(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| EmbeddedError::DataDir {
@@ -93,9 +94,10 @@ impl EmbeddedKafka {
                     path: dir.clone(),
                     reason: e.to_string(),
                 })?;
-                (sqlite_url(&dir.join("tansu.db"))?, None)
+                let file = dir.join("tansu.db");
+                (sqlite_url(&file)?, None, file.display().to_string())
             }
-            Storage::Null => (parse_url("null://barnabas")?, None),
+            Storage::Null => (parse_url("null://barnabas")?, None, "nowhere (null)".to_owned()),
         };
 
         let advertised = advertised.unwrap_or_else(|| {
@@ -131,7 +133,8 @@ impl EmbeddedKafka {
             _temp: temp,
         };
         this.wait_accepting().await?;
-        tracing::info!(listen = %addr, advertised = %this.advertised, ?storage, "embedded Kafka broker started");
+        let kept = !matches!(storage, Storage::Temporary);
+        tracing::info!(listen = %addr, advertised = %this.advertised, data = %data, kept, "embedded Kafka broker started");
         Ok(this)
     }
 

@@ -209,7 +209,7 @@ impl Gateway {
         }
 
         let backend = barnabas_kafka::connect(&kafka)
-            .map_err(|e| Failure::Config(format!("[kafka] settings: {e}")))?;
+            .map_err(|e| Failure::Config(format!("kafka.properties: {e}")))?;
         let readiness = Readiness::new();
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();

@@ -1,0 +1,82 @@
+"""A stock Kafka client (confluent-kafka, i.e. librdkafka) for the tests' Kafka-side checks.
+
+usage:
+  kafka_client.py produce BOOTSTRAP TOPIC COUNT       -> JSON list of {partition, offset}
+  kafka_client.py consume BOOTSTRAP TOPIC GROUP COUNT -> JSON list of records, then commits
+"""
+import json
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def ensure_topic(bootstrap, topic):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    if topic in admin.list_topics(timeout=10).topics:
+        return
+    for fut in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
+        try:
+            fut.result(timeout=10)
+        except KafkaException as e:
+            if "TOPIC_ALREADY_EXISTS" not in str(e):
+                raise
+
+
+def produce(bootstrap, topic, count):
+    ensure_topic(bootstrap, topic)
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+    acks, errors = [], []
+
+    def report(err, msg):
+        if err is not None:
+            errors.append(str(err))
+        else:
+            acks.append({"partition": msg.partition(), "offset": msg.offset()})
+
+    for i in range(count):
+        p.produce(topic, key=f"k{i}", value=f"v{i}", headers=[("seq", str(i).encode())], on_delivery=report)
+    remaining = p.flush(30)
+    if errors or remaining or len(acks) != count:
+        sys.exit(f"produce failed: errors={errors} undelivered={remaining} acked={len(acks)}")
+    print(json.dumps(acks))
+
+
+def consume(bootstrap, topic, group, count):
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    c.subscribe([topic])
+    out = []
+    deadline = time.time() + 60
+    while len(out) < count and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            continue
+        out.append({
+            "key": m.key().decode() if m.key() is not None else None,
+            "value": m.value().decode() if m.value() is not None else None,
+            "headers": {k: v.decode() for k, v in (m.headers() or [])},
+            "partition": m.partition(),
+            "offset": m.offset(),
+        })
+    if out:
+        c.commit(asynchronous=False)
+    c.close()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "produce":
+        produce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif cmd == "consume":
+        consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    else:
+        sys.exit(__doc__)
