@@ -51,9 +51,17 @@ fn get<'a>(t: &'a toml::Table, path: &str) -> &'a toml::Value {
 /// A configuration error: exit code 2 and exactly one stderr line, naming `what`.
 fn assert_config_error(out: &Outcome, what: &str) {
     assert_eq!(out.code, 2, "expected exit 2; stderr: {}", out.stderr);
-    let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     assert_eq!(lines.len(), 1, "one line expected, got: {lines:#?}");
-    assert!(lines[0].contains(what), "{what:?} not named in: {}", lines[0]);
+    assert!(
+        lines[0].contains(what),
+        "{what:?} not named in: {}",
+        lines[0]
+    );
     assert!(!out.stderr.contains("panicked") && !out.stderr.contains("backtrace"));
 }
 
@@ -65,59 +73,139 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(get(&t, "mqtt.ws_listen").as_str(), Some("off"));
     assert_eq!(get(&t, "mqtt.default_topic").as_str(), Some("mqtt"));
     assert_eq!(get(&t, "amqp.listen").as_str(), Some("0.0.0.0:5672"));
-    assert_eq!(get(&t, "http.consumer_idle_timeout_ms").as_integer(), Some(300_000));
+    assert_eq!(
+        get(&t, "http.consumer_idle_timeout_ms").as_integer(),
+        Some(300_000)
+    );
     assert_eq!(get(&t, "kafka.auto_create_topics").as_bool(), Some(true));
     assert_eq!(get(&t, "kafka.default_partitions").as_integer(), Some(1));
-    assert_eq!(get(&t, "limits.max_message_bytes").as_integer(), Some(1_048_576));
-    assert_eq!(get(&t, "limits.max_connections").as_integer(), Some(100_000));
+    assert_eq!(
+        get(&t, "limits.max_message_bytes").as_integer(),
+        Some(1_048_576)
+    );
+    assert_eq!(
+        get(&t, "limits.max_connections").as_integer(),
+        Some(100_000)
+    );
 }
 
 #[test]
 fn without_a_kafka_cluster_the_embedded_broker_is_planned() {
     let out = barnabas(&["check-config"], &[]);
-    assert!(out.stdout.contains("# Kafka: embedded broker on 127.0.0.1:9092 (nothing kept after exit)"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("# Kafka: embedded broker on 127.0.0.1:9092 (nothing kept after exit)"),
+        "{}",
+        out.stdout
+    );
     let out = barnabas(&["check-config", "--kafka-bootstrap", "kafka:9092"], &[]);
     assert!(!out.stdout.contains("embedded"), "{}", out.stdout);
-    assert_eq!(get(&effective(&out), "kafka.bootstrap_servers").as_str(), Some("kafka:9092"));
-    let out = barnabas(&["check-config"], &[("BARNABAS_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")]);
+    assert_eq!(
+        get(&effective(&out), "kafka.bootstrap_servers").as_str(),
+        Some("kafka:9092")
+    );
+    let out = barnabas(
+        &["check-config"],
+        &[("BARNABAS_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")],
+    );
     assert!(!out.stdout.contains("embedded"), "{}", out.stdout);
-    let out = barnabas(&["check-config", "--embedded-kafka=127.0.0.1:19999", "--data-dir", "/tmp/bdata"], &[]);
-    assert!(out.stdout.contains("embedded broker on 127.0.0.1:19999 (data in /tmp/bdata)"), "{}", out.stdout);
+    let out = barnabas(
+        &[
+            "check-config",
+            "--embedded-kafka=127.0.0.1:19999",
+            "--data-dir",
+            "/tmp/bdata",
+        ],
+        &[],
+    );
+    assert!(
+        out.stdout
+            .contains("embedded broker on 127.0.0.1:19999 (data in /tmp/bdata)"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
 fn precedence_is_flag_over_env_over_file_over_default() {
-    let file = config_file("[http]\nlisten = \"127.0.0.1:1111\"\n[kafka]\nbootstrap_servers = \"file:9092\"\n");
+    let file = config_file(
+        "[http]\nlisten = \"127.0.0.1:1111\"\n[kafka]\nbootstrap_servers = \"file:9092\"\n",
+    );
     let path = file.path().to_str().unwrap();
     let env = [("BARNABAS_HTTP__LISTEN", "127.0.0.1:2222")];
 
-    let listen = |out: &Outcome| get(&effective(out), "http.listen").as_str().map(str::to_owned);
-    assert_eq!(listen(&barnabas(&["check-config"], &[])).as_deref(), Some("0.0.0.0:8080"));
-    assert_eq!(listen(&barnabas(&["check-config", "--config", path], &[])).as_deref(), Some("127.0.0.1:1111"));
-    assert_eq!(listen(&barnabas(&["check-config", "--config", path], &env)).as_deref(), Some("127.0.0.1:2222"));
+    let listen = |out: &Outcome| {
+        get(&effective(out), "http.listen")
+            .as_str()
+            .map(str::to_owned)
+    };
     assert_eq!(
-        listen(&barnabas(&["check-config", "--config", path, "--http-listen", "127.0.0.1:3333"], &env)).as_deref(),
+        listen(&barnabas(&["check-config"], &[])).as_deref(),
+        Some("0.0.0.0:8080")
+    );
+    assert_eq!(
+        listen(&barnabas(&["check-config", "--config", path], &[])).as_deref(),
+        Some("127.0.0.1:1111")
+    );
+    assert_eq!(
+        listen(&barnabas(&["check-config", "--config", path], &env)).as_deref(),
+        Some("127.0.0.1:2222")
+    );
+    assert_eq!(
+        listen(&barnabas(
+            &[
+                "check-config",
+                "--config",
+                path,
+                "--http-listen",
+                "127.0.0.1:3333"
+            ],
+            &env
+        ))
+        .as_deref(),
         Some("127.0.0.1:3333")
     );
     // Flags work before the subcommand too.
     assert_eq!(
-        listen(&barnabas(&["--http-listen", "127.0.0.1:4444", "check-config", "--config", path], &env)).as_deref(),
+        listen(&barnabas(
+            &[
+                "--http-listen",
+                "127.0.0.1:4444",
+                "check-config",
+                "--config",
+                path
+            ],
+            &env
+        ))
+        .as_deref(),
         Some("127.0.0.1:4444")
     );
     // Layers merge key by key: the file's Kafka survives the env's HTTP override.
     let t = effective(&barnabas(&["check-config", "--config", path], &env));
-    assert_eq!(get(&t, "kafka.bootstrap_servers").as_str(), Some("file:9092"));
+    assert_eq!(
+        get(&t, "kafka.bootstrap_servers").as_str(),
+        Some("file:9092")
+    );
     // Env values are typed like TOML values.
-    let t = effective(&barnabas(&["check-config"], &[("BARNABAS_KAFKA__DEFAULT_PARTITIONS", "6")]));
+    let t = effective(&barnabas(
+        &["check-config"],
+        &[("BARNABAS_KAFKA__DEFAULT_PARTITIONS", "6")],
+    ));
     assert_eq!(get(&t, "kafka.default_partitions").as_integer(), Some(6));
 }
 
 #[test]
 fn the_shipped_example_config_is_valid_and_passes_kafka_properties_through() {
     let path = common::workspace_root().join("config/barnabas.toml");
-    let t = effective(&barnabas(&["check-config", "--config", path.to_str().unwrap()], &[]));
+    let t = effective(&barnabas(
+        &["check-config", "--config", path.to_str().unwrap()],
+        &[],
+    ));
     let props = get(&t, "kafka.properties").as_table().unwrap();
-    assert_eq!(props.get("compression.type").and_then(|v| v.as_str()), Some("lz4"));
+    assert_eq!(
+        props.get("compression.type").and_then(|v| v.as_str()),
+        Some("lz4")
+    );
     assert_eq!(get(&t, "mqtt.mapping").as_array().map(Vec::len), Some(1));
     assert_eq!(get(&t, "sources.sse").as_array().map(Vec::len), Some(3));
 }
@@ -125,44 +213,98 @@ fn the_shipped_example_config_is_valid_and_passes_kafka_properties_through() {
 #[test]
 fn a_typo_in_the_file_is_named() {
     let f = config_file("[http]\nlisen = \"127.0.0.1:1\"\n");
-    assert_config_error(&barnabas(&["check-config", "--config", f.path().to_str().unwrap()], &[]), "lisen");
+    assert_config_error(
+        &barnabas(
+            &["check-config", "--config", f.path().to_str().unwrap()],
+            &[],
+        ),
+        "lisen",
+    );
     let f = config_file("[htp]\nlisten = \"127.0.0.1:1\"\n");
-    assert_config_error(&barnabas(&["check-config", "--config", f.path().to_str().unwrap()], &[]), "htp");
+    assert_config_error(
+        &barnabas(
+            &["check-config", "--config", f.path().to_str().unwrap()],
+            &[],
+        ),
+        "htp",
+    );
 }
 
 #[test]
 fn a_value_of_the_wrong_type_is_named() {
     let f = config_file("[kafka]\ndefault_partitions = \"many\"\n");
-    assert_config_error(&barnabas(&["check-config", "--config", f.path().to_str().unwrap()], &[]), "default_partitions");
+    assert_config_error(
+        &barnabas(
+            &["check-config", "--config", f.path().to_str().unwrap()],
+            &[],
+        ),
+        "default_partitions",
+    );
 }
 
 #[test]
 fn an_out_of_range_value_is_named() {
     let f = config_file("[kafka]\ndefault_partitions = 0\n");
-    assert_config_error(&barnabas(&["check-config", "--config", f.path().to_str().unwrap()], &[]), "kafka.default_partitions");
+    assert_config_error(
+        &barnabas(
+            &["check-config", "--config", f.path().to_str().unwrap()],
+            &[],
+        ),
+        "kafka.default_partitions",
+    );
     let f = config_file("[mqtt]\ndefault_topic = \"no spaces allowed\"\n");
-    assert_config_error(&barnabas(&["check-config", "--config", f.path().to_str().unwrap()], &[]), "mqtt.default_topic");
+    assert_config_error(
+        &barnabas(
+            &["check-config", "--config", f.path().to_str().unwrap()],
+            &[],
+        ),
+        "mqtt.default_topic",
+    );
 }
 
 #[test]
 fn a_bad_listen_address_is_named() {
     let f = config_file("[http]\nlisten = \"nowhere\"\n");
-    assert_config_error(&barnabas(&["check-config", "--config", f.path().to_str().unwrap()], &[]), "http.listen");
-    assert_config_error(&barnabas(&["check-config", "--mqtt-listen", "1883"], &[]), "mqtt.listen");
+    assert_config_error(
+        &barnabas(
+            &["check-config", "--config", f.path().to_str().unwrap()],
+            &[],
+        ),
+        "http.listen",
+    );
+    assert_config_error(
+        &barnabas(&["check-config", "--mqtt-listen", "1883"], &[]),
+        "mqtt.listen",
+    );
 }
 
 #[test]
 fn a_bad_environment_variable_is_named() {
-    assert_config_error(&barnabas(&["check-config"], &[("BARNABAS_HTTP__LISTN", "127.0.0.1:1")]), "BARNABAS_HTTP__LISTN");
     assert_config_error(
-        &barnabas(&["check-config"], &[("BARNABAS_KAFKA__DEFAULT_PARTITIONS", "lots")]),
+        &barnabas(
+            &["check-config"],
+            &[("BARNABAS_HTTP__LISTN", "127.0.0.1:1")],
+        ),
+        "BARNABAS_HTTP__LISTN",
+    );
+    assert_config_error(
+        &barnabas(
+            &["check-config"],
+            &[("BARNABAS_KAFKA__DEFAULT_PARTITIONS", "lots")],
+        ),
         "BARNABAS_KAFKA__DEFAULT_PARTITIONS",
     );
 }
 
 #[test]
 fn an_unreadable_or_malformed_file_is_named() {
-    assert_config_error(&barnabas(&["check-config", "--config", "/nonexistent/barnabas.toml"], &[]), "/nonexistent/barnabas.toml");
+    assert_config_error(
+        &barnabas(
+            &["check-config", "--config", "/nonexistent/barnabas.toml"],
+            &[],
+        ),
+        "/nonexistent/barnabas.toml",
+    );
     let f = config_file("[http\nlisten = 1\n");
     let path = f.path().to_str().unwrap().to_owned();
     let out = barnabas(&["check-config", "--config", &path], &[]);
@@ -172,11 +314,28 @@ fn an_unreadable_or_malformed_file_is_named() {
 #[test]
 fn data_dir_with_an_external_kafka_is_refused() {
     assert_config_error(
-        &barnabas(&["run", "--kafka-bootstrap", "127.0.0.1:1", "--data-dir", "/tmp/x"], &[]),
+        &barnabas(
+            &[
+                "run",
+                "--kafka-bootstrap",
+                "127.0.0.1:1",
+                "--data-dir",
+                "/tmp/x",
+            ],
+            &[],
+        ),
         "--data-dir",
     );
     assert_config_error(
-        &barnabas(&["run", "--kafka-bootstrap", "127.0.0.1:1", "--embedded-kafka"], &[]),
+        &barnabas(
+            &[
+                "run",
+                "--kafka-bootstrap",
+                "127.0.0.1:1",
+                "--embedded-kafka",
+            ],
+            &[],
+        ),
         "--embedded-kafka",
     );
 }
@@ -184,8 +343,16 @@ fn data_dir_with_an_external_kafka_is_refused() {
 /// `run` reports a busy port as its last line, exit 2 (earlier lines are start-up logs).
 fn assert_run_fails_naming(out: &Outcome, what: &str) {
     assert_eq!(out.code, 2, "expected exit 2; stderr: {}", out.stderr);
-    let last = out.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
-    assert!(last.contains(what), "{what:?} not named in last line: {last}");
+    let last = out
+        .stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    assert!(
+        last.contains(what),
+        "{what:?} not named in last line: {last}"
+    );
     assert!(!out.stderr.contains("panicked"));
 }
 
@@ -194,7 +361,17 @@ fn a_busy_http_port_is_named() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = barnabas(
-        &["run", "--kafka-bootstrap", "127.0.0.1:1", "--http-listen", &addr, "--mqtt-listen", "off", "--amqp-listen", "off"],
+        &[
+            "run",
+            "--kafka-bootstrap",
+            "127.0.0.1:1",
+            "--http-listen",
+            &addr,
+            "--mqtt-listen",
+            "off",
+            "--amqp-listen",
+            "off",
+        ],
         &[],
     );
     assert_run_fails_naming(&out, &format!("http.listen {addr}"));
@@ -207,7 +384,16 @@ fn a_busy_embedded_kafka_port_is_named() {
     let addr = taken.local_addr().unwrap().to_string();
     let http = common::free_addr().to_string();
     let out = barnabas(
-        &["run", &format!("--embedded-kafka={addr}"), "--http-listen", &http, "--mqtt-listen", "off", "--amqp-listen", "off"],
+        &[
+            "run",
+            &format!("--embedded-kafka={addr}"),
+            "--http-listen",
+            &http,
+            "--mqtt-listen",
+            "off",
+            "--amqp-listen",
+            "off",
+        ],
         &[],
     );
     assert_run_fails_naming(&out, &addr);
@@ -218,7 +404,17 @@ fn a_kafka_property_librdkafka_rejects_is_named() {
     let f = config_file("[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\n[kafka.properties]\n\"no.such.property\" = \"1\"\n");
     let http = common::free_addr().to_string();
     let out = barnabas(
-        &["run", "--config", f.path().to_str().unwrap(), "--http-listen", &http, "--mqtt-listen", "off", "--amqp-listen", "off"],
+        &[
+            "run",
+            "--config",
+            f.path().to_str().unwrap(),
+            "--http-listen",
+            &http,
+            "--mqtt-listen",
+            "off",
+            "--amqp-listen",
+            "off",
+        ],
         &[],
     );
     assert_run_fails_naming(&out, "no.such.property");
@@ -229,14 +425,29 @@ fn help_lists_every_run_flag_and_version_prints() {
     let out = barnabas(&["--help"], &[]);
     assert_eq!(out.code, 0);
     for flag in [
-        "--config", "--embedded-kafka", "--data-dir", "--kafka-bootstrap", "--http-listen", "--mqtt-listen",
-        "--amqp-listen", "--log-format", "check-config", "run",
+        "--config",
+        "--embedded-kafka",
+        "--data-dir",
+        "--kafka-bootstrap",
+        "--http-listen",
+        "--mqtt-listen",
+        "--amqp-listen",
+        "--log-format",
+        "check-config",
+        "run",
     ] {
-        assert!(out.stdout.contains(flag), "--help lacks {flag}:\n{}", out.stdout);
+        assert!(
+            out.stdout.contains(flag),
+            "--help lacks {flag}:\n{}",
+            out.stdout
+        );
     }
     let out = barnabas(&["--version"], &[]);
     assert_eq!(out.code, 0);
-    assert_eq!(out.stdout.trim(), format!("barnabas {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        out.stdout.trim(),
+        format!("barnabas {}", env!("CARGO_PKG_VERSION"))
+    );
     let out = barnabas(&["--no-such-flag"], &[]);
     assert_eq!(out.code, 2);
 }

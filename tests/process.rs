@@ -108,7 +108,9 @@ async fn ready_follows_kafka_coming_and_going() {
     assert!(!gw.stderr().iter().any(|l| l.contains("barnabas ready")));
 
     // Kafka appears: ready line, 204.
-    let broker = EmbeddedKafka::start(kafka_addr, None, Storage::Temporary).await.unwrap();
+    let broker = EmbeddedKafka::start(kafka_addr, None, Storage::Temporary)
+        .await
+        .unwrap();
     gw.wait_for_line("barnabas ready", START);
     wait_for_status(http, "/ready", 204, START);
 
@@ -125,13 +127,24 @@ async fn ready_follows_kafka_coming_and_going() {
 async fn a_stock_kafka_client_uses_the_embedded_broker() {
     let (mut gw, _, kafka) = start_embedded(&[]);
 
-    let acks: serde_json::Value =
-        serde_json::from_str(&run_python("kafka_client.py", &["produce", &kafka, "stock", "25"])).unwrap();
-    let offsets: Vec<i64> = acks.as_array().unwrap().iter().map(|a| a["offset"].as_i64().unwrap()).collect();
+    let acks: serde_json::Value = serde_json::from_str(&run_python(
+        "kafka_client.py",
+        &["produce", &kafka, "stock", "25"],
+    ))
+    .unwrap();
+    let offsets: Vec<i64> = acks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["offset"].as_i64().unwrap())
+        .collect();
     assert_eq!(offsets, (0..25).collect::<Vec<_>>());
 
-    let got: serde_json::Value =
-        serde_json::from_str(&run_python("kafka_client.py", &["consume", &kafka, "stock", "py-group", "25"])).unwrap();
+    let got: serde_json::Value = serde_json::from_str(&run_python(
+        "kafka_client.py",
+        &["consume", &kafka, "stock", "py-group", "25"],
+    ))
+    .unwrap();
     let got = got.as_array().unwrap();
     assert_eq!(got.len(), 25);
     for (i, r) in got.iter().enumerate() {
@@ -141,8 +154,11 @@ async fn a_stock_kafka_client_uses_the_embedded_broker() {
         assert_eq!(r["offset"], i as i64);
     }
     // The group committed: a second run of the same group gets nothing more.
-    let again: serde_json::Value =
-        serde_json::from_str(&run_python("kafka_client.py", &["consume", &kafka, "stock", "py-group", "0"])).unwrap();
+    let again: serde_json::Value = serde_json::from_str(&run_python(
+        "kafka_client.py",
+        &["consume", &kafka, "stock", "py-group", "0"],
+    ))
+    .unwrap();
     assert_eq!(again.as_array().unwrap().len(), 0);
 
     // And the gateway's own Kafka adapter reads what the stock client wrote.
@@ -160,10 +176,15 @@ async fn a_stock_kafka_client_uses_the_embedded_broker() {
         })
         .await
         .unwrap();
-    c.subscribe(Subscription::Topics(vec!["stock".into()])).await.unwrap();
+    c.subscribe(Subscription::Topics(vec!["stock".into()]))
+        .await
+        .unwrap();
     let records = poll_n(c.as_ref(), 25, START).await;
     assert_eq!(records.len(), 25);
-    assert_eq!(records[3].header("seq").map(|b| b.as_ref()), Some(&b"3"[..]));
+    assert_eq!(
+        records[3].header("seq").map(|b| b.as_ref()),
+        Some(&b"3"[..])
+    );
     assert_eq!(backend.admin.watermarks("stock", 0).await.unwrap().high, 25);
 
     gw.signal("TERM");
@@ -176,8 +197,11 @@ fn data_dir_keeps_acknowledged_records_across_kill_9() {
     let data = dir.path().to_str().unwrap().to_owned();
 
     let (mut gw, _, kafka) = start_embedded(&["--data-dir", &data]);
-    let acks: serde_json::Value =
-        serde_json::from_str(&run_python("kafka_client.py", &["produce", &kafka, "kept", "10"])).unwrap();
+    let acks: serde_json::Value = serde_json::from_str(&run_python(
+        "kafka_client.py",
+        &["produce", &kafka, "kept", "10"],
+    ))
+    .unwrap();
     assert_eq!(acks.as_array().unwrap().len(), 10);
     gw.signal("KILL");
     gw.wait_exit(STOP);
@@ -185,9 +209,17 @@ fn data_dir_keeps_acknowledged_records_across_kill_9() {
 
     // Restart on the same directory (a new port): everything acknowledged is there.
     let (mut gw, _, kafka) = start_embedded(&["--data-dir", &data]);
-    let got: serde_json::Value =
-        serde_json::from_str(&run_python("kafka_client.py", &["consume", &kafka, "kept", "after-restart", "10"])).unwrap();
-    let values: Vec<&str> = got.as_array().unwrap().iter().map(|r| r["value"].as_str().unwrap()).collect();
+    let got: serde_json::Value = serde_json::from_str(&run_python(
+        "kafka_client.py",
+        &["consume", &kafka, "kept", "after-restart", "10"],
+    ))
+    .unwrap();
+    let values: Vec<&str> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_str().unwrap())
+        .collect();
     assert_eq!(values, (0..10).map(|i| format!("v{i}")).collect::<Vec<_>>());
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(STOP).code(), Some(0));
@@ -215,8 +247,11 @@ fn without_data_dir_nothing_is_kept() {
     assert!(!data.parent().unwrap().exists());
 
     let (mut gw, _, kafka) = start_embedded(&[]);
-    let got: serde_json::Value =
-        serde_json::from_str(&run_python("kafka_client.py", &["consume", &kafka, "gone", "g", "0"])).unwrap();
+    let got: serde_json::Value = serde_json::from_str(&run_python(
+        "kafka_client.py",
+        &["consume", &kafka, "gone", "g", "0"],
+    ))
+    .unwrap();
     assert_eq!(got.as_array().unwrap().len(), 0);
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(STOP).code(), Some(0));

@@ -5,14 +5,18 @@
 //! them. Keeping this crate free of both protocols and rdkafka is what lets each front end be
 //! tested and reasoned about on its own, and lets the adapter change without touching them.
 
+pub mod driver;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod ports;
 pub mod record;
 pub mod topic;
 
+pub use driver::{ConsumerDriver, DriverLimits, Fetched};
 pub use error::{Error, ErrorKind, Result};
 pub use health::Readiness;
+pub use metrics::{GatewayMetrics, MetricsRegistry};
 pub use ports::{
     Admin, Backend, CommitRequest, ConsumerConfig, ConsumerFactory, ConsumerSession, OffsetReset,
     Publisher, SeekTo, Subscription,

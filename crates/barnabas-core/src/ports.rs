@@ -67,6 +67,11 @@ pub struct ConsumerConfig {
     pub enable_auto_commit: bool,
     /// Extra client properties for this consumer only (e.g. `fetch.min.bytes`).
     pub properties: BTreeMap<String, String>,
+    /// When true, reading a record does not mark it consumed: the owner calls
+    /// [`ConsumerSession::store_offsets`] once the record reached its client. A front end that
+    /// reads ahead into a buffer needs this, so that "commit all consumed" (and auto-commit)
+    /// covers only what clients actually received.
+    pub explicit_offset_store: bool,
 }
 
 /// What a consumer subscribes to: the group protocol then assigns partitions.
@@ -106,7 +111,14 @@ pub trait ConsumerSession: Send + Sync {
     /// Joins the group's subscription; replaces any previous subscription or assignment.
     async fn subscribe(&self, subscription: Subscription) -> Result<()>;
     /// Reads exactly these partitions, outside the group protocol; replaces any subscription.
-    async fn assign(&self, partitions: Vec<TopicPartition>) -> Result<()>;
+    /// Each starts at the group's committed offset (else `auto_offset_reset`).
+    async fn assign(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.assign_at(partitions.into_iter().map(|tp| (tp, None)).collect())
+            .await
+    }
+    /// Like [`assign`](Self::assign), with an explicit start position per partition
+    /// (`None` = committed offset, else `auto_offset_reset`).
+    async fn assign_at(&self, partitions: Vec<(TopicPartition, Option<SeekTo>)>) -> Result<()>;
     /// Drops the subscription or assignment.
     async fn unsubscribe(&self) -> Result<()>;
     /// The current subscription, if any.
@@ -124,6 +136,19 @@ pub trait ConsumerSession: Send + Sync {
     async fn seek(&self, positions: Vec<(TopicPartition, SeekTo)>) -> Result<()>;
     /// Next offset to read for each assigned partition (`None` = not yet known).
     async fn positions(&self) -> Result<Vec<(TopicPartition, Option<i64>)>>;
+    /// Marks records as consumed up to these positions (each the next offset to read), for
+    /// `CommitRequest::AllConsumed` and auto-commit. Only meaningful with
+    /// `ConsumerConfig::explicit_offset_store`.
+    fn store_offsets(&self, offsets: &[TopicPartitionOffset]) -> Result<()>;
+    /// Stops fetching these partitions while keeping them assigned (back-pressure that does
+    /// not stall the group: the session keeps taking part in rebalances).
+    async fn pause(&self, partitions: Vec<TopicPartition>) -> Result<()>;
+    /// Resumes fetching paused partitions from where reading stopped.
+    async fn resume(&self, partitions: Vec<TopicPartition>) -> Result<()>;
+    /// A counter bumped on every group rebalance event (assignment or revocation), so an
+    /// owner that buffers records can tell that its buffered records may belong to another
+    /// member now.
+    fn rebalance_generation(&self) -> u64;
     /// Leaves the group cleanly (so partitions move at once, not after a session timeout).
     async fn close(&self) -> Result<()>;
 }

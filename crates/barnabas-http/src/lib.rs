@@ -1,22 +1,108 @@
-//! barnabas' HTTP front end.
+//! barnabas' HTTP front end: the Strimzi Kafka Bridge v2 REST API (produce, consumer
+//! instances, metadata), Server-Sent Events streams, probes, OpenAPI and Prometheus metrics.
 //!
-//! For now it serves what every deployment needs from the first day: the Strimzi-compatible
-//! root document and the liveness/readiness probes that orchestrators poll. The REST API for
-//! producing and consuming grows here (see the HTTP issue), on the same router and listener.
+//! Consumer instances are driven by the gateway (`barnabas_core::ConsumerDriver`), not by
+//! their client's poll cadence, so group rebalances complete while clients are idle and
+//! long-polls return as soon as records arrive.
 
+mod body;
+pub mod consumers;
+mod error;
+pub mod format;
+mod metrics;
+mod openapi;
 mod probes;
+mod produce;
+mod sse;
+mod state;
+mod topics;
 
-pub use probes::{router, AppState};
+pub use error::{ApiError, ApiResult};
+pub use state::{AppState, HttpSettings};
 
+use axum::{
+    extract::DefaultBodyLimit,
+    http::{HeaderValue, Method},
+    routing::{get, post},
+    Router,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, Any, CorsLayer},
+};
+
+/// Every route of the API. `/openapi` documents exactly these (a test checks it).
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.max_body_bytes;
+    let cors = cors_layer(&state.settings.cors_origins);
+    let api = Router::new()
+        .route("/", get(probes::root))
+        .route("/healthy", get(probes::healthy))
+        .route("/ready", get(probes::ready))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi", get(openapi::openapi))
+        .route("/openapi/v3", get(openapi::openapi))
+        .route("/topics", get(topics::list))
+        .route(
+            "/topics/{topic}",
+            get(topics::get_topic).post(produce::to_topic),
+        )
+        .route("/topics/{topic}/partitions", get(topics::partitions))
+        .route(
+            "/topics/{topic}/partitions/{partition}",
+            get(topics::partition).post(produce::to_partition),
+        )
+        .route(
+            "/topics/{topic}/partitions/{partition}/offsets",
+            get(topics::offsets),
+        )
+        .route("/topics/{topic}/events", get(sse::events))
+        .route("/admin/topics", post(topics::create))
+        .merge(consumers::routes())
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .with_state(state.clone());
+    let api = match cors {
+        Some(cors) => api.layer(cors),
+        None => api,
+    };
+    state
+        .consumers
+        .start_reaper(state.settings.consumer_idle_timeout);
+    api
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+            .allow_headers(Any),
+    )
+}
 
 /// Serves `router` on an already bound listener until `shutdown` is cancelled, then stops
 /// accepting and lets in-flight requests finish. Binding happens in the caller so a busy port
 /// is reported before anything starts.
 pub async fn serve(
     listener: TcpListener,
-    router: axum::Router,
+    router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     axum::serve(listener, router)

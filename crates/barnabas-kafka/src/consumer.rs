@@ -4,19 +4,23 @@
 //! pool; polling uses the stream consumer's async receive, so a long-poll holds no thread.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
 use async_trait::async_trait;
 use barnabas_core::{
     CommitRequest, ConsumedRecord, ConsumerConfig, ConsumerFactory, ConsumerSession, Error, Header,
-    Result, SeekTo, Subscription, TopicPartition,
+    Result, SeekTo, Subscription, TopicPartition, TopicPartitionOffset,
 };
 use bytes::Bytes;
 use futures::FutureExt;
 use rdkafka::{
-    consumer::{CommitMode, Consumer, StreamConsumer},
+    client::ClientContext,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaError,
     message::{BorrowedMessage, Headers, Message},
     types::RDKafkaErrorCode,
@@ -46,9 +50,35 @@ impl ConsumerFactory for KafkaConsumerFactory {
     }
 }
 
+/// librdkafka callbacks of one consumer: counts rebalances so the owner can react to them.
+#[derive(Default)]
+pub struct SessionContext {
+    generation: AtomicU64,
+}
+
+impl ClientContext for SessionContext {}
+
+impl ConsumerContext for SessionContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            tracing::debug!(partitions = tpl.count(), "partitions revoked");
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::debug!(partitions = tpl.count(), "partitions assigned");
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+type Inner = StreamConsumer<SessionContext>;
+
 /// One Kafka consumer (one group member).
 pub struct KafkaConsumerSession {
-    consumer: Option<Arc<StreamConsumer>>,
+    consumer: Option<Arc<Inner>>,
     subscription: Mutex<Option<Subscription>>,
     timeout: Duration,
 }
@@ -74,12 +104,16 @@ impl KafkaConsumerSession {
         cfg.set("group.id", &config.group_id)
             .set("auto.offset.reset", config.auto_offset_reset.as_str())
             .set("enable.auto.commit", config.enable_auto_commit.to_string())
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            .set(
+                "enable.auto.offset.store",
+                (!config.explicit_offset_store).to_string(),
+            );
         for (k, v) in &config.properties {
             cfg.set(k, v);
         }
-        let consumer: StreamConsumer = cfg
-            .create()
+        let consumer: Inner = cfg
+            .create_with_context(SessionContext::default())
             .map_err(|e| errors::from_kafka(&e, None, None))?;
         Ok(Self {
             consumer: Some(Arc::new(consumer)),
@@ -88,7 +122,7 @@ impl KafkaConsumerSession {
         })
     }
 
-    fn consumer(&self) -> Result<&Arc<StreamConsumer>> {
+    fn consumer(&self) -> Result<&Arc<Inner>> {
         self.consumer
             .as_ref()
             .ok_or_else(|| Error::IllegalState("consumer is closed".into()))
@@ -98,7 +132,7 @@ impl KafkaConsumerSession {
     async fn blocking<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&StreamConsumer) -> Result<T> + Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
         let consumer = self.consumer()?.clone();
         tokio::task::spawn_blocking(move || f(&consumer))
@@ -127,6 +161,14 @@ fn to_list(partitions: &[TopicPartition]) -> TopicPartitionList {
         tpl.add_partition(&tp.topic, tp.partition);
     }
     tpl
+}
+
+fn seek_offset(to: SeekTo) -> Offset {
+    match to {
+        SeekTo::Offset(n) => Offset::Offset(n),
+        SeekTo::Beginning => Offset::Beginning,
+        SeekTo::End => Offset::End,
+    }
 }
 
 fn offset_value(offset: Offset) -> Option<i64> {
@@ -210,14 +252,18 @@ impl ConsumerSession for KafkaConsumerSession {
         Ok(())
     }
 
-    async fn assign(&self, partitions: Vec<TopicPartition>) -> Result<()> {
-        for tp in &partitions {
+    async fn assign_at(&self, partitions: Vec<(TopicPartition, Option<SeekTo>)>) -> Result<()> {
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for (tp, start) in &partitions {
             barnabas_core::validate_topic_name(&tp.topic)?;
+            let offset = start.map_or(Offset::Invalid, seek_offset);
+            tpl.add_partition_offset(&tp.topic, tp.partition, offset)
+                .map_err(|e| errors::from_kafka(&e, Some(&tp.topic), Some(tp.partition)))?;
         }
         let consumer = self.consumer()?;
         consumer.unsubscribe();
         consumer
-            .assign(&to_list(&partitions))
+            .assign(&tpl)
             .map_err(|e| errors::from_kafka(&e, None, None))?;
         self.set_subscription(None);
         Ok(())
@@ -319,12 +365,7 @@ impl ConsumerSession for KafkaConsumerSession {
         self.blocking(move |c| {
             let mut tpl = TopicPartitionList::with_capacity(positions.len());
             for (tp, to) in &positions {
-                let offset = match to {
-                    SeekTo::Offset(n) => Offset::Offset(*n),
-                    SeekTo::Beginning => Offset::Beginning,
-                    SeekTo::End => Offset::End,
-                };
-                tpl.add_partition_offset(&tp.topic, tp.partition, offset)
+                tpl.add_partition_offset(&tp.topic, tp.partition, seek_offset(*to))
                     .map_err(|e| errors::from_kafka(&e, Some(&tp.topic), Some(tp.partition)))?;
             }
             let result = c
@@ -355,6 +396,35 @@ impl ConsumerSession for KafkaConsumerSession {
         let mut out = list_offsets(&tpl);
         out.sort();
         Ok(out)
+    }
+
+    fn store_offsets(&self, offsets: &[TopicPartitionOffset]) -> Result<()> {
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for o in offsets {
+            tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.offset))
+                .map_err(|e| errors::from_kafka(&e, Some(&o.topic), Some(o.partition)))?;
+        }
+        self.consumer()?
+            .store_offsets(&tpl)
+            .map_err(|e| errors::from_kafka(&e, None, None))
+    }
+
+    async fn pause(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.consumer()?
+            .pause(&to_list(&partitions))
+            .map_err(|e| errors::from_kafka(&e, None, None))
+    }
+
+    async fn resume(&self, partitions: Vec<TopicPartition>) -> Result<()> {
+        self.consumer()?
+            .resume(&to_list(&partitions))
+            .map_err(|e| errors::from_kafka(&e, None, None))
+    }
+
+    fn rebalance_generation(&self) -> u64 {
+        self.consumer
+            .as_ref()
+            .map_or(0, |c| c.context().generation.load(Ordering::SeqCst))
     }
 
     async fn close(&self) -> Result<()> {

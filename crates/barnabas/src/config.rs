@@ -42,6 +42,13 @@ pub struct HttpConfig {
     pub listen: String,
     /// Consumer instances idle this long (ms) are deleted and their Kafka consumer closed.
     pub consumer_idle_timeout_ms: u64,
+    /// Origins allowed to call the API from a browser (CORS); `[]` = no CORS headers,
+    /// `["*"]` = any origin.
+    pub cors_origins: Vec<String>,
+    /// Records each consumer instance reads ahead at most before pausing its partitions.
+    pub consumer_buffer_records: usize,
+    /// Interval of keep-alive comments on idle SSE streams (ms).
+    pub sse_keep_alive_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -49,6 +56,9 @@ impl Default for HttpConfig {
         Self {
             listen: "0.0.0.0:8080".into(),
             consumer_idle_timeout_ms: 300_000,
+            cors_origins: Vec::new(),
+            consumer_buffer_records: 1_000,
+            sse_keep_alive_ms: 15_000,
         }
     }
 }
@@ -207,6 +217,21 @@ impl Config {
                 "limits.max_message_bytes: must be above 0".into(),
             ));
         }
+        if self.http.consumer_idle_timeout_ms == 0 {
+            return Err(ConfigError(
+                "http.consumer_idle_timeout_ms: must be above 0".into(),
+            ));
+        }
+        if self.http.sse_keep_alive_ms == 0 {
+            return Err(ConfigError(
+                "http.sse_keep_alive_ms: must be above 0".into(),
+            ));
+        }
+        if self.http.consumer_buffer_records == 0 {
+            return Err(ConfigError(
+                "http.consumer_buffer_records: must be above 0".into(),
+            ));
+        }
         if self.limits.max_connections == 0 {
             return Err(ConfigError(
                 "limits.max_connections: must be above 0".into(),
@@ -286,7 +311,12 @@ fn describe(err: figment::Error, file: Option<&Path>) -> ConfigError {
         Some(name) => name.to_owned(),
         None => "configuration".into(),
     };
-    let kind = e.kind.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    let kind = e
+        .kind
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     if key.is_empty() {
         ConfigError(format!("{source}: {kind}"))
     } else {

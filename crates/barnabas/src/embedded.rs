@@ -97,7 +97,11 @@ impl EmbeddedKafka {
                 let file = dir.join("tansu.db");
                 (sqlite_url(&file)?, None, file.display().to_string())
             }
-            Storage::Null => (parse_url("null://barnabas")?, None, "nowhere (null)".to_owned()),
+            Storage::Null => (
+                parse_url("null://barnabas")?,
+                None,
+                "nowhere (null)".to_owned(),
+            ),
         };
 
         let advertised = advertised.unwrap_or_else(|| {

@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use barnabas_core::{Backend, Readiness};
+use barnabas_core::{Backend, DriverLimits, GatewayMetrics, MetricsRegistry, Readiness};
 use barnabas_kafka::KafkaConfig;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -160,6 +160,7 @@ pub struct Gateway {
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     backend: Backend,
+    http: barnabas_http::AppState,
     readiness: Readiness,
     http_addr: Option<SocketAddr>,
     #[cfg(feature = "embedded-kafka")]
@@ -214,11 +215,18 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
+        let registry = MetricsRegistry::new();
+        let gateway_metrics = GatewayMetrics::new(&registry);
+        let http_state = barnabas_http::AppState::new(
+            backend.clone(),
+            readiness.clone(),
+            crate::VERSION,
+            http_settings(&config),
+            registry.clone(),
+            gateway_metrics.clone(),
+        );
         if let Some(listener) = http_listener {
-            let router = barnabas_http::router(barnabas_http::AppState {
-                readiness: readiness.clone(),
-                version: crate::VERSION,
-            });
+            let router = barnabas_http::router(http_state.clone());
             let token = shutdown.clone();
             tasks.spawn(async move {
                 if let Err(e) = barnabas_http::serve(listener, router, token).await {
@@ -239,6 +247,7 @@ impl Gateway {
             shutdown,
             tasks,
             backend,
+            http: http_state,
             readiness,
             http_addr,
             #[cfg(feature = "embedded-kafka")]
@@ -273,6 +282,8 @@ impl Gateway {
             tracing::warn!("drain grace period over; aborting remaining tasks");
             self.tasks.abort_all();
         }
+        // Consumer instances leave their groups now, so partitions move at once.
+        self.http.consumers.close_all().await;
         if let Err(e) = self.backend.publisher.flush(DRAIN_GRACE).await {
             tracing::warn!(error = %e, "producer did not deliver everything before exit");
         }
@@ -289,6 +300,24 @@ impl Gateway {
             broker.stop().await;
         }
         tracing::info!("barnabas stopped");
+    }
+}
+
+/// The HTTP front end's settings from `[http]` and `[limits]`.
+fn http_settings(config: &Config) -> barnabas_http::HttpSettings {
+    let records = config.http.consumer_buffer_records;
+    barnabas_http::HttpSettings {
+        consumer_idle_timeout: Duration::from_millis(config.http.consumer_idle_timeout_ms),
+        max_body_bytes: config.limits.max_message_bytes,
+        cors_origins: config.http.cors_origins.clone(),
+        driver_limits: DriverLimits {
+            max_records: records,
+            max_bytes: DriverLimits::default()
+                .max_bytes
+                .max(config.limits.max_message_bytes * 2),
+            poll_batch: records.clamp(1, 500),
+        },
+        sse_keep_alive: Duration::from_millis(config.http.sse_keep_alive_ms),
     }
 }
 

@@ -1,0 +1,535 @@
+//! The Strimzi v2 consumer lifecycle over HTTP.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{header, HeaderMap, StatusCode, Uri},
+    response::Response,
+};
+use barnabas_core::{
+    CommitRequest, ConsumerConfig, DriverLimits, Error, Fetched, GatewayMetrics, OffsetReset,
+    SeekTo, Subscription, TopicPartition, TopicPartitionOffset,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{Instance, Mode};
+use crate::{
+    body::{parse_json, parse_json_or_default, Body},
+    error::{ApiError, ApiResult},
+    format::{json_with_type, record_json, v2_json, Format},
+    AppState,
+};
+
+/// Longest long-poll a client may ask for.
+const MAX_POLL: Duration = Duration::from_secs(300);
+
+/// A number or boolean that may also come as a string (Confluent's docs send strings,
+/// Strimzi's schema wants JSON types; both work here).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum Loose {
+    Bool(bool),
+    Int(i64),
+    Str(String),
+}
+
+impl Loose {
+    fn as_string(&self) -> String {
+        match self {
+            Loose::Bool(b) => b.to_string(),
+            Loose::Int(i) => i.to_string(),
+            Loose::Str(s) => s.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateConsumer {
+    name: Option<String>,
+    format: Option<String>,
+    #[serde(rename = "auto.offset.reset")]
+    auto_offset_reset: Option<String>,
+    #[serde(rename = "enable.auto.commit")]
+    enable_auto_commit: Option<Loose>,
+    #[serde(rename = "fetch.min.bytes")]
+    fetch_min_bytes: Option<Loose>,
+    #[serde(rename = "consumer.request.timeout.ms")]
+    request_timeout_ms: Option<Loose>,
+    #[serde(rename = "isolation.level")]
+    isolation_level: Option<String>,
+}
+
+fn bad_shape(e: ApiError) -> ApiError {
+    ApiError::bad_request(e.message)
+}
+
+/// `POST /consumers/{group}` → `{instance_id, base_uri}`.
+pub async fn create(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let req: CreateConsumer = parse_json_or_default(&body).map_err(bad_shape)?;
+    let format = match req.format.as_deref() {
+        None => Format::Binary,
+        Some(f) => {
+            Format::from_name(f).ok_or_else(|| ApiError::unprocessable("Invalid format type."))?
+        }
+    };
+    let auto_offset_reset = match req.auto_offset_reset.as_deref() {
+        None | Some("latest") => OffsetReset::Latest,
+        Some("earliest") => OffsetReset::Earliest,
+        Some("none") => OffsetReset::None,
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "Invalid value {other} for configuration auto.offset.reset: String must be one of: latest, earliest, none"
+            )))
+        }
+    };
+    let enable_auto_commit = match req.enable_auto_commit.as_ref().map(Loose::as_string).as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "Invalid value {other} for configuration enable.auto.commit: Expected value to be either true or false"
+            )))
+        }
+    };
+    let mut properties = BTreeMap::new();
+    for (key, value) in [
+        ("fetch.min.bytes", &req.fetch_min_bytes),
+        ("request.timeout.ms", &req.request_timeout_ms),
+    ] {
+        if let Some(v) = value {
+            let v = v.as_string();
+            if v.parse::<u32>().is_err() {
+                return Err(ApiError::unprocessable(format!(
+                    "Invalid value {v} for configuration {key}: expected a non-negative integer"
+                )));
+            }
+            properties.insert(key.to_owned(), v);
+        }
+    }
+    if let Some(level) = &req.isolation_level {
+        if level != "read_committed" && level != "read_uncommitted" {
+            return Err(ApiError::unprocessable(format!(
+                "Invalid value {level} for configuration isolation.level: String must be one of: read_committed, read_uncommitted"
+            )));
+        }
+        properties.insert("isolation.level".into(), level.clone());
+    }
+    let name = req
+        .name
+        .unwrap_or_else(|| format!("barnabas-consumer-{}", uuid::Uuid::new_v4()));
+    if name.is_empty() || name.contains('/') {
+        return Err(ApiError::unprocessable(
+            "consumer name must be non-empty and contain no '/'",
+        ));
+    }
+    if state.consumers.contains(&group, &name) {
+        return Err(ApiError::conflict(
+            "A consumer instance with the specified name already exists in the Kafka Bridge.",
+        ));
+    }
+    let session = state
+        .backend
+        .consumers
+        .create(ConsumerConfig {
+            group_id: group.clone(),
+            auto_offset_reset,
+            enable_auto_commit,
+            properties,
+            explicit_offset_store: true,
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Config(m) | Error::Invalid(m) => ApiError::unprocessable(m),
+            other => other.into(),
+        })?;
+    let limits: DriverLimits = state.settings.driver_limits;
+    let driver = barnabas_core::ConsumerDriver::spawn(session, limits);
+    let instance = Arc::new(Instance::new(group.clone(), name.clone(), format, driver));
+    if let Err(e) = state.consumers.insert(instance.clone()) {
+        let _ = instance.driver.close().await;
+        return Err(e);
+    }
+    tracing::info!(%group, %name, format = format.name(), "consumer instance created");
+    let base_uri = base_uri(&headers, &uri, &name)?;
+    Ok(v2_json(
+        StatusCode::OK,
+        &json!({ "instance_id": name, "base_uri": base_uri }),
+    ))
+}
+
+/// `scheme://host:port/…/consumers/{group}/instances/{name}`, honouring `Forwarded`,
+/// `X-Forwarded-Host`/`-Proto` and `X-Forwarded-Path` as Strimzi's bridge does.
+fn base_uri(headers: &HeaderMap, uri: &Uri, name: &str) -> ApiResult<String> {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let mut scheme = "http".to_owned();
+    let mut host = header("host").unwrap_or("localhost").to_owned();
+    if let Some(fwd) = header("forwarded") {
+        let part = |key: &str| {
+            fwd.split(|c| c == ';' || c == ',').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case(key)
+                    .then(|| v.trim().trim_matches('"').to_owned())
+            })
+        };
+        if let (Some(h), Some(p)) = (part("host"), part("proto")) {
+            host = h;
+            scheme = p;
+        }
+    } else if let (Some(h), Some(p)) = (header("x-forwarded-host"), header("x-forwarded-proto")) {
+        host = h.to_owned();
+        scheme = p.to_owned();
+    }
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if !has_port {
+        let port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "{other} is not a valid schema/proto."
+                )))
+            }
+        };
+        host = format!("{host}:{port}");
+    }
+    let path = header("x-forwarded-path").unwrap_or(uri.path());
+    let sep = if path.ends_with('/') { "" } else { "/" };
+    Ok(format!("{scheme}://{host}{path}{sep}instances/{name}"))
+}
+
+/// `DELETE /consumers/{group}/instances/{name}` → 204.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let instance = state.consumers.remove(&group, &name)?;
+    instance.driver.close().await?;
+    tracing::info!(%group, %name, "consumer instance deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SubscribeBody {
+    topics: Option<Vec<String>>,
+    topic_pattern: Option<String>,
+}
+
+fn exclusive() -> ApiError {
+    ApiError::conflict("Subscriptions to topics, partitions, and patterns are mutually exclusive.")
+}
+
+/// `POST …/subscription` `{topics}` or `{topic_pattern}` → 204.
+pub async fn subscribe(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let instance = state.consumers.get(&group, &name)?;
+    let req: SubscribeBody = parse_json(&body).map_err(bad_shape)?;
+    if instance.mode() == Mode::Assigned {
+        return Err(exclusive());
+    }
+    match (req.topics, req.topic_pattern) {
+        (Some(_), Some(_)) => Err(exclusive()),
+        (None, None) => Err(ApiError::unprocessable(
+            "A list (of Topics type) or a topic_pattern must be specified.",
+        )),
+        (Some(topics), None) if topics.is_empty() => {
+            instance.driver.unsubscribe().await?;
+            instance.set_mode(Mode::Idle);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        (Some(topics), None) => {
+            instance
+                .driver
+                .subscribe(Subscription::Topics(topics.clone()))
+                .await?;
+            instance.set_mode(Mode::Subscribed(topics));
+            Ok(StatusCode::NO_CONTENT)
+        }
+        (None, Some(pattern)) => {
+            instance
+                .driver
+                .subscribe(Subscription::Pattern(pattern))
+                .await?;
+            instance.set_mode(Mode::Subscribed(Vec::new()));
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}
+
+/// `GET …/subscription` → `{"topics":[…],"partitions":[{"t":[0,1]}]}`.
+pub async fn subscription(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let instance = state.consumers.get(&group, &name)?;
+    let assigned = instance.driver.assignment().await?;
+    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for tp in assigned {
+        by_topic.entry(tp.topic).or_default().push(tp.partition);
+    }
+    let mut topics: Vec<String> = match instance.mode() {
+        Mode::Subscribed(ts) => ts,
+        _ => Vec::new(),
+    };
+    for t in by_topic.keys() {
+        if !topics.contains(t) {
+            topics.push(t.clone());
+        }
+    }
+    let partitions: Vec<Value> = by_topic
+        .into_iter()
+        .map(|(t, ps)| json!({ t: ps }))
+        .collect();
+    Ok(v2_json(
+        StatusCode::OK,
+        &json!({ "topics": topics, "partitions": partitions }),
+    ))
+}
+
+/// `DELETE …/subscription` → 204.
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let instance = state.consumers.get(&group, &name)?;
+    instance.driver.unsubscribe().await?;
+    instance.set_mode(Mode::Idle);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionRef {
+    topic: String,
+    partition: i32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionsBody {
+    partitions: Vec<PartitionRef>,
+}
+
+fn partitions_of(body: &[u8]) -> ApiResult<Vec<TopicPartition>> {
+    let req: PartitionsBody = parse_json(body).map_err(bad_shape)?;
+    Ok(req
+        .partitions
+        .into_iter()
+        .map(|p| TopicPartition::new(p.topic, p.partition))
+        .collect())
+}
+
+/// `POST …/assignments` `{partitions:[{topic, partition}]}` → 204.
+pub async fn assign(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let instance = state.consumers.get(&group, &name)?;
+    let partitions = partitions_of(&body)?;
+    if matches!(instance.mode(), Mode::Subscribed(_)) {
+        return Err(exclusive());
+    }
+    if partitions.is_empty() {
+        instance.driver.unsubscribe().await?;
+        instance.set_mode(Mode::Idle);
+    } else {
+        instance
+            .driver
+            .assign(partitions.into_iter().map(|tp| (tp, None)).collect())
+            .await?;
+        instance.set_mode(Mode::Assigned);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `?timeout=&max_bytes=` of a poll.
+#[derive(Deserialize)]
+pub struct PollParams {
+    timeout: Option<u64>,
+    max_bytes: Option<usize>,
+}
+
+/// `GET …/records`: a long-poll that returns as soon as records are buffered, or at `timeout`.
+pub async fn records(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+    params: Result<Query<PollParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let instance = state.consumers.get(&group, &name)?;
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if instance.mode() == Mode::Idle {
+        return Err(ApiError::conflict(
+            "Consumer is not subscribed to any topics or assigned any partitions",
+        ));
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.split(';').next().map(str::trim) != Some(instance.format.content_type()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "Consumer format does not match the embedded format requested by the Accept header.",
+        ));
+    }
+    let timeout = Duration::from_millis(params.timeout.unwrap_or(100)).min(MAX_POLL);
+    let fetched = instance
+        .driver
+        .fetch(
+            state.settings.driver_limits.poll_batch,
+            params.max_bytes,
+            timeout,
+        )
+        .await?;
+    instance.touch();
+    match fetched {
+        Fetched::Records(records) => {
+            state
+                .gateway_metrics
+                .records_out
+                .get_or_create(&GatewayMetrics::label("http"))
+                .inc_by(records.len() as u64);
+            let body: Vec<Value> = records.iter().map(|r| record_json(instance.format, r)).collect();
+            Ok(json_with_type(StatusCode::OK, &Value::Array(body), instance.format.content_type()))
+        }
+        Fetched::TooLarge { size } => Err(ApiError::unprocessable(format!(
+            "Response exceeds the maximum number of bytes the consumer can receive (next record: {size} bytes)"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OffsetRef {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OffsetsBody {
+    offsets: Option<Vec<OffsetRef>>,
+}
+
+/// `POST …/offsets`: commit these offsets, or (empty body) everything fetched so far → 204.
+pub async fn commit(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let instance = state.consumers.get(&group, &name)?;
+    let req: OffsetsBody = parse_json_or_default(&body).map_err(bad_shape)?;
+    let request = match req.offsets {
+        None => CommitRequest::AllConsumed,
+        Some(list) if list.is_empty() => CommitRequest::AllConsumed,
+        Some(list) => CommitRequest::Offsets(
+            list.into_iter()
+                .map(|o| TopicPartitionOffset {
+                    topic: o.topic,
+                    partition: o.partition,
+                    offset: o.offset,
+                })
+                .collect(),
+        ),
+    };
+    instance
+        .driver
+        .commit(request)
+        .await
+        .map_err(|e| match e.kind() {
+            barnabas_core::ErrorKind::Invalid | barnabas_core::ErrorKind::NotFound => {
+                ApiError::from(e)
+            }
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Seeks, answering 404 for a partition this instance does not hold (as Strimzi).
+async fn seek_to(
+    instance: &Instance,
+    positions: Vec<(TopicPartition, SeekTo)>,
+) -> ApiResult<StatusCode> {
+    instance.driver.seek(positions).await.map_err(|e| match e {
+        Error::IllegalState(m) => {
+            ApiError::not_found(format!("No current assignment for partition: {m}"))
+        }
+        other => other.into(),
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST …/positions` `{offsets:[{topic, partition, offset}]}` → 204.
+pub async fn seek(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let instance = state.consumers.get(&group, &name)?;
+    let req: OffsetsBody = parse_json(&body).map_err(bad_shape)?;
+    let offsets = req
+        .offsets
+        .ok_or_else(|| ApiError::unprocessable("'offsets' is required"))?;
+    let positions = offsets
+        .into_iter()
+        .map(|o| {
+            (
+                TopicPartition::new(o.topic, o.partition),
+                SeekTo::Offset(o.offset),
+            )
+        })
+        .collect();
+    seek_to(&instance, positions).await
+}
+
+/// `POST …/positions/beginning` `{partitions:[…]}` → 204.
+pub async fn seek_beginning(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let instance = state.consumers.get(&group, &name)?;
+    let positions = partitions_of(&body)?
+        .into_iter()
+        .map(|tp| (tp, SeekTo::Beginning))
+        .collect();
+    seek_to(&instance, positions).await
+}
+
+/// `POST …/positions/end` `{partitions:[…]}` → 204.
+pub async fn seek_end(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    let instance = state.consumers.get(&group, &name)?;
+    let positions = partitions_of(&body)?
+        .into_iter()
+        .map(|tp| (tp, SeekTo::End))
+        .collect();
+    seek_to(&instance, positions).await
+}

@@ -1,0 +1,200 @@
+//! Named consumer instances and the timer that deletes idle ones.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use barnabas_core::ConsumerDriver;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::{error::ApiError, format::Format};
+
+/// What an instance reads from: Strimzi keeps subscriptions and assignments exclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Neither subscribed nor assigned.
+    Idle,
+    /// Subscribed to these topics (empty for a pattern).
+    Subscribed(Vec<String>),
+    /// Assigned partitions by hand.
+    Assigned,
+}
+
+/// One consumer instance.
+pub struct Instance {
+    /// Its consumer group.
+    pub group: String,
+    /// Its name (`instance_id`).
+    pub name: String,
+    /// Its embedded format; fetches must `Accept` it.
+    pub format: Format,
+    /// The driven Kafka consumer.
+    pub driver: ConsumerDriver,
+    /// Subscribed / assigned / neither.
+    pub mode: Mutex<Mode>,
+    last_used: Mutex<Instant>,
+}
+
+impl Instance {
+    /// A new instance, used now.
+    pub fn new(group: String, name: String, format: Format, driver: ConsumerDriver) -> Self {
+        Self {
+            group,
+            name,
+            format,
+            driver,
+            mode: Mutex::new(Mode::Idle),
+            last_used: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Marks the instance as used (every request does), postponing its idle deletion.
+    pub fn touch(&self) {
+        if let Ok(mut t) = self.last_used.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_used
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        self.mode.lock().map(|m| m.clone()).unwrap_or(Mode::Idle)
+    }
+
+    /// Sets the mode.
+    pub fn set_mode(&self, mode: Mode) {
+        if let Ok(mut m) = self.mode.lock() {
+            *m = mode;
+        }
+    }
+}
+
+/// All consumer instances of this gateway, by (group, name).
+pub struct Registry {
+    instances: Mutex<HashMap<(String, String), Arc<Instance>>>,
+    live: Gauge,
+    reaper: AtomicBool,
+}
+
+impl Registry {
+    /// An empty registry reporting its size on `live`.
+    pub fn new(live: Gauge) -> Self {
+        Self {
+            instances: Mutex::new(HashMap::new()),
+            live,
+            reaper: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<Instance>>> {
+        self.instances
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether (group, name) is taken.
+    pub fn contains(&self, group: &str, name: &str) -> bool {
+        self.lock()
+            .contains_key(&(group.to_owned(), name.to_owned()))
+    }
+
+    /// Adds an instance; 409 if the name is taken in that group.
+    pub fn insert(&self, instance: Arc<Instance>) -> Result<(), ApiError> {
+        let mut map = self.lock();
+        let key = (instance.group.clone(), instance.name.clone());
+        if map.contains_key(&key) {
+            return Err(duplicate());
+        }
+        map.insert(key, instance);
+        self.live.set(map.len() as i64);
+        Ok(())
+    }
+
+    /// The instance, touched; 404 if there is none.
+    pub fn get(&self, group: &str, name: &str) -> Result<Arc<Instance>, ApiError> {
+        let instance = self
+            .lock()
+            .get(&(group.to_owned(), name.to_owned()))
+            .cloned()
+            .ok_or_else(not_found)?;
+        instance.touch();
+        Ok(instance)
+    }
+
+    /// Removes and returns the instance; 404 if there is none.
+    pub fn remove(&self, group: &str, name: &str) -> Result<Arc<Instance>, ApiError> {
+        let mut map = self.lock();
+        let instance = map
+            .remove(&(group.to_owned(), name.to_owned()))
+            .ok_or_else(not_found)?;
+        self.live.set(map.len() as i64);
+        Ok(instance)
+    }
+
+    /// Closes and removes every instance (at shutdown: members leave their groups cleanly).
+    pub async fn close_all(&self) {
+        let all: Vec<Arc<Instance>> = {
+            let mut map = self.lock();
+            let all = map.drain().map(|(_, i)| i).collect();
+            self.live.set(0);
+            all
+        };
+        for instance in all {
+            let _ = instance.driver.close().await;
+        }
+    }
+
+    /// Starts (once) the task that deletes instances idle longer than `timeout`.
+    pub fn start_reaper(self: &Arc<Self>, timeout: Duration) {
+        if self.reaper.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let registry = Arc::downgrade(self);
+        let every = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                let expired: Vec<Arc<Instance>> = {
+                    let mut map = registry.lock();
+                    let keys: Vec<_> = map
+                        .iter()
+                        .filter(|(_, i)| i.idle_for() >= timeout)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    let out = keys.iter().filter_map(|k| map.remove(k)).collect();
+                    registry.live.set(map.len() as i64);
+                    out
+                };
+                for instance in expired {
+                    tracing::info!(group = %instance.group, name = %instance.name, ?timeout, "deleting idle consumer instance");
+                    let _ = instance.driver.close().await;
+                }
+            }
+        });
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("The specified consumer instance was not found.")
+}
+
+fn duplicate() -> ApiError {
+    ApiError::conflict(
+        "A consumer instance with the specified name already exists in the Kafka Bridge.",
+    )
+}

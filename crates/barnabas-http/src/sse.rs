@@ -1,0 +1,169 @@
+//! `GET /topics/{topic}/events`: a topic as a Server-Sent Events stream.
+//!
+//! Each record is an event `id: <partition>:<offset>`, `event: record`, `data: <value>`. With
+//! `group=G` the stream is a member of consumer group G and commits what it has sent; without,
+//! it reads with a private group and commits nothing. `Last-Event-ID` resumes after that
+//! position. A slow client is not buffered for: the stream is pulled by the connection, so
+//! the consumer's read-ahead fills and its partitions pause.
+
+use std::{collections::VecDeque, convert::Infallible, time::Duration};
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
+};
+use barnabas_core::{
+    ConsumedRecord, ConsumerConfig, ConsumerDriver, Fetched, GatewayMetrics, OffsetReset, SeekTo,
+    Subscription, TopicPartition,
+};
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use futures::stream;
+use serde::Deserialize;
+
+use crate::{error::ApiError, AppState};
+
+/// `?group=&from=`.
+#[derive(Deserialize)]
+pub struct SseParams {
+    group: Option<String>,
+    from: Option<String>,
+}
+
+/// The event id of a record: `<partition>:<offset>`.
+pub fn event_id(r: &ConsumedRecord) -> String {
+    format!("{}:{}", r.partition, r.offset)
+}
+
+/// The data of a record's event: its value as UTF-8 text (JSON is text), else base64;
+/// a tombstone is `null`.
+fn event_data(r: &ConsumedRecord) -> String {
+    match &r.value {
+        None => "null".into(),
+        Some(v) => match std::str::from_utf8(v) {
+            Ok(text) => text.to_owned(),
+            Err(_) => B64.encode(v),
+        },
+    }
+}
+
+fn parse_last_event_id(raw: &str) -> Result<(i32, i64), ApiError> {
+    raw.split_once(':')
+        .and_then(|(p, o)| Some((p.trim().parse().ok()?, o.trim().parse().ok()?)))
+        .filter(|(p, o): &(i32, i64)| *p >= 0 && *o >= 0)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("Last-Event-ID '{raw}' is not <partition>:<offset>"))
+        })
+}
+
+/// `GET /topics/{topic}/events`.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    Query(params): Query<SseParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    if !(accept.contains("text/event-stream") || accept.contains("*/*")) {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "this endpoint serves text/event-stream",
+        ));
+    }
+    barnabas_core::validate_topic_name(&topic)?;
+    let reset = match params.from.as_deref() {
+        None | Some("latest") => OffsetReset::Latest,
+        Some("earliest") => OffsetReset::Earliest,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "from must be 'earliest' or 'latest', not '{other}'"
+            )))
+        }
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .map(parse_last_event_id)
+        .transpose()?;
+    let (group_id, commits) = match &params.group {
+        Some(g) if !g.is_empty() => (g.clone(), true),
+        _ => (format!("barnabas-sse-{}", uuid::Uuid::new_v4()), false),
+    };
+    let mut properties = std::collections::BTreeMap::new();
+    if commits {
+        properties.insert("auto.commit.interval.ms".to_owned(), "1000".to_owned());
+    }
+    let session = state
+        .backend
+        .consumers
+        .create(ConsumerConfig {
+            group_id,
+            auto_offset_reset: reset,
+            enable_auto_commit: commits,
+            properties,
+            explicit_offset_store: true,
+        })
+        .await?;
+    let driver = ConsumerDriver::spawn(session, state.settings.driver_limits);
+    driver
+        .subscribe(Subscription::Topics(vec![topic.clone()]))
+        .await?;
+    if let Some((partition, offset)) = resume {
+        driver
+            .seek_when_assigned(vec![(
+                TopicPartition::new(topic.clone(), partition),
+                SeekTo::Offset(offset + 1),
+            )])
+            .await?;
+    }
+    tracing::debug!(%topic, group = ?params.group, ?resume, "SSE stream opened");
+
+    let metrics = state.gateway_metrics.clone();
+    let batch = state.settings.driver_limits.poll_batch;
+    let events = stream::unfold(
+        (driver, VecDeque::<ConsumedRecord>::new()),
+        move |(driver, mut pending)| {
+            let metrics = metrics.clone();
+            async move {
+                loop {
+                    if let Some(r) = pending.pop_front() {
+                        let event = Event::default()
+                            .id(event_id(&r))
+                            .event("record")
+                            .data(event_data(&r));
+                        return Some((Ok::<Event, Infallible>(event), (driver, pending)));
+                    }
+                    match driver.fetch(batch, None, Duration::from_secs(30)).await {
+                        Ok(Fetched::Records(records)) => {
+                            metrics
+                                .records_out
+                                .get_or_create(&GatewayMetrics::label("sse"))
+                                .inc_by(records.len() as u64);
+                            pending.extend(records);
+                        }
+                        Ok(Fetched::TooLarge { .. }) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "SSE stream ends");
+                            let _ = driver.close().await;
+                            return None;
+                        }
+                    }
+                }
+            }
+        },
+    );
+    Ok(Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(state.settings.sse_keep_alive)
+                .text("keep-alive"),
+        )
+        .into_response())
+}

@@ -1,0 +1,80 @@
+//! What every handler shares, and the settings the binary passes in.
+
+use std::{sync::Arc, time::Duration};
+
+use barnabas_core::{Backend, DriverLimits, GatewayMetrics, MetricsRegistry, Readiness};
+
+use crate::{consumers::Registry, metrics::HttpMetrics};
+
+/// The HTTP front end's settings (from the `[http]` and `[limits]` config sections).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Consumer instances idle this long are deleted and their Kafka consumer closed.
+    pub consumer_idle_timeout: Duration,
+    /// Largest request body accepted (`limits.max_message_bytes`); above it, 413.
+    pub max_body_bytes: usize,
+    /// Origins allowed by CORS; empty = no CORS headers, `*` = any origin.
+    pub cors_origins: Vec<String>,
+    /// Read-ahead bounds of each consumer instance.
+    pub driver_limits: DriverLimits,
+    /// Interval of SSE keep-alive comments.
+    pub sse_keep_alive: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            consumer_idle_timeout: Duration::from_secs(300),
+            max_body_bytes: 1_048_576,
+            cors_origins: Vec::new(),
+            driver_limits: DriverLimits::default(),
+            sse_keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Shared by all handlers; cloning is cheap.
+#[derive(Clone)]
+pub struct AppState {
+    /// Kafka.
+    pub backend: Backend,
+    /// Flipped by the binary's Kafka watcher; `/ready` reports it.
+    pub readiness: Readiness,
+    /// Reported by `GET /` as `bridge_version`.
+    pub version: &'static str,
+    /// Settings.
+    pub settings: Arc<HttpSettings>,
+    /// Consumer instances.
+    pub consumers: Arc<Registry>,
+    /// The process registry `/metrics` encodes.
+    pub registry: MetricsRegistry,
+    /// Data-path metrics shared with the other front ends.
+    pub gateway_metrics: GatewayMetrics,
+    /// HTTP-only metrics.
+    pub http_metrics: HttpMetrics,
+}
+
+impl AppState {
+    /// Builds the state and registers the HTTP metrics.
+    pub fn new(
+        backend: Backend,
+        readiness: Readiness,
+        version: &'static str,
+        settings: HttpSettings,
+        registry: MetricsRegistry,
+        gateway_metrics: GatewayMetrics,
+    ) -> Self {
+        let http_metrics = HttpMetrics::new(&registry);
+        let consumers = Arc::new(Registry::new(http_metrics.consumer_instances.clone()));
+        Self {
+            backend,
+            readiness,
+            version,
+            settings: Arc::new(settings),
+            consumers,
+            registry,
+            gateway_metrics,
+            http_metrics,
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Metadata: `GET /topics…`, and `POST /admin/topics`.
+
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::Response,
+};
+use barnabas_core::{Error, PartitionMetadata};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{
+    body::{content_type, parse_json, Body},
+    error::{ApiError, ApiResult},
+    format::{v2_json, Format},
+    produce::parse_partition,
+    AppState,
+};
+
+fn partition_json(p: &PartitionMetadata) -> Value {
+    let replicas: Vec<Value> = p
+        .replicas
+        .iter()
+        .map(|b| {
+            json!({
+                "broker": b,
+                "leader": *b == p.leader,
+                "in_sync": p.in_sync_replicas.contains(b),
+            })
+        })
+        .collect();
+    json!({ "partition": p.partition, "leader": p.leader, "replicas": replicas })
+}
+
+/// `GET /topics`: names of all topics (internal ones left out).
+pub async fn list(State(state): State<AppState>) -> ApiResult<Response> {
+    let topics = state.backend.admin.list_topics().await?;
+    Ok(v2_json(StatusCode::OK, &json!(topics)))
+}
+
+/// `GET /topics/{topic}`.
+pub async fn get_topic(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+) -> ApiResult<Response> {
+    let md = state.backend.admin.topic_metadata(&topic).await?;
+    let partitions: Vec<Value> = md.partitions.iter().map(partition_json).collect();
+    Ok(v2_json(
+        StatusCode::OK,
+        &json!({ "name": md.name, "partitions": partitions }),
+    ))
+}
+
+/// `GET /topics/{topic}/partitions`.
+pub async fn partitions(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+) -> ApiResult<Response> {
+    let md = state.backend.admin.topic_metadata(&topic).await?;
+    let partitions: Vec<Value> = md.partitions.iter().map(partition_json).collect();
+    Ok(v2_json(StatusCode::OK, &json!(partitions)))
+}
+
+async fn find_partition(state: &AppState, topic: &str, raw: &str) -> ApiResult<PartitionMetadata> {
+    let partition = parse_partition(raw)?;
+    let md = state.backend.admin.topic_metadata(topic).await?;
+    md.partitions
+        .into_iter()
+        .find(|p| p.partition == partition)
+        .ok_or_else(|| {
+            ApiError::from(Error::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+            })
+        })
+}
+
+/// `GET /topics/{topic}/partitions/{partition}`.
+pub async fn partition(
+    State(state): State<AppState>,
+    Path((topic, raw)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let p = find_partition(&state, &topic, &raw).await?;
+    Ok(v2_json(StatusCode::OK, &partition_json(&p)))
+}
+
+/// `GET /topics/{topic}/partitions/{partition}/offsets`: beginning and end offsets.
+pub async fn offsets(
+    State(state): State<AppState>,
+    Path((topic, raw)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let p = find_partition(&state, &topic, &raw).await?;
+    let w = state.backend.admin.watermarks(&topic, p.partition).await?;
+    Ok(v2_json(
+        StatusCode::OK,
+        &json!({ "beginning_offset": w.low, "end_offset": w.high }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTopic {
+    topic_name: String,
+    #[serde(default)]
+    partitions_count: Option<i32>,
+    #[serde(default)]
+    replication_factor: Option<i32>,
+}
+
+/// `POST /admin/topics` `{"topic_name", "partitions_count"?, "replication_factor"?}` → 201.
+/// A topic that already exists is 409 (Strimzi answers 500).
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let media = content_type(&headers);
+    if media != Format::Json.content_type()
+        && media != crate::format::V2_JSON
+        && media != "application/json"
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type '{media}' is not supported here: use application/vnd.kafka.json.v2+json"),
+        ));
+    }
+    let req: NewTopic = parse_json(&body).map_err(|e| ApiError::bad_request(e.message))?;
+    let admin = &state.backend.admin;
+    if admin.list_topics().await?.contains(&req.topic_name) {
+        return Err(ApiError::conflict(format!(
+            "topic '{}' already exists",
+            req.topic_name
+        )));
+    }
+    admin
+        .create_topic(
+            &req.topic_name,
+            req.partitions_count,
+            req.replication_factor,
+        )
+        .await?;
+    Ok(v2_json(StatusCode::CREATED, &json!({})))
+}
