@@ -35,6 +35,9 @@ pub fn workspace_root() -> PathBuf {
 }
 
 #[cfg(feature = "embedded-kafka")]
+pub mod gateway;
+
+#[cfg(feature = "embedded-kafka")]
 pub mod broker {
     use barnabas::embedded::{EmbeddedKafka, Storage};
     use barnabas_kafka::KafkaConfig;

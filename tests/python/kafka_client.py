@@ -4,6 +4,7 @@ usage:
   kafka_client.py produce BOOTSTRAP TOPIC COUNT       -> JSON list of {partition, offset}
   kafka_client.py consume BOOTSTRAP TOPIC GROUP COUNT -> JSON list of records, then commits
 """
+import base64
 import json
 import sys
 import time
@@ -43,6 +44,16 @@ def produce(bootstrap, topic, count):
     print(json.dumps(acks))
 
 
+def text(b):
+    """Bytes as text for the JSON report; bytes that are not UTF-8 as 'base64:<b64>'."""
+    if b is None:
+        return None
+    try:
+        return b.decode()
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(b).decode()
+
+
 def consume(bootstrap, topic, group, count):
     c = Consumer({
         "bootstrap.servers": bootstrap,
@@ -60,9 +71,9 @@ def consume(bootstrap, topic, group, count):
         if m.error():
             continue
         out.append({
-            "key": m.key().decode() if m.key() is not None else None,
-            "value": m.value().decode() if m.value() is not None else None,
-            "headers": {k: v.decode() for k, v in (m.headers() or [])},
+            "key": text(m.key()),
+            "value": text(m.value()),
+            "headers": {k: text(v) for k, v in (m.headers() or [])},
             "partition": m.partition(),
             "offset": m.offset(),
         })

@@ -1,0 +1,173 @@
+//! The whole gateway in-process (embedded broker, HTTP on an ephemeral port) and a small
+//! HTTP client for it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use barnabas::{
+    config::{Config, OFF},
+    run::{EmbeddedPlan, Gateway, Plan},
+};
+use reqwest::{header::HeaderMap, Client, StatusCode};
+use serde_json::Value;
+
+use super::free_addr;
+
+pub const JSON: &str = "application/vnd.kafka.json.v2+json";
+pub const BINARY: &str = "application/vnd.kafka.binary.v2+json";
+pub const TEXT: &str = "application/vnd.kafka.text.v2+json";
+pub const V2: &str = "application/vnd.kafka.v2+json";
+
+pub struct TestGateway {
+    pub gateway: Gateway,
+    pub base: String,
+    pub kafka: String,
+    pub client: Client,
+}
+
+/// Starts a gateway with its own embedded broker; `tweak` adjusts the config first.
+pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestGateway {
+    let mut config = Config::default();
+    config.http.listen = "127.0.0.1:0".into();
+    config.mqtt.listen = OFF.into();
+    config.amqp.listen = OFF.into();
+    tweak(&mut config);
+    let kafka_addr = free_addr();
+    let plan = Plan {
+        config,
+        embedded: Some(EmbeddedPlan {
+            listen: kafka_addr,
+            advertised: None,
+            data_dir: None,
+        }),
+    };
+    let gateway = match Gateway::start(plan).await {
+        Ok(g) => g,
+        Err(e) => panic!("gateway did not start: {e:?}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !gateway.readiness().is_ready() {
+        assert!(Instant::now() < deadline, "gateway not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let base = format!("http://{}", gateway.http_addr().unwrap());
+    TestGateway {
+        gateway,
+        base,
+        kafka: kafka_addr.to_string(),
+        client: Client::new(),
+    }
+}
+
+/// An answer: status, headers, body parsed as JSON (Null when empty or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Answer {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts an error answer: this status, the JSON error shape, a message.
+    pub fn assert_error(&self, status: u16) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text);
+        assert_eq!(self.json["error_code"], status, "error body: {}", self.text);
+        assert!(
+            self.json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "message: {}",
+            self.text
+        );
+        self
+    }
+}
+
+async fn answer(resp: reqwest::Response) -> Answer {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        text,
+        json,
+    }
+}
+
+impl TestGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str, accept: Option<&str>) -> Answer {
+        let mut req = self.client.get(self.url(path));
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        answer(req.send().await.unwrap()).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Answer {
+        let mut req = self.client.post(self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        answer(req.send().await.unwrap()).await
+    }
+
+    pub async fn post_json(&self, path: &str, content_type: &str, body: &Value) -> Answer {
+        self.post(path, Some(content_type), body.to_string()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        answer(self.client.delete(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// Creates a consumer instance; returns its base path (`/consumers/g/instances/n`).
+    pub async fn consumer(&self, group: &str, body: Value) -> String {
+        let a = self
+            .post_json(&format!("/consumers/{group}"), V2, &body)
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        format!(
+            "/consumers/{group}/instances/{}",
+            a.json["instance_id"].as_str().unwrap()
+        )
+    }
+
+    /// Polls `…/records` until `n` records arrived (bounded); returns them.
+    pub async fn poll_records(&self, instance: &str, accept: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut out = Vec::new();
+        while out.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} records: {out:?}",
+                out.len()
+            );
+            let a = self
+                .get(&format!("{instance}/records?timeout=1000"), Some(accept))
+                .await;
+            assert_eq!(a.status, 200, "{}", a.text);
+            out.extend(a.json.as_array().unwrap().iter().cloned());
+        }
+        out
+    }
+
+    pub async fn stop(self) {
+        self.gateway.shutdown().await;
+    }
+}
