@@ -1,1 +1,787 @@
-//! placeholder
+//! HTTP consumer instances and SSE streams through real HTTP, against the embedded broker.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
+
+use base64::{engine::general_purpose::STANDARD as B64, Engine};
+use common::{
+    gateway::{self, TestGateway, BINARY, JSON, TEXT, V2},
+    run_python,
+};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+async fn produce(gw: &TestGateway, topic: &str, values: impl IntoIterator<Item = Value>) {
+    let records: Vec<Value> = values.into_iter().map(|v| json!({ "value": v })).collect();
+    let a = gw
+        .post_json(
+            &format!("/topics/{topic}"),
+            JSON,
+            &json!({ "records": records }),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert!(
+        a.json["offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["offset"].is_i64()),
+        "{}",
+        a.text
+    );
+}
+
+fn offsets(records: &[Value]) -> Vec<i64> {
+    records
+        .iter()
+        .map(|r| r["offset"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_lifecycle_and_its_errors() {
+    let gw = gateway::start(|_| {}).await;
+    produce(&gw, "life", (0..3).map(|i| json!(i))).await;
+
+    // Create: generated name, base_uri from Host; duplicate, bad values, unknown fields.
+    let a = gw
+        .post_json(
+            "/consumers/g-early",
+            V2,
+            &json!({"format": "json", "auto.offset.reset": "earliest"}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let name = a.json["instance_id"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("barnabas-consumer-"));
+    let host = gw.base.trim_start_matches("http://");
+    assert_eq!(
+        a.json["base_uri"],
+        format!("http://{host}/consumers/g-early/instances/{name}")
+    );
+    let a = gw
+        .post_json("/consumers/g1", V2, &json!({"name": "c", "format": "json"}))
+        .await;
+    assert_eq!(a.status, 200);
+    gw.post_json("/consumers/g1", V2, &json!({"name": "c"}))
+        .await
+        .assert_error(409);
+    gw.post_json("/consumers/g2", V2, &json!({"name": "c"}))
+        .await
+        .status
+        .is_success()
+        .then_some(())
+        .unwrap();
+    gw.post_json("/consumers/g1", V2, &json!({"format": "avro"}))
+        .await
+        .assert_error(422);
+    gw.post_json(
+        "/consumers/g1",
+        V2,
+        &json!({"auto.offset.reset": "sometimes"}),
+    )
+    .await
+    .assert_error(422);
+    gw.post_json("/consumers/g1", V2, &json!({"enable.auto.commit": "maybe"}))
+        .await
+        .assert_error(422);
+    gw.post_json("/consumers/g1", V2, &json!({"isolation.level": "dirty"}))
+        .await
+        .assert_error(422);
+    gw.post_json("/consumers/g1", V2, &json!({"colour": "blue"}))
+        .await
+        .assert_error(400);
+    gw.post("/consumers/g1", Some(V2), "{not json")
+        .await
+        .assert_error(400);
+
+    let c = "/consumers/g1/instances/c";
+    // Not subscribed yet: poll is a 409, not a hang.
+    gw.get(&format!("{c}/records"), Some(JSON))
+        .await
+        .assert_error(409);
+    // Subscription rules.
+    gw.post_json(
+        &format!("{c}/subscription"),
+        V2,
+        &json!({"topics": ["life"], "topic_pattern": "l.*"}),
+    )
+    .await
+    .assert_error(409);
+    gw.post_json(&format!("{c}/subscription"), V2, &json!({}))
+        .await
+        .assert_error(422);
+    assert_eq!(
+        gw.post_json(
+            &format!("{c}/subscription"),
+            V2,
+            &json!({"topics": ["life"]})
+        )
+        .await
+        .status,
+        204
+    );
+    gw.post_json(
+        &format!("{c}/assignments"),
+        V2,
+        &json!({"partitions": [{"topic": "life", "partition": 0}]}),
+    )
+    .await
+    .assert_error(409);
+    // Accept must match the consumer's format.
+    gw.get(&format!("{c}/records"), Some(BINARY))
+        .await
+        .assert_error(406);
+    gw.get(&format!("{c}/records"), None)
+        .await
+        .assert_error(406);
+    gw.get(&format!("{c}/records?timeout=abc"), Some(JSON))
+        .await
+        .assert_error(400);
+    // The consumer was created with the default auto.offset.reset=latest: nothing old arrives.
+    let a = gw
+        .get(&format!("{c}/records?timeout=1500"), Some(JSON))
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.content_type(), JSON);
+    assert_eq!(a.json, json!([]));
+    let sub = gw.get(&format!("{c}/subscription"), None).await;
+    assert_eq!(sub.json["topics"], json!(["life"]));
+    assert_eq!(sub.json["partitions"], json!([{"life": [0]}]));
+    produce(&gw, "life", [json!({"new": true})]).await;
+    let got = gw.poll_records(c, JSON, 1).await;
+    assert_eq!(got[0]["value"], json!({"new": true}));
+    assert_eq!(got[0]["offset"], 3);
+    assert_eq!(got[0]["topic"], "life");
+    assert!(got[0]["timestamp"].is_i64());
+    assert!(
+        got[0].get("headers").is_none(),
+        "no headers key when a record has none"
+    );
+
+    // The earliest consumer sees everything.
+    let e = format!("/consumers/g-early/instances/{name}");
+    assert_eq!(
+        gw.post_json(
+            &format!("{e}/subscription"),
+            V2,
+            &json!({"topic_pattern": "li.*"})
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        offsets(&gw.poll_records(&e, JSON, 4).await),
+        vec![0, 1, 2, 3]
+    );
+
+    // Unsubscribe, delete, then 404.
+    assert_eq!(gw.delete(&format!("{c}/subscription")).await.status, 204);
+    gw.get(&format!("{c}/records"), Some(JSON))
+        .await
+        .assert_error(409);
+    assert_eq!(gw.delete(c).await.status, 204);
+    gw.delete(c).await.assert_error(404);
+    gw.get(&format!("{c}/records"), Some(JSON))
+        .await
+        .assert_error(404);
+    gw.post_json("/consumers/g1/instances/nobody/offsets", V2, &json!({}))
+        .await
+        .assert_error(404);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn base_uri_follows_forwarding_headers() {
+    let gw = gateway::start(|_| {}).await;
+    let a = gw
+        .client
+        .post(gw.url("/consumers/fw"))
+        .header("content-type", V2)
+        .header("forwarded", "host=my-api-gateway-host;proto=http")
+        .body(json!({"name": "a"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let v: Value = a.json().await.unwrap();
+    assert_eq!(
+        v["base_uri"],
+        "http://my-api-gateway-host:80/consumers/fw/instances/a"
+    );
+    let a = gw
+        .client
+        .post(gw.url("/consumers/fw"))
+        .header("content-type", V2)
+        .header("x-forwarded-host", "gw.example:8443")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-path", "/bridge/consumers/fw")
+        .body(json!({"name": "b"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let v: Value = a.json().await.unwrap();
+    assert_eq!(
+        v["base_uri"],
+        "https://gw.example:8443/bridge/consumers/fw/instances/b"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn formats_on_the_way_out_and_stock_client_records_read_over_http() {
+    let gw = gateway::start(|_| {}).await;
+    // A stock Kafka client writes; HTTP consumers of each format read it back intact.
+    run_python("kafka_client.py", &["produce", &gw.kafka, "stock-in", "3"]);
+    for (format, accept) in [("binary", BINARY), ("text", TEXT), ("json", JSON)] {
+        let c = gw
+            .consumer(
+                &format!("fmt-{format}"),
+                json!({"name": format, "format": format, "auto.offset.reset": "earliest"}),
+            )
+            .await;
+        assert_eq!(
+            gw.post_json(
+                &format!("{c}/subscription"),
+                V2,
+                &json!({"topics": ["stock-in"]})
+            )
+            .await
+            .status,
+            204
+        );
+        let got = gw.poll_records(&c, accept, 3).await;
+        assert_eq!(got.len(), 3);
+        let r = &got[1];
+        assert_eq!(r["partition"], 0);
+        assert_eq!(r["offset"], 1);
+        assert_eq!(
+            r["headers"],
+            json!([{"key": "seq", "value": B64.encode("1")}])
+        );
+        match format {
+            "binary" => {
+                assert_eq!(r["key"], B64.encode("k1"));
+                assert_eq!(r["value"], B64.encode("v1"));
+            }
+            _ => {
+                // text: the UTF-8 text; json: bytes that are not JSON come as a JSON string.
+                assert_eq!(r["key"], "k1");
+                assert_eq!(r["value"], "v1");
+            }
+        }
+        let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "topic",
+                "key",
+                "value",
+                "partition",
+                "offset",
+                "timestamp",
+                "headers"
+            ]
+        );
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_bytes_limits_a_poll_without_losing_records() {
+    let gw = gateway::start(|_| {}).await;
+    produce(&gw, "mb", (0..5).map(|i| json!("x".repeat(100 + i)))).await;
+    let c = gw
+        .consumer(
+            "mb",
+            json!({"name": "c", "format": "json", "auto.offset.reset": "earliest"}),
+        )
+        .await;
+    gw.post_json(&format!("{c}/subscription"), V2, &json!({"topics": ["mb"]}))
+        .await;
+    // Wait until records are buffered, asking for too few bytes for even one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = gw
+            .get(&format!("{c}/records?timeout=500&max_bytes=10"), Some(JSON))
+            .await;
+        if a.status == 422 {
+            a.assert_error(422);
+            break;
+        }
+        assert_eq!(a.json, json!([]), "{}", a.text);
+        assert!(Instant::now() < deadline);
+    }
+    // Room for two records at a time: all five arrive, in order, none lost.
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let a = gw
+            .get(
+                &format!("{c}/records?timeout=1000&max_bytes=250"),
+                Some(JSON),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        let batch = a.json.as_array().unwrap().clone();
+        assert!(batch.len() <= 2, "max_bytes respected: {}", batch.len());
+        got.extend(batch);
+    }
+    assert_eq!(offsets(&got), vec![0, 1, 2, 3, 4]);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recreated_consumer_resumes_exactly_after_its_commit() {
+    let gw = gateway::start(|_| {}).await;
+    produce(&gw, "resume", (0..10).map(|i| json!(i))).await;
+    let body = json!({"name": "c", "format": "json", "auto.offset.reset": "earliest", "enable.auto.commit": false});
+
+    let c = gw.consumer("rg", body.clone()).await;
+    gw.post_json(
+        &format!("{c}/subscription"),
+        V2,
+        &json!({"topics": ["resume"]}),
+    )
+    .await;
+    let got = gw.poll_records(&c, JSON, 10).await;
+    assert_eq!(offsets(&got), (0..10).collect::<Vec<_>>());
+    // Commit up to offset 6 (the next to read is 6).
+    let a = gw
+        .post_json(
+            &format!("{c}/offsets"),
+            V2,
+            &json!({"offsets": [{"topic": "resume", "partition": 0, "offset": 6}]}),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    assert_eq!(gw.delete(&c).await.status, 204);
+
+    let c = gw.consumer("rg", body.clone()).await;
+    gw.post_json(
+        &format!("{c}/subscription"),
+        V2,
+        &json!({"topics": ["resume"]}),
+    )
+    .await;
+    let got = gw.poll_records(&c, JSON, 4).await;
+    assert_eq!(offsets(&got), vec![6, 7, 8, 9]);
+    // Commit everything fetched (empty body), delete, re-create: nothing old comes back.
+    assert_eq!(
+        gw.post(&format!("{c}/offsets"), Some(V2), "").await.status,
+        204
+    );
+    assert_eq!(gw.delete(&c).await.status, 204);
+    produce(&gw, "resume", [json!("after")]).await;
+    let c = gw.consumer("rg", body).await;
+    gw.post_json(
+        &format!("{c}/subscription"),
+        V2,
+        &json!({"topics": ["resume"]}),
+    )
+    .await;
+    let got = gw.poll_records(&c, JSON, 1).await;
+    assert_eq!(offsets(&got), vec![10]);
+    assert!(gw
+        .get(&format!("{c}/records?timeout=1000"), Some(JSON))
+        .await
+        .json
+        .as_array()
+        .unwrap()
+        .is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn assignments_and_seeking() {
+    let gw = gateway::start(|c| c.kafka.default_partitions = 2).await;
+    produce(&gw, "seek", (0..6).map(|i| json!(i))).await; // keyless: spread by the partitioner
+    let w0 = gw.get("/topics/seek/partitions/0/offsets", None).await.json["end_offset"]
+        .as_i64()
+        .unwrap();
+    let c = gw
+        .consumer(
+            "sg",
+            json!({"name": "c", "format": "json", "auto.offset.reset": "earliest"}),
+        )
+        .await;
+    let a = gw
+        .post_json(
+            &format!("{c}/assignments"),
+            V2,
+            &json!({"partitions": [{"topic": "seek", "partition": 0}]}),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    gw.post_json(
+        &format!("{c}/subscription"),
+        V2,
+        &json!({"topics": ["seek"]}),
+    )
+    .await
+    .assert_error(409);
+    if w0 > 0 {
+        let got = gw.poll_records(&c, JSON, w0 as usize).await;
+        assert!(got.iter().all(|r| r["partition"] == 0));
+    }
+    produce(&gw, "seek", []).await;
+    // Seek to the beginning, then to an offset, then to the end.
+    gw.post(
+        &format!("/topics/seek/partitions/0"),
+        Some(JSON),
+        json!({"records": [{"value": "p0"}]}).to_string(),
+    )
+    .await;
+    let total = w0 + 1;
+    let a = gw
+        .post_json(
+            &format!("{c}/positions/beginning"),
+            V2,
+            &json!({"partitions": [{"topic": "seek", "partition": 0}]}),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    let got = gw.poll_records(&c, JSON, total as usize).await;
+    assert_eq!(offsets(&got), (0..total).collect::<Vec<_>>());
+    let a = gw
+        .post_json(
+            &format!("{c}/positions"),
+            V2,
+            &json!({"offsets": [{"topic": "seek", "partition": 0, "offset": total - 1}]}),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    assert_eq!(
+        offsets(&gw.poll_records(&c, JSON, 1).await),
+        vec![total - 1]
+    );
+    let a = gw
+        .post_json(
+            &format!("{c}/positions/end"),
+            V2,
+            &json!({"partitions": [{"topic": "seek", "partition": 0}]}),
+        )
+        .await;
+    assert_eq!(a.status, 204);
+    assert_eq!(
+        gw.get(&format!("{c}/records?timeout=800"), Some(JSON))
+            .await
+            .json,
+        json!([])
+    );
+    // A partition this instance does not hold: 404, as Strimzi.
+    gw.post_json(
+        &format!("{c}/positions/beginning"),
+        V2,
+        &json!({"partitions": [{"topic": "seek", "partition": 1}]}),
+    )
+    .await
+    .assert_error(404);
+    gw.post_json(
+        &format!("{c}/positions"),
+        V2,
+        &json!({"offsets": [{"topic": "seek", "partition": 0}]}),
+    )
+    .await
+    .assert_error(400);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_poll_returns_as_soon_as_a_record_arrives() {
+    let gw = gateway::start(|_| {}).await;
+    produce(&gw, "lp", [json!("warm-up")]).await;
+    let c = gw
+        .consumer(
+            "lp",
+            json!({"name": "c", "format": "json", "auto.offset.reset": "earliest"}),
+        )
+        .await;
+    gw.post_json(&format!("{c}/subscription"), V2, &json!({"topics": ["lp"]}))
+        .await;
+    gw.poll_records(&c, JSON, 1).await; // assigned and caught up
+
+    let url = gw.url(&format!("{c}/records?timeout=10000"));
+    let client = gw.client.clone();
+    let waiting = tokio::spawn(async move {
+        let resp = client.get(url).header("accept", JSON).send().await.unwrap();
+        (Instant::now(), resp.json::<Value>().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let produced_at = Instant::now();
+    produce(&gw, "lp", [json!("now")]).await;
+    let (answered_at, body) = waiting.await.unwrap();
+    let latency = answered_at.duration_since(produced_at);
+    assert_eq!(body[0]["value"], "now");
+    assert!(
+        latency < Duration::from_secs(2),
+        "long-poll answered {latency:?} after the produce"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebalance_completes_while_a_client_is_idle_and_loses_nothing() {
+    let gw = gateway::start(|c| c.kafka.default_partitions = 2).await;
+    gw.post_json(
+        "/admin/topics",
+        JSON,
+        &json!({"topic_name": "rb", "partitions_count": 2}),
+    )
+    .await;
+    let body = |n: &str| json!({"name": n, "format": "json", "auto.offset.reset": "earliest", "enable.auto.commit": false});
+    let a = gw.consumer("rbg", body("a")).await;
+    gw.post_json(&format!("{a}/subscription"), V2, &json!({"topics": ["rb"]}))
+        .await;
+    // A gets both partitions and reads (and commits) a first batch.
+    let first: Vec<Value> = (0..10)
+        .map(|i| json!({"value": i, "partition": i % 2}))
+        .collect();
+    gw.post_json("/topics/rb", JSON, &json!({ "records": first }))
+        .await;
+    let mut delivered: Vec<(i64, i64)> = Vec::new();
+    for r in gw.poll_records(&a, JSON, 10).await {
+        delivered.push((
+            r["partition"].as_i64().unwrap(),
+            r["offset"].as_i64().unwrap(),
+        ));
+    }
+    assert_eq!(
+        gw.post(&format!("{a}/offsets"), Some(V2), "").await.status,
+        204
+    );
+    // More records arrive; A's driver reads them ahead, but A's client never polls again.
+    let second: Vec<Value> = (10..30)
+        .map(|i| json!({"value": i, "partition": i % 2}))
+        .collect();
+    gw.post_json("/topics/rb", JSON, &json!({ "records": second }))
+        .await;
+
+    // B joins. A REST proxy would stall this rebalance until A polled again.
+    let b = gw.consumer("rbg", body("b")).await;
+    gw.post_json(&format!("{b}/subscription"), V2, &json!({"topics": ["rb"]}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut b_got: Vec<Value> = Vec::new();
+    while b_got.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "B never got a partition while A was idle"
+        );
+        let r = gw
+            .get(&format!("{b}/records?timeout=1000"), Some(JSON))
+            .await;
+        b_got.extend(r.json.as_array().unwrap().iter().cloned());
+    }
+    let sub = gw.get(&format!("{b}/subscription"), None).await;
+    assert_eq!(
+        sub.json["partitions"].as_array().unwrap().len(),
+        1,
+        "B holds one partition: {}",
+        sub.text
+    );
+    let b_partition = b_got[0]["partition"].as_i64().unwrap();
+    assert!(b_got.iter().all(|r| r["partition"] == b_partition));
+    // B starts right after A's commit on its partition: offsets 5.. (10 of 20 second-batch records).
+    assert_eq!(b_got[0]["offset"], 5, "B resumes at A's committed offset");
+    let mut b_all = b_got;
+    while b_all.len() < 10 {
+        let r = gw
+            .get(&format!("{b}/records?timeout=1000"), Some(JSON))
+            .await;
+        b_all.extend(r.json.as_array().unwrap().iter().cloned());
+        assert!(Instant::now() < deadline);
+    }
+    // A's client finally polls: only its own partition's records, none of B's.
+    let a_rest = gw.poll_records(&a, JSON, 10).await;
+    assert!(
+        a_rest.iter().all(|r| r["partition"] != b_partition),
+        "A gets only its partition now"
+    );
+    for r in b_all.iter().chain(&a_rest) {
+        delivered.push((
+            r["partition"].as_i64().unwrap(),
+            r["offset"].as_i64().unwrap(),
+        ));
+    }
+    let unique: BTreeSet<_> = delivered.iter().cloned().collect();
+    assert_eq!(
+        unique.len(),
+        delivered.len(),
+        "no record delivered twice: {delivered:?}"
+    );
+    let expected: BTreeSet<(i64, i64)> =
+        (0..2).flat_map(|p| (0..15).map(move |o| (p, o))).collect();
+    assert_eq!(unique, expected, "every record delivered exactly once");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_consumers_are_deleted() {
+    let gw = gateway::start(|c| c.http.consumer_idle_timeout_ms = 1_000).await;
+    let c = gw.consumer("idle", json!({"name": "c"})).await;
+    let keep = gw.consumer("idle", json!({"name": "busy"})).await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            gw.get(&format!("{keep}/subscription"), None).await.status,
+            200,
+            "used instances stay"
+        );
+    }
+    gw.get(&format!("{c}/subscription"), None)
+        .await
+        .assert_error(404);
+    let m = gw.get("/metrics", None).await;
+    assert!(
+        m.text.contains("barnabas_http_consumer_instances 1"),
+        "{}",
+        m.text
+    );
+    gw.stop().await;
+}
+
+/// Reads SSE events (id, data) from a streaming response until `n` arrived or `within` passed.
+async fn read_events(
+    resp: reqwest::Response,
+    n: usize,
+    within: Duration,
+) -> (Vec<(String, String)>, bool) {
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut events = Vec::new();
+    let mut saw_comment = false;
+    let deadline = tokio::time::Instant::now() + within;
+    while events.len() < n {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(c))) => c,
+            _ => break,
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut data, mut kind) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = v.trim_start().to_owned();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    kind = v.trim().to_owned();
+                } else if line.starts_with(':') {
+                    saw_comment = true;
+                }
+            }
+            if !id.is_empty() {
+                assert_eq!(kind, "record");
+                events.push((id, data));
+            }
+        }
+    }
+    (events, saw_comment)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_streams_records_and_resumes_from_last_event_id() {
+    let gw = gateway::start(|c| c.http.sse_keep_alive_ms = 500).await;
+    produce(&gw, "sse", (0..5).map(|i| json!({"n": i}))).await;
+
+    let open = |last: Option<&str>, query: &str| {
+        let mut req = gw
+            .client
+            .get(gw.url(&format!("/topics/sse/events?{query}")))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last {
+            req = req.header("last-event-id", id);
+        }
+        req.send()
+    };
+    let resp = open(None, "from=earliest").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let (events, _) = read_events(resp, 5, Duration::from_secs(30)).await;
+    let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["0:0", "0:1", "0:2", "0:3", "0:4"]);
+    assert_eq!(events[2].1, r#"{"n":2}"#);
+
+    // Reconnect with Last-Event-ID: resumes right after it.
+    let resp = open(Some("0:2"), "from=earliest").await.unwrap();
+    let (events, _) = read_events(resp, 2, Duration::from_secs(30)).await;
+    assert_eq!(
+        events.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["0:3", "0:4"]
+    );
+
+    // from=latest sees only new records, and idle streams get keep-alive comments.
+    let resp = open(None, "from=latest").await.unwrap();
+    let reader = tokio::spawn(read_events(resp, 1, Duration::from_secs(30)));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    produce(&gw, "sse", [json!("fresh")]).await;
+    let (events, saw_comment) = reader.await.unwrap();
+    assert_eq!(events, vec![("0:5".to_owned(), "\"fresh\"".to_owned())]);
+    assert!(saw_comment, "keep-alive comment on an idle stream");
+
+    // Bad input.
+    let bad = gw
+        .client
+        .get(gw.url("/topics/sse/events?from=yesterday"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad = gw
+        .client
+        .get(gw.url("/topics/sse/events"))
+        .header("last-event-id", "zero")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad = gw
+        .client
+        .get(gw.url("/topics/sse/events"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 406);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sse_group_commits_what_it_sent() {
+    // A closed client is noticed at the next write: keep-alives make that quick.
+    let gw = gateway::start(|c| c.http.sse_keep_alive_ms = 200).await;
+    produce(&gw, "sseg", (0..4).map(|i| json!(i))).await;
+    let url = gw.url("/topics/sseg/events?group=ui-store&from=earliest");
+    let resp = gw
+        .client
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let (events, _) = read_events(resp, 4, Duration::from_secs(30)).await;
+    assert_eq!(events.len(), 4);
+    // Dropping the response closes the stream; the member commits on leaving the group.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    produce(&gw, "sseg", [json!("later")]).await;
+    let resp = gw
+        .client
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let (events, _) = read_events(resp, 1, Duration::from_secs(30)).await;
+    assert_eq!(events[0].0, "0:4", "the group resumes after what it sent");
+    gw.stop().await;
+}

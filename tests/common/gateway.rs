@@ -27,6 +27,9 @@ pub struct TestGateway {
 
 /// Starts a gateway with its own embedded broker; `tweak` adjusts the config first.
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestGateway {
+    if std::env::var_os("RUST_LOG").is_some() {
+        barnabas::logging::init(barnabas::cli::LogFormat::Text);
+    }
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".into();
     config.mqtt.listen = OFF.into();
@@ -167,7 +170,16 @@ impl TestGateway {
         out
     }
 
+    /// Graceful shutdown, which must finish promptly.
     pub async fn stop(self) {
-        self.gateway.shutdown().await;
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(30), self.gateway.shutdown())
+            .await
+            .expect("gateway shutdown hung");
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "shutdown took {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -158,6 +158,11 @@ pub trait ConsumerSession: Send + Sync {
 pub trait ConsumerFactory: Send + Sync {
     /// A new consumer with its own Kafka client.
     async fn create(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerSession>>;
+
+    /// Waits (bounded) until every consumer made by this factory has left its group and
+    /// released its client; `false` if some were still closing at the deadline. Shutdown calls
+    /// it before stopping an embedded broker, which closing consumers still need.
+    async fn drain(&self, timeout: Duration) -> bool;
 }
 
 /// Cluster metadata and topic management.

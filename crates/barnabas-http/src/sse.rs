@@ -127,10 +127,12 @@ pub async fn events(
 
     let metrics = state.gateway_metrics.clone();
     let batch = state.settings.driver_limits.poll_batch;
+    let shutdown = state.shutdown.clone();
     let events = stream::unfold(
         (driver, VecDeque::<ConsumedRecord>::new()),
         move |(driver, mut pending)| {
             let metrics = metrics.clone();
+            let shutdown = shutdown.clone();
             async move {
                 loop {
                     if let Some(r) = pending.pop_front() {
@@ -140,7 +142,14 @@ pub async fn events(
                             .data(event_data(&r));
                         return Some((Ok::<Event, Infallible>(event), (driver, pending)));
                     }
-                    match driver.fetch(batch, None, Duration::from_secs(30)).await {
+                    let fetched = tokio::select! {
+                        fetched = driver.fetch(batch, None, Duration::from_secs(30)) => fetched,
+                        _ = shutdown.cancelled() => {
+                            let _ = driver.close().await;
+                            return None;
+                        }
+                    };
+                    match fetched {
                         Ok(Fetched::Records(records)) => {
                             metrics
                                 .records_out

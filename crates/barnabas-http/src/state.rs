@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use barnabas_core::{Backend, DriverLimits, GatewayMetrics, MetricsRegistry, Readiness};
+use tokio_util::sync::CancellationToken;
 
 use crate::{consumers::Registry, metrics::HttpMetrics};
 
@@ -52,6 +53,8 @@ pub struct AppState {
     pub gateway_metrics: GatewayMetrics,
     /// HTTP-only metrics.
     pub http_metrics: HttpMetrics,
+    /// Cancelled at shutdown: long-polls answer and SSE streams end, so draining finishes.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -63,6 +66,7 @@ impl AppState {
         settings: HttpSettings,
         registry: MetricsRegistry,
         gateway_metrics: GatewayMetrics,
+        shutdown: CancellationToken,
     ) -> Self {
         let http_metrics = HttpMetrics::new(&registry);
         let consumers = Arc::new(Registry::new(http_metrics.consumer_instances.clone()));
@@ -75,6 +79,7 @@ impl AppState {
             registry,
             gateway_metrics,
             http_metrics,
+            shutdown,
         }
     }
 }

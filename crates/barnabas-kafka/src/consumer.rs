@@ -27,11 +27,15 @@ use rdkafka::{
     Offset, TopicPartitionList,
 };
 
+use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
+
 use crate::{errors, KafkaConfig};
 
-/// Makes [`KafkaConsumerSession`]s with the gateway's connection settings.
+/// Makes [`KafkaConsumerSession`]s with the gateway's connection settings, and keeps count of
+/// the ones whose Kafka client still exists.
 pub struct KafkaConsumerFactory {
     config: KafkaConfig,
+    live: TaskTracker,
 }
 
 impl KafkaConsumerFactory {
@@ -39,6 +43,7 @@ impl KafkaConsumerFactory {
     pub fn new(config: &KafkaConfig) -> Self {
         Self {
             config: config.clone(),
+            live: TaskTracker::new(),
         }
     }
 }
@@ -46,7 +51,18 @@ impl KafkaConsumerFactory {
 #[async_trait]
 impl ConsumerFactory for KafkaConsumerFactory {
     async fn create(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerSession>> {
-        Ok(Arc::new(KafkaConsumerSession::new(&self.config, config)?))
+        let mut session = KafkaConsumerSession::new(&self.config, config)?;
+        session.live = Some(self.live.token());
+        Ok(Arc::new(session))
+    }
+
+    async fn drain(&self, timeout: Duration) -> bool {
+        self.live.close();
+        let drained = tokio::time::timeout(timeout, self.live.wait())
+            .await
+            .is_ok();
+        self.live.reopen();
+        drained
     }
 }
 
@@ -76,11 +92,16 @@ impl ConsumerContext for SessionContext {
 
 type Inner = StreamConsumer<SessionContext>;
 
+/// How long a consumer may take to leave its group when closed.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One Kafka consumer (one group member).
 pub struct KafkaConsumerSession {
-    consumer: Option<Arc<Inner>>,
+    consumer: Mutex<Option<Arc<Inner>>>,
     subscription: Mutex<Option<Subscription>>,
     timeout: Duration,
+    /// Held until the Kafka client is destroyed, so the factory can wait for it.
+    live: Option<TaskTrackerToken>,
 }
 
 impl KafkaConsumerSession {
@@ -116,15 +137,18 @@ impl KafkaConsumerSession {
             .create_with_context(SessionContext::default())
             .map_err(|e| errors::from_kafka(&e, None, None))?;
         Ok(Self {
-            consumer: Some(Arc::new(consumer)),
+            consumer: Mutex::new(Some(Arc::new(consumer))),
             subscription: Mutex::new(None),
             timeout: Duration::from_millis(kafka.request_timeout_ms),
+            live: None,
         })
     }
 
-    fn consumer(&self) -> Result<&Arc<Inner>> {
+    fn consumer(&self) -> Result<Arc<Inner>> {
         self.consumer
-            .as_ref()
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
             .ok_or_else(|| Error::IllegalState("consumer is closed".into()))
     }
 
@@ -134,7 +158,7 @@ impl KafkaConsumerSession {
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
-        let consumer = self.consumer()?.clone();
+        let consumer = self.consumer()?;
         tokio::task::spawn_blocking(move || f(&consumer))
             .await
             .map_err(errors::from_join)?
@@ -422,15 +446,23 @@ impl ConsumerSession for KafkaConsumerSession {
     }
 
     fn rebalance_generation(&self) -> u64 {
-        self.consumer
-            .as_ref()
+        self.consumer()
             .map_or(0, |c| c.context().generation.load(Ordering::SeqCst))
     }
 
     async fn close(&self) -> Result<()> {
-        let consumer = self.consumer()?;
-        consumer.unsubscribe();
+        let taken = self.consumer.lock().ok().and_then(|mut c| c.take());
         self.set_subscription(None);
+        let Some(consumer) = taken else { return Ok(()) };
+        let live = self.live.clone();
+        // Dropping the last handle leaves the group (blocking until the broker answered).
+        let closing = tokio::task::spawn_blocking(move || {
+            drop(consumer);
+            drop(live);
+        });
+        if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+            tracing::warn!(timeout = ?CLOSE_TIMEOUT, "consumer did not leave its group in time");
+        }
         Ok(())
     }
 }
@@ -439,9 +471,13 @@ impl Drop for KafkaConsumerSession {
     /// Closing a group member blocks while it leaves the group, so when the last handle goes
     /// away inside the runtime, the close happens on the blocking pool.
     fn drop(&mut self) {
-        if let Some(consumer) = self.consumer.take() {
+        if let Some(consumer) = self.consumer.get_mut().ok().and_then(Option::take) {
+            let live = self.live.take();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn_blocking(move || drop(consumer));
+                handle.spawn_blocking(move || {
+                    drop(consumer);
+                    drop(live);
+                });
             }
         }
     }

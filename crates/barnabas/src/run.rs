@@ -212,9 +212,9 @@ impl Gateway {
         let backend = barnabas_kafka::connect(&kafka)
             .map_err(|e| Failure::Config(format!("kafka.properties: {e}")))?;
         let readiness = Readiness::new();
-        let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
+        let shutdown = CancellationToken::new();
         let registry = MetricsRegistry::new();
         let gateway_metrics = GatewayMetrics::new(&registry);
         let http_state = barnabas_http::AppState::new(
@@ -224,6 +224,7 @@ impl Gateway {
             http_settings(&config),
             registry.clone(),
             gateway_metrics.clone(),
+            shutdown.clone(),
         );
         if let Some(listener) = http_listener {
             let router = barnabas_http::router(http_state.clone());
@@ -282,8 +283,12 @@ impl Gateway {
             tracing::warn!("drain grace period over; aborting remaining tasks");
             self.tasks.abort_all();
         }
-        // Consumer instances leave their groups now, so partitions move at once.
+        // Consumer instances leave their groups now, so partitions move at once; every other
+        // consumer (SSE streams) must be gone too before an embedded broker stops.
         self.http.consumers.close_all().await;
+        if !self.backend.consumers.drain(DRAIN_GRACE).await {
+            tracing::warn!("some Kafka consumers were still closing at exit");
+        }
         if let Err(e) = self.backend.publisher.flush(DRAIN_GRACE).await {
             tracing::warn!(error = %e, "producer did not deliver everything before exit");
         }

@@ -150,9 +150,7 @@ impl Registry {
             self.live.set(0);
             all
         };
-        for instance in all {
-            let _ = instance.driver.close().await;
-        }
+        futures::future::join_all(all.iter().map(|i| i.driver.close())).await;
     }
 
     /// Starts (once) the task that deletes instances idle longer than `timeout`.
