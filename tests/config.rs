@@ -31,6 +31,15 @@ fn config_file(text: &str) -> tempfile::NamedTempFile {
     f
 }
 
+/// `check-config` on a config file with this text.
+fn check_file(text: &str) -> Outcome {
+    let f = config_file(text);
+    barnabas(
+        &["check-config", "--config", f.path().to_str().unwrap()],
+        &[],
+    )
+}
+
 fn effective(out: &Outcome) -> toml::Table {
     assert_eq!(out.code, 0, "check-config failed: {}", out.stderr);
     out.stdout.parse::<toml::Table>().unwrap()
@@ -212,66 +221,33 @@ fn the_shipped_example_config_is_valid_and_passes_kafka_properties_through() {
 
 #[test]
 fn a_typo_in_the_file_is_named() {
-    let f = config_file("[http]\nlisen = \"127.0.0.1:1\"\n");
-    assert_config_error(
-        &barnabas(
-            &["check-config", "--config", f.path().to_str().unwrap()],
-            &[],
-        ),
-        "lisen",
-    );
-    let f = config_file("[htp]\nlisten = \"127.0.0.1:1\"\n");
-    assert_config_error(
-        &barnabas(
-            &["check-config", "--config", f.path().to_str().unwrap()],
-            &[],
-        ),
-        "htp",
-    );
+    assert_config_error(&check_file("[http]\nlisen = \"127.0.0.1:1\"\n"), "lisen");
+    assert_config_error(&check_file("[htp]\nlisten = \"127.0.0.1:1\"\n"), "htp");
 }
 
 #[test]
 fn a_value_of_the_wrong_type_is_named() {
-    let f = config_file("[kafka]\ndefault_partitions = \"many\"\n");
     assert_config_error(
-        &barnabas(
-            &["check-config", "--config", f.path().to_str().unwrap()],
-            &[],
-        ),
+        &check_file("[kafka]\ndefault_partitions = \"many\"\n"),
         "default_partitions",
     );
 }
 
 #[test]
 fn an_out_of_range_value_is_named() {
-    let f = config_file("[kafka]\ndefault_partitions = 0\n");
     assert_config_error(
-        &barnabas(
-            &["check-config", "--config", f.path().to_str().unwrap()],
-            &[],
-        ),
+        &check_file("[kafka]\ndefault_partitions = 0\n"),
         "kafka.default_partitions",
     );
-    let f = config_file("[mqtt]\ndefault_topic = \"no spaces allowed\"\n");
     assert_config_error(
-        &barnabas(
-            &["check-config", "--config", f.path().to_str().unwrap()],
-            &[],
-        ),
+        &check_file("[mqtt]\ndefault_topic = \"no spaces allowed\"\n"),
         "mqtt.default_topic",
     );
 }
 
 #[test]
 fn a_bad_listen_address_is_named() {
-    let f = config_file("[http]\nlisten = \"nowhere\"\n");
-    assert_config_error(
-        &barnabas(
-            &["check-config", "--config", f.path().to_str().unwrap()],
-            &[],
-        ),
-        "http.listen",
-    );
+    assert_config_error(&check_file("[http]\nlisten = \"nowhere\"\n"), "http.listen");
     assert_config_error(
         &barnabas(&["check-config", "--mqtt-listen", "1883"], &[]),
         "mqtt.listen",

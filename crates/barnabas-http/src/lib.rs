@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, Any, CorsLayer},
+    trace::TraceLayer,
 };
 
 /// Every route of the API. `/openapi` documents exactly these (a test checks it).
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(TraceLayer::new_for_http())
         .with_state(state.clone());
     let api = match cors {
         Some(cors) => api.layer(cors),

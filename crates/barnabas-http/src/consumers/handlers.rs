@@ -512,12 +512,7 @@ pub async fn seek_beginning(
     Path((group, name)): Path<(String, String)>,
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
-    let instance = state.consumers.get(&group, &name)?;
-    let positions = partitions_of(&body)?
-        .into_iter()
-        .map(|tp| (tp, SeekTo::Beginning))
-        .collect();
-    seek_to(&instance, positions).await
+    seek_edge(&state, &group, &name, &body, SeekTo::Beginning).await
 }
 
 /// `POST …/positions/end` `{partitions:[…]}` → 204.
@@ -526,10 +521,21 @@ pub async fn seek_end(
     Path((group, name)): Path<(String, String)>,
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
-    let instance = state.consumers.get(&group, &name)?;
-    let positions = partitions_of(&body)?
+    seek_edge(&state, &group, &name, &body, SeekTo::End).await
+}
+
+/// Moves every partition named in a `{partitions:[…]}` body to one end.
+async fn seek_edge(
+    state: &AppState,
+    group: &str,
+    name: &str,
+    body: &[u8],
+    to: SeekTo,
+) -> ApiResult<StatusCode> {
+    let instance = state.consumers.get(group, name)?;
+    let positions = partitions_of(body)?
         .into_iter()
-        .map(|tp| (tp, SeekTo::End))
+        .map(|tp| (tp, to))
         .collect();
     seek_to(&instance, positions).await
 }
