@@ -432,7 +432,7 @@ async fn assignments_and_seeking() {
     produce(&gw, "seek", []).await;
     // Seek to the beginning, then to an offset, then to the end.
     gw.post(
-        &format!("/topics/seek/partitions/0"),
+        "/topics/seek/partitions/0",
         Some(JSON),
         json!({"records": [{"value": "p0"}]}).to_string(),
     )

@@ -521,3 +521,84 @@ async fn a_subscription_to_a_missing_topic_waits_for_it_without_creating_it() {
     assert_eq!(got.len(), 1, "the topic is picked up when it appears");
     assert_eq!(got[0].value, Some(Bytes::from("arrived")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_driver_reads_ahead_only_up_to_its_bound_and_loses_nothing() {
+    use barnabas_core::{ConsumerDriver, DriverLimits, Fetched};
+
+    let kafka = broker::start().await;
+    let backend = barnabas_kafka::connect(&broker::kafka_config(&kafka)).unwrap();
+    let records: Vec<Record> = (0..500)
+        .map(|i| Record::new("bp", format!("{i}")))
+        .collect();
+    assert!(backend
+        .publisher
+        .publish(records)
+        .await
+        .iter()
+        .all(Result::is_ok));
+
+    let session = backend
+        .consumers
+        .create(ConsumerConfig {
+            explicit_offset_store: true,
+            ..group("g-bp")
+        })
+        .await
+        .unwrap();
+    let limits = DriverLimits {
+        max_records: 20,
+        max_bytes: 1 << 20,
+        poll_batch: 5,
+    };
+    let driver = ConsumerDriver::spawn(session.clone(), limits);
+    driver
+        .subscribe(Subscription::Topics(vec!["bp".into()]))
+        .await
+        .unwrap();
+
+    // Nobody fetches: the driver fills its buffer, pauses, and stops advancing.
+    let mut position = 0;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        position = session
+            .positions()
+            .await
+            .unwrap()
+            .first()
+            .and_then(|(_, p)| *p)
+            .unwrap_or(0);
+    }
+    assert!(position > 0, "the driver read ahead");
+    assert!(
+        position <= 30,
+        "read-ahead stopped at its bound, position {position}"
+    );
+
+    // Fetching drains the buffer and resumes reading: all 500, in order, once.
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while got.len() < 500 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} records",
+            got.len()
+        );
+        match driver
+            .fetch(50, None, Duration::from_secs(1))
+            .await
+            .unwrap()
+        {
+            Fetched::Records(batch) => got.extend(batch.into_iter().map(|r| r.offset)),
+            Fetched::TooLarge { .. } => panic!("no byte limit was set"),
+        }
+    }
+    assert_eq!(got, (0..500).collect::<Vec<i64>>());
+    // What was handed out is what "commit all consumed" commits.
+    driver.commit(CommitRequest::AllConsumed).await.unwrap();
+    assert_eq!(
+        session.committed().await.unwrap(),
+        vec![(TopicPartition::new("bp", 0), Some(500))]
+    );
+    driver.close().await.unwrap();
+}

@@ -66,13 +66,9 @@ impl GatewayMetrics {
             records_failed: Family::default(),
             records_out: Family::default(),
             produce_latency: Family::new_with_constructor(|| {
-                Histogram::new(
-                    [
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                        10.0,
-                    ]
-                    .into_iter(),
-                )
+                Histogram::new([
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
             }),
         };
         registry.register(|r| {

@@ -102,43 +102,6 @@ pub fn encode_header_value(value: &[u8]) -> String {
     B64.encode(value)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn formats_round_trip() {
-        let v = json!({"a": [1, 2]});
-        let stored = Format::Json.decode(&v, "value").unwrap_or_default();
-        assert_eq!(&stored[..], br#"{"a":[1,2]}"#);
-        assert_eq!(Format::Json.encode(&stored), v);
-        let stored = Format::Binary
-            .decode(&json!("aGVsbG8="), "value")
-            .unwrap_or_default();
-        assert_eq!(&stored[..], b"hello");
-        assert_eq!(Format::Binary.encode(&stored), json!("aGVsbG8="));
-        assert_eq!(Format::Text.encode(&Bytes::from("hi")), json!("hi"));
-        assert!(Format::Binary
-            .decode(&json!("not base64!"), "value")
-            .is_err());
-        assert!(Format::Text.decode(&json!(5), "key").is_err());
-        assert_eq!(
-            Format::Json.encode(&Bytes::from("not json")),
-            json!("not json")
-        );
-    }
-
-    #[test]
-    fn content_types_name_formats() {
-        for f in [Format::Json, Format::Binary, Format::Text] {
-            assert_eq!(Format::from_content_type(f.content_type()), Some(f));
-            assert_eq!(Format::from_name(f.name()), Some(f));
-        }
-        assert_eq!(Format::from_content_type("application/json"), None);
-    }
-}
-
 /// A JSON answer with Strimzi's `application/vnd.kafka.v2+json` content type.
 pub fn v2_json(status: axum::http::StatusCode, value: &Value) -> axum::response::Response {
     json_with_type(status, value, V2_JSON)
@@ -192,4 +155,41 @@ pub fn record_json(format: Format, r: &barnabas_core::ConsumedRecord) -> Value {
         obj.insert("headers".into(), Value::Array(headers));
     }
     Value::Object(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn formats_round_trip() {
+        let v = json!({"a": [1, 2]});
+        let stored = Format::Json.decode(&v, "value").unwrap_or_default();
+        assert_eq!(&stored[..], br#"{"a":[1,2]}"#);
+        assert_eq!(Format::Json.encode(&stored), v);
+        let stored = Format::Binary
+            .decode(&json!("aGVsbG8="), "value")
+            .unwrap_or_default();
+        assert_eq!(&stored[..], b"hello");
+        assert_eq!(Format::Binary.encode(&stored), json!("aGVsbG8="));
+        assert_eq!(Format::Text.encode(&Bytes::from("hi")), json!("hi"));
+        assert!(Format::Binary
+            .decode(&json!("not base64!"), "value")
+            .is_err());
+        assert!(Format::Text.decode(&json!(5), "key").is_err());
+        assert_eq!(
+            Format::Json.encode(&Bytes::from("not json")),
+            json!("not json")
+        );
+    }
+
+    #[test]
+    fn content_types_name_formats() {
+        for f in [Format::Json, Format::Binary, Format::Text] {
+            assert_eq!(Format::from_content_type(f.content_type()), Some(f));
+            assert_eq!(Format::from_name(f.name()), Some(f));
+        }
+        assert_eq!(Format::from_content_type("application/json"), None);
+    }
 }

@@ -180,7 +180,7 @@ fn base_uri(headers: &HeaderMap, uri: &Uri, name: &str) -> ApiResult<String> {
     let mut host = header("host").unwrap_or("localhost").to_owned();
     if let Some(fwd) = header("forwarded") {
         let part = |key: &str| {
-            fwd.split(|c| c == ';' || c == ',').find_map(|kv| {
+            fwd.split([';', ',']).find_map(|kv| {
                 let (k, v) = kv.split_once('=')?;
                 k.trim()
                     .eq_ignore_ascii_case(key)
