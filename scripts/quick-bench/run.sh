@@ -17,10 +17,10 @@ curl -s -X POST "http://$http/topics/bench1" -H 'content-type: application/vnd.k
 curl -s -X POST "http://$http/topics/bench100" -H 'content-type: application/vnd.kafka.json.v2+json' -d '{"records":[{"value":"warm"}]}' >/dev/null
 for c in 1 16 64; do
   echo -n "http 1 record,   $c connections: "
-  RECORDS=1 wrk -t2 -c$c -d${secs}s -s scripts/quick-bench/produce.lua "http://$http/topics/bench1" | tail -1
+  RECORDS=1 wrk -t$(( c < 2 ? 1 : 2 )) -c$c -d${secs}s -s scripts/quick-bench/produce.lua "http://$http/topics/bench1" | tail -1
 done
 for c in 1 16; do
   echo -n "http 100 records, $c connections: "
-  RECORDS=100 wrk -t2 -c$c -d${secs}s -s scripts/quick-bench/produce.lua "http://$http/topics/bench100" | tail -1
+  RECORDS=100 wrk -t$(( c < 2 ? 1 : 2 )) -c$c -d${secs}s -s scripts/quick-bench/produce.lua "http://$http/topics/bench100" | tail -1
 done
 echo "gateway RSS: $(awk '/VmRSS/{print $2" "$3}' /proc/$pid/status)"
