@@ -246,6 +246,24 @@ fn an_out_of_range_value_is_named() {
 }
 
 #[test]
+fn a_bad_mqtt_mapping_is_named() {
+    let rule = |pattern: &str, topic: &str| {
+        format!("[[mqtt.mapping]]\npattern = \"{pattern}\"\nkafka_topic = \"{topic}\"\n")
+    };
+    assert_config_error(
+        &check_file(&rule("devices/{device}/t", "bad topic")),
+        "mqtt.mapping[0]",
+    );
+    assert_config_error(
+        &check_file(&rule("devices/{device}/t", "t.{site}")),
+        "'{site}' is not bound",
+    );
+    assert_config_error(&check_file(&rule("devices/+/t", "t")), "mqtt.mapping[0]");
+    let ok = check_file(&rule("devices/{device}/{rest*}", "telemetry.{device}"));
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+}
+
+#[test]
 fn a_bad_listen_address_is_named() {
     assert_config_error(&check_file("[http]\nlisten = \"nowhere\"\n"), "http.listen");
     assert_config_error(

@@ -8,6 +8,7 @@
 pub mod driver;
 pub mod error;
 pub mod health;
+pub mod mapping;
 pub mod metrics;
 pub mod ports;
 pub mod record;
@@ -16,6 +17,7 @@ pub mod topic;
 pub use driver::{ConsumerDriver, DriverLimits, Fetched};
 pub use error::{Error, ErrorKind, Result};
 pub use health::Readiness;
+pub use mapping::{MappingRule, Resolved, TopicMapper};
 pub use metrics::{GatewayMetrics, MetricsRegistry};
 pub use ports::{
     Admin, Backend, CommitRequest, ConsumerConfig, ConsumerFactory, ConsumerSession, OffsetReset,

@@ -77,6 +77,25 @@ pub struct MqttConfig {
     pub mapping: Vec<MqttMapping>,
 }
 
+impl MqttConfig {
+    /// Compiles the mapping rules and default topic (see [`barnabas_core::TopicMapper`]).
+    pub fn mapper(&self) -> Result<barnabas_core::TopicMapper, ConfigError> {
+        let rules: Vec<barnabas_core::MappingRule> = self
+            .mapping
+            .iter()
+            .map(|m| barnabas_core::MappingRule {
+                pattern: m.pattern.clone(),
+                kafka_topic: m.kafka_topic.clone(),
+                key: m.key.clone(),
+            })
+            .collect();
+        barnabas_core::TopicMapper::new(&rules, &self.default_topic).map_err(|e| match e {
+            barnabas_core::Error::Invalid(msg) => ConfigError(format!("mqtt.{msg}")),
+            other => ConfigError(format!("mqtt.default_topic: {other}")),
+        })
+    }
+}
+
 impl Default for MqttConfig {
     fn default() -> Self {
         Self {
@@ -237,17 +256,7 @@ impl Config {
                 "limits.max_connections: must be above 0".into(),
             ));
         }
-        if !self.mqtt.default_topic.is_empty() {
-            barnabas_core::validate_topic_name(&self.mqtt.default_topic)
-                .map_err(|e| ConfigError(format!("mqtt.default_topic: {e}")))?;
-        }
-        for (i, rule) in self.mqtt.mapping.iter().enumerate() {
-            if rule.pattern.is_empty() || rule.kafka_topic.is_empty() {
-                return Err(ConfigError(format!(
-                    "mqtt.mapping[{i}]: pattern and kafka_topic must not be empty"
-                )));
-            }
-        }
+        self.mqtt.mapper()?;
         for (i, source) in self.sources.sse.iter().enumerate() {
             if !(source.url.starts_with("http://") || source.url.starts_with("https://")) {
                 return Err(ConfigError(format!(
