@@ -32,7 +32,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestGateway {
     }
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".into();
-    config.mqtt.listen = OFF.into();
+    config.mqtt.listen = "127.0.0.1:0".into();
     config.amqp.listen = OFF.into();
     tweak(&mut config);
     let kafka_addr = free_addr();

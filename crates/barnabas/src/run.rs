@@ -163,6 +163,7 @@ pub struct Gateway {
     http: barnabas_http::AppState,
     readiness: Readiness,
     http_addr: Option<SocketAddr>,
+    mqtt_addr: Option<SocketAddr>,
     #[cfg(feature = "embedded-kafka")]
     embedded: Option<crate::embedded::EmbeddedKafka>,
 }
@@ -196,8 +197,11 @@ impl Gateway {
 
         let http_listener = bind("http.listen", &config.http.listen).await?;
         let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let mqtt_listener = bind("mqtt.listen", &config.mqtt.listen).await?;
+        let mqtt_addr = mqtt_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let mapper = config.mqtt.mapper()?;
         for (key, value) in [
-            ("mqtt.listen", &config.mqtt.listen),
+            ("mqtt.ws_listen", &config.mqtt.ws_listen),
             ("amqp.listen", &config.amqp.listen),
         ] {
             if value != config::OFF {
@@ -236,6 +240,23 @@ impl Gateway {
             });
         }
 
+        if let Some(listener) = mqtt_listener {
+            let ctx = std::sync::Arc::new(barnabas_mqtt::MqttContext {
+                backend_publisher: backend.publisher.clone(),
+                mapper,
+                settings: barnabas_mqtt::MqttSettings {
+                    max_message_bytes: config.limits.max_message_bytes,
+                    connect_timeout: Duration::from_secs(5),
+                    receive_window: 64,
+                    max_connections: config.limits.max_connections,
+                },
+                metrics: barnabas_mqtt::MqttMetrics::new(&registry),
+                gateway_metrics: gateway_metrics.clone(),
+                sessions: barnabas_mqtt::Sessions::default(),
+            });
+            tasks.spawn(barnabas_mqtt::serve(listener, ctx, shutdown.clone()));
+        }
+
         tasks.spawn(watch_kafka(
             backend.clone(),
             readiness.clone(),
@@ -251,6 +272,7 @@ impl Gateway {
             http: http_state,
             readiness,
             http_addr,
+            mqtt_addr,
             #[cfg(feature = "embedded-kafka")]
             embedded,
         })
@@ -259,6 +281,11 @@ impl Gateway {
     /// Where the HTTP listener is bound, if it is on.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// Where the MQTT listener is bound, if it is on.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
     }
 
     /// The Kafka backend front ends use.

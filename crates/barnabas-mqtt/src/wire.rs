@@ -1,0 +1,406 @@
+//! The MQTT connection: framing with rmqtt-codec (version sniffed from the first CONNECT),
+//! and a version-neutral view of the packets the session handles, so the session is written
+//! once for 3.1.1 and 5.0.
+
+use std::num::NonZeroU16;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use rmqtt_codec::{
+    error::DecodeError,
+    types::{Publish, QoS},
+    v3, v5,
+    version::{ProtocolVersion, VersionCodec},
+    MqttCodec, MqttPacket,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::Framed;
+
+/// Why a connection ends from the wire's side.
+#[derive(Debug)]
+pub enum WireError {
+    /// The peer closed the connection.
+    Closed,
+    /// Bytes that are not MQTT, or a packet above the size limit.
+    Decode(DecodeError),
+    /// Writing failed (the peer is gone).
+    Io(String),
+}
+
+/// What the client said in CONNECT, whatever its version.
+#[derive(Debug, Clone)]
+pub struct ConnectInfo {
+    /// 3 (3.1/3.1.1) or 5.
+    pub version: ProtocolVersion,
+    /// Client identifier (may be empty).
+    pub client_id: String,
+    /// v3 clean session / v5 clean start.
+    pub clean: bool,
+    /// Keep-alive in seconds (0 = none).
+    pub keep_alive: u16,
+    /// The last will, to publish on an abnormal close.
+    pub will: Option<Will>,
+    /// v5 Receive Maximum of the client (for our deliveries; unused until subscriptions).
+    pub receive_max: Option<NonZeroU16>,
+}
+
+/// A last will.
+#[derive(Debug, Clone)]
+pub struct Will {
+    /// MQTT topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// v5 properties carried into headers.
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// An inbound packet after CONNECT.
+#[derive(Debug)]
+pub enum Inbound {
+    /// PUBLISH.
+    Publish(Box<Publish>),
+    /// PUBREL for a QoS 2 publish.
+    PubRel(NonZeroU16),
+    /// SUBSCRIBE (packet id, number of filters).
+    Subscribe(NonZeroU16, usize),
+    /// UNSUBSCRIBE (packet id, number of filters).
+    Unsubscribe(NonZeroU16, usize),
+    /// PINGREQ.
+    Ping,
+    /// DISCONNECT.
+    Disconnect {
+        /// A v5 client asked for its will to be published (reason 0x04).
+        with_will: bool,
+    },
+    /// Anything a client should not send (CONNECT again, server-side packets).
+    ProtocolError,
+    /// Acks for server-to-client messages (none are sent yet).
+    Ignored,
+}
+
+/// The outcome of a publish, for its ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubReason {
+    /// Written to Kafka.
+    Success,
+    /// No topic mapping and no default topic, or a mapped name Kafka cannot hold (0x90).
+    TopicNameInvalid,
+    /// Kafka is overloaded (0x97).
+    QuotaExceeded,
+    /// Kafka refused or did not answer (0x80).
+    Unspecified,
+    /// Not allowed (0x87).
+    NotAuthorized,
+}
+
+/// One client connection.
+pub struct Connection<T> {
+    framed: Framed<T, MqttCodec>,
+    version: ProtocolVersion,
+}
+
+/// Reads the CONNECT (the caller bounds this with the handshake deadline).
+pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
+    io: T,
+    max_packet: u32,
+) -> Result<(Connection<T>, ConnectInfo), WireError> {
+    let mut framed = Framed::new(io, MqttCodec::Version(VersionCodec));
+    let version = match framed.next().await {
+        Some(Ok((MqttPacket::Version(v), _))) => v,
+        Some(Ok(_)) => return Err(WireError::Decode(DecodeError::UnsupportedPacketType)),
+        Some(Err(e)) => return Err(WireError::Decode(e)),
+        None => return Err(WireError::Closed),
+    };
+    *framed.codec_mut() = match version {
+        ProtocolVersion::MQTT3 => MqttCodec::V3(v3::Codec::new(max_packet)),
+        ProtocolVersion::MQTT5 => MqttCodec::V5(v5::Codec::new(max_packet, 0)),
+    };
+    let info = match framed.next().await {
+        Some(Ok((MqttPacket::V3(v3::Packet::Connect(c)), _))) => ConnectInfo {
+            version,
+            client_id: c.client_id.to_string(),
+            clean: c.clean_session,
+            keep_alive: c.keep_alive,
+            will: c.last_will.map(|w| Will {
+                topic: w.topic.to_string(),
+                payload: w.message,
+                user_properties: Vec::new(),
+            }),
+            receive_max: None,
+        },
+        Some(Ok((MqttPacket::V5(v5::Packet::Connect(c)), _))) => ConnectInfo {
+            version,
+            client_id: c.client_id.to_string(),
+            clean: c.clean_start,
+            keep_alive: c.keep_alive,
+            will: c.last_will.map(|w| Will {
+                topic: w.topic.to_string(),
+                payload: w.message,
+                user_properties: w
+                    .user_properties
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }),
+            receive_max: c.receive_max,
+        },
+        Some(Ok(_)) => return Err(WireError::Decode(DecodeError::UnsupportedPacketType)),
+        Some(Err(e)) => return Err(WireError::Decode(e)),
+        None => return Err(WireError::Closed),
+    };
+    Ok((Connection { framed, version }, info))
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
+    /// The protocol version of this connection.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    async fn send(&mut self, packet: MqttPacket) -> Result<(), WireError> {
+        self.framed
+            .send(packet)
+            .await
+            .map_err(|e| WireError::Io(e.to_string()))
+    }
+
+    /// The next packet; `Err(Closed)` at EOF.
+    pub async fn next(&mut self) -> Result<Inbound, WireError> {
+        let (packet, _) = match self.framed.next().await {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => return Err(WireError::Decode(e)),
+            None => return Err(WireError::Closed),
+        };
+        Ok(match packet {
+            MqttPacket::V3(p) => match p {
+                v3::Packet::Publish(p) => Inbound::Publish(p),
+                v3::Packet::PublishRelease { packet_id } => Inbound::PubRel(packet_id),
+                v3::Packet::Subscribe {
+                    packet_id,
+                    topic_filters,
+                } => Inbound::Subscribe(packet_id, topic_filters.len()),
+                v3::Packet::Unsubscribe {
+                    packet_id,
+                    topic_filters,
+                } => Inbound::Unsubscribe(packet_id, topic_filters.len()),
+                v3::Packet::PingRequest => Inbound::Ping,
+                v3::Packet::Disconnect => Inbound::Disconnect { with_will: false },
+                v3::Packet::PublishAck { .. }
+                | v3::Packet::PublishReceived { .. }
+                | v3::Packet::PublishComplete { .. } => Inbound::Ignored,
+                _ => Inbound::ProtocolError,
+            },
+            MqttPacket::V5(p) => match p {
+                v5::Packet::Publish(p) => Inbound::Publish(p),
+                v5::Packet::PublishRelease(ack) => Inbound::PubRel(ack.packet_id),
+                v5::Packet::Subscribe(s) => Inbound::Subscribe(s.packet_id, s.topic_filters.len()),
+                v5::Packet::Unsubscribe(u) => {
+                    Inbound::Unsubscribe(u.packet_id, u.topic_filters.len())
+                }
+                v5::Packet::PingRequest => Inbound::Ping,
+                v5::Packet::Disconnect(d) => Inbound::Disconnect {
+                    with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
+                },
+                v5::Packet::PublishAck(_)
+                | v5::Packet::PublishReceived(_)
+                | v5::Packet::PublishComplete(_) => Inbound::Ignored,
+                _ => Inbound::ProtocolError,
+            },
+            MqttPacket::Version(_) => Inbound::ProtocolError,
+        })
+    }
+
+    /// CONNACK accepting the connection.
+    pub async fn connack_ok(
+        &mut self,
+        assigned_id: Option<String>,
+        receive_max: u16,
+        max_packet: u32,
+    ) -> Result<(), WireError> {
+        let packet = match self.version {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
+                return_code: v3::ConnectAckReason::ConnectionAccepted,
+                session_present: false,
+            })),
+            ProtocolVersion::MQTT5 => {
+                MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+                    session_present: false,
+                    reason_code: v5::ConnectAckReason::Success,
+                    receive_max: NonZeroU16::new(receive_max).unwrap_or(NonZeroU16::MIN),
+                    max_qos: QoS::ExactlyOnce,
+                    max_packet_size: Some(max_packet),
+                    assigned_client_id: assigned_id.map(Into::into),
+                    topic_alias_max: 0,
+                    retain_available: false,
+                    wildcard_subscription_available: false,
+                    subscription_identifiers_available: false,
+                    shared_subscription_available: false,
+                    ..v5::ConnectAck::default()
+                })))
+            }
+        };
+        self.send(packet).await
+    }
+
+    /// CONNACK refusing an empty client id with a persistent session (v3 code 2, v5 0x85).
+    pub async fn connack_identifier_rejected(&mut self) -> Result<(), WireError> {
+        let packet = match self.version {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
+                return_code: v3::ConnectAckReason::IdentifierRejected,
+                session_present: false,
+            })),
+            ProtocolVersion::MQTT5 => {
+                MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+                    reason_code: v5::ConnectAckReason::ClientIdentifierNotValid,
+                    ..v5::ConnectAck::default()
+                })))
+            }
+        };
+        self.send(packet).await
+    }
+
+    /// PUBACK (QoS 1) or PUBREC (QoS 2). v3 has no negative acks: the caller closes instead.
+    pub async fn ack(
+        &mut self,
+        qos2: bool,
+        packet_id: NonZeroU16,
+        reason: PubReason,
+    ) -> Result<(), WireError> {
+        let packet = match self.version {
+            ProtocolVersion::MQTT3 if qos2 => {
+                MqttPacket::V3(v3::Packet::PublishReceived { packet_id })
+            }
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::PublishAck { packet_id }),
+            ProtocolVersion::MQTT5 => {
+                let ack = v5::PublishAck {
+                    packet_id,
+                    reason_code: match reason {
+                        PubReason::Success => v5::PublishAckReason::Success,
+                        PubReason::TopicNameInvalid => v5::PublishAckReason::TopicNameInvalid,
+                        PubReason::QuotaExceeded => v5::PublishAckReason::QuotaExceeded,
+                        PubReason::NotAuthorized => v5::PublishAckReason::NotAuthorized,
+                        PubReason::Unspecified => v5::PublishAckReason::UnspecifiedError,
+                    },
+                    properties: Vec::new(),
+                    reason_string: None,
+                };
+                MqttPacket::V5(if qos2 {
+                    v5::Packet::PublishReceived(ack)
+                } else {
+                    v5::Packet::PublishAck(ack)
+                })
+            }
+        };
+        self.send(packet).await
+    }
+
+    /// PUBCOMP for a PUBREL; `known` = false answers v5 0x92 (packet id not found).
+    pub async fn pubcomp(&mut self, packet_id: NonZeroU16, known: bool) -> Result<(), WireError> {
+        let packet = match self.version {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::PublishComplete { packet_id }),
+            ProtocolVersion::MQTT5 => {
+                MqttPacket::V5(v5::Packet::PublishComplete(v5::PublishAck2 {
+                    packet_id,
+                    reason_code: if known {
+                        v5::PublishAck2Reason::Success
+                    } else {
+                        v5::PublishAck2Reason::PacketIdNotFound
+                    },
+                    properties: Vec::new(),
+                    reason_string: None,
+                }))
+            }
+        };
+        self.send(packet).await
+    }
+
+    /// PINGRESP.
+    pub async fn pong(&mut self) -> Result<(), WireError> {
+        let packet = match self.version {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::PingResponse),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::PingResponse),
+        };
+        self.send(packet).await
+    }
+
+    /// SUBACK refusing every filter (subscriptions are not served yet): v3 0x80, v5 0x80.
+    pub async fn suback_refused(
+        &mut self,
+        packet_id: NonZeroU16,
+        count: usize,
+    ) -> Result<(), WireError> {
+        let packet = match self.version {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::SubscribeAck {
+                packet_id,
+                status: vec![v3::SubscribeReturnCode::Failure; count],
+            }),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::SubscribeAck(v5::SubscribeAck {
+                packet_id,
+                properties: Vec::new(),
+                reason_string: Some(
+                    "subscriptions are not supported by this gateway version yet".into(),
+                ),
+                status: vec![v5::SubscribeAckReason::ImplementationSpecificError; count],
+            })),
+        };
+        self.send(packet).await
+    }
+
+    /// UNSUBACK (nothing was subscribed).
+    pub async fn unsuback(&mut self, packet_id: NonZeroU16, count: usize) -> Result<(), WireError> {
+        let packet = match self.version {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::UnsubscribeAck { packet_id }),
+            ProtocolVersion::MQTT5 => {
+                MqttPacket::V5(v5::Packet::UnsubscribeAck(v5::UnsubscribeAck {
+                    packet_id,
+                    properties: Vec::new(),
+                    reason_string: None,
+                    status: vec![v5::UnsubscribeAckReason::NoSubscriptionExisted; count],
+                }))
+            }
+        };
+        self.send(packet).await
+    }
+
+    /// v5 DISCONNECT with a reason before the server closes; nothing for v3.
+    pub async fn disconnect(&mut self, reason: v5::DisconnectReasonCode) {
+        if self.version == ProtocolVersion::MQTT5 {
+            let packet = MqttPacket::V5(v5::Packet::Disconnect(v5::Disconnect {
+                reason_code: reason,
+                session_expiry_interval_secs: None,
+                server_reference: None,
+                reason_string: None,
+                user_properties: Vec::new(),
+            }));
+            let _ = self.send(packet).await;
+        }
+    }
+}
+
+/// A v5 publish's properties as Kafka headers (user properties as they are; content type,
+/// response topic and correlation data under `barnabas.mqtt.*`).
+pub fn property_headers(p: &Publish) -> Vec<(String, Bytes)> {
+    let mut out = Vec::new();
+    if let Some(props) = &p.properties {
+        for (k, v) in &props.user_properties {
+            out.push((k.to_string(), Bytes::copy_from_slice(v.as_bytes())));
+        }
+        if let Some(ct) = &props.content_type {
+            out.push((
+                "barnabas.mqtt.content_type".into(),
+                Bytes::copy_from_slice(ct.as_bytes()),
+            ));
+        }
+        if let Some(rt) = &props.response_topic {
+            out.push((
+                "barnabas.mqtt.response_topic".into(),
+                Bytes::copy_from_slice(rt.as_bytes()),
+            ));
+        }
+        if let Some(cd) = &props.correlation_data {
+            out.push(("barnabas.mqtt.correlation_data".into(), cd.clone()));
+        }
+    }
+    out
+}
