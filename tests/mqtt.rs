@@ -522,3 +522,88 @@ async fn a_qos2_retransmit_with_dup_is_produced_once() {
     assert_eq!(total, 1, "the retransmitted QoS 2 publish was written once");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_kafka_is_down_publishes_are_refused_not_acked_and_the_gateway_stays_up() {
+    use barnabas::embedded::{EmbeddedKafka, Storage};
+    use rumqttc::v5::{
+        mqttbytes::{v5::Packet, QoS},
+        AsyncClient, ConnectionError, Event, MqttOptions, StateError,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let kafka_addr = common::free_addr();
+    let broker = EmbeddedKafka::start(kafka_addr, None, Storage::Dir(dir.path().into()))
+        .await
+        .unwrap();
+    let gw = gateway::start_on(Some(broker.bootstrap()), |c| {
+        mapped(c);
+        c.kafka.produce_timeout_ms = 3_000;
+    })
+    .await;
+    let addr = mqtt_addr(&gw);
+
+    /// Publishes one QoS 1 message on a fresh v5 connection; the outcome of its PUBACK.
+    async fn publish_once(addr: SocketAddr, id: &str, payload: &str) -> Result<(), String> {
+        let (client, mut el) =
+            AsyncClient::new(MqttOptions::new(id, addr.ip().to_string(), addr.port()), 10);
+        client
+            .publish(
+                "devices/k/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                payload.to_owned(),
+            )
+            .await
+            .unwrap();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), el.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PubAck(a)))) => return Ok(()).map(|_: ()| drop(a)),
+                Ok(Ok(_)) => {}
+                Ok(Err(ConnectionError::MqttState(StateError::PubAckFail { reason }))) => {
+                    return Err(format!("{reason:?}"))
+                }
+                Ok(Err(e)) => return Err(format!("connection: {e:?}")),
+                Err(_) => return Err("no answer in 30 s".into()),
+            }
+        }
+    }
+
+    assert_eq!(publish_once(addr, "k1", "before").await, Ok(()));
+    broker.stop().await;
+    // Kafka is gone: the publish is refused with a reason, never acknowledged.
+    let refused = publish_once(addr, "k2", "during").await;
+    assert_eq!(refused, Err("UnspecifiedError".into()), "{refused:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gw.gateway.readiness().is_ready() {
+        assert!(
+            Instant::now() < deadline,
+            "readiness never noticed the broker was gone"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A broker comes back on the same address: the gateway is ready again and still serves
+    // MQTT. That writes are acknowledged again is NOT asserted: against tansu 0.6.0 the
+    // gateway's idempotent producer is answered UnknownProducerId and librdkafka keeps
+    // retrying with the old producer id (see docs/embedded-kafka.md; open in issue 5/11).
+    let _broker = EmbeddedKafka::start(kafka_addr, None, Storage::Temporary)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !gw.gateway.readiness().is_ready() {
+        assert!(
+            Instant::now() < deadline,
+            "readiness never noticed the broker was back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&raw_connect("still-here", 30, None)).unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    s.write_all(&[0xc0, 0]).unwrap();
+    let mut pong = [0u8; 2];
+    s.read_exact(&mut pong).unwrap();
+    assert_eq!(pong, [0xd0, 0]);
+    gw.stop().await;
+}

@@ -27,6 +27,11 @@ pub struct TestGateway {
 
 /// Starts a gateway with its own embedded broker; `tweak` adjusts the config first.
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestGateway {
+    start_on(None, tweak).await
+}
+
+/// Starts a gateway against a broker the test controls (`bootstrap`), or its own embedded one.
+pub async fn start_on(bootstrap: Option<String>, tweak: impl FnOnce(&mut Config)) -> TestGateway {
     if std::env::var_os("RUST_LOG").is_some() {
         barnabas::logging::init(barnabas::cli::LogFormat::Text);
     }
@@ -36,14 +41,22 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestGateway {
     config.amqp.listen = OFF.into();
     tweak(&mut config);
     let kafka_addr = free_addr();
-    let plan = Plan {
-        config,
-        embedded: Some(EmbeddedPlan {
-            listen: kafka_addr,
-            advertised: None,
-            data_dir: None,
-        }),
+    let (embedded, kafka) = match bootstrap {
+        Some(b) => {
+            config.kafka.bootstrap_servers = b.clone();
+            config.kafka.default_replication_factor = 1;
+            (None, b)
+        }
+        None => (
+            Some(EmbeddedPlan {
+                listen: kafka_addr,
+                advertised: None,
+                data_dir: None,
+            }),
+            kafka_addr.to_string(),
+        ),
     };
+    let plan = Plan { config, embedded };
     let gateway = match Gateway::start(plan).await {
         Ok(g) => g,
         Err(e) => panic!("gateway did not start: {e:?}"),
@@ -57,7 +70,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestGateway {
     TestGateway {
         gateway,
         base,
-        kafka: kafka_addr.to_string(),
+        kafka,
         client: Client::new(),
     }
 }

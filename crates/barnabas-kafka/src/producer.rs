@@ -28,7 +28,10 @@ const QUEUE_FULL_PATIENCE: Duration = Duration::from_secs(5);
 /// The gateway's producer, with a cache of topics known to exist (and their partition counts)
 /// so the existence check costs a metadata round trip only the first time a topic is seen.
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    /// Replaced when librdkafka reports a fatal error (an idempotent producer whose state the
+    /// broker lost); every record in flight at that moment has already failed.
+    producer: RwLock<FutureProducer>,
+    config: KafkaConfig,
     admin: Arc<KafkaAdmin>,
     auto_create: bool,
     partitions: RwLock<HashMap<String, i32>>,
@@ -42,11 +45,38 @@ impl KafkaPublisher {
             .create::<FutureProducer>()
             .map_err(|e| errors::from_kafka(&e, None, None))?;
         Ok(Self {
-            producer,
+            producer: RwLock::new(producer),
+            config: config.clone(),
             admin,
             auto_create: config.auto_create_topics,
             partitions: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// The current producer (cheap clone of a shared handle).
+    fn producer(&self) -> FutureProducer {
+        match self.producer.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// After failures: if librdkafka declared the producer dead (fatal error), make a new one
+    /// so later writes can succeed again. Nothing is lost: the old producer's records failed.
+    fn replace_if_fatal(&self) {
+        let current = self.producer();
+        let Some((code, reason)) = current.client().fatal_error() else {
+            return;
+        };
+        match self.config.producer_config().create::<FutureProducer>() {
+            Ok(fresh) => {
+                if let Ok(mut p) = self.producer.write() {
+                    *p = fresh;
+                }
+                tracing::warn!(?code, %reason, "Kafka producer hit a fatal error; replaced it");
+            }
+            Err(e) => tracing::error!(error = %e, "could not replace the failed Kafka producer"),
+        }
     }
 
     fn cached_partitions(&self, topic: &str) -> Option<i32> {
@@ -111,6 +141,7 @@ impl KafkaPublisher {
             });
         }
         let started = Instant::now();
+        let producer = self.producer();
         loop {
             let mut fr: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&record.topic).headers(headers.clone());
@@ -126,7 +157,7 @@ impl KafkaPublisher {
             if let Some(ts) = record.timestamp {
                 fr = fr.timestamp(ts);
             }
-            match self.producer.send_result(fr) {
+            match producer.send_result(fr) {
                 Ok(future) => return Ok(future),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
                     if started.elapsed() < QUEUE_FULL_PATIENCE =>
@@ -188,11 +219,24 @@ impl barnabas_core::Publisher for KafkaPublisher {
                     Err(e) => Err(e),
                 }
             });
-        join_all(waits).await
+        let results = join_all(waits).await;
+        // A failed delivery may mean the topic changed under us (deleted, re-created with
+        // fewer partitions, a new cluster): check it again on the next write.
+        if results.iter().any(Result::is_err) {
+            if let Ok(mut cache) = self.partitions.write() {
+                for (record, result) in records.iter().zip(&results) {
+                    if result.is_err() {
+                        cache.remove(&record.topic);
+                    }
+                }
+            }
+            self.replace_if_fatal();
+        }
+        results
     }
 
     async fn flush(&self, timeout: Duration) -> Result<()> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .map_err(errors::from_join)?
