@@ -269,12 +269,7 @@ impl Actor {
                 let _ = reply.send(self.session.commit(req).await);
             }
             Command::Seek(positions, reply) => {
-                self.buffer.retain(|r| {
-                    !positions
-                        .iter()
-                        .any(|(tp, _)| tp.topic == r.topic && tp.partition == r.partition)
-                });
-                self.recount();
+                self.drop_buffered(&positions);
                 let _ = reply.send(self.session.seek(positions).await);
                 self.maybe_resume().await;
             }
@@ -358,12 +353,7 @@ impl Actor {
         if ready.is_empty() {
             return;
         }
-        self.buffer.retain(|r| {
-            !ready
-                .iter()
-                .any(|(tp, _)| tp.topic == r.topic && tp.partition == r.partition)
-        });
-        self.recount();
+        self.drop_buffered(&ready);
         match self.session.seek(ready.clone()).await {
             Ok(()) => {
                 for (tp, _) in ready {
@@ -379,6 +369,16 @@ impl Actor {
     fn clear_buffer(&mut self) {
         self.buffer.clear();
         self.buffered_bytes = 0;
+    }
+
+    /// Drops what was read ahead for these partitions (they are about to be repositioned).
+    fn drop_buffered(&mut self, positions: &[(TopicPartition, SeekTo)]) {
+        self.buffer.retain(|r| {
+            !positions
+                .iter()
+                .any(|(tp, _)| tp.topic == r.topic && tp.partition == r.partition)
+        });
+        self.recount();
     }
 
     fn recount(&mut self) {

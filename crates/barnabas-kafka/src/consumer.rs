@@ -187,6 +187,27 @@ fn to_list(partitions: &[TopicPartition]) -> TopicPartitionList {
     tpl
 }
 
+/// A partition list carrying an offset per partition.
+fn list_at<'a>(
+    items: impl IntoIterator<Item = (&'a str, i32, Offset)>,
+) -> Result<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, offset) in items {
+        tpl.add_partition_offset(topic, partition, offset)
+            .map_err(|e| errors::from_kafka(&e, Some(topic), Some(partition)))?;
+    }
+    Ok(tpl)
+}
+
+/// Commit/store positions as a partition list.
+fn offsets_list(offsets: &[TopicPartitionOffset]) -> Result<TopicPartitionList> {
+    list_at(
+        offsets
+            .iter()
+            .map(|o| (o.topic.as_str(), o.partition, Offset::Offset(o.offset))),
+    )
+}
+
 fn seek_offset(to: SeekTo) -> Offset {
     match to {
         SeekTo::Offset(n) => Offset::Offset(n),
@@ -277,13 +298,16 @@ impl ConsumerSession for KafkaConsumerSession {
     }
 
     async fn assign_at(&self, partitions: Vec<(TopicPartition, Option<SeekTo>)>) -> Result<()> {
-        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
-        for (tp, start) in &partitions {
+        for (tp, _) in &partitions {
             barnabas_core::validate_topic_name(&tp.topic)?;
-            let offset = start.map_or(Offset::Invalid, seek_offset);
-            tpl.add_partition_offset(&tp.topic, tp.partition, offset)
-                .map_err(|e| errors::from_kafka(&e, Some(&tp.topic), Some(tp.partition)))?;
         }
+        let tpl = list_at(partitions.iter().map(|(tp, start)| {
+            (
+                tp.topic.as_str(),
+                tp.partition,
+                start.map_or(Offset::Invalid, seek_offset),
+            )
+        }))?;
         let consumer = self.consumer()?;
         consumer.unsubscribe();
         consumer
@@ -354,14 +378,7 @@ impl ConsumerSession for KafkaConsumerSession {
             let result = match &request {
                 CommitRequest::AllConsumed => c.commit_consumer_state(CommitMode::Sync),
                 CommitRequest::Offsets(offsets) => {
-                    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-                    for o in offsets {
-                        tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.offset))
-                            .map_err(|e| {
-                                errors::from_kafka(&e, Some(&o.topic), Some(o.partition))
-                            })?;
-                    }
-                    c.commit(&tpl, CommitMode::Sync)
+                    c.commit(&offsets_list(offsets)?, CommitMode::Sync)
                 }
             };
             match result {
@@ -387,11 +404,11 @@ impl ConsumerSession for KafkaConsumerSession {
     async fn seek(&self, positions: Vec<(TopicPartition, SeekTo)>) -> Result<()> {
         let timeout = self.timeout;
         self.blocking(move |c| {
-            let mut tpl = TopicPartitionList::with_capacity(positions.len());
-            for (tp, to) in &positions {
-                tpl.add_partition_offset(&tp.topic, tp.partition, seek_offset(*to))
-                    .map_err(|e| errors::from_kafka(&e, Some(&tp.topic), Some(tp.partition)))?;
-            }
+            let tpl = list_at(
+                positions
+                    .iter()
+                    .map(|(tp, to)| (tp.topic.as_str(), tp.partition, seek_offset(*to))),
+            )?;
             let result = c
                 .seek_partitions(tpl, timeout)
                 .map_err(|e| errors::from_kafka(&e, None, None))?;
@@ -423,13 +440,8 @@ impl ConsumerSession for KafkaConsumerSession {
     }
 
     fn store_offsets(&self, offsets: &[TopicPartitionOffset]) -> Result<()> {
-        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-        for o in offsets {
-            tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.offset))
-                .map_err(|e| errors::from_kafka(&e, Some(&o.topic), Some(o.partition)))?;
-        }
         self.consumer()?
-            .store_offsets(&tpl)
+            .store_offsets(&offsets_list(offsets)?)
             .map_err(|e| errors::from_kafka(&e, None, None))
     }
 
