@@ -11,9 +11,8 @@ use std::{
 };
 
 use barnabas::config::MqttMapping;
-use barnabas_core::{ConsumedRecord, ConsumerConfig, OffsetReset, Subscription};
 use bytes::Bytes;
-use common::{gateway, poll_n};
+use common::{gateway, read_topic};
 
 fn mapped(c: &mut barnabas::config::Config) {
     c.mqtt.mapping = vec![MqttMapping {
@@ -22,33 +21,6 @@ fn mapped(c: &mut barnabas::config::Config) {
         key: Some("{device}".into()),
     }];
     c.kafka.default_partitions = 3;
-}
-
-async fn read_topic(gw: &gateway::TestGateway, topic: &str, n: usize) -> Vec<ConsumedRecord> {
-    let c = gw
-        .gateway
-        .backend()
-        .consumers
-        .create(ConsumerConfig {
-            group_id: format!("check-{topic}-{}", uuid_ish()),
-            auto_offset_reset: OffsetReset::Earliest,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    c.subscribe(Subscription::Topics(vec![topic.into()]))
-        .await
-        .unwrap();
-    let got = poll_n(c.as_ref(), n, Duration::from_secs(60)).await;
-    c.close().await.unwrap();
-    got
-}
-
-fn uuid_ish() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 fn mqtt_addr(gw: &gateway::TestGateway) -> SocketAddr {

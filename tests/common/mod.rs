@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use barnabas_core::{ConsumedRecord, ConsumerSession};
+use barnabas_core::{ConsumedRecord, ConsumerConfig, ConsumerSession, OffsetReset, Subscription};
 
 /// A port nothing listens on right now (bound then released; good enough on loopback).
 pub fn free_port() -> u16 {
@@ -86,6 +86,34 @@ pub async fn poll_n(
         out.extend(batch);
     }
     out
+}
+
+/// Reads `n` records of `topic` from the beginning with a fresh group (or what arrived in 60 s).
+pub async fn read_topic(gw: &gateway::TestGateway, topic: &str, n: usize) -> Vec<ConsumedRecord> {
+    let c = gw
+        .gateway
+        .backend()
+        .consumers
+        .create(ConsumerConfig {
+            group_id: format!("check-{topic}-{}", uuid_ish()),
+            auto_offset_reset: OffsetReset::Earliest,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.subscribe(Subscription::Topics(vec![topic.into()]))
+        .await
+        .unwrap();
+    let got = poll_n(c.as_ref(), n, Duration::from_secs(60)).await;
+    c.close().await.unwrap();
+    got
+}
+
+fn uuid_ish() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 /// A `barnabas` process with its stderr collected line by line.

@@ -5,6 +5,7 @@
 //! them. Keeping this crate free of both protocols and rdkafka is what lets each front end be
 //! tested and reasoned about on its own, and lets the adapter change without touching them.
 
+pub mod catalog;
 pub mod driver;
 pub mod error;
 pub mod health;
@@ -14,10 +15,11 @@ pub mod ports;
 pub mod record;
 pub mod topic;
 
+pub use catalog::{TopicCatalog, TopicList};
 pub use driver::{ConsumerDriver, DriverLimits, Fetched};
 pub use error::{Error, ErrorKind, Result};
 pub use health::Readiness;
-pub use mapping::{MappingRule, Resolved, TopicMapper};
+pub use mapping::{FilterLevel, MappingRule, Resolved, Sources, TopicMapper};
 pub use metrics::{GatewayMetrics, MetricsRegistry};
 pub use ports::{
     Admin, Backend, CommitRequest, ConsumerConfig, ConsumerFactory, ConsumerSession, OffsetReset,

@@ -132,6 +132,12 @@ pub trait ConsumerSession: Send + Sync {
     async fn commit(&self, request: CommitRequest) -> Result<()>;
     /// The group's committed offsets for the assigned partitions (`None` = nothing committed).
     async fn committed(&self) -> Result<Vec<(TopicPartition, Option<i64>)>>;
+    /// The group's committed offsets for any partitions, assigned or not (`None` = nothing
+    /// committed); lets an owner that assigns partitions itself resume where the group was.
+    async fn committed_offsets(
+        &self,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<Vec<(TopicPartition, Option<i64>)>>;
     /// Moves the read position of assigned partitions.
     async fn seek(&self, positions: Vec<(TopicPartition, SeekTo)>) -> Result<()>;
     /// Next offset to read for each assigned partition (`None` = not yet known).
@@ -172,6 +178,19 @@ pub trait Admin: Send + Sync {
     async fn list_topics(&self) -> Result<Vec<String>>;
     /// One topic's partitions; `Error::UnknownTopic` if it does not exist.
     async fn topic_metadata(&self, topic: &str) -> Result<TopicMetadata>;
+    /// Every topic with its partitions, internal ones left out; one request where the
+    /// implementation can (subscriptions follow the cluster's topic list with it).
+    async fn all_topics(&self) -> Result<Vec<TopicMetadata>> {
+        let mut out = Vec::new();
+        for name in self.list_topics().await? {
+            match self.topic_metadata(&name).await {
+                Ok(md) => out.push(md),
+                Err(crate::Error::UnknownTopic(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
     /// Low and high watermark of one partition.
     async fn watermarks(&self, topic: &str, partition: i32) -> Result<Watermarks>;
     /// Creates a topic; `partitions`/`replication` of `None` use the configured defaults.

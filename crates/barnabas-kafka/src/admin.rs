@@ -108,6 +108,16 @@ impl Admin for KafkaAdmin {
         Ok(names)
     }
 
+    async fn all_topics(&self) -> Result<Vec<TopicMetadata>> {
+        Ok(self
+            .metadata(None)
+            .await?
+            .into_iter()
+            .filter(|t| t.error.is_none() && !t.metadata.name.starts_with("__"))
+            .map(|t| t.metadata)
+            .collect())
+    }
+
     async fn topic_metadata(&self, topic: &str) -> Result<TopicMetadata> {
         barnabas_core::validate_topic_name(topic)?;
         let found = self

@@ -401,6 +401,22 @@ impl ConsumerSession for KafkaConsumerSession {
         .await
     }
 
+    async fn committed_offsets(
+        &self,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let timeout = self.timeout;
+        self.blocking(move |c| {
+            c.committed_offsets(to_list(&partitions), timeout)
+                .map(|tpl| list_offsets(&tpl))
+                .map_err(|e| errors::from_kafka(&e, None, None))
+        })
+        .await
+    }
+
     async fn seek(&self, positions: Vec<(TopicPartition, SeekTo)>) -> Result<()> {
         let timeout = self.timeout;
         self.blocking(move |c| {

@@ -2,11 +2,18 @@
 //!
 //! One task per connection ([`session`]) over rmqtt-codec ([`wire`]): PUBLISHes become Kafka
 //! records through the topic-mapping rules and are acknowledged (PUBACK/PUBREC) only after
-//! Kafka acknowledged them, in arrival order. Subscriptions (Kafka → MQTT) are not served yet:
-//! SUBSCRIBE is answered with a failure code for every filter.
+//! Kafka acknowledged them, in arrival order. SUBSCRIBE filters are read back through the
+//! same rules ([`subscriptions`]): records are delivered from Kafka as fast as the client
+//! acknowledges them, and committed only once it did.
 
+pub mod delivery;
+pub mod filter;
+pub mod retained;
 pub mod session;
+pub mod store;
+pub mod subscriptions;
 pub mod wire;
+pub mod ws;
 
 use std::{
     collections::HashMap,
@@ -14,7 +21,9 @@ use std::{
     time::Duration,
 };
 
-use barnabas_core::{GatewayMetrics, MetricsRegistry, Publisher, TopicMapper};
+use barnabas_core::{
+    Admin, ConsumerFactory, GatewayMetrics, MetricsRegistry, Publisher, TopicCatalog, TopicMapper,
+};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -60,6 +69,10 @@ pub struct MqttMetrics {
     pub publishes: Family<QosLabel, Counter>,
     /// Publishes answered negatively (v5 reason code) or by closing (v3).
     pub negative_acks: Counter,
+    /// PUBLISHes sent to subscribers, by QoS.
+    pub deliveries: Family<QosLabel, Counter>,
+    /// Subscriptions of connected clients.
+    pub subscriptions: Gauge,
 }
 
 impl MqttMetrics {
@@ -69,6 +82,8 @@ impl MqttMetrics {
             connections: Gauge::default(),
             publishes: Family::default(),
             negative_acks: Counter::default(),
+            deliveries: Family::default(),
+            subscriptions: Gauge::default(),
         };
         registry.register(|r| {
             r.register(
@@ -86,32 +101,84 @@ impl MqttMetrics {
                 "MQTT publishes Kafka refused",
                 m.negative_acks.clone(),
             );
+            r.register(
+                "mqtt_deliveries",
+                "MQTT PUBLISH packets sent to subscribers, by QoS",
+                m.deliveries.clone(),
+            );
+            r.register(
+                "mqtt_subscriptions",
+                "Subscriptions of connected MQTT clients",
+                m.subscriptions.clone(),
+            );
         });
         m
     }
 }
 
-/// Live sessions by client id, so a second CONNECT with the same id takes the session over.
+/// One live session's handles: how to take it over, and when it is fully gone.
+pub struct SessionHandle {
+    /// Cancelled to take the session over.
+    pub kick: CancellationToken,
+    /// Cancelled once the session finished (its state stored, its consumers closed).
+    pub finished: CancellationToken,
+}
+
+/// Live sessions by client id, so a second CONNECT with the same id takes the session over,
+/// and delayed wills (v5), which a reconnect cancels.
 #[derive(Default)]
-pub struct Sessions(Mutex<HashMap<String, Arc<CancellationToken>>>);
+pub struct Sessions {
+    live: Mutex<HashMap<String, Arc<SessionHandle>>>,
+    wills: Mutex<HashMap<String, CancellationToken>>,
+}
 
 impl Sessions {
-    /// Registers `client_id`, cancelling (taking over) any session holding it.
-    pub fn register(&self, client_id: &str) -> Arc<CancellationToken> {
-        let token = Arc::new(CancellationToken::new());
-        if let Ok(mut map) = self.0.lock() {
-            if let Some(old) = map.insert(client_id.to_owned(), token.clone()) {
+    /// Registers `client_id`, taking over any session holding it (returned, so the caller
+    /// can wait until it finished) and cancelling a delayed will.
+    pub fn register(&self, client_id: &str) -> (Arc<SessionHandle>, Option<Arc<SessionHandle>>) {
+        let handle = Arc::new(SessionHandle {
+            kick: CancellationToken::new(),
+            finished: CancellationToken::new(),
+        });
+        let old = self
+            .live
+            .lock()
+            .ok()
+            .and_then(|mut map| map.insert(client_id.to_owned(), handle.clone()));
+        if let Some(old) = &old {
+            old.kick.cancel();
+        }
+        if let Some(will) = self.wills.lock().ok().and_then(|mut w| w.remove(client_id)) {
+            will.cancel();
+        }
+        (handle, old)
+    }
+
+    /// Removes `client_id` if this session (`handle`) still holds it.
+    pub fn unregister(&self, client_id: &str, handle: &Arc<SessionHandle>) {
+        if let Ok(mut map) = self.live.lock() {
+            if map.get(client_id).is_some_and(|t| Arc::ptr_eq(t, handle)) {
+                map.remove(client_id);
+            }
+        }
+    }
+
+    /// Registers a delayed will; the token is cancelled if the client reconnects first.
+    pub fn delay_will(&self, client_id: &str) -> CancellationToken {
+        let token = CancellationToken::new();
+        if let Ok(mut wills) = self.wills.lock() {
+            if let Some(old) = wills.insert(client_id.to_owned(), token.clone()) {
                 old.cancel();
             }
         }
         token
     }
 
-    /// Removes `client_id` if this session (`token`) still holds it.
-    pub fn unregister(&self, client_id: &str, token: &Arc<CancellationToken>) {
-        if let Ok(mut map) = self.0.lock() {
-            if map.get(client_id).is_some_and(|t| Arc::ptr_eq(t, token)) {
-                map.remove(client_id);
+    /// Forgets a delayed will that was published.
+    pub fn will_done(&self, client_id: &str, token: &CancellationToken) {
+        if let Ok(mut wills) = self.wills.lock() {
+            if wills.get(client_id).is_some_and(|t| t == token) {
+                wills.remove(client_id);
             }
         }
     }
@@ -131,10 +198,35 @@ pub struct MqttContext {
     pub gateway_metrics: GatewayMetrics,
     /// Live sessions by client id.
     pub sessions: Sessions,
+    /// Makes the consumers behind subscriptions.
+    pub consumers: Arc<dyn ConsumerFactory>,
+    /// Watermarks for where new subscriptions start.
+    pub admin: Arc<dyn Admin>,
+    /// The cluster's topics, followed for subscriptions.
+    pub catalog: TopicCatalog,
+    /// Retained messages.
+    pub retained: retained::RetainedStore,
+    /// Persistent sessions of disconnected clients.
+    pub stored: store::SessionStore,
 }
 
-/// Accepts connections until `shutdown`, one session task each, at most `max_connections`.
-pub async fn serve(listener: TcpListener, ctx: Arc<MqttContext>, shutdown: CancellationToken) {
+/// How clients reach a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// MQTT straight over TCP.
+    Tcp,
+    /// MQTT over WebSocket (path `/mqtt`).
+    WebSocket,
+}
+
+/// Accepts connections until `shutdown`, one session task each; at most `max_connections`
+/// per listener.
+pub async fn serve(
+    listener: TcpListener,
+    transport: Transport,
+    ctx: Arc<MqttContext>,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(ctx.settings.max_connections));
     loop {
         let permit = tokio::select! {
@@ -157,8 +249,24 @@ pub async fn serve(listener: TcpListener, ctx: Arc<MqttContext>, shutdown: Cance
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            tracing::trace!(%peer, "MQTT connection");
-            session::run(stream, ctx, shutdown).await;
+            tracing::trace!(%peer, ?transport, "MQTT connection");
+            match transport {
+                Transport::Tcp => session::run(stream, ctx, shutdown).await,
+                Transport::WebSocket => {
+                    let upgraded = tokio::time::timeout(
+                        ctx.settings.connect_timeout,
+                        ws::upgrade(stream, ctx.settings.max_message_bytes),
+                    )
+                    .await;
+                    match upgraded {
+                        Ok(Ok(io)) => session::run(io, ctx, shutdown).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "WebSocket handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),
+                    }
+                }
+            }
         });
     }
 }

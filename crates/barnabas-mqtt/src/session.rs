@@ -1,7 +1,8 @@
 //! One MQTT connection, from CONNECT to close: the handshake under its own deadline, then a
 //! loop that turns PUBLISHes into Kafka writes and answers them — PUBACK/PUBREC only after
 //! Kafka acknowledged, in the order the PUBLISHes arrived — while a bounded in-flight window
-//! stops reading the socket when Kafka is slow.
+//! stops reading the socket when Kafka is slow. Deliveries to subscribers go out from the
+//! same loop, fetched only while the client's in-flight window has room.
 
 use std::{
     collections::HashMap, future::Future, num::NonZeroU16, pin::Pin, sync::Arc, time::Duration,
@@ -17,12 +18,19 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    delivery::{Message, QOS_HEADER, RETAIN_HEADER},
+    store::StoredSession,
+    subscriptions::Subscriptions,
     wire::{self, Connection, Inbound, PubReason, Will, WireError},
     MqttContext,
 };
 
-/// MQTT topic name header on every record.
-pub const TOPIC_HEADER: &str = "barnabas.mqtt.topic";
+pub use crate::delivery::TOPIC_HEADER;
+
+/// How often acknowledged deliveries are committed.
+const COMMIT_EVERY: Duration = Duration::from_millis(500);
+/// How long a new connection waits for the session it takes over to finish.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
 type Pending =
     Pin<Box<dyn Future<Output = (Option<(bool, NonZeroU16)>, Result<Delivered, Error>)> + Send>>;
@@ -71,35 +79,115 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
     };
     let span = tracing::debug_span!("mqtt", client_id = %client_id);
     let _enter = span.enter();
-    let kicked = ctx.sessions.register(&client_id);
+    let (handle, previous) = ctx.sessions.register(&client_id);
+    if let Some(previous) = previous {
+        // Its subscriptions and commits must be stored before this session reads them.
+        let _ = tokio::time::timeout(TAKEOVER_WAIT, previous.finished.cancelled()).await;
+    }
+    let v5 = info.version == ProtocolVersion::MQTT5;
+    let stored = ctx.stored.take(&client_id).filter(|_| !info.clean);
+    let window = info
+        .receive_max
+        .map_or(usize::from(ctx.settings.receive_window), |r| {
+            usize::from(r.get().min(ctx.settings.receive_window))
+        });
+    let max_packet = info.max_packet.and_then(|m| usize::try_from(m).ok());
+    let mut subs = Subscriptions::new(
+        ctx.clone(),
+        &client_id,
+        info.session_expiry > 0,
+        v5,
+        window,
+        max_packet,
+    );
+    let session_present = stored.is_some();
+    if let Some(stored) = stored {
+        if let Err(e) = subs.restore(stored.subscriptions).await {
+            tracing::warn!(error = %e, "stored subscriptions not resumed yet; they follow when Kafka answers");
+        }
+    }
     if conn
-        .connack_ok(assigned, ctx.settings.receive_window, max_packet)
+        .connack_ok(
+            assigned,
+            ctx.settings.receive_window,
+            max_packet_size(&ctx),
+            session_present,
+        )
         .await
         .is_err()
     {
-        ctx.sessions.unregister(&client_id, &kicked);
+        finish(&ctx, &client_id, &handle, subs, info.session_expiry).await;
         return;
     }
     ctx.metrics.connections.inc();
-    tracing::debug!(version = ?info.version, keep_alive = info.keep_alive, "connected");
+    tracing::debug!(version = ?info.version, keep_alive = info.keep_alive, session_present, "connected");
 
-    let end = serve(&mut conn, &ctx, &info, &kicked, &shutdown).await;
+    let (end, expiry) = serve(&mut conn, &ctx, &info, &mut subs, &handle.kick, &shutdown).await;
 
     ctx.metrics.connections.dec();
-    ctx.sessions.unregister(&client_id, &kicked);
+    finish(
+        &ctx,
+        &client_id,
+        &handle,
+        subs,
+        expiry.unwrap_or(info.session_expiry),
+    )
+    .await;
     if let (End::Abnormal, Some(will)) = (end, info.will) {
-        publish_will(&ctx, will).await;
+        let expiry = expiry.unwrap_or(info.session_expiry);
+        if will.delay_secs > 0 && expiry > 0 {
+            let delay = Duration::from_secs(u64::from(will.delay_secs.min(expiry)));
+            let cancelled = ctx.sessions.delay_will(&client_id);
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = cancelled.cancelled() => tracing::debug!("client back before its will delay; will dropped"),
+                    _ = tokio::time::sleep(delay) => {
+                        ctx.sessions.will_done(&client_id, &cancelled);
+                        publish_will(&ctx, will).await;
+                    }
+                }
+            });
+        } else {
+            publish_will(&ctx, will).await;
+        }
     }
+}
+
+fn max_packet_size(ctx: &MqttContext) -> u32 {
+    ctx.settings.max_packet_bytes()
+}
+
+/// Ends a session: keeps a persistent one's subscriptions, commits and closes its consumers,
+/// and lets a session taking over go on.
+async fn finish(
+    ctx: &Arc<MqttContext>,
+    client_id: &str,
+    handle: &Arc<crate::SessionHandle>,
+    subs: Subscriptions,
+    expiry: u32,
+) {
+    if expiry > 0 {
+        ctx.stored
+            .put(client_id, StoredSession::new(subs.subscribed(), expiry));
+    }
+    subs.close().await;
+    ctx.sessions.unregister(client_id, handle);
+    handle.finished.cancel();
 }
 
 async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<T>,
     ctx: &Arc<MqttContext>,
     info: &wire::ConnectInfo,
+    subs: &mut Subscriptions,
     kicked: &CancellationToken,
     shutdown: &CancellationToken,
-) -> End {
+) -> (End, Option<u32>) {
     let v5 = conn.version() == ProtocolVersion::MQTT5;
+    let mut topics = ctx.catalog.watch();
+    let mut commit_tick = tokio::time::interval(COMMIT_EVERY);
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let keep_alive =
         (info.keep_alive > 0).then(|| Duration::from_millis(u64::from(info.keep_alive) * 1500));
     let mut deadline = keep_alive.map(|k| Instant::now() + k);
@@ -112,17 +200,29 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         tokio::select! {
             _ = kicked.cancelled() => {
                 conn.disconnect(DisconnectReasonCode::SessionTakenOver).await;
-                return End::Abnormal;
+                return (End::Abnormal, None);
             }
             _ = shutdown.cancelled() => {
                 conn.disconnect(DisconnectReasonCode::ServerShuttingDown).await;
-                return End::Normal;
+                return (End::Normal, None);
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 tracing::debug!("keep-alive expired");
                 conn.disconnect(DisconnectReasonCode::KeepAliveTimeout).await;
-                return End::Abnormal;
+                return (End::Abnormal, None);
             }
+            (feed, record) = subs.next(), if subs.has_room() => {
+                if let Some(publish) = subs.deliver(feed, record) {
+                    if conn.publish(publish).await.is_err() {
+                        return (End::Abnormal, None);
+                    }
+                }
+            }
+            Ok(()) = topics.changed() => {
+                let list = topics.borrow_and_update().clone();
+                subs.topics_changed(&list).await;
+            }
+            _ = commit_tick.tick(), if subs.wants_commit() => subs.commit(),
             Some((ack, result)) = inflight.next(), if !inflight.is_empty() => {
                 let Some((is_qos2, packet_id)) = ack else { continue };
                 let reason = match &result {
@@ -132,7 +232,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                         if !v5 {
                             // MQTT 3.1.1 has no negative ack: close without acknowledging.
                             tracing::warn!(error = %e, "Kafka refused a publish; closing (MQTT 3.1.1)");
-                            return End::Abnormal;
+                            return (End::Abnormal, None);
                         }
                         reason_for(e)
                     }
@@ -145,13 +245,13 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 if conn.ack(is_qos2, packet_id, reason).await.is_err() {
-                    return End::Abnormal;
+                    return (End::Abnormal, None);
                 }
             }
             packet = conn.next(), if inflight.len() < window => {
                 let packet = match packet {
                     Ok(p) => p,
-                    Err(WireError::Closed) => return End::Abnormal,
+                    Err(WireError::Closed) => return (End::Abnormal, None),
                     Err(WireError::Decode(e)) => {
                         tracing::debug!(error = %e, "bad packet; closing");
                         let reason = if matches!(e, rmqtt_codec::error::DecodeError::MaxSizeExceeded { .. }) {
@@ -160,21 +260,21 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                             DisconnectReasonCode::MalformedPacket
                         };
                         conn.disconnect(reason).await;
-                        return End::Abnormal;
+                        return (End::Abnormal, None);
                     }
-                    Err(WireError::Io(_)) => return End::Abnormal,
+                    Err(WireError::Io(_)) => return (End::Abnormal, None),
                 };
                 deadline = keep_alive.map(|k| Instant::now() + k);
                 match packet {
                     Inbound::Publish(p) => {
                         if p.payload.len() > ctx.settings.max_message_bytes {
                             conn.disconnect(DisconnectReasonCode::PacketTooLarge).await;
-                            return End::Abnormal;
+                            return (End::Abnormal, None);
                         }
                         if p.topic.is_empty() {
                             // Topic aliases are not offered (Topic Alias Maximum 0).
                             conn.disconnect(DisconnectReasonCode::TopicAliasInvalid).await;
-                            return End::Abnormal;
+                            return (End::Abnormal, None);
                         }
                         let ack = match (p.qos, p.packet_id) {
                             (QoS::AtMostOnce, _) => None,
@@ -184,7 +284,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                                     // Retransmission of a publish Kafka already has: re-ack only.
                                     Some(true) => {
                                         if conn.ack(true, id, PubReason::Success).await.is_err() {
-                                            return End::Abnormal;
+                                            return (End::Abnormal, None);
                                         }
                                         continue;
                                     }
@@ -198,7 +298,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                             }
                             _ => {
                                 conn.disconnect(DisconnectReasonCode::ProtocolError).await;
-                                return End::Abnormal;
+                                return (End::Abnormal, None);
                             }
                         };
                         ctx.metrics.publishes.get_or_create(&crate::QosLabel { qos: p.qos as u8 }).inc();
@@ -207,25 +307,41 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     Inbound::PubRel(id) => {
                         let known = qos2.remove(&id).is_some();
                         if conn.pubcomp(id, known).await.is_err() {
-                            return End::Abnormal;
+                            return (End::Abnormal, None);
                         }
                     }
-                    Inbound::Subscribe(id, n) => {
-                        if conn.suback_refused(id, n).await.is_err() {
-                            return End::Abnormal;
+                    Inbound::Subscribe(packet) => {
+                        let (results, retained) = subs.subscribe(packet.requests, packet.id).await;
+                        if conn.suback(packet.packet_id, &results).await.is_err() {
+                            return (End::Abnormal, None);
+                        }
+                        for (message, qos, id) in retained {
+                            let publish = subs.deliver_retained(&message, qos, id);
+                            if conn.publish(publish).await.is_err() {
+                                return (End::Abnormal, None);
+                            }
                         }
                     }
-                    Inbound::Unsubscribe(id, n) => {
-                        if conn.unsuback(id, n).await.is_err() {
-                            return End::Abnormal;
+                    Inbound::Unsubscribe(id, filters) => {
+                        let existed = subs.unsubscribe(&filters).await;
+                        if conn.unsuback(id, &existed).await.is_err() {
+                            return (End::Abnormal, None);
                         }
                     }
+                    Inbound::PubAck(id) => subs.puback(id),
+                    Inbound::PubRec(id) => {
+                        let known = subs.pubrec(id);
+                        if conn.pubrel(id, known).await.is_err() {
+                            return (End::Abnormal, None);
+                        }
+                    }
+                    Inbound::PubComp(id) => subs.pubcomp(id),
                     Inbound::Ping => {
                         if conn.pong().await.is_err() {
-                            return End::Abnormal;
+                            return (End::Abnormal, None);
                         }
                     }
-                    Inbound::Disconnect { with_will } => {
+                    Inbound::Disconnect { with_will, session_expiry } => {
                         // Answer what is still in flight first: those publishes were accepted.
                         while let Some((Some((is_qos2, id)), result)) = inflight.next().await {
                             let reason = result.as_ref().map_or_else(reason_for, |_| PubReason::Success);
@@ -233,12 +349,13 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                                 let _ = conn.ack(is_qos2, id, reason).await;
                             }
                         }
-                        return if with_will { End::Abnormal } else { End::Normal };
+                        let end = if with_will { End::Abnormal } else { End::Normal };
+                        return (end, session_expiry);
                     }
                     Inbound::Ignored => {}
                     Inbound::ProtocolError => {
                         conn.disconnect(DisconnectReasonCode::ProtocolError).await;
-                        return End::Abnormal;
+                        return (End::Abnormal, None);
                     }
                 }
             }
@@ -263,15 +380,23 @@ fn produce(
     ack: Option<(bool, NonZeroU16)>,
 ) -> Pending {
     let topic = p.topic.to_string();
-    let mut headers = vec![Header::new(TOPIC_HEADER, topic.clone())];
+    let mut headers = origin_headers(&topic, p.qos, p.retain);
     headers.extend(
         wire::property_headers(p)
             .into_iter()
             .map(|(k, v)| Header::new(k, v)),
     );
+    let retained = p.retain.then(|| Message {
+        topic: topic.clone(),
+        payload: p.payload.clone(),
+        qos: p.qos,
+        retain: true,
+        headers: headers.clone(),
+    });
     let record = to_record(ctx, &topic, p.payload.clone(), headers);
     let publisher = ctx.backend_publisher.clone();
     let metrics = ctx.gateway_metrics.clone();
+    let ctx = ctx.clone();
     Box::pin(async move {
         let record = match record {
             Ok(r) => r,
@@ -288,8 +413,23 @@ fn produce(
             Ok(_) => metrics.records_in.get_or_create(&label).inc(),
             Err(_) => metrics.records_failed.get_or_create(&label).inc(),
         };
+        if let (Ok(_), Some(message)) = (&result, retained) {
+            ctx.retained.set(message);
+        }
         (ack, result)
     })
+}
+
+/// The headers saying where a record came from: its MQTT topic, QoS and retain flag.
+fn origin_headers(topic: &str, qos: QoS, retain: bool) -> Vec<Header> {
+    let mut headers = vec![
+        Header::new(TOPIC_HEADER, topic.to_owned()),
+        Header::new(QOS_HEADER, (qos as u8).to_string()),
+    ];
+    if retain {
+        headers.push(Header::new(RETAIN_HEADER, "1"));
+    }
+    headers
 }
 
 /// The Kafka record for a publish to `topic`, through the mapping rules.
@@ -318,12 +458,19 @@ fn to_record(
 
 /// Writes the last will (bounded wait); its failure is logged, there is no one left to tell.
 async fn publish_will(ctx: &Arc<MqttContext>, will: Will) {
-    let mut headers = vec![Header::new(TOPIC_HEADER, will.topic.clone())];
+    let mut headers = origin_headers(&will.topic, will.qos, will.retain);
     headers.extend(
         will.user_properties
             .into_iter()
             .map(|(k, v)| Header::new(k, v)),
     );
+    let retained = will.retain.then(|| Message {
+        topic: will.topic.clone(),
+        payload: will.payload.clone(),
+        qos: will.qos,
+        retain: true,
+        headers: headers.clone(),
+    });
     let record = match to_record(ctx, &will.topic, will.payload, headers) {
         Ok(r) => r,
         Err(e) => {
@@ -337,7 +484,12 @@ async fn publish_will(ctx: &Arc<MqttContext>, will: Will) {
     )
     .await
     {
-        Ok(Ok(d)) => tracing::debug!(offset = d.offset, topic = %will.topic, "will published"),
+        Ok(Ok(d)) => {
+            tracing::debug!(offset = d.offset, topic = %will.topic, "will published");
+            if let Some(message) = retained {
+                ctx.retained.set(message);
+            }
+        }
         Ok(Err(e)) => tracing::warn!(error = %e, topic = %will.topic, "will not published"),
         Err(_) => tracing::warn!(topic = %will.topic, "will not published: Kafka did not answer"),
     }

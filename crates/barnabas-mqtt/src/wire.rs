@@ -16,6 +16,8 @@ use rmqtt_codec::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 
+use crate::subscriptions::{SubscribeRequest, SubscribeResult};
+
 /// Why a connection ends from the wire's side.
 #[derive(Debug)]
 pub enum WireError {
@@ -40,8 +42,12 @@ pub struct ConnectInfo {
     pub keep_alive: u16,
     /// The last will, to publish on an abnormal close.
     pub will: Option<Will>,
-    /// v5 Receive Maximum of the client (for our deliveries; unused until subscriptions).
+    /// v5 Receive Maximum of the client: its window for our QoS 1/2 deliveries.
     pub receive_max: Option<NonZeroU16>,
+    /// v5 Session Expiry Interval in seconds (0 = the session ends with the connection).
+    pub session_expiry: u32,
+    /// v5 Maximum Packet Size the client accepts.
+    pub max_packet: Option<u32>,
 }
 
 /// A last will.
@@ -53,6 +59,12 @@ pub struct Will {
     pub payload: Bytes,
     /// v5 properties carried into headers.
     pub user_properties: Vec<(String, String)>,
+    /// QoS of the will message.
+    pub qos: QoS,
+    /// Retain flag of the will message.
+    pub retain: bool,
+    /// v5 Will Delay Interval in seconds.
+    pub delay_secs: u32,
 }
 
 /// An inbound packet after CONNECT.
@@ -62,21 +74,40 @@ pub enum Inbound {
     Publish(Box<Publish>),
     /// PUBREL for a QoS 2 publish.
     PubRel(NonZeroU16),
-    /// SUBSCRIBE (packet id, number of filters).
-    Subscribe(NonZeroU16, usize),
-    /// UNSUBSCRIBE (packet id, number of filters).
-    Unsubscribe(NonZeroU16, usize),
+    /// SUBSCRIBE.
+    Subscribe(SubscribePacket),
+    /// UNSUBSCRIBE (packet id, filters).
+    Unsubscribe(NonZeroU16, Vec<String>),
+    /// PUBACK for a QoS 1 delivery.
+    PubAck(NonZeroU16),
+    /// PUBREC for a QoS 2 delivery.
+    PubRec(NonZeroU16),
+    /// PUBCOMP ending a QoS 2 delivery.
+    PubComp(NonZeroU16),
     /// PINGREQ.
     Ping,
     /// DISCONNECT.
     Disconnect {
         /// A v5 client asked for its will to be published (reason 0x04).
         with_will: bool,
+        /// A v5 client's new Session Expiry Interval.
+        session_expiry: Option<u32>,
     },
     /// Anything a client should not send (CONNECT again, server-side packets).
     ProtocolError,
-    /// Acks for server-to-client messages (none are sent yet).
+    /// Packets without effect here (a v5 AUTH is refused elsewhere).
     Ignored,
+}
+
+/// A SUBSCRIBE, whatever its version.
+#[derive(Debug)]
+pub struct SubscribePacket {
+    /// Packet id for the SUBACK.
+    pub packet_id: NonZeroU16,
+    /// v5 Subscription Identifier.
+    pub id: Option<std::num::NonZeroU32>,
+    /// The filters and their options.
+    pub requests: Vec<SubscribeRequest>,
 }
 
 /// The outcome of a publish, for its ack.
@@ -126,8 +157,13 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
                 topic: w.topic.to_string(),
                 payload: w.message,
                 user_properties: Vec::new(),
+                qos: w.qos,
+                retain: w.retain,
+                delay_secs: 0,
             }),
             receive_max: None,
+            session_expiry: if c.clean_session { 0 } else { u32::MAX },
+            max_packet: None,
         },
         Some(Ok((MqttPacket::V5(v5::Packet::Connect(c)), _))) => ConnectInfo {
             version,
@@ -142,8 +178,13 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                qos: w.qos,
+                retain: w.retain,
+                delay_secs: w.will_delay_interval_sec.unwrap_or(0),
             }),
             receive_max: c.receive_max,
+            session_expiry: c.session_expiry_interval_secs,
+            max_packet: c.max_packet_size.map(std::num::NonZeroU32::get),
         },
         Some(Ok(_)) => return Err(WireError::Decode(DecodeError::UnsupportedPacketType)),
         Some(Err(e)) => return Err(WireError::Decode(e)),
@@ -179,32 +220,65 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 v3::Packet::Subscribe {
                     packet_id,
                     topic_filters,
-                } => Inbound::Subscribe(packet_id, topic_filters.len()),
+                } => Inbound::Subscribe(SubscribePacket {
+                    packet_id,
+                    id: None,
+                    requests: topic_filters
+                        .into_iter()
+                        .map(|(f, qos)| SubscribeRequest {
+                            raw: f.to_string(),
+                            qos,
+                            retain_as_published: false,
+                            retain_handling: 0,
+                        })
+                        .collect(),
+                }),
                 v3::Packet::Unsubscribe {
                     packet_id,
                     topic_filters,
-                } => Inbound::Unsubscribe(packet_id, topic_filters.len()),
+                } => Inbound::Unsubscribe(
+                    packet_id,
+                    topic_filters.iter().map(ToString::to_string).collect(),
+                ),
                 v3::Packet::PingRequest => Inbound::Ping,
-                v3::Packet::Disconnect => Inbound::Disconnect { with_will: false },
-                v3::Packet::PublishAck { .. }
-                | v3::Packet::PublishReceived { .. }
-                | v3::Packet::PublishComplete { .. } => Inbound::Ignored,
+                v3::Packet::Disconnect => Inbound::Disconnect {
+                    with_will: false,
+                    session_expiry: None,
+                },
+                v3::Packet::PublishAck { packet_id } => Inbound::PubAck(packet_id),
+                v3::Packet::PublishReceived { packet_id } => Inbound::PubRec(packet_id),
+                v3::Packet::PublishComplete { packet_id } => Inbound::PubComp(packet_id),
                 _ => Inbound::ProtocolError,
             },
             MqttPacket::V5(p) => match p {
                 v5::Packet::Publish(p) => Inbound::Publish(p),
                 v5::Packet::PublishRelease(ack) => Inbound::PubRel(ack.packet_id),
-                v5::Packet::Subscribe(s) => Inbound::Subscribe(s.packet_id, s.topic_filters.len()),
-                v5::Packet::Unsubscribe(u) => {
-                    Inbound::Unsubscribe(u.packet_id, u.topic_filters.len())
-                }
+                v5::Packet::Subscribe(s) => Inbound::Subscribe(SubscribePacket {
+                    packet_id: s.packet_id,
+                    id: s.id,
+                    requests: s
+                        .topic_filters
+                        .into_iter()
+                        .map(|(f, o)| SubscribeRequest {
+                            raw: f.to_string(),
+                            qos: o.qos,
+                            retain_as_published: o.retain_as_published,
+                            retain_handling: u8::from(o.retain_handling),
+                        })
+                        .collect(),
+                }),
+                v5::Packet::Unsubscribe(u) => Inbound::Unsubscribe(
+                    u.packet_id,
+                    u.topic_filters.iter().map(ToString::to_string).collect(),
+                ),
                 v5::Packet::PingRequest => Inbound::Ping,
                 v5::Packet::Disconnect(d) => Inbound::Disconnect {
                     with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
+                    session_expiry: d.session_expiry_interval_secs,
                 },
-                v5::Packet::PublishAck(_)
-                | v5::Packet::PublishReceived(_)
-                | v5::Packet::PublishComplete(_) => Inbound::Ignored,
+                v5::Packet::PublishAck(a) => Inbound::PubAck(a.packet_id),
+                v5::Packet::PublishReceived(a) => Inbound::PubRec(a.packet_id),
+                v5::Packet::PublishComplete(a) => Inbound::PubComp(a.packet_id),
                 _ => Inbound::ProtocolError,
             },
             MqttPacket::Version(_) => Inbound::ProtocolError,
@@ -217,25 +291,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         assigned_id: Option<String>,
         receive_max: u16,
         max_packet: u32,
+        session_present: bool,
     ) -> Result<(), WireError> {
         let packet = match self.version {
             ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
                 return_code: v3::ConnectAckReason::ConnectionAccepted,
-                session_present: false,
+                session_present,
             })),
             ProtocolVersion::MQTT5 => {
                 MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
-                    session_present: false,
+                    session_present,
                     reason_code: v5::ConnectAckReason::Success,
                     receive_max: NonZeroU16::new(receive_max).unwrap_or(NonZeroU16::MIN),
                     max_qos: QoS::ExactlyOnce,
                     max_packet_size: Some(max_packet),
                     assigned_client_id: assigned_id.map(Into::into),
                     topic_alias_max: 0,
-                    retain_available: false,
-                    wildcard_subscription_available: false,
-                    subscription_identifiers_available: false,
-                    shared_subscription_available: false,
+                    retain_available: true,
+                    wildcard_subscription_available: true,
+                    subscription_identifiers_available: true,
+                    shared_subscription_available: true,
                     ..v5::ConnectAck::default()
                 })))
             }
@@ -324,31 +399,56 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.send(packet).await
     }
 
-    /// SUBACK refusing every filter (subscriptions are not served yet): v3 0x80, v5 0x80.
-    pub async fn suback_refused(
+    /// SUBACK with one code per filter (v3 has only "failure" for refusals).
+    pub async fn suback(
         &mut self,
         packet_id: NonZeroU16,
-        count: usize,
+        results: &[SubscribeResult],
     ) -> Result<(), WireError> {
         let packet = match self.version {
             ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::SubscribeAck {
                 packet_id,
-                status: vec![v3::SubscribeReturnCode::Failure; count],
+                status: results
+                    .iter()
+                    .map(|r| match r {
+                        SubscribeResult::Granted(q) => v3::SubscribeReturnCode::Success(*q),
+                        _ => v3::SubscribeReturnCode::Failure,
+                    })
+                    .collect(),
             }),
             ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::SubscribeAck(v5::SubscribeAck {
                 packet_id,
                 properties: Vec::new(),
-                reason_string: Some(
-                    "subscriptions are not supported by this gateway version yet".into(),
-                ),
-                status: vec![v5::SubscribeAckReason::ImplementationSpecificError; count],
+                reason_string: None,
+                status: results
+                    .iter()
+                    .map(|r| match r {
+                        SubscribeResult::Granted(QoS::AtMostOnce) => {
+                            v5::SubscribeAckReason::GrantedQos0
+                        }
+                        SubscribeResult::Granted(QoS::AtLeastOnce) => {
+                            v5::SubscribeAckReason::GrantedQos1
+                        }
+                        SubscribeResult::Granted(QoS::ExactlyOnce) => {
+                            v5::SubscribeAckReason::GrantedQos2
+                        }
+                        SubscribeResult::InvalidFilter => {
+                            v5::SubscribeAckReason::TopicFilterInvalid
+                        }
+                        SubscribeResult::Failed => v5::SubscribeAckReason::UnspecifiedError,
+                    })
+                    .collect(),
             })),
         };
         self.send(packet).await
     }
 
-    /// UNSUBACK (nothing was subscribed).
-    pub async fn unsuback(&mut self, packet_id: NonZeroU16, count: usize) -> Result<(), WireError> {
+    /// UNSUBACK; `existed` says per filter whether there was such a subscription (v5 codes).
+    pub async fn unsuback(
+        &mut self,
+        packet_id: NonZeroU16,
+        existed: &[bool],
+    ) -> Result<(), WireError> {
         let packet = match self.version {
             ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::UnsubscribeAck { packet_id }),
             ProtocolVersion::MQTT5 => {
@@ -356,9 +456,45 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     packet_id,
                     properties: Vec::new(),
                     reason_string: None,
-                    status: vec![v5::UnsubscribeAckReason::NoSubscriptionExisted; count],
+                    status: existed
+                        .iter()
+                        .map(|e| {
+                            if *e {
+                                v5::UnsubscribeAckReason::Success
+                            } else {
+                                v5::UnsubscribeAckReason::NoSubscriptionExisted
+                            }
+                        })
+                        .collect(),
                 }))
             }
+        };
+        self.send(packet).await
+    }
+
+    /// A PUBLISH to the client.
+    pub async fn publish(&mut self, publish: Publish) -> Result<(), WireError> {
+        let packet = match self.version {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::Publish(Box::new(publish))),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::Publish(Box::new(publish))),
+        };
+        self.send(packet).await
+    }
+
+    /// PUBREL answering the client's PUBREC; `known` = false answers v5 0x92.
+    pub async fn pubrel(&mut self, packet_id: NonZeroU16, known: bool) -> Result<(), WireError> {
+        let packet = match self.version {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::PublishRelease { packet_id }),
+            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::PublishRelease(v5::PublishAck2 {
+                packet_id,
+                reason_code: if known {
+                    v5::PublishAck2Reason::Success
+                } else {
+                    v5::PublishAck2Reason::PacketIdNotFound
+                },
+                properties: Vec::new(),
+                reason_string: None,
+            })),
         };
         self.send(packet).await
     }

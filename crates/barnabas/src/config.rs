@@ -75,6 +75,9 @@ pub struct MqttConfig {
     pub default_topic: String,
     /// Mapping rules from MQTT topics to Kafka topics and keys; the first match wins.
     pub mapping: Vec<MqttMapping>,
+    /// How often (ms) the cluster's topic list is re-read, so that subscriptions pick up
+    /// topics and partitions that appear after they were made.
+    pub topic_refresh_ms: u64,
 }
 
 impl MqttConfig {
@@ -103,6 +106,7 @@ impl Default for MqttConfig {
             ws_listen: OFF.into(),
             default_topic: "mqtt".into(),
             mapping: Vec::new(),
+            topic_refresh_ms: 2_000,
         }
     }
 }

@@ -164,6 +164,7 @@ pub struct Gateway {
     readiness: Readiness,
     http_addr: Option<SocketAddr>,
     mqtt_addr: Option<SocketAddr>,
+    mqtt_ws_addr: Option<SocketAddr>,
     #[cfg(feature = "embedded-kafka")]
     embedded: Option<crate::embedded::EmbeddedKafka>,
 }
@@ -199,11 +200,10 @@ impl Gateway {
         let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
         let mqtt_listener = bind("mqtt.listen", &config.mqtt.listen).await?;
         let mqtt_addr = mqtt_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let mqtt_ws_listener = bind("mqtt.ws_listen", &config.mqtt.ws_listen).await?;
+        let mqtt_ws_addr = mqtt_ws_listener.as_ref().and_then(|l| l.local_addr().ok());
         let mapper = config.mqtt.mapper()?;
-        for (key, value) in [
-            ("mqtt.ws_listen", &config.mqtt.ws_listen),
-            ("amqp.listen", &config.amqp.listen),
-        ] {
+        for (key, value) in [("amqp.listen", &config.amqp.listen)] {
             if value != config::OFF {
                 tracing::info!(
                     key,
@@ -240,7 +240,7 @@ impl Gateway {
             });
         }
 
-        if let Some(listener) = mqtt_listener {
+        if mqtt_listener.is_some() || mqtt_ws_listener.is_some() {
             let ctx = std::sync::Arc::new(barnabas_mqtt::MqttContext {
                 backend_publisher: backend.publisher.clone(),
                 mapper,
@@ -253,8 +253,28 @@ impl Gateway {
                 metrics: barnabas_mqtt::MqttMetrics::new(&registry),
                 gateway_metrics: gateway_metrics.clone(),
                 sessions: barnabas_mqtt::Sessions::default(),
+                consumers: backend.consumers.clone(),
+                admin: backend.admin.clone(),
+                catalog: barnabas_core::TopicCatalog::spawn(
+                    backend.admin.clone(),
+                    Duration::from_millis(config.mqtt.topic_refresh_ms.max(100)),
+                ),
+                retained: barnabas_mqtt::retained::RetainedStore::default(),
+                stored: barnabas_mqtt::store::SessionStore::default(),
             });
-            tasks.spawn(barnabas_mqtt::serve(listener, ctx, shutdown.clone()));
+            for (listener, transport) in [
+                (mqtt_listener, barnabas_mqtt::Transport::Tcp),
+                (mqtt_ws_listener, barnabas_mqtt::Transport::WebSocket),
+            ] {
+                if let Some(listener) = listener {
+                    tasks.spawn(barnabas_mqtt::serve(
+                        listener,
+                        transport,
+                        ctx.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+            }
         }
 
         tasks.spawn(watch_kafka(
@@ -273,6 +293,7 @@ impl Gateway {
             readiness,
             http_addr,
             mqtt_addr,
+            mqtt_ws_addr,
             #[cfg(feature = "embedded-kafka")]
             embedded,
         })
@@ -286,6 +307,11 @@ impl Gateway {
     /// Where the MQTT listener is bound, if it is on.
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt_addr
+    }
+
+    /// Where the MQTT-over-WebSocket listener is bound, if it is on.
+    pub fn mqtt_ws_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_ws_addr
     }
 
     /// The Kafka backend front ends use.

@@ -11,6 +11,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+mod reverse;
+
+pub use reverse::{FilterLevel, Sources};
+
 use crate::{validate_topic_name, Error};
 
 /// Most distinct topic names whose resolution is cached before the cache starts over.

@@ -1,0 +1,131 @@
+//! Kafka records (and retained messages) as outgoing PUBLISH packets: the MQTT topic they
+//! go to, the QoS they may be delivered at, and their headers as v5 properties.
+
+use std::num::{NonZeroU16, NonZeroU32};
+
+use barnabas_core::{ConsumedRecord, Header, TopicMapper};
+use bytes::Bytes;
+use rmqtt_codec::{
+    types::{Publish, QoS},
+    v5::PublishProperties,
+};
+
+/// Header holding the MQTT topic a record was published to.
+pub const TOPIC_HEADER: &str = "barnabas.mqtt.topic";
+/// Header holding the QoS a record was published with (`0`, `1`, `2`); a record without it
+/// (written by a Kafka client) is as durable as QoS 2.
+pub const QOS_HEADER: &str = "barnabas.mqtt.qos";
+/// Header present (`1`) when the record was published with the retain flag.
+pub const RETAIN_HEADER: &str = "barnabas.mqtt.retain";
+const CONTENT_TYPE: &str = "barnabas.mqtt.content_type";
+const RESPONSE_TOPIC: &str = "barnabas.mqtt.response_topic";
+const CORRELATION_DATA: &str = "barnabas.mqtt.correlation_data";
+
+/// A message ready to be delivered to subscribers.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// MQTT topic name it is delivered on.
+    pub topic: String,
+    /// Payload (a Kafka tombstone is an empty payload).
+    pub payload: Bytes,
+    /// The QoS it was published with: deliveries use at most this.
+    pub qos: QoS,
+    /// It was published with the retain flag.
+    pub retain: bool,
+    /// Kafka headers (the `barnabas.mqtt.*` ones become the matching v5 properties).
+    pub headers: Vec<Header>,
+}
+
+impl Message {
+    /// The message a record read from Kafka carries: the MQTT topic from its topic header,
+    /// else the mapping rules read backwards; `None` when no MQTT topic can be told.
+    pub fn from_record(record: &ConsumedRecord, mapper: &TopicMapper) -> Option<Self> {
+        let topic = match record.header(TOPIC_HEADER) {
+            Some(t) => std::str::from_utf8(t).ok()?.to_owned(),
+            None => mapper.reverse(&record.topic, record.key.as_deref())?,
+        };
+        let qos = match record.header(QOS_HEADER).map(|q| q.as_ref()) {
+            Some(b"0") => QoS::AtMostOnce,
+            Some(b"1") => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        };
+        let mut headers = record.headers.clone();
+        headers.push(Header::new("barnabas.kafka.topic", record.topic.clone()));
+        headers.push(Header::new(
+            "barnabas.kafka.partition",
+            record.partition.to_string(),
+        ));
+        headers.push(Header::new(
+            "barnabas.kafka.offset",
+            record.offset.to_string(),
+        ));
+        if let Some(ts) = record.timestamp {
+            headers.push(Header::new("barnabas.kafka.timestamp", ts.to_string()));
+        }
+        if let Some(key) = &record.key {
+            headers.push(Header::new("barnabas.kafka.key", key.clone()));
+        }
+        Some(Self {
+            topic,
+            payload: record.value.clone().unwrap_or_default(),
+            qos,
+            retain: record.header(RETAIN_HEADER).is_some(),
+            headers,
+        })
+    }
+
+    /// The PUBLISH for one subscriber.
+    pub fn to_publish(
+        &self,
+        qos: QoS,
+        packet_id: Option<NonZeroU16>,
+        retain: bool,
+        subscription_ids: Vec<NonZeroU32>,
+        v5: bool,
+    ) -> Publish {
+        Publish {
+            dup: false,
+            retain,
+            qos,
+            topic: self.topic.as_str().into(),
+            packet_id,
+            payload: self.payload.clone(),
+            properties: v5.then(|| self.properties(subscription_ids)),
+        }
+    }
+
+    fn properties(&self, subscription_ids: Vec<NonZeroU32>) -> PublishProperties {
+        let mut props = PublishProperties {
+            subscription_ids,
+            ..PublishProperties::default()
+        };
+        for h in &self.headers {
+            let Some(value) = &h.value else { continue };
+            let text = || std::str::from_utf8(value).ok();
+            match h.key.as_str() {
+                TOPIC_HEADER | QOS_HEADER | RETAIN_HEADER => {}
+                CONTENT_TYPE => props.content_type = text().map(Into::into),
+                RESPONSE_TOPIC => props.response_topic = text().map(Into::into),
+                CORRELATION_DATA => props.correlation_data = Some(value.clone()),
+                key => {
+                    if let Some(v) = text() {
+                        props.user_properties.push((key.into(), v.into()));
+                    }
+                }
+            }
+        }
+        props
+    }
+
+    /// Encoded size estimate, to honour a client's Maximum Packet Size.
+    pub fn size_hint(&self) -> usize {
+        self.payload.len()
+            + self.topic.len()
+            + self
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len) + 4)
+                .sum::<usize>()
+            + 16
+    }
+}

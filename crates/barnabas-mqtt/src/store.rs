@@ -1,0 +1,70 @@
+//! Persistent sessions between connections: what a client subscribed to, kept while it is
+//! away (its undelivered records wait in Kafka, at its group's committed offsets).
+//!
+//! In memory in this version; a gateway restart forgets the subscriptions (not the records
+//! or offsets, which are in Kafka). The scale-out work moves this into a compacted topic.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use rmqtt_codec::types::QoS;
+
+use crate::filter::Filter;
+
+/// One subscription of a session.
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    /// The filter (and share group).
+    pub filter: Filter,
+    /// Granted QoS.
+    pub qos: QoS,
+    /// v5 Retain As Published.
+    pub retain_as_published: bool,
+    /// v5 Subscription Identifier.
+    pub id: Option<NonZeroU32>,
+}
+
+/// A session kept for a client that is not connected.
+#[derive(Debug, Clone)]
+pub struct StoredSession {
+    /// Its subscriptions.
+    pub subscriptions: Vec<Subscribed>,
+    /// When it ends (`None` = never: v3 persistent sessions, v5 expiry 0xFFFFFFFF).
+    pub expires: Option<Instant>,
+}
+
+impl StoredSession {
+    /// A session ending `expiry_secs` from now (`u32::MAX` = never).
+    pub fn new(subscriptions: Vec<Subscribed>, expiry_secs: u32) -> Self {
+        Self {
+            subscriptions,
+            expires: (expiry_secs != u32::MAX)
+                .then(|| Instant::now() + Duration::from_secs(u64::from(expiry_secs))),
+        }
+    }
+}
+
+/// Persistent sessions of disconnected clients, by client id.
+#[derive(Default)]
+pub struct SessionStore(Mutex<HashMap<String, StoredSession>>);
+
+impl SessionStore {
+    /// Takes the client's stored session, if it has one that has not expired.
+    pub fn take(&self, client_id: &str) -> Option<StoredSession> {
+        let mut map = self.0.lock().ok()?;
+        let now = Instant::now();
+        map.retain(|_, s| s.expires.is_none_or(|e| e > now));
+        map.remove(client_id)
+    }
+
+    /// Keeps a session for the client's next connection.
+    pub fn put(&self, client_id: &str, session: StoredSession) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(client_id.to_owned(), session);
+        }
+    }
+}

@@ -1,0 +1,758 @@
+//! A session's subscriptions: the Kafka consumers behind them, records in flight to the
+//! client, and commits only for what the client acknowledged.
+//!
+//! - Plain subscriptions share one consumer (group `mqtt.{client_id}`) whose partitions the
+//!   session assigns itself, so a SUBSCRIBE needs no group join: the partitions a new filter
+//!   reads start at the high watermark taken before SUBACK (nothing published after SUBACK is
+//!   missed); partitions that appear later start at their beginning. A persistent session
+//!   commits those start offsets at once and then every acknowledged delivery, so after a
+//!   reconnect it resumes at the first record the client did not acknowledge. A clean session
+//!   never commits.
+//! - Each `$share/{group}/…` group is a consumer in Kafka group `{group}`, subscribed through
+//!   the group protocol, so members on any gateway split the partitions.
+//! - Records are fetched only while the client's in-flight window has room, so a slow
+//!   subscriber slows its own reading of Kafka and nothing else; Kafka is its queue.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    future::Future,
+    num::{NonZeroU16, NonZeroU32},
+    pin::Pin,
+    sync::Arc,
+    task::Poll,
+    time::Duration,
+};
+
+use barnabas_core::{
+    CommitRequest, ConsumedRecord, ConsumerConfig, ConsumerDriver, ConsumerSession, DriverLimits,
+    Error, Fetched, OffsetReset, SeekTo, Sources, Subscription, TopicList, TopicPartition,
+    TopicPartitionOffset,
+};
+use rmqtt_codec::types::{Publish, QoS};
+
+use crate::{delivery::Message, filter, store::Subscribed, MqttContext};
+
+/// Records taken from a consumer per fetch.
+const FETCH_BATCH: usize = 64;
+/// How long one fetch waits before it is renewed.
+const FETCH_WAIT: Duration = Duration::from_secs(30);
+/// Bound on Kafka round trips made while answering a SUBSCRIBE or closing.
+const KAFKA_CALL: Duration = Duration::from_secs(10);
+
+type FetchFuture = Pin<Box<dyn Future<Output = barnabas_core::Result<Fetched>> + Send>>;
+
+/// Which consumer a record came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FeedId {
+    /// The session's own consumer (plain subscriptions).
+    Plain,
+    /// The consumer of a share group.
+    Shared(String),
+}
+
+/// What one SUBSCRIBE filter asked for.
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest {
+    /// The filter as sent.
+    pub raw: String,
+    /// Requested QoS.
+    pub qos: QoS,
+    /// v5 Retain As Published.
+    pub retain_as_published: bool,
+    /// v5 Retain Handling (0 send, 1 send if new, 2 do not send).
+    pub retain_handling: u8,
+}
+
+/// The answer to one SUBSCRIBE filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeResult {
+    /// Granted at this QoS.
+    Granted(QoS),
+    /// Not a valid filter (v5 0x8F).
+    InvalidFilter,
+    /// Kafka could not be reached to set it up (v5 0x80).
+    Failed,
+}
+
+struct Outstanding {
+    /// Where the record came from; `None` for a retained message (nothing to commit).
+    origin: Option<(FeedId, TopicPartition, i64)>,
+}
+
+/// Offsets handed to the session and not yet finished (delivered at QoS 0, acknowledged,
+/// or skipped), per partition: a partition may be committed up to its first unfinished one.
+#[derive(Default)]
+struct Track {
+    pending: BTreeSet<i64>,
+    next: i64,
+    committed: i64,
+}
+
+struct Feed {
+    driver: ConsumerDriver,
+    session: Arc<dyn ConsumerSession>,
+    /// Plain feed: the partitions assigned and where to (re)start each (`None` = beginning).
+    assigned: BTreeMap<TopicPartition, Option<i64>>,
+    /// Shared feed: the topics subscribed.
+    subscribed: BTreeSet<String>,
+    tracks: BTreeMap<TopicPartition, Track>,
+    commits: bool,
+    dirty: bool,
+    fetch: Option<FetchFuture>,
+    /// The background commit under way, if any (one at a time, so commits land in order).
+    committing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Feed {
+    async fn open(ctx: &MqttContext, group: String, reset: OffsetReset) -> Result<Self, Error> {
+        let session = ctx
+            .consumers
+            .create(ConsumerConfig {
+                group_id: group,
+                auto_offset_reset: reset,
+                enable_auto_commit: false,
+                explicit_offset_store: true,
+                ..ConsumerConfig::default()
+            })
+            .await?;
+        let driver = ConsumerDriver::spawn(
+            session.clone(),
+            DriverLimits {
+                max_records: 256,
+                max_bytes: 4 * 1024 * 1024,
+                poll_batch: 256,
+            },
+        );
+        Ok(Self {
+            driver,
+            session,
+            assigned: BTreeMap::new(),
+            subscribed: BTreeSet::new(),
+            tracks: BTreeMap::new(),
+            commits: true,
+            dirty: false,
+            fetch: None,
+            committing: None,
+        })
+    }
+
+    fn handed(&mut self, record: &ConsumedRecord) {
+        let tp = TopicPartition::new(record.topic.clone(), record.partition);
+        if let Some(start) = self.assigned.get_mut(&tp) {
+            *start = Some(record.offset + 1);
+        }
+        let track = self.tracks.entry(tp).or_insert_with(|| Track {
+            committed: record.offset,
+            ..Track::default()
+        });
+        track.pending.insert(record.offset);
+        track.next = track.next.max(record.offset + 1);
+    }
+
+    fn finished(&mut self, tp: &TopicPartition, offset: i64) {
+        if let Some(track) = self.tracks.get_mut(tp) {
+            track.pending.remove(&offset);
+            self.dirty = true;
+        }
+    }
+
+    /// Positions that may be committed and are ahead of what was.
+    fn committable(&mut self) -> Vec<TopicPartitionOffset> {
+        self.dirty = false;
+        let mut out = Vec::new();
+        for (tp, track) in &mut self.tracks {
+            let upto = track.pending.first().copied().unwrap_or(track.next);
+            if upto > track.committed {
+                track.committed = upto;
+                out.push(TopicPartitionOffset {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: upto,
+                });
+            }
+        }
+        out
+    }
+
+    /// Reassigns the plain feed's partitions at their restart positions.
+    async fn reassign(&mut self) -> Result<(), Error> {
+        self.fetch = None;
+        let partitions = self
+            .assigned
+            .iter()
+            .map(|(tp, at)| {
+                (
+                    tp.clone(),
+                    Some(at.map_or(SeekTo::Beginning, SeekTo::Offset)),
+                )
+            })
+            .collect();
+        bounded(self.driver.assign(partitions)).await
+    }
+
+    async fn close(self) {
+        let _ = tokio::time::timeout(KAFKA_CALL, self.driver.close()).await;
+    }
+}
+
+async fn bounded<T>(call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    tokio::time::timeout(KAFKA_CALL, call)
+        .await
+        .map_err(|_| Error::Timeout(KAFKA_CALL))?
+}
+
+/// How new partitions of a plain subscription get their start offsets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// A SUBSCRIBE: from the high watermark now.
+    Now,
+    /// A restored session or a partition that appeared: the committed offset, else the
+    /// beginning.
+    Committed,
+}
+
+/// A session's subscriptions and deliveries.
+pub struct Subscriptions {
+    ctx: Arc<MqttContext>,
+    client_id: String,
+    persistent: bool,
+    v5: bool,
+    subs: Vec<(Subscribed, Sources)>,
+    plain: Option<Feed>,
+    shared: BTreeMap<String, Feed>,
+    queue: VecDeque<(FeedId, ConsumedRecord)>,
+    outstanding: HashMap<NonZeroU16, Outstanding>,
+    last_packet_id: u16,
+    window: usize,
+    max_packet: Option<usize>,
+}
+
+impl Subscriptions {
+    /// No subscriptions yet. `window` bounds unacknowledged QoS 1/2 deliveries (the client's
+    /// Receive Maximum); `max_packet` is the client's Maximum Packet Size.
+    pub fn new(
+        ctx: Arc<MqttContext>,
+        client_id: &str,
+        persistent: bool,
+        v5: bool,
+        window: usize,
+        max_packet: Option<usize>,
+    ) -> Self {
+        Self {
+            ctx,
+            client_id: client_id.to_owned(),
+            persistent,
+            v5,
+            subs: Vec::new(),
+            plain: None,
+            shared: BTreeMap::new(),
+            queue: VecDeque::new(),
+            outstanding: HashMap::new(),
+            last_packet_id: 0,
+            window: window.max(1),
+            max_packet,
+        }
+    }
+
+    /// The subscriptions, to keep with a persistent session.
+    pub fn subscribed(&self) -> Vec<Subscribed> {
+        self.subs.iter().map(|(s, _)| s.clone()).collect()
+    }
+
+    /// Whether this session keeps its state after it disconnects.
+    pub fn set_persistent(&mut self, persistent: bool) {
+        self.persistent = persistent;
+    }
+
+    /// Restores a persistent session's subscriptions after a reconnect.
+    pub async fn restore(&mut self, subscriptions: Vec<Subscribed>) -> Result<(), Error> {
+        let before = self.subs.len();
+        for s in subscriptions {
+            let sources = self.ctx.mapper.sources(&s.filter.levels());
+            self.subs.push((s, sources));
+        }
+        self.count_subscriptions(before);
+        let topics = self.ctx.catalog.refresh().await?;
+        self.sync(&topics, Start::Committed).await
+    }
+
+    /// Adds or replaces subscriptions; returns one result per filter and the retained
+    /// messages to send now.
+    pub async fn subscribe(
+        &mut self,
+        requests: Vec<SubscribeRequest>,
+        id: Option<NonZeroU32>,
+    ) -> (
+        Vec<SubscribeResult>,
+        Vec<(Message, QoS, Option<NonZeroU32>)>,
+    ) {
+        let mut results = Vec::with_capacity(requests.len());
+        let mut retained = Vec::new();
+        let before = self.subs.len();
+        for req in requests {
+            let Some(parsed) = filter::Filter::parse(&req.raw) else {
+                results.push(SubscribeResult::InvalidFilter);
+                continue;
+            };
+            let qos = req.qos;
+            let existed = self.subs.iter().position(|(s, _)| s.filter == parsed);
+            let sources = self.ctx.mapper.sources(&parsed.levels());
+            let sub = Subscribed {
+                filter: parsed,
+                qos,
+                retain_as_published: req.retain_as_published,
+                id,
+            };
+            let send_retained = sub.filter.share.is_none()
+                && match req.retain_handling {
+                    0 => true,
+                    1 => existed.is_none(),
+                    _ => false,
+                };
+            if send_retained {
+                for m in self.ctx.retained.matching(&sub.filter.filter) {
+                    let q = qos.min(m.qos);
+                    retained.push((m, q, id));
+                }
+            }
+            match existed {
+                Some(i) => self.subs[i] = (sub, sources),
+                None => self.subs.push((sub, sources)),
+            }
+            results.push(SubscribeResult::Granted(qos));
+        }
+        let synced = match self.ctx.catalog.refresh().await {
+            Ok(topics) => self.sync(&topics, Start::Now).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = synced {
+            tracing::warn!(error = %e, "subscription could not be set up in Kafka");
+            // Undo the new ones; refuse them.
+            self.subs.truncate(before);
+            for r in &mut results {
+                if matches!(r, SubscribeResult::Granted(_)) {
+                    *r = SubscribeResult::Failed;
+                }
+            }
+            retained.clear();
+        }
+        self.count_subscriptions(before);
+        (results, retained)
+    }
+
+    /// Moves the process-wide subscription gauge by how much this session's count changed.
+    fn count_subscriptions(&self, before: usize) {
+        let delta =
+            i64::try_from(self.subs.len()).unwrap_or(0) - i64::try_from(before).unwrap_or(0);
+        self.ctx.metrics.subscriptions.inc_by(delta);
+    }
+
+    /// Removes subscriptions; one flag per filter: whether it existed.
+    pub async fn unsubscribe(&mut self, filters: &[String]) -> Vec<bool> {
+        let mut existed = Vec::with_capacity(filters.len());
+        let count_before = self.subs.len();
+        for raw in filters {
+            let parsed = filter::Filter::parse(raw);
+            let before = self.subs.len();
+            self.subs
+                .retain(|(s, _)| Some(&s.filter) != parsed.as_ref());
+            existed.push(self.subs.len() != before);
+        }
+        let topics = self.ctx.catalog.watch().borrow().clone();
+        if let Err(e) = self.sync(&topics, Start::Committed).await {
+            tracing::debug!(error = %e, "unsubscribe: consumers not updated");
+        }
+        self.count_subscriptions(count_before);
+        existed
+    }
+
+    /// The cluster's topic list changed: pick up topics and partitions that appeared.
+    pub async fn topics_changed(&mut self, topics: &TopicList) {
+        if self.subs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.sync(topics, Start::Committed).await {
+            tracing::debug!(error = %e, "new topics not picked up yet");
+        }
+    }
+
+    /// Brings the consumers in line with the subscriptions and the cluster's topics.
+    async fn sync(&mut self, topics: &TopicList, start: Start) -> Result<(), Error> {
+        self.sync_plain(topics, start).await?;
+        self.sync_shared(topics).await
+    }
+
+    async fn sync_plain(&mut self, topics: &TopicList, start: Start) -> Result<(), Error> {
+        let mut sources = Sources::default();
+        for (s, src) in &self.subs {
+            if s.filter.share.is_none() {
+                sources.extend(src);
+            }
+        }
+        let wanted: BTreeSet<TopicPartition> = topics
+            .iter()
+            .filter(|(t, _)| sources.matches(t))
+            .flat_map(|(t, n)| (0..*n).map(move |p| TopicPartition::new(t.clone(), p)))
+            .collect();
+        if self.plain.is_none() {
+            if wanted.is_empty() {
+                return Ok(());
+            }
+            let mut feed = Feed::open(
+                &self.ctx,
+                format!("mqtt.{}", self.client_id),
+                OffsetReset::Earliest,
+            )
+            .await?;
+            feed.commits = self.persistent;
+            self.plain = Some(feed);
+        }
+        let Some(feed) = self.plain.as_mut() else {
+            return Ok(());
+        };
+        let current: BTreeSet<TopicPartition> = feed.assigned.keys().cloned().collect();
+        let added: Vec<TopicPartition> = wanted.difference(&current).cloned().collect();
+        let removed: Vec<TopicPartition> = current.difference(&wanted).cloned().collect();
+        if added.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let mut starts: Vec<(TopicPartition, Option<i64>)> = Vec::with_capacity(added.len());
+        match start {
+            Start::Now => {
+                for tp in &added {
+                    let high = bounded(self.ctx.admin.watermarks(&tp.topic, tp.partition))
+                        .await?
+                        .high;
+                    starts.push((tp.clone(), Some(high)));
+                }
+                if feed.commits {
+                    let offsets = starts
+                        .iter()
+                        .filter_map(|(tp, at)| {
+                            at.map(|offset| TopicPartitionOffset {
+                                topic: tp.topic.clone(),
+                                partition: tp.partition,
+                                offset,
+                            })
+                        })
+                        .collect();
+                    bounded(feed.driver.commit(CommitRequest::Offsets(offsets))).await?;
+                }
+            }
+            Start::Committed if feed.commits => {
+                let committed = bounded(feed.session.committed_offsets(added.clone())).await?;
+                let known: HashMap<TopicPartition, Option<i64>> = committed.into_iter().collect();
+                for tp in &added {
+                    starts.push((tp.clone(), known.get(tp).copied().flatten()));
+                }
+            }
+            Start::Committed => starts.extend(added.iter().map(|tp| (tp.clone(), None))),
+        }
+        for tp in &removed {
+            feed.assigned.remove(tp);
+            feed.tracks.remove(tp);
+        }
+        self.queue.retain(|(f, r)| {
+            *f != FeedId::Plain
+                || !removed
+                    .iter()
+                    .any(|tp| tp.topic == r.topic && tp.partition == r.partition)
+        });
+        for (tp, at) in starts {
+            if let Some(offset) = at {
+                feed.tracks.insert(
+                    tp.clone(),
+                    Track {
+                        pending: BTreeSet::new(),
+                        next: offset,
+                        committed: offset,
+                    },
+                );
+            }
+            feed.assigned.insert(tp, at);
+        }
+        feed.reassign().await
+    }
+
+    async fn sync_shared(&mut self, topics: &TopicList) -> Result<(), Error> {
+        let mut groups: BTreeMap<String, Sources> = BTreeMap::new();
+        for (s, src) in &self.subs {
+            if let Some(g) = &s.filter.share {
+                groups.entry(g.clone()).or_default().extend(src);
+            }
+        }
+        let gone: Vec<String> = self
+            .shared
+            .keys()
+            .filter(|g| !groups.contains_key(*g))
+            .cloned()
+            .collect();
+        for g in gone {
+            if let Some(mut feed) = self.shared.remove(&g) {
+                self.queue.retain(|(f, _)| *f != FeedId::Shared(g.clone()));
+                commit_now(&mut feed).await;
+                feed.close().await;
+            }
+        }
+        for (group, sources) in groups {
+            let wanted: BTreeSet<String> = topics
+                .keys()
+                .filter(|t| sources.matches(t))
+                .cloned()
+                .collect();
+            if !self.shared.contains_key(&group) {
+                let feed = Feed::open(&self.ctx, group.clone(), OffsetReset::Latest).await?;
+                self.shared.insert(group.clone(), feed);
+            }
+            let Some(feed) = self.shared.get_mut(&group) else {
+                continue;
+            };
+            if feed.subscribed == wanted {
+                continue;
+            }
+            feed.fetch = None;
+            if wanted.is_empty() {
+                bounded(feed.driver.unsubscribe()).await?;
+            } else {
+                bounded(
+                    feed.driver
+                        .subscribe(Subscription::Topics(wanted.iter().cloned().collect())),
+                )
+                .await?;
+            }
+            feed.subscribed = wanted;
+        }
+        Ok(())
+    }
+
+    /// Room for another unacknowledged delivery.
+    pub fn has_room(&self) -> bool {
+        self.outstanding.len() < self.window && (self.plain.is_some() || !self.shared.is_empty())
+    }
+
+    /// The next record to deliver (cancel-safe: records fetched are queued before returning).
+    pub async fn next(&mut self) -> (FeedId, ConsumedRecord) {
+        std::future::poll_fn(|cx| {
+            if let Some(next) = self.queue.pop_front() {
+                return Poll::Ready(next);
+            }
+            let feeds = self.plain.iter_mut().map(|f| (FeedId::Plain, f)).chain(
+                self.shared
+                    .iter_mut()
+                    .map(|(g, f)| (FeedId::Shared(g.clone()), f)),
+            );
+            for (id, feed) in feeds {
+                let fetch = feed.fetch.get_or_insert_with(|| {
+                    let driver = feed.driver.clone();
+                    Box::pin(async move { driver.fetch(FETCH_BATCH, None, FETCH_WAIT).await })
+                });
+                if let Poll::Ready(result) = fetch.as_mut().poll(cx) {
+                    feed.fetch = None;
+                    match result {
+                        Ok(Fetched::Records(records)) => {
+                            for r in records {
+                                feed.handed(&r);
+                                self.queue.push_back((id.clone(), r));
+                            }
+                        }
+                        Ok(Fetched::TooLarge { .. }) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "subscription consumer failed; retrying");
+                            feed.fetch = Some(Box::pin(async {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                Ok(Fetched::Records(Vec::new()))
+                            }));
+                        }
+                    }
+                    cx.waker().wake_by_ref();
+                }
+            }
+            match self.queue.pop_front() {
+                Some(next) => Poll::Ready(next),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// The PUBLISH for a record, or `None` when no subscription wants it (it is then
+    /// finished at once).
+    pub fn deliver(&mut self, feed_id: FeedId, record: ConsumedRecord) -> Option<Publish> {
+        let tp = TopicPartition::new(record.topic.clone(), record.partition);
+        let offset = record.offset;
+        let message = Message::from_record(&record, &self.ctx.mapper);
+        let share = match &feed_id {
+            FeedId::Plain => None,
+            FeedId::Shared(g) => Some(g.as_str()),
+        };
+        let publish = message.and_then(|m| {
+            let matching: Vec<&Subscribed> = self
+                .subs
+                .iter()
+                .map(|(s, _)| s)
+                .filter(|s| {
+                    s.filter.share.as_deref() == share && filter::matches(&s.filter.filter, &m.topic)
+                })
+                .collect();
+            let granted = matching.iter().map(|s| s.qos).max()?;
+            if self.max_packet.is_some_and(|max| m.size_hint() > max) {
+                tracing::debug!(topic = %m.topic, "delivery above the client's maximum packet size; dropped");
+                return None;
+            }
+            let retain = m.retain && matching.iter().any(|s| s.retain_as_published);
+            let ids = matching.iter().filter_map(|s| s.id).collect();
+            Some((m, granted, retain, ids))
+        });
+        let Some((message, granted, retain, ids)) = publish else {
+            self.finish(&feed_id, &tp, offset);
+            return None;
+        };
+        let qos = granted.min(message.qos);
+        self.count_delivery(qos);
+        if qos == QoS::AtMostOnce {
+            self.finish(&feed_id, &tp, offset);
+            return Some(message.to_publish(qos, None, retain, ids, self.v5));
+        }
+        let id = self.packet_id();
+        self.outstanding.insert(
+            id,
+            Outstanding {
+                origin: Some((feed_id, tp, offset)),
+            },
+        );
+        Some(message.to_publish(qos, Some(id), retain, ids, self.v5))
+    }
+
+    /// The PUBLISH of a retained message for a new subscription.
+    pub fn deliver_retained(
+        &mut self,
+        message: &Message,
+        qos: QoS,
+        id: Option<NonZeroU32>,
+    ) -> Publish {
+        self.count_delivery(qos);
+        let packet_id = (qos != QoS::AtMostOnce).then(|| {
+            let pid = self.packet_id();
+            self.outstanding.insert(pid, Outstanding { origin: None });
+            pid
+        });
+        message.to_publish(qos, packet_id, true, id.into_iter().collect(), self.v5)
+    }
+
+    fn count_delivery(&self, qos: QoS) {
+        self.ctx
+            .metrics
+            .deliveries
+            .get_or_create(&crate::QosLabel { qos: qos as u8 })
+            .inc();
+    }
+
+    fn packet_id(&mut self) -> NonZeroU16 {
+        loop {
+            self.last_packet_id = self.last_packet_id.wrapping_add(1);
+            if let Some(id) = NonZeroU16::new(self.last_packet_id) {
+                if !self.outstanding.contains_key(&id) {
+                    return id;
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, feed_id: &FeedId, tp: &TopicPartition, offset: i64) {
+        let feed = match feed_id {
+            FeedId::Plain => self.plain.as_mut(),
+            FeedId::Shared(g) => self.shared.get_mut(g),
+        };
+        if let Some(feed) = feed {
+            feed.finished(tp, offset);
+        }
+    }
+
+    /// PUBACK from the client: the delivery is done.
+    pub fn puback(&mut self, id: NonZeroU16) {
+        if let Some(Outstanding {
+            origin: Some((feed, tp, offset)),
+        }) = self.outstanding.remove(&id)
+        {
+            self.finish(&feed, &tp, offset);
+        }
+    }
+
+    /// PUBREC from the client: the client owns the message now (its offset may be
+    /// committed); the packet id stays in use until PUBCOMP. Returns whether it was known.
+    pub fn pubrec(&mut self, id: NonZeroU16) -> bool {
+        match self.outstanding.get_mut(&id) {
+            Some(o) => {
+                if let Some((feed, tp, offset)) = o.origin.take() {
+                    self.finish(&feed, &tp, offset);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// PUBCOMP from the client: the packet id is free again.
+    pub fn pubcomp(&mut self, id: NonZeroU16) {
+        self.outstanding.remove(&id);
+    }
+
+    /// Whether acknowledged deliveries wait to be committed.
+    pub fn wants_commit(&self) -> bool {
+        self.plain
+            .iter()
+            .chain(self.shared.values())
+            .any(|f| f.commits && f.dirty)
+    }
+
+    /// Commits what the client acknowledged, in the background.
+    pub fn commit(&mut self) {
+        for feed in self.plain.iter_mut().chain(self.shared.values_mut()) {
+            if !feed.commits
+                || !feed.dirty
+                || feed.committing.as_ref().is_some_and(|c| !c.is_finished())
+            {
+                continue;
+            }
+            let offsets = feed.committable();
+            if offsets.is_empty() {
+                continue;
+            }
+            let driver = feed.driver.clone();
+            feed.committing = Some(tokio::spawn(async move {
+                if let Err(e) = bounded(driver.commit(CommitRequest::Offsets(offsets))).await {
+                    tracing::debug!(error = %e, "committing acknowledged deliveries failed");
+                }
+            }));
+        }
+    }
+
+    /// Commits what was acknowledged and closes the consumers.
+    pub async fn close(mut self) {
+        if let Some(mut feed) = self.plain.take() {
+            commit_now(&mut feed).await;
+            feed.close().await;
+        }
+        for (_, mut feed) in std::mem::take(&mut self.shared) {
+            commit_now(&mut feed).await;
+            feed.close().await;
+        }
+        let live = i64::try_from(self.subs.len()).unwrap_or(0);
+        self.ctx.metrics.subscriptions.dec_by(live);
+    }
+}
+
+async fn commit_now(feed: &mut Feed) {
+    if let Some(under_way) = feed.committing.take() {
+        let _ = under_way.await;
+    }
+    if !feed.commits {
+        return;
+    }
+    let offsets = feed.committable();
+    if !offsets.is_empty() {
+        if let Err(e) = bounded(feed.driver.commit(CommitRequest::Offsets(offsets))).await {
+            tracing::debug!(error = %e, "final commit failed; unacknowledged records will be redelivered");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`): the WebSocket's binary messages
+//! become a byte stream, and the same session code runs over it.
+
+use std::io;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::{
+    handshake::server::{ErrorResponse, Request, Response},
+    http::{HeaderValue, StatusCode},
+    Message,
+};
+use tokio_util::io::{CopyToBytes, SinkWriter, StreamReader};
+
+/// The only path MQTT over WebSocket is served on.
+pub const PATH: &str = "/mqtt";
+
+/// Completes the WebSocket handshake (path `/mqtt`, answering subprotocol `mqtt` when the
+/// client offers it) and returns the connection as a byte stream for the MQTT codec.
+pub async fn upgrade<S>(
+    stream: S,
+    max_message_bytes: usize,
+) -> Result<impl AsyncRead + AsyncWrite + Unpin, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    #[allow(clippy::result_large_err)] // the handshake callback's signature is tungstenite's
+    let check = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() != PATH {
+            let mut refusal = ErrorResponse::new(Some(format!("MQTT is served on {PATH}\n")));
+            *refusal.status_mut() = StatusCode::NOT_FOUND;
+            return Err(refusal);
+        }
+        let offers_mqtt = req
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
+        if offers_mqtt {
+            resp.headers_mut()
+                .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+        }
+        Ok(resp)
+    };
+    let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+    config.max_message_size = Some(max_message_bytes.saturating_add(128 * 1024));
+    config.max_frame_size = config.max_message_size;
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (sink, source) = ws.split();
+    let reader = StreamReader::new(source.filter_map(|m| {
+        futures::future::ready(match m {
+            Ok(Message::Binary(b)) => Some(Ok::<Bytes, io::Error>(b)),
+            // Text frames are not MQTT: end the byte stream, which closes the session.
+            Ok(Message::Text(_)) => Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "MQTT over WebSocket uses binary frames",
+            ))),
+            Ok(_) => None,
+            Err(e) => Some(Err(io::Error::other(e))),
+        })
+    }));
+    let writer = SinkWriter::new(CopyToBytes::new(sink.sink_map_err(io::Error::other).with(
+        |b: Bytes| futures::future::ready(Ok::<Message, io::Error>(Message::Binary(b))),
+    )));
+    Ok(tokio::io::join(reader, writer))
+}

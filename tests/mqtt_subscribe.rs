@@ -1,0 +1,518 @@
+//! Kafka → MQTT: subscriptions with real clients (rumqttc 3.1.1 and 5, mosquitto_sub, paho
+//! over TCP and WebSocket) against the gateway and its embedded broker. Records are written
+//! with a Kafka producer (the adapter's) or by MQTT publishers.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use barnabas::config::MqttMapping;
+use barnabas_core::{Header, Record};
+use common::gateway::{self, TestGateway};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::mpsc;
+
+fn mapped(c: &mut barnabas::config::Config) {
+    c.mqtt.mapping = vec![
+        MqttMapping {
+            pattern: "devices/{device}/commands".into(),
+            kafka_topic: "commands".into(),
+            key: Some("{device}".into()),
+        },
+        MqttMapping {
+            pattern: "jobs/{id}".into(),
+            kafka_topic: "jobs".into(),
+            key: Some("{id}".into()),
+        },
+    ];
+    c.mqtt.topic_refresh_ms = 300;
+}
+
+fn addr(gw: &TestGateway) -> SocketAddr {
+    gw.gateway.mqtt_addr().unwrap()
+}
+
+fn options(gw: &TestGateway, id: &str) -> MqttOptions {
+    let a = addr(gw);
+    let mut opts = MqttOptions::new(id, a.ip().to_string(), a.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts
+}
+
+/// Drives an event loop until SUBACK; returns its return codes.
+async fn suback(el: &mut EventLoop) -> Vec<rumqttc::SubscribeReasonCode> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), el.poll())
+            .await
+            .expect("SUBACK in time")
+            .unwrap()
+        {
+            Event::Incoming(Packet::SubAck(s)) => return s.return_codes,
+            _ => continue,
+        }
+    }
+}
+
+/// The next PUBLISH within `within`, driving the event loop; `None` if none came.
+async fn next_publish(el: &mut EventLoop, within: Duration) -> Option<Publish> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, el.poll()).await {
+            Err(_) => return None,
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => return Some(p),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("connection error: {e:?}"),
+        }
+    }
+}
+
+/// Drives the event loop briefly so queued acks are written.
+async fn flush(el: &mut EventLoop) {
+    let until = Instant::now() + Duration::from_millis(500);
+    while let Ok(Ok(_)) = tokio::time::timeout_at(until.into(), el.poll()).await {}
+}
+
+async fn produce(gw: &TestGateway, topic: &str, key: &str, value: &str) {
+    gw.gateway
+        .backend()
+        .publisher
+        .publish_one(Record::new(topic, value.to_owned()).with_key(key.to_owned()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_gets_kafka_records_on_the_reverse_mapped_topic_until_unsubscribed() {
+    let gw = gateway::start(mapped).await;
+    // The topic exists before the subscription (a read never creates one).
+    produce(&gw, "commands", "d0", "before").await;
+    let (sub, mut sub_el) = AsyncClient::new(options(&gw, "sub-1"), 10);
+    sub.subscribe("devices/+/commands", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        suback(&mut sub_el).await,
+        [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+
+    // A record written by a Kafka producer: the MQTT topic comes from the rule read backwards.
+    produce(&gw, "commands", "d7", "open").await;
+    let p = next_publish(&mut sub_el, Duration::from_secs(30))
+        .await
+        .expect("the record is delivered");
+    assert_eq!(p.topic, "devices/d7/commands");
+    assert_eq!(&p.payload[..], b"open");
+    assert_eq!(p.qos, QoS::AtLeastOnce);
+    assert!(!p.retain);
+
+    // A publish from another MQTT client: its QoS 0 caps the delivery's QoS.
+    let (publ, mut pub_el) = AsyncClient::new(options(&gw, "pub-1"), 10);
+    publ.publish("devices/d8/commands", QoS::AtMostOnce, false, "close")
+        .await
+        .unwrap();
+    tokio::spawn(async move { while pub_el.poll().await.is_ok() {} });
+    let p = next_publish(&mut sub_el, Duration::from_secs(30))
+        .await
+        .expect("the MQTT publish is delivered");
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..], p.qos),
+        ("devices/d8/commands", &b"close"[..], QoS::AtMostOnce)
+    );
+
+    // The record written before the subscription is not delivered, and after UNSUBSCRIBE
+    // nothing is.
+    sub.unsubscribe("devices/+/commands").await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), sub_el.poll())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Event::Incoming(Packet::UnsubAck(_)) => break,
+            Event::Incoming(Packet::Publish(p)) => panic!("unexpected delivery {p:?}"),
+            _ => {}
+        }
+    }
+    produce(&gw, "commands", "d7", "after").await;
+    assert!(next_publish(&mut sub_el, Duration::from_secs(2))
+        .await
+        .is_none());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_topic_records_go_back_to_their_mqtt_topic_and_retained_ones_wait_for_subscribers()
+{
+    let gw = gateway::start(mapped).await;
+    let (publ, mut pub_el) = AsyncClient::new(options(&gw, "plant-pub"), 10);
+    publ.publish("plant/hall/temp", QoS::AtLeastOnce, true, "21.5")
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::PubAck(_)) = pub_el.poll().await.unwrap() {
+            break;
+        }
+    }
+    // A later subscriber gets the retained message at once, flagged retained.
+    let (sub, mut sub_el) = AsyncClient::new(options(&gw, "plant-sub"), 10);
+    sub.subscribe("plant/#", QoS::AtLeastOnce).await.unwrap();
+    suback(&mut sub_el).await;
+    let p = next_publish(&mut sub_el, Duration::from_secs(10))
+        .await
+        .expect("retained message");
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..], p.retain),
+        ("plant/hall/temp", &b"21.5"[..], true)
+    );
+    // A live publish to the default topic comes back on its own MQTT topic, not retained.
+    publ.publish("plant/hall/humidity", QoS::AtLeastOnce, false, "40")
+        .await
+        .unwrap();
+    tokio::spawn(async move { while pub_el.poll().await.is_ok() {} });
+    let p = next_publish(&mut sub_el, Duration::from_secs(30))
+        .await
+        .expect("live delivery");
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..], p.retain),
+        ("plant/hall/humidity", &b"40"[..], false)
+    );
+    // An empty retained publish clears it: a new subscriber gets nothing.
+    publ.publish("plant/hall/temp", QoS::AtLeastOnce, true, "")
+        .await
+        .unwrap();
+    // It is also delivered, as a normal message, to the existing subscriber.
+    let p = next_publish(&mut sub_el, Duration::from_secs(30))
+        .await
+        .expect("the clearing publish");
+    assert!(p.payload.is_empty());
+    let (late, mut late_el) = AsyncClient::new(options(&gw, "plant-late"), 10);
+    late.subscribe("plant/hall/temp", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    suback(&mut late_el).await;
+    assert!(next_publish(&mut late_el, Duration::from_secs(2))
+        .await
+        .is_none());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unacknowledged_qos1_delivery_is_redelivered_to_a_persistent_session() {
+    let gw = gateway::start(mapped).await;
+    produce(&gw, "commands", "x", "topic exists").await;
+    let persistent = |gw: &TestGateway| {
+        let mut o = options(gw, "keeper");
+        o.set_clean_session(false);
+        o.set_manual_acks(true);
+        AsyncClient::new(o, 10)
+    };
+    let (c, mut el) = persistent(&gw);
+    c.subscribe("devices/+/commands", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    suback(&mut el).await;
+    for v in ["one", "two", "three"] {
+        produce(&gw, "commands", "k1", v).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(
+            next_publish(&mut el, Duration::from_secs(30))
+                .await
+                .expect("delivery"),
+        );
+    }
+    let payloads: Vec<&[u8]> = got.iter().map(|p| &p.payload[..]).collect();
+    assert_eq!(payloads, [b"one".as_slice(), b"two", b"three"]);
+    // Acknowledge only the first, then vanish.
+    c.ack(&got[0]).await.unwrap();
+    // Drive the loop so the PUBACK is written before the connection goes.
+    flush(&mut el).await;
+    drop(c);
+    drop(el);
+    // Written while the client is away.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    produce(&gw, "commands", "k1", "four").await;
+
+    // Back with the same session: no new SUBSCRIBE, the unacknowledged and the queued arrive.
+    let (c, mut el) = persistent(&gw);
+    let session_present = loop {
+        if let Event::Incoming(Packet::ConnAck(a)) =
+            tokio::time::timeout(Duration::from_secs(30), el.poll())
+                .await
+                .unwrap()
+                .unwrap()
+        {
+            break a.session_present;
+        }
+    };
+    assert!(session_present, "the session was kept");
+    let mut again = Vec::new();
+    for _ in 0..3 {
+        let p = next_publish(&mut el, Duration::from_secs(30))
+            .await
+            .expect("redelivery");
+        c.ack(&p).await.unwrap();
+        again.push(p);
+    }
+    let payloads: Vec<&[u8]> = again.iter().map(|p| &p.payload[..]).collect();
+    assert_eq!(payloads, [b"two".as_slice(), b"three", b"four"]);
+    flush(&mut el).await;
+    drop(c);
+    drop(el);
+
+    // Everything was acknowledged: a third connection gets nothing again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_c, mut el) = persistent(&gw);
+    let extra = next_publish(&mut el, Duration::from_secs(3)).await;
+    assert!(extra.is_none(), "{extra:?}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_subscription_splits_the_records_between_its_members() {
+    let gw = gateway::start(mapped).await;
+    gw.gateway
+        .backend()
+        .admin
+        .create_topic("jobs", Some(2), None)
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, String)>();
+    let mut clients = Vec::new();
+    for member in 0..2 {
+        let (c, mut el) = AsyncClient::new(options(&gw, &format!("worker-{member}")), 10);
+        c.subscribe("$share/workers/jobs/+", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        assert_eq!(
+            suback(&mut el).await,
+            [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+        );
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Ok(ev) = el.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = ev {
+                    let _ = tx.send((member, String::from_utf8_lossy(&p.payload).into_owned()));
+                }
+            }
+        });
+        clients.push(c);
+    }
+    // Wait until the group has settled: both members receive probes.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut probed = [false, false];
+    let mut n = 0;
+    while !(probed[0] && probed[1]) {
+        assert!(Instant::now() < deadline, "both members never got records");
+        for k in 0..8 {
+            produce(&gw, "jobs", &format!("probe-{k}"), &format!("probe-{n}")).await;
+            n += 1;
+        }
+        let until = Instant::now() + Duration::from_millis(500);
+        while let Ok(Some((m, _))) = tokio::time::timeout_at(until.into(), rx.recv()).await {
+            probed[m] = true;
+        }
+    }
+    // Let in-flight probes drain.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while rx.try_recv().is_ok() {}
+
+    for i in 0..40 {
+        produce(&gw, "jobs", &format!("job-{i}"), &format!("job-{i}")).await;
+    }
+    let mut seen: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 40 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (m, v) = tokio::time::timeout(left, rx.recv())
+            .await
+            .expect("all jobs delivered")
+            .unwrap();
+        seen.entry(v).or_default().push(m);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while let Ok((m, v)) = rx.try_recv() {
+        seen.entry(v).or_default().push(m);
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, ms)| ms.len() > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let per_member = [0, 1].map(|m| seen.values().filter(|ms| ms[0] == m).count());
+    assert!(
+        per_member[0] > 0 && per_member[1] > 0,
+        "the load is split: {per_member:?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt5_subscribers_get_headers_as_user_properties_and_their_subscription_id() {
+    use rumqttc::v5::{
+        mqttbytes::{
+            v5::{Packet, SubscribeProperties},
+            QoS,
+        },
+        AsyncClient, Event, MqttOptions,
+    };
+    let gw = gateway::start(mapped).await;
+    produce(&gw, "commands", "x", "topic exists").await;
+    let a = addr(&gw);
+    let (c, mut el) =
+        AsyncClient::new(MqttOptions::new("v5-sub", a.ip().to_string(), a.port()), 10);
+    c.subscribe_with_properties(
+        "devices/+/commands",
+        QoS::ExactlyOnce,
+        SubscribeProperties {
+            id: Some(7),
+            user_properties: Vec::new(),
+        },
+    )
+    .await
+    .unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = el.poll().await.unwrap() {
+            break;
+        }
+    }
+    let mut record = Record::new("commands", "reboot").with_key("d3");
+    record.headers.push(Header::new("trace", "abc-123"));
+    gw.gateway
+        .backend()
+        .publisher
+        .publish_one(record)
+        .await
+        .unwrap();
+    let p = loop {
+        if let Event::Incoming(Packet::Publish(p)) =
+            tokio::time::timeout(Duration::from_secs(30), el.poll())
+                .await
+                .unwrap()
+                .unwrap()
+        {
+            break p;
+        }
+    };
+    assert_eq!(&p.topic[..], b"devices/d3/commands");
+    assert_eq!(
+        p.qos,
+        QoS::ExactlyOnce,
+        "a Kafka record is as durable as QoS 2"
+    );
+    let props = p.properties.expect("v5 properties");
+    assert_eq!(props.subscription_identifiers, [7]);
+    let user: BTreeMap<_, _> = props.user_properties.into_iter().collect();
+    assert_eq!(user.get("trace").map(String::as_str), Some("abc-123"));
+    assert_eq!(
+        user.get("barnabas.kafka.topic").map(String::as_str),
+        Some("commands")
+    );
+    assert_eq!(
+        user.get("barnabas.kafka.key").map(String::as_str),
+        Some("d3")
+    );
+    assert!(
+        user.contains_key("barnabas.kafka.offset") && user.contains_key("barnabas.kafka.partition")
+    );
+    // The QoS 2 exchange completes: rumqttc sends PUBCOMP after the gateway's PUBREL.
+    loop {
+        if let Event::Outgoing(rumqttc::Outgoing::PubComp(_)) =
+            tokio::time::timeout(Duration::from_secs(30), el.poll())
+                .await
+                .unwrap()
+                .unwrap()
+        {
+            break;
+        }
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mosquitto_sub_receives_kafka_records() {
+    let gw = gateway::start(mapped).await;
+    produce(&gw, "commands", "x", "topic exists").await;
+    let a = addr(&gw);
+    let child = std::process::Command::new("mosquitto_sub")
+        .args(["-h", &a.ip().to_string(), "-p", &a.port().to_string()])
+        .args(["-i", "msub", "-q", "1", "-v", "-C", "2", "-W", "60"])
+        .args(["-t", "devices/+/commands"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub (Debian package mosquitto-clients) is installed");
+    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
+    // Records written before its SUBSCRIBE took effect are not for it: keep writing.
+    let mut i = 0;
+    while !waiting.is_finished() {
+        produce(&gw, "commands", "d1", &format!("m{i}")).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let out = waiting.await.unwrap().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for line in lines {
+        assert!(line.starts_with("devices/d1/commands m"), "{line}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paho_over_tcp_and_websocket() {
+    let gw = gateway::start(|c| {
+        mapped(c);
+        c.mqtt.ws_listen = "127.0.0.1:0".into();
+        c.mqtt.mapping.push(MqttMapping {
+            pattern: "sensors/{device}/telemetry".into(),
+            kafka_topic: "telemetry".into(),
+            key: Some("{device}".into()),
+        });
+    })
+    .await;
+    let a = addr(&gw);
+    let ws = gw.gateway.mqtt_ws_addr().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        common::run_python(
+            "mqtt_paho.py",
+            &[
+                &a.ip().to_string(),
+                &a.port().to_string(),
+                &ws.port().to_string(),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let results: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(results["v5_puback"], 0, "{results}");
+    assert_eq!(results["v311_puback"], true, "{results}");
+    assert_eq!(
+        results["ws_received"]["topic"], "devices/p2/commands",
+        "{results}"
+    );
+    assert_eq!(
+        results["ws_received"]["payload"], "hello over websocket",
+        "{results}"
+    );
+    // The v5 publish with user properties is in Kafka with them as headers.
+    let got = common::read_topic(&gw, "telemetry", 2).await;
+    let v5 = got
+        .iter()
+        .find(|r| r.key.as_deref() == Some(b"p5".as_slice()))
+        .expect("v5 record");
+    assert_eq!(
+        v5.header("unit").map(|v| &v[..]),
+        Some(b"celsius".as_slice())
+    );
+    assert!(got
+        .iter()
+        .any(|r| r.key.as_deref() == Some(b"p3".as_slice())));
+    gw.stop().await;
+}
