@@ -516,3 +516,136 @@ async fn paho_over_tcp_and_websocket() {
         .any(|r| r.key.as_deref() == Some(b"p3".as_slice())));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt5_topic_aliases_no_local_and_message_expiry() {
+    use rumqttc::v5::{
+        mqttbytes::{
+            v5::{Filter, Packet, PublishProperties, RetainForwardRule},
+            QoS,
+        },
+        AsyncClient, Event, EventLoop, MqttOptions,
+    };
+    /// Next PUBLISH (topic, payload) within `within`.
+    async fn next(el: &mut EventLoop, within: Duration) -> Option<(String, String)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match tokio::time::timeout(left, el.poll()).await {
+                Err(_) => return None,
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    return Some((
+                        String::from_utf8_lossy(&p.topic).into_owned(),
+                        String::from_utf8_lossy(&p.payload).into_owned(),
+                    ))
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("{e:?}"),
+            }
+        }
+    }
+    async fn subscribed(el: &mut EventLoop) {
+        loop {
+            if let Event::Incoming(Packet::SubAck(_)) = el.poll().await.unwrap() {
+                return;
+            }
+        }
+    }
+    let gw = gateway::start(mapped).await;
+    let a = addr(&gw);
+    let client =
+        |id: &str| AsyncClient::new(MqttOptions::new(id, a.ip().to_string(), a.port()), 10);
+    // The default topic exists before anyone subscribes.
+    produce(&gw, "mqtt", "warm/up", "x").await;
+
+    let (alice, mut alice_el) = client("alice");
+    alice
+        .subscribe_many([Filter {
+            path: "chat/#".into(),
+            qos: QoS::AtLeastOnce,
+            nolocal: true,
+            preserve_retain: false,
+            retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+        }])
+        .await
+        .unwrap();
+    subscribed(&mut alice_el).await;
+    // Alice's connection runs on its own; what she receives is counted.
+    let (own_tx, mut own_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(ev) = alice_el.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = ev {
+                let _ = own_tx.send(p.topic);
+            }
+        }
+    });
+    let (bob, mut bob_el) = client("bob");
+    bob.subscribe("chat/#", QoS::AtLeastOnce).await.unwrap();
+    subscribed(&mut bob_el).await;
+
+    // Alice publishes with a topic alias: set it, then use it with an empty topic.
+    let alias = |a: u16| PublishProperties {
+        topic_alias: Some(a),
+        ..Default::default()
+    };
+    alice
+        .publish_with_properties("chat/room", QoS::AtLeastOnce, false, "first", alias(1))
+        .await
+        .unwrap();
+    alice
+        .publish_with_properties("", QoS::AtLeastOnce, false, "second", alias(1))
+        .await
+        .unwrap();
+    // Retained: one that expires after a second, one that does not.
+    let expiring = PublishProperties {
+        message_expiry_interval: Some(1),
+        ..Default::default()
+    };
+    alice
+        .publish_with_properties(
+            "chat/expiring",
+            QoS::AtLeastOnce,
+            true,
+            "gone soon",
+            expiring,
+        )
+        .await
+        .unwrap();
+    alice
+        .publish("chat/keeps", QoS::AtLeastOnce, true, "stays")
+        .await
+        .unwrap();
+
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(
+            next(&mut bob_el, Duration::from_secs(30))
+                .await
+                .expect("bob's delivery"),
+        );
+    }
+    assert_eq!(
+        got,
+        [
+            ("chat/room".into(), "first".into()),
+            ("chat/room".into(), "second".into()),
+            ("chat/expiring".into(), "gone soon".into()),
+            ("chat/keeps".into(), "stays".into()),
+        ]
+    );
+    // No Local: Alice gets none of her own publishes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(own_rx.try_recv().is_err(), "Alice got her own publish");
+
+    // After the expiry, a new subscriber gets only the retained message that did not expire.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (carol, mut carol_el) = client("carol");
+    carol.subscribe("chat/+", QoS::AtLeastOnce).await.unwrap();
+    subscribed(&mut carol_el).await;
+    assert_eq!(
+        next(&mut carol_el, Duration::from_secs(10)).await,
+        Some(("chat/keeps".into(), "stays".into()))
+    );
+    assert_eq!(next(&mut carol_el, Duration::from_secs(2)).await, None);
+    gw.stop().await;
+}

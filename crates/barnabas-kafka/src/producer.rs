@@ -35,6 +35,32 @@ pub struct KafkaPublisher {
     admin: Arc<KafkaAdmin>,
     auto_create: bool,
     partitions: RwLock<HashMap<String, i32>>,
+    /// When the producer was last replaced after an outage (replacements are spaced out).
+    renewed: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// Least time between two producer replacements after outage-type failures.
+const RENEW_SPACING: Duration = Duration::from_secs(5);
+
+/// Whether a delivery failure may mean the producer's idempotence state is stale (it sat
+/// through an outage, or a broker that lost its producer state answers): librdkafka would
+/// keep retrying with the old producer id, so a fresh producer is needed for writes to
+/// succeed again.
+fn stale_producer_state(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::KafkaError;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageTimedOut
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::InvalidProducerIdMapping
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    ) || matches!(
+        e,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+    )
 }
 
 impl KafkaPublisher {
@@ -50,6 +76,7 @@ impl KafkaPublisher {
             admin,
             auto_create: config.auto_create_topics,
             partitions: RwLock::new(HashMap::new()),
+            renewed: std::sync::Mutex::new(None),
         })
     }
 
@@ -68,12 +95,30 @@ impl KafkaPublisher {
         let Some((code, reason)) = current.client().fatal_error() else {
             return;
         };
+        self.replace(&format!("fatal error {code:?}: {reason}"));
+    }
+
+    /// After outage-type failures (see [`stale_producer_state`]): a fresh producer, at most
+    /// once per [`RENEW_SPACING`]. Records still queued in the old one fail (never a false
+    /// success); their clients were not acknowledged and may retry.
+    fn renew_after_outage(&self) {
+        let now = std::time::Instant::now();
+        if let Ok(mut last) = self.renewed.lock() {
+            if last.is_some_and(|t| now.duration_since(t) < RENEW_SPACING) {
+                return;
+            }
+            *last = Some(now);
+        }
+        self.replace("deliveries timed out or the broker lost the producer's state");
+    }
+
+    fn replace(&self, why: &str) {
         match self.config.producer_config().create::<FutureProducer>() {
             Ok(fresh) => {
                 if let Ok(mut p) = self.producer.write() {
                     *p = fresh;
                 }
-                tracing::warn!(?code, %reason, "Kafka producer hit a fatal error; replaced it");
+                tracing::warn!(why, "replaced the Kafka producer");
             }
             Err(e) => tracing::error!(error = %e, "could not replace the failed Kafka producer"),
         }
@@ -215,11 +260,18 @@ impl barnabas_core::Publisher for KafkaPublisher {
             .zip(&records)
             .map(|(queued, record)| async move {
                 match queued {
-                    Ok(future) => delivered(future.await, &record.topic, record.partition),
-                    Err(e) => Err(e),
+                    Ok(future) => {
+                        let report = future.await;
+                        let stale = matches!(&report, Ok(Err((e, _))) if stale_producer_state(e));
+                        (delivered(report, &record.topic, record.partition), stale)
+                    }
+                    Err(e) => (Err(e), false),
                 }
             });
-        let results = join_all(waits).await;
+        let (results, stale): (Vec<_>, Vec<bool>) = join_all(waits).await.into_iter().unzip();
+        if stale.contains(&true) {
+            self.renew_after_outage();
+        }
         // A failed delivery may mean the topic changed under us (deleted, re-created with
         // fewer partitions, a new cluster): check it again on the next write.
         if results.iter().any(Result::is_err) {

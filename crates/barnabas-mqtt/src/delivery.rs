@@ -1,7 +1,10 @@
 //! Kafka records (and retained messages) as outgoing PUBLISH packets: the MQTT topic they
 //! go to, the QoS they may be delivered at, and their headers as v5 properties.
 
-use std::num::{NonZeroU16, NonZeroU32};
+use std::{
+    num::{NonZeroU16, NonZeroU32},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use barnabas_core::{ConsumedRecord, Header, TopicMapper};
 use bytes::Bytes;
@@ -17,6 +20,10 @@ pub const TOPIC_HEADER: &str = "barnabas.mqtt.topic";
 pub const QOS_HEADER: &str = "barnabas.mqtt.qos";
 /// Header present (`1`) when the record was published with the retain flag.
 pub const RETAIN_HEADER: &str = "barnabas.mqtt.retain";
+/// Header holding the client id of the publisher (for v5 No Local, and for Kafka readers).
+pub const CLIENT_HEADER: &str = "barnabas.mqtt.client_id";
+/// Header holding a v5 Message Expiry Interval in seconds, counted from the record timestamp.
+pub const EXPIRY_HEADER: &str = "barnabas.mqtt.message_expiry";
 const CONTENT_TYPE: &str = "barnabas.mqtt.content_type";
 const RESPONSE_TOPIC: &str = "barnabas.mqtt.response_topic";
 const CORRELATION_DATA: &str = "barnabas.mqtt.correlation_data";
@@ -34,6 +41,10 @@ pub struct Message {
     pub retain: bool,
     /// Kafka headers (the `barnabas.mqtt.*` ones become the matching v5 properties).
     pub headers: Vec<Header>,
+    /// Client id of the MQTT publisher, if it came from one (v5 No Local).
+    pub origin_client: Option<String>,
+    /// When it expires (v5 Message Expiry Interval), if it does.
+    pub expires_at: Option<SystemTime>,
 }
 
 impl Message {
@@ -49,6 +60,15 @@ impl Message {
             Some(b"1") => QoS::AtLeastOnce,
             _ => QoS::ExactlyOnce,
         };
+        let expires_at = record
+            .header(EXPIRY_HEADER)
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+            .zip(record.timestamp.and_then(|t| u64::try_from(t).ok()))
+            .map(|(secs, ts)| UNIX_EPOCH + Duration::from_millis(ts) + Duration::from_secs(secs));
+        let origin_client = record
+            .header(CLIENT_HEADER)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned);
         let mut headers = record.headers.clone();
         headers.push(Header::new("barnabas.kafka.topic", record.topic.clone()));
         headers.push(Header::new(
@@ -71,7 +91,20 @@ impl Message {
             qos,
             retain: record.header(RETAIN_HEADER).is_some(),
             headers,
+            origin_client,
+            expires_at,
         })
+    }
+
+    /// Seconds left before it expires: `Some(None)` = no expiry, `None` = expired.
+    pub fn remaining(&self) -> Option<Option<NonZeroU32>> {
+        let Some(at) = self.expires_at else {
+            return Some(None);
+        };
+        let left = at.duration_since(SystemTime::now()).ok()?.as_secs();
+        Some(Some(
+            NonZeroU32::new(u32::try_from(left).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN),
+        ))
     }
 
     /// The PUBLISH for one subscriber.
@@ -97,13 +130,14 @@ impl Message {
     fn properties(&self, subscription_ids: Vec<NonZeroU32>) -> PublishProperties {
         let mut props = PublishProperties {
             subscription_ids,
+            message_expiry_interval: self.remaining().flatten(),
             ..PublishProperties::default()
         };
         for h in &self.headers {
             let Some(value) = &h.value else { continue };
             let text = || std::str::from_utf8(value).ok();
             match h.key.as_str() {
-                TOPIC_HEADER | QOS_HEADER | RETAIN_HEADER => {}
+                TOPIC_HEADER | QOS_HEADER | RETAIN_HEADER | CLIENT_HEADER | EXPIRY_HEADER => {}
                 CONTENT_TYPE => props.content_type = text().map(Into::into),
                 RESPONSE_TOPIC => props.response_topic = text().map(Into::into),
                 CORRELATION_DATA => props.correlation_data = Some(value.clone()),

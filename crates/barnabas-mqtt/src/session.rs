@@ -18,7 +18,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    delivery::{Message, QOS_HEADER, RETAIN_HEADER},
+    delivery::{Message, CLIENT_HEADER, QOS_HEADER, RETAIN_HEADER},
     store::StoredSession,
     subscriptions::Subscriptions,
     wire::{self, Connection, Inbound, PubReason, Will, WireError},
@@ -50,7 +50,7 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
     shutdown: CancellationToken,
 ) {
     let max_packet = ctx.settings.max_packet_bytes();
-    let (mut conn, info) = match tokio::time::timeout(
+    let (mut conn, mut info) = match tokio::time::timeout(
         ctx.settings.connect_timeout,
         wire::accept(io, max_packet),
     )
@@ -77,6 +77,7 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
     } else {
         (info.client_id.clone(), None)
     };
+    info.client_id.clone_from(&client_id);
     let span = tracing::debug_span!("mqtt", client_id = %client_id);
     let _enter = span.enter();
     let (handle, previous) = ctx.sessions.register(&client_id);
@@ -186,6 +187,8 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
 ) -> (End, Option<u32>) {
     let v5 = conn.version() == ProtocolVersion::MQTT5;
     let mut topics = ctx.catalog.watch();
+    // v5 topic aliases the client set on this connection.
+    let mut aliases: HashMap<NonZeroU16, bytestring::ByteString> = HashMap::new();
     let mut commit_tick = tokio::time::interval(COMMIT_EVERY);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let keep_alive =
@@ -266,13 +269,12 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 };
                 deadline = keep_alive.map(|k| Instant::now() + k);
                 match packet {
-                    Inbound::Publish(p) => {
+                    Inbound::Publish(mut p) => {
                         if p.payload.len() > ctx.settings.max_message_bytes {
                             conn.disconnect(DisconnectReasonCode::PacketTooLarge).await;
                             return (End::Abnormal, None);
                         }
-                        if p.topic.is_empty() {
-                            // Topic aliases are not offered (Topic Alias Maximum 0).
+                        if !resolve_alias(&mut p, &mut aliases) {
                             conn.disconnect(DisconnectReasonCode::TopicAliasInvalid).await;
                             return (End::Abnormal, None);
                         }
@@ -302,7 +304,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                             }
                         };
                         ctx.metrics.publishes.get_or_create(&crate::QosLabel { qos: p.qos as u8 }).inc();
-                        inflight.push_back(produce(ctx, &p, ack));
+                        inflight.push_back(produce(ctx, &p, ack, &info.client_id));
                     }
                     Inbound::PubRel(id) => {
                         let known = qos2.remove(&id).is_some();
@@ -378,9 +380,11 @@ fn produce(
     ctx: &Arc<MqttContext>,
     p: &rmqtt_codec::types::Publish,
     ack: Option<(bool, NonZeroU16)>,
+    client_id: &str,
 ) -> Pending {
     let topic = p.topic.to_string();
     let mut headers = origin_headers(&topic, p.qos, p.retain);
+    headers.push(Header::new(CLIENT_HEADER, client_id.to_owned()));
     headers.extend(
         wire::property_headers(p)
             .into_iter()
@@ -392,6 +396,12 @@ fn produce(
         qos: p.qos,
         retain: true,
         headers: headers.clone(),
+        origin_client: None,
+        expires_at: p
+            .properties
+            .as_ref()
+            .and_then(|props| props.message_expiry_interval)
+            .map(|secs| std::time::SystemTime::now() + Duration::from_secs(u64::from(secs.get()))),
     });
     let record = to_record(ctx, &topic, p.payload.clone(), headers);
     let publisher = ctx.backend_publisher.clone();
@@ -418,6 +428,33 @@ fn produce(
         }
         (ack, result)
     })
+}
+
+/// Topic Alias Maximum we offer v5 clients.
+pub const TOPIC_ALIAS_MAX: u16 = 32;
+
+/// Applies a v5 topic alias: a publish with a topic and an alias sets it, one with only an
+/// alias uses it. `false` when the alias is unknown or out of range (0x94).
+fn resolve_alias(
+    p: &mut rmqtt_codec::types::Publish,
+    aliases: &mut HashMap<NonZeroU16, bytestring::ByteString>,
+) -> bool {
+    let alias = p.properties.as_ref().and_then(|props| props.topic_alias);
+    match alias {
+        None => !p.topic.is_empty(),
+        Some(a) if a.get() > TOPIC_ALIAS_MAX => false,
+        Some(a) if p.topic.is_empty() => match aliases.get(&a) {
+            Some(t) => {
+                p.topic = t.clone();
+                true
+            }
+            None => false,
+        },
+        Some(a) => {
+            aliases.insert(a, p.topic.clone());
+            true
+        }
+    }
 }
 
 /// The headers saying where a record came from: its MQTT topic, QoS and retain flag.
@@ -470,6 +507,8 @@ async fn publish_will(ctx: &Arc<MqttContext>, will: Will) {
         qos: will.qos,
         retain: true,
         headers: headers.clone(),
+        origin_client: None,
+        expires_at: None,
     });
     let record = match to_record(ctx, &will.topic, will.payload, headers) {
         Ok(r) => r,

@@ -22,6 +22,8 @@ pub struct Subscribed {
     pub filter: Filter,
     /// Granted QoS.
     pub qos: QoS,
+    /// v5 No Local.
+    pub no_local: bool,
     /// v5 Retain As Published.
     pub retain_as_published: bool,
     /// v5 Subscription Identifier.

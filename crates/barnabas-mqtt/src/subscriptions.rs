@@ -57,6 +57,8 @@ pub struct SubscribeRequest {
     pub raw: String,
     /// Requested QoS.
     pub qos: QoS,
+    /// v5 No Local: not the client's own publishes.
+    pub no_local: bool,
     /// v5 Retain As Published.
     pub retain_as_published: bool,
     /// v5 Retain Handling (0 send, 1 send if new, 2 do not send).
@@ -300,6 +302,7 @@ impl Subscriptions {
             let sub = Subscribed {
                 filter: parsed,
                 qos,
+                no_local: req.no_local,
                 retain_as_published: req.retain_as_published,
                 id,
             };
@@ -311,6 +314,9 @@ impl Subscriptions {
                 };
             if send_retained {
                 for m in self.ctx.retained.matching(&sub.filter.filter) {
+                    if m.remaining().is_none() {
+                        continue;
+                    }
                     let q = qos.min(m.qos);
                     retained.push((m, q, id));
                 }
@@ -585,13 +591,16 @@ impl Subscriptions {
             FeedId::Plain => None,
             FeedId::Shared(g) => Some(g.as_str()),
         };
-        let publish = message.and_then(|m| {
+        let publish = message.filter(|m| m.remaining().is_some()).and_then(|m| {
+            let own = m.origin_client.as_deref() == Some(self.client_id.as_str());
             let matching: Vec<&Subscribed> = self
                 .subs
                 .iter()
                 .map(|(s, _)| s)
                 .filter(|s| {
-                    s.filter.share.as_deref() == share && filter::matches(&s.filter.filter, &m.topic)
+                    s.filter.share.as_deref() == share
+                        && !(s.no_local && own)
+                        && filter::matches(&s.filter.filter, &m.topic)
                 })
                 .collect();
             let granted = matching.iter().map(|s| s.qos).max()?;

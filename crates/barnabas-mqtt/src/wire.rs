@@ -228,6 +228,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                         .map(|(f, qos)| SubscribeRequest {
                             raw: f.to_string(),
                             qos,
+                            no_local: false,
                             retain_as_published: false,
                             retain_handling: 0,
                         })
@@ -262,6 +263,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                         .map(|(f, o)| SubscribeRequest {
                             raw: f.to_string(),
                             qos: o.qos,
+                            no_local: o.no_local,
                             retain_as_published: o.retain_as_published,
                             retain_handling: u8::from(o.retain_handling),
                         })
@@ -306,7 +308,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     max_qos: QoS::ExactlyOnce,
                     max_packet_size: Some(max_packet),
                     assigned_client_id: assigned_id.map(Into::into),
-                    topic_alias_max: 0,
+                    topic_alias_max: crate::session::TOPIC_ALIAS_MAX,
                     retain_available: true,
                     wildcard_subscription_available: true,
                     subscription_identifiers_available: true,
@@ -536,6 +538,12 @@ pub fn property_headers(p: &Publish) -> Vec<(String, Bytes)> {
         }
         if let Some(cd) = &props.correlation_data {
             out.push(("barnabas.mqtt.correlation_data".into(), cd.clone()));
+        }
+        if let Some(expiry) = props.message_expiry_interval {
+            out.push((
+                crate::delivery::EXPIRY_HEADER.into(),
+                Bytes::from(expiry.get().to_string()),
+            ));
         }
     }
     out
