@@ -461,6 +461,29 @@ async fn mosquitto_sub_receives_kafka_records() {
     for line in lines {
         assert!(line.starts_with("devices/d1/commands m"), "{line}");
     }
+    // Metrics: the deliveries are counted; the subscription goes when the client does.
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = gw.get("/metrics", None).await.text;
+        assert!(value(&metrics, r#"barnabas_mqtt_deliveries_total{qos="1"}"#) >= 2.0);
+        assert_eq!(
+            value(&metrics, "barnabas_mqtt_dropped_deliveries_total"),
+            0.0
+        );
+        if value(&metrics, "barnabas_mqtt_subscriptions") == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscription gauge never went back to 0"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     gw.stop().await;
 }
 

@@ -73,6 +73,9 @@ pub struct MqttMetrics {
     pub deliveries: Family<QosLabel, Counter>,
     /// Subscriptions of connected clients.
     pub subscriptions: Gauge,
+    /// Records not delivered to a matching subscriber: above its Maximum Packet Size, or
+    /// expired (v5 Message Expiry). Back-pressure never drops: it stops reading Kafka.
+    pub dropped_deliveries: Counter,
 }
 
 impl MqttMetrics {
@@ -84,6 +87,7 @@ impl MqttMetrics {
             negative_acks: Counter::default(),
             deliveries: Family::default(),
             subscriptions: Gauge::default(),
+            dropped_deliveries: Counter::default(),
         };
         registry.register(|r| {
             r.register(
@@ -110,6 +114,11 @@ impl MqttMetrics {
                 "mqtt_subscriptions",
                 "Subscriptions of connected MQTT clients",
                 m.subscriptions.clone(),
+            );
+            r.register(
+                "mqtt_dropped_deliveries",
+                "Records not delivered to a matching MQTT subscriber (too large for it, or expired)",
+                m.dropped_deliveries.clone(),
             );
         });
         m

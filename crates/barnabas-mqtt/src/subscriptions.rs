@@ -591,7 +591,7 @@ impl Subscriptions {
             FeedId::Plain => None,
             FeedId::Shared(g) => Some(g.as_str()),
         };
-        let publish = message.filter(|m| m.remaining().is_some()).and_then(|m| {
+        let publish = message.and_then(|m| {
             let own = m.origin_client.as_deref() == Some(self.client_id.as_str());
             let matching: Vec<&Subscribed> = self
                 .subs
@@ -604,8 +604,9 @@ impl Subscriptions {
                 })
                 .collect();
             let granted = matching.iter().map(|s| s.qos).max()?;
-            if self.max_packet.is_some_and(|max| m.size_hint() > max) {
-                tracing::debug!(topic = %m.topic, "delivery above the client's maximum packet size; dropped");
+            if self.max_packet.is_some_and(|max| m.size_hint() > max) || m.remaining().is_none() {
+                tracing::debug!(topic = %m.topic, "delivery above the client's maximum packet size, or expired; dropped");
+                self.ctx.metrics.dropped_deliveries.inc();
                 return None;
             }
             let retain = m.retain && matching.iter().any(|s| s.retain_as_published);
