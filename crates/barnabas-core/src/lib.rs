@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod ports;
 pub mod record;
 pub mod topic;
+pub mod tracker;
 
 pub use catalog::{TopicCatalog, TopicList};
 pub use driver::{ConsumerDriver, DriverLimits, Fetched};
@@ -30,3 +31,4 @@ pub use record::{
     TopicPartitionOffset, Watermarks,
 };
 pub use topic::validate_topic_name;
+pub use tracker::OffsetTracker;

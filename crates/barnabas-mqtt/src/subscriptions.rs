@@ -25,8 +25,8 @@ use std::{
 
 use barnabas_core::{
     CommitRequest, ConsumedRecord, ConsumerConfig, ConsumerDriver, ConsumerSession, DriverLimits,
-    Error, Fetched, OffsetReset, SeekTo, Sources, Subscription, TopicList, TopicPartition,
-    TopicPartitionOffset,
+    Error, Fetched, OffsetReset, OffsetTracker, SeekTo, Sources, Subscription, TopicList,
+    TopicPartition, TopicPartitionOffset,
 };
 use rmqtt_codec::types::{Publish, QoS};
 
@@ -81,15 +81,6 @@ struct Outstanding {
     origin: Option<(FeedId, TopicPartition, i64)>,
 }
 
-/// Offsets handed to the session and not yet finished (delivered at QoS 0, acknowledged,
-/// or skipped), per partition: a partition may be committed up to its first unfinished one.
-#[derive(Default)]
-struct Track {
-    pending: BTreeSet<i64>,
-    next: i64,
-    committed: i64,
-}
-
 struct Feed {
     driver: ConsumerDriver,
     session: Arc<dyn ConsumerSession>,
@@ -97,9 +88,8 @@ struct Feed {
     assigned: BTreeMap<TopicPartition, Option<i64>>,
     /// Shared feed: the topics subscribed.
     subscribed: BTreeSet<String>,
-    tracks: BTreeMap<TopicPartition, Track>,
+    tracker: OffsetTracker,
     commits: bool,
-    dirty: bool,
     fetch: Option<FetchFuture>,
     /// The background commit under way, if any (one at a time, so commits land in order).
     committing: Option<tokio::task::JoinHandle<()>>,
@@ -130,9 +120,8 @@ impl Feed {
             session,
             assigned: BTreeMap::new(),
             subscribed: BTreeSet::new(),
-            tracks: BTreeMap::new(),
+            tracker: OffsetTracker::default(),
             commits: true,
-            dirty: false,
             fetch: None,
             committing: None,
         })
@@ -143,37 +132,7 @@ impl Feed {
         if let Some(start) = self.assigned.get_mut(&tp) {
             *start = Some(record.offset + 1);
         }
-        let track = self.tracks.entry(tp).or_insert_with(|| Track {
-            committed: record.offset,
-            ..Track::default()
-        });
-        track.pending.insert(record.offset);
-        track.next = track.next.max(record.offset + 1);
-    }
-
-    fn finished(&mut self, tp: &TopicPartition, offset: i64) {
-        if let Some(track) = self.tracks.get_mut(tp) {
-            track.pending.remove(&offset);
-            self.dirty = true;
-        }
-    }
-
-    /// Positions that may be committed and are ahead of what was.
-    fn committable(&mut self) -> Vec<TopicPartitionOffset> {
-        self.dirty = false;
-        let mut out = Vec::new();
-        for (tp, track) in &mut self.tracks {
-            let upto = track.pending.first().copied().unwrap_or(track.next);
-            if upto > track.committed {
-                track.committed = upto;
-                out.push(TopicPartitionOffset {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                    offset: upto,
-                });
-            }
-        }
-        out
+        self.tracker.handed(record);
     }
 
     /// Reassigns the plain feed's partitions at their restart positions.
@@ -456,7 +415,7 @@ impl Subscriptions {
         }
         for tp in &removed {
             feed.assigned.remove(tp);
-            feed.tracks.remove(tp);
+            feed.tracker.forget(tp);
         }
         self.queue.retain(|(f, r)| {
             *f != FeedId::Plain
@@ -466,14 +425,7 @@ impl Subscriptions {
         });
         for (tp, at) in starts {
             if let Some(offset) = at {
-                feed.tracks.insert(
-                    tp.clone(),
-                    Track {
-                        pending: BTreeSet::new(),
-                        next: offset,
-                        committed: offset,
-                    },
-                );
+                feed.tracker.start_at(tp.clone(), offset);
             }
             feed.assigned.insert(tp, at);
         }
@@ -674,7 +626,7 @@ impl Subscriptions {
             FeedId::Shared(g) => self.shared.get_mut(g),
         };
         if let Some(feed) = feed {
-            feed.finished(tp, offset);
+            feed.tracker.finished(tp, offset);
         }
     }
 
@@ -712,19 +664,19 @@ impl Subscriptions {
         self.plain
             .iter()
             .chain(self.shared.values())
-            .any(|f| f.commits && f.dirty)
+            .any(|f| f.commits && f.tracker.is_dirty())
     }
 
     /// Commits what the client acknowledged, in the background.
     pub fn commit(&mut self) {
         for feed in self.plain.iter_mut().chain(self.shared.values_mut()) {
             if !feed.commits
-                || !feed.dirty
+                || !feed.tracker.is_dirty()
                 || feed.committing.as_ref().is_some_and(|c| !c.is_finished())
             {
                 continue;
             }
-            let offsets = feed.committable();
+            let offsets = feed.tracker.committable();
             if offsets.is_empty() {
                 continue;
             }
@@ -759,7 +711,7 @@ async fn commit_now(feed: &mut Feed) {
     if !feed.commits {
         return;
     }
-    let offsets = feed.committable();
+    let offsets = feed.tracker.committable();
     if !offsets.is_empty() {
         if let Err(e) = bounded(feed.driver.commit(CommitRequest::Offsets(offsets))).await {
             tracing::debug!(error = %e, "final commit failed; unacknowledged records will be redelivered");
