@@ -261,10 +261,23 @@ pub fn python() -> PathBuf {
     venv
 }
 
-/// Runs one of tests/python/*.py with arguments; returns stdout, panics with stderr on failure.
+/// Runs one of tests/python/*.py with the venv's Python; returns stdout, panics with stderr
+/// on failure.
 pub fn run_python(script: &str, args: &[&str]) -> String {
+    run_script(python(), script, args)
+}
+
+/// Runs one of tests/python/*.py with Debian's Python 3, which has the Debian package
+/// python3-qpid-proton (PyPI has no wheel of it); `BARNABAS_TEST_SYSTEM_PYTHON` overrides.
+pub fn run_system_python(script: &str, args: &[&str]) -> String {
+    let python = std::env::var_os("BARNABAS_TEST_SYSTEM_PYTHON")
+        .map_or_else(|| PathBuf::from("/usr/bin/python3"), PathBuf::from);
+    run_script(python, script, args)
+}
+
+fn run_script(python: PathBuf, script: &str, args: &[&str]) -> String {
     let path = workspace_root().join("tests/python").join(script);
-    let out = Command::new(python())
+    let out = Command::new(python)
         .arg(&path)
         .args(args)
         .output()

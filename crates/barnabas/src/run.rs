@@ -165,6 +165,7 @@ pub struct Gateway {
     http_addr: Option<SocketAddr>,
     mqtt_addr: Option<SocketAddr>,
     mqtt_ws_addr: Option<SocketAddr>,
+    amqp_addr: Option<SocketAddr>,
     #[cfg(feature = "embedded-kafka")]
     embedded: Option<crate::embedded::EmbeddedKafka>,
 }
@@ -202,16 +203,9 @@ impl Gateway {
         let mqtt_addr = mqtt_listener.as_ref().and_then(|l| l.local_addr().ok());
         let mqtt_ws_listener = bind("mqtt.ws_listen", &config.mqtt.ws_listen).await?;
         let mqtt_ws_addr = mqtt_ws_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let amqp_listener = bind("amqp.listen", &config.amqp.listen).await?;
+        let amqp_addr = amqp_listener.as_ref().and_then(|l| l.local_addr().ok());
         let mapper = config.mqtt.mapper()?;
-        for (key, value) in [("amqp.listen", &config.amqp.listen)] {
-            if value != config::OFF {
-                tracing::info!(
-                    key,
-                    value,
-                    "this front end is not built yet; its listener is not started"
-                );
-            }
-        }
 
         let backend = barnabas_kafka::connect(&kafka)
             .map_err(|e| Failure::Config(format!("kafka.properties: {e}")))?;
@@ -277,6 +271,26 @@ impl Gateway {
             }
         }
 
+        if let Some(listener) = amqp_listener {
+            let ctx = std::sync::Arc::new(barnabas_amqp::AmqpContext {
+                publisher: backend.publisher.clone(),
+                consumers: backend.consumers.clone(),
+                admin: backend.admin.clone(),
+                auto_create_topics: config.kafka.auto_create_topics,
+                settings: barnabas_amqp::AmqpSettings {
+                    max_message_bytes: config.limits.max_message_bytes,
+                    max_frame_size: 65_536,
+                    channel_max: 255,
+                    idle_timeout_ms: 60_000,
+                    open_timeout: Duration::from_secs(5),
+                    max_connections: config.limits.max_connections,
+                },
+                metrics: barnabas_amqp::AmqpMetrics::new(&registry),
+                gateway_metrics: gateway_metrics.clone(),
+            });
+            tasks.spawn(barnabas_amqp::serve(listener, ctx, shutdown.clone()));
+        }
+
         tasks.spawn(watch_kafka(
             backend.clone(),
             readiness.clone(),
@@ -294,6 +308,7 @@ impl Gateway {
             http_addr,
             mqtt_addr,
             mqtt_ws_addr,
+            amqp_addr,
             #[cfg(feature = "embedded-kafka")]
             embedded,
         })
@@ -307,6 +322,11 @@ impl Gateway {
     /// Where the MQTT listener is bound, if it is on.
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt_addr
+    }
+
+    /// Where the AMQP listener is bound, if it is on.
+    pub fn amqp_addr(&self) -> Option<SocketAddr> {
+        self.amqp_addr
     }
 
     /// Where the MQTT-over-WebSocket listener is bound, if it is on.

@@ -1,0 +1,250 @@
+//! One AMQP connection: SASL and open under a deadline, then its sessions, each routing the
+//! links the client attaches to a producer or consumer task.
+
+use std::{sync::Arc, time::Duration};
+
+use fe2o3_amqp::{
+    acceptor::{
+        ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SessionAcceptor,
+        SupportedSenderSettleModes,
+    },
+    types::{
+        definitions::{self, AmqpError, Role},
+        messaging::TargetArchetype,
+        performatives::Attach,
+        primitives::Value,
+    },
+};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::{address, consume, produce, sasl::Login, AmqpContext, DirectionLabel};
+
+/// Serves one TCP connection to its end.
+pub async fn run(stream: TcpStream, ctx: Arc<AmqpContext>, shutdown: CancellationToken) {
+    let login = Login::default();
+    let acceptor = ConnectionAcceptor::builder()
+        .container_id("barnabas")
+        .max_frame_size(ctx.settings.max_frame_size)
+        .channel_max(ctx.settings.channel_max)
+        .idle_time_out(ctx.settings.idle_timeout_ms)
+        .sasl_acceptor(login.clone())
+        .build();
+    let mut conn =
+        match tokio::time::timeout(ctx.settings.open_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::debug!(error = ?e, "AMQP connection not opened");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("AMQP open did not complete within the handshake deadline");
+                return;
+            }
+        };
+    let principal = login
+        .principal()
+        .unwrap_or_else(|| crate::sasl::ANONYMOUS.to_owned());
+    let span = tracing::debug_span!("amqp", %principal);
+    let _enter = span.enter();
+    ctx.metrics.connections.inc();
+    let conn_done = CancellationToken::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            incoming = conn.next_incoming_session() => {
+                let Some(incoming) = incoming else { break };
+                match SessionAcceptor::new().accept_incoming_session(incoming, &mut conn).await {
+                    Ok(session) => {
+                        tokio::spawn(serve_session(session, ctx.clone(), shutdown.clone(), conn_done.clone()));
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = ?e, "session not begun");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Links finish what is in flight (they watch `shutdown`); then the connection closes.
+    conn_done.cancel();
+    if shutdown.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = tokio::time::timeout(crate::CLOSE_WAIT, conn.close()).await;
+    ctx.metrics.connections.dec();
+}
+
+/// Routes a session's links until it ends.
+async fn serve_session(
+    mut session: ListenerSessionHandle,
+    ctx: Arc<AmqpContext>,
+    shutdown: CancellationToken,
+    conn_done: CancellationToken,
+) {
+    let acceptor = LinkAcceptor::builder()
+        // Larger than the record limit so an oversized message reaches us and is answered
+        // `rejected` with a reason, instead of the link being closed.
+        .max_message_size(ctx.settings.max_transfer_bytes())
+        .supported_sender_settle_modes(SupportedSenderSettleModes::All)
+        .build();
+    let mut links = tokio::task::JoinSet::new();
+    loop {
+        let attach = tokio::select! {
+            _ = conn_done.cancelled() => break,
+            a = session.next_incoming_attach() => match a { Some(a) => a, None => break },
+        };
+        let route = route(&ctx, &attach).await;
+        let name = attach.name.clone();
+        let link = match acceptor.accept_incoming_attach(attach, &mut session).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = ?e, link = %name, "attach not accepted");
+                continue;
+            }
+        };
+        match (route, link) {
+            (Ok(Route::Produce(to)), LinkEndpoint::Receiver(r)) => {
+                tracing::debug!(link = %name, topic = %to.topic, "producer link");
+                ctx.metrics
+                    .links
+                    .get_or_create(&DirectionLabel::produce())
+                    .inc();
+                links.spawn(produce::run(r, to, ctx.clone(), shutdown.clone()));
+            }
+            (Ok(Route::Consume(from, start)), LinkEndpoint::Sender(s)) => {
+                tracing::debug!(link = %name, topic = %from.topic, group = %from.group, "consumer link");
+                ctx.metrics
+                    .links
+                    .get_or_create(&DirectionLabel::consume())
+                    .inc();
+                links.spawn(consume::run(s, from, start, ctx.clone(), shutdown.clone()));
+            }
+            (Err(refusal), link) => {
+                tracing::debug!(link = %name, reason = ?refusal.description, "attach refused");
+                // The refusal waits for the client's detach; don't hold the session up.
+                tokio::spawn(async move {
+                    let closing = async {
+                        match link {
+                            LinkEndpoint::Sender(s) => s.close_with_error(refusal).await.is_ok(),
+                            LinkEndpoint::Receiver(r) => r.close_with_error(refusal).await.is_ok(),
+                        }
+                    };
+                    let _ = tokio::time::timeout(crate::CLOSE_WAIT, closing).await;
+                });
+            }
+            (Ok(_), _) => {} // the acceptor picks the endpoint from the role: cannot happen
+        }
+    }
+    // Ending the session ends its links: let them finish first.
+    while links.join_next().await.is_some() {}
+    let _ = tokio::time::timeout(crate::CLOSE_WAIT, session.end()).await;
+}
+
+enum Route {
+    Produce(address::ProduceTo),
+    Consume(address::ConsumeFrom, Option<i64>),
+}
+
+fn refusal(condition: AmqpError, description: String) -> definitions::Error {
+    definitions::Error::new(condition, Some(description), None)
+}
+
+/// Decides what a link is from its attach, or why it is refused.
+async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions::Error> {
+    match attach.role {
+        // The client sends: a producer on the target address.
+        Role::Sender => {
+            let address = attach
+                .target
+                .as_deref()
+                .and_then(|t| match t {
+                    TargetArchetype::Target(t) => t.address.clone(),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    refusal(
+                        AmqpError::InvalidField,
+                        "a sender link needs a target address (TOPIC or TOPIC/partitions/N)".into(),
+                    )
+                })?;
+            let to =
+                address::parse_target(&address).map_err(|e| refusal(AmqpError::InvalidField, e))?;
+            if !ctx.auto_create_topics || to.partition.is_some() {
+                match ctx.admin.topic_metadata(&to.topic).await {
+                    Ok(md) => {
+                        if let Some(p) = to.partition {
+                            if usize::try_from(p).map_or(true, |p| p >= md.partitions.len()) {
+                                return Err(refusal(
+                                    AmqpError::NotFound,
+                                    format!("topic '{}' has no partition {p}", to.topic),
+                                ));
+                            }
+                        }
+                    }
+                    Err(barnabas_core::Error::UnknownTopic(_)) if ctx.auto_create_topics => {
+                        return Err(refusal(
+                            AmqpError::NotFound,
+                            format!(
+                                "topic '{}' does not exist, so partition {} does not",
+                                to.topic,
+                                to.partition.unwrap_or(0)
+                            ),
+                        ));
+                    }
+                    Err(barnabas_core::Error::UnknownTopic(_)) => {
+                        return Err(refusal(
+                            AmqpError::NotFound,
+                            format!(
+                                "topic '{}' does not exist (kafka.auto_create_topics is off)",
+                                to.topic
+                            ),
+                        ));
+                    }
+                    Err(e) => return Err(produce::condition_for(&e)),
+                }
+            }
+            Ok(Route::Produce(to))
+        }
+        // The client receives: a consumer group member on the source address.
+        Role::Receiver => {
+            let source = attach.source.as_deref();
+            let address = source.and_then(|s| s.address.clone()).ok_or_else(|| {
+                refusal(
+                    AmqpError::InvalidField,
+                    "a receiver link needs a source address (TOPIC/group.id/GROUP)".into(),
+                )
+            })?;
+            let from =
+                address::parse_source(&address).map_err(|e| refusal(AmqpError::InvalidField, e))?;
+            let selector = source
+                .and_then(|s| s.filter.as_ref())
+                .and_then(|f| f.get("apache.org:selector-filter:string"));
+            let start = match selector {
+                None => None,
+                Some(v) => {
+                    let text = match v {
+                        Value::Described(d) => match &d.value {
+                            Value::String(s) => Some(s.clone()),
+                            _ => None,
+                        },
+                        Value::String(s) => Some(s.clone()),
+                        _ => None,
+                    }
+                    .ok_or_else(|| {
+                        refusal(
+                            AmqpError::InvalidField,
+                            "the selector filter must be a string".into(),
+                        )
+                    })?;
+                    Some(
+                        address::parse_offset_filter(&text)
+                            .map_err(|e| refusal(AmqpError::InvalidField, e))?,
+                    )
+                }
+            };
+            Ok(Route::Consume(from, start))
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! barnabas' AMQP 1.0 front end, on the acceptor side of fe2o3-amqp.
+//!
+//! One task per connection ([`connection`]): SASL PLAIN/ANONYMOUS, then sessions whose links
+//! are routed by address. A link the client sends on (target `T` or `T/partitions/P`) turns
+//! transfers into Kafka records and settles each `accepted` only after Kafka acknowledged it
+//! ([`produce`]); a link the client receives on (source `T/group.id/G`) is a member of Kafka
+//! group `G`, sends within the client's credit and commits what the client settled
+//! ([`consume`]).
+
+pub mod address;
+pub mod connection;
+pub mod consume;
+pub mod convert;
+pub mod produce;
+pub mod sasl;
+
+use std::{sync::Arc, time::Duration};
+
+use barnabas_core::{Admin, ConsumerFactory, GatewayMetrics, MetricsRegistry, Publisher};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// Bound on waiting for a peer while closing a link, session or connection.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Settings of the AMQP front end.
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    /// Largest record value accepted (`limits.max_message_bytes`); above it a transfer is
+    /// `rejected` with `amqp:link:message-size-exceeded`.
+    pub max_message_bytes: usize,
+    /// Largest frame (multi-frame transfers carry larger messages).
+    pub max_frame_size: u32,
+    /// Most sessions per connection (channel-max).
+    pub channel_max: u16,
+    /// Idle time-out offered to clients, in ms (the library sends heartbeats for theirs).
+    pub idle_timeout_ms: u32,
+    /// How long SASL and open may take after the TCP accept.
+    pub open_timeout: Duration,
+    /// Connections accepted at once (`limits.max_connections`).
+    pub max_connections: usize,
+}
+
+impl AmqpSettings {
+    /// Largest transfer the link lets through to be judged (and rejected with a reason when
+    /// above `max_message_bytes`): the limit plus room for sections, and twice the limit.
+    pub fn max_transfer_bytes(&self) -> u64 {
+        u64::try_from(
+            self.max_message_bytes
+                .saturating_mul(2)
+                .saturating_add(65_536),
+        )
+        .unwrap_or(u64::MAX)
+    }
+}
+
+/// Label: which way a link carries records.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `produce` (the client sends) or `consume` (the client receives).
+    pub direction: &'static str,
+}
+
+impl DirectionLabel {
+    /// A link the client sends on.
+    pub fn produce() -> Self {
+        Self {
+            direction: "produce",
+        }
+    }
+    /// A link the client receives on.
+    pub fn consume() -> Self {
+        Self {
+            direction: "consume",
+        }
+    }
+}
+
+/// AMQP metrics.
+#[derive(Clone)]
+pub struct AmqpMetrics {
+    /// Open connections.
+    pub connections: Gauge,
+    /// Attached links, by direction.
+    pub links: Family<DirectionLabel, Gauge>,
+    /// Transfers settled `rejected` (bad message, too large, Kafka refused).
+    pub rejected: Counter,
+    /// Records sent to receivers.
+    pub deliveries: Counter,
+    /// Deliveries the client released or modified (read again).
+    pub released: Counter,
+}
+
+impl AmqpMetrics {
+    /// Creates and registers the AMQP families.
+    pub fn new(registry: &MetricsRegistry) -> Self {
+        let m = Self {
+            connections: Gauge::default(),
+            links: Family::default(),
+            rejected: Counter::default(),
+            deliveries: Counter::default(),
+            released: Counter::default(),
+        };
+        registry.register(|r| {
+            r.register(
+                "amqp_connections",
+                "Open AMQP connections",
+                m.connections.clone(),
+            );
+            r.register(
+                "amqp_links",
+                "Attached AMQP links, by direction",
+                m.links.clone(),
+            );
+            r.register(
+                "amqp_rejected",
+                "AMQP transfers settled rejected",
+                m.rejected.clone(),
+            );
+            r.register(
+                "amqp_deliveries",
+                "Records sent on AMQP receiver links",
+                m.deliveries.clone(),
+            );
+            r.register(
+                "amqp_released",
+                "AMQP deliveries released or modified by the client (read again)",
+                m.released.clone(),
+            );
+        });
+        m
+    }
+}
+
+/// What every connection shares.
+pub struct AmqpContext {
+    /// The process-wide producer.
+    pub publisher: Arc<dyn Publisher>,
+    /// Makes the consumers behind receiver links.
+    pub consumers: Arc<dyn ConsumerFactory>,
+    /// Topic checks for attaches.
+    pub admin: Arc<dyn Admin>,
+    /// Whether a write may create its topic (`kafka.auto_create_topics`).
+    pub auto_create_topics: bool,
+    /// Settings.
+    pub settings: AmqpSettings,
+    /// AMQP metrics.
+    pub metrics: AmqpMetrics,
+    /// Data-path metrics shared with the other front ends.
+    pub gateway_metrics: GatewayMetrics,
+}
+
+/// Accepts connections until `shutdown`, one task each, at most `max_connections`.
+pub async fn serve(listener: TcpListener, ctx: Arc<AmqpContext>, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(ctx.settings.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "AMQP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        // Its own task: fe2o3-amqp can panic on some malformed frames; that ends only this
+        // connection.
+        tokio::spawn(async move {
+            let _permit = permit;
+            tracing::trace!(%peer, "AMQP connection");
+            connection::run(stream, ctx, shutdown).await;
+        });
+    }
+}

@@ -1,0 +1,158 @@
+//! A link on which the client sends: every transfer becomes a Kafka record, settled
+//! `accepted` only after Kafka acknowledged it, or `rejected` with a condition saying why.
+//!
+//! Dispositions go out in the order transfers came in (records keep their order in Kafka
+//! too). At most the link's credit (200, granted by fe2o3-amqp as transfers are settled) is
+//! in flight, so a slow Kafka slows the sender instead of filling memory.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
+
+use barnabas_core::{Delivered, Error, ErrorKind, GatewayMetrics};
+use fe2o3_amqp::{
+    link::{delivery::DeliveryInfo, RecvError},
+    types::{
+        definitions::{self, AmqpError, LinkError},
+        messaging::Body,
+        primitives::Value,
+    },
+    Receiver,
+};
+use futures::{stream::FuturesOrdered, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::{address::ProduceTo, convert, AmqpContext};
+
+type Pending =
+    Pin<Box<dyn Future<Output = (DeliveryInfo, Result<Delivered, definitions::Error>)> + Send>>;
+
+/// Most transfers waiting for Kafka on one link.
+const MAX_IN_FLIGHT: usize = 200;
+
+/// The AMQP error condition for a write Kafka refused.
+pub fn condition_for(e: &Error) -> definitions::Error {
+    let condition: definitions::ErrorCondition = match e.kind() {
+        ErrorKind::Overloaded => AmqpError::ResourceLimitExceeded.into(),
+        ErrorKind::NotFound => AmqpError::NotFound.into(),
+        ErrorKind::Invalid => AmqpError::InvalidField.into(),
+        ErrorKind::Unauthorized => AmqpError::UnauthorizedAccess.into(),
+        _ => AmqpError::InternalError.into(),
+    };
+    definitions::Error::new(condition, Some(e.to_string()), None)
+}
+
+/// Serves the link until the client detaches or the gateway shuts down.
+pub async fn run(
+    mut receiver: Receiver,
+    to: ProduceTo,
+    ctx: Arc<AmqpContext>,
+    shutdown: CancellationToken,
+) {
+    let mut inflight: FuturesOrdered<Pending> = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some((info, result)) = inflight.next(), if !inflight.is_empty() => {
+                if settle(&receiver, &ctx, info, result).await.is_err() {
+                    break;
+                }
+            }
+            received = receiver.recv::<Body<Value>>(), if inflight.len() < MAX_IN_FLIGHT => {
+                match received {
+                    Ok(delivery) => {
+                        let info = DeliveryInfo::from(&delivery);
+                        inflight.push_back(produce(&ctx, &to, delivery.message(), info));
+                    }
+                    Err(RecvError::MessageDecode(e)) => {
+                        let err = definitions::Error::new(AmqpError::DecodeError, Some(e.source.to_string()), None);
+                        let _ = receiver.reject(e.info, err).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = ?e, "producer link ended");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // What was received is answered before the link goes: those writes were accepted.
+    while let Some((info, result)) = inflight.next().await {
+        let _ = settle(&receiver, &ctx, info, result).await;
+    }
+    ctx.metrics
+        .links
+        .get_or_create(&crate::DirectionLabel::produce())
+        .dec();
+    let _ = tokio::time::timeout(crate::CLOSE_WAIT, receiver.close()).await;
+}
+
+async fn settle(
+    receiver: &Receiver,
+    ctx: &AmqpContext,
+    info: DeliveryInfo,
+    result: Result<Delivered, definitions::Error>,
+) -> Result<(), ()> {
+    let sent = match result {
+        Ok(_) => receiver.accept(info).await,
+        Err(condition) => {
+            ctx.metrics.rejected.inc();
+            receiver.reject(info, condition).await
+        }
+    };
+    sent.map_err(|e| tracing::debug!(error = ?e, "disposition not sent"))
+}
+
+fn produce(
+    ctx: &Arc<AmqpContext>,
+    to: &ProduceTo,
+    message: &fe2o3_amqp::types::messaging::Message<Body<Value>>,
+    info: DeliveryInfo,
+) -> Pending {
+    let record = convert::to_record(message, &to.topic, to.partition);
+    let ctx = ctx.clone();
+    Box::pin(async move {
+        let record = match record {
+            Ok(r) => r,
+            Err(convert::BadMessage(why)) => {
+                return (
+                    info,
+                    Err(definitions::Error::new(
+                        AmqpError::DecodeError,
+                        Some(why),
+                        None,
+                    )),
+                )
+            }
+        };
+        if record.payload_size() > ctx.settings.max_message_bytes {
+            let why = format!(
+                "message of {} bytes is above the limit of {} bytes",
+                record.payload_size(),
+                ctx.settings.max_message_bytes
+            );
+            return (
+                info,
+                Err(definitions::Error::new(
+                    LinkError::MessageSizeExceeded,
+                    Some(why),
+                    None,
+                )),
+            );
+        }
+        let started = Instant::now();
+        let result = ctx.publisher.publish_one(record).await;
+        let label = GatewayMetrics::label("amqp");
+        ctx.gateway_metrics
+            .produce_latency
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => ctx.gateway_metrics.records_in.get_or_create(&label).inc(),
+            Err(_) => ctx
+                .gateway_metrics
+                .records_failed
+                .get_or_create(&label)
+                .inc(),
+        };
+        (info, result.map_err(|e| condition_for(&e)))
+    })
+}

@@ -1,0 +1,72 @@
+"""python3-qpid-proton (Debian) against barnabas' AMQP listener, as users run it.
+
+usage:
+  amqp_proton.py send URL ADDRESS COUNT
+      BlockingConnection sender; COUNT messages with key annotation, application property and
+      message-id; prints {"accepted": n}
+  amqp_proton.py receive URL SOURCE COUNT ACCEPT [TIMEOUT]
+      BlockingReceiver on SOURCE; takes COUNT messages, accepts the first ACCEPT of them, then
+      closes the connection without settling the rest; prints a JSON list of
+      {"body", "annotations", "properties"}
+"""
+import json
+import sys
+
+from proton import Message, symbol
+from proton.utils import BlockingConnection
+
+
+def send(url, address, count):
+    conn = BlockingConnection(url, timeout=60, allowed_mechs="PLAIN ANONYMOUS")
+    sender = conn.create_sender(address)
+    accepted = 0
+    for i in range(count):
+        m = Message(
+            body=f"proton-{i}",
+            id=f"msg-{i}",
+            properties={"seq": i, "origin": "proton"},
+            annotations={symbol("x-opt-kafka-key"): f"pk{i % 3}"},
+        )
+        sender.send(m)  # blocks until the gateway settles it; raises if rejected
+        accepted += 1
+    conn.close()
+    print(json.dumps({"accepted": accepted}))
+
+
+def plain(v):
+    if isinstance(v, (bytes, bytearray)):
+        return v.decode(errors="replace")
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)
+
+
+def receive(url, source, count, accept, timeout):
+    conn = BlockingConnection(url, timeout=timeout, allowed_mechs="PLAIN ANONYMOUS")
+    receiver = conn.create_receiver(source, credit=count)
+    out = []
+    for i in range(count):
+        m = receiver.receive(timeout=timeout)
+        out.append(
+            {
+                "body": plain(m.body),
+                "annotations": {str(k): plain(v) for k, v in (m.annotations or {}).items()},
+                "properties": {str(k): plain(v) for k, v in (m.properties or {}).items()},
+            }
+        )
+        if i < accept:
+            receiver.accept()
+    # The rest stays unsettled: closing the connection leaves them to be redelivered.
+    conn.close()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "send":
+        send(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif cmd == "receive":
+        timeout = float(sys.argv[6]) if len(sys.argv) > 6 else 60
+        receive(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), timeout)
+    else:
+        sys.exit(f"unknown command {cmd}")
