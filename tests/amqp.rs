@@ -319,6 +319,37 @@ async fn a_receiver_gets_no_more_than_its_credit_and_commits_what_it_accepted() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sasl_plain_with_a_long_password_and_anonymous_both_connect() {
+    let gw = gateway::start(with_amqp).await;
+    let a = amqp_addr(&gw);
+    // Long credentials, up to fe2o3-amqp's 512-byte SASL frame (upstream #317; see docs/amqp.md).
+    let mut conn = Connection::builder()
+        .container_id("long-password")
+        .sasl_profile(SaslProfile::Plain {
+            username: "device-with-a-long-name".into(),
+            password: "p".repeat(400),
+        })
+        .open(format!("amqp://{a}").as_str())
+        .await
+        .expect("PLAIN with a 400-byte password");
+    let mut session = Session::begin(&mut conn).await.unwrap();
+    let mut s = Sender::attach(&mut session, "s", "long-pw").await.unwrap();
+    assert!(s
+        .send(Message::builder().value("ok".to_string()).build())
+        .await
+        .unwrap()
+        .is_accepted());
+    let mut anon = Connection::builder()
+        .container_id("anonymous")
+        .sasl_profile(SaslProfile::Anonymous)
+        .open(format!("amqp://{a}").as_str())
+        .await
+        .expect("ANONYMOUS");
+    anon.close().await.unwrap();
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn garbage_a_wrong_header_and_a_truncated_frame_close_only_that_connection() {
     let gw = gateway::start(with_amqp).await;
     let a = amqp_addr(&gw);
@@ -374,43 +405,37 @@ async fn qpid_proton_sends_and_receives_with_kafka_clients_on_the_other_side() {
     let gw = gateway::start(with_amqp).await;
     let url = format!("amqp://alice:secret@{}", amqp_addr(&gw));
     // Sender → Kafka, read back with a Kafka client.
-    let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        common::run_system_python("amqp_proton.py", &["send", &u, "proton-in", "20"])
-    })
-    .await
-    .unwrap();
+    let out =
+        common::system_python_async("amqp_proton.py", &["send", &url, "proton-in", "20"]).await;
     assert!(out.contains("\"accepted\": 20"), "{out}");
-    let got = read_topic(&gw, "proton-in", 20).await;
+    // Read back with the stock Kafka client (confluent-kafka).
+    let bootstrap = gw.kafka.clone();
+    let out = common::python_async(
+        "kafka_client.py",
+        &["consume", &bootstrap, "proton-in", "check", "20"],
+    )
+    .await;
+    let got: Vec<serde_json::Value> = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(got.len(), 20);
-    let r = got
-        .iter()
-        .find(|r| r.value.as_deref() == Some(b"proton-4".as_slice()))
-        .unwrap();
-    assert_eq!(r.key, Some(Bytes::from("pk1")));
-    assert_eq!(r.header("origin"), Some(&Bytes::from("proton")));
-    assert_eq!(r.header("amqp.message-id"), Some(&Bytes::from("msg-4")));
+    let r = got.iter().find(|r| r["value"] == "proton-4").unwrap();
+    assert_eq!(r["key"], "pk1");
+    assert_eq!(r["headers"]["origin"], "proton");
+    assert_eq!(r["headers"]["seq"], "4");
+    assert_eq!(r["headers"]["amqp.message-id"], "msg-4");
 
     // Records written by the stock Kafka client (confluent-kafka) → a proton receiver, which
     // accepts half and leaves; a new receiver in the same group gets the other half.
     let bootstrap = gw.kafka.clone();
-    tokio::task::spawn_blocking(move || {
-        common::run_python(
-            "kafka_client.py",
-            &["produce", &bootstrap, "proton-out", "10"],
-        )
-    })
-    .await
-    .unwrap();
-    let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        common::run_system_python(
-            "amqp_proton.py",
-            &["receive", &u, "proton-out/group.id/pg", "10", "5"],
-        )
-    })
-    .await
-    .unwrap();
+    common::python_async(
+        "kafka_client.py",
+        &["produce", &bootstrap, "proton-out", "10"],
+    )
+    .await;
+    let out = common::system_python_async(
+        "amqp_proton.py",
+        &["receive", &url, "proton-out/group.id/pg", "10", "5"],
+    )
+    .await;
     let first: Vec<serde_json::Value> = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(first.len(), 10);
     assert_eq!(first[0]["body"], "v0");
@@ -425,15 +450,11 @@ async fn qpid_proton_sends_and_receives_with_kafka_clients_on_the_other_side() {
         "Kafka headers come back as application-properties"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        common::run_system_python(
-            "amqp_proton.py",
-            &["receive", &u, "proton-out/group.id/pg", "5", "5"],
-        )
-    })
-    .await
-    .unwrap();
+    let out = common::system_python_async(
+        "amqp_proton.py",
+        &["receive", &url, "proton-out/group.id/pg", "5", "5"],
+    )
+    .await;
     let second: Vec<serde_json::Value> = serde_json::from_str(out.trim()).unwrap();
     let bodies: Vec<&str> = second.iter().map(|m| m["body"].as_str().unwrap()).collect();
     assert_eq!(
@@ -510,4 +531,65 @@ async fn two_receivers_in_one_group_split_the_partitions() {
     let members: BTreeSet<usize> = seen.values().map(|ms| ms[0]).collect();
     assert_eq!(members.len(), 2, "both members got part of the load");
     gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_shutdown_every_accepted_transfer_is_in_kafka() {
+    use barnabas::embedded::{EmbeddedKafka, Storage};
+    let kafka_addr = common::free_addr();
+    let broker = EmbeddedKafka::start(kafka_addr, None, Storage::Temporary)
+        .await
+        .unwrap();
+    let gw = gateway::start_on(Some(broker.bootstrap()), with_amqp).await;
+    let (_conn, mut session) = connect(&gw, "until-shutdown").await;
+    let mut sender = Sender::attach(&mut session, "s", "draining").await.unwrap();
+    assert!(sender.send(keyed(0)).await.unwrap().is_accepted());
+    // Keep sending while the gateway shuts down.
+    let sending = tokio::spawn(async move {
+        let mut outcomes = Vec::new();
+        for i in 1..2000 {
+            match sender.send_batchable(keyed(i)).await {
+                Ok(fut) => outcomes.push((i, fut)),
+                Err(_) => break,
+            }
+        }
+        let mut accepted = vec![0];
+        for (i, fut) in outcomes {
+            if let Ok(Outcome::Accepted(_)) = fut.await {
+                accepted.push(i);
+            }
+        }
+        accepted
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.stop().await;
+    let accepted = tokio::time::timeout(Duration::from_secs(30), sending)
+        .await
+        .expect("every outcome resolved")
+        .unwrap();
+    assert!(
+        accepted.len() > 1,
+        "some transfers were accepted before the stop"
+    );
+    // Everything accepted is in Kafka (read with the stock client; the broker outlived us).
+    let bootstrap = broker.bootstrap();
+    // Transfers reach Kafka in order, so the first max+1 records cover every accepted one.
+    let n = (accepted.iter().max().copied().unwrap_or(0) + 1).to_string();
+    let out = common::python_async(
+        "kafka_client.py",
+        &["consume", &bootstrap, "draining", "after", &n],
+    )
+    .await;
+    let stored: BTreeSet<String> = serde_json::from_str::<Vec<serde_json::Value>>(out.trim())
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let missing: Vec<usize> = accepted
+        .iter()
+        .copied()
+        .filter(|i| !stored.contains(&format!("v{i}")))
+        .collect();
+    assert!(missing.is_empty(), "accepted but not in Kafka: {missing:?}");
+    broker.stop().await;
 }

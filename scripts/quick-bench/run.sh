@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Quick, local HTTP and MQTT produce rates beside a direct producer, one embedded broker, same run.
+# Quick, local HTTP, MQTT and AMQP produce rates beside a direct producer, one embedded broker, same run.
 # Not a benchmark suite (that is `barnabas bench`); needs wrk and ./scripts/test's venv.
 #   scripts/quick-bench/run.sh [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-15}
 bin=target/release/barnabas
-cargo build --release -p barnabas --bin barnabas --example mqtt_rate
-http=127.0.0.1:18080; kafka=127.0.0.1:19092; mqtt=127.0.0.1:11883
-RUST_LOG=warn "$bin" --embedded-kafka=$kafka --http-listen $http --mqtt-listen $mqtt --amqp-listen off 2>/tmp/quick-bench.log &
+cargo build --release -p barnabas --bin barnabas --example protocol_rate
+http=127.0.0.1:18080; kafka=127.0.0.1:19092; mqtt=127.0.0.1:11883; amqp=127.0.0.1:15672
+RUST_LOG=warn "$bin" --embedded-kafka=$kafka --http-listen $http --mqtt-listen $mqtt --amqp-listen $amqp 2>/tmp/quick-bench.log &
 pid=$!
 trap 'kill $pid 2>/dev/null' EXIT
 for _ in $(seq 1 100); do curl -sf "http://$http/ready" >/dev/null && break; sleep 0.1; done
@@ -24,5 +24,7 @@ for c in 1 16; do
   RECORDS=100 wrk -t$(( c < 2 ? 1 : 2 )) -c$c -d${secs}s -s scripts/quick-bench/produce.lua "http://$http/topics/bench100" | tail -1
 done
 echo -n "mqtt qos1, 8 connections: "
-target/release/examples/mqtt_rate $mqtt 8 25000 100
+target/release/examples/protocol_rate mqtt $mqtt 8 25000 100
+echo -n "amqp unsettled, 1 link: "
+target/release/examples/protocol_rate amqp $amqp 200000 100 200
 echo "gateway RSS: $(awk '/VmRSS/{print $2" "$3}' /proc/$pid/status)"

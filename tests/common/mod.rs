@@ -275,6 +275,26 @@ pub fn run_system_python(script: &str, args: &[&str]) -> String {
     run_script(python, script, args)
 }
 
+/// [`run_python`] on the blocking pool, for async tests.
+pub async fn python_async(script: &'static str, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        run_python(script, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("python task")
+}
+
+/// [`run_system_python`] on the blocking pool, for async tests.
+pub async fn system_python_async(script: &'static str, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        run_system_python(script, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("python task")
+}
+
 fn run_script(python: PathBuf, script: &str, args: &[&str]) -> String {
     let path = workspace_root().join("tests/python").join(script);
     let out = Command::new(python)
