@@ -262,14 +262,16 @@ impl Config {
         }
         self.mqtt.mapper()?;
         for (i, source) in self.sources.sse.iter().enumerate() {
-            if !(source.url.starts_with("http://") || source.url.starts_with("https://")) {
+            if !source.url.starts_with("http://") {
                 return Err(ConfigError(format!(
-                    "sources.sse[{i}].url: '{}' is not an http(s) URL",
+                    "sources.sse[{i}].url: '{}' is not an http:// URL (https sources are not supported yet)",
                     source.url
                 )));
             }
             barnabas_core::validate_topic_name(&source.topic)
                 .map_err(|e| ConfigError(format!("sources.sse[{i}].topic: {e}")))?;
+            barnabas_sse::KeyRule::parse(&source.key)
+                .map_err(|e| ConfigError(format!("sources.sse[{i}].key: {e}")))?;
         }
         Ok(())
     }

@@ -291,6 +291,25 @@ impl Gateway {
             tasks.spawn(barnabas_amqp::serve(listener, ctx, shutdown.clone()));
         }
 
+        if !config.sources.sse.is_empty() {
+            let ctx = barnabas_sse::SourceContext {
+                publisher: backend.publisher.clone(),
+                consumers: backend.consumers.clone(),
+                admin: backend.admin.clone(),
+                metrics: barnabas_sse::SourceMetrics::new(&registry),
+            };
+            for source in &config.sources.sse {
+                let spec = barnabas_sse::SourceSpec {
+                    url: source.url.clone(),
+                    topic: source.topic.clone(),
+                    key: barnabas_sse::KeyRule::parse(&source.key).map_err(|e| {
+                        Failure::Config(format!("sources.sse key '{}': {e}", source.key))
+                    })?,
+                };
+                tasks.spawn(barnabas_sse::run(spec, ctx.clone(), shutdown.clone()));
+            }
+        }
+
         tasks.spawn(watch_kafka(
             backend.clone(),
             readiness.clone(),
