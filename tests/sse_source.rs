@@ -1,121 +1,33 @@
 //! SSE sources end to end: a fake Casper node serving the recorded streams
-//! (`../shared/data/casper/*.sse`, honouring `start_from`, dropping each stream halfway once)
+//! (`examples/casper/data/*.sse`, via examples/casper/fake_node.rs, honouring `start_from`, dropping each stream halfway once)
 //! → the gateway → three topics; every event exactly once, keyed by its type, also across a
 //! gateway restart in mid-stream.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
 
 mod common;
 
+#[path = "../examples/casper/fake_node.rs"]
+mod fake_node;
+
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::BTreeMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use axum::response::IntoResponse;
-use axum::{
-    extract::{Path, Query, State},
-    routing::get,
-    Router,
-};
 use barnabas::config::SseSource;
-use barnabas_sse::parser::SseParser;
 use common::{gateway, read_topic};
-use futures::StreamExt;
+use fake_node::Recorded;
 
-/// One recorded stream: its events (data, id) after the opening ApiVersion event.
-#[derive(Clone)]
-struct Recorded {
-    api: String,
-    events: Vec<(String, u64)>,
-}
-
-fn recorded(name: &str) -> Recorded {
-    let path = common::workspace_root().join(format!("../shared/data/casper/{name}.sse"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut parser = SseParser::default();
-    let mut api = String::new();
-    let mut events = Vec::new();
-    for e in parser.feed(&bytes) {
-        match e.id {
-            Some(id) => events.push((e.data, id.parse().unwrap())),
-            None => api = e.data,
-        }
-    }
-    Recorded { api, events }
-}
-
-#[derive(Clone)]
-struct Node {
-    streams: Arc<HashMap<String, Recorded>>,
-    /// Streams already dropped halfway once.
-    dropped: Arc<Mutex<BTreeSet<String>>>,
-    pace: Duration,
-}
-
-async fn events(
-    State(node): State<Node>,
-    Path(stream): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> axum::response::Response {
-    let Some(rec) = node.streams.get(&stream).cloned() else {
-        return axum::http::StatusCode::NOT_FOUND.into_response();
-    };
-    let from: u64 = q
-        .get("start_from")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let chosen: Vec<(String, u64)> = rec
-        .events
-        .into_iter()
-        .filter(|(_, id)| *id >= from)
-        .collect();
-    // The first connection to each stream breaks off halfway.
-    let first = node.dropped.lock().unwrap().insert(stream.clone());
-    let take = if first {
-        chosen.len() / 2
-    } else {
-        chosen.len()
-    };
-    let pace = node.pace;
-    let mut head = format!("data:{}\n\n", rec.api);
-    // One malformed event on the deploys stream: counted, logged and skipped.
-    if stream == "deploys" && from <= 1 {
-        head.push_str("data:{\"DeployAccepted\": not json\nid:1\n\n");
-    }
-    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(
-        futures::stream::iter(chosen.into_iter().take(take)).then(move |(data, id)| async move {
-            tokio::time::sleep(pace).await;
-            Ok(format!("data:{data}\nid:{id}\n\n"))
-        }),
+async fn fake_node(pace: Duration) -> (SocketAddr, std::collections::HashMap<String, Recorded>) {
+    let (app, streams) = fake_node::router(
+        &common::workspace_root().join("examples/casper/data"),
+        fake_node::Behaviour {
+            pace,
+            drop_halfway_once: true,
+            malformed_deploy: true,
+        },
     );
-    // After the recorded events a live node would go on; this one keeps the stream open.
-    let body = body.chain(futures::stream::once(async move {
-        if !first {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-        }
-        Ok(": bye\n\n".to_owned())
-    }));
-    axum::response::Response::builder()
-        .header("content-type", "text/event-stream")
-        .body(axum::body::Body::from_stream(body))
-        .unwrap()
-}
-
-async fn fake_node(pace: Duration) -> (SocketAddr, HashMap<String, Recorded>) {
-    let streams: HashMap<String, Recorded> = ["main", "deploys", "sigs"]
-        .into_iter()
-        .map(|s| (s.to_owned(), recorded(s)))
-        .collect();
-    let node = Node {
-        streams: Arc::new(streams.clone()),
-        dropped: Arc::default(),
-        pace,
-    };
-    let app = Router::new()
-        .route("/events/{stream}", get(events))
-        .with_state(node);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

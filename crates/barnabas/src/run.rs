@@ -385,12 +385,17 @@ impl Gateway {
             tracing::warn!(error = %e, "producer did not deliver everything before exit");
         }
         // Close the Kafka clients before their broker goes, so they do not log its absence.
+        // (The HTTP state holds clients too: it goes first.)
         #[cfg(feature = "embedded-kafka")]
         let Self {
-            backend, embedded, ..
+            backend,
+            embedded,
+            http,
+            ..
         } = self;
         #[cfg(not(feature = "embedded-kafka"))]
-        let Self { backend, .. } = self;
+        let Self { backend, http, .. } = self;
+        drop(http);
         drop(backend);
         #[cfg(feature = "embedded-kafka")]
         if let Some(broker) = embedded {

@@ -474,13 +474,23 @@ async fn seek_to(
     instance: &Instance,
     positions: Vec<(TopicPartition, SeekTo)>,
 ) -> ApiResult<StatusCode> {
-    instance.driver.seek(positions).await.map_err(|e| match e {
-        Error::IllegalState(m) => {
-            ApiError::not_found(format!("No current assignment for partition: {m}"))
+    match instance.driver.seek(positions.clone()).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(Error::IllegalState(m)) => {
+            // Assigned a moment ago (POST …/assignments) but not fetching yet: the seek
+            // applies as soon as it is, before any record of those partitions is returned.
+            let assigned = instance.driver.assignment().await?;
+            if positions.iter().all(|(tp, _)| assigned.contains(tp)) {
+                instance.driver.seek_when_assigned(positions).await?;
+                Ok(StatusCode::NO_CONTENT)
+            } else {
+                Err(ApiError::not_found(format!(
+                    "No current assignment for partition: {m}"
+                )))
+            }
         }
-        other => other.into(),
-    })?;
-    Ok(StatusCode::NO_CONTENT)
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// `POST …/positions` `{offsets:[{topic, partition, offset}]}` → 204.
