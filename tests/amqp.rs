@@ -6,10 +6,10 @@
 mod common;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use barnabas_core::Record;
@@ -492,44 +492,7 @@ async fn two_receivers_in_one_group_split_the_partitions() {
         });
         keep.push((conn, session));
     }
-    // Probe until the group settled and both members get records.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut probed = [false, false];
-    let mut n = 0;
-    while !(probed[0] && probed[1]) {
-        assert!(Instant::now() < deadline, "both members never got records");
-        for k in 0..8 {
-            produce(&gw, "split", &format!("probe-{k}"), &format!("probe-{n}")).await;
-            n += 1;
-        }
-        let until = Instant::now() + Duration::from_millis(500);
-        while let Ok(Some((m, _))) = tokio::time::timeout_at(until.into(), rx.recv()).await {
-            probed[m] = true;
-        }
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    while rx.try_recv().is_ok() {}
-    for i in 0..40 {
-        produce(&gw, "split", &format!("job-{i}"), &format!("job-{i}")).await;
-    }
-    let mut seen: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.len() < 40 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (m, v) = tokio::time::timeout(left, rx.recv())
-            .await
-            .expect("all delivered")
-            .unwrap();
-        seen.entry(v).or_default().push(m);
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    while let Ok((m, v)) = rx.try_recv() {
-        seen.entry(v).or_default().push(m);
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, ms)| ms.len() > 1).collect();
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
-    let members: BTreeSet<usize> = seen.values().map(|ms| ms[0]).collect();
-    assert_eq!(members.len(), 2, "both members got part of the load");
+    common::assert_two_members_split(&gw, "split", &mut rx).await;
     gw.stop().await;
 }
 

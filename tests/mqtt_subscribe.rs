@@ -305,49 +305,7 @@ async fn a_shared_subscription_splits_the_records_between_its_members() {
         });
         clients.push(c);
     }
-    // Wait until the group has settled: both members receive probes.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut probed = [false, false];
-    let mut n = 0;
-    while !(probed[0] && probed[1]) {
-        assert!(Instant::now() < deadline, "both members never got records");
-        for k in 0..8 {
-            produce(&gw, "jobs", &format!("probe-{k}"), &format!("probe-{n}")).await;
-            n += 1;
-        }
-        let until = Instant::now() + Duration::from_millis(500);
-        while let Ok(Some((m, _))) = tokio::time::timeout_at(until.into(), rx.recv()).await {
-            probed[m] = true;
-        }
-    }
-    // Let in-flight probes drain.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    while rx.try_recv().is_ok() {}
-
-    for i in 0..40 {
-        produce(&gw, "jobs", &format!("job-{i}"), &format!("job-{i}")).await;
-    }
-    let mut seen: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.len() < 40 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (m, v) = tokio::time::timeout(left, rx.recv())
-            .await
-            .expect("all jobs delivered")
-            .unwrap();
-        seen.entry(v).or_default().push(m);
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    while let Ok((m, v)) = rx.try_recv() {
-        seen.entry(v).or_default().push(m);
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, ms)| ms.len() > 1).collect();
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
-    let per_member = [0, 1].map(|m| seen.values().filter(|ms| ms[0] == m).count());
-    assert!(
-        per_member[0] > 0 && per_member[1] > 0,
-        "the load is split: {per_member:?}"
-    );
+    common::assert_two_members_split(&gw, "jobs", &mut rx).await;
     gw.stop().await;
 }
 

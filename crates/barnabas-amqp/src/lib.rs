@@ -21,7 +21,7 @@ use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Bound on waiting for a peer while closing a link, session or connection.
@@ -154,34 +154,13 @@ pub struct AmqpContext {
     pub gateway_metrics: GatewayMetrics,
 }
 
-/// Accepts connections until `shutdown`, one task each, at most `max_connections`.
+/// Accepts connections until `shutdown`, one task each, at most `max_connections`. Each
+/// connection runs in its own task: fe2o3-amqp can panic on some malformed frames, and that
+/// ends only that connection.
 pub async fn serve(listener: TcpListener, ctx: Arc<AmqpContext>, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(ctx.settings.max_connections));
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "AMQP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
-        let shutdown = shutdown.clone();
-        // Its own task: fe2o3-amqp can panic on some malformed frames; that ends only this
-        // connection.
-        tokio::spawn(async move {
-            let _permit = permit;
-            tracing::trace!(%peer, "AMQP connection");
-            connection::run(stream, ctx, shutdown).await;
-        });
-    }
+    let max = ctx.settings.max_connections;
+    barnabas_core::serve_connections(listener, "amqp", max, shutdown.clone(), |stream, _peer| {
+        connection::run(stream, ctx.clone(), shutdown.clone())
+    })
+    .await;
 }

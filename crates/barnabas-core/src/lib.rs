@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod driver;
 pub mod error;
 pub mod health;
+pub mod listener;
 pub mod mapping;
 pub mod metrics;
 pub mod ports;
@@ -20,6 +21,7 @@ pub use catalog::{TopicCatalog, TopicList};
 pub use driver::{ConsumerDriver, DriverLimits, Fetched};
 pub use error::{Error, ErrorKind, Result};
 pub use health::Readiness;
+pub use listener::serve_connections;
 pub use mapping::{FilterLevel, MappingRule, Resolved, Sources, TopicMapper};
 pub use metrics::{GatewayMetrics, MetricsRegistry};
 pub use ports::{

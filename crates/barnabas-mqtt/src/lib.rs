@@ -28,7 +28,7 @@ use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the MQTT front end.
@@ -236,29 +236,14 @@ pub async fn serve(
     ctx: Arc<MqttContext>,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(ctx.settings.max_connections));
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "MQTT accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            tracing::trace!(%peer, ?transport, "MQTT connection");
+    let max = ctx.settings.max_connections;
+    let protocol = match transport {
+        Transport::Tcp => "mqtt",
+        Transport::WebSocket => "mqtt-ws",
+    };
+    barnabas_core::serve_connections(listener, protocol, max, shutdown.clone(), |stream, peer| {
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        async move {
             match transport {
                 Transport::Tcp => session::run(stream, ctx, shutdown).await,
                 Transport::WebSocket => {
@@ -276,6 +261,7 @@ pub async fn serve(
                     }
                 }
             }
-        });
-    }
+        }
+    })
+    .await;
 }
