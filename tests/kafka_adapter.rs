@@ -78,6 +78,30 @@ async fn produce_consume_round_trip_keeps_keys_headers_and_timestamps() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_separate_writes_to_a_new_topic_all_succeed() {
+    // Each write checks (and creates) its topic; a burst must cost one lookup, not one per
+    // write (which timed out against the broker and lost QoS 0 publishes).
+    let kafka = broker::start().await;
+    let backend = barnabas_kafka::connect(&broker::kafka_config(&kafka)).unwrap();
+    let writes = (0..1000).map(|i| {
+        let publisher = backend.publisher.clone();
+        async move {
+            publisher
+                .publish_one(Record::new("burst", format!("v{i}")))
+                .await
+        }
+    });
+    let results = futures::future::join_all(writes).await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn tombstones_and_explicit_partitions_are_written_as_asked() {
     let kafka = broker::start().await;
     let backend = barnabas_kafka::connect(&broker::kafka_config(&kafka)).unwrap();

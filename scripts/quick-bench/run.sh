@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-15}
 bin=target/release/barnabas
-cargo build --release -p barnabas --bin barnabas --example protocol_rate
+cargo build --release -p barnabas --bin barnabas -p barnabas-bench
 http=127.0.0.1:18080; kafka=127.0.0.1:19092; mqtt=127.0.0.1:11883; amqp=127.0.0.1:15672
 RUST_LOG=warn "$bin" --embedded-kafka=$kafka --http-listen $http --mqtt-listen $mqtt --amqp-listen $amqp 2>/tmp/quick-bench.log &
 pid=$!
@@ -23,8 +23,6 @@ for c in 1 16; do
   echo -n "http 100 records, $c connections: "
   RECORDS=100 wrk -t$(( c < 2 ? 1 : 2 )) -c$c -d${secs}s -s scripts/quick-bench/produce.lua "http://$http/topics/bench100" | tail -1
 done
-echo -n "mqtt qos1, 8 connections: "
-target/release/examples/protocol_rate mqtt $mqtt 8 25000 100
-echo -n "amqp unsettled, 1 link: "
-target/release/examples/protocol_rate amqp $amqp 200000 100 200
 echo "gateway RSS: $(awk '/VmRSS/{print $2" "$3}' /proc/$pid/status)"
+# MQTT, AMQP and HTTP through barnabas-bench (its own gateway and broker, same run as its direct baseline).
+target/release/barnabas-bench --count 100000 direct mqtt-qos0 mqtt-qos1 mqtt-qos2 http-100 amqp

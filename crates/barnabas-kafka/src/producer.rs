@@ -35,6 +35,9 @@ pub struct KafkaPublisher {
     admin: Arc<KafkaAdmin>,
     auto_create: bool,
     partitions: RwLock<HashMap<String, i32>>,
+    /// One lock per topic being looked up, so a burst of writes to a new topic makes one
+    /// metadata (and create) round trip, not one per write.
+    lookups: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// When the producer was last replaced after an outage (replacements are spaced out).
     renewed: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -77,6 +80,7 @@ impl KafkaPublisher {
             auto_create: config.auto_create_topics,
             partitions: RwLock::new(HashMap::new()),
             renewed: std::sync::Mutex::new(None),
+            lookups: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -141,6 +145,21 @@ impl KafkaPublisher {
             }
         }
         barnabas_core::validate_topic_name(topic)?;
+        let lock = self
+            .lookups
+            .lock()
+            .ok()
+            .map(|mut l| l.entry(topic.to_owned()).or_default().clone());
+        let _one_lookup = match &lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        // Someone else may have looked it up while this one waited.
+        if !refresh {
+            if let Some(n) = self.cached_partitions(topic) {
+                return Ok(n);
+            }
+        }
         let metadata = match self.admin.topic_metadata(topic).await {
             Ok(md) => md,
             Err(Error::UnknownTopic(_)) if self.auto_create => {

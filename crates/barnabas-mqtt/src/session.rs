@@ -123,7 +123,20 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
     ctx.metrics.connections.inc();
     tracing::debug!(version = ?info.version, keep_alive = info.keep_alive, session_present, "connected");
 
-    let (end, expiry) = serve(&mut conn, &ctx, &info, &mut subs, &handle.kick, &shutdown).await;
+    let mut inflight: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let (end, expiry) = serve(
+        &mut conn,
+        &ctx,
+        &info,
+        &mut inflight,
+        &mut subs,
+        &handle.kick,
+        &shutdown,
+    )
+    .await;
+    // Publishes read before the connection ended are still written (each bounded by the
+    // produce timeout); nobody is left to acknowledge them.
+    while inflight.next().await.is_some() {}
 
     ctx.metrics.connections.dec();
     finish(
@@ -181,6 +194,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<T>,
     ctx: &Arc<MqttContext>,
     info: &wire::ConnectInfo,
+    inflight: &mut FuturesOrdered<Pending>,
     subs: &mut Subscriptions,
     kicked: &CancellationToken,
     shutdown: &CancellationToken,
@@ -195,7 +209,6 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         (info.keep_alive > 0).then(|| Duration::from_millis(u64::from(info.keep_alive) * 1500));
     let mut deadline = keep_alive.map(|k| Instant::now() + k);
     let window = usize::from(ctx.settings.receive_window);
-    let mut inflight: FuturesOrdered<Pending> = FuturesOrdered::new();
     // QoS 2 packet ids seen: false while Kafka has not answered, true once PUBREC was sent.
     let mut qos2: HashMap<NonZeroU16, bool> = HashMap::new();
 
@@ -345,7 +358,8 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     }
                     Inbound::Disconnect { with_will, session_expiry } => {
                         // Answer what is still in flight first: those publishes were accepted.
-                        while let Some((Some((is_qos2, id)), result)) = inflight.next().await {
+                        while let Some((ack, result)) = inflight.next().await {
+                            let Some((is_qos2, id)) = ack else { continue };
                             let reason = result.as_ref().map_or_else(reason_for, |_| PubReason::Success);
                             if v5 || reason == PubReason::Success {
                                 let _ = conn.ack(is_qos2, id, reason).await;

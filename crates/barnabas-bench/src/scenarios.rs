@@ -1,0 +1,279 @@
+//! The load of each scenario.
+
+use std::{collections::VecDeque, time::Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use barnabas_core::{Backend, Record};
+use fe2o3_amqp::{
+    sasl_profile::SaslProfile,
+    types::{
+        messaging::{Message, Outcome},
+        primitives::Binary,
+    },
+    Connection, Sender, Session,
+};
+use futures::{stream::FuturesUnordered, StreamExt};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use crate::{Measured, Target};
+
+/// Runs one scenario.
+pub async fn run(
+    name: &str,
+    t: &Target,
+    count: usize,
+    size: usize,
+    conns: usize,
+) -> Result<Measured> {
+    let kafka = barnabas_kafka::connect(&barnabas_kafka::KafkaConfig {
+        bootstrap_servers: t.kafka.clone(),
+        ..barnabas_kafka::KafkaConfig::default()
+    })
+    .map_err(|e| anyhow!("kafka client: {e}"))?;
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    let messages = match name {
+        "direct" => direct(&kafka, count, &payload).await?,
+        "mqtt-qos0" => mqtt(t, &kafka, QoS::AtMostOnce, count, &payload, conns).await?,
+        "mqtt-qos1" => mqtt(t, &kafka, QoS::AtLeastOnce, count, &payload, conns).await?,
+        "mqtt-qos2" => mqtt(t, &kafka, QoS::ExactlyOnce, count, &payload, conns).await?,
+        "http-1" => http(t, 1, count, size, conns.max(16)).await?,
+        "http-100" => http(t, 100, count, size, conns.max(16)).await?,
+        "amqp" => amqp(t, count, &payload).await?,
+        other => bail!("unknown scenario {other}"),
+    };
+    Ok(Measured {
+        name: name.to_owned(),
+        messages,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The baseline: the gateway's own producer settings (acks=all, idempotent, linger 5 ms),
+/// straight to the broker, up to 10 000 records in flight.
+async fn direct(kafka: &Backend, count: usize, payload: &[u8]) -> Result<usize> {
+    let mut inflight: FuturesUnordered<
+        std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = barnabas_core::Result<barnabas_core::Delivered>>
+                    + Send,
+            >,
+        >,
+    > = FuturesUnordered::new();
+    // The topic exists before timing matters (one write creates it).
+    kafka
+        .publisher
+        .publish_one(Record::new("bench-direct", payload.to_vec()))
+        .await
+        .map_err(|e| anyhow!("direct produce: {e}"))?;
+    let mut acked = 1;
+    for _ in 1..count {
+        if inflight.len() >= 10_000 {
+            if let Some(r) = inflight.next().await {
+                r.map_err(|e| anyhow!("direct produce: {e}"))?;
+                acked += 1;
+            }
+        }
+        let publisher = kafka.publisher.clone();
+        let record = Record::new("bench-direct", payload.to_vec());
+        inflight.push(Box::pin(async move { publisher.publish_one(record).await }));
+    }
+    while let Some(r) = inflight.next().await {
+        r.map_err(|e| anyhow!("direct produce: {e}"))?;
+        acked += 1;
+    }
+    Ok(acked)
+}
+
+/// Records Kafka holds in `topic` (all partitions).
+async fn stored(kafka: &Backend, topic: &str) -> Result<i64> {
+    let md = match kafka.admin.topic_metadata(topic).await {
+        Ok(md) => md,
+        Err(_) => return Ok(0),
+    };
+    let mut n = 0;
+    for p in md.partitions {
+        let w = kafka
+            .admin
+            .watermarks(topic, p.partition)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        n += w.high - w.low;
+    }
+    Ok(n)
+}
+
+/// `conns` MQTT connections, each publishing its share, up to 64 unacknowledged each.
+async fn mqtt(
+    t: &Target,
+    kafka: &Backend,
+    qos: QoS,
+    count: usize,
+    payload: &[u8],
+    conns: usize,
+) -> Result<usize> {
+    let run = format!("{}", std::process::id());
+    let topic_kafka = "mqtt"; // no mapping rules: the default topic
+    let before = stored(kafka, topic_kafka).await?;
+    let each = count / conns.max(1);
+    let mut tasks = Vec::new();
+    for i in 0..conns {
+        let mut opts = MqttOptions::new(
+            format!("bench-{run}-{i}"),
+            t.mqtt.ip().to_string(),
+            t.mqtt.port(),
+        );
+        opts.set_keep_alive(std::time::Duration::from_secs(60));
+        opts.set_inflight(64);
+        let (client, mut el) = AsyncClient::new(opts, 128);
+        let payload = payload.to_vec();
+        let topic = format!("devices/bench-{i}/telemetry");
+        tasks.push(tokio::spawn(async move {
+            let publisher = tokio::spawn(async move {
+                for _ in 0..each {
+                    if client
+                        .publish(topic.as_str(), qos, false, payload.clone())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                client
+            });
+            // Until every publish is answered (QoS 1/2) or sent (QoS 0), then a clean
+            // DISCONNECT, so the gateway ends the session normally.
+            let mut done = 0;
+            while done < each {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) if qos == QoS::AtLeastOnce => done += 1,
+                    Ok(Event::Incoming(Packet::PubComp(_))) if qos == QoS::ExactlyOnce => done += 1,
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_)))
+                        if qos == QoS::AtMostOnce =>
+                    {
+                        done += 1
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(anyhow!("connection {i}: {e:?}")),
+                }
+            }
+            let client = publisher.await.map_err(|e| anyhow!("{e}"))?;
+            client.disconnect().await.map_err(|e| anyhow!("{e}"))?;
+            loop {
+                match el.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            Ok::<usize, anyhow::Error>(done)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.map_err(|e| anyhow!("{e}"))??;
+    }
+    if qos == QoS::AtMostOnce {
+        // QoS 0 has no ack: the run ends when Kafka holds them (or what arrived in 60 s).
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let want = before + total as i64;
+        while stored(kafka, topic_kafka).await? < want && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        total = usize::try_from(stored(kafka, topic_kafka).await? - before).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// `clients` concurrent HTTP clients POSTing `per_request` records per request (the last
+/// request smaller when `count` is not a multiple), `count` records in all.
+async fn http(
+    t: &Target,
+    per_request: usize,
+    count: usize,
+    size: usize,
+    clients: usize,
+) -> Result<usize> {
+    let url = format!("http://{}/topics/bench-http-{per_request}", t.http);
+    let value = "x".repeat(size);
+    let body_of = |n: usize| {
+        let records: Vec<serde_json::Value> = (0..n)
+            .map(|_| serde_json::json!({ "value": value }))
+            .collect();
+        serde_json::json!({ "records": records }).to_string()
+    };
+    let mut sizes = vec![per_request; count / per_request];
+    if count % per_request != 0 {
+        sizes.push(count % per_request);
+    }
+    let clients = clients.max(1);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let bodies: Vec<(usize, String)> = sizes
+            .iter()
+            .skip(c)
+            .step_by(clients)
+            .map(|n| (*n, body_of(*n)))
+            .collect();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut ok = 0;
+            for (n, body) in bodies {
+                let resp = http
+                    .post(&url)
+                    .header("content-type", "application/vnd.kafka.json.v2+json")
+                    .body(body)
+                    .send()
+                    .await?;
+                if !resp.status().is_success() {
+                    return Err(anyhow!("HTTP {}", resp.status()));
+                }
+                ok += n;
+            }
+            Ok::<usize, anyhow::Error>(ok)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.map_err(|e| anyhow!("{e}"))??;
+    }
+    Ok(total)
+}
+
+/// One AMQP link sending unsettled, at most 200 waiting for `accepted`.
+async fn amqp(t: &Target, count: usize, payload: &[u8]) -> Result<usize> {
+    let mut conn = Connection::builder()
+        .container_id("barnabas-bench")
+        .sasl_profile(SaslProfile::Anonymous)
+        .open(format!("amqp://{}", t.amqp).as_str())
+        .await
+        .context("AMQP connection")?;
+    let mut session = Session::begin(&mut conn).await.context("AMQP session")?;
+    let mut sender = Sender::attach(&mut session, "bench", "bench-amqp")
+        .await
+        .context("AMQP link")?;
+    let mut pending = VecDeque::with_capacity(200);
+    let mut accepted = 0;
+    for _ in 0..count {
+        if pending.len() >= 200 {
+            if let Some(fut) = pending.pop_front() {
+                if let Ok(Outcome::Accepted(_)) = fut.await {
+                    accepted += 1;
+                }
+            }
+        }
+        let msg = Message::builder()
+            .data(Binary::from(payload.to_vec()))
+            .build();
+        pending.push_back(sender.send_batchable(msg).await.context("AMQP send")?);
+    }
+    for fut in pending {
+        if let Ok(Outcome::Accepted(_)) = fut.await {
+            accepted += 1;
+        }
+    }
+    let _ = sender.close().await;
+    let _ = session.end().await;
+    let _ = conn.close().await;
+    Ok(accepted)
+}
