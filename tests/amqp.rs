@@ -12,7 +12,6 @@ use std::{
     time::Duration,
 };
 
-use barnabas_core::Record;
 use bytes::Bytes;
 use common::{gateway, gateway::TestGateway, read_topic};
 use fe2o3_amqp::{
@@ -237,20 +236,11 @@ async fn bad_addresses_are_refused_with_a_condition_and_the_connection_goes_on()
     gw.stop().await;
 }
 
-async fn produce(gw: &TestGateway, topic: &str, key: &str, value: &str) {
-    gw.gateway
-        .backend()
-        .publisher
-        .publish_one(Record::new(topic, value.to_owned()).with_key(key.to_owned()))
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_receiver_gets_no_more_than_its_credit_and_commits_what_it_accepted() {
     let gw = gateway::start(with_amqp).await;
     for i in 0..20 {
-        produce(&gw, "credit", &format!("k{i}"), &format!("r{i}")).await;
+        common::produce(&gw, "credit", &format!("k{i}"), &format!("r{i}")).await;
     }
     let (_conn, mut session) = connect(&gw, "credit-1").await;
     let mut r = Receiver::builder()

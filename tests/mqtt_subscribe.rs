@@ -78,20 +78,11 @@ async fn flush(el: &mut EventLoop) {
     while let Ok(Ok(_)) = tokio::time::timeout_at(until.into(), el.poll()).await {}
 }
 
-async fn produce(gw: &TestGateway, topic: &str, key: &str, value: &str) {
-    gw.gateway
-        .backend()
-        .publisher
-        .publish_one(Record::new(topic, value.to_owned()).with_key(key.to_owned()))
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscription_gets_kafka_records_on_the_reverse_mapped_topic_until_unsubscribed() {
     let gw = gateway::start(mapped).await;
     // The topic exists before the subscription (a read never creates one).
-    produce(&gw, "commands", "d0", "before").await;
+    common::produce(&gw, "commands", "d0", "before").await;
     let (sub, mut sub_el) = AsyncClient::new(options(&gw, "sub-1"), 10);
     sub.subscribe("devices/+/commands", QoS::AtLeastOnce)
         .await
@@ -102,7 +93,7 @@ async fn a_subscription_gets_kafka_records_on_the_reverse_mapped_topic_until_uns
     );
 
     // A record written by a Kafka producer: the MQTT topic comes from the rule read backwards.
-    produce(&gw, "commands", "d7", "open").await;
+    common::produce(&gw, "commands", "d7", "open").await;
     let p = next_publish(&mut sub_el, Duration::from_secs(30))
         .await
         .expect("the record is delivered");
@@ -139,7 +130,7 @@ async fn a_subscription_gets_kafka_records_on_the_reverse_mapped_topic_until_uns
             _ => {}
         }
     }
-    produce(&gw, "commands", "d7", "after").await;
+    common::produce(&gw, "commands", "d7", "after").await;
     assert!(next_publish(&mut sub_el, Duration::from_secs(2))
         .await
         .is_none());
@@ -205,7 +196,7 @@ async fn default_topic_records_go_back_to_their_mqtt_topic_and_retained_ones_wai
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unacknowledged_qos1_delivery_is_redelivered_to_a_persistent_session() {
     let gw = gateway::start(mapped).await;
-    produce(&gw, "commands", "x", "topic exists").await;
+    common::produce(&gw, "commands", "x", "topic exists").await;
     let persistent = |gw: &TestGateway| {
         let mut o = options(gw, "keeper");
         o.set_clean_session(false);
@@ -218,7 +209,7 @@ async fn an_unacknowledged_qos1_delivery_is_redelivered_to_a_persistent_session(
         .unwrap();
     suback(&mut el).await;
     for v in ["one", "two", "three"] {
-        produce(&gw, "commands", "k1", v).await;
+        common::produce(&gw, "commands", "k1", v).await;
     }
     let mut got = Vec::new();
     for _ in 0..3 {
@@ -238,7 +229,7 @@ async fn an_unacknowledged_qos1_delivery_is_redelivered_to_a_persistent_session(
     drop(el);
     // Written while the client is away.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    produce(&gw, "commands", "k1", "four").await;
+    common::produce(&gw, "commands", "k1", "four").await;
 
     // Back with the same session: no new SUBSCRIBE, the unacknowledged and the queued arrive.
     let (c, mut el) = persistent(&gw);
@@ -319,7 +310,7 @@ async fn mqtt5_subscribers_get_headers_as_user_properties_and_their_subscription
         AsyncClient, Event, MqttOptions,
     };
     let gw = gateway::start(mapped).await;
-    produce(&gw, "commands", "x", "topic exists").await;
+    common::produce(&gw, "commands", "x", "topic exists").await;
     let a = addr(&gw);
     let (c, mut el) =
         AsyncClient::new(MqttOptions::new("v5-sub", a.ip().to_string(), a.port()), 10);
@@ -394,7 +385,7 @@ async fn mqtt5_subscribers_get_headers_as_user_properties_and_their_subscription
 #[tokio::test(flavor = "multi_thread")]
 async fn mosquitto_sub_receives_kafka_records() {
     let gw = gateway::start(mapped).await;
-    produce(&gw, "commands", "x", "topic exists").await;
+    common::produce(&gw, "commands", "x", "topic exists").await;
     let a = addr(&gw);
     let child = std::process::Command::new("mosquitto_sub")
         .args(["-h", &a.ip().to_string(), "-p", &a.port().to_string()])
@@ -407,7 +398,7 @@ async fn mosquitto_sub_receives_kafka_records() {
     // Records written before its SUBSCRIBE took effect are not for it: keep writing.
     let mut i = 0;
     while !waiting.is_finished() {
-        produce(&gw, "commands", "d1", &format!("m{i}")).await;
+        common::produce(&gw, "commands", "d1", &format!("m{i}")).await;
         i += 1;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -537,7 +528,7 @@ async fn mqtt5_topic_aliases_no_local_and_message_expiry() {
     let client =
         |id: &str| AsyncClient::new(MqttOptions::new(id, a.ip().to_string(), a.port()), 10);
     // The default topic exists before anyone subscribes.
-    produce(&gw, "mqtt", "warm/up", "x").await;
+    common::produce(&gw, "mqtt", "warm/up", "x").await;
 
     let (alice, mut alice_el) = client("alice");
     alice

@@ -116,6 +116,17 @@ fn uuid_ish() -> u128 {
         .as_nanos()
 }
 
+/// Writes one keyed record with the gateway's own producer (a Kafka client) and waits for
+/// Kafka's ack.
+pub async fn produce(gw: &gateway::TestGateway, topic: &str, key: &str, value: &str) {
+    gw.gateway
+        .backend()
+        .publisher
+        .publish_one(barnabas_core::Record::new(topic, value.to_owned()).with_key(key.to_owned()))
+        .await
+        .unwrap();
+}
+
 /// Two members of one consumer group (MQTT shared subscription, AMQP receivers) report what
 /// they receive on `rx` as (member, value). Writes probe records to `topic` until both
 /// members got one (the group settled), then 40 jobs, and asserts every job arrived exactly
@@ -126,24 +137,13 @@ pub async fn assert_two_members_split(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, String)>,
 ) {
     use std::collections::BTreeMap;
-    let produce = |key: String, value: String| {
-        let record = barnabas_core::Record::new(topic, value).with_key(key);
-        async move {
-            gw.gateway
-                .backend()
-                .publisher
-                .publish_one(record)
-                .await
-                .unwrap()
-        }
-    };
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut probed = [false, false];
     let mut n = 0;
     while !(probed[0] && probed[1]) {
         assert!(Instant::now() < deadline, "both members never got records");
         for k in 0..8 {
-            produce(format!("probe-{k}"), format!("probe-{n}")).await;
+            produce(gw, topic, &format!("probe-{k}"), &format!("probe-{n}")).await;
             n += 1;
         }
         let until = Instant::now() + Duration::from_millis(500);
@@ -155,7 +155,7 @@ pub async fn assert_two_members_split(
     tokio::time::sleep(Duration::from_secs(2)).await;
     while rx.try_recv().is_ok() {}
     for i in 0..40 {
-        produce(format!("job-{i}"), format!("job-{i}")).await;
+        produce(gw, topic, &format!("job-{i}"), &format!("job-{i}")).await;
     }
     let mut seen: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -377,16 +377,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         let packet = match self.version {
             ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::PublishComplete { packet_id }),
             ProtocolVersion::MQTT5 => {
-                MqttPacket::V5(v5::Packet::PublishComplete(v5::PublishAck2 {
-                    packet_id,
-                    reason_code: if known {
-                        v5::PublishAck2Reason::Success
-                    } else {
-                        v5::PublishAck2Reason::PacketIdNotFound
-                    },
-                    properties: Vec::new(),
-                    reason_string: None,
-                }))
+                MqttPacket::V5(v5::Packet::PublishComplete(ack2(packet_id, known)))
             }
         };
         self.send(packet).await
@@ -487,16 +478,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     pub async fn pubrel(&mut self, packet_id: NonZeroU16, known: bool) -> Result<(), WireError> {
         let packet = match self.version {
             ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::PublishRelease { packet_id }),
-            ProtocolVersion::MQTT5 => MqttPacket::V5(v5::Packet::PublishRelease(v5::PublishAck2 {
-                packet_id,
-                reason_code: if known {
-                    v5::PublishAck2Reason::Success
-                } else {
-                    v5::PublishAck2Reason::PacketIdNotFound
-                },
-                properties: Vec::new(),
-                reason_string: None,
-            })),
+            ProtocolVersion::MQTT5 => {
+                MqttPacket::V5(v5::Packet::PublishRelease(ack2(packet_id, known)))
+            }
         };
         self.send(packet).await
     }
@@ -513,6 +497,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             }));
             let _ = self.send(packet).await;
         }
+    }
+}
+
+/// The v5 body of PUBREL and PUBCOMP: success, or 0x92 for a packet id not in flight.
+fn ack2(packet_id: NonZeroU16, known: bool) -> v5::PublishAck2 {
+    v5::PublishAck2 {
+        packet_id,
+        reason_code: if known {
+            v5::PublishAck2Reason::Success
+        } else {
+            v5::PublishAck2Reason::PacketIdNotFound
+        },
+        properties: Vec::new(),
+        reason_string: None,
     }
 }
 
