@@ -9,6 +9,8 @@
 //! `accepted`), i.e. after Kafka did; QoS 0 counts when sent and then waits for Kafka to hold
 //! all of them.
 
+mod report;
+mod results;
 mod scenarios;
 
 use std::{net::SocketAddr, time::Instant};

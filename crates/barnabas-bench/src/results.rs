@@ -1,0 +1,124 @@
+//! What one bench run measured: the shape of `--json` and the input of the report (so a
+//! report can be rendered again from a saved run without re-measuring).
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunResults {
+    /// The machine the run was on.
+    pub machine: Machine,
+    /// Versions of what was measured.
+    pub versions: Versions,
+    /// The bench command line, as typed.
+    pub command: String,
+    /// Embedded broker storage engine (`sqlite` or `null`), or `external`.
+    pub engine: String,
+    /// Payload bytes per message.
+    pub payload_bytes: usize,
+    /// Start of the gateway process to `/ready` answering 204, in milliseconds (`None` when
+    /// the gateway was not started by the bench).
+    pub ready_ms: Option<f64>,
+    /// Throughput scenarios, in the order run.
+    pub throughput: Vec<Throughput>,
+    /// Latency scenarios.
+    pub latency: Vec<Latency>,
+    /// Idle-connection scenarios.
+    pub connections: Vec<Connections>,
+}
+
+/// The machine.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Machine {
+    /// Logical CPUs.
+    pub cores: usize,
+    /// Total memory, GiB.
+    pub mem_gib: f64,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+/// Versions of what was measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Versions {
+    /// barnabas.
+    pub barnabas: String,
+    /// The embedded broker (tansu).
+    pub tansu: String,
+    /// librdkafka (the gateway's and the direct baseline's Kafka client).
+    pub librdkafka: String,
+    /// mosquitto, when the mosquitto baseline ran.
+    pub mosquitto: Option<String>,
+}
+
+/// One throughput scenario.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Scenario name (`direct`, `mqtt-qos1`, `mosquitto-qos0`, …).
+    pub scenario: String,
+    /// The scenario its ratio divides by (`direct` or `mosquitto-qos0`/`-qos1`), if any.
+    pub baseline: Option<String>,
+    /// Messages acknowledged (or, for QoS 0, stored / sent).
+    pub messages: usize,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Messages per second.
+    pub msgs_per_s: f64,
+    /// Payload megabytes per second.
+    pub mb_per_s: f64,
+    /// `msgs_per_s` ÷ the baseline's, measured in the same run.
+    pub ratio: Option<f64>,
+    /// The measured server process's CPU use during the scenario, in cores (1.0 = one core).
+    pub server_cpu_cores: Option<f64>,
+    /// The measured server process's peak resident memory during the scenario, MiB.
+    pub server_rss_mib: Option<f64>,
+}
+
+/// Latency of one protocol at a fixed publish rate.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Latency {
+    /// Protocol the messages were published with (`direct`, `mqtt-qos1`, `amqp`, `http`).
+    pub protocol: String,
+    /// `ack` (publish → the publisher's acknowledgement) or `receive` (publish → a
+    /// subscriber of the same protocol got it).
+    pub kind: String,
+    /// Publish rate asked for, msgs/s.
+    pub rate: u64,
+    /// Samples recorded.
+    pub count: u64,
+    /// Percentiles in milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Largest sample, ms.
+    pub max_ms: f64,
+    /// `p99_ms` minus the direct producer's `ack` p99 in the same run (for `ack` rows).
+    pub p99_added_ms: Option<f64>,
+    /// Points of the CDF: (fraction of samples at or below, ms), ascending.
+    pub cdf: Vec<(f64, f64)>,
+}
+
+/// Idle MQTT connections held open against one server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Connections {
+    /// `barnabas` or `mosquitto`.
+    pub server: String,
+    /// Connections held at the end.
+    pub connections: usize,
+    /// Server RSS before the first connection, MiB.
+    pub rss_before_mib: f64,
+    /// (connections open, server RSS MiB), measured along the way.
+    pub rss_points: Vec<(usize, f64)>,
+    /// (RSS at the end − RSS before) ÷ connections, KiB.
+    pub kib_per_connection: f64,
+    /// CONNECT → CONNACK, median, ms.
+    pub connack_p50_ms: f64,
+    /// CONNECT → CONNACK, 99th percentile, ms.
+    pub connack_p99_ms: f64,
+}
