@@ -52,6 +52,7 @@ pub async fn start_on(bootstrap: Option<String>, tweak: impl FnOnce(&mut Config)
                 listen: kafka_addr,
                 advertised: None,
                 data_dir: None,
+                discard: false,
             }),
             kafka_addr.to_string(),
         ),

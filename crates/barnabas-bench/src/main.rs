@@ -1,46 +1,92 @@
-//! `barnabas-bench`: each protocol's produce rate through an in-process gateway, beside a
-//! direct Kafka producer to the same broker, measured in the same run (ratios, not absolute
-//! numbers, are what carries over between machines).
+//! `barnabas-bench`: each protocol's rate and latency through the `barnabas` binary, beside
+//! a direct Kafka producer to the same broker and a local mosquitto, measured in the same
+//! run (ratios, not absolute numbers, are what carries over between machines).
 //!
-//!   barnabas-bench [--count N] [--size BYTES] [--connections N] [--json FILE] [SCENARIO…]
+//!   barnabas-bench [--count N] [--size BYTES] [--connections N] [--inflight N]
+//!                  [--engine sqlite|null] [--rate N] [--latency-count N] [--idle N]
+//!                  [--json FILE] [--report DOCS_DIR] [SCENARIO…]
 //!
-//! Scenarios: direct, mqtt-qos0, mqtt-qos1, mqtt-qos2, http-1, http-100, amqp (default: all).
-//! A message counts when the gateway acknowledged it (PUBACK/PUBCOMP, HTTP 200, AMQP
-//! `accepted`), i.e. after Kafka did; QoS 0 counts when sent and then waits for Kafka to hold
-//! all of them.
+//! Throughput scenarios count a message when the gateway acknowledged it (PUBACK/PUBCOMP,
+//! HTTP 200, AMQP `accepted`), i.e. after Kafka did; MQTT QoS 0 counts what Kafka stored.
+//! The gateway runs as its own process (started here with its embedded broker, or given by
+//! address) so its CPU and memory can be read from `/proc` apart from the load's.
 
+mod connections;
+mod latency;
 mod report;
 mod results;
 mod scenarios;
+mod server;
 
-use std::{net::SocketAddr, time::Instant};
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::{bail, Context, Result};
-use barnabas::{
-    config::Config,
-    run::{EmbeddedPlan, Gateway, Plan},
-};
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use results::{RunResults, Throughput};
+use server::{Sampler, ServerProcess};
 
 /// Command line.
 #[derive(Parser, Debug)]
 #[command(
     name = "barnabas-bench",
-    about = "Produce rates through barnabas beside a direct Kafka producer"
+    about = "Rates and latencies through barnabas beside a direct Kafka producer and mosquitto"
 )]
 struct Args {
-    /// Messages per scenario.
+    /// Messages per throughput scenario.
     #[arg(long, default_value_t = 200_000)]
     count: usize,
     /// Payload bytes per message.
     #[arg(long, default_value_t = 100)]
     size: usize,
-    /// Client connections for MQTT and HTTP scenarios.
+    /// Client connections for the MQTT and HTTP throughput scenarios.
     #[arg(long, default_value_t = 8)]
     connections: usize,
+    /// Unacknowledged QoS 1/2 publishes per MQTT connection, and unsettled AMQP transfers.
+    #[arg(long, default_value_t = 1000)]
+    inflight: usize,
+    /// Embedded broker storage: `sqlite` (stores, the default) or `null` (acknowledges and
+    /// discards: the gateway's own cost without the broker's storage).
+    #[arg(long, default_value = "sqlite")]
+    engine: String,
+    /// `e2e-latency`: publish rate per protocol, msgs/s.
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// `e2e-latency`: messages per protocol.
+    #[arg(long, default_value_t = 50_000)]
+    latency_count: usize,
+    /// `connections`: idle MQTT connections to hold.
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// The `barnabas` binary to start (default: the one beside this binary).
+    #[arg(long)]
+    gateway_bin: Option<PathBuf>,
+    /// Use a running gateway instead of starting one: its Kafka bootstrap…
+    #[arg(long, requires_all = ["http", "mqtt", "amqp"])]
+    kafka: Option<String>,
+    /// …its HTTP listener…
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// …its MQTT listener…
+    #[arg(long)]
+    mqtt: Option<SocketAddr>,
+    /// …its AMQP listener…
+    #[arg(long)]
+    amqp: Option<SocketAddr>,
+    /// …and its process id, to sample its CPU and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Also write the results as JSON here.
     #[arg(long)]
-    json: Option<std::path::PathBuf>,
+    json: Option<PathBuf>,
+    /// Render the report into this docs directory (`benchmarks.md`'s generated section and
+    /// `bench/*.svg`).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Re-render the report from a saved `--json` file instead of measuring.
+    #[arg(long, requires = "report")]
+    from_json: Option<PathBuf>,
     /// Scenarios to run (default: all).
     scenarios: Vec<String>,
 }
@@ -57,125 +103,250 @@ pub struct Target {
     pub amqp: SocketAddr,
 }
 
-/// One scenario's result.
-pub struct Measured {
-    /// Scenario name.
-    pub name: String,
-    /// Messages acknowledged.
-    pub messages: usize,
-    /// Wall time of the scenario.
-    pub seconds: f64,
-}
-
-const ALL: [&str; 7] = [
+const THROUGHPUT: [&str; 9] = [
     "direct",
     "mqtt-qos0",
     "mqtt-qos1",
     "mqtt-qos2",
-    "http-1",
-    "http-100",
-    "amqp",
+    "http-produce-1",
+    "http-produce-100",
+    "amqp-send",
+    "mosquitto-qos0",
+    "mosquitto-qos1",
 ];
 
-fn free_addr() -> Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+const OTHER: [&str; 2] = ["e2e-latency", "connections"];
+
+fn spinner(msg: String) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(msg);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(saved) = &args.from_json {
+        let results: RunResults = serde_json::from_str(
+            &std::fs::read_to_string(saved).with_context(|| format!("reading {}", saved.display()))?,
+        )?;
+        if let Some(docs) = &args.report {
+            report::render(&results, docs)?;
+        }
+        return Ok(());
+    }
     let scenarios: Vec<String> = if args.scenarios.is_empty() {
-        ALL.iter().map(|s| (*s).to_owned()).collect()
+        THROUGHPUT.iter().chain(OTHER.iter()).map(|s| (*s).to_owned()).collect()
     } else {
         args.scenarios.clone()
     };
     for s in &scenarios {
-        if !ALL.contains(&s.as_str()) {
-            bail!("unknown scenario '{s}' (known: {})", ALL.join(", "));
+        if !THROUGHPUT.contains(&s.as_str()) && !OTHER.contains(&s.as_str()) {
+            bail!(
+                "unknown scenario '{s}' (known: {}, {})",
+                THROUGHPUT.join(", "),
+                OTHER.join(", ")
+            );
         }
     }
-    let mut config = Config::default();
-    for listen in [
-        &mut config.http.listen,
-        &mut config.mqtt.listen,
-        &mut config.amqp.listen,
-    ] {
-        *listen = "127.0.0.1:0".into();
-    }
-    let kafka_addr = free_addr()?;
-    let started = Instant::now();
-    let gateway = Gateway::start(Plan {
-        config,
-        embedded: Some(EmbeddedPlan {
-            listen: kafka_addr,
-            advertised: None,
-            data_dir: None,
-        }),
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("gateway did not start: {e:?}"))?;
-    while !gateway.readiness().is_ready() {
-        if started.elapsed().as_secs() > 30 {
-            bail!("gateway not ready after 30 s");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    eprintln!(
-        "gateway with embedded broker ready in {:?}",
-        started.elapsed()
-    );
-    let target = Target {
-        kafka: kafka_addr.to_string(),
-        http: gateway.http_addr().context("http listener")?,
-        mqtt: gateway.mqtt_addr().context("mqtt listener")?,
-        amqp: gateway.amqp_addr().context("amqp listener")?,
+    let wants_mosquitto = scenarios
+        .iter()
+        .any(|s| s.starts_with("mosquitto") || s == "connections");
+
+    let mut results = RunResults {
+        machine: server::machine(),
+        versions: results::Versions {
+            barnabas: env!("CARGO_PKG_VERSION").to_owned(),
+            tansu: "0.6.0".to_owned(),
+            librdkafka: rdkafka::util::get_rdkafka_version().1,
+            mosquitto: if wants_mosquitto { server::mosquitto_version() } else { None },
+        },
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        engine: if args.kafka.is_some() { "external".to_owned() } else { args.engine.clone() },
+        payload_bytes: args.size,
+        ..RunResults::default()
     };
-    let mut results = Vec::new();
-    for s in &scenarios {
-        eprintln!("running {s} ({} × {} B)…", args.count, args.size);
-        let m = scenarios::run(s, &target, args.count, args.size, args.connections).await?;
-        results.push(m);
+
+    // The gateway: started here, or given.
+    let (gateway, target, pid): (Option<ServerProcess>, Target, Option<u32>) =
+        match (&args.kafka, args.http, args.mqtt, args.amqp) {
+            (Some(kafka), Some(http), Some(mqtt), Some(amqp)) => (
+                None,
+                Target { kafka: kafka.clone(), http, mqtt, amqp },
+                args.server_pid,
+            ),
+            _ => {
+                let bin = args.gateway_bin.clone().unwrap_or_else(server::default_gateway_bin);
+                let (process, target, ready_ms) = server::start_gateway(&bin, &args.engine).await?;
+                eprintln!("barnabas (embedded {} broker) ready in {ready_ms:.0} ms", args.engine);
+                results.ready_ms = Some(ready_ms);
+                let pid = process.pid;
+                (Some(process), target, Some(pid))
+            }
+        };
+    let mosquitto = if wants_mosquitto { Some(server::start_mosquitto().await?) } else { None };
+    let mosquitto_addr = mosquitto.as_ref().map(|(_, a)| *a);
+
+    let load = scenarios::Load {
+        count: args.count,
+        size: args.size,
+        conns: args.connections,
+        inflight: args.inflight,
+    };
+    for s in scenarios.iter().filter(|s| THROUGHPUT.contains(&s.as_str())) {
+        let server_pid = if s.starts_with("mosquitto") {
+            mosquitto.as_ref().map(|(p, _)| p.pid)
+        } else {
+            pid
+        };
+        let bar = spinner(format!("{s}: {} × {} B", args.count, args.size));
+        let sampler = server_pid.map(Sampler::start);
+        let (messages, seconds) = scenarios::run(s, &target, mosquitto_addr, load).await?;
+        let (cpu, rss) = match sampler {
+            Some(sm) => sm.finish().await,
+            None => (None, None),
+        };
+        bar.finish_and_clear();
+        let msgs_per_s = messages as f64 / seconds.max(1e-9);
+        eprintln!("{s}: {messages} in {seconds:.2} s = {msgs_per_s:.0} msgs/s");
+        results.throughput.push(Throughput {
+            scenario: s.clone(),
+            baseline: None,
+            messages,
+            seconds,
+            msgs_per_s,
+            mb_per_s: msgs_per_s * args.size as f64 / 1e6,
+            ratio: None,
+            vs_mosquitto: None,
+            server_cpu_cores: cpu,
+            server_rss_mib: rss,
+        });
     }
-    gateway.shutdown().await;
-    print_table(&results, args.size);
+    set_ratios(&mut results.throughput);
+
+    if scenarios.iter().any(|s| s == "e2e-latency") {
+        let bar = spinner(format!(
+            "e2e-latency: {} msgs/s × {} per protocol",
+            args.rate, args.latency_count
+        ));
+        results.latency = latency::run(&target, args.rate, args.latency_count, args.size).await?;
+        bar.finish_and_clear();
+    }
+    if scenarios.iter().any(|s| s == "connections") {
+        if let Some(pid) = pid {
+            let bar = spinner(format!("connections: {} idle MQTT connections to barnabas", args.idle));
+            results.connections.push(connections::run("barnabas", target.mqtt, pid, args.idle).await?);
+            bar.finish_and_clear();
+        } else {
+            eprintln!("connections: no --server-pid, the gateway's memory cannot be read: skipped");
+        }
+        if let Some((process, addr)) = &mosquitto {
+            let bar = spinner(format!("connections: {} idle MQTT connections to mosquitto", args.idle));
+            results.connections.push(connections::run("mosquitto", *addr, process.pid, args.idle).await?);
+            bar.finish_and_clear();
+        }
+    }
+
+    if let Some((process, _)) = mosquitto {
+        process.stop().await;
+    }
+    if let Some(process) = gateway {
+        process.stop().await;
+    }
+    print_tables(&results);
     if let Some(path) = &args.json {
-        let direct = results.iter().find(|m| m.name == "direct").map(rate);
-        let rows: Vec<serde_json::Value> = results
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "scenario": m.name, "messages": m.messages, "seconds": m.seconds,
-                    "msgs_per_s": rate(m), "mb_per_s": rate(m) * args.size as f64 / 1e6,
-                    "ratio_to_direct": direct.map(|d| rate(m) / d),
-                })
-            })
-            .collect();
-        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(docs) = &args.report {
+        report::render(&results, docs)?;
     }
     Ok(())
 }
 
-fn rate(m: &Measured) -> f64 {
-    m.messages as f64 / m.seconds.max(1e-9)
+/// Each row's ratio to its baseline measured in the same run: gateway scenarios divide by
+/// `direct`; the MQTT ones are also set against mosquitto at the same QoS.
+fn set_ratios(rows: &mut [Throughput]) {
+    let rate_of = |rows: &[Throughput], name: &str| {
+        rows.iter().find(|r| r.scenario == name).map(|r| r.msgs_per_s)
+    };
+    let direct = rate_of(rows, "direct");
+    let mosq0 = rate_of(rows, "mosquitto-qos0");
+    let mosq1 = rate_of(rows, "mosquitto-qos1");
+    for r in rows.iter_mut() {
+        let baseline = match r.scenario.as_str() {
+            "direct" | "mosquitto-qos0" | "mosquitto-qos1" => None,
+            _ => direct.map(|d| ("direct", d)),
+        };
+        if let Some((name, rate)) = baseline {
+            r.baseline = Some(name.to_owned());
+            r.ratio = Some(r.msgs_per_s / rate);
+        }
+        r.vs_mosquitto = match r.scenario.as_str() {
+            "mqtt-qos0" => mosq0.map(|m| r.msgs_per_s / m),
+            "mqtt-qos1" => mosq1.map(|m| r.msgs_per_s / m),
+            _ => None,
+        };
+    }
 }
 
-fn print_table(results: &[Measured], size: usize) {
-    let direct = results.iter().find(|m| m.name == "direct").map(rate);
-    println!(
-        "{:<12} {:>10} {:>9} {:>12} {:>8} {:>9}",
-        "scenario", "messages", "seconds", "msgs/s", "MB/s", "÷ direct"
-    );
-    for m in results {
-        let ratio = direct.map_or_else(|| "-".to_owned(), |d| format!("{:.2}", rate(m) / d));
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn print_tables(r: &RunResults) {
+    if let Some(ms) = r.ready_ms {
+        println!("start → ready: {ms:.0} ms");
+    }
+    if !r.throughput.is_empty() {
         println!(
-            "{:<12} {:>10} {:>9.2} {:>12.0} {:>8.2} {:>9}",
-            m.name,
-            m.messages,
-            m.seconds,
-            rate(m),
-            rate(m) * size as f64 / 1e6,
-            ratio
+            "{:<17} {:>9} {:>8} {:>10} {:>7} {:>9} {:>8} {:>6} {:>7}",
+            "scenario", "messages", "seconds", "msgs/s", "MB/s", "÷ direct", "÷ mosq", "cpu", "rss MiB"
+        );
+        for t in &r.throughput {
+            println!(
+                "{:<17} {:>9} {:>8.2} {:>10.0} {:>7.2} {:>9} {:>8} {:>6} {:>7}",
+                t.scenario,
+                t.messages,
+                t.seconds,
+                t.msgs_per_s,
+                t.mb_per_s,
+                opt(t.ratio, 2),
+                opt(t.vs_mosquitto, 2),
+                opt(t.server_cpu_cores, 2),
+                opt(t.server_rss_mib, 0),
+            );
+        }
+    }
+    if !r.latency.is_empty() {
+        println!(
+            "{:<10} {:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}",
+            "latency", "kind", "samples", "p50 ms", "p90 ms", "p99 ms", "p99.9", "max ms", "p99 added"
+        );
+        for l in &r.latency {
+            println!(
+                "{:<10} {:<8} {:>8} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>10}",
+                l.protocol,
+                l.kind,
+                l.count,
+                l.p50_ms,
+                l.p90_ms,
+                l.p99_ms,
+                l.p999_ms,
+                l.max_ms,
+                opt(l.p99_added_ms, 2),
+            );
+        }
+    }
+    for c in &r.connections {
+        println!(
+            "connections {:<10} {:>6} held: {:.2} KiB each, CONNACK p50 {:.2} ms p99 {:.2} ms",
+            c.server, c.connections, c.kib_per_connection, c.connack_p50_ms, c.connack_p99_ms
         );
     }
 }

@@ -70,6 +70,9 @@ pub struct Throughput {
     pub mb_per_s: f64,
     /// `msgs_per_s` ÷ the baseline's, measured in the same run.
     pub ratio: Option<f64>,
+    /// For `mqtt-qos0`/`mqtt-qos1`: `msgs_per_s` ÷ mosquitto's at the same QoS, same run.
+    #[serde(default)]
+    pub vs_mosquitto: Option<f64>,
     /// The measured server process's CPU use during the scenario, in cores (1.0 = one core).
     pub server_cpu_cores: Option<f64>,
     /// The measured server process's peak resident memory during the scenario, MiB.

@@ -15,38 +15,50 @@ use fe2o3_amqp::{
 use futures::{stream::FuturesUnordered, StreamExt};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use crate::{Measured, Target};
+use crate::Target;
 
-/// Runs one scenario.
+/// Load settings shared by the throughput scenarios.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// Messages per scenario.
+    pub count: usize,
+    /// Payload bytes.
+    pub size: usize,
+    /// MQTT and HTTP client connections.
+    pub conns: usize,
+    /// Unacknowledged QoS 1/2 publishes per MQTT connection, and unsettled AMQP transfers.
+    pub inflight: usize,
+}
+
+/// Runs one throughput scenario against the gateway (`mosquitto` = the MQTT address of a
+/// local mosquitto for the `mosquitto-*` scenarios). Returns (messages, seconds).
 pub async fn run(
     name: &str,
     t: &Target,
-    count: usize,
-    size: usize,
-    conns: usize,
-) -> Result<Measured> {
+    mosquitto: Option<std::net::SocketAddr>,
+    load: Load,
+) -> Result<(usize, f64)> {
     let kafka = barnabas_kafka::connect(&barnabas_kafka::KafkaConfig {
         bootstrap_servers: t.kafka.clone(),
         ..barnabas_kafka::KafkaConfig::default()
     })
     .map_err(|e| anyhow!("kafka client: {e}"))?;
-    let payload = vec![b'x'; size];
+    let payload = vec![b'x'; load.size];
+    let mosq = || mosquitto.context("mosquitto not started");
     let started = Instant::now();
     let messages = match name {
-        "direct" => direct(&kafka, count, &payload).await?,
-        "mqtt-qos0" => mqtt(t, &kafka, QoS::AtMostOnce, count, &payload, conns).await?,
-        "mqtt-qos1" => mqtt(t, &kafka, QoS::AtLeastOnce, count, &payload, conns).await?,
-        "mqtt-qos2" => mqtt(t, &kafka, QoS::ExactlyOnce, count, &payload, conns).await?,
-        "http-1" => http(t, 1, count, size, conns.max(16)).await?,
-        "http-100" => http(t, 100, count, size, conns.max(16)).await?,
-        "amqp" => amqp(t, count, &payload).await?,
+        "direct" => direct(&kafka, load.count, &payload).await?,
+        "mqtt-qos0" => mqtt(t.mqtt, Some(&kafka), QoS::AtMostOnce, &payload, load).await?,
+        "mqtt-qos1" => mqtt(t.mqtt, Some(&kafka), QoS::AtLeastOnce, &payload, load).await?,
+        "mqtt-qos2" => mqtt(t.mqtt, Some(&kafka), QoS::ExactlyOnce, &payload, load).await?,
+        "mosquitto-qos0" => mqtt(mosq()?, None, QoS::AtMostOnce, &payload, load).await?,
+        "mosquitto-qos1" => mqtt(mosq()?, None, QoS::AtLeastOnce, &payload, load).await?,
+        "http-produce-1" => http(t, 1, load.count, load.size, load.conns.max(16)).await?,
+        "http-produce-100" => http(t, 100, load.count, load.size, load.conns.max(16)).await?,
+        "amqp-send" => amqp(t, load.count, &payload, load.inflight).await?,
         other => bail!("unknown scenario {other}"),
     };
-    Ok(Measured {
-        name: name.to_owned(),
-        messages,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok((messages, started.elapsed().as_secs_f64()))
 }
 
 /// The baseline: the gateway's own producer settings (acks=all, idempotent, linger 5 ms),
@@ -103,29 +115,34 @@ async fn stored(kafka: &Backend, topic: &str) -> Result<i64> {
     Ok(n)
 }
 
-/// `conns` MQTT connections, each publishing its share, up to 64 unacknowledged each.
+/// `load.conns` MQTT connections to `addr`, each publishing its share with up to
+/// `load.inflight` unacknowledged. With `kafka` (the gateway), QoS 0 counts what Kafka
+/// stored; without (mosquitto), what was sent.
 async fn mqtt(
-    t: &Target,
-    kafka: &Backend,
+    addr: std::net::SocketAddr,
+    kafka: Option<&Backend>,
     qos: QoS,
-    count: usize,
     payload: &[u8],
-    conns: usize,
+    load: Load,
 ) -> Result<usize> {
     let run = format!("{}", std::process::id());
     let topic_kafka = "mqtt"; // no mapping rules: the default topic
-    let before = stored(kafka, topic_kafka).await?;
-    let each = count / conns.max(1);
+    let before = match kafka {
+        Some(k) => stored(k, topic_kafka).await?,
+        None => 0,
+    };
+    let conns = load.conns.max(1);
+    let each = load.count / conns;
     let mut tasks = Vec::new();
     for i in 0..conns {
         let mut opts = MqttOptions::new(
             format!("bench-{run}-{i}"),
-            t.mqtt.ip().to_string(),
-            t.mqtt.port(),
+            addr.ip().to_string(),
+            addr.port(),
         );
         opts.set_keep_alive(std::time::Duration::from_secs(60));
-        opts.set_inflight(64);
-        let (client, mut el) = AsyncClient::new(opts, 128);
+        opts.set_inflight(u16::try_from(load.inflight).unwrap_or(u16::MAX));
+        let (client, mut el) = AsyncClient::new(opts, load.inflight.max(128));
         let payload = payload.to_vec();
         let topic = format!("devices/bench-{i}/telemetry");
         tasks.push(tokio::spawn(async move {
@@ -172,7 +189,7 @@ async fn mqtt(
     for task in tasks {
         total += task.await.map_err(|e| anyhow!("{e}"))??;
     }
-    if qos == QoS::AtMostOnce {
+    if let (QoS::AtMostOnce, Some(kafka)) = (qos, kafka) {
         // QoS 0 has no ack: the run ends when Kafka holds them (or what arrived in 60 s).
         let deadline = Instant::now() + std::time::Duration::from_secs(60);
         let want = before + total as i64;
@@ -240,8 +257,8 @@ async fn http(
     Ok(total)
 }
 
-/// One AMQP link sending unsettled, at most 200 waiting for `accepted`.
-async fn amqp(t: &Target, count: usize, payload: &[u8]) -> Result<usize> {
+/// One AMQP link sending unsettled, at most `inflight` waiting for `accepted`.
+async fn amqp(t: &Target, count: usize, payload: &[u8], inflight: usize) -> Result<usize> {
     let mut conn = Connection::builder()
         .container_id("barnabas-bench")
         .sasl_profile(SaslProfile::Anonymous)
@@ -252,10 +269,10 @@ async fn amqp(t: &Target, count: usize, payload: &[u8]) -> Result<usize> {
     let mut sender = Sender::attach(&mut session, "bench", "bench-amqp")
         .await
         .context("AMQP link")?;
-    let mut pending = VecDeque::with_capacity(200);
+    let mut pending = VecDeque::with_capacity(inflight);
     let mut accepted = 0;
     for _ in 0..count {
-        if pending.len() >= 200 {
+        if pending.len() >= inflight.max(1) {
             if let Some(fut) = pending.pop_front() {
                 if let Ok(Outcome::Accepted(_)) = fut.await {
                     accepted += 1;

@@ -37,6 +37,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Storage engine of the embedded broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum EmbeddedStorage {
+    /// tansu's SQLite engine: a temporary file, or `--data-dir`.
+    #[default]
+    Sqlite,
+    /// Acknowledge and discard every write (benchmarks of the gateway's own cost).
+    Null,
+}
+
 /// Flags of `run` (and `check-config`).
 #[derive(Debug, Clone, Args, Default)]
 pub struct RunArgs {
@@ -55,6 +65,11 @@ pub struct RunArgs {
     /// Keep the embedded broker's data in DIR across restarts (default: nothing is kept).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Storage engine of the embedded broker: `sqlite` (default) stores every record; `null`
+    /// acknowledges and discards them, so benchmarks can see the gateway's own cost without
+    /// the broker's storage (nothing can be read back; never for real use).
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub embedded_storage: Option<EmbeddedStorage>,
     /// External Kafka cluster (sets kafka.bootstrap_servers).
     #[arg(long, value_name = "HOST:PORT[,…]")]
     pub kafka_bootstrap: Option<String>,
@@ -80,6 +95,7 @@ impl RunArgs {
             embedded_kafka: self.embedded_kafka.or(outer.embedded_kafka),
             embedded_advertised: self.embedded_advertised.or(outer.embedded_advertised),
             data_dir: self.data_dir.or(outer.data_dir),
+            embedded_storage: self.embedded_storage.or(outer.embedded_storage),
             kafka_bootstrap: self.kafka_bootstrap.or(outer.kafka_bootstrap),
             http_listen: self.http_listen.or(outer.http_listen),
             mqtt_listen: self.mqtt_listen.or(outer.mqtt_listen),

@@ -46,6 +46,8 @@ pub struct EmbeddedPlan {
     pub advertised: Option<String>,
     /// Where its data lives (`None` = temporary).
     pub data_dir: Option<PathBuf>,
+    /// Acknowledge and discard every write (`--embedded-storage null`, benchmarks only).
+    pub discard: bool,
 }
 
 /// Everything decided before anything starts: validated config and whether to embed Kafka.
@@ -75,6 +77,12 @@ impl Plan {
                 "--data-dir keeps the embedded broker's data; it does not apply with an external Kafka (kafka.bootstrap_servers)".into(),
             ));
         }
+        let discard = args.embedded_storage == Some(crate::cli::EmbeddedStorage::Null);
+        if discard && (!embed || args.data_dir.is_some()) {
+            return Err(Failure::Config(
+                "--embedded-storage null discards everything: it excludes --data-dir and an external Kafka".into(),
+            ));
+        }
         let embedded = if embed {
             let addr = args.embedded_kafka.as_deref().unwrap_or("127.0.0.1:9092");
             let listen = config::parse_listen("--embedded-kafka", addr)?.ok_or_else(|| {
@@ -84,6 +92,7 @@ impl Plan {
                 listen,
                 advertised: args.embedded_advertised.clone(),
                 data_dir: args.data_dir.clone(),
+                discard,
             })
         } else {
             None
@@ -436,11 +445,11 @@ fn tune_producer_limits(kafka: &mut KafkaConfig, max_message_bytes: usize) {
 #[cfg(feature = "embedded-kafka")]
 async fn start_embedded(plan: &EmbeddedPlan) -> Result<crate::embedded::EmbeddedKafka, Failure> {
     use crate::embedded::{EmbeddedError, EmbeddedKafka, Storage};
-    let storage = plan
-        .data_dir
-        .clone()
-        .map(Storage::Dir)
-        .unwrap_or(Storage::Temporary);
+    let storage = match (&plan.data_dir, plan.discard) {
+        (_, true) => Storage::Null,
+        (Some(dir), false) => Storage::Dir(dir.clone()),
+        (None, false) => Storage::Temporary,
+    };
     EmbeddedKafka::start(plan.listen, plan.advertised.clone(), storage)
         .await
         .map_err(|e| match e {

@@ -1,0 +1,491 @@
+//! `e2e-latency`: each protocol publishes at a fixed rate; each publish's time to its
+//! acknowledgement, and to a subscriber of the same protocol, goes into an HdrHistogram.
+//! The direct producer (and a direct Kafka consumer) run the same pattern beside them, so
+//! "added latency" is a difference measured in the same run.
+//!
+//! Every payload starts with the send time (ns since the bench started) and a sequence
+//! number, so a receiver needs no shared state with the sender.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, Context, Result};
+use barnabas_core::Record;
+use fe2o3_amqp::{
+    sasl_profile::SaslProfile,
+    types::{
+        messaging::{Body, Message, Outcome},
+        primitives::{Binary, Value},
+    },
+    Connection, Receiver, Sender, Session,
+};
+use hdrhistogram::Histogram;
+use rdkafka::{
+    consumer::{Consumer, StreamConsumer},
+    ClientConfig, Message as _, Offset, TopicPartitionList,
+};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::task::JoinHandle;
+
+use crate::{results::Latency, Target};
+
+/// Marks warm-up messages (sent until a receiver sees one; not measured).
+const WARM_UP: u64 = u64::MAX;
+
+/// How long a receiver waits for the rest after the last publish.
+const DRAIN: Duration = Duration::from_secs(15);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// A payload of `size` bytes (at least 16) carrying its send time and sequence number.
+fn stamped(seq: u64, size: usize) -> Vec<u8> {
+    let now = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let mut p = Vec::with_capacity(size.max(16));
+    p.extend_from_slice(&now.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.resize(size.max(16), b'x');
+    p
+}
+
+/// (age since it was stamped, sequence number) of a stamped payload.
+fn age(payload: &[u8]) -> Option<(Duration, u64)> {
+    let sent = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(payload.get(8..16)?.try_into().ok()?);
+    let now = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
+    Some((Duration::from_nanos(now.saturating_sub(sent)), seq))
+}
+
+/// Microsecond histogram from 1 µs to 100 s, 3 significant digits.
+fn histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 100_000_000, 3).map_err(|e| anyhow!("histogram: {e}"))
+}
+
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, h.high());
+    let _ = h.record(us);
+}
+
+/// Waits until message `i` of a paced run is due.
+async fn pace(start: Instant, i: usize, rate: u64) {
+    let due = start + Duration::from_secs_f64(i as f64 / rate.max(1) as f64);
+    tokio::time::sleep_until(due.into()).await;
+}
+
+/// What a receiver collected.
+type Received = Arc<Mutex<Histogram<u64>>>;
+
+/// Keeps sending warm-up messages with `send` until `received` holds one, so a receiver's
+/// start position is settled before timing starts.
+async fn warm_up<F, Fut>(seen: &Arc<std::sync::atomic::AtomicBool>, mut send: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let started = Instant::now();
+    while !seen.load(std::sync::atomic::Ordering::SeqCst) {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(anyhow!("receiver saw nothing in 60 s of warm-up"));
+        }
+        send().await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Records a received payload: warm-ups raise `seen`, the rest go into the histogram.
+fn on_received(payload: &[u8], seen: &std::sync::atomic::AtomicBool, hist: &Received) -> bool {
+    match age(payload) {
+        Some((_, WARM_UP)) => {
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            false
+        }
+        Some((d, _)) => {
+            if let Ok(mut h) = hist.lock() {
+                record(&mut h, d);
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// Runs every protocol at `rate` msgs/s for `count` messages each.
+pub async fn run(t: &Target, rate: u64, count: usize, size: usize) -> Result<Vec<Latency>> {
+    let mut rows = Vec::new();
+    eprintln!("  e2e-latency: direct");
+    let (ack, recv) = direct(t, rate, count, size).await?;
+    let direct_p99 = ms(ack.value_at_quantile(0.99));
+    rows.push(row("direct", "ack", rate, &ack, None));
+    rows.push(row("direct", "receive", rate, &recv, None));
+    eprintln!("  e2e-latency: mqtt-qos1");
+    let (ack, recv) = mqtt(t, rate, count, size).await?;
+    rows.push(row("mqtt-qos1", "ack", rate, &ack, Some(direct_p99)));
+    rows.push(row("mqtt-qos1", "receive", rate, &recv, None));
+    eprintln!("  e2e-latency: amqp");
+    let (ack, recv) = amqp(t, rate, count, size).await?;
+    rows.push(row("amqp", "ack", rate, &ack, Some(direct_p99)));
+    rows.push(row("amqp", "receive", rate, &recv, None));
+    eprintln!("  e2e-latency: http");
+    let ack = http(t, rate, count, size).await?;
+    rows.push(row("http", "ack", rate, &ack, Some(direct_p99)));
+    Ok(rows)
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn row(
+    protocol: &str,
+    kind: &str,
+    rate: u64,
+    h: &Histogram<u64>,
+    direct_p99: Option<f64>,
+) -> Latency {
+    let p99 = ms(h.value_at_quantile(0.99));
+    let mut cdf = Vec::new();
+    for q in [
+        0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999, 1.0,
+    ] {
+        cdf.push((q, ms(h.value_at_quantile(q))));
+    }
+    Latency {
+        protocol: protocol.to_owned(),
+        kind: kind.to_owned(),
+        rate,
+        count: h.len(),
+        p50_ms: ms(h.value_at_quantile(0.5)),
+        p90_ms: ms(h.value_at_quantile(0.9)),
+        p99_ms: p99,
+        p999_ms: ms(h.value_at_quantile(0.999)),
+        max_ms: ms(h.max()),
+        p99_added_ms: direct_p99.map(|d| p99 - d),
+        cdf,
+    }
+}
+
+/// Collects the latencies of spawned sends.
+async fn collect(sends: Vec<JoinHandle<Option<Duration>>>) -> Result<Histogram<u64>> {
+    let mut h = histogram()?;
+    for s in sends {
+        if let Some(d) = s.await.map_err(|e| anyhow!("{e}"))? {
+            record(&mut h, d);
+        }
+    }
+    Ok(h)
+}
+
+/// Waits until `hist` holds `want` samples or [`DRAIN`] passes, then returns it.
+async fn drained(hist: &Received, want: usize) -> Result<Histogram<u64>> {
+    let deadline = Instant::now() + DRAIN;
+    loop {
+        let have = hist.lock().map(|h| h.len()).unwrap_or(0);
+        if have >= want as u64 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hist.lock()
+        .map(|h| h.clone())
+        .map_err(|_| anyhow!("histogram lock"))
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
+
+async fn direct(
+    t: &Target,
+    rate: u64,
+    count: usize,
+    size: usize,
+) -> Result<(Histogram<u64>, Histogram<u64>)> {
+    let kafka = barnabas_kafka::connect(&barnabas_kafka::KafkaConfig {
+        bootstrap_servers: t.kafka.clone(),
+        ..barnabas_kafka::KafkaConfig::default()
+    })
+    .map_err(|e| anyhow!("kafka client: {e}"))?;
+    let topic = unique("bench-latency-direct");
+    let publish = |seq: u64| {
+        let publisher = kafka.publisher.clone();
+        let record = Record::new(topic.clone(), stamped(seq, size));
+        async move { publisher.publish_one(record).await }
+    };
+    publish(WARM_UP).await.map_err(|e| anyhow!("{e}"))?;
+    let md = kafka
+        .admin
+        .topic_metadata(&topic)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &t.kafka)
+        .set("group.id", unique("bench-latency"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .context("Kafka consumer")?;
+    let mut tpl = TopicPartitionList::new();
+    for p in &md.partitions {
+        tpl.add_partition_offset(&topic, p.partition, Offset::End)
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    consumer.assign(&tpl).context("assign")?;
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let received: Received = Arc::new(Mutex::new(histogram()?));
+    let reader = {
+        let (seen, received) = (seen.clone(), received.clone());
+        tokio::spawn(async move {
+            while let Ok(m) = consumer.recv().await {
+                on_received(m.payload().unwrap_or_default(), &seen, &received);
+            }
+        })
+    };
+    warm_up(&seen, || async {
+        publish(WARM_UP).await.map(|_| ()).map_err(|e| anyhow!("{e}"))
+    })
+    .await?;
+    let start = Instant::now();
+    let mut sends = Vec::with_capacity(count);
+    for i in 0..count {
+        pace(start, i, rate).await;
+        let fut = publish(i as u64);
+        sends.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            fut.await.ok().map(|_| t0.elapsed())
+        }));
+    }
+    let ack = collect(sends).await?;
+    let recv = drained(&received, count).await?;
+    reader.abort();
+    Ok((ack, recv))
+}
+
+async fn mqtt(
+    t: &Target,
+    rate: u64,
+    count: usize,
+    size: usize,
+) -> Result<(Histogram<u64>, Histogram<u64>)> {
+    let topic = format!("bench/latency/{}", std::process::id());
+    let options = |id: &str| {
+        let mut o = MqttOptions::new(id, t.mqtt.ip().to_string(), t.mqtt.port());
+        o.set_keep_alive(Duration::from_secs(60));
+        o.set_inflight(u16::MAX);
+        o
+    };
+    // The subscriber.
+    let (sub, mut sub_loop) = AsyncClient::new(options(&unique("bench-lat-sub")), 1024);
+    sub.subscribe(topic.as_str(), QoS::AtLeastOnce)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    loop {
+        match sub_loop.poll().await {
+            Ok(Event::Incoming(Packet::SubAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => return Err(anyhow!("subscriber: {e:?}")),
+        }
+    }
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let received: Received = Arc::new(Mutex::new(histogram()?));
+    let reader = {
+        let (seen, received) = (seen.clone(), received.clone());
+        tokio::spawn(async move {
+            while let Ok(ev) = sub_loop.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = ev {
+                    on_received(&p.payload, &seen, &received);
+                }
+            }
+        })
+    };
+    // The publisher: acks come back in publish order, so each PUBACK is the oldest send.
+    let (publ, mut pub_loop) = AsyncClient::new(options(&unique("bench-lat-pub")), 1024);
+    let sent: Arc<Mutex<VecDeque<(bool, Instant)>>> = Arc::default();
+    let acked = Arc::new(Mutex::new(histogram()?));
+    let acker = {
+        let (sent, acked) = (sent.clone(), acked.clone());
+        tokio::spawn(async move {
+            while let Ok(ev) = pub_loop.poll().await {
+                if let Event::Incoming(Packet::PubAck(_)) = ev {
+                    let front = sent.lock().ok().and_then(|mut s| s.pop_front());
+                    if let (Some((true, t0)), Ok(mut h)) = (front, acked.lock()) {
+                        record(&mut h, t0.elapsed());
+                    }
+                }
+            }
+        })
+    };
+    let send = |seq: u64, measured: bool| {
+        let (publ, sent, topic) = (publ.clone(), sent.clone(), topic.clone());
+        async move {
+            if let Ok(mut s) = sent.lock() {
+                s.push_back((measured, Instant::now()));
+            }
+            publ.publish(topic, QoS::AtLeastOnce, false, stamped(seq, size))
+                .await
+                .map_err(|e| anyhow!("{e}"))
+        }
+    };
+    warm_up(&seen, || send(WARM_UP, false)).await?;
+    let start = Instant::now();
+    for i in 0..count {
+        pace(start, i, rate).await;
+        send(i as u64, true).await?;
+    }
+    let ack = drained(&acked, count).await?;
+    let recv = drained(&received, count).await?;
+    reader.abort();
+    acker.abort();
+    Ok((ack, recv))
+}
+
+async fn amqp(
+    t: &Target,
+    rate: u64,
+    count: usize,
+    size: usize,
+) -> Result<(Histogram<u64>, Histogram<u64>)> {
+    let url = format!("amqp://{}", t.amqp);
+    let topic = unique("bench-latency-amqp");
+    let mut conn = Connection::builder()
+        .container_id(unique("bench-lat-amqp"))
+        .sasl_profile(SaslProfile::Anonymous)
+        .open(url.as_str())
+        .await
+        .context("AMQP connection")?;
+    let mut session = Session::begin(&mut conn).await.context("AMQP session")?;
+    let mut sender = Sender::attach(&mut session, "lat-send", topic.as_str())
+        .await
+        .context("AMQP sender")?;
+    let message = |seq: u64| {
+        Message::builder()
+            .data(Binary::from(stamped(seq, size)))
+            .build()
+    };
+    // The topic exists once the first message is accepted.
+    let first = sender
+        .send_batchable(message(WARM_UP))
+        .await
+        .context("AMQP send")?;
+    first.await.map_err(|e| anyhow!("{e:?}"))?;
+    let mut rconn = Connection::builder()
+        .container_id(unique("bench-lat-amqp-recv"))
+        .sasl_profile(SaslProfile::Anonymous)
+        .open(url.as_str())
+        .await
+        .context("AMQP connection")?;
+    let mut rsession = Session::begin(&mut rconn).await.context("AMQP session")?;
+    let mut receiver = Receiver::builder()
+        .name("lat-recv")
+        .source(format!("{topic}/group.id/{}", unique("bench-lat")))
+        .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Auto(1000))
+        .attach(&mut rsession)
+        .await
+        .context("AMQP receiver")?;
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let received: Received = Arc::new(Mutex::new(histogram()?));
+    let reader = {
+        let (seen, received) = (seen.clone(), received.clone());
+        tokio::spawn(async move {
+            while let Ok(d) = receiver.recv::<Body<Value>>().await {
+                if let Body::Data(b) = &d.message().body {
+                    if let Some(first) = b.first() {
+                        on_received(&first.0, &seen, &received);
+                    }
+                }
+                if receiver.accept(&d).await.is_err() {
+                    break;
+                }
+            }
+            let _ = receiver.close().await;
+        })
+    };
+    // The new group starts at the earliest offset: the first warm-up is already there.
+    let started = Instant::now();
+    while !seen.load(std::sync::atomic::Ordering::SeqCst) {
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(anyhow!("AMQP receiver saw nothing in 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = Instant::now();
+    let mut sends = Vec::with_capacity(count);
+    for i in 0..count {
+        pace(start, i, rate).await;
+        let t0 = Instant::now();
+        let fut = sender
+            .send_batchable(message(i as u64))
+            .await
+            .context("AMQP send")?;
+        sends.push(tokio::spawn(async move {
+            matches!(fut.await, Ok(Outcome::Accepted(_))).then(|| t0.elapsed())
+        }));
+    }
+    let ack = collect(sends).await?;
+    let recv = drained(&received, count).await?;
+    reader.abort();
+    let _ = sender.close().await;
+    let _ = session.end().await;
+    let _ = conn.close().await;
+    let _ = rsession.end().await;
+    let _ = rconn.close().await;
+    Ok((ack, recv))
+}
+
+/// One record per POST; requests overlap as the rate needs (up to 512 at once).
+async fn http(t: &Target, rate: u64, count: usize, size: usize) -> Result<Histogram<u64>> {
+    let url = format!(
+        "http://{}/topics/{}",
+        t.http,
+        unique("bench-latency-http")
+    );
+    let client = reqwest::Client::new();
+    let post = |seq: u64| {
+        use base64::Engine as _;
+        let value = base64::engine::general_purpose::STANDARD.encode(stamped(seq, size));
+        client
+            .post(&url)
+            .header("content-type", "application/vnd.kafka.binary.v2+json")
+            .body(serde_json::json!({ "records": [{ "value": value }] }).to_string())
+            .send()
+    };
+    let first = post(WARM_UP).await?;
+    if !first.status().is_success() {
+        return Err(anyhow!("HTTP {}", first.status()));
+    }
+    let limit = Arc::new(tokio::sync::Semaphore::new(512));
+    let start = Instant::now();
+    let mut sends = Vec::with_capacity(count);
+    for i in 0..count {
+        pace(start, i, rate).await;
+        let permit = limit.clone().acquire_owned().await?;
+        let t0 = Instant::now();
+        let fut = post(i as u64);
+        sends.push(tokio::spawn(async move {
+            let ok = fut.await.map(|r| r.status().is_success()).unwrap_or(false);
+            drop(permit);
+            ok.then(|| t0.elapsed())
+        }));
+    }
+    collect(sends).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_reads_back_its_sequence_and_a_small_age() {
+        let p = stamped(42, 100);
+        assert_eq!(p.len(), 100);
+        let (d, seq) = age(&p).unwrap_or((Duration::MAX, 0));
+        assert_eq!(seq, 42);
+        assert!(d < Duration::from_secs(5), "{d:?}");
+        assert_eq!(age(&p[..10]), None);
+    }
+}
