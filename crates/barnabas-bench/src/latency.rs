@@ -115,25 +115,39 @@ fn on_received(payload: &[u8], seen: &std::sync::atomic::AtomicBool, hist: &Rece
     }
 }
 
-/// Runs every protocol at `rate` msgs/s for `count` messages each.
+/// Runs every protocol at `rate` msgs/s for `count` messages each, twice: once with no
+/// receiver (the `ack` rows), once with one (the `receive` rows). The passes are apart
+/// because a consumer fetching from a partition slows produces to it on the embedded broker
+/// (tansu 0.6, see docs/benchmarks.md): one pass would measure that, not the gateway.
 pub async fn run(t: &Target, rate: u64, count: usize, size: usize) -> Result<Vec<Latency>> {
     let mut rows = Vec::new();
-    eprintln!("  e2e-latency: direct");
-    let (ack, recv) = direct(t, rate, count, size).await?;
-    let direct_p99 = ms(ack.value_at_quantile(0.99));
-    rows.push(row("direct", "ack", rate, &ack, None));
-    rows.push(row("direct", "receive", rate, &recv, None));
-    eprintln!("  e2e-latency: mqtt-qos1");
-    let (ack, recv) = mqtt(t, rate, count, size).await?;
-    rows.push(row("mqtt-qos1", "ack", rate, &ack, Some(direct_p99)));
-    rows.push(row("mqtt-qos1", "receive", rate, &recv, None));
-    eprintln!("  e2e-latency: amqp");
-    let (ack, recv) = amqp(t, rate, count, size).await?;
-    rows.push(row("amqp", "ack", rate, &ack, Some(direct_p99)));
-    rows.push(row("amqp", "receive", rate, &recv, None));
-    eprintln!("  e2e-latency: http");
-    let ack = http(t, rate, count, size).await?;
-    rows.push(row("http", "ack", rate, &ack, Some(direct_p99)));
+    let mut direct_p99 = None;
+    for protocol in ["direct", "mqtt-qos1", "amqp", "http"] {
+        for receive in [false, true] {
+            if protocol == "http" && receive {
+                continue;
+            }
+            eprintln!(
+                "  e2e-latency: {protocol} {}",
+                if receive { "receive" } else { "ack" }
+            );
+            let (ack, recv) = match protocol {
+                "direct" => direct(t, rate, count, size, receive).await?,
+                "mqtt-qos1" => mqtt(t, rate, count, size, receive).await?,
+                "amqp" => amqp(t, rate, count, size, receive).await?,
+                _ => (http(t, rate, count, size).await?, histogram()?),
+            };
+            if receive {
+                rows.push(row(protocol, "receive", rate, &recv, None));
+            } else {
+                if protocol == "direct" {
+                    direct_p99 = Some(ms(ack.value_at_quantile(0.99)));
+                }
+                let base = if protocol == "direct" { None } else { direct_p99 };
+                rows.push(row(protocol, "ack", rate, &ack, base));
+            }
+        }
+    }
     Ok(rows)
 }
 
@@ -196,6 +210,22 @@ async fn drained(hist: &Received, want: usize) -> Result<Histogram<u64>> {
         .map_err(|_| anyhow!("histogram lock"))
 }
 
+/// What a receiver got (waiting for all `count`), or an empty histogram without one.
+async fn receiver_result(
+    received: &Received,
+    count: usize,
+    reader: Option<JoinHandle<()>>,
+) -> Result<Histogram<u64>> {
+    match reader {
+        Some(reader) => {
+            let h = drained(received, count).await?;
+            reader.abort();
+            Ok(h)
+        }
+        None => histogram(),
+    }
+}
+
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", std::process::id())
 }
@@ -205,6 +235,7 @@ async fn direct(
     rate: u64,
     count: usize,
     size: usize,
+    receive: bool,
 ) -> Result<(Histogram<u64>, Histogram<u64>)> {
     let kafka = barnabas_kafka::connect(&barnabas_kafka::KafkaConfig {
         bootstrap_servers: t.kafka.clone(),
@@ -218,38 +249,41 @@ async fn direct(
         async move { publisher.publish_one(record).await }
     };
     publish(WARM_UP).await.map_err(|e| anyhow!("{e}"))?;
-    let md = kafka
-        .admin
-        .topic_metadata(&topic)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &t.kafka)
-        .set("group.id", unique("bench-latency"))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .context("Kafka consumer")?;
-    let mut tpl = TopicPartitionList::new();
-    for p in &md.partitions {
-        tpl.add_partition_offset(&topic, p.partition, Offset::End)
-            .map_err(|e| anyhow!("{e}"))?;
-    }
-    consumer.assign(&tpl).context("assign")?;
     let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let received: Received = Arc::new(Mutex::new(histogram()?));
-    let reader = {
-        let (seen, received) = (seen.clone(), received.clone());
-        tokio::spawn(async move {
+    let reader = if receive {
+        let md = kafka
+            .admin
+            .topic_metadata(&topic)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &t.kafka)
+            .set("group.id", unique("bench-latency"))
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .context("Kafka consumer")?;
+        let mut tpl = TopicPartitionList::new();
+        for p in &md.partitions {
+            tpl.add_partition_offset(&topic, p.partition, Offset::End)
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        consumer.assign(&tpl).context("assign")?;
+        let (seen_by_reader, received) = (seen.clone(), received.clone());
+        let reader = tokio::spawn(async move {
             while let Ok(m) = consumer.recv().await {
-                on_received(m.payload().unwrap_or_default(), &seen, &received);
+                on_received(m.payload().unwrap_or_default(), &seen_by_reader, &received);
             }
+        });
+        warm_up(&seen, || async {
+            publish(WARM_UP).await.map(|_| ()).map_err(|e| anyhow!("{e}"))
         })
+        .await?;
+        Some(reader)
+    } else {
+        None
     };
-    warm_up(&seen, || async {
-        publish(WARM_UP).await.map(|_| ()).map_err(|e| anyhow!("{e}"))
-    })
-    .await?;
     let start = Instant::now();
     let mut sends = Vec::with_capacity(count);
     for i in 0..count {
@@ -261,8 +295,7 @@ async fn direct(
         }));
     }
     let ack = collect(sends).await?;
-    let recv = drained(&received, count).await?;
-    reader.abort();
+    let recv = receiver_result(&received, count, reader).await?;
     Ok((ack, recv))
 }
 
@@ -271,6 +304,7 @@ async fn mqtt(
     rate: u64,
     count: usize,
     size: usize,
+    receive: bool,
 ) -> Result<(Histogram<u64>, Histogram<u64>)> {
     let topic = format!("bench/latency/{}", std::process::id());
     let options = |id: &str| {
@@ -279,9 +313,10 @@ async fn mqtt(
         o.set_inflight(u16::MAX);
         o
     };
+    let no_recv = !receive;
     // The subscriber.
     let (sub, mut sub_loop) = AsyncClient::new(options(&unique("bench-lat-sub")), 1024);
-    sub.subscribe(topic.as_str(), QoS::AtLeastOnce)
+    sub.subscribe(if no_recv { "nothing/here" } else { topic.as_str() }, QoS::AtLeastOnce)
         .await
         .map_err(|e| anyhow!("{e}"))?;
     loop {
@@ -294,11 +329,11 @@ async fn mqtt(
     let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let received: Received = Arc::new(Mutex::new(histogram()?));
     let reader = {
-        let (seen, received) = (seen.clone(), received.clone());
+        let (seen_by_reader, received) = (seen.clone(), received.clone());
         tokio::spawn(async move {
             while let Ok(ev) = sub_loop.poll().await {
                 if let Event::Incoming(Packet::Publish(p)) = ev {
-                    on_received(&p.payload, &seen, &received);
+                    on_received(&p.payload, &seen_by_reader, &received);
                 }
             }
         })
@@ -331,6 +366,9 @@ async fn mqtt(
                 .map_err(|e| anyhow!("{e}"))
         }
     };
+    if no_recv {
+        seen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     warm_up(&seen, || send(WARM_UP, false)).await?;
     let start = Instant::now();
     for i in 0..count {
@@ -338,8 +376,7 @@ async fn mqtt(
         send(i as u64, true).await?;
     }
     let ack = drained(&acked, count).await?;
-    let recv = drained(&received, count).await?;
-    reader.abort();
+    let recv = receiver_result(&received, count, Some(reader)).await?;
     acker.abort();
     Ok((ack, recv))
 }
@@ -349,6 +386,7 @@ async fn amqp(
     rate: u64,
     count: usize,
     size: usize,
+    receive: bool,
 ) -> Result<(Histogram<u64>, Histogram<u64>)> {
     let url = format!("amqp://{}", t.amqp);
     let topic = unique("bench-latency-amqp");
@@ -373,29 +411,29 @@ async fn amqp(
         .await
         .context("AMQP send")?;
     first.await.map_err(|e| anyhow!("{e:?}"))?;
-    let mut rconn = Connection::builder()
-        .container_id(unique("bench-lat-amqp-recv"))
-        .sasl_profile(SaslProfile::Anonymous)
-        .open(url.as_str())
-        .await
-        .context("AMQP connection")?;
-    let mut rsession = Session::begin(&mut rconn).await.context("AMQP session")?;
-    let mut receiver = Receiver::builder()
-        .name("lat-recv")
-        .source(format!("{topic}/group.id/{}", unique("bench-lat")))
-        .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Auto(1000))
-        .attach(&mut rsession)
-        .await
-        .context("AMQP receiver")?;
     let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let received: Received = Arc::new(Mutex::new(histogram()?));
-    let reader = {
-        let (seen, received) = (seen.clone(), received.clone());
-        tokio::spawn(async move {
+    let reader = if receive {
+        let mut rconn = Connection::builder()
+            .container_id(unique("bench-lat-amqp-recv"))
+            .sasl_profile(SaslProfile::Anonymous)
+            .open(url.as_str())
+            .await
+            .context("AMQP connection")?;
+        let mut rsession = Session::begin(&mut rconn).await.context("AMQP session")?;
+        let mut receiver = Receiver::builder()
+            .name("lat-recv")
+            .source(format!("{topic}/group.id/{}", unique("bench-lat")))
+            .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Auto(1000))
+            .attach(&mut rsession)
+            .await
+            .context("AMQP receiver")?;
+        let (seen_by_reader, received) = (seen.clone(), received.clone());
+        let reader = tokio::spawn(async move {
             while let Ok(d) = receiver.recv::<Body<Value>>().await {
                 if let Body::Data(b) = &d.message().body {
                     if let Some(first) = b.first() {
-                        on_received(&first.0, &seen, &received);
+                        on_received(&first.0, &seen_by_reader, &received);
                     }
                 }
                 if receiver.accept(&d).await.is_err() {
@@ -403,16 +441,21 @@ async fn amqp(
                 }
             }
             let _ = receiver.close().await;
-        })
-    };
-    // The new group starts at the earliest offset: the first warm-up is already there.
-    let started = Instant::now();
-    while !seen.load(std::sync::atomic::Ordering::SeqCst) {
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err(anyhow!("AMQP receiver saw nothing in 60 s"));
+            let _ = rsession.end().await;
+            let _ = rconn.close().await;
+        });
+        // The new group starts at the earliest offset: the first warm-up is already there.
+        let started = Instant::now();
+        while !seen.load(std::sync::atomic::Ordering::SeqCst) {
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(anyhow!("AMQP receiver saw nothing in 60 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Some(reader)
+    } else {
+        None
+    };
     let start = Instant::now();
     let mut sends = Vec::with_capacity(count);
     for i in 0..count {
@@ -427,13 +470,10 @@ async fn amqp(
         }));
     }
     let ack = collect(sends).await?;
-    let recv = drained(&received, count).await?;
-    reader.abort();
+    let recv = receiver_result(&received, count, reader).await?;
     let _ = sender.close().await;
     let _ = session.end().await;
     let _ = conn.close().await;
-    let _ = rsession.end().await;
-    let _ = rconn.close().await;
     Ok((ack, recv))
 }
 

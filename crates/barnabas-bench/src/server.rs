@@ -9,12 +9,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::process::{Child, Command};
+
 use anyhow::{anyhow, bail, Context, Result};
-use tokio::process::{Child, Command};
 
 use crate::Target;
 
-/// A server process the bench started; stopped (SIGTERM, then SIGKILL) when dropped.
+/// A server process the bench started; [`stop`](Self::stop) ends it (SIGTERM, then SIGKILL),
+/// and so does dropping it (SIGKILL).
 pub struct ServerProcess {
     child: Child,
     /// Its process id, for [`Sampler`].
@@ -30,18 +32,30 @@ impl ServerProcess {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status();
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -86,10 +100,9 @@ pub async fn start_gateway(bin: &Path, engine: &str) -> Result<(ServerProcess, T
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
-        .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let pid = child.id().context("gateway pid")?;
+    let pid = child.id();
     let mut server = ServerProcess {
         child,
         pid,
@@ -116,6 +129,18 @@ pub async fn start_gateway(bin: &Path, engine: &str) -> Result<(ServerProcess, T
     Ok((server, target, ready_ms))
 }
 
+/// `mosquitto` from PATH, else where Debian puts it (`/usr/sbin` is not on every PATH).
+fn mosquitto_bin() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("mosquitto").exists()))
+        .unwrap_or(false);
+    if !on_path && Path::new("/usr/sbin/mosquitto").exists() {
+        PathBuf::from("/usr/sbin/mosquitto")
+    } else {
+        PathBuf::from("mosquitto")
+    }
+}
+
 /// Starts a local `mosquitto` (it keeps nothing on disk) and waits until it accepts.
 pub async fn start_mosquitto() -> Result<(ServerProcess, SocketAddr)> {
     let dir = tempfile::tempdir()?;
@@ -130,17 +155,16 @@ pub async fn start_mosquitto() -> Result<(ServerProcess, SocketAddr)> {
         ),
     )?;
     let log = dir.path().join("mosquitto.log");
-    let child = Command::new("mosquitto")
+    let child = Command::new(mosquitto_bin())
         .arg("-c")
         .arg(&conf)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
             anyhow!("cannot start mosquitto ({e}): install it (Debian package `mosquitto`)")
         })?;
-    let pid = child.id().context("mosquitto pid")?;
+    let pid = child.id();
     let mut server = ServerProcess {
         child,
         pid,
@@ -162,7 +186,7 @@ pub async fn start_mosquitto() -> Result<(ServerProcess, SocketAddr)> {
 
 /// `mosquitto`'s version, if it is installed.
 pub fn mosquitto_version() -> Option<String> {
-    let out = std::process::Command::new("mosquitto")
+    let out = std::process::Command::new(mosquitto_bin())
         .arg("-h")
         .output()
         .ok()?;

@@ -1,29 +1,32 @@
 //! The bench tool works: every scenario at a tiny count (benchmarks are not tests; this only
-//! proves the tool runs and counts what was acknowledged).
+//! proves the tool runs, counts what was acknowledged and renders its report).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[test]
-fn every_scenario_runs_at_a_tiny_count() {
-    let dir = std::env::temp_dir().join(format!("barnabas-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("results.json");
+fn every_scenario_runs_at_a_tiny_count_and_renders_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("results.json");
+    let docs = dir.path().join("docs");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_barnabas-bench"))
-        .args(["--count", "1000", "--size", "100", "--json"])
+        .args(["--count", "1000", "--size", "100", "--inflight", "64"])
+        .args(["--rate", "1000", "--latency-count", "200", "--idle", "200"])
+        .arg("--json")
         .arg(&json)
+        .arg("--report")
+        .arg(&docs)
         .output()
         .expect("run barnabas-bench");
-    assert!(
-        out.status.success(),
+    let shown = format!(
         "stdout:\n{}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let names: Vec<&str> = rows
-        .iter()
-        .map(|r| r["scenario"].as_str().unwrap())
-        .collect();
+    assert!(out.status.success(), "{shown}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(r["ready_ms"].as_f64().unwrap() > 0.0, "{r}");
+
+    let rows = r["throughput"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
     assert_eq!(
         names,
         [
@@ -31,19 +34,71 @@ fn every_scenario_runs_at_a_tiny_count() {
             "mqtt-qos0",
             "mqtt-qos1",
             "mqtt-qos2",
-            "http-1",
-            "http-100",
-            "amqp"
+            "http-produce-1",
+            "http-produce-100",
+            "amqp-send",
+            "mosquitto-qos0",
+            "mosquitto-qos1"
         ]
     );
-    for r in &rows {
-        assert_eq!(r["messages"], 1000, "{r}");
-        assert!(r["msgs_per_s"].as_f64().unwrap() > 0.0);
-        assert!(r["ratio_to_direct"].as_f64().is_some());
+    for row in rows {
+        assert_eq!(row["messages"], 1000, "{row}");
+        assert!(row["msgs_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["server_rss_mib"].as_f64().unwrap() > 1.0, "{row}");
+        let name = row["scenario"].as_str().unwrap();
+        if name == "direct" || name.starts_with("mosquitto") {
+            assert!(row["ratio"].is_null(), "{row}");
+        } else {
+            assert_eq!(row["baseline"], "direct", "{row}");
+            assert!(row["ratio"].as_f64().unwrap() > 0.0, "{row}");
+        }
+        if name == "mqtt-qos0" || name == "mqtt-qos1" {
+            assert!(row["vs_mosquitto"].as_f64().unwrap() > 0.0, "{row}");
+        }
+    }
+
+    let latency = r["latency"].as_array().unwrap();
+    let kinds: Vec<String> = latency
+        .iter()
+        .map(|l| format!("{} {}", l["protocol"].as_str().unwrap(), l["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "direct ack",
+            "direct receive",
+            "mqtt-qos1 ack",
+            "mqtt-qos1 receive",
+            "amqp ack",
+            "amqp receive",
+            "http ack"
+        ]
+    );
+    for l in latency {
+        assert_eq!(l["count"], 200, "every paced message measured: {l}");
+        let (p50, p99, max) = (
+            l["p50_ms"].as_f64().unwrap(),
+            l["p99_ms"].as_f64().unwrap(),
+            l["max_ms"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{l}");
+    }
+
+    let conns = r["connections"].as_array().unwrap();
+    let servers: Vec<&str> = conns.iter().map(|c| c["server"].as_str().unwrap()).collect();
+    assert_eq!(servers, ["barnabas", "mosquitto"]);
+    for c in conns {
+        assert_eq!(c["connections"], 200, "{c}");
+        assert!(c["connack_p99_ms"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(!c["rss_points"].as_array().unwrap().is_empty(), "{c}");
+    }
+
+    let md = std::fs::read_to_string(docs.join("benchmarks.md")).unwrap();
+    assert!(md.contains("mqtt-qos1") && md.contains("<!-- bench:end -->"), "{md}");
+    for svg in ["throughput.svg", "latency.svg", "connections.svg"] {
+        let text = std::fs::read_to_string(docs.join("bench").join(svg)).unwrap();
+        assert!(text.contains("<svg"), "{svg}");
     }
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        table.contains("÷ direct") && table.contains("mqtt-qos1"),
-        "{table}"
-    );
+    assert!(table.contains("÷ direct") && table.contains("mqtt-qos1"), "{table}");
 }

@@ -5,10 +5,17 @@
 //! same loop, fetched only while the client's in-flight window has room.
 
 use std::{
-    collections::HashMap, future::Future, num::NonZeroU16, pin::Pin, sync::Arc, time::Duration,
+    collections::HashMap,
+    future::Future,
+    num::NonZeroU16,
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
 };
 
-use barnabas_core::{Delivered, Error, ErrorKind, GatewayMetrics, Header, Record};
+use barnabas_core::{
+    Delivered, Error, ErrorKind, GatewayMetrics, Header, HeldBytes, InFlightBytes, Record,
+};
 use futures::{stream::FuturesOrdered, StreamExt};
 use rmqtt_codec::{types::QoS, v5::DisconnectReasonCode, version::ProtocolVersion};
 use tokio::{
@@ -31,6 +38,12 @@ pub use crate::delivery::TOPIC_HEADER;
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 /// How long a new connection waits for the session it takes over to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+/// Unacknowledged QoS 1/2 deliveries per client at most (capped further by its Receive
+/// Maximum): Kafka is the queue, so a deeper window would only hold records in memory.
+const DELIVERY_WINDOW: u16 = 64;
+/// Payload bytes of one connection's publishes waiting for Kafka at most: with the count
+/// window this bounds memory (1 024 × 1 MiB publishes would otherwise be 1 GiB).
+const MAX_INFLIGHT_BYTES: usize = 16 * 1024 * 1024;
 
 type Pending =
     Pin<Box<dyn Future<Output = (Option<(bool, NonZeroU16)>, Result<Delivered, Error>)> + Send>>;
@@ -89,8 +102,8 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
     let stored = ctx.stored.take(&client_id).filter(|_| !info.clean);
     let window = info
         .receive_max
-        .map_or(usize::from(ctx.settings.receive_window), |r| {
-            usize::from(r.get().min(ctx.settings.receive_window))
+        .map_or(usize::from(DELIVERY_WINDOW), |r| {
+            usize::from(r.get().min(DELIVERY_WINDOW))
         });
     let max_packet = info.max_packet.and_then(|m| usize::try_from(m).ok());
     let mut subs = Subscriptions::new(
@@ -209,6 +222,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         (info.keep_alive > 0).then(|| Duration::from_millis(u64::from(info.keep_alive) * 1500));
     let mut deadline = keep_alive.map(|k| Instant::now() + k);
     let window = usize::from(ctx.settings.receive_window);
+    let inflight_bytes = InFlightBytes::default();
     // QoS 2 packet ids seen: false while Kafka has not answered, true once PUBREC was sent.
     let mut qos2: HashMap<NonZeroU16, bool> = HashMap::new();
 
@@ -264,7 +278,8 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     return (End::Abnormal, None);
                 }
             }
-            packet = conn.next(), if inflight.len() < window => {
+            packet = conn.next(), if inflight.len() < window
+                && inflight_bytes.current() < MAX_INFLIGHT_BYTES => {
                 let packet = match packet {
                     Ok(p) => p,
                     Err(WireError::Closed) => return (End::Abnormal, None),
@@ -317,7 +332,8 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                             }
                         };
                         ctx.metrics.publishes.get_or_create(&crate::QosLabel { qos: p.qos as u8 }).inc();
-                        inflight.push_back(produce(ctx, &p, ack, &info.client_id));
+                        let held = inflight_bytes.hold(p.payload.len());
+                        inflight.push_back(produce(ctx, &p, ack, &info.client_id, held));
                     }
                     Inbound::PubRel(id) => {
                         let known = qos2.remove(&id).is_some();
@@ -395,6 +411,7 @@ fn produce(
     p: &rmqtt_codec::types::Publish,
     ack: Option<(bool, NonZeroU16)>,
     client_id: &str,
+    held: HeldBytes,
 ) -> Pending {
     let topic = p.topic.to_string();
     let mut headers = origin_headers(&topic, p.qos, p.retain);
@@ -428,6 +445,7 @@ fn produce(
         };
         let started = Instant::now();
         let result = publisher.publish_one(record).await;
+        drop(held);
         let label = GatewayMetrics::label("mqtt");
         metrics
             .produce_latency

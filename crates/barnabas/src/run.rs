@@ -250,7 +250,7 @@ impl Gateway {
                 settings: barnabas_mqtt::MqttSettings {
                     max_message_bytes: config.limits.max_message_bytes,
                     connect_timeout: Duration::from_secs(5),
-                    receive_window: 64,
+                    receive_window: 1024,
                     max_connections: config.limits.max_connections,
                 },
                 metrics: barnabas_mqtt::MqttMetrics::new(&registry),
