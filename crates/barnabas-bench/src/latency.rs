@@ -67,7 +67,9 @@ fn histogram() -> Result<Histogram<u64>> {
 }
 
 fn record(h: &mut Histogram<u64>, d: Duration) {
-    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, h.high());
+    let us = u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, h.high());
     let _ = h.record(us);
 }
 
@@ -131,11 +133,21 @@ pub async fn run(t: &Target, rate: u64, count: usize, size: usize) -> Result<Vec
                 "  e2e-latency: {protocol} {}",
                 if receive { "receive" } else { "ack" }
             );
-            let (ack, recv) = match protocol {
-                "direct" => direct(t, rate, count, size, receive).await?,
-                "mqtt-qos1" => mqtt(t, rate, count, size, receive).await?,
-                "amqp" => amqp(t, rate, count, size, receive).await?,
-                _ => (http(t, rate, count, size).await?, histogram()?),
+            let pass = match protocol {
+                "direct" => direct(t, rate, count, size, receive).await,
+                "mqtt-qos1" => mqtt(t, rate, count, size, receive).await,
+                "amqp" => amqp(t, rate, count, size, receive).await,
+                _ => http(t, rate, count, size)
+                    .await
+                    .and_then(|h| Ok((h, histogram()?))),
+            };
+            // A pass that cannot finish is reported and left out; the others still run.
+            let (ack, recv) = match pass {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("  e2e-latency: {protocol} pass failed: {e:#}");
+                    continue;
+                }
             };
             if receive {
                 rows.push(row(protocol, "receive", rate, &recv, None));
@@ -143,7 +155,11 @@ pub async fn run(t: &Target, rate: u64, count: usize, size: usize) -> Result<Vec
                 if protocol == "direct" {
                     direct_p99 = Some(ms(ack.value_at_quantile(0.99)));
                 }
-                let base = if protocol == "direct" { None } else { direct_p99 };
+                let base = if protocol == "direct" {
+                    None
+                } else {
+                    direct_p99
+                };
                 rows.push(row(protocol, "ack", rate, &ack, base));
             }
         }
@@ -226,8 +242,11 @@ async fn receiver_result(
     }
 }
 
+/// A name no other pass of this run uses (client ids, topics, groups).
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", std::process::id())
+    static PASS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PASS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
 }
 
 async fn direct(
@@ -277,7 +296,10 @@ async fn direct(
             }
         });
         warm_up(&seen, || async {
-            publish(WARM_UP).await.map(|_| ()).map_err(|e| anyhow!("{e}"))
+            publish(WARM_UP)
+                .await
+                .map(|_| ())
+                .map_err(|e| anyhow!("{e}"))
         })
         .await?;
         Some(reader)
@@ -314,38 +336,59 @@ async fn mqtt(
         o
     };
     let no_recv = !receive;
-    // The subscriber.
-    let (sub, mut sub_loop) = AsyncClient::new(options(&unique("bench-lat-sub")), 1024);
-    sub.subscribe(if no_recv { "nothing/here" } else { topic.as_str() }, QoS::AtLeastOnce)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    loop {
-        match sub_loop.poll().await {
-            Ok(Event::Incoming(Packet::SubAck(_))) => break,
-            Ok(_) => {}
-            Err(e) => return Err(anyhow!("subscriber: {e:?}")),
-        }
-    }
-    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(no_recv));
     let received: Received = Arc::new(Mutex::new(histogram()?));
-    let reader = {
+    // The subscriber (none in the ack pass: see `run`).
+    let reader = if receive {
+        let (sub, mut sub_loop) = AsyncClient::new(options(&unique("bench-lat-sub")), 1024);
+        // CONNACK may be slow right after heavy load (the default allows 5 s).
+        sub_loop.network_options.set_connection_timeout(30);
+        sub.subscribe(topic.as_str(), QoS::AtLeastOnce)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        loop {
+            match sub_loop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => return Err(anyhow!("subscriber: {e:?}")),
+            }
+        }
         let (seen_by_reader, received) = (seen.clone(), received.clone());
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
+            let _keep = sub;
             while let Ok(ev) = sub_loop.poll().await {
                 if let Event::Incoming(Packet::Publish(p)) = ev {
                     on_received(&p.payload, &seen_by_reader, &received);
                 }
             }
-        })
+        }))
+    } else {
+        None
     };
     // The publisher: acks come back in publish order, so each PUBACK is the oldest send.
     let (publ, mut pub_loop) = AsyncClient::new(options(&unique("bench-lat-pub")), 1024);
+    pub_loop.network_options.set_connection_timeout(30);
     let sent: Arc<Mutex<VecDeque<(bool, Instant)>>> = Arc::default();
     let acked = Arc::new(Mutex::new(histogram()?));
+    // Connected before timing starts.
+    loop {
+        match pub_loop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => return Err(anyhow!("publisher: {e:?}")),
+        }
+    }
     let acker = {
         let (sent, acked) = (sent.clone(), acked.clone());
         tokio::spawn(async move {
-            while let Ok(ev) = pub_loop.poll().await {
+            loop {
+                let ev = match pub_loop.poll().await {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        eprintln!("  mqtt publisher connection failed: {e:?}");
+                        break;
+                    }
+                };
                 if let Event::Incoming(Packet::PubAck(_)) = ev {
                     let front = sent.lock().ok().and_then(|mut s| s.pop_front());
                     if let (Some((true, t0)), Ok(mut h)) = (front, acked.lock()) {
@@ -366,9 +409,6 @@ async fn mqtt(
                 .map_err(|e| anyhow!("{e}"))
         }
     };
-    if no_recv {
-        seen.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
     warm_up(&seen, || send(WARM_UP, false)).await?;
     let start = Instant::now();
     for i in 0..count {
@@ -376,7 +416,7 @@ async fn mqtt(
         send(i as u64, true).await?;
     }
     let ack = drained(&acked, count).await?;
-    let recv = receiver_result(&received, count, Some(reader)).await?;
+    let recv = receiver_result(&received, count, reader).await?;
     acker.abort();
     Ok((ack, recv))
 }
@@ -479,11 +519,7 @@ async fn amqp(
 
 /// One record per POST; requests overlap as the rate needs (up to 512 at once).
 async fn http(t: &Target, rate: u64, count: usize, size: usize) -> Result<Histogram<u64>> {
-    let url = format!(
-        "http://{}/topics/{}",
-        t.http,
-        unique("bench-latency-http")
-    );
+    let url = format!("http://{}/topics/{}", t.http, unique("bench-latency-http"));
     let client = reqwest::Client::new();
     let post = |seq: u64| {
         use base64::Engine as _;

@@ -133,7 +133,8 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(saved) = &args.from_json {
         let results: RunResults = serde_json::from_str(
-            &std::fs::read_to_string(saved).with_context(|| format!("reading {}", saved.display()))?,
+            &std::fs::read_to_string(saved)
+                .with_context(|| format!("reading {}", saved.display()))?,
         )?;
         if let Some(docs) = &args.report {
             report::render(&results, docs)?;
@@ -141,7 +142,11 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let scenarios: Vec<String> = if args.scenarios.is_empty() {
-        THROUGHPUT.iter().chain(OTHER.iter()).map(|s| (*s).to_owned()).collect()
+        THROUGHPUT
+            .iter()
+            .chain(OTHER.iter())
+            .map(|s| (*s).to_owned())
+            .collect()
     } else {
         args.scenarios.clone()
     };
@@ -164,10 +169,18 @@ async fn main() -> Result<()> {
             barnabas: env!("CARGO_PKG_VERSION").to_owned(),
             tansu: "0.6.0".to_owned(),
             librdkafka: rdkafka::util::get_rdkafka_version().1,
-            mosquitto: if wants_mosquitto { server::mosquitto_version() } else { None },
+            mosquitto: if wants_mosquitto {
+                server::mosquitto_version()
+            } else {
+                None
+            },
         },
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        engine: if args.kafka.is_some() { "external".to_owned() } else { args.engine.clone() },
+        engine: if args.kafka.is_some() {
+            "external".to_owned()
+        } else {
+            args.engine.clone()
+        },
         payload_bytes: args.size,
         ..RunResults::default()
     };
@@ -177,19 +190,34 @@ async fn main() -> Result<()> {
         match (&args.kafka, args.http, args.mqtt, args.amqp) {
             (Some(kafka), Some(http), Some(mqtt), Some(amqp)) => (
                 None,
-                Target { kafka: kafka.clone(), http, mqtt, amqp },
+                Target {
+                    kafka: kafka.clone(),
+                    http,
+                    mqtt,
+                    amqp,
+                },
                 args.server_pid,
             ),
             _ => {
-                let bin = args.gateway_bin.clone().unwrap_or_else(server::default_gateway_bin);
+                let bin = args
+                    .gateway_bin
+                    .clone()
+                    .unwrap_or_else(server::default_gateway_bin);
                 let (process, target, ready_ms) = server::start_gateway(&bin, &args.engine).await?;
-                eprintln!("barnabas (embedded {} broker) ready in {ready_ms:.0} ms", args.engine);
+                eprintln!(
+                    "barnabas (embedded {} broker) ready in {ready_ms:.0} ms",
+                    args.engine
+                );
                 results.ready_ms = Some(ready_ms);
                 let pid = process.pid;
                 (Some(process), target, Some(pid))
             }
         };
-    let mosquitto = if wants_mosquitto { Some(server::start_mosquitto().await?) } else { None };
+    let mosquitto = if wants_mosquitto {
+        Some(server::start_mosquitto().await?)
+    } else {
+        None
+    };
     let mosquitto_addr = mosquitto.as_ref().map(|(_, a)| *a);
 
     let load = scenarios::Load {
@@ -198,7 +226,10 @@ async fn main() -> Result<()> {
         conns: args.connections,
         inflight: args.inflight,
     };
-    for s in scenarios.iter().filter(|s| THROUGHPUT.contains(&s.as_str())) {
+    for s in scenarios
+        .iter()
+        .filter(|s| THROUGHPUT.contains(&s.as_str()))
+    {
         let server_pid = if s.starts_with("mosquitto") {
             mosquitto.as_ref().map(|(p, _)| p.pid)
         } else {
@@ -239,15 +270,25 @@ async fn main() -> Result<()> {
     }
     if scenarios.iter().any(|s| s == "connections") {
         if let Some(pid) = pid {
-            let bar = spinner(format!("connections: {} idle MQTT connections to barnabas", args.idle));
-            results.connections.push(connections::run("barnabas", target.mqtt, pid, args.idle).await?);
+            let bar = spinner(format!(
+                "connections: {} idle MQTT connections to barnabas",
+                args.idle
+            ));
+            results
+                .connections
+                .push(connections::run("barnabas", target.mqtt, pid, args.idle).await?);
             bar.finish_and_clear();
         } else {
             eprintln!("connections: no --server-pid, the gateway's memory cannot be read: skipped");
         }
         if let Some((process, addr)) = &mosquitto {
-            let bar = spinner(format!("connections: {} idle MQTT connections to mosquitto", args.idle));
-            results.connections.push(connections::run("mosquitto", *addr, process.pid, args.idle).await?);
+            let bar = spinner(format!(
+                "connections: {} idle MQTT connections to mosquitto",
+                args.idle
+            ));
+            results
+                .connections
+                .push(connections::run("mosquitto", *addr, process.pid, args.idle).await?);
             bar.finish_and_clear();
         }
     }
@@ -273,7 +314,9 @@ async fn main() -> Result<()> {
 /// `direct`; the MQTT ones are also set against mosquitto at the same QoS.
 fn set_ratios(rows: &mut [Throughput]) {
     let rate_of = |rows: &[Throughput], name: &str| {
-        rows.iter().find(|r| r.scenario == name).map(|r| r.msgs_per_s)
+        rows.iter()
+            .find(|r| r.scenario == name)
+            .map(|r| r.msgs_per_s)
     };
     let direct = rate_of(rows, "direct");
     let mosq0 = rate_of(rows, "mosquitto-qos0");
@@ -306,7 +349,15 @@ fn print_tables(r: &RunResults) {
     if !r.throughput.is_empty() {
         println!(
             "{:<17} {:>9} {:>8} {:>10} {:>7} {:>9} {:>8} {:>6} {:>7}",
-            "scenario", "messages", "seconds", "msgs/s", "MB/s", "÷ direct", "÷ mosq", "cpu", "rss MiB"
+            "scenario",
+            "messages",
+            "seconds",
+            "msgs/s",
+            "MB/s",
+            "÷ direct",
+            "÷ mosq",
+            "cpu",
+            "rss MiB"
         );
         for t in &r.throughput {
             println!(
@@ -326,7 +377,15 @@ fn print_tables(r: &RunResults) {
     if !r.latency.is_empty() {
         println!(
             "{:<10} {:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}",
-            "latency", "kind", "samples", "p50 ms", "p90 ms", "p99 ms", "p99.9", "max ms", "p99 added"
+            "latency",
+            "kind",
+            "samples",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9",
+            "max ms",
+            "p99 added"
         );
         for l in &r.latency {
             println!(

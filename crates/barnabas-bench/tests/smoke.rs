@@ -22,11 +22,15 @@ fn every_scenario_runs_at_a_tiny_count_and_renders_the_report() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{shown}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(r["ready_ms"].as_f64().unwrap() > 0.0, "{r}");
 
     let rows = r["throughput"].as_array().unwrap();
-    let names: Vec<&str> = rows.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
         [
@@ -60,7 +64,13 @@ fn every_scenario_runs_at_a_tiny_count_and_renders_the_report() {
     let latency = r["latency"].as_array().unwrap();
     let kinds: Vec<String> = latency
         .iter()
-        .map(|l| format!("{} {}", l["protocol"].as_str().unwrap(), l["kind"].as_str().unwrap()))
+        .map(|l| {
+            format!(
+                "{} {}",
+                l["protocol"].as_str().unwrap(),
+                l["kind"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(
         kinds,
@@ -85,7 +95,10 @@ fn every_scenario_runs_at_a_tiny_count_and_renders_the_report() {
     }
 
     let conns = r["connections"].as_array().unwrap();
-    let servers: Vec<&str> = conns.iter().map(|c| c["server"].as_str().unwrap()).collect();
+    let servers: Vec<&str> = conns
+        .iter()
+        .map(|c| c["server"].as_str().unwrap())
+        .collect();
     assert_eq!(servers, ["barnabas", "mosquitto"]);
     for c in conns {
         assert_eq!(c["connections"], 200, "{c}");
@@ -94,11 +107,17 @@ fn every_scenario_runs_at_a_tiny_count_and_renders_the_report() {
     }
 
     let md = std::fs::read_to_string(docs.join("benchmarks.md")).unwrap();
-    assert!(md.contains("mqtt-qos1") && md.contains("<!-- bench:end -->"), "{md}");
+    assert!(
+        md.contains("mqtt-qos1") && md.contains("<!-- bench:end -->"),
+        "{md}"
+    );
     for svg in ["throughput.svg", "latency.svg", "connections.svg"] {
         let text = std::fs::read_to_string(docs.join("bench").join(svg)).unwrap();
         assert!(text.contains("<svg"), "{svg}");
     }
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("÷ direct") && table.contains("mqtt-qos1"), "{table}");
+    assert!(
+        table.contains("÷ direct") && table.contains("mqtt-qos1"),
+        "{table}"
+    );
 }

@@ -5,12 +5,7 @@
 //! same loop, fetched only while the client's in-flight window has room.
 
 use std::{
-    collections::HashMap,
-    future::Future,
-    num::NonZeroU16,
-    pin::Pin,
-    sync::Arc,
-    time::Duration,
+    collections::HashMap, future::Future, num::NonZeroU16, pin::Pin, sync::Arc, time::Duration,
 };
 
 use barnabas_core::{
@@ -100,11 +95,9 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
     }
     let v5 = info.version == ProtocolVersion::MQTT5;
     let stored = ctx.stored.take(&client_id).filter(|_| !info.clean);
-    let window = info
-        .receive_max
-        .map_or(usize::from(DELIVERY_WINDOW), |r| {
-            usize::from(r.get().min(DELIVERY_WINDOW))
-        });
+    let window = info.receive_max.map_or(usize::from(DELIVERY_WINDOW), |r| {
+        usize::from(r.get().min(DELIVERY_WINDOW))
+    });
     let max_packet = info.max_packet.and_then(|m| usize::try_from(m).ok());
     let mut subs = Subscriptions::new(
         ctx.clone(),
