@@ -8,7 +8,9 @@
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
-use barnabas_core::{Delivered, Error, ErrorKind, GatewayMetrics, InFlightBytes};
+use barnabas_core::{
+    Delivered, Error, ErrorKind, GatewayMetrics, InFlightBytes, MAX_INFLIGHT_BYTES,
+};
 use fe2o3_amqp::{
     link::{delivery::DeliveryInfo, RecvError},
     types::{
@@ -30,8 +32,6 @@ type Pending =
 /// for Kafka's batching to work for one busy sender (200, fe2o3-amqp's default, held one
 /// link to a quarter of a direct producer's rate on the embedded broker).
 const MAX_IN_FLIGHT: u32 = 1000;
-/// Payload bytes waiting for Kafka on one link at most.
-const MAX_INFLIGHT_BYTES: usize = 16 * 1024 * 1024;
 
 /// The AMQP error condition for a write Kafka refused.
 pub fn condition_for(e: &Error) -> definitions::Error {

@@ -43,6 +43,32 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    /// Checks `ready` every `every` until it holds; fails (with the log's tail) if the
+    /// process exits first or `limit` passes.
+    async fn wait_until<F, Fut>(
+        &mut self,
+        name: &str,
+        limit: Duration,
+        every: Duration,
+        mut ready: F,
+    ) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        while !ready().await {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!("{name} exited ({status}):\n{}", self.log_tail());
+            }
+            if started.elapsed() > limit {
+                bail!("{name} not ready after {limit:?}:\n{}", self.log_tail());
+            }
+            tokio::time::sleep(every).await;
+        }
+        Ok(())
+    }
+
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -111,20 +137,16 @@ pub async fn start_gateway(bin: &Path, engine: &str) -> Result<(ServerProcess, T
     };
     let http = reqwest::Client::new();
     let ready = format!("http://{}/ready", target.http);
-    loop {
-        if let Ok(r) = http.get(&ready).send().await {
-            if r.status().as_u16() == 204 {
-                break;
-            }
-        }
-        if let Ok(Some(status)) = server.child.try_wait() {
-            bail!("barnabas exited ({status}):\n{}", server.log_tail());
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("barnabas not ready after 30 s:\n{}", server.log_tail());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    server
+        .wait_until(
+            "barnabas",
+            Duration::from_secs(30),
+            Duration::from_millis(2),
+            || async {
+                matches!(http.get(&ready).send().await, Ok(r) if r.status().as_u16() == 204)
+            },
+        )
+        .await?;
     let ready_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok((server, target, ready_ms))
 }
@@ -171,16 +193,14 @@ pub async fn start_mosquitto() -> Result<(ServerProcess, SocketAddr)> {
         log,
         _dir: dir,
     };
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            bail!("mosquitto exited ({status}):\n{}", server.log_tail());
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            bail!("mosquitto not listening after 10 s:\n{}", server.log_tail());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server
+        .wait_until(
+            "mosquitto",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || async { tokio::net::TcpStream::connect(addr).await.is_ok() },
+        )
+        .await?;
     Ok((server, addr))
 }
 
@@ -199,15 +219,18 @@ pub fn mosquitto_version() -> Option<String> {
 /// A process's resident memory now, MiB.
 pub fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+    Some(kb_field(&status, "VmRSS:")? / 1024.0)
+}
+
+/// The value of a `Key:   N kB` line of a `/proc` file.
+fn kb_field(text: &str, key: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))?
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .ok()?;
-    Some(kb / 1024.0)
+        .ok()
 }
 
 /// A process's CPU time so far (user + system), seconds.
@@ -283,11 +306,7 @@ impl Sampler {
 pub fn machine() -> crate::results::Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kb: f64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
+    let mem_kb = kb_field(&meminfo, "MemTotal:").unwrap_or(0.0);
     crate::results::Machine {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         mem_gib: mem_kb / 1024.0 / 1024.0,

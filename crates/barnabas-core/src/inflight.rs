@@ -7,6 +7,10 @@ use std::sync::{
     Arc,
 };
 
+/// Payload bytes one connection (MQTT) or link (AMQP) may have waiting for Kafka: with each
+/// protocol's count window this bounds memory (1 000 × 1 MiB messages would be 1 GiB).
+pub const MAX_INFLIGHT_BYTES: usize = 16 * 1024 * 1024;
+
 /// One connection's (or link's) bytes in flight towards Kafka.
 #[derive(Debug, Clone, Default)]
 pub struct InFlightBytes(Arc<AtomicUsize>);

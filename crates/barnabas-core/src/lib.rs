@@ -22,7 +22,7 @@ pub use catalog::{TopicCatalog, TopicList};
 pub use driver::{ConsumerDriver, DriverLimits, Fetched};
 pub use error::{Error, ErrorKind, Result};
 pub use health::Readiness;
-pub use inflight::{HeldBytes, InFlightBytes};
+pub use inflight::{HeldBytes, InFlightBytes, MAX_INFLIGHT_BYTES};
 pub use listener::serve_connections;
 pub use mapping::{FilterLevel, MappingRule, Resolved, Sources, TopicMapper};
 pub use metrics::{GatewayMetrics, MetricsRegistry};

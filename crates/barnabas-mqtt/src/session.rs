@@ -10,6 +10,7 @@ use std::{
 
 use barnabas_core::{
     Delivered, Error, ErrorKind, GatewayMetrics, Header, HeldBytes, InFlightBytes, Record,
+    MAX_INFLIGHT_BYTES,
 };
 use futures::{stream::FuturesOrdered, StreamExt};
 use rmqtt_codec::{types::QoS, v5::DisconnectReasonCode, version::ProtocolVersion};
@@ -36,9 +37,6 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 /// Unacknowledged QoS 1/2 deliveries per client at most (capped further by its Receive
 /// Maximum): Kafka is the queue, so a deeper window would only hold records in memory.
 const DELIVERY_WINDOW: u16 = 64;
-/// Payload bytes of one connection's publishes waiting for Kafka at most: with the count
-/// window this bounds memory (1 024 × 1 MiB publishes would otherwise be 1 GiB).
-const MAX_INFLIGHT_BYTES: usize = 16 * 1024 * 1024;
 
 type Pending =
     Pin<Box<dyn Future<Output = (Option<(bool, NonZeroU16)>, Result<Delivered, Error>)> + Send>>;
