@@ -103,8 +103,9 @@ pub struct Target {
     pub amqp: SocketAddr,
 }
 
-const THROUGHPUT: [&str; 9] = [
+const THROUGHPUT: [&str; 10] = [
     "direct",
+    "direct-mqtt-records",
     "mqtt-qos0",
     "mqtt-qos1",
     "mqtt-qos2",
@@ -254,6 +255,7 @@ async fn main() -> Result<()> {
             mb_per_s: msgs_per_s * args.size as f64 / 1e6,
             ratio: None,
             vs_mosquitto: None,
+            vs_same_records: None,
             server_cpu_cores: cpu,
             server_rss_mib: rss,
         });
@@ -321,6 +323,7 @@ fn set_ratios(rows: &mut [Throughput]) {
     let direct = rate_of(rows, "direct");
     let mosq0 = rate_of(rows, "mosquitto-qos0");
     let mosq1 = rate_of(rows, "mosquitto-qos1");
+    let same_records = rate_of(rows, "direct-mqtt-records");
     for r in rows.iter_mut() {
         let baseline = match r.scenario.as_str() {
             "direct" | "mosquitto-qos0" | "mosquitto-qos1" => None,
@@ -333,6 +336,10 @@ fn set_ratios(rows: &mut [Throughput]) {
         r.vs_mosquitto = match r.scenario.as_str() {
             "mqtt-qos0" => mosq0.map(|m| r.msgs_per_s / m),
             "mqtt-qos1" => mosq1.map(|m| r.msgs_per_s / m),
+            _ => None,
+        };
+        r.vs_same_records = match r.scenario.as_str() {
+            "mqtt-qos0" | "mqtt-qos1" | "mqtt-qos2" => same_records.map(|d| r.msgs_per_s / d),
             _ => None,
         };
     }
@@ -348,26 +355,28 @@ fn print_tables(r: &RunResults) {
     }
     if !r.throughput.is_empty() {
         println!(
-            "{:<17} {:>9} {:>8} {:>10} {:>7} {:>9} {:>8} {:>6} {:>7}",
+            "{:<19} {:>9} {:>8} {:>10} {:>7} {:>9} {:>9} {:>8} {:>6} {:>7}",
             "scenario",
             "messages",
             "seconds",
             "msgs/s",
             "MB/s",
             "÷ direct",
+            "÷ same rec",
             "÷ mosq",
             "cpu",
             "rss MiB"
         );
         for t in &r.throughput {
             println!(
-                "{:<17} {:>9} {:>8.2} {:>10.0} {:>7.2} {:>9} {:>8} {:>6} {:>7}",
+                "{:<19} {:>9} {:>8.2} {:>10.0} {:>7.2} {:>9} {:>9} {:>8} {:>6} {:>7}",
                 t.scenario,
                 t.messages,
                 t.seconds,
                 t.msgs_per_s,
                 t.mb_per_s,
                 opt(t.ratio, 2),
+                opt(t.vs_same_records, 2),
                 opt(t.vs_mosquitto, 2),
                 opt(t.server_cpu_cores, 2),
                 opt(t.server_rss_mib, 0),

@@ -504,18 +504,19 @@ fn section(r: &RunResults, plots: &Plots) -> Result<String> {
     } else {
         writeln!(
             s,
-            "| scenario | msgs/s | MB/s | ratio | baseline | ÷ mosquitto | server CPU cores | server RSS MiB |"
+            "| scenario | msgs/s | MB/s | ratio | baseline | ÷ same records | ÷ mosquitto | server CPU cores | server RSS MiB |"
         )?;
-        writeln!(s, "|---|--:|--:|--:|---|--:|--:|--:|")?;
+        writeln!(s, "|---|--:|--:|--:|---|--:|--:|--:|--:|")?;
         for t in &r.throughput {
             writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 cell(&t.scenario),
                 thousands(t.msgs_per_s),
                 fixed(t.mb_per_s, 1),
                 opt_fixed(t.ratio, 2),
                 t.baseline.as_deref().map_or_else(|| "–".to_string(), cell),
+                opt_fixed(t.vs_same_records, 2),
                 opt_fixed(t.vs_mosquitto, 2),
                 opt_fixed(t.server_cpu_cores, 2),
                 opt_fixed(t.server_rss_mib, 1),
@@ -759,6 +760,7 @@ mod tests {
             mb_per_s: msgs_per_s * 100.0 / 1e6,
             ratio,
             vs_mosquitto,
+            vs_same_records: None,
             server_cpu_cores: Some(0.91),
             server_rss_mib: Some(48.2),
         }

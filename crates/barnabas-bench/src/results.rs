@@ -73,6 +73,10 @@ pub struct Throughput {
     /// For `mqtt-qos0`/`mqtt-qos1`: `msgs_per_s` ÷ mosquitto's at the same QoS, same run.
     #[serde(default)]
     pub vs_mosquitto: Option<f64>,
+    /// For the `mqtt-*` rows: `msgs_per_s` ÷ `direct-mqtt-records` (a direct producer writing
+    /// the same key and headers the MQTT front end writes), same run: the gateway's own share.
+    #[serde(default)]
+    pub vs_same_records: Option<f64>,
     /// The measured server process's CPU use during the scenario, in cores (1.0 = one core).
     pub server_cpu_cores: Option<f64>,
     /// The measured server process's peak resident memory during the scenario, MiB.

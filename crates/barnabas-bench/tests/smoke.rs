@@ -35,6 +35,7 @@ fn every_scenario_runs_at_a_tiny_count_and_renders_the_report() {
         names,
         [
             "direct",
+            "direct-mqtt-records",
             "mqtt-qos0",
             "mqtt-qos1",
             "mqtt-qos2",
@@ -58,6 +59,11 @@ fn every_scenario_runs_at_a_tiny_count_and_renders_the_report() {
         }
         if name == "mqtt-qos0" || name == "mqtt-qos1" {
             assert!(row["vs_mosquitto"].as_f64().unwrap() > 0.0, "{row}");
+        }
+        if name.starts_with("mqtt-") {
+            assert!(row["vs_same_records"].as_f64().unwrap() > 0.0, "{row}");
+        } else {
+            assert!(row["vs_same_records"].is_null(), "{row}");
         }
     }
 
