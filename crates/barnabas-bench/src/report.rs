@@ -955,9 +955,9 @@ mod tests {
         assert_eq!(first.matches(BEGIN).count(), 1);
         assert_eq!(first.matches(END).count(), 1);
         for row in [
-            "| direct | 50,312 | 5.0 | – | – | – | 0.91 | 48.2 |",
-            "| mqtt-qos1 | 41,230 | 4.1 | 0.82 | direct | 0.69 | 0.91 | 48.2 |",
-            "| http-produce-100 | 25,156 | 2.5 | 0.50 | direct | – | 0.91 | 48.2 |",
+            "| direct | 50,312 | 5.0 | – | – | – | – | 0.91 | 48.2 |",
+            "| mqtt-qos1 | 41,230 | 4.1 | 0.82 | direct | – | 0.69 | 0.91 | 48.2 |",
+            "| http-produce-100 | 25,156 | 2.5 | 0.50 | direct | – | – | 0.91 | 48.2 |",
             "| mosquitto-qos1 | 60,000 | 6.0 | – | – | – | 0.91 | 48.2 |",
             "| direct | ack | 1,000 | 30,000 | 1.20 | 2.50 | 4.75 | 9.10 | 23.0 | – |",
             "| mqtt-qos1 | ack | 1,000 | 30,000 | 1.92 | 4.00 | 7.60 | 14.6 | 36.8 | +2.85 |",

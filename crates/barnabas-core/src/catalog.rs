@@ -10,7 +10,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::{Admin, Result};
 
-/// Topic name → partition count, internal topics left out.
+/// Topic name → partition count, internal topics left out (see [`is_internal`]).
 pub type TopicList = Arc<BTreeMap<String, i32>>;
 
 /// Shared, followed list of the cluster's topics. Cheap to clone; the refresh task ends when
@@ -59,6 +59,12 @@ impl TopicCatalog {
     }
 }
 
+/// Kafka's own topics (`__consumer_offsets`, …) and the gateway's state topics
+/// (`barnabas.mqtt.sessions`, …): no subscription reads them as data.
+pub fn is_internal(topic: &str) -> bool {
+    topic.starts_with("__") || topic.starts_with("barnabas.")
+}
+
 impl Inner {
     async fn refresh(&self) -> Result<TopicList> {
         let _one_at_a_time = self.fetching.lock().await;
@@ -67,6 +73,7 @@ impl Inner {
             .all_topics()
             .await?
             .into_iter()
+            .filter(|t| !is_internal(&t.name))
             .filter_map(|t| {
                 let n = i32::try_from(t.partitions.len()).ok()?;
                 (n > 0).then_some((t.name, n))

@@ -201,6 +201,9 @@ pub trait Admin: Send + Sync {
         partitions: Option<i32>,
         replication: Option<i32>,
     ) -> Result<()>;
+    /// Creates a one-partition topic with `cleanup.policy=compact`, for gateway state kept by
+    /// key (see [`crate::KeyedLog`]). One that already exists is not an error.
+    async fn create_compacted_topic(&self, topic: &str) -> Result<()>;
     /// Asks the cluster for metadata; `Ok` means Kafka answered. Drives readiness.
     async fn ping(&self, timeout: Duration) -> Result<()>;
 }

@@ -86,6 +86,25 @@ impl KafkaAdmin {
         })
         .await
     }
+
+    /// Sends one CreateTopics request; a topic that already exists is success.
+    async fn create(&self, topic: &str, new_topic: NewTopic<'_>) -> Result<()> {
+        let opts = AdminOptions::new().operation_timeout(Some(self.timeout));
+        let results = tokio::time::timeout(
+            self.timeout * 2,
+            self.client.create_topics([&new_topic], &opts),
+        )
+        .await
+        .map_err(|_| errors::timeout(self.timeout * 2))?
+        .map_err(|e| errors::from_kafka(&e, Some(topic), None))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => return Err(errors::from_code(code, Some(&name), None)),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One topic entry of a metadata answer, with its per-topic error.
@@ -176,22 +195,16 @@ impl Admin for KafkaAdmin {
         }
         let replication = replication.unwrap_or(self.default_replication);
         let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
-        let opts = AdminOptions::new().operation_timeout(Some(self.timeout));
-        let results = tokio::time::timeout(
-            self.timeout * 2,
-            self.client.create_topics([&new_topic], &opts),
-        )
-        .await
-        .map_err(|_| errors::timeout(self.timeout * 2))?
-        .map_err(|e| errors::from_kafka(&e, Some(topic), None))?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => return Err(errors::from_code(code, Some(&name), None)),
-            }
-        }
+        self.create(topic, new_topic).await?;
         tracing::info!(topic, partitions, replication, "created topic");
         Ok(())
+    }
+
+    async fn create_compacted_topic(&self, topic: &str) -> Result<()> {
+        barnabas_core::validate_topic_name(topic)?;
+        let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(self.default_replication))
+            .set("cleanup.policy", "compact");
+        self.create(topic, new_topic).await
     }
 
     async fn ping(&self, timeout: Duration) -> Result<()> {

@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod filter;
 pub mod retained;
 pub mod session;
+pub mod state;
 pub mod store;
 pub mod subscriptions;
 pub mod wire;
@@ -127,6 +128,11 @@ impl MqttMetrics {
 
 /// One live session's handles: how to take it over, and when it is fully gone.
 pub struct SessionHandle {
+    /// Names this connection as the session's owner in the sessions topic.
+    pub owner: String,
+    /// When this connection took the session (ms since the epoch): an ownership record only
+    /// takes over connections older than itself, so replayed records never close new ones.
+    pub since_ms: u64,
     /// Cancelled to take the session over.
     pub kick: CancellationToken,
     /// Cancelled once the session finished (its state stored, its consumers closed).
@@ -146,6 +152,8 @@ impl Sessions {
     /// can wait until it finished) and cancelling a delayed will.
     pub fn register(&self, client_id: &str) -> (Arc<SessionHandle>, Option<Arc<SessionHandle>>) {
         let handle = Arc::new(SessionHandle {
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            since_ms: state::now_ms(),
             kick: CancellationToken::new(),
             finished: CancellationToken::new(),
         });
@@ -161,6 +169,18 @@ impl Sessions {
             will.cancel();
         }
         (handle, old)
+    }
+
+    /// Takes over the live session of `client_id` unless `owner` names it: another replica
+    /// (or connection) now holds the session.
+    pub fn kick_unless(&self, client_id: &str, owner: &str, since_ms: u64) {
+        if let Ok(map) = self.live.lock() {
+            if let Some(live) = map.get(client_id) {
+                if live.owner != owner && live.since_ms <= since_ms {
+                    live.kick.cancel();
+                }
+            }
+        }
     }
 
     /// Removes `client_id` if this session (`handle`) still holds it.
@@ -206,7 +226,7 @@ pub struct MqttContext {
     /// Data-path metrics shared with the other front ends.
     pub gateway_metrics: GatewayMetrics,
     /// Live sessions by client id.
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
     /// Makes the consumers behind subscriptions.
     pub consumers: Arc<dyn ConsumerFactory>,
     /// Watermarks for where new subscriptions start.
@@ -214,9 +234,11 @@ pub struct MqttContext {
     /// The cluster's topics, followed for subscriptions.
     pub catalog: TopicCatalog,
     /// Retained messages.
-    pub retained: retained::RetainedStore,
+    pub retained: Arc<retained::RetainedStore>,
     /// Persistent sessions of disconnected clients.
-    pub stored: store::SessionStore,
+    pub stored: Arc<store::SessionStore>,
+    /// The compacted topics behind `retained` and `stored`, shared with the other replicas.
+    pub state: state::MqttState,
 }
 
 /// How clients reach a listener.

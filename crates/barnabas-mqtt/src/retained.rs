@@ -1,8 +1,8 @@
 //! Retained messages: the last retained publish per MQTT topic, delivered to new subscribers.
 //!
-//! Kept in memory in this version (a gateway restart forgets them; the scale-out work moves
-//! them into a compacted Kafka topic). A retained message is stored only once Kafka
-//! acknowledged the publish that carried it.
+//! This is the replica's view of the compacted retained topic ([`crate::state`]), which every
+//! replica follows. A retained message is stored only once Kafka acknowledged the publish
+//! that carried it.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -25,6 +25,13 @@ impl RetainedStore {
             map.insert(message.topic.clone(), message);
         } else {
             tracing::warn!(topic = %message.topic, "retained message store full; not retained");
+        }
+    }
+
+    /// Clears `topic`'s retained message.
+    pub fn clear(&self, topic: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(topic);
         }
     }
 

@@ -92,7 +92,15 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
         let _ = tokio::time::timeout(TAKEOVER_WAIT, previous.finished.cancelled()).await;
     }
     let v5 = info.version == ProtocolVersion::MQTT5;
-    let stored = ctx.stored.take(&client_id).filter(|_| !info.clean);
+    let stored = if info.clean {
+        None
+    } else {
+        // The client may have left its session on another replica a moment ago.
+        if !ctx.state.sessions_caught_up().await {
+            tracing::debug!("sessions topic not caught up; resuming what this replica knows");
+        }
+        ctx.stored.get(&client_id)
+    };
     let window = info.receive_max.map_or(usize::from(DELIVERY_WINDOW), |r| {
         usize::from(r.get().min(DELIVERY_WINDOW))
     });
@@ -110,6 +118,22 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
         if let Err(e) = subs.restore(stored.subscriptions).await {
             tracing::warn!(error = %e, "stored subscriptions not resumed yet; they follow when Kafka answers");
         }
+    }
+    // Naming this connection the session's owner closes the client's connection on any other
+    // replica (session take-over across replicas), and keeps the subscriptions resumable.
+    if let Err(e) = ctx
+        .state
+        .save_session(
+            &client_id,
+            &handle.owner,
+            handle.since_ms,
+            true,
+            &subs.subscribed(),
+            info.session_expiry,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "session ownership not recorded in Kafka; another replica may keep an older connection of this client");
     }
     if conn
         .connack_ok(
@@ -134,7 +158,7 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
         &info,
         &mut inflight,
         &mut subs,
-        &handle.kick,
+        &handle,
         &shutdown,
     )
     .await;
@@ -185,11 +209,34 @@ async fn finish(
     subs: Subscriptions,
     expiry: u32,
 ) {
+    // A session taken over belongs to its new connection, which records it from now on.
+    let taken_over = handle.kick.is_cancelled();
+    let subscribed = subs.subscribed();
+    subs.close().await;
     if expiry > 0 {
         ctx.stored
-            .put(client_id, StoredSession::new(subs.subscribed(), expiry));
+            .put(client_id, StoredSession::new(subscribed.clone(), expiry));
     }
-    subs.close().await;
+    if !taken_over {
+        let saved = if expiry > 0 {
+            ctx.state
+                .save_session(
+                    client_id,
+                    &handle.owner,
+                    handle.since_ms,
+                    false,
+                    &subscribed,
+                    expiry,
+                )
+                .await
+        } else {
+            ctx.stored.remove(client_id);
+            ctx.state.drop_session(client_id).await
+        };
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "session end not recorded in Kafka");
+        }
+    }
     ctx.sessions.unregister(client_id, handle);
     handle.finished.cancel();
 }
@@ -200,9 +247,10 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     info: &wire::ConnectInfo,
     inflight: &mut FuturesOrdered<Pending>,
     subs: &mut Subscriptions,
-    kicked: &CancellationToken,
+    owner: &crate::SessionHandle,
     shutdown: &CancellationToken,
 ) -> (End, Option<u32>) {
+    let kicked = &owner.kick;
     let v5 = conn.version() == ProtocolVersion::MQTT5;
     let mut topics = ctx.catalog.watch();
     // v5 topic aliases the client set on this connection.
@@ -333,7 +381,11 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                     Inbound::Subscribe(packet) => {
+                        if !ctx.state.retained_caught_up().await {
+                            tracing::debug!("retained topic not caught up; delivering what this replica knows");
+                        }
                         let (results, retained) = subs.subscribe(packet.requests, packet.id).await;
+                        save_subscriptions(ctx, info, owner, subs.subscribed()).await;
                         if conn.suback(packet.packet_id, &results).await.is_err() {
                             return (End::Abnormal, None);
                         }
@@ -346,6 +398,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     }
                     Inbound::Unsubscribe(id, filters) => {
                         let existed = subs.unsubscribe(&filters).await;
+                        save_subscriptions(ctx, info, owner, subs.subscribed()).await;
                         if conn.unsuback(id, &existed).await.is_err() {
                             return (End::Abnormal, None);
                         }
@@ -383,6 +436,33 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
+    }
+}
+
+/// Records a persistent session's subscriptions after SUBSCRIBE/UNSUBSCRIBE, so another
+/// replica taking the session over resumes them.
+async fn save_subscriptions(
+    ctx: &MqttContext,
+    info: &wire::ConnectInfo,
+    owner: &crate::SessionHandle,
+    subscribed: Vec<crate::store::Subscribed>,
+) {
+    if info.session_expiry == 0 {
+        return;
+    }
+    if let Err(e) = ctx
+        .state
+        .save_session(
+            &info.client_id,
+            &owner.owner,
+            owner.since_ms,
+            true,
+            &subscribed,
+            info.session_expiry,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "subscriptions not recorded in Kafka");
     }
 }
 
@@ -446,9 +526,17 @@ fn produce(
             Ok(_) => metrics.records_in.get_or_create(&label).inc(),
             Err(_) => metrics.records_failed.get_or_create(&label).inc(),
         };
-        if let (Ok(_), Some(message)) = (&result, retained) {
-            ctx.retained.set(message);
-        }
+        let result = match (result, retained) {
+            // The publish is acknowledged once its retained copy is stored too.
+            (Ok(d), Some(message)) => match ctx.state.retain(&message).await {
+                Ok(()) => {
+                    ctx.retained.set(message);
+                    Ok(d)
+                }
+                Err(e) => Err(e),
+            },
+            (result, _) => result,
+        };
         (ack, result)
     })
 }
@@ -549,7 +637,10 @@ async fn publish_will(ctx: &Arc<MqttContext>, will: Will) {
         Ok(Ok(d)) => {
             tracing::debug!(offset = d.offset, topic = %will.topic, "will published");
             if let Some(message) = retained {
-                ctx.retained.set(message);
+                match ctx.state.retain(&message).await {
+                    Ok(()) => ctx.retained.set(message),
+                    Err(e) => tracing::warn!(error = %e, "retained will not stored"),
+                }
             }
         }
         Ok(Err(e)) => tracing::warn!(error = %e, topic = %will.topic, "will not published"),

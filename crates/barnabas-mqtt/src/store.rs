@@ -1,8 +1,8 @@
 //! Persistent sessions between connections: what a client subscribed to, kept while it is
 //! away (its undelivered records wait in Kafka, at its group's committed offsets).
 //!
-//! In memory in this version; a gateway restart forgets the subscriptions (not the records
-//! or offsets, which are in Kafka). The scale-out work moves this into a compacted topic.
+//! This is the replica's view of the compacted sessions topic ([`crate::state`]), which every
+//! replica follows: a session left on one replica is found on any other, and after a restart.
 
 use std::{
     collections::HashMap,
@@ -48,6 +48,22 @@ impl StoredSession {
                 .then(|| Instant::now() + Duration::from_secs(u64::from(expiry_secs))),
         }
     }
+
+    /// A session read from the sessions topic: one left behind ends after `remaining`; one
+    /// whose connection is live (or never ends) keeps its full `expiry_secs` from now.
+    pub fn resumable(
+        subscriptions: Vec<Subscribed>,
+        remaining: Option<Duration>,
+        expiry_secs: u32,
+    ) -> Self {
+        match remaining {
+            Some(left) => Self {
+                subscriptions,
+                expires: Some(Instant::now() + left),
+            },
+            None => Self::new(subscriptions, expiry_secs),
+        }
+    }
 }
 
 /// Persistent sessions of disconnected clients, by client id.
@@ -55,12 +71,19 @@ impl StoredSession {
 pub struct SessionStore(Mutex<HashMap<String, StoredSession>>);
 
 impl SessionStore {
-    /// Takes the client's stored session, if it has one that has not expired.
-    pub fn take(&self, client_id: &str) -> Option<StoredSession> {
+    /// The client's stored session, if it has one that has not expired.
+    pub fn get(&self, client_id: &str) -> Option<StoredSession> {
         let mut map = self.0.lock().ok()?;
         let now = Instant::now();
         map.retain(|_, s| s.expires.is_none_or(|e| e > now));
-        map.remove(client_id)
+        map.get(client_id).cloned()
+    }
+
+    /// Forgets the client's session.
+    pub fn remove(&self, client_id: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(client_id);
+        }
     }
 
     /// Keeps a session for the client's next connection.

@@ -244,6 +244,17 @@ impl Gateway {
         }
 
         if mqtt_listener.is_some() || mqtt_ws_listener.is_some() {
+            let live = std::sync::Arc::new(barnabas_mqtt::Sessions::default());
+            let retained = std::sync::Arc::new(barnabas_mqtt::retained::RetainedStore::default());
+            let stored = std::sync::Arc::new(barnabas_mqtt::store::SessionStore::default());
+            // Sessions and retained messages live in compacted topics every replica follows.
+            let state = barnabas_mqtt::state::MqttState::follow(
+                &backend,
+                live.clone(),
+                stored.clone(),
+                retained.clone(),
+                shutdown.clone(),
+            );
             let ctx = std::sync::Arc::new(barnabas_mqtt::MqttContext {
                 backend_publisher: backend.publisher.clone(),
                 mapper,
@@ -255,15 +266,16 @@ impl Gateway {
                 },
                 metrics: barnabas_mqtt::MqttMetrics::new(&registry),
                 gateway_metrics: gateway_metrics.clone(),
-                sessions: barnabas_mqtt::Sessions::default(),
+                sessions: live,
                 consumers: backend.consumers.clone(),
                 admin: backend.admin.clone(),
                 catalog: barnabas_core::TopicCatalog::spawn(
                     backend.admin.clone(),
                     Duration::from_millis(config.mqtt.topic_refresh_ms.max(100)),
                 ),
-                retained: barnabas_mqtt::retained::RetainedStore::default(),
-                stored: barnabas_mqtt::store::SessionStore::default(),
+                retained,
+                stored,
+                state,
             });
             for (listener, transport) in [
                 (mqtt_listener, barnabas_mqtt::Transport::Tcp),

@@ -2091,10 +2091,21 @@ rd_kafka_metadata_update_op(rd_kafka_t *rk, rd_kafka_metadata_internal_t *mdi) {
                         rkmce = rd_kafka_metadata_cache_find_by_id(
                             rk, mdi->topics[i].topic_id, 1);
                         topic_id = mdi->topics[i].topic_id;
-                } else {
+                } else if (md->topics[i].topic) {
                         rkmce = rd_kafka_metadata_cache_find(
                             rk, md->topics[i].topic, 1);
                         topic = md->topics[i].topic;
+                } else {
+                        /* barnabas patch: a Fetch response's leader-change
+                         * tags name topics by id only; a broker that sends
+                         * a zero topic id (tansu) left neither id nor name,
+                         * and the lookup by name dereferenced NULL. Nothing
+                         * can be looked up: skip it, the next metadata
+                         * refresh brings the new leader. */
+                        rd_kafka_log(rk, LOG_WARNING, "METADATAUPDATE",
+                                     "Leader change for a topic with "
+                                     "neither id nor name: ignored");
+                        continue;
                 }
 
                 if (!rkmce) {

@@ -1,0 +1,213 @@
+//! Shared gateway state in a compacted Kafka topic, followed by every replica.
+//!
+//! Several gateway processes behind one load balancer must agree on state a client expects to
+//! find wherever it reconnects (MQTT persistent sessions, retained messages). Kafka already is
+//! the shared, durable, ordered store, so each piece of state is a keyed record in a compacted
+//! topic: the latest record of a key is its value, an empty value deletes it. Every replica
+//! reads the topic from its beginning at start and then follows it, applying each record in log
+//! order, so all replicas converge on the same state, and a restart rebuilds it.
+//!
+//! A write returns once Kafka acknowledged it **and** this replica applied it, so a client
+//! answered after a write finds it on this replica at once; [`KeyedLog::caught_up`] gives the
+//! same guarantee for other replicas' writes.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Backend, ConsumerConfig, Error, OffsetReset, Record, Result, SeekTo, TopicPartition};
+
+/// Applies one record of the log to the caller's state: key, then value (`None` = deleted).
+pub type Apply = Box<dyn Fn(&str, Option<&Bytes>) + Send + Sync>;
+
+/// One compacted topic followed from its beginning. Cheap to share behind an `Arc`.
+pub struct KeyedLog {
+    topic: String,
+    backend: Backend,
+    /// Next offset to apply, per partition (absent until the follower started).
+    applied: watch::Sender<HashMap<i32, i64>>,
+    /// Set once the follower has assigned every partition.
+    started: watch::Sender<bool>,
+    /// Partition count at start; keys are spread by the producer's key hash.
+    partitions: Mutex<Vec<i32>>,
+}
+
+/// How long the follower waits between attempts while Kafka does not answer.
+const RETRY: Duration = Duration::from_secs(1);
+
+impl KeyedLog {
+    /// Starts following `topic` (created compacted if missing) and applying its records with
+    /// `apply`, until `shutdown`. Never fails: while Kafka is away the follower retries, and
+    /// [`caught_up`](Self::caught_up) answers `false`.
+    pub fn follow(
+        backend: Backend,
+        topic: &str,
+        apply: Apply,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let log = Arc::new(Self {
+            topic: topic.to_owned(),
+            backend,
+            applied: watch::channel(HashMap::new()).0,
+            started: watch::channel(false).0,
+            partitions: Mutex::new(Vec::new()),
+        });
+        let follower = log.clone();
+        tokio::spawn(async move {
+            loop {
+                let outcome = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = follower.run(&apply, &shutdown) => r,
+                };
+                match outcome {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(topic = %follower.topic, error = %e, "following a state topic failed; retrying");
+                        follower.started.send_replace(false);
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(RETRY) => {}
+                        }
+                    }
+                }
+            }
+        });
+        log
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    async fn run(&self, apply: &Apply, shutdown: &CancellationToken) -> Result<()> {
+        let admin = &self.backend.admin;
+        admin.create_compacted_topic(&self.topic).await?;
+        let metadata = admin.topic_metadata(&self.topic).await?;
+        let partitions: Vec<i32> = metadata.partitions.iter().map(|p| p.partition).collect();
+        let session = self
+            .backend
+            .consumers
+            .create(ConsumerConfig {
+                // Never commits: every start reads the whole log again.
+                group_id: format!("barnabas.follow.{}", follower_id()),
+                auto_offset_reset: OffsetReset::Earliest,
+                enable_auto_commit: false,
+                properties: [("fetch.wait.max.ms".to_owned(), "50".to_owned())].into(),
+                explicit_offset_store: false,
+            })
+            .await?;
+        session
+            .assign_at(
+                partitions
+                    .iter()
+                    .map(|p| {
+                        (
+                            TopicPartition::new(&self.topic, *p),
+                            Some(SeekTo::Beginning),
+                        )
+                    })
+                    .collect(),
+            )
+            .await?;
+        if let Ok(mut p) = self.partitions.lock() {
+            p.clone_from(&partitions);
+        }
+        self.applied.send_replace(HashMap::new());
+        self.started.send_replace(true);
+        while !shutdown.is_cancelled() {
+            let records = session.poll(1000, Duration::from_millis(200)).await?;
+            if records.is_empty() {
+                continue;
+            }
+            for r in &records {
+                match r.key.as_deref().map(std::str::from_utf8) {
+                    Some(Ok(key)) => apply(key, r.value.as_ref().filter(|v| !v.is_empty())),
+                    _ => {
+                        tracing::debug!(topic = %self.topic, offset = r.offset, "state record without a UTF-8 key; skipped")
+                    }
+                }
+            }
+            self.applied.send_modify(|applied| {
+                for r in &records {
+                    applied.insert(r.partition, r.offset + 1);
+                }
+            });
+        }
+        let _ = session.close().await;
+        Ok(())
+    }
+
+    /// Writes `key` = `value` (`None` deletes it); returns once Kafka acknowledged it, or an
+    /// error after `timeout`. Every replica (this one included) applies it when it arrives.
+    pub async fn put(&self, key: &str, value: Option<Vec<u8>>, timeout: Duration) -> Result<()> {
+        let record = Record {
+            topic: self.topic.clone(),
+            partition: None,
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: value.map(Bytes::from),
+            headers: Vec::new(),
+            timestamp: None,
+        };
+        match tokio::time::timeout(timeout, self.backend.publisher.publish_one(record)).await {
+            Ok(delivered) => delivered.map(|_| ()),
+            Err(_) => Err(Error::Unavailable(format!(
+                "Kafka did not acknowledge the write to {} within {timeout:?}",
+                self.topic
+            ))),
+        }
+    }
+
+    /// Waits until this replica applied everything written to the log so far, by any replica
+    /// (bounded by `timeout`). `false` when it could not get there in time, or Kafka does not
+    /// answer: the caller then works with what it has.
+    pub async fn caught_up(&self, timeout: Duration) -> bool {
+        let work = async {
+            let mut started = self.started.subscribe();
+            if started.wait_for(|s| *s).await.is_err() {
+                return false;
+            }
+            let partitions = self
+                .partitions
+                .lock()
+                .map(|p| p.clone())
+                .unwrap_or_default();
+            let mut targets = Vec::with_capacity(partitions.len());
+            for p in partitions {
+                match self.backend.admin.watermarks(&self.topic, p).await {
+                    Ok(w) => targets.push((p, w.high)),
+                    Err(_) => return false,
+                }
+            }
+            self.wait_applied(&targets, timeout).await
+        };
+        tokio::time::timeout(timeout, work).await.unwrap_or(false)
+    }
+
+    /// Waits until every `(partition, next offset)` target was applied.
+    async fn wait_applied(&self, targets: &[(i32, i64)], timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        let reached = |a: &HashMap<i32, i64>| {
+            targets
+                .iter()
+                .all(|(p, next)| *next <= 0 || a.get(p).is_some_and(|at| at >= next))
+        };
+        tokio::time::timeout(timeout, applied.wait_for(reached))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// A group id no other follower uses (the group is never joined or committed).
+fn follower_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", std::process::id())
+}

@@ -1,0 +1,301 @@
+//! Scale-out: several `barnabas` processes against one broker, as replicas behind a load
+//! balancer. MQTT persistent sessions and retained messages live in compacted Kafka topics,
+//! so a client finds them on any replica, after every replica restarted, and a second
+//! connection with the same client id on another replica takes the session over.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use common::{broker, free_addr, wait_for_status, Gateway};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::mpsc;
+
+/// One gateway process with MQTT and HTTP on free ports, against `bootstrap`.
+struct Replica {
+    process: Gateway,
+    mqtt: SocketAddr,
+}
+
+impl Replica {
+    fn start(bootstrap: &str) -> Replica {
+        let (http, mqtt) = (free_addr(), free_addr());
+        let process = Gateway::spawn(
+            &[
+                "run",
+                "--kafka-bootstrap",
+                bootstrap,
+                "--http-listen",
+                &http.to_string(),
+                "--mqtt-listen",
+                &mqtt.to_string(),
+                "--amqp-listen",
+                "off",
+            ],
+            &[("BARNABAS_KAFKA__DEFAULT_REPLICATION_FACTOR", "1")],
+        );
+        wait_for_status(http, "/ready", 204, Duration::from_secs(30));
+        Replica { process, mqtt }
+    }
+
+    fn client(&self, id: &str, clean: bool) -> (AsyncClient, EventLoop) {
+        let mut opts = MqttOptions::new(id, self.mqtt.ip().to_string(), self.mqtt.port());
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_clean_session(clean);
+        AsyncClient::new(opts, 100)
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    fn stop(mut self) {
+        self.process.signal("TERM");
+        assert!(self.process.wait_exit(Duration::from_secs(30)).success());
+    }
+}
+
+/// Drives the event loop to CONNACK; returns its session-present flag.
+async fn connack(el: &mut EventLoop) -> bool {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), el.poll())
+            .await
+            .expect("CONNACK in time")
+            .expect("connected")
+        {
+            Event::Incoming(Packet::ConnAck(a)) => return a.session_present,
+            _ => continue,
+        }
+    }
+}
+
+/// Drives the event loop until the next `want` packet.
+async fn until(el: &mut EventLoop, what: &str, want: impl Fn(&Packet) -> bool) {
+    loop {
+        let Ok(event) = tokio::time::timeout(Duration::from_secs(30), el.poll()).await else {
+            panic!("no {what} in time");
+        };
+        match event {
+            Ok(Event::Incoming(p)) if want(&p) => return,
+            Ok(_) => continue,
+            Err(e) => panic!("connection error before {what}: {e:?}"),
+        }
+    }
+}
+
+/// The next PUBLISH within `within`, driving the event loop; `None` if none came.
+async fn next_publish(el: &mut EventLoop, within: Duration) -> Option<Publish> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, el.poll()).await {
+            Err(_) => return None,
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => return Some(p),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("connection error: {e:?}"),
+        }
+    }
+}
+
+/// Publishes at QoS 1 through `replica` and waits for the PUBACK (i.e. Kafka has it).
+async fn publish(replica: &Replica, topic: &str, payload: &str, retain: bool) {
+    let (c, mut el) = replica.client(&format!("pub-{}", uuid_ish()), true);
+    connack(&mut el).await;
+    c.publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
+        .await
+        .unwrap();
+    until(&mut el, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
+    c.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), el.poll()).await;
+}
+
+fn uuid_ish() -> String {
+    format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// Subscribes at QoS 1 and waits for the SUBACK.
+async fn subscribe(c: &AsyncClient, el: &mut EventLoop, filter: &str) {
+    c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    until(el, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_and_retained_messages_move_between_replicas_and_survive_their_restart() {
+    let kafka = broker::start().await;
+    let bootstrap = kafka.bootstrap();
+    let a = Replica::start(&bootstrap);
+    let b = Replica::start(&bootstrap);
+
+    // A persistent session subscribes on A and leaves.
+    let (c, mut el) = a.client("roamer", false);
+    connack(&mut el).await;
+    subscribe(&c, &mut el, "fleet/+/status").await;
+    c.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), el.poll()).await;
+
+    // A record is written while it is away (through A); it comes back on B.
+    publish(&a, "fleet/7/status", "while-away", false).await;
+    let (c, mut el) = b.client("roamer", false);
+    assert!(connack(&mut el).await, "B resumes the session A kept");
+    let got = next_publish(&mut el, Duration::from_secs(30))
+        .await
+        .expect("the record written while away, delivered by B");
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("fleet/7/status", &b"while-away"[..])
+    );
+    c.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), el.poll()).await;
+
+    // A retained message set through A is delivered on SUBSCRIBE at B.
+    publish(&a, "config/site-1", "blue", true).await;
+    let (c, mut el) = b.client("reader", true);
+    connack(&mut el).await;
+    c.subscribe("config/#", QoS::AtLeastOnce).await.unwrap();
+    let retained = next_publish(&mut el, Duration::from_secs(30))
+        .await
+        .expect("retained message at B");
+    assert!(retained.retain);
+    assert_eq!(&retained.payload[..], b"blue");
+    drop(c);
+
+    // Every replica restarts: both still hold.
+    a.stop();
+    b.stop();
+    let a = Replica::start(&bootstrap);
+    let b = Replica::start(&bootstrap);
+    let (c, mut el) = b.client("roamer", false);
+    assert!(connack(&mut el).await, "the session outlived every replica");
+    publish(&a, "fleet/8/status", "after-restart", false).await;
+    let got = next_publish(&mut el, Duration::from_secs(30))
+        .await
+        .expect("delivery to the resumed session after the restart");
+    assert_eq!(&got.payload[..], b"after-restart");
+    drop(c);
+    let (c, mut el) = a.client("reader-2", true);
+    connack(&mut el).await;
+    c.subscribe("config/#", QoS::AtLeastOnce).await.unwrap();
+    let retained = next_publish(&mut el, Duration::from_secs(30))
+        .await
+        .expect("retained message after the restart");
+    assert_eq!(&retained.payload[..], b"blue");
+
+    // Clearing it through B (empty retained publish) clears it on A too.
+    publish(&b, "config/site-1", "", true).await;
+    let (c, mut el) = a.client("reader-3", true);
+    connack(&mut el).await;
+    subscribe(&c, &mut el, "config/#").await;
+    let none = next_publish(&mut el, Duration::from_secs(3)).await;
+    assert!(
+        none.is_none(),
+        "cleared retained message still delivered: {none:?}"
+    );
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connect_on_one_replica_takes_the_session_over_from_another() {
+    let kafka = broker::start().await;
+    let bootstrap = kafka.bootstrap();
+    let a = Replica::start(&bootstrap);
+    let b = Replica::start(&bootstrap);
+
+    let (_first, mut first_el) = a.client("twin", true);
+    connack(&mut first_el).await;
+    let (_second, mut second_el) = b.client("twin", true);
+    connack(&mut second_el).await;
+
+    // A closes its connection of "twin" (MQTT 3.1.1 has no DISCONNECT from the server).
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match first_el.poll().await {
+                Err(_) | Ok(Event::Incoming(Packet::Disconnect)) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "A kept the connection B took over");
+    // B's connection stays.
+    let still = tokio::time::timeout(Duration::from_secs(2), second_el.poll()).await;
+    assert!(
+        !matches!(still, Ok(Err(_))),
+        "B's connection was closed too: {still:?}"
+    );
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_subscription_across_replicas_delivers_each_record_once() {
+    let kafka = broker::start().await;
+    let bootstrap = kafka.bootstrap();
+    let a = Replica::start(&bootstrap);
+    let b = Replica::start(&bootstrap);
+    // The default topic exists before the members join.
+    publish(&a, "jobs/0", "probe", false).await;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let mut clients = Vec::new();
+    for (i, replica) in [&a, &b].into_iter().enumerate() {
+        let (c, mut el) = replica.client(&format!("worker-{i}"), true);
+        connack(&mut el).await;
+        subscribe(&c, &mut el, "$share/workers/jobs/+").await;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Ok(ev) = el.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = ev {
+                    let _ = tx.send(String::from_utf8_lossy(&p.payload).into_owned());
+                }
+            }
+        });
+        clients.push(c);
+    }
+    // The group is settled once records flow to a member and a later probe still arrives;
+    // a shared group without commits starts at the end of the log when it is assigned.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut settled = 0;
+    while settled < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the shared group never received a probe"
+        );
+        publish(&a, "jobs/0", "probe", false).await;
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+            settled += 1;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {}
+    let sent: BTreeSet<String> = (1..=20).map(|i| format!("job-{i}")).collect();
+    for job in &sent {
+        publish(&a, "jobs/1", job, false).await;
+    }
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < sent.len() && Instant::now() < deadline {
+        if let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            got.push(p);
+        }
+    }
+    // Anything still on its way would be a duplicate.
+    while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+        got.push(p);
+    }
+    got.retain(|p| p.starts_with("job-"));
+    let unique: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(unique, sent, "every record delivered");
+    assert_eq!(got.len(), sent.len(), "no record delivered twice: {got:?}");
+    drop(clients);
+    a.stop();
+    b.stop();
+}
