@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{address, consume, produce, sasl::Login, AmqpContext, DirectionLabel};
 
+/// Longest wait, when a connection ends, for its sessions to settle their links' transfers
+/// and end (within the gateway's drain grace period).
+const SESSIONS_END_WAIT: Duration = Duration::from_secs(8);
+
 /// Serves one TCP connection to its end.
 pub async fn run(stream: TcpStream, ctx: Arc<AmqpContext>, shutdown: CancellationToken) {
     let login = Login::default();
@@ -49,6 +53,7 @@ pub async fn run(stream: TcpStream, ctx: Arc<AmqpContext>, shutdown: Cancellatio
     let _enter = span.enter();
     ctx.metrics.connections.inc();
     let conn_done = CancellationToken::new();
+    let mut sessions = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -56,7 +61,7 @@ pub async fn run(stream: TcpStream, ctx: Arc<AmqpContext>, shutdown: Cancellatio
                 let Some(incoming) = incoming else { break };
                 match SessionAcceptor::new().accept_incoming_session(incoming, &mut conn).await {
                     Ok(session) => {
-                        tokio::spawn(serve_session(session, ctx.clone(), shutdown.clone(), conn_done.clone()));
+                        sessions.spawn(serve_session(session, ctx.clone(), shutdown.clone(), conn_done.clone()));
                     }
                     Err(e) => {
                         tracing::debug!(error = ?e, "session not begun");
@@ -66,11 +71,14 @@ pub async fn run(stream: TcpStream, ctx: Arc<AmqpContext>, shutdown: Cancellatio
             }
         }
     }
-    // Links finish what is in flight (they watch `shutdown`); then the connection closes.
+    // Links settle what is in flight (they watch `shutdown`) and sessions end before the
+    // connection closes, so every transfer the client sent gets its outcome; bounded, so a
+    // client that stopped reading cannot hold the connection open.
     conn_done.cancel();
-    if shutdown.is_cancelled() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let _ = tokio::time::timeout(SESSIONS_END_WAIT, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
     let _ = tokio::time::timeout(crate::CLOSE_WAIT, conn.close()).await;
     ctx.metrics.connections.dec();
 }

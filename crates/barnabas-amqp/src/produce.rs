@@ -6,7 +6,12 @@
 //! fe2o3-amqp as transfers are settled) and [`MAX_INFLIGHT_BYTES`] are in flight, so a slow
 //! Kafka slows the sender instead of filling memory.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use barnabas_core::{
     Delivered, Error, ErrorKind, GatewayMetrics, InFlightBytes, MAX_INFLIGHT_BYTES,
@@ -32,6 +37,9 @@ type Pending =
 /// for Kafka's batching to work for one busy sender (200, fe2o3-amqp's default, held one
 /// link to a quarter of a direct producer's rate on the embedded broker).
 const MAX_IN_FLIGHT: u32 = 1000;
+
+/// How long a stopping producer link waits for more in-flight transfers to release.
+const RELEASE_WAIT: Duration = Duration::from_millis(200);
 
 /// The AMQP error condition for a write Kafka refused.
 pub fn condition_for(e: &Error) -> definitions::Error {
@@ -87,6 +95,17 @@ pub async fn run(
     // What was received is answered before the link goes: those writes were accepted.
     while let Some((info, result)) = inflight.next().await {
         let _ = settle(&receiver, &ctx, info, result).await;
+    }
+    if shutdown.is_cancelled() {
+        // Transfers already on their way when the stop began are answered `released` (not
+        // written; the client may send them again elsewhere) instead of left without an
+        // outcome when the link closes.
+        let _ = receiver.set_credit(0).await;
+        while let Ok(Ok(delivery)) =
+            tokio::time::timeout(RELEASE_WAIT, receiver.recv::<Body<Value>>()).await
+        {
+            let _ = receiver.release(&delivery).await;
+        }
     }
     ctx.metrics
         .links
