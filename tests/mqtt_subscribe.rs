@@ -13,8 +13,11 @@ use std::{
 
 use barnabas::config::MqttMapping;
 use barnabas_core::{Header, Record};
-use common::gateway::{self, TestGateway};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use common::{
+    gateway::{self, TestGateway},
+    next_publish,
+};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
 fn mapped(c: &mut barnabas::config::Config) {
@@ -54,20 +57,6 @@ async fn suback(el: &mut EventLoop) -> Vec<rumqttc::SubscribeReasonCode> {
         {
             Event::Incoming(Packet::SubAck(s)) => return s.return_codes,
             _ => continue,
-        }
-    }
-}
-
-/// The next PUBLISH within `within`, driving the event loop; `None` if none came.
-async fn next_publish(el: &mut EventLoop, within: Duration) -> Option<Publish> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match tokio::time::timeout(left, el.poll()).await {
-            Err(_) => return None,
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => return Some(p),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("connection error: {e:?}"),
         }
     }
 }

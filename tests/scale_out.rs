@@ -12,8 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{broker, free_addr, wait_for_status, Gateway};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use common::{broker, free_addr, next_publish, wait_for_status, Gateway};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
 /// One gateway process with MQTT and HTTP on free ports, against `bootstrap`.
@@ -85,23 +85,9 @@ async fn until(el: &mut EventLoop, what: &str, want: impl Fn(&Packet) -> bool) {
     }
 }
 
-/// The next PUBLISH within `within`, driving the event loop; `None` if none came.
-async fn next_publish(el: &mut EventLoop, within: Duration) -> Option<Publish> {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match tokio::time::timeout(left, el.poll()).await {
-            Err(_) => return None,
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => return Some(p),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("connection error: {e:?}"),
-        }
-    }
-}
-
 /// Publishes at QoS 1 through `replica` and waits for the PUBACK (i.e. Kafka has it).
 async fn publish(replica: &Replica, topic: &str, payload: &str, retain: bool) {
-    let (c, mut el) = replica.client(&format!("pub-{}", uuid_ish()), true);
+    let (c, mut el) = replica.client(&format!("pub-{}", uuid::Uuid::new_v4().simple()), true);
     connack(&mut el).await;
     c.publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
         .await
@@ -109,16 +95,6 @@ async fn publish(replica: &Replica, topic: &str, payload: &str, retain: bool) {
     until(&mut el, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
     c.disconnect().await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(2), el.poll()).await;
-}
-
-fn uuid_ish() -> String {
-    format!(
-        "{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
 }
 
 /// Subscribes at QoS 1 and waits for the SUBACK.

@@ -13,6 +13,25 @@ use std::{
 
 use barnabas_core::{ConsumedRecord, ConsumerConfig, ConsumerSession, OffsetReset, Subscription};
 
+/// The next PUBLISH an MQTT client receives within `within`, driving its event loop; `None`
+/// if none came. Panics on a connection error.
+pub async fn next_publish(
+    el: &mut rumqttc::EventLoop,
+    within: Duration,
+) -> Option<rumqttc::Publish> {
+    use rumqttc::{Event, Packet};
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, el.poll()).await {
+            Err(_) => return None,
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => return Some(p),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("connection error: {e:?}"),
+        }
+    }
+}
+
 /// A port nothing listens on right now (bound then released; good enough on loopback).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -453,6 +453,37 @@ fn connections_svg(rows: &[Connections]) -> Result<Option<String>> {
 }
 
 /// The generated section's markdown (without the marker lines), ending in a newline.
+/// How a markdown table column is aligned.
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+use Align::{Left, Right};
+
+/// Writes a markdown table: the header, the alignment row, then one line per row, so the
+/// separator always has as many columns as the header.
+fn table(
+    s: &mut String,
+    columns: &[(&str, Align)],
+    rows: impl Iterator<Item = Vec<String>>,
+) -> std::fmt::Result {
+    let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+    writeln!(s, "| {} |", names.join(" | "))?;
+    let aligns: Vec<&str> = columns
+        .iter()
+        .map(|(_, align)| match align {
+            Left => "---",
+            Right => "--:",
+        })
+        .collect();
+    writeln!(s, "|{}|", aligns.join("|"))?;
+    for row in rows {
+        writeln!(s, "| {} |", row.join(" | "))?;
+    }
+    Ok(())
+}
+
 fn section(r: &RunResults, plots: &Plots) -> Result<String> {
     let mut s = String::new();
     writeln!(
@@ -502,26 +533,33 @@ fn section(r: &RunResults, plots: &Plots) -> Result<String> {
     if r.throughput.is_empty() {
         writeln!(s, "_Not run: this run had no throughput scenario._")?;
     } else {
-        writeln!(
-            s,
-            "| scenario | msgs/s | MB/s | ratio | baseline | ÷ same records | ÷ mosquitto | server CPU cores | server RSS MiB |"
+        table(
+            &mut s,
+            &[
+                ("scenario", Left),
+                ("msgs/s", Right),
+                ("MB/s", Right),
+                ("ratio", Right),
+                ("baseline", Left),
+                ("÷ same records", Right),
+                ("÷ mosquitto", Right),
+                ("server CPU cores", Right),
+                ("server RSS MiB", Right),
+            ],
+            r.throughput.iter().map(|t| {
+                vec![
+                    cell(&t.scenario),
+                    thousands(t.msgs_per_s),
+                    fixed(t.mb_per_s, 1),
+                    opt_fixed(t.ratio, 2),
+                    t.baseline.as_deref().map_or_else(|| "–".to_string(), cell),
+                    opt_fixed(t.vs_same_records, 2),
+                    opt_fixed(t.vs_mosquitto, 2),
+                    opt_fixed(t.server_cpu_cores, 2),
+                    opt_fixed(t.server_rss_mib, 1),
+                ]
+            }),
         )?;
-        writeln!(s, "|---|--:|--:|--:|---|--:|--:|--:|--:|")?;
-        for t in &r.throughput {
-            writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                cell(&t.scenario),
-                thousands(t.msgs_per_s),
-                fixed(t.mb_per_s, 1),
-                opt_fixed(t.ratio, 2),
-                t.baseline.as_deref().map_or_else(|| "–".to_string(), cell),
-                opt_fixed(t.vs_same_records, 2),
-                opt_fixed(t.vs_mosquitto, 2),
-                opt_fixed(t.server_cpu_cores, 2),
-                opt_fixed(t.server_rss_mib, 1),
-            )?;
-        }
         if plots.throughput {
             writeln!(s)?;
             writeln!(s, "![Throughput per scenario](bench/{THROUGHPUT_SVG})")?;
@@ -534,33 +572,41 @@ fn section(r: &RunResults, plots: &Plots) -> Result<String> {
     if r.latency.is_empty() {
         writeln!(s, "_Not run: this run had no latency scenario._")?;
     } else {
-        writeln!(
-            s,
-            "| protocol | kind | rate (msgs/s) | samples | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | p99 added over direct (ms) |"
+        table(
+            &mut s,
+            &[
+                ("protocol", Left),
+                ("kind", Left),
+                ("rate (msgs/s)", Right),
+                ("samples", Right),
+                ("p50 ms", Right),
+                ("p90 ms", Right),
+                ("p99 ms", Right),
+                ("p99.9 ms", Right),
+                ("max ms", Right),
+                ("p99 added over direct (ms)", Right),
+            ],
+            r.latency.iter().map(|l| {
+                vec![
+                    cell(&l.protocol),
+                    cell(&l.kind),
+                    thousands(l.rate as f64),
+                    thousands(l.count as f64),
+                    ms_cell(l.p50_ms),
+                    ms_cell(l.p90_ms),
+                    ms_cell(l.p99_ms),
+                    ms_cell(l.p999_ms),
+                    ms_cell(l.max_ms),
+                    l.p99_added_ms.filter(|ms| ms.is_finite()).map_or_else(
+                        || "–".to_string(),
+                        |ms| {
+                            let sign = if ms < 0.0 { "−" } else { "+" };
+                            format!("{sign}{}", ms_cell(ms.abs()))
+                        },
+                    ),
+                ]
+            }),
         )?;
-        writeln!(s, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")?;
-        for l in &r.latency {
-            writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                cell(&l.protocol),
-                cell(&l.kind),
-                thousands(l.rate as f64),
-                thousands(l.count as f64),
-                ms_cell(l.p50_ms),
-                ms_cell(l.p90_ms),
-                ms_cell(l.p99_ms),
-                ms_cell(l.p999_ms),
-                ms_cell(l.max_ms),
-                l.p99_added_ms.filter(|ms| ms.is_finite()).map_or_else(
-                    || "–".to_string(),
-                    |ms| {
-                        let sign = if ms < 0.0 { "−" } else { "+" };
-                        format!("{sign}{}", ms_cell(ms.abs()))
-                    }
-                ),
-            )?;
-        }
         writeln!(s)?;
         if plots.latency {
             writeln!(s, "![Latency CDF per protocol](bench/{LATENCY_SVG})")?;
@@ -575,22 +621,25 @@ fn section(r: &RunResults, plots: &Plots) -> Result<String> {
     if r.connections.is_empty() {
         writeln!(s, "_Not run: this run had no idle-connection scenario._")?;
     } else {
-        writeln!(
-            s,
-            "| server | connections | KiB per connection | CONNACK p50 ms | CONNACK p99 ms |"
+        table(
+            &mut s,
+            &[
+                ("server", Left),
+                ("connections", Right),
+                ("KiB per connection", Right),
+                ("CONNACK p50 ms", Right),
+                ("CONNACK p99 ms", Right),
+            ],
+            r.connections.iter().map(|c| {
+                vec![
+                    cell(&c.server),
+                    thousands(c.connections as f64),
+                    fixed(c.kib_per_connection, 1),
+                    ms_cell(c.connack_p50_ms),
+                    ms_cell(c.connack_p99_ms),
+                ]
+            }),
         )?;
-        writeln!(s, "|---|--:|--:|--:|--:|")?;
-        for c in &r.connections {
-            writeln!(
-                s,
-                "| {} | {} | {} | {} | {} |",
-                cell(&c.server),
-                thousands(c.connections as f64),
-                fixed(c.kib_per_connection, 1),
-                ms_cell(c.connack_p50_ms),
-                ms_cell(c.connack_p99_ms),
-            )?;
-        }
         if plots.connections {
             writeln!(s)?;
             writeln!(

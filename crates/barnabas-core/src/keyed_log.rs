@@ -7,15 +7,11 @@
 //! reads the topic from its beginning at start and then follows it, applying each record in log
 //! order, so all replicas converge on the same state, and a restart rebuilds it.
 //!
-//! A write returns once Kafka acknowledged it **and** this replica applied it, so a client
-//! answered after a write finds it on this replica at once; [`KeyedLog::caught_up`] gives the
-//! same guarantee for other replicas' writes.
+//! A write returns once Kafka acknowledged it; every replica, this one included, applies it
+//! when the follower reads it. [`KeyedLog::caught_up`] waits until this replica has applied
+//! everything written so far, by any replica.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -32,10 +28,9 @@ pub struct KeyedLog {
     backend: Backend,
     /// Next offset to apply, per partition (absent until the follower started).
     applied: watch::Sender<HashMap<i32, i64>>,
-    /// Set once the follower has assigned every partition.
-    started: watch::Sender<bool>,
-    /// Partition count at start; keys are spread by the producer's key hash.
-    partitions: Mutex<Vec<i32>>,
+    /// The partitions the follower reads, once it has assigned them (`None` before, and
+    /// while it restarts after an error).
+    following: watch::Sender<Option<Vec<i32>>>,
 }
 
 /// How long the follower waits between attempts while Kafka does not answer.
@@ -55,8 +50,7 @@ impl KeyedLog {
             topic: topic.to_owned(),
             backend,
             applied: watch::channel(HashMap::new()).0,
-            started: watch::channel(false).0,
-            partitions: Mutex::new(Vec::new()),
+            following: watch::channel(None).0,
         });
         let follower = log.clone();
         tokio::spawn(async move {
@@ -69,7 +63,7 @@ impl KeyedLog {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::warn!(topic = %follower.topic, error = %e, "following a state topic failed; retrying");
-                        follower.started.send_replace(false);
+                        follower.following.send_replace(None);
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
                             _ = tokio::time::sleep(RETRY) => {}
@@ -79,11 +73,6 @@ impl KeyedLog {
             }
         });
         log
-    }
-
-    /// The topic's name.
-    pub fn topic(&self) -> &str {
-        &self.topic
     }
 
     async fn run(&self, apply: &Apply, shutdown: &CancellationToken) -> Result<()> {
@@ -116,11 +105,8 @@ impl KeyedLog {
                     .collect(),
             )
             .await?;
-        if let Ok(mut p) = self.partitions.lock() {
-            p.clone_from(&partitions);
-        }
         self.applied.send_replace(HashMap::new());
-        self.started.send_replace(true);
+        self.following.send_replace(Some(partitions));
         while !shutdown.is_cancelled() {
             let records = session.poll(1000, Duration::from_millis(200)).await?;
             if records.is_empty() {
@@ -169,38 +155,27 @@ impl KeyedLog {
     /// answer: the caller then works with what it has.
     pub async fn caught_up(&self, timeout: Duration) -> bool {
         let work = async {
-            let mut started = self.started.subscribe();
-            if started.wait_for(|s| *s).await.is_err() {
+            let mut following = self.following.subscribe();
+            let Ok(partitions) = following.wait_for(Option::is_some).await.map(|p| p.clone())
+            else {
                 return false;
-            }
-            let partitions = self
-                .partitions
-                .lock()
-                .map(|p| p.clone())
-                .unwrap_or_default();
-            let mut targets = Vec::with_capacity(partitions.len());
-            for p in partitions {
+            };
+            let mut targets = Vec::new();
+            for p in partitions.unwrap_or_default() {
                 match self.backend.admin.watermarks(&self.topic, p).await {
                     Ok(w) => targets.push((p, w.high)),
                     Err(_) => return false,
                 }
             }
-            self.wait_applied(&targets, timeout).await
+            // Each partition's next offset to apply has reached its high watermark.
+            let reached = |applied: &HashMap<i32, i64>| {
+                targets
+                    .iter()
+                    .all(|(p, high)| *high <= 0 || applied.get(p).is_some_and(|at| at >= high))
+            };
+            self.applied.subscribe().wait_for(reached).await.is_ok()
         };
         tokio::time::timeout(timeout, work).await.unwrap_or(false)
-    }
-
-    /// Waits until every `(partition, next offset)` target was applied.
-    async fn wait_applied(&self, targets: &[(i32, i64)], timeout: Duration) -> bool {
-        let mut applied = self.applied.subscribe();
-        let reached = |a: &HashMap<i32, i64>| {
-            targets
-                .iter()
-                .all(|(p, next)| *next <= 0 || a.get(p).is_some_and(|at| at >= next))
-        };
-        tokio::time::timeout(timeout, applied.wait_for(reached))
-            .await
-            .is_ok_and(|r| r.is_ok())
     }
 }
 

@@ -125,8 +125,7 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
         .state
         .save_session(
             &client_id,
-            &handle.owner,
-            handle.since_ms,
+            &handle,
             true,
             &subs.subscribed(),
             info.session_expiry,
@@ -220,14 +219,7 @@ async fn finish(
     if !taken_over {
         let saved = if expiry > 0 {
             ctx.state
-                .save_session(
-                    client_id,
-                    &handle.owner,
-                    handle.since_ms,
-                    false,
-                    &subscribed,
-                    expiry,
-                )
+                .save_session(client_id, handle, false, &subscribed, expiry)
                 .await
         } else {
             ctx.stored.remove(client_id);
@@ -454,8 +446,7 @@ async fn save_subscriptions(
         .state
         .save_session(
             &info.client_id,
-            &owner.owner,
-            owner.since_ms,
+            owner,
             true,
             &subscribed,
             info.session_expiry,

@@ -26,7 +26,7 @@ use crate::{
     filter::Filter,
     retained::RetainedStore,
     store::{SessionStore, StoredSession, Subscribed},
-    Sessions,
+    SessionHandle, Sessions,
 };
 
 /// Compacted topic of persistent sessions, keyed by client id.
@@ -119,15 +119,14 @@ impl MqttState {
     pub async fn save_session(
         &self,
         client_id: &str,
-        owner: &str,
-        since_ms: u64,
+        owner: &SessionHandle,
         connected: bool,
         subscriptions: &[Subscribed],
         expiry_secs: u32,
     ) -> barnabas_core::Result<()> {
         let record = SessionRecord {
-            owner: owner.to_owned(),
-            since_ms,
+            owner: owner.owner.clone(),
+            since_ms: owner.since_ms,
             connected,
             expiry_secs,
             expires_at_ms: (!connected && expiry_secs != u32::MAX)
@@ -170,12 +169,9 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A stored QoS number (anything above 1 reads as QoS 2, as the QoS header does).
 fn qos_from(n: u8) -> QoS {
-    match n {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    }
+    QoS::try_from(n).unwrap_or(QoS::ExactlyOnce)
 }
 
 /// A session as stored in [`SESSIONS_TOPIC`].
@@ -243,7 +239,7 @@ impl From<&Subscribed> for SubscriptionRecord {
                 Some(group) => format!("$share/{group}/{}", s.filter.filter),
                 None => s.filter.filter.clone(),
             },
-            qos: s.qos as u8,
+            qos: s.qos.value(),
             no_local: s.no_local,
             retain_as_published: s.retain_as_published,
             id: s.id.map(NonZeroU32::get),
@@ -281,7 +277,7 @@ impl From<&Message> for RetainedRecord {
     fn from(m: &Message) -> Self {
         Self {
             payload: B64.encode(&m.payload),
-            qos: m.qos as u8,
+            qos: m.qos.value(),
             headers: m
                 .headers
                 .iter()
