@@ -4,6 +4,7 @@ use std::{collections::VecDeque, time::Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use barnabas_core::{Backend, Record};
+use barnabas_mqtt::delivery;
 use fe2o3_amqp::{
     sasl_profile::SaslProfile,
     types::{
@@ -67,16 +68,18 @@ fn bare(topic: &str, payload: &[u8]) -> Record {
     Record::new(topic, payload.to_vec())
 }
 
-/// The record the MQTT front end writes for a QoS 1 publish to `bench/mqtt`: the MQTT topic
-/// as key and the three origin headers. The broker stores every header as its own row (tansu's
-/// SQLite engine: one INSERT per header), so this prices the records, not the gateway.
+/// The record the MQTT front end writes for a QoS 1 publish of the `mqtt-*` scenarios (topic
+/// `devices/bench-0/telemetry`, client `bench-0-0`): the MQTT topic as key and the three
+/// origin headers. The broker stores every header as its own row (tansu's SQLite engine: one
+/// INSERT per header), so this prices the records, not the gateway.
 fn like_mqtt(topic: &str, payload: &[u8]) -> Record {
+    const MQTT_TOPIC: &str = "devices/bench-0/telemetry";
     let mut record = Record::new(topic, payload.to_vec());
-    record.key = Some(bytes::Bytes::from_static(b"bench/mqtt"));
+    record.key = Some(bytes::Bytes::from_static(MQTT_TOPIC.as_bytes()));
     record.headers = vec![
-        barnabas_core::Header::new("barnabas.mqtt.topic", "bench/mqtt"),
-        barnabas_core::Header::new("barnabas.mqtt.qos", "1"),
-        barnabas_core::Header::new("barnabas.mqtt.client_id", "bench-0"),
+        barnabas_core::Header::new(delivery::TOPIC_HEADER, MQTT_TOPIC),
+        barnabas_core::Header::new(delivery::QOS_HEADER, "1"),
+        barnabas_core::Header::new(delivery::CLIENT_HEADER, "bench-0-0"),
     ];
     record
 }
