@@ -1,7 +1,9 @@
 //! Scale-out: several `barnabas` processes against one broker, as replicas behind a load
 //! balancer. MQTT persistent sessions and retained messages live in compacted Kafka topics,
 //! so a client finds them on any replica, after every replica restarted, and a second
-//! connection with the same client id on another replica takes the session over.
+//! connection with the same client id on another replica takes the session over. HTTP
+//! consumer instances are served by one replica and reached through any: the others forward
+//! to it, and adopt the instance when it is gone.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -20,6 +22,7 @@ use tokio::sync::mpsc;
 struct Replica {
     process: Gateway,
     mqtt: SocketAddr,
+    http: SocketAddr,
 }
 
 impl Replica {
@@ -40,7 +43,15 @@ impl Replica {
             &[("BARNABAS_KAFKA__DEFAULT_REPLICATION_FACTOR", "1")],
         );
         wait_for_status(http, "/ready", 204, Duration::from_secs(30));
-        Replica { process, mqtt }
+        Replica {
+            process,
+            mqtt,
+            http,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
     }
 
     fn client(&self, id: &str, clean: bool) -> (AsyncClient, EventLoop) {
@@ -273,5 +284,154 @@ async fn a_shared_subscription_across_replicas_delivers_each_record_once() {
     assert_eq!(got.len(), sent.len(), "no record delivered twice: {got:?}");
     drop(clients);
     a.stop();
+    b.stop();
+}
+
+const JSON_V2: &str = "application/vnd.kafka.json.v2+json";
+const V2: &str = "application/vnd.kafka.v2+json";
+
+/// `method path` with a JSON body (or none) through `replica`; returns (status, body).
+async fn call(
+    replica: &Replica,
+    method: reqwest::Method,
+    path: &str,
+    content_type: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, replica.url(path))
+        .header("accept", JSON_V2)
+        .timeout(Duration::from_secs(60));
+    if let Some(body) = body {
+        request = request
+            .header("content-type", content_type)
+            .body(body.to_string());
+    }
+    let answer = request.send().await.expect("HTTP answer");
+    let status = answer.status().as_u16();
+    let text = answer.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// Produces `values` (JSON numbers) to `topic` through `replica`.
+async fn produce_numbers(replica: &Replica, topic: &str, values: std::ops::Range<u32>) {
+    let records: Vec<serde_json::Value> = values.map(|v| serde_json::json!({ "value": v })).collect();
+    let (status, body) = call(
+        replica,
+        reqwest::Method::POST,
+        &format!("/topics/{topic}"),
+        JSON_V2,
+        Some(serde_json::json!({ "records": records })),
+    )
+    .await;
+    assert_eq!(status, 200, "produce: {body}");
+}
+
+/// One poll of the instance through `replica`: (status, the record values).
+async fn poll(replica: &Replica, instance: &str) -> (u16, Vec<u64>) {
+    let (status, body) = call(
+        replica,
+        reqwest::Method::GET,
+        &format!("{instance}/records?timeout=1000"),
+        JSON_V2,
+        None,
+    )
+    .await;
+    let values = body
+        .as_array()
+        .map(|rs| rs.iter().filter_map(|r| r["value"].as_u64()).collect())
+        .unwrap_or_default();
+    (status, values)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_consumer_created_on_one_replica_is_served_by_another_and_outlives_its_replica() {
+    let kafka = broker::start().await;
+    let bootstrap = kafka.bootstrap();
+    let a = Replica::start(&bootstrap);
+    let b = Replica::start(&bootstrap);
+    let (status, body) = call(
+        &a,
+        reqwest::Method::POST,
+        "/admin/topics",
+        V2,
+        Some(serde_json::json!({ "topic_name": "orders", "partitions_count": 1 })),
+    )
+    .await;
+    assert!(status == 201 || status == 200, "create topic: {status} {body}");
+    produce_numbers(&a, "orders", 0..10).await;
+
+    // Created on A; subscribed, polled and committed through B.
+    let (status, body) = call(
+        &a,
+        reqwest::Method::POST,
+        "/consumers/billing",
+        V2,
+        Some(serde_json::json!({
+            "name": "clerk", "format": "json",
+            "auto.offset.reset": "earliest", "enable.auto.commit": false,
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "create: {body}");
+    let instance = "/consumers/billing/instances/clerk";
+    let (status, body) = call(
+        &b,
+        reqwest::Method::POST,
+        &format!("{instance}/subscription"),
+        V2,
+        Some(serde_json::json!({ "topics": ["orders"] })),
+    )
+    .await;
+    assert_eq!(status, 204, "subscribe through B: {body}");
+    let (status, body) = call(&b, reqwest::Method::GET, &format!("{instance}/subscription"), V2, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["topics"], serde_json::json!(["orders"]), "A's instance as seen through B");
+    let mut first = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.len() < 10 && Instant::now() < deadline {
+        let (status, values) = poll(&b, instance).await;
+        assert_eq!(status, 200, "poll through B");
+        first.extend(values);
+    }
+    assert_eq!(first, (0..10).collect::<Vec<u64>>(), "every record, in order, through B");
+    let (status, body) = call(&b, reqwest::Method::POST, &format!("{instance}/offsets"), V2, None).await;
+    assert_eq!(status, 204, "commit through B: {body}");
+    // A answers for it too, and an unknown instance is 404 on both.
+    let (status, _) = poll(&a, instance).await;
+    assert_eq!(status, 200);
+    for replica in [&a, &b] {
+        let (status, body) = poll(replica, "/consumers/billing/instances/nobody").await;
+        assert_eq!(status, 404, "unknown instance: {body:?}");
+    }
+
+    // More records; some are fetched but not committed, then A is killed.
+    produce_numbers(&b, "orders", 10..20).await;
+    let (_, before_kill) = poll(&b, instance).await;
+    a.process.signal("KILL");
+
+    // B adopts the instance and resumes from the last commit: nothing committed comes
+    // again, nothing after it is missing.
+    let mut after = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(10..20).all(|v| after.contains(&v)) {
+        assert!(
+            Instant::now() < deadline,
+            "records after the last commit missing after A died: got {after:?} (before the kill: {before_kill:?})"
+        );
+        let (status, values) = poll(&b, instance).await;
+        assert!(status == 200 || status == 503, "poll after A died: {status}");
+        after.extend(values);
+    }
+    assert!(
+        after.iter().all(|v| *v >= 10),
+        "a committed record was delivered again: {after:?}"
+    );
+
+    // Deleted through B: gone everywhere.
+    let (status, body) = call(&b, reqwest::Method::DELETE, instance, V2, None).await;
+    assert_eq!(status, 204, "delete: {body}");
+    let (status, _) = poll(&b, instance).await;
+    assert_eq!(status, 404);
     b.stop();
 }

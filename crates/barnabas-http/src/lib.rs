@@ -61,7 +61,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/topics/{topic}/events", get(sse::events))
         .route("/admin/topics", post(topics::create))
-        .merge(consumers::routes())
+        .merge(consumers::routes(&state))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -76,9 +76,15 @@ pub fn router(state: AppState) -> Router {
         Some(cors) => api.layer(cors),
         None => api,
     };
-    state
-        .consumers
-        .start_reaper(state.settings.consumer_idle_timeout);
+    state.consumers.start_reaper(
+        state.settings.consumer_idle_timeout,
+        state.cluster.clone(),
+    );
+    state.cluster.follow(
+        state.backend.clone(),
+        state.consumers.clone(),
+        state.shutdown.clone(),
+    );
     api
 }
 

@@ -5,7 +5,10 @@ use std::{sync::Arc, time::Duration};
 use barnabas_core::{Backend, DriverLimits, GatewayMetrics, MetricsRegistry, Readiness};
 use tokio_util::sync::CancellationToken;
 
-use crate::{consumers::Registry, metrics::HttpMetrics};
+use crate::{
+    consumers::{Cluster, Registry},
+    metrics::HttpMetrics,
+};
 
 /// The HTTP front end's settings (from the `[http]` and `[limits]` config sections).
 #[derive(Debug, Clone)]
@@ -20,6 +23,9 @@ pub struct HttpSettings {
     pub driver_limits: DriverLimits,
     /// Interval of SSE keep-alive comments.
     pub sse_keep_alive: Duration,
+    /// Base URL (`http://host:port`) other replicas use to forward requests for consumer
+    /// instances this replica serves.
+    pub advertised_url: String,
 }
 
 impl Default for HttpSettings {
@@ -30,6 +36,7 @@ impl Default for HttpSettings {
             cors_origins: Vec::new(),
             driver_limits: DriverLimits::default(),
             sse_keep_alive: Duration::from_secs(15),
+            advertised_url: "http://127.0.0.1:8080".into(),
         }
     }
 }
@@ -45,8 +52,10 @@ pub struct AppState {
     pub version: &'static str,
     /// Settings.
     pub settings: Arc<HttpSettings>,
-    /// Consumer instances.
+    /// Consumer instances this replica serves.
     pub consumers: Arc<Registry>,
+    /// Every replica's consumer instances, and forwarding to their owners.
+    pub cluster: Arc<Cluster>,
     /// The process registry `/metrics` encodes.
     pub registry: MetricsRegistry,
     /// Data-path metrics shared with the other front ends.
@@ -70,7 +79,9 @@ impl AppState {
     ) -> Self {
         let http_metrics = HttpMetrics::new(&registry);
         let consumers = Arc::new(Registry::new(http_metrics.consumer_instances.clone()));
+        let cluster = Arc::new(Cluster::new(settings.advertised_url.clone()));
         Self {
+            cluster,
             backend,
             readiness,
             version,

@@ -49,6 +49,11 @@ pub struct HttpConfig {
     pub consumer_buffer_records: usize,
     /// Interval of keep-alive comments on idle SSE streams (ms).
     pub sse_keep_alive_ms: u64,
+    /// `host:port` at which other replicas reach this one's HTTP listener, to forward
+    /// requests for the consumer instances it serves; `""` = the listen address (with
+    /// `127.0.0.1` for an unspecified host, which only suits replicas on one machine: set it
+    /// to the pod or host address, e.g. from `POD_IP`, when replicas run on several).
+    pub advertised_address: String,
 }
 
 impl Default for HttpConfig {
@@ -59,6 +64,7 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             consumer_buffer_records: 1_000,
             sse_keep_alive_ms: 15_000,
+            advertised_address: String::new(),
         }
     }
 }

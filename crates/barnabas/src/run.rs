@@ -228,7 +228,7 @@ impl Gateway {
             backend.clone(),
             readiness.clone(),
             crate::VERSION,
-            http_settings(&config),
+            http_settings(&config, http_addr),
             registry.clone(),
             gateway_metrics.clone(),
             shutdown.clone(),
@@ -427,8 +427,21 @@ impl Gateway {
 }
 
 /// The HTTP front end's settings from `[http]` and `[limits]`.
-fn http_settings(config: &Config) -> barnabas_http::HttpSettings {
+fn http_settings(
+    config: &Config,
+    bound: Option<std::net::SocketAddr>,
+) -> barnabas_http::HttpSettings {
     let records = config.http.consumer_buffer_records;
+    let advertised = if config.http.advertised_address.is_empty() {
+        bound.map_or_else(String::new, |mut addr| {
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            addr.to_string()
+        })
+    } else {
+        config.http.advertised_address.clone()
+    };
     barnabas_http::HttpSettings {
         consumer_idle_timeout: Duration::from_millis(config.http.consumer_idle_timeout_ms),
         max_body_bytes: config.limits.max_message_bytes,
@@ -441,6 +454,7 @@ fn http_settings(config: &Config) -> barnabas_http::HttpSettings {
             poll_batch: records.clamp(1, 500),
         },
         sse_keep_alive: Duration::from_millis(config.http.sse_keep_alive_ms),
+        advertised_url: format!("http://{advertised}"),
     }
 }
 

@@ -14,13 +14,16 @@ use barnabas_core::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Instance, Mode};
+use super::{Instance, InstanceSettings, Mode};
 use crate::{
     body::{parse_json, parse_json_or_default, Body},
     error::{ApiError, ApiResult},
     format::{json_with_type, record_json, v2_json, Format},
     AppState,
 };
+
+/// Group session timeout of consumer instances (ms), see [`open_instance`].
+const SESSION_TIMEOUT_MS: &str = "10000";
 
 /// Longest long-poll a client may ask for.
 const MAX_POLL: Duration = Duration::from_secs(300);
@@ -131,18 +134,61 @@ pub async fn create(
             "consumer name must be non-empty and contain no '/'",
         ));
     }
-    if state.consumers.contains(&group, &name) {
+    if state.consumers.contains(&group, &name)
+        || state.cluster.lookup(&group, &name).await.is_some()
+    {
         return Err(ApiError::conflict(
             "A consumer instance with the specified name already exists in the Kafka Bridge.",
         ));
     }
+    let settings = InstanceSettings {
+        format,
+        auto_offset_reset,
+        enable_auto_commit,
+        properties,
+    };
+    let instance = open_instance(&state, &group, &name, settings, Mode::Idle).await?;
+    if let Err(e) = state
+        .cluster
+        .publish(&group, &name, &instance.settings, Mode::Idle)
+        .await
+    {
+        let _ = state.consumers.remove(&group, &name);
+        let _ = instance.driver.close().await;
+        return Err(e);
+    }
+    tracing::info!(%group, %name, format = format.name(), "consumer instance created");
+    let base_uri = base_uri(&headers, &uri, &name)?;
+    Ok(v2_json(
+        StatusCode::OK,
+        &json!({ "instance_id": name, "base_uri": base_uri }),
+    ))
+}
+
+/// Opens the Kafka consumer of an instance (in `mode`) and registers it on this replica; 409
+/// if the name is taken here.
+pub(super) async fn open_instance(
+    state: &AppState,
+    group: &str,
+    name: &str,
+    settings: InstanceSettings,
+    mode: Mode,
+) -> ApiResult<Arc<Instance>> {
+    let mut properties = settings.properties.clone();
+    // A replica that dies leaves its members in their groups until this times out; the
+    // replica adopting its instances only gets their partitions after that. Kafka's pre-3.0
+    // default (10 s) rather than today's 45 s: heartbeats come from the client's own thread,
+    // so a busy gateway does not miss them.
+    properties
+        .entry("session.timeout.ms".to_owned())
+        .or_insert_with(|| SESSION_TIMEOUT_MS.to_owned());
     let session = state
         .backend
         .consumers
         .create(ConsumerConfig {
-            group_id: group.clone(),
-            auto_offset_reset,
-            enable_auto_commit,
+            group_id: group.to_owned(),
+            auto_offset_reset: settings.auto_offset_reset,
+            enable_auto_commit: settings.enable_auto_commit,
             properties,
             explicit_offset_store: true,
         })
@@ -153,17 +199,51 @@ pub async fn create(
         })?;
     let limits: DriverLimits = state.settings.driver_limits;
     let driver = barnabas_core::ConsumerDriver::spawn(session, limits);
-    let instance = Arc::new(Instance::new(group.clone(), name.clone(), format, driver));
+    let resumed = match &mode {
+        Mode::Idle => Ok(()),
+        Mode::Topics { topics } => driver.subscribe(Subscription::Topics(topics.clone())).await,
+        Mode::Pattern { pattern } => {
+            driver
+                .subscribe(Subscription::Pattern(pattern.clone()))
+                .await
+        }
+        Mode::Assigned { partitions } => {
+            driver
+                .assign(
+                    partitions
+                        .iter()
+                        .map(|(t, p)| (TopicPartition::new(t, *p), None))
+                        .collect(),
+                )
+                .await
+        }
+    };
+    let instance = Arc::new(Instance::new(
+        group.to_owned(),
+        name.to_owned(),
+        settings,
+        mode,
+        driver,
+    ));
+    if let Err(e) = resumed {
+        let _ = instance.driver.close().await;
+        return Err(e.into());
+    }
     if let Err(e) = state.consumers.insert(instance.clone()) {
         let _ = instance.driver.close().await;
         return Err(e);
     }
-    tracing::info!(%group, %name, format = format.name(), "consumer instance created");
-    let base_uri = base_uri(&headers, &uri, &name)?;
-    Ok(v2_json(
-        StatusCode::OK,
-        &json!({ "instance_id": name, "base_uri": base_uri }),
-    ))
+    Ok(instance)
+}
+
+/// Records a changed subscription or assignment so that a replica adopting the instance
+/// reads the same.
+async fn record_mode(state: &AppState, instance: &Instance, mode: Mode) -> ApiResult<()> {
+    instance.set_mode(mode.clone());
+    state
+        .cluster
+        .publish(&instance.group, &instance.name, &instance.settings, mode)
+        .await
 }
 
 /// `scheme://host:port/…/consumers/{group}/instances/{name}`, honouring `Forwarded`,
@@ -221,6 +301,7 @@ pub async fn delete(
     Path((group, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let instance = state.consumers.remove(&group, &name)?;
+    state.cluster.forget(&group, &name).await;
     instance.driver.close().await?;
     tracing::info!(%group, %name, "consumer instance deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -245,7 +326,7 @@ pub async fn subscribe(
 ) -> ApiResult<StatusCode> {
     let instance = state.consumers.get(&group, &name)?;
     let req: SubscribeBody = parse_json(&body).map_err(bad_shape)?;
-    if instance.mode() == Mode::Assigned {
+    if matches!(instance.mode(), Mode::Assigned { .. }) {
         return Err(exclusive());
     }
     match (req.topics, req.topic_pattern) {
@@ -255,7 +336,7 @@ pub async fn subscribe(
         )),
         (Some(topics), None) if topics.is_empty() => {
             instance.driver.unsubscribe().await?;
-            instance.set_mode(Mode::Idle);
+            record_mode(&state, &instance, Mode::Idle).await?;
             Ok(StatusCode::NO_CONTENT)
         }
         (Some(topics), None) => {
@@ -263,15 +344,15 @@ pub async fn subscribe(
                 .driver
                 .subscribe(Subscription::Topics(topics.clone()))
                 .await?;
-            instance.set_mode(Mode::Subscribed(topics));
+            record_mode(&state, &instance, Mode::Topics { topics }).await?;
             Ok(StatusCode::NO_CONTENT)
         }
         (None, Some(pattern)) => {
             instance
                 .driver
-                .subscribe(Subscription::Pattern(pattern))
+                .subscribe(Subscription::Pattern(pattern.clone()))
                 .await?;
-            instance.set_mode(Mode::Subscribed(Vec::new()));
+            record_mode(&state, &instance, Mode::Pattern { pattern }).await?;
             Ok(StatusCode::NO_CONTENT)
         }
     }
@@ -289,7 +370,7 @@ pub async fn subscription(
         by_topic.entry(tp.topic).or_default().push(tp.partition);
     }
     let mut topics: Vec<String> = match instance.mode() {
-        Mode::Subscribed(ts) => ts,
+        Mode::Topics { topics } => topics,
         _ => Vec::new(),
     };
     for t in by_topic.keys() {
@@ -314,7 +395,7 @@ pub async fn unsubscribe(
 ) -> ApiResult<StatusCode> {
     let instance = state.consumers.get(&group, &name)?;
     instance.driver.unsubscribe().await?;
-    instance.set_mode(Mode::Idle);
+    record_mode(&state, &instance, Mode::Idle).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -348,18 +429,22 @@ pub async fn assign(
 ) -> ApiResult<StatusCode> {
     let instance = state.consumers.get(&group, &name)?;
     let partitions = partitions_of(&body)?;
-    if matches!(instance.mode(), Mode::Subscribed(_)) {
+    if instance.mode().is_subscribed() {
         return Err(exclusive());
     }
     if partitions.is_empty() {
         instance.driver.unsubscribe().await?;
-        instance.set_mode(Mode::Idle);
+        record_mode(&state, &instance, Mode::Idle).await?;
     } else {
+        let recorded = partitions
+            .iter()
+            .map(|tp| (tp.topic.clone(), tp.partition))
+            .collect();
         instance
             .driver
             .assign(partitions.into_iter().map(|tp| (tp, None)).collect())
             .await?;
-        instance.set_mode(Mode::Assigned);
+        record_mode(&state, &instance, Mode::Assigned { partitions: recorded }).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -389,7 +474,7 @@ pub async fn records(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if accept.split(';').next().map(str::trim) != Some(instance.format.content_type()) {
+    if accept.split(';').next().map(str::trim) != Some(instance.settings.format.content_type()) {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             "Consumer format does not match the embedded format requested by the Accept header.",
@@ -412,8 +497,8 @@ pub async fn records(
                 .records_out
                 .get_or_create(&GatewayMetrics::label("http"))
                 .inc_by(records.len() as u64);
-            let body: Vec<Value> = records.iter().map(|r| record_json(instance.format, r)).collect();
-            Ok(json_with_type(StatusCode::OK, &Value::Array(body), instance.format.content_type()))
+            let body: Vec<Value> = records.iter().map(|r| record_json(instance.settings.format, r)).collect();
+            Ok(json_with_type(StatusCode::OK, &Value::Array(body), instance.settings.format.content_type()))
         }
         Fetched::TooLarge { size } => Err(ApiError::unprocessable(format!(
             "Response exceeds the maximum number of bytes the consumer can receive (next record: {size} bytes)"

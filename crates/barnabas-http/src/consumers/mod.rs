@@ -1,10 +1,12 @@
 //! Consumer instances (`/consumers/…`): a registry of named instances, each a gateway-driven
 //! Kafka consumer ([`barnabas_core::ConsumerDriver`]).
 
+pub mod cluster;
 mod handlers;
 mod registry;
 
-pub use registry::{Instance, Mode, Registry};
+pub use cluster::Cluster;
+pub use registry::{Instance, InstanceSettings, Mode, Registry};
 
 use axum::{
     routing::{delete, get, post},
@@ -13,10 +15,10 @@ use axum::{
 
 use crate::AppState;
 
-/// The `/consumers/…` routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/consumers/{group}", post(handlers::create))
+/// The `/consumers/…` routes. Requests for an instance another replica serves are forwarded
+/// to it ([`cluster::route_to_owner`]).
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let instances = Router::new()
         .route(
             "/consumers/{group}/instances/{name}",
             delete(handlers::delete),
@@ -51,4 +53,11 @@ pub fn routes() -> Router<AppState> {
             "/consumers/{group}/instances/{name}/positions/end",
             post(handlers::seek_end),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster::route_to_owner,
+        ));
+    Router::new()
+        .route("/consumers/{group}", post(handlers::create))
+        .merge(instances)
 }

@@ -9,20 +9,57 @@ use std::{
     time::{Duration, Instant},
 };
 
-use barnabas_core::ConsumerDriver;
+use barnabas_core::{ConsumerDriver, OffsetReset};
 use prometheus_client::metrics::gauge::Gauge;
+use serde::{Deserialize, Serialize};
 
+use super::cluster::Cluster;
 use crate::{error::ApiError, format::Format};
 
 /// What an instance reads from: Strimzi keeps subscriptions and assignments exclusive.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Kept whole (topics, pattern, partitions) so that another replica can re-create it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Mode {
     /// Neither subscribed nor assigned.
+    #[default]
     Idle,
-    /// Subscribed to these topics (empty for a pattern).
-    Subscribed(Vec<String>),
-    /// Assigned partitions by hand.
-    Assigned,
+    /// Subscribed to these topics.
+    Topics {
+        /// The topics.
+        topics: Vec<String>,
+    },
+    /// Subscribed to the topics matching a regular expression.
+    Pattern {
+        /// The expression.
+        pattern: String,
+    },
+    /// Assigned partitions by hand, as (topic, partition).
+    Assigned {
+        /// The partitions.
+        partitions: Vec<(String, i32)>,
+    },
+}
+
+impl Mode {
+    /// Whether the instance reads through a group subscription (topics or pattern).
+    pub fn is_subscribed(&self) -> bool {
+        matches!(self, Mode::Topics { .. } | Mode::Pattern { .. })
+    }
+}
+
+/// How an instance was created (the body of `POST /consumers/{group}`): what a replica needs
+/// to open the same Kafka consumer again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSettings {
+    /// Its embedded format; fetches must `Accept` it.
+    pub format: Format,
+    /// `auto.offset.reset`.
+    pub auto_offset_reset: OffsetReset,
+    /// `enable.auto.commit`.
+    pub enable_auto_commit: bool,
+    /// Other consumer properties the client set (`fetch.min.bytes`, …).
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 /// One consumer instance.
@@ -31,8 +68,8 @@ pub struct Instance {
     pub group: String,
     /// Its name (`instance_id`).
     pub name: String,
-    /// Its embedded format; fetches must `Accept` it.
-    pub format: Format,
+    /// How it was created.
+    pub settings: InstanceSettings,
     /// The driven Kafka consumer.
     pub driver: ConsumerDriver,
     /// Subscribed / assigned / neither.
@@ -42,13 +79,19 @@ pub struct Instance {
 
 impl Instance {
     /// A new instance, used now.
-    pub fn new(group: String, name: String, format: Format, driver: ConsumerDriver) -> Self {
+    pub fn new(
+        group: String,
+        name: String,
+        settings: InstanceSettings,
+        mode: Mode,
+        driver: ConsumerDriver,
+    ) -> Self {
         Self {
             group,
             name,
-            format,
+            settings,
             driver,
-            mode: Mutex::new(Mode::Idle),
+            mode: Mutex::new(mode),
             last_used: Mutex::new(Instant::now()),
         }
     }
@@ -153,8 +196,21 @@ impl Registry {
         futures::future::join_all(all.iter().map(|i| i.driver.close())).await;
     }
 
-    /// Starts (once) the task that deletes instances idle longer than `timeout`.
-    pub fn start_reaper(self: &Arc<Self>, timeout: Duration) {
+    /// Removes the instance if present and closes its Kafka consumer in the background
+    /// (another replica took it over, or deleted it).
+    pub fn evict(&self, group: &str, name: &str) {
+        let Ok(instance) = self.remove(group, name) else {
+            return;
+        };
+        tracing::info!(%group, %name, "consumer instance taken over by another replica; closed here");
+        tokio::spawn(async move {
+            let _ = instance.driver.close().await;
+        });
+    }
+
+    /// Starts (once) the task that deletes instances idle longer than `timeout`, from this
+    /// replica and from the `cluster`'s catalog.
+    pub fn start_reaper(self: &Arc<Self>, timeout: Duration, cluster: Arc<Cluster>) {
         if self.reaper.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -181,6 +237,7 @@ impl Registry {
                 for instance in expired {
                     tracing::info!(group = %instance.group, name = %instance.name, ?timeout, "deleting idle consumer instance");
                     let _ = instance.driver.close().await;
+                    cluster.forget(&instance.group, &instance.name).await;
                 }
             }
         });

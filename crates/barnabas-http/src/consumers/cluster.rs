@@ -1,0 +1,379 @@
+//! Consumer instances that any replica can serve (`docs/design/scale-out.md`).
+//!
+//! A Kafka consumer lives in one process, so an instance is served by one replica, its
+//! *owner*. What the instance is (group, name, creation settings, subscription or assignment,
+//! owner and the owner's address) is a record in the compacted topic
+//! [`CONSUMERS_TOPIC`], followed by every replica. A request for an instance this replica
+//! does not hold is forwarded to the owner; when the owner cannot be reached (it died, or was
+//! restarted and is a new process now), this replica *adopts* the instance: it opens the same
+//! consumer in the same group, which resumes from the group's committed offsets, and records
+//! itself as the owner. The previous owner, if it is still alive, closes its copy when that
+//! record reaches it, so the instance has one owner again.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::{Path, Request, State},
+    http::{HeaderName, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use barnabas_core::{Backend, KeyedLog, OffsetReset};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::{InstanceSettings, Mode, Registry};
+use crate::{error::ApiError, format::Format, AppState};
+
+/// Compacted topic of consumer instances, keyed by `["group","name"]`.
+pub const CONSUMERS_TOPIC: &str = "barnabas.http.consumers";
+
+/// Marks a request one replica forwarded to another, so it is never forwarded again.
+pub const FORWARDED_HEADER: &str = "x-barnabas-forwarded";
+
+/// Longest wait for a catalog write to be acknowledged by Kafka.
+const WRITE_WAIT: Duration = Duration::from_secs(5);
+/// Longest wait for other replicas' catalog writes to arrive here.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
+/// An owner that does not accept a connection within this is taken for dead.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// One consumer instance as every replica knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Consumer group.
+    pub group: String,
+    /// Instance name.
+    pub name: String,
+    /// Embedded format name (`json`, `binary`, `text`).
+    pub format: String,
+    /// `auto.offset.reset`.
+    pub auto_offset_reset: String,
+    /// `enable.auto.commit`.
+    pub enable_auto_commit: bool,
+    /// Other consumer properties the client set.
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// Subscription or assignment.
+    pub mode: Mode,
+    /// Id of the replica (process) serving it.
+    pub owner: String,
+    /// Base URL other replicas forward its requests to.
+    pub owner_url: String,
+}
+
+impl InstanceRecord {
+    /// The creation settings, if the record holds valid ones.
+    pub fn settings(&self) -> Option<InstanceSettings> {
+        Some(InstanceSettings {
+            format: Format::from_name(&self.format)?,
+            auto_offset_reset: match self.auto_offset_reset.as_str() {
+                "earliest" => OffsetReset::Earliest,
+                "latest" => OffsetReset::Latest,
+                "none" => OffsetReset::None,
+                _ => return None,
+            },
+            enable_auto_commit: self.enable_auto_commit,
+            properties: self.properties.clone(),
+        })
+    }
+}
+
+/// This replica's view of every replica's consumer instances.
+pub struct Cluster {
+    /// This process' id (new at every start).
+    replica: String,
+    /// Base URL of this replica's HTTP listener as other replicas reach it.
+    url: String,
+    records: Mutex<HashMap<String, InstanceRecord>>,
+    log: OnceLock<Arc<KeyedLog>>,
+    /// One adoption at a time, so two requests for a dead owner's instance open one consumer.
+    adopting: tokio::sync::Mutex<()>,
+    client: reqwest::Client,
+}
+
+fn key(group: &str, name: &str) -> String {
+    serde_json::json!([group, name]).to_string()
+}
+
+/// How forwarding a request to the owner went.
+pub enum Forwarded {
+    /// The owner answered; this is its answer.
+    Answer(Response),
+    /// The owner could not be reached: it is gone.
+    OwnerGone,
+}
+
+impl Cluster {
+    /// A replica reachable by other replicas at `url` (`http://host:port`).
+    pub fn new(url: String) -> Self {
+        Self {
+            replica: uuid::Uuid::new_v4().to_string(),
+            url,
+            records: Mutex::new(HashMap::new()),
+            log: OnceLock::new(),
+            adopting: tokio::sync::Mutex::new(()),
+            client: reqwest::Client::builder()
+                .connect_timeout(CONNECT_WAIT)
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, InstanceRecord>> {
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts (once) following the catalog: keeps the records and closes local instances
+    /// that another replica adopted or deleted.
+    pub fn follow(
+        self: &Arc<Self>,
+        backend: Backend,
+        registry: Arc<Registry>,
+        shutdown: CancellationToken,
+    ) {
+        if self.log.get().is_some() {
+            return;
+        }
+        let cluster = Arc::downgrade(self);
+        let log = KeyedLog::follow(
+            backend,
+            CONSUMERS_TOPIC,
+            Box::new(move |key, value| {
+                let Some(cluster) = cluster.upgrade() else {
+                    return;
+                };
+                let record = value.and_then(|v| {
+                    serde_json::from_slice::<InstanceRecord>(v)
+                        .inspect_err(|e| tracing::warn!(key, error = %e, "unreadable consumer instance record; ignored"))
+                        .ok()
+                });
+                let mut records = cluster.records();
+                match record {
+                    Some(r) => {
+                        if r.owner != cluster.replica {
+                            registry.evict(&r.group, &r.name);
+                        }
+                        records.insert(key.to_owned(), r);
+                    }
+                    None => {
+                        if let Some(gone) = records.remove(key) {
+                            registry.evict(&gone.group, &gone.name);
+                        }
+                    }
+                }
+            }),
+            shutdown,
+        );
+        let _ = self.log.set(log);
+    }
+
+    /// The instance's record, waiting (bounded) for other replicas' writes when it is not
+    /// known here yet.
+    pub async fn lookup(&self, group: &str, name: &str) -> Option<InstanceRecord> {
+        let key = key(group, name);
+        if let Some(r) = self.records().get(&key) {
+            return Some(r.clone());
+        }
+        let log = self.log.get()?;
+        log.caught_up(CATCH_UP_WAIT).await;
+        self.records().get(&key).cloned()
+    }
+
+    /// Records this replica as the owner of an instance with these settings and mode;
+    /// returns once Kafka acknowledged it.
+    pub async fn publish(
+        &self,
+        group: &str,
+        name: &str,
+        settings: &InstanceSettings,
+        mode: Mode,
+    ) -> Result<(), ApiError> {
+        let Some(log) = self.log.get() else {
+            return Ok(());
+        };
+        let record = InstanceRecord {
+            group: group.to_owned(),
+            name: name.to_owned(),
+            format: settings.format.name().to_owned(),
+            auto_offset_reset: settings.auto_offset_reset.as_str().to_owned(),
+            enable_auto_commit: settings.enable_auto_commit,
+            properties: settings.properties.clone(),
+            mode,
+            owner: self.replica.clone(),
+            owner_url: self.url.clone(),
+        };
+        let value = serde_json::to_vec(&record)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        log.put(&key(group, name), Some(value), WRITE_WAIT)
+            .await
+            .map_err(ApiError::from)?;
+        // Known here at once, before the follower reads it back.
+        self.records().insert(key(group, name), record);
+        Ok(())
+    }
+
+    /// Deletes the instance from the catalog (logged, not returned, when Kafka refuses: the
+    /// record then only names an owner that no longer has the instance, which answers 404).
+    pub async fn forget(&self, group: &str, name: &str) {
+        let Some(log) = self.log.get() else {
+            return;
+        };
+        let key = key(group, name);
+        if let Err(e) = log.put(&key, None, WRITE_WAIT).await {
+            tracing::warn!(%group, %name, error = %e, "could not delete the consumer instance record");
+        }
+        self.records().remove(&key);
+    }
+
+    /// Whether `record` names an owner this replica should forward to: another live process.
+    /// A record naming this address but another process is left by this replica's previous
+    /// run (a restart), so its owner is gone.
+    pub fn owned_elsewhere(&self, record: &InstanceRecord) -> bool {
+        record.owner != self.replica && record.owner_url != self.url
+    }
+
+    /// Sends the request to the record's owner and returns its answer.
+    pub async fn forward(
+        &self,
+        record: &InstanceRecord,
+        parts: &axum::http::request::Parts,
+        body: bytes::Bytes,
+    ) -> Forwarded {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path(), |p| p.as_str());
+        let url = format!("{}{path}", record.owner_url.trim_end_matches('/'));
+        let mut request = self.client.request(parts.method.clone(), &url).body(body);
+        for (name, value) in &parts.headers {
+            if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+                request = request.header(name, value);
+            }
+        }
+        let request = request.header(FORWARDED_HEADER, self.replica.as_str());
+        match request.send().await {
+            Ok(answer) => {
+                let status = answer.status();
+                let headers = answer.headers().clone();
+                match answer.bytes().await {
+                    Ok(bytes) => {
+                        let mut response = Response::new(Body::from(bytes));
+                        *response.status_mut() = status;
+                        for (name, value) in &headers {
+                            if is_end_to_end(name) {
+                                response.headers_mut().insert(name.clone(), value.clone());
+                            }
+                        }
+                        Forwarded::Answer(response)
+                    }
+                    Err(e) => Forwarded::Answer(owner_lost(record, &e)),
+                }
+            }
+            Err(e) if e.is_connect() => {
+                tracing::info!(group = %record.group, name = %record.name, owner = %record.owner_url, error = %e, "owner of the consumer instance unreachable; adopting it");
+                Forwarded::OwnerGone
+            }
+            Err(e) => Forwarded::Answer(owner_lost(record, &e)),
+        }
+    }
+}
+
+/// The owner took the request but its answer was lost (it died mid-request): the request
+/// may have had an effect (records fetched, offsets committed), so it is not retried here.
+fn owner_lost(record: &InstanceRecord, e: &reqwest::Error) -> Response {
+    tracing::warn!(group = %record.group, name = %record.name, owner = %record.owner_url, error = %e, "forwarded consumer request failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The gateway replica serving this consumer instance did not answer; retry the request.",
+    )
+    .into_response()
+}
+
+/// Headers that describe the answer itself (not the hop between replicas).
+fn is_end_to_end(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "date"
+    )
+}
+
+/// Route layer of every `/consumers/{group}/instances/{name}…` route: serves the request here
+/// when this replica holds the instance, forwards it to the owner otherwise, and adopts the
+/// instance when the owner is gone.
+pub async fn route_to_owner(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (Some(group), Some(name)) = (params.get("group"), params.get("name")) else {
+        return next.run(request).await;
+    };
+    if state.consumers.contains(group, name) || request.headers().contains_key(FORWARDED_HEADER)
+    {
+        return next.run(request).await;
+    }
+    let Some(record) = state.cluster.lookup(group, name).await else {
+        return next.run(request).await;
+    };
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, state.settings.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                .into_response()
+        }
+    };
+    if state.cluster.owned_elsewhere(&record) {
+        match state.cluster.forward(&record, &parts, body.clone()).await {
+            Forwarded::Answer(response) => return response,
+            Forwarded::OwnerGone => {}
+        }
+    }
+    if let Err(e) = adopt(&state, &record).await {
+        return e.into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+/// Opens the recorded instance on this replica (same group, settings and subscription or
+/// assignment: it resumes from the group's committed offsets) and records this replica as
+/// its owner.
+async fn adopt(state: &AppState, record: &InstanceRecord) -> Result<(), ApiError> {
+    let _one_at_a_time = state.cluster.adopting.lock().await;
+    if state.consumers.contains(&record.group, &record.name) {
+        return Ok(());
+    }
+    let settings = record.settings().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored consumer instance record is not valid",
+        )
+    })?;
+    let instance = super::handlers::open_instance(
+        state,
+        &record.group,
+        &record.name,
+        settings,
+        record.mode.clone(),
+    )
+    .await?;
+    tracing::info!(group = %record.group, name = %record.name, previous_owner = %record.owner_url, "consumer instance adopted");
+    state
+        .cluster
+        .publish(
+            &instance.group,
+            &instance.name,
+            &instance.settings,
+            instance.mode(),
+        )
+        .await
+}
+
