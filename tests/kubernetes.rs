@@ -3,7 +3,8 @@
 //! Service target ports exist on the pods, the StatefulSet's Service is headless, the
 //! ConfigMap's barnabas.toml is a valid barnabas config whose listeners and bootstrap servers
 //! agree with the ports and broker names, probes hit /ready and /healthy, the HPA targets the
-//! Deployment, and Kafka's settings are the safe ones).
+//! Deployment, replicas advertise their pod IP to each other, and Kafka's settings are the
+//! safe ones).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -92,14 +93,19 @@ fn ports(template: &Value) -> BTreeMap<String, u64> {
 }
 
 fn env(template: &Value, name: &str) -> String {
+    env_entry(template, name)["value"]
+        .as_str()
+        .unwrap_or_else(|| panic!("env {name}"))
+        .to_owned()
+}
+
+fn env_entry<'a>(template: &'a Value, name: &str) -> &'a Value {
     template["spec"]["containers"][0]["env"]
         .as_sequence()
         .unwrap()
         .iter()
         .find(|e| e["name"] == name)
-        .and_then(|e| e["value"].as_str())
         .unwrap_or_else(|| panic!("env {name}"))
-        .to_owned()
 }
 
 #[test]
@@ -255,6 +261,15 @@ fn the_manifests_parse_and_their_references_hold() {
         "Kafka takes the gateway's largest message"
     );
     assert_eq!(config.kafka.default_replication_factor, 3);
+    // Replicas reach each other's HTTP listener at the pod IP (consumer forwarding).
+    assert_eq!(
+        str_at(env_entry(pod, "POD_IP"), &["valueFrom", "fieldRef", "fieldPath"]),
+        "status.podIP"
+    );
+    assert_eq!(
+        env(pod, "BARNABAS_HTTP__ADVERTISED_ADDRESS"),
+        format!("$(POD_IP):{}", ports["http"])
+    );
     let container = &pod["spec"]["containers"][0];
     assert_eq!(
         str_at(container, &["readinessProbe", "httpGet", "path"]),
