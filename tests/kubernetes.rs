@@ -263,7 +263,10 @@ fn the_manifests_parse_and_their_references_hold() {
     assert_eq!(config.kafka.default_replication_factor, 3);
     // Replicas reach each other's HTTP listener at the pod IP (consumer forwarding).
     assert_eq!(
-        str_at(env_entry(pod, "POD_IP"), &["valueFrom", "fieldRef", "fieldPath"]),
+        str_at(
+            env_entry(pod, "POD_IP"),
+            &["valueFrom", "fieldRef", "fieldPath"]
+        ),
         "status.podIP"
     );
     assert_eq!(

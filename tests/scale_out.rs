@@ -310,12 +310,16 @@ async fn call(
     let answer = request.send().await.expect("HTTP answer");
     let status = answer.status().as_u16();
     let text = answer.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// Produces `values` (JSON numbers) to `topic` through `replica`.
 async fn produce_numbers(replica: &Replica, topic: &str, values: std::ops::Range<u32>) {
-    let records: Vec<serde_json::Value> = values.map(|v| serde_json::json!({ "value": v })).collect();
+    let records: Vec<serde_json::Value> =
+        values.map(|v| serde_json::json!({ "value": v })).collect();
     let (status, body) = call(
         replica,
         reqwest::Method::POST,
@@ -358,7 +362,10 @@ async fn an_http_consumer_created_on_one_replica_is_served_by_another_and_outliv
         Some(serde_json::json!({ "topic_name": "orders", "partitions_count": 1 })),
     )
     .await;
-    assert!(status == 201 || status == 200, "create topic: {status} {body}");
+    assert!(
+        status == 201 || status == 200,
+        "create topic: {status} {body}"
+    );
     produce_numbers(&a, "orders", 0..10).await;
 
     // Created on A; subscribed, polled and committed through B.
@@ -384,9 +391,20 @@ async fn an_http_consumer_created_on_one_replica_is_served_by_another_and_outliv
     )
     .await;
     assert_eq!(status, 204, "subscribe through B: {body}");
-    let (status, body) = call(&b, reqwest::Method::GET, &format!("{instance}/subscription"), V2, None).await;
+    let (status, body) = call(
+        &b,
+        reqwest::Method::GET,
+        &format!("{instance}/subscription"),
+        V2,
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
-    assert_eq!(body["topics"], serde_json::json!(["orders"]), "A's instance as seen through B");
+    assert_eq!(
+        body["topics"],
+        serde_json::json!(["orders"]),
+        "A's instance as seen through B"
+    );
     let mut first = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while first.len() < 10 && Instant::now() < deadline {
@@ -394,8 +412,19 @@ async fn an_http_consumer_created_on_one_replica_is_served_by_another_and_outliv
         assert_eq!(status, 200, "poll through B");
         first.extend(values);
     }
-    assert_eq!(first, (0..10).collect::<Vec<u64>>(), "every record, in order, through B");
-    let (status, body) = call(&b, reqwest::Method::POST, &format!("{instance}/offsets"), V2, None).await;
+    assert_eq!(
+        first,
+        (0..10).collect::<Vec<u64>>(),
+        "every record, in order, through B"
+    );
+    let (status, body) = call(
+        &b,
+        reqwest::Method::POST,
+        &format!("{instance}/offsets"),
+        V2,
+        None,
+    )
+    .await;
     assert_eq!(status, 204, "commit through B: {body}");
     // A answers for it too, and an unknown instance is 404 on both.
     let (status, _) = poll(&a, instance).await;
@@ -420,7 +449,10 @@ async fn an_http_consumer_created_on_one_replica_is_served_by_another_and_outliv
             "records after the last commit missing after A died: got {after:?} (before the kill: {before_kill:?})"
         );
         let (status, values) = poll(&b, instance).await;
-        assert!(status == 200 || status == 503, "poll after A died: {status}");
+        assert!(
+            status == 200 || status == 503,
+            "poll after A died: {status}"
+        );
         after.extend(values);
     }
     assert!(

@@ -5,6 +5,7 @@
 //! them. Keeping this crate free of both protocols and rdkafka is what lets each front end be
 //! tested and reasoned about on its own, and lets the adapter change without touching them.
 
+pub mod auth;
 pub mod catalog;
 pub mod driver;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod record;
 pub mod topic;
 pub mod tracker;
 
+pub use auth::{Access, AuthError, Authenticator, Credentials, Principal};
 pub use catalog::{TopicCatalog, TopicList};
 pub use driver::{ConsumerDriver, DriverLimits, Fetched};
 pub use error::{Error, ErrorKind, Result};

@@ -45,6 +45,15 @@ pub struct ProtocolLabel {
     pub protocol: String,
 }
 
+/// Labels of a refused login: which front end, and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthFailureLabels {
+    /// `http`, `mqtt`, `amqp`.
+    pub protocol: String,
+    /// `bad_credentials` or `no_credentials`.
+    pub reason: String,
+}
+
 /// Metrics of the data path, shared by all front ends.
 #[derive(Clone)]
 pub struct GatewayMetrics {
@@ -56,6 +65,8 @@ pub struct GatewayMetrics {
     pub records_out: Family<ProtocolLabel, Counter>,
     /// Time from a produce request to Kafka's acknowledgement, by front end.
     pub produce_latency: Family<ProtocolLabel, Histogram>,
+    /// Refused logins, by front end and reason.
+    pub auth_failures: Family<AuthFailureLabels, Counter>,
 }
 
 impl GatewayMetrics {
@@ -65,6 +76,7 @@ impl GatewayMetrics {
             records_in: Family::default(),
             records_failed: Family::default(),
             records_out: Family::default(),
+            auth_failures: Family::default(),
             produce_latency: Family::new_with_constructor(|| {
                 Histogram::new([
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -88,12 +100,31 @@ impl GatewayMetrics {
                 metrics.records_out.clone(),
             );
             r.register(
+                "auth_failures",
+                "Refused logins (bad or missing credentials), by front end and reason",
+                metrics.auth_failures.clone(),
+            );
+            r.register(
                 "produce_latency_seconds",
                 "Time from a produce request to Kafka's acknowledgement",
                 metrics.produce_latency.clone(),
             );
         });
         metrics
+    }
+
+    /// Counts a refused login.
+    pub fn auth_failed(&self, protocol: &str, error: crate::AuthError) {
+        let reason = match error {
+            crate::AuthError::BadCredentials => "bad_credentials",
+            crate::AuthError::NotAuthorized => "no_credentials",
+        };
+        self.auth_failures
+            .get_or_create(&AuthFailureLabels {
+                protocol: protocol.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// The label for a front end.

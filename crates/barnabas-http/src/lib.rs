@@ -5,6 +5,7 @@
 //! their client's poll cadence, so group rebalances complete while clients are idle and
 //! long-polls return as soon as records arrive.
 
+mod auth;
 mod body;
 pub mod consumers;
 mod error;
@@ -38,11 +39,13 @@ use tower_http::{
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.max_body_bytes;
     let cors = cors_layer(&state.settings.cors_origins);
-    let api = Router::new()
-        .route("/", get(probes::root))
+    // Probes and the scraper need no credentials; everything else does (when auth is on).
+    let open = Router::new()
         .route("/healthy", get(probes::healthy))
         .route("/ready", get(probes::ready))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(metrics::metrics));
+    let protected = Router::new()
+        .route("/", get(probes::root))
         .route("/openapi", get(openapi::openapi))
         .route("/openapi/v3", get(openapi::openapi))
         .route("/topics", get(topics::list))
@@ -62,6 +65,12 @@ pub fn router(state: AppState) -> Router {
         .route("/topics/{topic}/events", get(sse::events))
         .route("/admin/topics", post(topics::create))
         .merge(consumers::routes(&state))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    let api = open
+        .merge(protected)
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -76,10 +85,9 @@ pub fn router(state: AppState) -> Router {
         Some(cors) => api.layer(cors),
         None => api,
     };
-    state.consumers.start_reaper(
-        state.settings.consumer_idle_timeout,
-        state.cluster.clone(),
-    );
+    state
+        .consumers
+        .start_reaper(state.settings.consumer_idle_timeout, state.cluster.clone());
     state.cluster.follow(
         state.backend.clone(),
         state.consumers.clone(),
@@ -113,7 +121,10 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }

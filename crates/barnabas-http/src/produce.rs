@@ -7,8 +7,9 @@ use axum::{
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
+    Extension,
 };
-use barnabas_core::{GatewayMetrics, Header, Record};
+use barnabas_core::{Access, GatewayMetrics, Header, Principal, Record};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -56,23 +57,27 @@ pub struct ProduceParams {
 /// `POST /topics/{topic}`.
 pub async fn to_topic(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(topic): Path<String>,
     Query(params): Query<ProduceParams>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<Response> {
+    crate::auth::check(&state, &principal, Access::Write(&topic))?;
     produce(state, topic, None, params, &headers, &body).await
 }
 
 /// `POST /topics/{topic}/partitions/{partition}`.
 pub async fn to_partition(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((topic, partition)): Path<(String, String)>,
     Query(params): Query<ProduceParams>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<Response> {
     let partition = parse_partition(&partition)?;
+    crate::auth::check(&state, &principal, Access::Write(&topic))?;
     produce(state, topic, Some(partition), params, &headers, &body).await
 }
 

@@ -15,10 +15,11 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
         IntoResponse, Response,
     },
+    Extension,
 };
 use barnabas_core::{
-    ConsumedRecord, ConsumerConfig, ConsumerDriver, Fetched, GatewayMetrics, OffsetReset, SeekTo,
-    Subscription, TopicPartition,
+    Access, ConsumedRecord, ConsumerConfig, ConsumerDriver, Fetched, GatewayMetrics, OffsetReset,
+    Principal, SeekTo, Subscription, TopicPartition,
 };
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use futures::stream;
@@ -62,6 +63,7 @@ fn parse_last_event_id(raw: &str) -> Result<(i32, i64), ApiError> {
 /// `GET /topics/{topic}/events`.
 pub async fn events(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(topic): Path<String>,
     Query(params): Query<SseParams>,
     headers: HeaderMap,
@@ -77,6 +79,10 @@ pub async fn events(
         ));
     }
     barnabas_core::validate_topic_name(&topic)?;
+    crate::auth::check(&state, &principal, Access::Read(&topic))?;
+    if let Some(group) = params.group.as_deref().filter(|g| !g.is_empty()) {
+        crate::auth::check(&state, &principal, Access::Group(group))?;
+    }
     let reset = match params.from.as_deref() {
         None | Some("latest") => OffsetReset::Latest,
         Some("earliest") => OffsetReset::Earliest,

@@ -2,7 +2,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use barnabas_core::{Backend, DriverLimits, GatewayMetrics, MetricsRegistry, Readiness};
+use barnabas_core::{
+    auth::FailureThrottle, Authenticator, Backend, DriverLimits, GatewayMetrics, MetricsRegistry,
+    Readiness,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -64,6 +67,10 @@ pub struct AppState {
     pub http_metrics: HttpMetrics,
     /// Cancelled at shutdown: long-polls answer and SSE streams end, so draining finishes.
     pub shutdown: CancellationToken,
+    /// Authentication and ACLs (open by default; see [`AppState::with_auth`]).
+    pub auth: Arc<Authenticator>,
+    /// Delays answers to repeated failed logins per client address.
+    pub throttle: Arc<FailureThrottle>,
 }
 
 impl AppState {
@@ -91,6 +98,16 @@ impl AppState {
             gateway_metrics,
             http_metrics,
             shutdown,
+            auth: Arc::new(Authenticator::open()),
+            throttle: Arc::new(FailureThrottle::default()),
         }
+    }
+
+    /// The same state with this authenticator (and failed-login throttle), shared with the
+    /// other front ends so a principal is the same everywhere.
+    pub fn with_auth(mut self, auth: Arc<Authenticator>, throttle: Arc<FailureThrottle>) -> Self {
+        self.auth = auth;
+        self.throttle = throttle;
+        self
     }
 }

@@ -4,8 +4,9 @@ use axum::{
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::Response,
+    Extension,
 };
-use barnabas_core::{Error, PartitionMetadata};
+use barnabas_core::{Access, Error, PartitionMetadata, Principal};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -111,6 +112,7 @@ struct NewTopic {
 /// A topic that already exists is 409 (Strimzi answers 500).
 pub async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<Response> {
@@ -125,6 +127,7 @@ pub async fn create(
         ));
     }
     let req: NewTopic = parse_json(&body).map_err(|e| ApiError::bad_request(e.message))?;
+    crate::auth::check(&state, &principal, Access::Write(&req.topic_name))?;
     let admin = &state.backend.admin;
     if admin.list_topics().await?.contains(&req.topic_name) {
         return Err(ApiError::conflict(format!(

@@ -239,6 +239,10 @@ pub struct MqttContext {
     pub stored: Arc<store::SessionStore>,
     /// The compacted topics behind `retained` and `stored`, shared with the other replicas.
     pub state: state::MqttState,
+    /// Authentication and topic ACLs, shared with the other front ends.
+    pub auth: Arc<barnabas_core::Authenticator>,
+    /// Delays answers to repeated failed logins per client address.
+    pub throttle: Arc<barnabas_core::auth::FailureThrottle>,
 }
 
 /// How clients reach a listener.
@@ -267,7 +271,7 @@ pub async fn serve(
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         async move {
             match transport {
-                Transport::Tcp => session::run(stream, ctx, shutdown).await,
+                Transport::Tcp => session::run(stream, peer, ctx, shutdown).await,
                 Transport::WebSocket => {
                     let upgraded = tokio::time::timeout(
                         ctx.settings.connect_timeout,
@@ -275,7 +279,7 @@ pub async fn serve(
                     )
                     .await;
                     match upgraded {
-                        Ok(Ok(io)) => session::run(io, ctx, shutdown).await,
+                        Ok(Ok(io)) => session::run(io, peer, ctx, shutdown).await,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "WebSocket handshake failed")
                         }

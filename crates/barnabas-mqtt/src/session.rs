@@ -9,8 +9,8 @@ use std::{
 };
 
 use barnabas_core::{
-    Delivered, Error, ErrorKind, GatewayMetrics, Header, HeldBytes, InFlightBytes, Record,
-    MAX_INFLIGHT_BYTES,
+    Access, AuthError, Credentials, Delivered, Error, ErrorKind, GatewayMetrics, Header, HeldBytes,
+    InFlightBytes, Principal, Record, MAX_INFLIGHT_BYTES,
 };
 use futures::{stream::FuturesOrdered, StreamExt};
 use rmqtt_codec::{types::QoS, v5::DisconnectReasonCode, version::ProtocolVersion};
@@ -52,6 +52,7 @@ enum End {
 /// Runs one connection to its end.
 pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
     io: T,
+    peer: std::net::SocketAddr,
     ctx: Arc<MqttContext>,
     shutdown: CancellationToken,
 ) {
@@ -72,6 +73,13 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     };
+    match authenticate(&ctx, &info, peer).await {
+        Ok(principal) => info.principal = principal,
+        Err(e) => {
+            let _ = conn.connack_refused(e).await;
+            return;
+        }
+    }
     let (client_id, assigned) = if info.client_id.is_empty() {
         if info.version == ProtocolVersion::MQTT3 && !info.clean {
             let _ = conn.connack_identifier_rejected().await;
@@ -107,6 +115,7 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
     let max_packet = info.max_packet.and_then(|m| usize::try_from(m).ok());
     let mut subs = Subscriptions::new(
         ctx.clone(),
+        info.principal.clone(),
         &client_id,
         info.session_expiry > 0,
         v5,
@@ -174,6 +183,7 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
         expiry.unwrap_or(info.session_expiry),
     )
     .await;
+    let principal = info.principal.clone();
     if let (End::Abnormal, Some(will)) = (end, info.will) {
         let expiry = expiry.unwrap_or(info.session_expiry);
         if will.delay_secs > 0 && expiry > 0 {
@@ -185,12 +195,12 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
                     _ = cancelled.cancelled() => tracing::debug!("client back before its will delay; will dropped"),
                     _ = tokio::time::sleep(delay) => {
                         ctx.sessions.will_done(&client_id, &cancelled);
-                        publish_will(&ctx, will).await;
+                        publish_will(&ctx, &principal, will).await;
                     }
                 }
             });
         } else {
-            publish_will(&ctx, will).await;
+            publish_will(&ctx, &principal, will).await;
         }
     }
 }
@@ -364,7 +374,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                         };
                         ctx.metrics.publishes.get_or_create(&crate::QosLabel { qos: p.qos as u8 }).inc();
                         let held = inflight_bytes.hold(p.payload.len());
-                        inflight.push_back(produce(ctx, &p, ack, &info.client_id, held));
+                        inflight.push_back(produce(ctx, &p, ack, info, held));
                     }
                     Inbound::PubRel(id) => {
                         let known = qos2.remove(&id).is_some();
@@ -472,9 +482,10 @@ fn produce(
     ctx: &Arc<MqttContext>,
     p: &rmqtt_codec::types::Publish,
     ack: Option<(bool, NonZeroU16)>,
-    client_id: &str,
+    info: &wire::ConnectInfo,
     held: HeldBytes,
 ) -> Pending {
+    let client_id = info.client_id.as_str();
     let topic = p.topic.to_string();
     let mut headers = origin_headers(&topic, p.qos, p.retain);
     headers.push(Header::new(CLIENT_HEADER, client_id.to_owned()));
@@ -496,7 +507,8 @@ fn produce(
             .and_then(|props| props.message_expiry_interval)
             .map(|secs| std::time::SystemTime::now() + Duration::from_secs(u64::from(secs.get()))),
     });
-    let record = to_record(ctx, &topic, p.payload.clone(), headers);
+    let record = to_record(ctx, &topic, p.payload.clone(), headers)
+        .and_then(|r| authorize_write(ctx, &info.principal, r));
     let publisher = ctx.backend_publisher.clone();
     let metrics = ctx.gateway_metrics.clone();
     let ctx = ctx.clone();
@@ -530,6 +542,64 @@ fn produce(
         };
         (ack, result)
     })
+}
+
+/// The record, if the principal may write to its Kafka topic.
+fn authorize_write(
+    ctx: &MqttContext,
+    principal: &Principal,
+    record: barnabas_core::Record,
+) -> Result<barnabas_core::Record, Error> {
+    if ctx.auth.allows(principal, Access::Write(&record.topic)) {
+        Ok(record)
+    } else {
+        tracing::info!(principal = %principal.name, topic = %record.topic, "publish denied by ACL");
+        Err(Error::Unauthorized(format!(
+            "principal '{}' may not write to '{}'",
+            principal.name, record.topic
+        )))
+    }
+}
+
+/// The principal the CONNECT's credentials prove, or why they do not. Failed logins are
+/// counted, logged without the secret, and answered later the more often an address fails.
+async fn authenticate(
+    ctx: &Arc<MqttContext>,
+    info: &wire::ConnectInfo,
+    peer: std::net::SocketAddr,
+) -> Result<Principal, AuthError> {
+    let user = info.username.clone();
+    let password = info.password.clone().unwrap_or_default();
+    let outcome = if ctx
+        .auth
+        .is_cheap(Credentials::login(user.as_deref(), &password))
+    {
+        ctx.auth
+            .authenticate(Credentials::login(user.as_deref(), &password))
+    } else {
+        let auth = ctx.auth.clone();
+        let (u, p) = (user.clone(), password.clone());
+        tokio::task::spawn_blocking(move || auth.authenticate(Credentials::login(u.as_deref(), &p)))
+            .await
+            .unwrap_or(Err(AuthError::BadCredentials))
+    };
+    match outcome {
+        Ok(principal) => {
+            if !principal.anonymous {
+                ctx.throttle.succeeded(peer.ip());
+            }
+            Ok(principal)
+        }
+        Err(e) => {
+            ctx.gateway_metrics.auth_failed("mqtt", e);
+            tracing::info!(%peer, user = ?user, client_id = %info.client_id, error = %e, "MQTT login refused");
+            if e == AuthError::BadCredentials {
+                let delay = ctx.throttle.failed(peer.ip());
+                tokio::time::sleep(delay).await;
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Topic Alias Maximum we offer v5 clients.
@@ -596,7 +666,7 @@ fn to_record(
 }
 
 /// Writes the last will (bounded wait); its failure is logged, there is no one left to tell.
-async fn publish_will(ctx: &Arc<MqttContext>, will: Will) {
+async fn publish_will(ctx: &Arc<MqttContext>, principal: &Principal, will: Will) {
     let mut headers = origin_headers(&will.topic, will.qos, will.retain);
     headers.extend(
         will.user_properties
@@ -612,7 +682,9 @@ async fn publish_will(ctx: &Arc<MqttContext>, will: Will) {
         origin_client: None,
         expires_at: None,
     });
-    let record = match to_record(ctx, &will.topic, will.payload, headers) {
+    let record = match to_record(ctx, &will.topic, will.payload, headers)
+        .and_then(|r| authorize_write(ctx, principal, r))
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, topic = %will.topic, "will not published");

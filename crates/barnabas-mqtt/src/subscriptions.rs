@@ -24,9 +24,9 @@ use std::{
 };
 
 use barnabas_core::{
-    CommitRequest, ConsumedRecord, ConsumerConfig, ConsumerDriver, ConsumerSession, DriverLimits,
-    Error, Fetched, OffsetReset, OffsetTracker, SeekTo, Sources, Subscription, TopicList,
-    TopicPartition, TopicPartitionOffset,
+    Access, CommitRequest, ConsumedRecord, ConsumerConfig, ConsumerDriver, ConsumerSession,
+    DriverLimits, Error, Fetched, OffsetReset, OffsetTracker, Principal, SeekTo, Sources,
+    Subscription, TopicList, TopicPartition, TopicPartitionOffset,
 };
 use rmqtt_codec::types::{Publish, QoS};
 
@@ -74,6 +74,8 @@ pub enum SubscribeResult {
     InvalidFilter,
     /// Kafka could not be reached to set it up (v5 0x80).
     Failed,
+    /// The principal may not read a topic the filter maps to (v5 0x87, v3 0x80).
+    NotAuthorized,
 }
 
 struct Outstanding {
@@ -175,6 +177,8 @@ enum Start {
 /// A session's subscriptions and deliveries.
 pub struct Subscriptions {
     ctx: Arc<MqttContext>,
+    /// Whose subscriptions these are (topic ACLs).
+    principal: Principal,
     client_id: String,
     persistent: bool,
     v5: bool,
@@ -193,6 +197,7 @@ impl Subscriptions {
     /// Receive Maximum); `max_packet` is the client's Maximum Packet Size.
     pub fn new(
         ctx: Arc<MqttContext>,
+        principal: Principal,
         client_id: &str,
         persistent: bool,
         v5: bool,
@@ -201,6 +206,7 @@ impl Subscriptions {
     ) -> Self {
         Self {
             ctx,
+            principal,
             client_id: client_id.to_owned(),
             persistent,
             v5,
@@ -258,6 +264,20 @@ impl Subscriptions {
             let qos = req.qos;
             let existed = self.subs.iter().position(|(s, _)| s.filter == parsed);
             let sources = self.ctx.mapper.sources(&parsed.levels());
+            // Topics named by the mapping are checked now; topics matched by a template are
+            // left out of the subscription later if the principal may not read them.
+            let denied = sources
+                .exact_topics()
+                .any(|t| !self.ctx.auth.allows(&self.principal, Access::Read(t)))
+                || parsed
+                    .share
+                    .as_deref()
+                    .is_some_and(|g| !self.ctx.auth.allows(&self.principal, Access::Group(g)));
+            if denied {
+                tracing::info!(principal = %self.principal.name, filter = %req.raw, "subscription denied by ACL");
+                results.push(SubscribeResult::NotAuthorized);
+                continue;
+            }
             let sub = Subscribed {
                 filter: parsed,
                 qos,
@@ -341,6 +361,10 @@ impl Subscriptions {
         }
     }
 
+    fn readable(&self, topic: &str) -> bool {
+        self.ctx.auth.allows(&self.principal, Access::Read(topic))
+    }
+
     /// Brings the consumers in line with the subscriptions and the cluster's topics.
     async fn sync(&mut self, topics: &TopicList, start: Start) -> Result<(), Error> {
         self.sync_plain(topics, start).await?;
@@ -356,7 +380,7 @@ impl Subscriptions {
         }
         let wanted: BTreeSet<TopicPartition> = topics
             .iter()
-            .filter(|(t, _)| sources.matches(t))
+            .filter(|(t, _)| sources.matches(t) && self.readable(t))
             .flat_map(|(t, n)| (0..*n).map(move |p| TopicPartition::new(t.clone(), p)))
             .collect();
         if self.plain.is_none() {
@@ -455,7 +479,7 @@ impl Subscriptions {
         for (group, sources) in groups {
             let wanted: BTreeSet<String> = topics
                 .keys()
-                .filter(|t| sources.matches(t))
+                .filter(|t| sources.matches(t) && self.readable(t))
                 .cloned()
                 .collect();
             if !self.shared.contains_key(&group) {

@@ -4,6 +4,7 @@
 
 use std::num::NonZeroU16;
 
+use barnabas_core::{AuthError, Principal};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use rmqtt_codec::{
@@ -48,6 +49,12 @@ pub struct ConnectInfo {
     pub session_expiry: u32,
     /// v5 Maximum Packet Size the client accepts.
     pub max_packet: Option<u32>,
+    /// CONNECT user name.
+    pub username: Option<String>,
+    /// CONNECT password.
+    pub password: Option<Bytes>,
+    /// Who the client is, once authenticated (anonymous until then).
+    pub principal: Principal,
 }
 
 /// A last will.
@@ -164,6 +171,9 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             receive_max: None,
             session_expiry: if c.clean_session { 0 } else { u32::MAX },
             max_packet: None,
+            username: c.username.map(|u| u.to_string()),
+            password: c.password,
+            principal: Principal::anonymous(),
         },
         Some(Ok((MqttPacket::V5(v5::Packet::Connect(c)), _))) => ConnectInfo {
             version,
@@ -185,6 +195,9 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             receive_max: c.receive_max,
             session_expiry: c.session_expiry_interval_secs,
             max_packet: c.max_packet_size.map(std::num::NonZeroU32::get),
+            username: c.username.map(|u| u.to_string()),
+            password: c.password,
+            principal: Principal::anonymous(),
         },
         Some(Ok(_)) => return Err(WireError::Decode(DecodeError::UnsupportedPacketType)),
         Some(Err(e)) => return Err(WireError::Decode(e)),
@@ -337,6 +350,30 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.send(packet).await
     }
 
+    /// CONNACK refusing the credentials: v3 code 4 / v5 0x86 for bad ones, v3 5 / v5 0x87
+    /// when they are missing.
+    pub async fn connack_refused(&mut self, error: AuthError) -> Result<(), WireError> {
+        let packet = match self.version {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
+                return_code: match error {
+                    AuthError::BadCredentials => v3::ConnectAckReason::BadUserNameOrPassword,
+                    AuthError::NotAuthorized => v3::ConnectAckReason::NotAuthorized,
+                },
+                session_present: false,
+            })),
+            ProtocolVersion::MQTT5 => {
+                MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+                    reason_code: match error {
+                        AuthError::BadCredentials => v5::ConnectAckReason::BadUserNameOrPassword,
+                        AuthError::NotAuthorized => v5::ConnectAckReason::NotAuthorized,
+                    },
+                    ..v5::ConnectAck::default()
+                })))
+            }
+        };
+        self.send(packet).await
+    }
+
     /// PUBACK (QoS 1) or PUBREC (QoS 2). v3 has no negative acks: the caller closes instead.
     pub async fn ack(
         &mut self,
@@ -429,6 +466,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                             v5::SubscribeAckReason::TopicFilterInvalid
                         }
                         SubscribeResult::Failed => v5::SubscribeAckReason::UnspecifiedError,
+                        SubscribeResult::NotAuthorized => v5::SubscribeAckReason::NotAuthorized,
                     })
                     .collect(),
             })),

@@ -25,6 +25,9 @@ pub enum Command {
     Run(RunArgs),
     /// Validate the configuration, print the effective config, exit 0 (valid) or 2 (invalid).
     CheckConfig(RunArgs),
+    /// Read a password on stdin and print its argon2id hash (for the users file) as the last
+    /// line on stdout.
+    HashPassword,
 }
 
 /// How logs are written to stderr.

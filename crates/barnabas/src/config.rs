@@ -32,6 +32,44 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[[sources.sse]]`: remote streams pulled into Kafka.
     pub sources: SourcesConfig,
+    /// `[auth]`: who clients are.
+    pub auth: AuthConfig,
+    /// `[[acl]]`: what each principal may do; none at all = everything allowed.
+    pub acl: Vec<AclConfig>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `none` (everyone is the principal `anonymous`) or `users` (clients authenticate
+    /// against `users_file`).
+    pub mode: String,
+    /// TOML users file (`[[user]] name, password_hash, tokens_sha256`), for `mode = "users"`.
+    pub users_file: String,
+    /// With `mode = "users"`: may clients without credentials connect (as `anonymous`)?
+    pub allow_anonymous: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: "none".into(),
+            users_file: String::new(),
+            allow_anonymous: false,
+        }
+    }
+}
+
+/// One `[[acl]]` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclConfig {
+    /// A user name, a client-certificate CN, or `*` (every principal).
+    pub principal: String,
+    /// Grants on Kafka names after mapping: `write:TOPIC`, `read:TOPIC`, `group:GROUP`, with
+    /// `*` wildcards and `{principal}` for the principal's own name.
+    pub allow: Vec<String>,
 }
 
 /// `[http]`.
@@ -267,6 +305,7 @@ impl Config {
             ));
         }
         self.mqtt.mapper()?;
+        self.authenticator()?;
         for (i, source) in self.sources.sse.iter().enumerate() {
             if !source.url.starts_with("http://") {
                 return Err(ConfigError(format!(
@@ -282,10 +321,73 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML, for `check-config`.
-    pub fn to_toml(&self) -> Result<String, ConfigError> {
-        toml::to_string_pretty(self).map_err(|e| ConfigError(format!("cannot print config: {e}")))
+    /// The authenticator `[auth]` and `[[acl]]` describe (reads the users file).
+    pub fn authenticator(&self) -> Result<barnabas_core::Authenticator, ConfigError> {
+        use barnabas_core::auth::{Acl, AclRule, AuthMode, Users};
+        let acl = Acl::new(
+            self.acl
+                .iter()
+                .map(|a| AclRule {
+                    principal: a.principal.clone(),
+                    allow: a.allow.clone(),
+                })
+                .collect(),
+        )
+        .map_err(|e| ConfigError(format!("acl: {e}")))?;
+        let mode = match self.auth.mode.as_str() {
+            "none" => AuthMode::None,
+            "users" => AuthMode::Users,
+            other => {
+                return Err(ConfigError(format!(
+                    "auth.mode: '{other}' is not \"none\" or \"users\""
+                )))
+            }
+        };
+        let users = if mode == AuthMode::Users {
+            if self.auth.users_file.is_empty() {
+                return Err(ConfigError(
+                    "auth.users_file: required with auth.mode = \"users\"".into(),
+                ));
+            }
+            let text = std::fs::read_to_string(&self.auth.users_file).map_err(|e| {
+                ConfigError(format!(
+                    "auth.users_file: cannot read {}: {e}",
+                    self.auth.users_file
+                ))
+            })?;
+            Users::from_toml(&text).map_err(|e| {
+                ConfigError(format!("auth.users_file {}: {e}", self.auth.users_file))
+            })?
+        } else {
+            Users::default()
+        };
+        Ok(barnabas_core::Authenticator::new(
+            mode,
+            users,
+            self.auth.allow_anonymous,
+            acl,
+        ))
     }
+
+    /// The effective configuration as TOML, for `check-config`.
+    /// Secrets among `kafka.properties` (passwords, keys, JAAS configs) are printed as `***`.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        let mut shown = self.clone();
+        for (key, value) in shown.kafka.properties.iter_mut() {
+            if is_secret(key) {
+                *value = "***".into();
+            }
+        }
+        toml::to_string_pretty(&shown).map_err(|e| ConfigError(format!("cannot print config: {e}")))
+    }
+}
+
+/// Whether a librdkafka property holds a secret (never printed).
+pub fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "jaas", "key.pem", "token"]
+        .iter()
+        .any(|s| key.contains(s))
 }
 
 /// Parses a listener address: `None` for `off`, else `host:port`.

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         None => run::run(cli.run),
         Some(Command::Run(args)) => run::run(args.merged_over(cli.run)),
         Some(Command::CheckConfig(args)) => run::check_config(args.merged_over(cli.run)),
+        Some(Command::HashPassword) => run::hash_password(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

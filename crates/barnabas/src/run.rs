@@ -120,6 +120,26 @@ pub fn check_config(args: RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `barnabas hash-password`: reads one password line on stdin, prints its argon2id hash.
+pub fn hash_password() -> Result<(), Failure> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Failure::Fatal(e.into()))?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(Failure::Config(
+            "hash-password: empty password on stdin".into(),
+        ));
+    }
+    let salt = uuid::Uuid::new_v4();
+    let hash = barnabas_core::auth::hash_password(password.as_bytes(), salt.as_bytes())
+        .map_err(|e| Failure::Fatal(anyhow::anyhow!(e)))?;
+    println!("{hash}");
+    Ok(())
+}
+
 /// `barnabas [run]`: start, serve until a stop signal, drain, exit.
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let plan = Plan::from_args(&args)?;
@@ -224,6 +244,9 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let registry = MetricsRegistry::new();
         let gateway_metrics = GatewayMetrics::new(&registry);
+        // One principal model for every front end.
+        let auth = std::sync::Arc::new(config.authenticator()?);
+        let throttle = std::sync::Arc::new(barnabas_core::auth::FailureThrottle::default());
         let http_state = barnabas_http::AppState::new(
             backend.clone(),
             readiness.clone(),
@@ -232,7 +255,8 @@ impl Gateway {
             registry.clone(),
             gateway_metrics.clone(),
             shutdown.clone(),
-        );
+        )
+        .with_auth(auth.clone(), throttle.clone());
         if let Some(listener) = http_listener {
             let router = barnabas_http::router(http_state.clone());
             let token = shutdown.clone();
@@ -276,6 +300,8 @@ impl Gateway {
                 retained,
                 stored,
                 state,
+                auth: auth.clone(),
+                throttle: throttle.clone(),
             });
             for (listener, transport) in [
                 (mqtt_listener, barnabas_mqtt::Transport::Tcp),

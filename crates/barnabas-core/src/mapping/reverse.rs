@@ -51,6 +51,11 @@ impl Sources {
         }
     }
 
+    /// The topics named outright (not through a template).
+    pub fn exact_topics(&self) -> impl Iterator<Item = &str> {
+        self.exact.iter().map(String::as_str)
+    }
+
     /// No topic can ever hold records for the filter.
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.templates.is_empty()

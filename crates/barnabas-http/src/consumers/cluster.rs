@@ -23,7 +23,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use barnabas_core::{Backend, KeyedLog, OffsetReset};
+use barnabas_core::{Access, Backend, KeyedLog, OffsetReset, Principal};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -316,8 +316,13 @@ pub async fn route_to_owner(
     let (Some(group), Some(name)) = (params.get("group"), params.get("name")) else {
         return next.run(request).await;
     };
-    if state.consumers.contains(group, name) || request.headers().contains_key(FORWARDED_HEADER)
-    {
+    let principal = request.extensions().get::<Principal>().cloned();
+    if let Some(principal) = principal {
+        if let Err(denied) = crate::auth::check(&state, &principal, Access::Group(group)) {
+            return denied.into_response();
+        }
+    }
+    if state.consumers.contains(group, name) || request.headers().contains_key(FORWARDED_HEADER) {
         return next.run(request).await;
     }
     let Some(record) = state.cluster.lookup(group, name).await else {
@@ -376,4 +381,3 @@ async fn adopt(state: &AppState, record: &InstanceRecord) -> Result<(), ApiError
         )
         .await
 }
-

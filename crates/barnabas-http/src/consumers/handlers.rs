@@ -6,10 +6,11 @@ use axum::{
     extract::{Path, Query, State},
     http::{header, HeaderMap, StatusCode, Uri},
     response::Response,
+    Extension,
 };
 use barnabas_core::{
-    CommitRequest, ConsumerConfig, DriverLimits, Error, Fetched, GatewayMetrics, OffsetReset,
-    SeekTo, Subscription, TopicPartition, TopicPartitionOffset,
+    Access, CommitRequest, ConsumerConfig, DriverLimits, Error, Fetched, GatewayMetrics,
+    OffsetReset, Principal, SeekTo, Subscription, TopicPartition, TopicPartitionOffset,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -72,11 +73,13 @@ fn bad_shape(e: ApiError) -> ApiError {
 /// `POST /consumers/{group}` → `{instance_id, base_uri}`.
 pub async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(group): Path<String>,
     uri: Uri,
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<Response> {
+    crate::auth::check(&state, &principal, Access::Group(&group))?;
     let req: CreateConsumer = parse_json_or_default(&body).map_err(bad_shape)?;
     let format = match req.format.as_deref() {
         None => Format::Binary,
@@ -321,11 +324,21 @@ fn exclusive() -> ApiError {
 /// `POST …/subscription` `{topics}` or `{topic_pattern}` → 204.
 pub async fn subscribe(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((group, name)): Path<(String, String)>,
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
     let instance = state.consumers.get(&group, &name)?;
     let req: SubscribeBody = parse_json(&body).map_err(bad_shape)?;
+    // A pattern is checked as the literal text of a grant (`read:*` allows any pattern).
+    for topic in req
+        .topics
+        .iter()
+        .flatten()
+        .chain(req.topic_pattern.as_ref())
+    {
+        crate::auth::check(&state, &principal, Access::Read(topic))?;
+    }
     if matches!(instance.mode(), Mode::Assigned { .. }) {
         return Err(exclusive());
     }
@@ -424,11 +437,15 @@ fn partitions_of(body: &[u8]) -> ApiResult<Vec<TopicPartition>> {
 /// `POST …/assignments` `{partitions:[{topic, partition}]}` → 204.
 pub async fn assign(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((group, name)): Path<(String, String)>,
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
     let instance = state.consumers.get(&group, &name)?;
     let partitions = partitions_of(&body)?;
+    for tp in &partitions {
+        crate::auth::check(&state, &principal, Access::Read(&tp.topic))?;
+    }
     if instance.mode().is_subscribed() {
         return Err(exclusive());
     }
@@ -444,7 +461,14 @@ pub async fn assign(
             .driver
             .assign(partitions.into_iter().map(|tp| (tp, None)).collect())
             .await?;
-        record_mode(&state, &instance, Mode::Assigned { partitions: recorded }).await?;
+        record_mode(
+            &state,
+            &instance,
+            Mode::Assigned {
+                partitions: recorded,
+            },
+        )
+        .await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

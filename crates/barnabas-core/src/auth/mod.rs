@@ -1,0 +1,295 @@
+//! Who a client is ([`Principal`]) and what it may do ([`Acl`]), shared by every front end.
+//!
+//! Each protocol has its own way to present credentials (MQTT CONNECT username/password, AMQP
+//! SASL PLAIN, HTTP Basic or Bearer, a TLS client certificate), but one user database, one
+//! principal model and one set of topic ACLs apply to all of them, so a device is the same
+//! principal whichever protocol it speaks. The [`Authenticator`] turns credentials into a
+//! principal; the front end then asks it before every publish, subscription and group join.
+
+mod acl;
+mod throttle;
+mod users;
+
+pub use acl::{Access, Acl, AclRule};
+pub use throttle::FailureThrottle;
+pub use users::{hash_password, sha256_hex, UserEntry, Users, UsersFile};
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use sha2::{Digest, Sha256};
+
+/// An authenticated (or anonymous) client identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Principal {
+    /// User name, client-certificate CN, or `anonymous`.
+    pub name: Arc<str>,
+    /// Connected without credentials.
+    pub anonymous: bool,
+}
+
+impl Principal {
+    /// The principal of a client without credentials.
+    pub fn anonymous() -> Self {
+        Self {
+            name: Arc::from(ANONYMOUS),
+            anonymous: true,
+        }
+    }
+
+    /// A named principal.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            anonymous: false,
+        }
+    }
+}
+
+/// Name of the principal of clients without credentials.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// What a client presented.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    /// Nothing.
+    None,
+    /// A user name and password (MQTT, SASL PLAIN, HTTP Basic).
+    Password {
+        /// User name.
+        user: &'a str,
+        /// Password, as sent.
+        password: &'a [u8],
+    },
+    /// A bearer token (HTTP).
+    Bearer(&'a str),
+    /// A verified TLS client certificate's subject CN.
+    Certificate(&'a str),
+}
+
+impl<'a> Credentials<'a> {
+    /// A protocol login (MQTT CONNECT, SASL PLAIN): a user name with its password (empty
+    /// when absent), or nothing without a user name.
+    pub fn login(user: Option<&'a str>, password: &'a [u8]) -> Self {
+        match user {
+            Some(user) => Credentials::Password { user, password },
+            None => Credentials::None,
+        }
+    }
+}
+
+/// Why a client was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user, wrong password or token (MQTT 0x86 / 4, HTTP 401).
+    #[error("bad user name or password")]
+    BadCredentials,
+    /// No credentials where they are required (MQTT 0x87 / 5, HTTP 401).
+    #[error("credentials required")]
+    NotAuthorized,
+}
+
+/// `[auth] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// Everyone is the principal `anonymous`.
+    #[default]
+    None,
+    /// Clients authenticate against the users file.
+    Users,
+}
+
+/// Authentication and authorization for every front end.
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    mode: AuthMode,
+    users: Users,
+    allow_anonymous: bool,
+    acl: Acl,
+    /// Recently verified passwords (by digest of user and password), so that HTTP Basic,
+    /// which sends them with every request, costs one argon2 verification per
+    /// [`VERIFIED_FOR`], not one per request.
+    verified: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+/// How long a verified user/password pair is trusted without verifying it again.
+const VERIFIED_FOR: Duration = Duration::from_secs(300);
+/// Verified pairs remembered at most.
+const MAX_VERIFIED: usize = 10_000;
+
+impl Authenticator {
+    /// No authentication, no ACLs: everyone is `anonymous` and may do anything.
+    pub fn open() -> Self {
+        Self::default()
+    }
+
+    /// An authenticator in `mode`; `allow_anonymous` lets clients without credentials in
+    /// (as `anonymous`) when `mode` is [`AuthMode::Users`].
+    pub fn new(mode: AuthMode, users: Users, allow_anonymous: bool, acl: Acl) -> Self {
+        Self {
+            mode,
+            users,
+            allow_anonymous,
+            acl,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `mode` is `users` (credentials are checked).
+    pub fn checks_credentials(&self) -> bool {
+        self.mode == AuthMode::Users
+    }
+
+    /// Whether a password check can be answered from the cache of recent verifications
+    /// (then [`authenticate`](Self::authenticate) is cheap, no need for a blocking thread).
+    pub fn is_cheap(&self, credentials: Credentials<'_>) -> bool {
+        match credentials {
+            Credentials::Password { user, password } if self.mode == AuthMode::Users => self
+                .verified
+                .lock()
+                .map(|m| {
+                    m.get(&pair_digest(user, password))
+                        .is_some_and(|at| at.elapsed() < VERIFIED_FOR)
+                })
+                .unwrap_or(false),
+            _ => true,
+        }
+    }
+
+    fn verify_password(&self, user: &str, password: &[u8]) -> bool {
+        let digest = pair_digest(user, password);
+        if let Ok(map) = self.verified.lock() {
+            if map
+                .get(&digest)
+                .is_some_and(|at| at.elapsed() < VERIFIED_FOR)
+            {
+                return true;
+            }
+        }
+        let ok = self.users.verify_password(user, password);
+        if ok {
+            if let Ok(mut map) = self.verified.lock() {
+                if map.len() >= MAX_VERIFIED {
+                    map.retain(|_, at| at.elapsed() < VERIFIED_FOR);
+                    if map.len() >= MAX_VERIFIED {
+                        map.clear();
+                    }
+                }
+                map.insert(digest, Instant::now());
+            }
+        }
+        ok
+    }
+
+    /// Whether clients must authenticate (so front ends ask for credentials).
+    pub fn requires_credentials(&self) -> bool {
+        self.mode == AuthMode::Users && !self.allow_anonymous
+    }
+
+    /// The principal these credentials prove. CPU-heavy for passwords (argon2): call it from
+    /// a blocking-capable context ([`tokio::task::spawn_blocking`]).
+    pub fn authenticate(&self, credentials: Credentials<'_>) -> Result<Principal, AuthError> {
+        if self.mode == AuthMode::None {
+            return Ok(match credentials {
+                Credentials::Password { user, .. } if !user.is_empty() => Principal::named(user),
+                Credentials::Certificate(cn) => Principal::named(cn),
+                _ => Principal::anonymous(),
+            });
+        }
+        match credentials {
+            Credentials::None if self.allow_anonymous => Ok(Principal::anonymous()),
+            Credentials::None => Err(AuthError::NotAuthorized),
+            Credentials::Password { user, password } => self
+                .verify_password(user, password)
+                .then(|| Principal::named(user))
+                .ok_or(AuthError::BadCredentials),
+            Credentials::Bearer(token) => self
+                .users
+                .user_of_token(token)
+                .map(Principal::named)
+                .ok_or(AuthError::BadCredentials),
+            Credentials::Certificate(cn) => Ok(Principal::named(cn)),
+        }
+    }
+
+    /// Whether `principal` may do `access` (always, when no ACL rule is configured).
+    pub fn allows(&self, principal: &Principal, access: Access<'_>) -> bool {
+        self.acl.allows(&principal.name, access)
+    }
+}
+
+fn pair_digest(user: &str, password: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(user.as_bytes());
+    h.update([0]);
+    h.update(password);
+    h.finalize().into()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn users() -> Users {
+        let hash = hash_password(b"s3cret", b"0123456789abcdef").unwrap();
+        Users::from_file(UsersFile {
+            user: vec![UserEntry {
+                name: "device-1".into(),
+                password_hash: Some(hash),
+                tokens_sha256: vec![sha256_hex(b"tok-1")],
+            }],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn users_mode_checks_passwords_and_tokens() {
+        let auth = Authenticator::new(AuthMode::Users, users(), false, Acl::default());
+        let ok = auth.authenticate(Credentials::Password {
+            user: "device-1",
+            password: b"s3cret",
+        });
+        assert_eq!(ok, Ok(Principal::named("device-1")));
+        let wrong = auth.authenticate(Credentials::Password {
+            user: "device-1",
+            password: b"nope",
+        });
+        assert_eq!(wrong, Err(AuthError::BadCredentials));
+        let unknown = auth.authenticate(Credentials::Password {
+            user: "who",
+            password: b"s3cret",
+        });
+        assert_eq!(unknown, Err(AuthError::BadCredentials));
+        assert_eq!(
+            auth.authenticate(Credentials::Bearer("tok-1")),
+            Ok(Principal::named("device-1"))
+        );
+        assert_eq!(
+            auth.authenticate(Credentials::Bearer("tok-2")),
+            Err(AuthError::BadCredentials)
+        );
+        assert_eq!(
+            auth.authenticate(Credentials::None),
+            Err(AuthError::NotAuthorized)
+        );
+    }
+
+    #[test]
+    fn anonymous_clients_only_when_allowed() {
+        let auth = Authenticator::new(AuthMode::Users, users(), true, Acl::default());
+        assert_eq!(
+            auth.authenticate(Credentials::None),
+            Ok(Principal::anonymous())
+        );
+        let open = Authenticator::open();
+        assert_eq!(
+            open.authenticate(Credentials::None),
+            Ok(Principal::anonymous())
+        );
+        assert!(!open.requires_credentials());
+    }
+}

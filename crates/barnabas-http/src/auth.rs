@@ -1,0 +1,157 @@
+//! Who is calling: HTTP Basic or `Authorization: Bearer` → a [`Principal`] in the request's
+//! extensions, or 401 JSON with `WWW-Authenticate`; and the ACL checks handlers make with it.
+
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    http::{header, HeaderValue, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use barnabas_core::{Access, AuthError, Credentials, Principal};
+use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
+
+use crate::{error::ApiError, AppState};
+
+/// The challenge sent with every 401.
+const CHALLENGE: &str = r#"Basic realm="barnabas", Bearer realm="barnabas""#;
+
+/// Route layer of every route except the probes and `/metrics`: authenticates the caller and
+/// stores its [`Principal`] for the handlers.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let basic = header.as_deref().and_then(|h| {
+        let (scheme, rest) = h.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("basic").then_some(rest.trim())
+    });
+    let decoded = basic.and_then(|b| B64.decode(b).ok());
+    let credentials = match (header.as_deref(), decoded.as_deref()) {
+        (None, _) => Ok(Credentials::None),
+        (Some(_), Some(pair)) => match pair.iter().position(|b| *b == b':') {
+            Some(at) => std::str::from_utf8(&pair[..at])
+                .map(|user| Credentials::Password {
+                    user,
+                    password: &pair[at + 1..],
+                })
+                .map_err(|_| ()),
+            None => Err(()),
+        },
+        (Some(h), None) => match h.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                Ok(Credentials::Bearer(token.trim()))
+            }
+            _ => Err(()),
+        },
+    };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let outcome = match credentials {
+        Err(()) => Err(AuthError::BadCredentials),
+        Ok(c) if state.auth.is_cheap(c) => state.auth.authenticate(c),
+        Ok(c) => {
+            // argon2 takes tens of milliseconds of CPU: not on the event loop.
+            let auth = state.auth.clone();
+            let owned = OwnedCredentials::from(c);
+            tokio::task::spawn_blocking(move || auth.authenticate(owned.borrow()))
+                .await
+                .unwrap_or(Err(AuthError::BadCredentials))
+        }
+    };
+    match outcome {
+        Ok(principal) => {
+            if let Some(ip) = peer {
+                if !principal.anonymous {
+                    state.throttle.succeeded(ip);
+                }
+            }
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => {
+            state.gateway_metrics.auth_failed("http", e);
+            tracing::info!(peer = ?peer, error = %e, "HTTP authentication failed");
+            if let (Some(ip), AuthError::BadCredentials) = (peer, e) {
+                let delay = state.throttle.failed(ip);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            unauthorized(e)
+        }
+    }
+}
+
+fn unauthorized(e: AuthError) -> Response {
+    let message = match e {
+        AuthError::BadCredentials => "Invalid credentials.",
+        AuthError::NotAuthorized => {
+            "Authentication required: HTTP Basic (user:password) or a Bearer token."
+        }
+    };
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(CHALLENGE),
+    );
+    response
+}
+
+/// Credentials moved to a blocking thread.
+enum OwnedCredentials {
+    None,
+    Password(String, Vec<u8>),
+    Bearer(String),
+    Certificate(String),
+}
+
+impl From<Credentials<'_>> for OwnedCredentials {
+    fn from(c: Credentials<'_>) -> Self {
+        match c {
+            Credentials::None => Self::None,
+            Credentials::Password { user, password } => {
+                Self::Password(user.to_owned(), password.to_vec())
+            }
+            Credentials::Bearer(t) => Self::Bearer(t.to_owned()),
+            Credentials::Certificate(cn) => Self::Certificate(cn.to_owned()),
+        }
+    }
+}
+
+impl OwnedCredentials {
+    fn borrow(&self) -> Credentials<'_> {
+        match self {
+            Self::None => Credentials::None,
+            Self::Password(user, password) => Credentials::Password { user, password },
+            Self::Bearer(t) => Credentials::Bearer(t),
+            Self::Certificate(cn) => Credentials::Certificate(cn),
+        }
+    }
+}
+
+/// 403 unless `principal` may do `access`.
+pub fn check(state: &AppState, principal: &Principal, access: Access<'_>) -> Result<(), ApiError> {
+    if state.auth.allows(principal, access) {
+        return Ok(());
+    }
+    let (verb, name) = match access {
+        Access::Write(t) => ("write to topic", t),
+        Access::Read(t) => ("read from topic", t),
+        Access::Group(g) => ("use consumer group", g),
+    };
+    tracing::info!(principal = %principal.name, verb, name, "denied by ACL");
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("Principal '{}' may not {verb} '{name}'.", principal.name),
+    ))
+}
