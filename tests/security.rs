@@ -379,3 +379,54 @@ async fn mqtt_clients_log_in_with_connect_credentials_and_acls_apply() {
     }
     gw.stop().await;
 }
+
+/// One AMQP attempt with python3-qpid-proton: (succeeded, error text).
+async fn proton(url: &str, what: &str, address: &str) -> (bool, String) {
+    let out = common::system_python_async("amqp_proton.py", &["try", url, what, address]).await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    (
+        v["ok"].as_bool().unwrap(),
+        v["error"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn amqp_clients_log_in_with_sasl_plain_and_acls_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let secure = secured(dir.path());
+    let gw = gateway::start(|c| {
+        secure(c);
+        c.amqp.listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let addr = gw.gateway.amqp_addr().unwrap();
+    let url = |creds: &str| format!("amqp://{creds}{addr}");
+
+    // ANONYMOUS is not offered (credentials required), a wrong password fails SASL.
+    for creds in ["", "device-1:wrong@"] {
+        let (ok, error) = proton(&url(creds), "send", "telemetry").await;
+        assert!(!ok, "{creds:?} logged in");
+        assert!(
+            error.to_ascii_lowercase().contains("auth") || error.contains("SASL"),
+            "{creds:?}: {error}"
+        );
+    }
+    // SASL PLAIN with the right password: a producer link on a granted topic works, one on
+    // a topic the ACL does not grant is refused with amqp:unauthorized-access.
+    let device = url("device-1:s3cret@");
+    let (ok, error) = proton(&device, "send", "telemetry").await;
+    assert!(ok, "{error}");
+    let (ok, error) = proton(&device, "send", "secrets").await;
+    assert!(!ok && error.contains("unauthorized-access"), "{error}");
+    // Receivers: reader may read telemetry in its group; device-1 may not read telemetry.
+    let (ok, error) = proton(&device, "receive", "telemetry/group.id/ops-1").await;
+    assert!(!ok && error.contains("unauthorized-access"), "{error}");
+    let (ok, error) = proton(
+        &url("reader:reader-pw@"),
+        "receive",
+        "telemetry/group.id/audit",
+    )
+    .await;
+    assert!(ok, "reader receives the message device-1 sent: {error}");
+    gw.stop().await;
+}

@@ -8,6 +8,9 @@ usage:
       BlockingReceiver on SOURCE; takes COUNT messages, accepts the first ACCEPT of them, then
       closes the connection without settling the rest; prints a JSON list of
       {"body", "annotations", "properties"}
+  amqp_proton.py try URL send|receive ADDRESS
+      one message sent to (or received from) ADDRESS; never fails itself, prints
+      {"ok": bool, "error": str} (a refused login or attach is an answer here)
 """
 import json
 import sys
@@ -61,9 +64,27 @@ def receive(url, source, count, accept, timeout):
     print(json.dumps(out))
 
 
+def attempt(url, what, address):
+    try:
+        conn = BlockingConnection(url, timeout=20, allowed_mechs="PLAIN ANONYMOUS")
+        try:
+            if what == "send":
+                conn.create_sender(address).send(Message(body="try"))
+            else:
+                conn.create_receiver(address, credit=1).receive(timeout=20)
+                conn.receiver = None
+        finally:
+            conn.close()
+        print(json.dumps({"ok": True, "error": ""}))
+    except Exception as e:  # the refusal is what the caller checks
+        print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}))
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
-    if cmd == "send":
+    if cmd == "try":
+        attempt(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif cmd == "send":
         send(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "receive":
         timeout = float(sys.argv[6]) if len(sys.argv) > 6 else 60

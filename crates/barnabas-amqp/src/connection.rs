@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use barnabas_core::{Access, Principal};
 use fe2o3_amqp::{
     acceptor::{
         ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SessionAcceptor,
@@ -25,8 +26,18 @@ use crate::{address, consume, produce, sasl::Login, AmqpContext, DirectionLabel}
 const SESSIONS_END_WAIT: Duration = Duration::from_secs(8);
 
 /// Serves one TCP connection to its end.
-pub async fn run(stream: TcpStream, ctx: Arc<AmqpContext>, shutdown: CancellationToken) {
-    let login = Login::default();
+pub async fn run(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    ctx: Arc<AmqpContext>,
+    shutdown: CancellationToken,
+) {
+    // An address that failed to log in lately waits before it may try again.
+    let penalty = ctx.throttle.penalty(peer.ip());
+    if !penalty.is_zero() {
+        tokio::time::sleep(penalty).await;
+    }
+    let login = Login::new(ctx.auth.clone());
     let acceptor = ConnectionAcceptor::builder()
         .container_id("barnabas")
         .max_frame_size(ctx.settings.max_frame_size)
@@ -38,7 +49,11 @@ pub async fn run(stream: TcpStream, ctx: Arc<AmqpContext>, shutdown: Cancellatio
         match tokio::time::timeout(ctx.settings.open_timeout, acceptor.accept(stream)).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                tracing::debug!(error = ?e, "AMQP connection not opened");
+                if let Some(Err(refused)) = login.outcome() {
+                    refused_login(&ctx, peer, refused);
+                } else {
+                    tracing::debug!(error = ?e, "AMQP connection not opened");
+                }
                 return;
             }
             Err(_) => {
@@ -46,10 +61,29 @@ pub async fn run(stream: TcpStream, ctx: Arc<AmqpContext>, shutdown: Cancellatio
                 return;
             }
         };
-    let principal = login
-        .principal()
-        .unwrap_or_else(|| crate::sasl::ANONYMOUS.to_owned());
-    let span = tracing::debug_span!("amqp", %principal);
+    // A client that skipped SASL is anonymous, if that is allowed.
+    let principal = match login
+        .outcome()
+        .unwrap_or_else(|| ctx.auth.authenticate(barnabas_core::Credentials::None))
+    {
+        Ok(p) => p,
+        Err(refused) => {
+            refused_login(&ctx, peer, refused);
+            let _ = tokio::time::timeout(
+                crate::CLOSE_WAIT,
+                conn.close_with_error(refusal(
+                    AmqpError::UnauthorizedAccess,
+                    "authenticate with SASL PLAIN".into(),
+                )),
+            )
+            .await;
+            return;
+        }
+    };
+    if !principal.anonymous {
+        ctx.throttle.succeeded(peer.ip());
+    }
+    let span = tracing::debug_span!("amqp", principal = %principal.name);
     let _enter = span.enter();
     ctx.metrics.connections.inc();
     let conn_done = CancellationToken::new();
@@ -61,7 +95,7 @@ pub async fn run(stream: TcpStream, ctx: Arc<AmqpContext>, shutdown: Cancellatio
                 let Some(incoming) = incoming else { break };
                 match SessionAcceptor::new().accept_incoming_session(incoming, &mut conn).await {
                     Ok(session) => {
-                        sessions.spawn(serve_session(session, ctx.clone(), shutdown.clone(), conn_done.clone()));
+                        sessions.spawn(serve_session(session, ctx.clone(), principal.clone(), shutdown.clone(), conn_done.clone()));
                     }
                     Err(e) => {
                         tracing::debug!(error = ?e, "session not begun");
@@ -87,6 +121,7 @@ pub async fn run(stream: TcpStream, ctx: Arc<AmqpContext>, shutdown: Cancellatio
 async fn serve_session(
     mut session: ListenerSessionHandle,
     ctx: Arc<AmqpContext>,
+    principal: Principal,
     shutdown: CancellationToken,
     conn_done: CancellationToken,
 ) {
@@ -102,7 +137,9 @@ async fn serve_session(
             _ = conn_done.cancelled() => break,
             a = session.next_incoming_attach() => match a { Some(a) => a, None => break },
         };
-        let route = route(&ctx, &attach).await;
+        let route = route(&ctx, &attach)
+            .await
+            .and_then(|r| authorize(&ctx, &principal, r));
         let name = attach.name.clone();
         let link = match acceptor.accept_incoming_attach(attach, &mut session).await {
             Ok(l) => l,
@@ -147,6 +184,44 @@ async fn serve_session(
     // Ending the session ends its links: let them finish first.
     while links.join_next().await.is_some() {}
     let _ = tokio::time::timeout(crate::CLOSE_WAIT, session.end()).await;
+}
+
+/// Counts, logs (without the secret) and penalises a refused login.
+fn refused_login(ctx: &AmqpContext, peer: std::net::SocketAddr, error: barnabas_core::AuthError) {
+    ctx.gateway_metrics.auth_failed("amqp", error);
+    tracing::info!(%peer, %error, "AMQP login refused");
+    if error == barnabas_core::AuthError::BadCredentials {
+        ctx.throttle.failed(peer.ip());
+    }
+}
+
+/// The route, if the principal may use it: a producer link needs `write` on its topic, a
+/// consumer link `read` on its topic and `group` on its group; otherwise the attach is
+/// refused with `amqp:unauthorized-access`.
+fn authorize(
+    ctx: &AmqpContext,
+    principal: &Principal,
+    route: Route,
+) -> Result<Route, definitions::Error> {
+    let denied = |what: String| {
+        tracing::info!(principal = %principal.name, %what, "attach denied by ACL");
+        Err(refusal(
+            AmqpError::UnauthorizedAccess,
+            format!("principal '{}' may not {what}", principal.name),
+        ))
+    };
+    match &route {
+        Route::Produce(to) if !ctx.auth.allows(principal, Access::Write(&to.topic)) => {
+            denied(format!("write to topic '{}'", to.topic))
+        }
+        Route::Consume(from, _) if !ctx.auth.allows(principal, Access::Read(&from.topic)) => {
+            denied(format!("read from topic '{}'", from.topic))
+        }
+        Route::Consume(from, _) if !ctx.auth.allows(principal, Access::Group(&from.group)) => {
+            denied(format!("use consumer group '{}'", from.group))
+        }
+        _ => Ok(route),
+    }
 }
 
 enum Route {

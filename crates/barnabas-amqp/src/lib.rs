@@ -152,6 +152,10 @@ pub struct AmqpContext {
     pub metrics: AmqpMetrics,
     /// Data-path metrics shared with the other front ends.
     pub gateway_metrics: GatewayMetrics,
+    /// Authentication (SASL) and topic/group ACLs, shared with the other front ends.
+    pub auth: Arc<barnabas_core::Authenticator>,
+    /// Slows down addresses that keep failing to log in.
+    pub throttle: Arc<barnabas_core::auth::FailureThrottle>,
 }
 
 /// Accepts connections until `shutdown`, one task each, at most `max_connections`. Each
@@ -159,8 +163,8 @@ pub struct AmqpContext {
 /// ends only that connection.
 pub async fn serve(listener: TcpListener, ctx: Arc<AmqpContext>, shutdown: CancellationToken) {
     let max = ctx.settings.max_connections;
-    barnabas_core::serve_connections(listener, "amqp", max, shutdown.clone(), |stream, _peer| {
-        connection::run(stream, ctx.clone(), shutdown.clone())
+    barnabas_core::serve_connections(listener, "amqp", max, shutdown.clone(), |stream, peer| {
+        connection::run(stream, peer, ctx.clone(), shutdown.clone())
     })
     .await;
 }

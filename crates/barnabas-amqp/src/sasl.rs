@@ -1,12 +1,13 @@
-//! SASL for AMQP connections: PLAIN and ANONYMOUS, remembering who authenticated.
+//! SASL for AMQP connections: PLAIN and (when allowed) ANONYMOUS, checked against the
+//! gateway's [`Authenticator`] and remembering who authenticated.
 //!
 //! fe2o3-amqp's own PLAIN acceptor knows one fixed user and does not tell who logged in, so
-//! this one accepts the mechanisms and records the principal (the PLAIN authcid, or
-//! `anonymous`) for the connection it is cloned into. Credentials are checked by the security
-//! work (users file); until then every well-formed login is accepted.
+//! this one checks the credentials with the principal model every front end shares and
+//! records the principal for the connection it is cloned into.
 
 use std::sync::{Arc, Mutex};
 
+use barnabas_core::{AuthError, Authenticator, Credentials, Principal};
 use fe2o3_amqp::{
     acceptor::{sasl_acceptor::SaslServerFrame, SaslAcceptor},
     types::{
@@ -15,19 +16,39 @@ use fe2o3_amqp::{
     },
 };
 
-/// Principal of a client that used SASL ANONYMOUS.
-pub const ANONYMOUS: &str = "anonymous";
-
-/// A SASL acceptor for one connection; read [`principal`](Self::principal) after the open.
-#[derive(Clone, Default)]
+/// A SASL acceptor for one connection; read [`outcome`](Self::outcome) after the open.
+#[derive(Clone)]
 pub struct Login {
-    principal: Arc<Mutex<Option<String>>>,
+    auth: Arc<Authenticator>,
+    outcome: Arc<Mutex<Option<Result<Principal, AuthError>>>>,
 }
 
 impl Login {
-    /// Who authenticated, once SASL succeeded.
-    pub fn principal(&self) -> Option<String> {
-        self.principal.lock().ok().and_then(|p| p.clone())
+    /// A login checked by `auth`.
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        Self {
+            auth,
+            outcome: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Who authenticated (`Ok`), why SASL failed (`Err`), or `None` before SASL.
+    pub fn outcome(&self) -> Option<Result<Principal, AuthError>> {
+        self.outcome.lock().ok().and_then(|p| p.clone())
+    }
+
+    fn check(&self, credentials: Credentials<'_>) -> Result<Principal, AuthError> {
+        if self.auth.is_cheap(credentials) {
+            return self.auth.authenticate(credentials);
+        }
+        // argon2 takes tens of milliseconds of CPU; fe2o3-amqp asks synchronously, so move
+        // the other tasks of this worker elsewhere meanwhile (multi-threaded runtime only).
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| self.auth.authenticate(credentials))
+            }
+            _ => self.auth.authenticate(credentials),
+        }
     }
 }
 
@@ -40,28 +61,37 @@ fn outcome(code: SaslCode) -> SaslServerFrame {
 
 impl SaslAcceptor for Login {
     fn mechanisms(&self) -> Array<Symbol> {
-        Array::from(vec![Symbol::from("PLAIN"), Symbol::from("ANONYMOUS")])
+        if self.auth.requires_credentials() {
+            Array::from(vec![Symbol::from("PLAIN")])
+        } else {
+            Array::from(vec![Symbol::from("PLAIN"), Symbol::from("ANONYMOUS")])
+        }
     }
 
     fn on_init(&mut self, init: SaslInit) -> SaslServerFrame {
-        let who = match init.mechanism.as_str() {
-            "ANONYMOUS" => Some(ANONYMOUS.to_owned()),
+        let result = match init.mechanism.as_str() {
+            "ANONYMOUS" => self.check(Credentials::None),
             // authzid NUL authcid NUL password
-            "PLAIN" => init.initial_response.as_ref().and_then(|r| {
+            "PLAIN" => match init.initial_response.as_ref().and_then(|r| {
                 let mut parts = r.split(|b| *b == 0);
-                let (_authzid, authcid, _password) = (parts.next()?, parts.next()?, parts.next()?);
+                let (_authzid, authcid, password) = (parts.next()?, parts.next()?, parts.next()?);
                 let name = std::str::from_utf8(authcid).ok()?;
-                (!name.is_empty()).then(|| name.to_owned())
-            }),
-            _ => None,
+                (!name.is_empty()).then_some((name, password))
+            }) {
+                Some((user, password)) => self.check(Credentials::Password { user, password }),
+                None => Err(AuthError::BadCredentials),
+            },
+            _ => Err(AuthError::NotAuthorized),
         };
-        match (who, self.principal.lock()) {
-            (Some(name), Ok(mut slot)) => {
-                *slot = Some(name);
-                outcome(SaslCode::Ok)
-            }
-            _ => outcome(SaslCode::Auth),
+        let code = if result.is_ok() {
+            SaslCode::Ok
+        } else {
+            SaslCode::Auth
+        };
+        if let Ok(mut slot) = self.outcome.lock() {
+            *slot = Some(result);
         }
+        outcome(code)
     }
 
     fn on_response(&mut self, _response: SaslResponse) -> SaslServerFrame {

@@ -334,6 +334,8 @@ impl Gateway {
                 },
                 metrics: barnabas_amqp::AmqpMetrics::new(&registry),
                 gateway_metrics: gateway_metrics.clone(),
+                auth: auth.clone(),
+                throttle: throttle.clone(),
             });
             tasks.spawn(barnabas_amqp::serve(listener, ctx, shutdown.clone()));
         }

@@ -48,6 +48,21 @@ impl FailureThrottle {
         }
     }
 
+    /// The delay `addr` has earned so far, without counting a new failure (for protocols
+    /// that can only slow a client down before its next login, not while answering it).
+    pub fn penalty(&self, addr: IpAddr) -> Duration {
+        let map = self
+            .failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match map.get(&addr) {
+            Some((n, at)) if at.elapsed() < FORGET && *n >= 2 => {
+                (Duration::from_millis(250) * 2u32.saturating_pow((n - 2).min(5))).min(MAX_DELAY)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
     /// A successful login from `addr` clears its failures.
     pub fn succeeded(&self, addr: IpAddr) {
         if let Ok(mut map) = self.failures.lock() {
