@@ -353,9 +353,13 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
 /// Runs one of tests/python/*.py with Debian's Python 3, which has the Debian package
 /// python3-qpid-proton (PyPI has no wheel of it); `BARNABAS_TEST_SYSTEM_PYTHON` overrides.
 pub fn run_system_python(script: &str, args: &[&str]) -> String {
-    let python = std::env::var_os("BARNABAS_TEST_SYSTEM_PYTHON")
-        .map_or_else(|| PathBuf::from("/usr/bin/python3"), PathBuf::from);
-    run_script(python, script, args)
+    run_script(system_python(), script, args)
+}
+
+/// Debian's Python, which has python3-qpid-proton.
+pub fn system_python() -> PathBuf {
+    std::env::var_os("BARNABAS_TEST_SYSTEM_PYTHON")
+        .map_or_else(|| PathBuf::from("/usr/bin/python3"), PathBuf::from)
 }
 
 /// [`run_python`] on the blocking pool, for async tests.

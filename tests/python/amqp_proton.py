@@ -13,9 +13,10 @@ usage:
       {"ok": bool, "error": str} (a refused login or attach is an answer here)
 """
 import json
+import os
 import sys
 
-from proton import Message, symbol
+from proton import Message, SSLDomain, symbol
 from proton.utils import BlockingConnection
 
 
@@ -66,7 +67,14 @@ def receive(url, source, count, accept, timeout):
 
 def attempt(url, what, address):
     try:
-        conn = BlockingConnection(url, timeout=20, allowed_mechs="PLAIN ANONYMOUS")
+        ssl_domain = None
+        if os.environ.get("AMQP_CA"):  # amqps: trust this CA, check the host name
+            ssl_domain = SSLDomain(SSLDomain.MODE_CLIENT)
+            ssl_domain.set_trusted_ca_db(os.environ["AMQP_CA"])
+            ssl_domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
+        conn = BlockingConnection(
+            url, timeout=20, allowed_mechs="PLAIN ANONYMOUS", ssl_domain=ssl_domain
+        )
         try:
             if what == "send":
                 conn.create_sender(address).send(Message(body="try"))

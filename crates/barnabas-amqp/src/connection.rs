@@ -16,7 +16,6 @@ use fe2o3_amqp::{
         primitives::Value,
     },
 };
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{address, consume, produce, sasl::Login, AmqpContext, DirectionLabel};
@@ -26,18 +25,21 @@ use crate::{address, consume, produce, sasl::Login, AmqpContext, DirectionLabel}
 const SESSIONS_END_WAIT: Duration = Duration::from_secs(8);
 
 /// Serves one TCP connection to its end.
-pub async fn run(
-    stream: TcpStream,
+pub async fn run<IO>(
+    stream: IO,
     peer: std::net::SocketAddr,
+    cert_cn: Option<String>,
     ctx: Arc<AmqpContext>,
     shutdown: CancellationToken,
-) {
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+{
     // An address that failed to log in lately waits before it may try again.
     let penalty = ctx.throttle.penalty(peer.ip());
     if !penalty.is_zero() {
         tokio::time::sleep(penalty).await;
     }
-    let login = Login::new(ctx.auth.clone());
+    let login = Login::new(ctx.auth.clone(), cert_cn.clone());
     let acceptor = ConnectionAcceptor::builder()
         .container_id("barnabas")
         .max_frame_size(ctx.settings.max_frame_size)
@@ -62,10 +64,12 @@ pub async fn run(
             }
         };
     // A client that skipped SASL is anonymous, if that is allowed.
-    let principal = match login
-        .outcome()
-        .unwrap_or_else(|| ctx.auth.authenticate(barnabas_core::Credentials::None))
-    {
+    let principal = match login.outcome().unwrap_or_else(|| match &cert_cn {
+        Some(cn) => ctx
+            .auth
+            .authenticate(barnabas_core::Credentials::Certificate(cn)),
+        None => ctx.auth.authenticate(barnabas_core::Credentials::None),
+    }) {
         Ok(p) => p,
         Err(refused) => {
             refused_login(&ctx, peer, refused);

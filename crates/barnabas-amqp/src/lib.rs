@@ -156,6 +156,8 @@ pub struct AmqpContext {
     pub auth: Arc<barnabas_core::Authenticator>,
     /// Slows down addresses that keep failing to log in.
     pub throttle: Arc<barnabas_core::auth::FailureThrottle>,
+    /// The TLS server side of the AMQPS listener.
+    pub tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
 }
 
 /// Accepts connections until `shutdown`, one task each, at most `max_connections`. Each
@@ -164,7 +166,27 @@ pub struct AmqpContext {
 pub async fn serve(listener: TcpListener, ctx: Arc<AmqpContext>, shutdown: CancellationToken) {
     let max = ctx.settings.max_connections;
     barnabas_core::serve_connections(listener, "amqp", max, shutdown.clone(), |stream, peer| {
-        connection::run(stream, peer, ctx.clone(), shutdown.clone())
+        connection::run(stream, peer, None, ctx.clone(), shutdown.clone())
+    })
+    .await;
+}
+
+/// [`serve`] for AMQPS: the TLS handshake (under the open deadline) comes first.
+pub async fn serve_tls(listener: TcpListener, ctx: Arc<AmqpContext>, shutdown: CancellationToken) {
+    let max = ctx.settings.max_connections;
+    barnabas_core::serve_connections(listener, "amqps", max, shutdown.clone(), |stream, peer| {
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        async move {
+            let Some(tls) = ctx.tls.clone() else {
+                tracing::error!("AMQPS listener without a TLS configuration");
+                return;
+            };
+            match tokio::time::timeout(ctx.settings.open_timeout, tls.accept(stream)).await {
+                Ok(Ok((stream, cn))) => connection::run(stream, peer, cn, ctx, shutdown).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
     })
     .await;
 }

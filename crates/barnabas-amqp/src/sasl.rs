@@ -20,14 +20,18 @@ use fe2o3_amqp::{
 #[derive(Clone)]
 pub struct Login {
     auth: Arc<Authenticator>,
+    /// Subject CN of the connection's verified TLS client certificate.
+    cert_cn: Option<String>,
     outcome: Arc<Mutex<Option<Result<Principal, AuthError>>>>,
 }
 
 impl Login {
-    /// A login checked by `auth`.
-    pub fn new(auth: Arc<Authenticator>) -> Self {
+    /// A login checked by `auth`, on a connection whose TLS client certificate (if any) has
+    /// this subject CN.
+    pub fn new(auth: Arc<Authenticator>, cert_cn: Option<String>) -> Self {
         Self {
             auth,
+            cert_cn,
             outcome: Arc::new(Mutex::new(None)),
         }
     }
@@ -61,18 +65,23 @@ fn outcome(code: SaslCode) -> SaslServerFrame {
 
 impl SaslAcceptor for Login {
     fn mechanisms(&self) -> Array<Symbol> {
-        if self.auth.requires_credentials() {
-            Array::from(vec![Symbol::from("PLAIN")])
-        } else {
-            Array::from(vec![Symbol::from("PLAIN"), Symbol::from("ANONYMOUS")])
+        let mut mechanisms = vec![Symbol::from("PLAIN")];
+        if self.cert_cn.is_some() {
+            mechanisms.insert(0, Symbol::from("EXTERNAL"));
         }
+        if !self.auth.requires_credentials() || self.cert_cn.is_some() {
+            mechanisms.push(Symbol::from("ANONYMOUS"));
+        }
+        Array::from(mechanisms)
     }
 
     fn on_init(&mut self, init: SaslInit) -> SaslServerFrame {
-        let result = match init.mechanism.as_str() {
-            "ANONYMOUS" => self.check(Credentials::None),
+        let result = match (init.mechanism.as_str(), self.cert_cn.clone()) {
+            // The TLS client certificate is the credential.
+            ("EXTERNAL" | "ANONYMOUS", Some(cn)) => self.check(Credentials::Certificate(&cn)),
+            ("ANONYMOUS", None) => self.check(Credentials::None),
             // authzid NUL authcid NUL password
-            "PLAIN" => match init.initial_response.as_ref().and_then(|r| {
+            ("PLAIN", _) => match init.initial_response.as_ref().and_then(|r| {
                 let mut parts = r.split(|b| *b == 0);
                 let (_authzid, authcid, password) = (parts.next()?, parts.next()?, parts.next()?);
                 let name = std::str::from_utf8(authcid).ok()?;

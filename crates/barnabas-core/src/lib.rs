@@ -17,6 +17,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod ports;
 pub mod record;
+pub mod tls;
 pub mod topic;
 pub mod tracker;
 

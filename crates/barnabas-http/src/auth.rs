@@ -12,7 +12,7 @@ use axum::{
 use barnabas_core::{Access, AuthError, Credentials, Principal};
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
 
-use crate::{error::ApiError, AppState};
+use crate::{error::ApiError, AppState, TlsPeer};
 
 /// The challenge sent with every 401.
 const CHALLENGE: &str = r#"Basic realm="barnabas", Bearer realm="barnabas""#;
@@ -34,8 +34,16 @@ pub async fn authenticate(
         scheme.eq_ignore_ascii_case("basic").then_some(rest.trim())
     });
     let decoded = basic.and_then(|b| B64.decode(b).ok());
+    let tls_peer = request
+        .extensions()
+        .get::<ConnectInfo<TlsPeer>>()
+        .map(|c| c.0.clone());
     let credentials = match (header.as_deref(), decoded.as_deref()) {
-        (None, _) => Ok(Credentials::None),
+        // A verified client certificate names the principal when no header does.
+        (None, _) => Ok(match tls_peer.as_ref().and_then(|p| p.cert_cn.as_deref()) {
+            Some(cn) => Credentials::Certificate(cn),
+            None => Credentials::None,
+        }),
         (Some(_), Some(pair)) => match pair.iter().position(|b| *b == b':') {
             Some(at) => std::str::from_utf8(&pair[..at])
                 .map(|user| Credentials::Password {
@@ -55,7 +63,8 @@ pub async fn authenticate(
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| c.0.ip())
+        .or(tls_peer.as_ref().map(|p| p.addr.ip()));
     let outcome = match credentials {
         Err(()) => Err(AuthError::BadCredentials),
         Ok(c) if state.auth.is_cheap(c) => state.auth.authenticate(c),

@@ -16,10 +16,12 @@ mod probes;
 mod produce;
 mod sse;
 mod state;
+mod tls;
 mod topics;
 
 pub use error::{ApiError, ApiResult};
 pub use state::{AppState, HttpSettings};
+pub use tls::{serve_tls, TlsPeer};
 
 use axum::{
     extract::DefaultBodyLimit,

@@ -243,6 +243,8 @@ pub struct MqttContext {
     pub auth: Arc<barnabas_core::Authenticator>,
     /// Delays answers to repeated failed logins per client address.
     pub throttle: Arc<barnabas_core::auth::FailureThrottle>,
+    /// The TLS server side of the `mqtts` and `wss` listeners.
+    pub tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
 }
 
 /// How clients reach a listener.
@@ -252,10 +254,14 @@ pub enum Transport {
     Tcp,
     /// MQTT over WebSocket (path `/mqtt`).
     WebSocket,
+    /// MQTT over TLS (`ctx.tls`).
+    Tls,
+    /// MQTT over WebSocket over TLS (`ctx.tls`).
+    SecureWebSocket,
 }
 
 /// Accepts connections until `shutdown`, one session task each; at most `max_connections`
-/// per listener.
+/// per listener. TLS and WebSocket handshakes run under the CONNECT deadline too.
 pub async fn serve(
     listener: TcpListener,
     transport: Transport,
@@ -266,28 +272,65 @@ pub async fn serve(
     let protocol = match transport {
         Transport::Tcp => "mqtt",
         Transport::WebSocket => "mqtt-ws",
+        Transport::Tls => "mqtts",
+        Transport::SecureWebSocket => "mqtt-wss",
     };
     barnabas_core::serve_connections(listener, protocol, max, shutdown.clone(), |stream, peer| {
         let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
         async move {
+            let deadline = ctx.settings.connect_timeout;
             match transport {
-                Transport::Tcp => session::run(stream, peer, ctx, shutdown).await,
-                Transport::WebSocket => {
-                    let upgraded = tokio::time::timeout(
-                        ctx.settings.connect_timeout,
-                        ws::upgrade(stream, ctx.settings.max_message_bytes),
-                    )
-                    .await;
-                    match upgraded {
-                        Ok(Ok(io)) => session::run(io, peer, ctx, shutdown).await,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "WebSocket handshake failed")
+                Transport::Tcp => session::run(stream, peer, None, ctx, shutdown).await,
+                Transport::WebSocket => match websocket(stream, &ctx).await {
+                    Ok(io) => session::run(io, peer, None, ctx, shutdown).await,
+                    Err(e) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
+                },
+                Transport::Tls | Transport::SecureWebSocket => {
+                    let Some(tls) = ctx.tls.clone() else {
+                        tracing::error!("MQTT TLS listener without a TLS configuration");
+                        return;
+                    };
+                    let (stream, cn) =
+                        match tokio::time::timeout(deadline, tls.accept(stream)).await {
+                            Ok(Ok(accepted)) => accepted,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    if transport == Transport::Tls {
+                        session::run(stream, peer, cn, ctx, shutdown).await;
+                    } else {
+                        match websocket(stream, &ctx).await {
+                            Ok(io) => session::run(io, peer, cn, ctx, shutdown).await,
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "WebSocket handshake failed")
+                            }
                         }
-                        Err(_) => tracing::debug!(%peer, "WebSocket handshake timed out"),
                     }
                 }
             }
         }
     })
     .await;
+}
+
+/// The WebSocket upgrade, under the CONNECT deadline.
+async fn websocket<S>(
+    stream: S,
+    ctx: &MqttContext,
+) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::time::timeout(
+        ctx.settings.connect_timeout,
+        ws::upgrade(stream, ctx.settings.max_message_bytes),
+    )
+    .await
+    .map_err(|_| "timed out".to_owned())?
 }

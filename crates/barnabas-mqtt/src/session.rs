@@ -53,6 +53,7 @@ enum End {
 pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
     io: T,
     peer: std::net::SocketAddr,
+    cert_cn: Option<String>,
     ctx: Arc<MqttContext>,
     shutdown: CancellationToken,
 ) {
@@ -73,7 +74,7 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     };
-    match authenticate(&ctx, &info, peer).await {
+    match authenticate(&ctx, &info, peer, cert_cn.as_deref()).await {
         Ok(principal) => info.principal = principal,
         Err(e) => {
             let _ = conn.connack_refused(e).await;
@@ -567,7 +568,12 @@ async fn authenticate(
     ctx: &Arc<MqttContext>,
     info: &wire::ConnectInfo,
     peer: std::net::SocketAddr,
+    cert_cn: Option<&str>,
 ) -> Result<Principal, AuthError> {
+    // A verified client certificate names the principal when the CONNECT has no user name.
+    if let (None, Some(cn)) = (&info.username, cert_cn) {
+        return ctx.auth.authenticate(Credentials::Certificate(cn));
+    }
     let user = info.username.clone();
     let password = info.password.clone().unwrap_or_default();
     let outcome = if ctx

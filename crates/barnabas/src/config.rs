@@ -32,10 +32,25 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[[sources.sse]]`: remote streams pulled into Kafka.
     pub sources: SourcesConfig,
+    /// `[tls]`: the certificate of every TLS listener.
+    pub tls: TlsConfig,
     /// `[auth]`: who clients are.
     pub auth: AuthConfig,
     /// `[[acl]]`: what each principal may do; none at all = everything allowed.
     pub acl: Vec<AclConfig>,
+}
+
+/// `[tls]`: one server certificate for every TLS listener; SIGHUP reloads the files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// PEM CA certificates of client certificates (mutual TLS; the principal is the subject
+    /// CN); `""` = client certificates are not requested.
+    pub client_ca_file: String,
 }
 
 /// `[auth]`.
@@ -78,6 +93,8 @@ pub struct AclConfig {
 pub struct HttpConfig {
     /// Address the HTTP listener binds, or `off`.
     pub listen: String,
+    /// Address of the HTTPS listener (the `[tls]` certificate), or `off`.
+    pub tls_listen: String,
     /// Consumer instances idle this long (ms) are deleted and their Kafka consumer closed.
     pub consumer_idle_timeout_ms: u64,
     /// Origins allowed to call the API from a browser (CORS); `[]` = no CORS headers,
@@ -98,6 +115,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".into(),
+            tls_listen: OFF.into(),
             consumer_idle_timeout_ms: 300_000,
             cors_origins: Vec::new(),
             consumer_buffer_records: 1_000,
@@ -115,6 +133,10 @@ pub struct MqttConfig {
     pub listen: String,
     /// Address of the MQTT-over-WebSocket listener (path `/mqtt`), or `off`.
     pub ws_listen: String,
+    /// Address of the MQTT-over-TLS listener (the `[tls]` certificate), or `off`.
+    pub tls_listen: String,
+    /// Address of the MQTT-over-secure-WebSocket listener (path `/mqtt`), or `off`.
+    pub wss_listen: String,
     /// Kafka topic for publishes no mapping rule matches; `""` rejects them.
     pub default_topic: String,
     /// Mapping rules from MQTT topics to Kafka topics and keys; the first match wins.
@@ -148,6 +170,8 @@ impl Default for MqttConfig {
         Self {
             listen: "0.0.0.0:1883".into(),
             ws_listen: OFF.into(),
+            tls_listen: OFF.into(),
+            wss_listen: OFF.into(),
             default_topic: "mqtt".into(),
             mapping: Vec::new(),
             topic_refresh_ms: 2_000,
@@ -174,12 +198,15 @@ pub struct MqttMapping {
 pub struct AmqpConfig {
     /// Address the AMQP listener binds, or `off`.
     pub listen: String,
+    /// Address of the AMQPS listener (the `[tls]` certificate), or `off`.
+    pub tls_listen: String,
 }
 
 impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:5672".into(),
+            tls_listen: OFF.into(),
         }
     }
 }
@@ -257,6 +284,10 @@ impl Config {
             ("http.listen", &self.http.listen),
             ("mqtt.listen", &self.mqtt.listen),
             ("mqtt.ws_listen", &self.mqtt.ws_listen),
+            ("mqtt.tls_listen", &self.mqtt.tls_listen),
+            ("mqtt.wss_listen", &self.mqtt.wss_listen),
+            ("http.tls_listen", &self.http.tls_listen),
+            ("amqp.tls_listen", &self.amqp.tls_listen),
             ("amqp.listen", &self.amqp.listen),
         ] {
             parse_listen(key, value)?;
@@ -306,6 +337,7 @@ impl Config {
         }
         self.mqtt.mapper()?;
         self.authenticator()?;
+        self.tls_acceptor()?;
         for (i, source) in self.sources.sse.iter().enumerate() {
             if !source.url.starts_with("http://") {
                 return Err(ConfigError(format!(
@@ -319,6 +351,45 @@ impl Config {
                 .map_err(|e| ConfigError(format!("sources.sse[{i}].key: {e}")))?;
         }
         Ok(())
+    }
+
+    /// Whether any TLS listener is configured.
+    pub fn wants_tls(&self) -> bool {
+        [
+            &self.http.tls_listen,
+            &self.mqtt.tls_listen,
+            &self.mqtt.wss_listen,
+            &self.amqp.tls_listen,
+        ]
+        .iter()
+        .any(|l| l.as_str() != OFF)
+    }
+
+    /// The TLS server side of `[tls]` (reads the files), if a TLS listener is configured.
+    pub fn tls_acceptor(
+        &self,
+    ) -> Result<Option<std::sync::Arc<barnabas_core::tls::TlsAcceptor>>, ConfigError> {
+        if !self.wants_tls() {
+            return Ok(None);
+        }
+        for (key, value) in [
+            ("tls.cert_file", &self.tls.cert_file),
+            ("tls.key_file", &self.tls.key_file),
+        ] {
+            if value.is_empty() {
+                return Err(ConfigError(format!(
+                    "{key}: required when a TLS listener is configured"
+                )));
+            }
+        }
+        barnabas_core::tls::TlsAcceptor::load(barnabas_core::tls::TlsFiles {
+            cert: self.tls.cert_file.clone().into(),
+            key: self.tls.key_file.clone().into(),
+            client_ca: (!self.tls.client_ca_file.is_empty())
+                .then(|| self.tls.client_ca_file.clone().into()),
+        })
+        .map(Some)
+        .map_err(ConfigError)
     }
 
     /// The authenticator `[auth]` and `[[acl]]` describe (reads the users file).

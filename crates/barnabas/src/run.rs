@@ -162,6 +162,36 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 /// Resolves on SIGTERM or SIGINT, naming which.
+/// Reloads the TLS certificate and key on every SIGHUP until shutdown; connections already
+/// open keep theirs, and a file that does not load leaves the previous certificate in use.
+async fn reload_tls_on_sighup(
+    tls: std::sync::Arc<barnabas_core::tls::TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot watch SIGHUP; TLS certificates reload only on restart");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = hup.recv() => match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded (SIGHUP)"),
+                    Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays in use"),
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tls;
+        shutdown.cancelled().await;
+    }
+}
+
 async fn stop_signal() -> &'static str {
     #[cfg(unix)]
     {
@@ -234,6 +264,11 @@ impl Gateway {
         let mqtt_ws_addr = mqtt_ws_listener.as_ref().and_then(|l| l.local_addr().ok());
         let amqp_listener = bind("amqp.listen", &config.amqp.listen).await?;
         let amqp_addr = amqp_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let https_listener = bind("http.tls_listen", &config.http.tls_listen).await?;
+        let mqtts_listener = bind("mqtt.tls_listen", &config.mqtt.tls_listen).await?;
+        let wss_listener = bind("mqtt.wss_listen", &config.mqtt.wss_listen).await?;
+        let amqps_listener = bind("amqp.tls_listen", &config.amqp.tls_listen).await?;
+        let tls = config.tls_acceptor()?;
         let mapper = config.mqtt.mapper()?;
 
         let backend = barnabas_kafka::connect(&kafka)
@@ -257,6 +292,18 @@ impl Gateway {
             shutdown.clone(),
         )
         .with_auth(auth.clone(), throttle.clone());
+        if let (Some(listener), Some(tls)) = (https_listener, tls.clone()) {
+            let router = barnabas_http::router(http_state.clone());
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = barnabas_http::serve_tls(listener, router, tls, token).await {
+                    tracing::error!(error = %e, "HTTPS listener failed");
+                }
+            });
+        }
+        if let Some(tls) = tls.clone() {
+            tasks.spawn(reload_tls_on_sighup(tls, shutdown.clone()));
+        }
         if let Some(listener) = http_listener {
             let router = barnabas_http::router(http_state.clone());
             let token = shutdown.clone();
@@ -267,7 +314,11 @@ impl Gateway {
             });
         }
 
-        if mqtt_listener.is_some() || mqtt_ws_listener.is_some() {
+        if mqtt_listener.is_some()
+            || mqtt_ws_listener.is_some()
+            || mqtts_listener.is_some()
+            || wss_listener.is_some()
+        {
             let live = std::sync::Arc::new(barnabas_mqtt::Sessions::default());
             let retained = std::sync::Arc::new(barnabas_mqtt::retained::RetainedStore::default());
             let stored = std::sync::Arc::new(barnabas_mqtt::store::SessionStore::default());
@@ -302,10 +353,13 @@ impl Gateway {
                 state,
                 auth: auth.clone(),
                 throttle: throttle.clone(),
+                tls: tls.clone(),
             });
             for (listener, transport) in [
                 (mqtt_listener, barnabas_mqtt::Transport::Tcp),
                 (mqtt_ws_listener, barnabas_mqtt::Transport::WebSocket),
+                (mqtts_listener, barnabas_mqtt::Transport::Tls),
+                (wss_listener, barnabas_mqtt::Transport::SecureWebSocket),
             ] {
                 if let Some(listener) = listener {
                     tasks.spawn(barnabas_mqtt::serve(
@@ -318,7 +372,7 @@ impl Gateway {
             }
         }
 
-        if let Some(listener) = amqp_listener {
+        if amqp_listener.is_some() || amqps_listener.is_some() {
             let ctx = std::sync::Arc::new(barnabas_amqp::AmqpContext {
                 publisher: backend.publisher.clone(),
                 consumers: backend.consumers.clone(),
@@ -336,8 +390,18 @@ impl Gateway {
                 gateway_metrics: gateway_metrics.clone(),
                 auth: auth.clone(),
                 throttle: throttle.clone(),
+                tls: tls.clone(),
             });
-            tasks.spawn(barnabas_amqp::serve(listener, ctx, shutdown.clone()));
+            if let Some(listener) = amqp_listener {
+                tasks.spawn(barnabas_amqp::serve(
+                    listener,
+                    ctx.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            if let Some(listener) = amqps_listener {
+                tasks.spawn(barnabas_amqp::serve_tls(listener, ctx, shutdown.clone()));
+            }
         }
 
         if !config.sources.sse.is_empty() {

@@ -1,0 +1,201 @@
+//! TLS for every listener (rustls: TLS 1.2 and 1.3 only, no OpenSSL on the edge), with the
+//! certificate reloadable without dropping connections, and the principal of a client
+//! certificate (its subject CN) for mutual TLS.
+//!
+//! One server certificate serves HTTPS, MQTT over TLS and WSS, and AMQPS, so one
+//! [`TlsAcceptor`] is shared by all listeners: a SIGHUP reloads it once for all of them.
+//! Connections already established keep the configuration they started with.
+
+use std::{
+    io,
+    path::PathBuf,
+    sync::{Arc, RwLock},
+};
+
+use rustls::{
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    server::WebPkiClientVerifier,
+    RootCertStore, ServerConfig,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
+
+/// Where the certificate, its key and the optional client CA are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates that sign client certificates; `None` = no client certificates.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A TLS server handshake, reloadable.
+pub struct TlsAcceptor {
+    files: TlsFiles,
+    current: RwLock<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for TlsAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsAcceptor")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsAcceptor {
+    /// Loads the files; the error names the file and what is wrong with it.
+    pub fn load(files: TlsFiles) -> Result<Arc<Self>, String> {
+        let acceptor = build(&files)?;
+        Ok(Arc::new(Self {
+            files,
+            current: RwLock::new(acceptor),
+        }))
+    }
+
+    /// Reads the files again (SIGHUP). New handshakes use the new certificate; on an error
+    /// the previous one stays in use.
+    pub fn reload(&self) -> Result<(), String> {
+        let acceptor = build(&self.files)?;
+        match self.current.write() {
+            Ok(mut current) => *current = acceptor,
+            Err(poisoned) => *poisoned.into_inner() = acceptor,
+        }
+        Ok(())
+    }
+
+    /// The server handshake on `io` (the caller bounds it with the handshake deadline); also
+    /// returns the subject CN of a verified client certificate, if the client sent one.
+    pub async fn accept<IO>(&self, io: IO) -> io::Result<(TlsStream<IO>, Option<String>)>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let acceptor = match self.current.read() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let stream = acceptor.accept(io).await?;
+        let cn = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| subject_cn(leaf.as_ref()));
+        Ok((stream, cn))
+    }
+}
+
+fn build(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| format!("tls.cert_file {}: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "tls.cert_file {}: no PEM certificate in it",
+            files.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("tls.key_file {}: {e}", files.key.display()))?;
+    // Named explicitly: with both of rustls' providers compiled in (other crates enable
+    // ring), there is no process default to fall back on.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("tls.client_ca_file {}: {e}", ca.display()))?
+            {
+                let cert = cert.map_err(|e| format!("tls.client_ca_file {}: {e}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("tls.client_ca_file {}: {e}", ca.display()))?;
+            }
+            // Clients without a certificate may still log in with a password; a certificate
+            // that is sent must verify.
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("tls.client_ca_file {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls.key_file {}: {e}", files.key.display()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The subject common name of a DER certificate (OID 2.5.4.3), if it has one.
+pub fn subject_cn(der: &[u8]) -> Option<String> {
+    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version?, serial, signature,
+    // issuer, validity, subject, … } … }
+    let (_, cert, _) = tlv(der)?;
+    let (_, mut tbs, _) = tlv(cert)?;
+    let (tag, _, rest) = tlv(tbs)?;
+    if tag == 0xA0 {
+        tbs = rest; // explicit version
+    }
+    // serial, signature algorithm, issuer, validity
+    for _ in 0..4 {
+        tbs = tlv(tbs)?.2;
+    }
+    let (_, subject, _) = tlv(tbs)?;
+    // Name ::= SEQUENCE OF SET OF SEQUENCE { type OID, value }
+    let mut rdns = subject;
+    while !rdns.is_empty() {
+        let (_, set, rest) = tlv(rdns)?;
+        rdns = rest;
+        let mut attrs = set;
+        while !attrs.is_empty() {
+            let (_, attr, rest) = tlv(attrs)?;
+            attrs = rest;
+            let (oid_tag, oid, value) = tlv(attr)?;
+            if oid_tag == 0x06 && oid == [0x55, 0x04, 0x03] {
+                let (_, text, _) = tlv(value)?;
+                return String::from_utf8(text.to_vec()).ok();
+            }
+        }
+    }
+    None
+}
+
+/// One DER element: (tag, contents, what follows).
+fn tlv(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = data.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_has_no_cn() {
+        assert_eq!(subject_cn(&[]), None);
+        assert_eq!(subject_cn(&[0x30, 0x82, 0xff]), None);
+        assert_eq!(subject_cn(&[0x30, 0x03, 0x30, 0x01, 0x00]), None);
+    }
+}

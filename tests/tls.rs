@@ -1,0 +1,418 @@
+//! TLS on every listener (issue 10): HTTPS, MQTT over TLS and AMQPS with one certificate, made
+//! in the test with rcgen; the stock clients (curl, mosquitto_pub/sub, python3-qpid-proton)
+//! with the right CA, a wrong CA and plain TCP to a TLS port; a client certificate as the
+//! principal (mutual TLS); the certificate reloaded on SIGHUP while a connection stays open.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use common::{free_addr, wait_for_status, Gateway};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+/// A CA that signs certificates.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    /// A certificate for `names` (server SANs) or with common name `cn` (client): PEM cert
+    /// and key.
+    fn issue(&self, names: &[&str], cn: &str) -> (String, String) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn write(&self, path: &Path) {
+        std::fs::write(path, self.cert.pem()).unwrap();
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    http: SocketAddr,
+    https: SocketAddr,
+    mqtts: SocketAddr,
+    amqps: SocketAddr,
+}
+
+impl Setup {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn file(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+}
+
+fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_barnabas"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned()
+}
+
+/// Certificates (server by `ca`, client `device-1` by `client_ca`, a `wrong` CA), users,
+/// and a config with every TLS listener; returns the running gateway.
+fn start(ca: &Ca, client_ca: &Ca) -> (Setup, Gateway) {
+    let s = Setup {
+        dir: tempfile::tempdir().unwrap(),
+        http: free_addr(),
+        https: free_addr(),
+        mqtts: free_addr(),
+        amqps: free_addr(),
+    };
+    ca.write(&s.path("ca.pem"));
+    client_ca.write(&s.path("client-ca.pem"));
+    Ca::new("wrong CA").write(&s.path("wrong-ca.pem"));
+    let (cert, key) = ca.issue(&["localhost", "127.0.0.1"], "barnabas");
+    std::fs::write(s.path("server.pem"), cert).unwrap();
+    std::fs::write(s.path("server.key"), key).unwrap();
+    let (cert, key) = client_ca.issue(&[], "device-1");
+    std::fs::write(s.path("client.pem"), cert).unwrap();
+    std::fs::write(s.path("client.key"), key).unwrap();
+    std::fs::write(
+        s.path("users.toml"),
+        format!(
+            "[[user]]\nname = \"device-1\"\npassword_hash = \"{}\"\n",
+            hash_password("s3cret")
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+[http]
+listen = "{http}"
+tls_listen = "{https}"
+[mqtt]
+listen = "off"
+tls_listen = "{mqtts}"
+[[mqtt.mapping]]
+pattern = "devices/{{device}}/telemetry"
+kafka_topic = "telemetry"
+key = "{{device}}"
+[amqp]
+listen = "off"
+tls_listen = "{amqps}"
+[tls]
+cert_file = "{cert}"
+key_file = "{key}"
+client_ca_file = "{client_ca}"
+[auth]
+mode = "users"
+users_file = "{users}"
+[[acl]]
+principal = "device-1"
+allow = ["write:telemetry", "read:telemetry", "group:*"]
+"#,
+        http = s.http,
+        https = s.https,
+        mqtts = s.mqtts,
+        amqps = s.amqps,
+        cert = s.file("server.pem"),
+        key = s.file("server.key"),
+        client_ca = s.file("client-ca.pem"),
+        users = s.file("users.toml"),
+    );
+    std::fs::write(s.path("barnabas.toml"), config).unwrap();
+    let kafka = free_addr().to_string();
+    let gateway = Gateway::spawn(
+        &[
+            "run",
+            "--config",
+            &s.file("barnabas.toml"),
+            &format!("--embedded-kafka={kafka}"),
+        ],
+        &[],
+    );
+    wait_for_status(s.http, "/ready", 204, Duration::from_secs(60));
+    (s, gateway)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}; stdout {}; stderr {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn mosquitto_pub(s: &Setup, tls: &[&str], message: &str) -> Output {
+    Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &s.mqtts.port().to_string()])
+        .args(["-q", "1", "-t", "devices/device-1/telemetry", "-m", message])
+        .args(tls)
+        .output()
+        .expect("mosquitto_pub")
+}
+
+fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn every_listener_speaks_tls_with_the_right_ca_only_and_client_certificates_name_principals() {
+    let (ca, client_ca) = (Ca::new("test CA"), Ca::new("client CA"));
+    let (s, mut gateway) = start(&ca, &client_ca);
+    let (ca_file, wrong) = (s.file("ca.pem"), s.file("wrong-ca.pem"));
+    let login = ["-u", "device-1", "-P", "s3cret"];
+
+    // MQTT over TLS: the right CA and a password; the wrong CA fails; plain TCP to the TLS
+    // port fails; a client certificate alone logs in as its CN.
+    let ok = mosquitto_pub(
+        &s,
+        &[&["--cafile", &ca_file][..], &login[..]].concat(),
+        "tls-password",
+    );
+    assert!(ok.status.success(), "{}", text(&ok));
+    let bad = mosquitto_pub(&s, &[&["--cafile", &wrong][..], &login[..]].concat(), "x");
+    assert!(!bad.status.success(), "wrong CA accepted: {}", text(&bad));
+    let plain = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &s.mqtts.port().to_string()])
+        .args(["-q", "1", "-t", "devices/device-1/telemetry", "-m", "x"])
+        .args(login)
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "plain TCP accepted on the TLS port: {}",
+        text(&plain)
+    );
+    let (cert, key) = (s.file("client.pem"), s.file("client.key"));
+    let mtls = mosquitto_pub(
+        &s,
+        &["--cafile", &ca_file, "--cert", &cert, "--key", &key],
+        "tls-certificate",
+    );
+    assert!(mtls.status.success(), "client certificate: {}", text(&mtls));
+    let anonymous = mosquitto_pub(&s, &["--cafile", &ca_file], "x");
+    assert!(
+        !anonymous.status.success(),
+        "no credentials at all: {}",
+        text(&anonymous)
+    );
+
+    // HTTPS: the same certificate; probes open, produce with Basic or the client
+    // certificate, the wrong CA refused by curl (exit 60).
+    let https = |path: &str| format!("https://127.0.0.1:{}{path}", s.https.port());
+    assert_eq!(
+        curl(&["--cacert", &ca_file, &https("/ready")]),
+        (0, "204".into())
+    );
+    let (code, _) = curl(&["--cacert", &wrong, &https("/ready")]);
+    assert_eq!(code, 60, "curl trusts a server its CA did not sign");
+    let produce = |extra: &[&str]| {
+        let mut args = vec![
+            "--cacert",
+            &ca_file,
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/vnd.kafka.json.v2+json",
+            "--data",
+            r#"{"records":[{"value":"https"}]}"#,
+        ];
+        args.extend_from_slice(extra);
+        let url = https("/topics/telemetry");
+        args.push(&url);
+        curl(&args)
+    };
+    assert_eq!(produce(&[]), (0, "401".into()));
+    assert_eq!(produce(&["-u", "device-1:s3cret"]), (0, "200".into()));
+    assert_eq!(
+        produce(&["--cert", &cert, "--key", &key]),
+        (0, "200".into())
+    );
+
+    // AMQPS with python3-qpid-proton: SASL PLAIN inside TLS; the wrong CA fails.
+    let amqps = |creds: &str| format!("amqps://{creds}localhost:{}", s.amqps.port());
+    let proton = |url: &str, ca: &str| {
+        let out = Command::new(common::system_python())
+            .arg(common::workspace_root().join("tests/python/amqp_proton.py"))
+            .args(["try", url, "send", "telemetry"])
+            .env("AMQP_CA", ca)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("proton: {}", text(&out)));
+        (
+            v["ok"].as_bool().unwrap(),
+            v["error"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (ok, error) = proton(&amqps("device-1:s3cret@"), &ca_file);
+    assert!(ok, "AMQPS: {error}");
+    let (ok, _) = proton(&amqps("device-1:s3cret@"), &wrong);
+    assert!(!ok, "AMQPS with the wrong CA");
+
+    // Five records made it: MQTT password + certificate, HTTPS Basic + certificate, AMQPS.
+    let out = Command::new(common::python())
+        .arg(common::workspace_root().join("tests/python/kafka_client.py"))
+        .args([
+            "consume",
+            &gateway_kafka(&gateway),
+            "telemetry",
+            "check-tls",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    let got: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("kafka_client: {}", text(&out)));
+    assert_eq!(got.len(), 5, "{got:?}");
+
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(30)).success());
+}
+
+/// The embedded broker's address, from the gateway's "barnabas ready" line.
+fn gateway_kafka(gateway: &Gateway) -> String {
+    gateway
+        .stderr()
+        .iter()
+        .find(|l| l.contains("barnabas ready"))
+        .and_then(|l| l.split("kafka=").nth(1))
+        .map(|k| k.split_whitespace().next().unwrap_or("").to_owned())
+        .expect("ready line with the Kafka address")
+}
+
+#[test]
+fn sighup_reloads_the_certificate_and_open_connections_stay() {
+    let (ca, client_ca) = (Ca::new("test CA"), Ca::new("client CA"));
+    let (s, mut gateway) = start(&ca, &client_ca);
+    let ca_file = s.file("ca.pem");
+    // A subscriber connected with the first certificate.
+    let subscriber = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &s.mqtts.port().to_string()])
+        .args(["--cafile", &ca_file, "-u", "device-1", "-P", "s3cret"])
+        .args([
+            "-t",
+            "devices/+/telemetry",
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+
+    // A new certificate from another CA, then SIGHUP.
+    let new_ca = Ca::new("new CA");
+    new_ca.write(&s.path("new-ca.pem"));
+    let (cert, key) = new_ca.issue(&["localhost", "127.0.0.1"], "barnabas");
+    std::fs::write(s.path("server.pem"), cert).unwrap();
+    std::fs::write(s.path("server.key"), key).unwrap();
+    gateway.signal("HUP");
+    gateway.wait_for_line("TLS certificate reloaded", Duration::from_secs(10));
+
+    let login = ["-u", "device-1", "-P", "s3cret"];
+    let old = mosquitto_pub(&s, &[&["--cafile", &ca_file][..], &login[..]].concat(), "x");
+    assert!(
+        !old.status.success(),
+        "the old certificate is still served: {}",
+        text(&old)
+    );
+    let new_ca_file = s.file("new-ca.pem");
+    let new = mosquitto_pub(
+        &s,
+        &[&["--cafile", &new_ca_file][..], &login[..]].concat(),
+        "after-reload",
+    );
+    assert!(new.status.success(), "{}", text(&new));
+    // The subscriber that connected before the reload is still there and gets the record.
+    let out = subscriber.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "after-reload");
+
+    // A key file that does not load: the reload fails, the current certificate stays.
+    std::fs::write(s.path("server.key"), "not a key").unwrap();
+    gateway.signal("HUP");
+    gateway.wait_for_line("TLS certificate not reloaded", Duration::from_secs(10));
+    let still = mosquitto_pub(
+        &s,
+        &[&["--cafile", &new_ca_file][..], &login[..]].concat(),
+        "y",
+    );
+    assert!(still.status.success(), "{}", text(&still));
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn a_bad_certificate_file_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("barnabas.toml");
+    std::fs::write(
+        &config,
+        "[mqtt]\ntls_listen = \"127.0.0.1:0\"\n[tls]\ncert_file = \"/nonexistent/server.pem\"\nkey_file = \"/nonexistent/server.key\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_barnabas"))
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls.cert_file") && err.contains("/nonexistent/server.pem"),
+        "{err}"
+    );
+}
