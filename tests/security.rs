@@ -430,3 +430,127 @@ async fn amqp_clients_log_in_with_sasl_plain_and_acls_apply() {
     assert!(ok, "reader receives the message device-1 sent: {error}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_slow_publishers_and_cap_subscriptions_and_consumers() {
+    let gw = gateway::start(|c| {
+        c.limits.publish_rate = 10;
+        c.limits.max_subscriptions = 2;
+        c.limits.max_consumers_per_principal = 2;
+    })
+    .await;
+    let url = |path: &str| format!("{}{path}", gw.base);
+
+    // HTTP: ten records fit the second's bucket, the next request gets 429 + Retry-After,
+    // and fits again a moment later.
+    let ten: Vec<String> = (0..10).map(|i| format!(r#"{{"value":{i}}}"#)).collect();
+    let body = format!(r#"{{"records":[{}]}}"#, ten.join(","));
+    let (status, text) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        JSON,
+        "--data",
+        &body,
+        &url("/topics/rated"),
+    ]);
+    assert_eq!(status, 200, "{text}");
+    let one = r#"{"records":[{"value":"more"}]}"#;
+    let (status, text) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        JSON,
+        "--data",
+        one,
+        &url("/topics/rated"),
+    ]);
+    assert_eq!(status, 429, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, text) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        JSON,
+        "--data",
+        one,
+        &url("/topics/rated"),
+    ]);
+    assert_eq!(status, 200, "{text}");
+
+    // HTTP consumers: two per principal on this replica, the third is 429.
+    for (i, want) in [(1, 200), (2, 200), (3, 429)] {
+        let create = format!(r#"{{"name":"c{i}","format":"json"}}"#);
+        let (status, text) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            V2,
+            "--data",
+            &create,
+            &url("/consumers/capped"),
+        ]);
+        assert_eq!(status, want, "consumer {i}: {text}");
+    }
+
+    // MQTT: 30 QoS 1 publishes at 10/s take at least two seconds (the first ten are the
+    // burst), and all of them are acknowledged and written.
+    let addr = gw.gateway.mqtt_addr().unwrap();
+    let mut opts = rumqttc::MqttOptions::new("rated", addr.ip().to_string(), addr.port());
+    opts.set_keep_alive(std::time::Duration::from_secs(30));
+    opts.set_inflight(100);
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 100);
+    let started_publishing = std::time::Instant::now();
+    for i in 0..30 {
+        client
+            .publish(
+                "rated/mqtt",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                format!("m{i}"),
+            )
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    let mut granted = Vec::new();
+    client
+        .subscribe_many([
+            rumqttc::SubscribeFilter::new("a/#".into(), rumqttc::QoS::AtLeastOnce),
+            rumqttc::SubscribeFilter::new("b/#".into(), rumqttc::QoS::AtLeastOnce),
+            rumqttc::SubscribeFilter::new("c/#".into(), rumqttc::QoS::AtLeastOnce),
+        ])
+        .await
+        .unwrap();
+    while acked < 30 || granted.is_empty() {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), el.poll())
+            .await
+            .expect("MQTT progress")
+            .expect("MQTT connection")
+        {
+            rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => acked += 1,
+            rumqttc::Event::Incoming(rumqttc::Packet::SubAck(s)) => granted = s.return_codes,
+            _ => {}
+        }
+    }
+    let took = started_publishing.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(1800),
+        "30 publishes at 10/s acknowledged in {took:?}"
+    );
+    assert_eq!(
+        granted,
+        vec![
+            rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce),
+            rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce),
+            rumqttc::SubscribeReasonCode::Failure,
+        ],
+        "the third filter is over limits.max_subscriptions"
+    );
+    assert_eq!(read_topic(&gw, "mqtt", 30).await.len(), 30);
+    gw.stop().await;
+}

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod mapping;
 pub mod metrics;
 pub mod ports;
+pub mod rate;
 pub mod record;
 pub mod tls;
 pub mod topic;

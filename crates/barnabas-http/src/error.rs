@@ -16,6 +16,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// What went wrong and why.
     pub message: String,
+    /// Seconds for a `Retry-After` header (429).
+    pub retry_after: Option<u64>,
 }
 
 /// Result of a handler.
@@ -27,6 +29,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -76,9 +79,29 @@ impl From<Error> for ApiError {
     }
 }
 
+impl ApiError {
+    /// 429 for a client over its rate; `Retry-After` says when the request would fit.
+    pub fn too_many_requests(retry: std::time::Duration) -> Self {
+        let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Over the publish rate; retry in {secs} s."),
+        );
+        e.retry_after = Some(secs.max(1));
+        e
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = self.retry_after;
         let mut resp = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = retry_after {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
         resp.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static(crate::format::V2_JSON),

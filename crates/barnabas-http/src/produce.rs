@@ -64,7 +64,7 @@ pub async fn to_topic(
     Body(body): Body,
 ) -> ApiResult<Response> {
     crate::auth::check(&state, &principal, Access::Write(&topic))?;
-    produce(state, topic, None, params, &headers, &body).await
+    produce(state, &principal, topic, None, params, &headers, &body).await
 }
 
 /// `POST /topics/{topic}/partitions/{partition}`.
@@ -78,7 +78,16 @@ pub async fn to_partition(
 ) -> ApiResult<Response> {
     let partition = parse_partition(&partition)?;
     crate::auth::check(&state, &principal, Access::Write(&topic))?;
-    produce(state, topic, Some(partition), params, &headers, &body).await
+    produce(
+        state,
+        &principal,
+        topic,
+        Some(partition),
+        params,
+        &headers,
+        &body,
+    )
+    .await
 }
 
 /// A partition number from a path: 400 when it is not a non-negative integer.
@@ -90,6 +99,7 @@ pub fn parse_partition(raw: &str) -> ApiResult<i32> {
 
 async fn produce(
     state: AppState,
+    principal: &Principal,
     topic: String,
     path_partition: Option<i32>,
     params: ProduceParams,
@@ -129,6 +139,9 @@ async fn produce(
                 .map_err(|m| ApiError::unprocessable(format!("records[{i}]: {m}")))
         })
         .collect::<ApiResult<Vec<_>>>()?;
+    if let Err(retry) = state.rates.try_take(&principal.name, records.len()) {
+        return Err(ApiError::too_many_requests(retry));
+    }
 
     let publisher = state.backend.publisher.clone();
     let metrics = state.gateway_metrics.clone();

@@ -29,6 +29,10 @@ pub struct HttpSettings {
     /// Base URL (`http://host:port`) other replicas use to forward requests for consumer
     /// instances this replica serves.
     pub advertised_url: String,
+    /// Records per second one principal may produce (`limits.publish_rate`, 0 = no limit).
+    pub publish_rate: u32,
+    /// Consumer instances one principal may hold on this replica.
+    pub max_consumers_per_principal: usize,
 }
 
 impl Default for HttpSettings {
@@ -40,6 +44,8 @@ impl Default for HttpSettings {
             driver_limits: DriverLimits::default(),
             sse_keep_alive: Duration::from_secs(15),
             advertised_url: "http://127.0.0.1:8080".into(),
+            publish_rate: 0,
+            max_consumers_per_principal: 1_000,
         }
     }
 }
@@ -71,6 +77,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Delays answers to repeated failed logins per client address.
     pub throttle: Arc<FailureThrottle>,
+    /// Produce-rate buckets per principal.
+    pub rates: Arc<barnabas_core::rate::KeyedRates>,
 }
 
 impl AppState {
@@ -87,6 +95,7 @@ impl AppState {
         let http_metrics = HttpMetrics::new(&registry);
         let consumers = Arc::new(Registry::new(http_metrics.consumer_instances.clone()));
         let cluster = Arc::new(Cluster::new(settings.advertised_url.clone()));
+        let rates = Arc::new(barnabas_core::rate::KeyedRates::new(settings.publish_rate));
         Self {
             cluster,
             backend,
@@ -98,6 +107,7 @@ impl AppState {
             gateway_metrics,
             http_metrics,
             shutdown,
+            rates,
             auth: Arc::new(Authenticator::open()),
             throttle: Arc::new(FailureThrottle::default()),
         }

@@ -45,6 +45,11 @@ pub struct MqttSettings {
     pub receive_window: u16,
     /// Connections accepted at once (`limits.max_connections`).
     pub max_connections: usize,
+    /// Publishes per second per connection (`limits.publish_rate`, 0 = no limit); above it
+    /// the socket is read more slowly.
+    pub publish_rate: u32,
+    /// Filters one client may hold (`limits.max_subscriptions`).
+    pub max_subscriptions: usize,
 }
 
 impl MqttSettings {
@@ -77,6 +82,8 @@ pub struct MqttMetrics {
     /// Records not delivered to a matching subscriber: above its Maximum Packet Size, or
     /// expired (v5 Message Expiry). Back-pressure never drops: it stops reading Kafka.
     pub dropped_deliveries: Counter,
+    /// Publishes held back by `limits.publish_rate`.
+    pub throttled: Counter,
 }
 
 impl MqttMetrics {
@@ -89,6 +96,7 @@ impl MqttMetrics {
             deliveries: Family::default(),
             subscriptions: Gauge::default(),
             dropped_deliveries: Counter::default(),
+            throttled: Counter::default(),
         };
         registry.register(|r| {
             r.register(
@@ -120,6 +128,11 @@ impl MqttMetrics {
                 "mqtt_dropped_deliveries",
                 "Records not delivered to a matching MQTT subscriber (too large for it, or expired)",
                 m.dropped_deliveries.clone(),
+            );
+            r.register(
+                "mqtt_throttled_publishes",
+                "MQTT publishes held back by limits.publish_rate",
+                m.throttled.clone(),
             );
         });
         m

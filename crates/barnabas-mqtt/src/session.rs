@@ -267,6 +267,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     let inflight_bytes = InFlightBytes::default();
     // QoS 2 packet ids seen: false while Kafka has not answered, true once PUBREC was sent.
     let mut qos2: HashMap<NonZeroU16, bool> = HashMap::new();
+    let mut rate = barnabas_core::rate::TokenBucket::per_second(ctx.settings.publish_rate);
 
     loop {
         tokio::select! {
@@ -343,6 +344,12 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                         if p.payload.len() > ctx.settings.max_message_bytes {
                             conn.disconnect(DisconnectReasonCode::PacketTooLarge).await;
                             return (End::Abnormal, None);
+                        }
+                        // Over `limits.publish_rate`: wait before taking this publish, so the
+                        // socket is read more slowly and the client's sends back up (TCP).
+                        if let Some(wait) = rate.as_mut().map(|r| r.take()).filter(|w| !w.is_zero()) {
+                            ctx.metrics.throttled.inc();
+                            tokio::time::sleep(wait).await;
                         }
                         if !resolve_alias(&mut p, &mut aliases) {
                             conn.disconnect(DisconnectReasonCode::TopicAliasInvalid).await;

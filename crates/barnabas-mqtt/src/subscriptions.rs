@@ -76,6 +76,8 @@ pub enum SubscribeResult {
     Failed,
     /// The principal may not read a topic the filter maps to (v5 0x87, v3 0x80).
     NotAuthorized,
+    /// The client holds `limits.max_subscriptions` filters already (v5 0x97, v3 0x80).
+    QuotaExceeded,
 }
 
 struct Outstanding {
@@ -273,6 +275,10 @@ impl Subscriptions {
                     .share
                     .as_deref()
                     .is_some_and(|g| !self.ctx.auth.allows(&self.principal, Access::Group(g)));
+            if existed.is_none() && self.subs.len() >= self.ctx.settings.max_subscriptions {
+                results.push(SubscribeResult::QuotaExceeded);
+                continue;
+            }
             if denied {
                 tracing::info!(principal = %self.principal.name, filter = %req.raw, "subscription denied by ACL");
                 results.push(SubscribeResult::NotAuthorized);

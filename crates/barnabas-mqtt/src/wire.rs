@@ -467,6 +467,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                         }
                         SubscribeResult::Failed => v5::SubscribeAckReason::UnspecifiedError,
                         SubscribeResult::NotAuthorized => v5::SubscribeAckReason::NotAuthorized,
+                        SubscribeResult::QuotaExceeded => v5::SubscribeAckReason::QuotaExceeded,
                     })
                     .collect(),
             })),

@@ -220,6 +220,14 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     /// Connections accepted at once across all listeners.
     pub max_connections: usize,
+    /// Publishes per second per MQTT connection and records per second per HTTP principal;
+    /// 0 = no limit. Over it, MQTT publishes are read more slowly (nothing is dropped) and
+    /// HTTP produce requests get 429 with `Retry-After`.
+    pub publish_rate: u32,
+    /// Subscriptions (filters) one MQTT client may hold; more get SUBACK 0x97 (v5) / 0x80.
+    pub max_subscriptions: usize,
+    /// HTTP consumer instances one principal may have on a replica; more get 429.
+    pub max_consumers_per_principal: usize,
 }
 
 impl Default for LimitsConfig {
@@ -227,6 +235,9 @@ impl Default for LimitsConfig {
         Self {
             max_message_bytes: 1_048_576,
             max_connections: 100_000,
+            publish_rate: 0,
+            max_subscriptions: 1_000,
+            max_consumers_per_principal: 1_000,
         }
     }
 }

@@ -338,6 +338,8 @@ impl Gateway {
                     connect_timeout: Duration::from_secs(5),
                     receive_window: 1024,
                     max_connections: config.limits.max_connections,
+                    publish_rate: config.limits.publish_rate,
+                    max_subscriptions: config.limits.max_subscriptions,
                 },
                 metrics: barnabas_mqtt::MqttMetrics::new(&registry),
                 gateway_metrics: gateway_metrics.clone(),
@@ -547,6 +549,8 @@ fn http_settings(
         },
         sse_keep_alive: Duration::from_millis(config.http.sse_keep_alive_ms),
         advertised_url: format!("http://{advertised}"),
+        publish_rate: config.limits.publish_rate,
+        max_consumers_per_principal: config.limits.max_consumers_per_principal,
     }
 }
 

@@ -80,6 +80,16 @@ pub async fn create(
     Body(body): Body,
 ) -> ApiResult<Response> {
     crate::auth::check(&state, &principal, Access::Group(&group))?;
+    if state.consumers.count_owned_by(&principal.name) >= state.settings.max_consumers_per_principal
+    {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Principal '{}' has {} consumer instances on this replica already (limits.max_consumers_per_principal); delete some first.",
+                principal.name, state.settings.max_consumers_per_principal
+            ),
+        ));
+    }
     let req: CreateConsumer = parse_json_or_default(&body).map_err(bad_shape)?;
     let format = match req.format.as_deref() {
         None => Format::Binary,
@@ -151,6 +161,7 @@ pub async fn create(
         properties,
     };
     let instance = open_instance(&state, &group, &name, settings, Mode::Idle).await?;
+    instance.set_owner(&principal.name);
     if let Err(e) = state
         .cluster
         .publish(&group, &name, &instance.settings, Mode::Idle)

@@ -75,6 +75,8 @@ pub struct Instance {
     /// Subscribed / assigned / neither.
     pub mode: Mutex<Mode>,
     last_used: Mutex<Instant>,
+    /// The principal that created it here (for `limits.max_consumers_per_principal`).
+    owner: Mutex<Option<String>>,
 }
 
 impl Instance {
@@ -92,8 +94,23 @@ impl Instance {
             settings,
             driver,
             mode: Mutex::new(mode),
+            owner: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
         }
+    }
+
+    /// Records the principal that created it.
+    pub fn set_owner(&self, principal: &str) {
+        if let Ok(mut o) = self.owner.lock() {
+            *o = Some(principal.to_owned());
+        }
+    }
+
+    fn owned_by(&self, principal: &str) -> bool {
+        self.owner
+            .lock()
+            .map(|o| o.as_deref() == Some(principal))
+            .unwrap_or(false)
     }
 
     /// Marks the instance as used (every request does), postponing its idle deletion.
@@ -144,6 +161,14 @@ impl Registry {
         self.instances
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many instances `principal` created on this replica.
+    pub fn count_owned_by(&self, principal: &str) -> usize {
+        self.lock()
+            .values()
+            .filter(|i| i.owned_by(principal))
+            .count()
     }
 
     /// Whether (group, name) is taken.
