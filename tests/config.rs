@@ -445,3 +445,27 @@ fn help_lists_every_run_flag_and_version_prints() {
     let out = barnabas(&["--no-such-flag"], &[]);
     assert_eq!(out.code, 2);
 }
+
+#[test]
+fn secrets_are_never_printed_and_secret_files_are_checked() {
+    let out = check_file(
+        "[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"gw\"\n",
+    );
+    let t = effective(&out);
+    let props = get(&t, "kafka.properties").as_table().unwrap();
+    assert_eq!(props["sasl.password"].as_str(), Some("***"));
+    assert_eq!(props["sasl.username"].as_str(), Some("gw"));
+    assert!(!out.stdout.contains("hunter2"));
+    assert_config_error(
+        &check_file("[kafka.secret_files]\n\"sasl.password\" = \"/nonexistent/kafka-secret\"\n"),
+        "/nonexistent/kafka-secret",
+    );
+    assert_config_error(
+        &check_file("[auth]\nmode = \"users\"\nusers_file = \"/nonexistent/users.toml\"\n"),
+        "/nonexistent/users.toml",
+    );
+    assert_config_error(
+        &check_file("[[acl]]\nprincipal = \"*\"\nallow = [\"produce:x\"]\n"),
+        "produce:x",
+    );
+}

@@ -30,6 +30,11 @@ pub struct KafkaConfig {
     /// librdkafka properties passed through unchanged, applied last so they override the
     /// gateway's defaults (e.g. `"compression.type" = "lz4"`, `"security.protocol" = "SASL_SSL"`).
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values are read from files at start (e.g.
+    /// `"sasl.password" = "/run/secrets/kafka-password"`), so secrets stay out of the config
+    /// and out of `check-config`; the file's content, without its trailing newline, wins over
+    /// `properties`.
+    pub secret_files: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -43,11 +48,26 @@ impl Default for KafkaConfig {
             produce_timeout_ms: 30_000,
             request_timeout_ms: 10_000,
             properties: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
         }
     }
 }
 
 impl KafkaConfig {
+    /// Reads every `secret_files` entry into `properties`; the error names the property and
+    /// the file (never the content).
+    pub fn resolve_secret_files(&mut self) -> Result<(), String> {
+        for (property, path) in std::mem::take(&mut self.secret_files) {
+            let value = std::fs::read_to_string(&path).map_err(|e| {
+                format!("kafka.secret_files.\"{property}\": cannot read {path}: {e}")
+            })?;
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            let value = value.strip_suffix('\r').unwrap_or(value);
+            self.properties.insert(property, value.to_owned());
+        }
+        Ok(())
+    }
+
     /// Properties shared by every client: where the cluster is, who we are, then the
     /// operator's pass-through properties (which win).
     pub(crate) fn client_config(&self, role: &str) -> ClientConfig {
@@ -77,5 +97,37 @@ impl KafkaConfig {
             .set("message.timeout.ms", self.produce_timeout_ms.to_string());
         self.apply_properties(&mut cfg);
         cfg
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_files_become_properties_and_a_missing_one_is_named() {
+        let dir = std::env::temp_dir().join(format!("barnabas-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "hunter2\n").unwrap();
+        let mut config = KafkaConfig::default();
+        config
+            .secret_files
+            .insert("sasl.password".into(), file.display().to_string());
+        config.resolve_secret_files().unwrap();
+        assert_eq!(config.properties["sasl.password"], "hunter2");
+        assert!(config.secret_files.is_empty());
+
+        let mut missing = KafkaConfig::default();
+        missing
+            .secret_files
+            .insert("sasl.password".into(), "/nonexistent/secret".into());
+        let err = missing.resolve_secret_files().unwrap_err();
+        assert!(
+            err.contains("sasl.password") && err.contains("/nonexistent/secret"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

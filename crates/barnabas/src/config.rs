@@ -349,6 +349,10 @@ impl Config {
         self.mqtt.mapper()?;
         self.authenticator()?;
         self.tls_acceptor()?;
+        self.kafka
+            .clone()
+            .resolve_secret_files()
+            .map_err(ConfigError)?;
         for (i, source) in self.sources.sse.iter().enumerate() {
             if !source.url.starts_with("http://") {
                 return Err(ConfigError(format!(

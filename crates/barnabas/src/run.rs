@@ -235,6 +235,7 @@ impl Gateway {
     pub async fn start(plan: Plan) -> Result<Self, Failure> {
         let Plan { config, embedded } = plan;
         let mut kafka = config.kafka.clone();
+        kafka.resolve_secret_files().map_err(Failure::Config)?;
         tune_producer_limits(&mut kafka, config.limits.max_message_bytes);
 
         #[cfg(feature = "embedded-kafka")]
