@@ -1,0 +1,379 @@
+//! The fault-injection harness: broker and gateway processes, client load that records what
+//! was acknowledged, and the Kafka-side check.
+
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use barnabas_core::{ConsumerConfig, OffsetReset, Subscription};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{free_addr, wait_for_status, Gateway};
+
+/// An embedded broker in a process of its own (`barnabas run --embedded-kafka --data-dir`,
+/// front ends off except HTTP for its readiness).
+pub struct BrokerProcess {
+    process: Option<Gateway>,
+    kafka: SocketAddr,
+    http: SocketAddr,
+    data: PathBuf,
+}
+
+impl BrokerProcess {
+    pub fn start(data: &Path) -> BrokerProcess {
+        let mut b = BrokerProcess {
+            process: None,
+            kafka: free_addr(),
+            http: free_addr(),
+            data: data.to_owned(),
+        };
+        b.restart();
+        b
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.kafka.to_string()
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.signal("KILL");
+            let _ = p.wait_exit(Duration::from_secs(10));
+        }
+    }
+
+    /// Starts it again on the same address and storage.
+    pub fn restart(&mut self) {
+        let process = Gateway::spawn(
+            &[
+                "run",
+                &format!("--embedded-kafka={}", self.kafka),
+                "--data-dir",
+                self.data.to_str().unwrap(),
+                "--http-listen",
+                &self.http.to_string(),
+                "--mqtt-listen",
+                "off",
+                "--amqp-listen",
+                "off",
+            ],
+            &[],
+        );
+        wait_for_status(self.http, "/ready", 204, Duration::from_secs(60));
+        self.process = Some(process);
+    }
+}
+
+/// A gateway process.
+pub struct GatewayProcess {
+    pub process: Gateway,
+    pub http: SocketAddr,
+    pub mqtt: SocketAddr,
+    /// The Kafka it uses (its own embedded broker for `start_embedded`).
+    pub kafka: String,
+}
+
+impl GatewayProcess {
+    /// Against an external broker.
+    pub fn start(bootstrap: &str) -> GatewayProcess {
+        Self::spawn(&["--kafka-bootstrap", bootstrap], bootstrap.to_owned())
+    }
+
+    /// With its own embedded broker keeping its data in `data`.
+    pub fn start_embedded(data: &Path) -> GatewayProcess {
+        Self::start_embedded_on(data, free_addr().to_string())
+    }
+
+    /// The same, with the broker on `kafka` (to restart on the same address).
+    pub fn start_embedded_on(data: &Path, kafka: String) -> GatewayProcess {
+        Self::spawn(
+            &[
+                &format!("--embedded-kafka={kafka}"),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            kafka,
+        )
+    }
+
+    fn spawn(kafka_args: &[&str], kafka: String) -> GatewayProcess {
+        let (http, mqtt) = (free_addr(), free_addr());
+        let mut args = vec![
+            "run",
+            "--http-listen",
+            &http.to_string(),
+            "--mqtt-listen",
+            &mqtt.to_string(),
+            "--amqp-listen",
+            "off",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.extend(kafka_args.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = Gateway::spawn(
+            &args,
+            &[("BARNABAS_KAFKA__DEFAULT_REPLICATION_FACTOR", "1")],
+        );
+        wait_for_status(http, "/ready", 204, Duration::from_secs(60));
+        GatewayProcess {
+            process,
+            http,
+            mqtt,
+            kafka,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+}
+
+/// Client load running in the background, recording every message acknowledged positively.
+pub struct Load {
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    /// What was acknowledged so far.
+    pub fn acked(&self) -> Vec<String> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    /// Stops the load; what was acknowledged.
+    pub async fn stop(self) -> Vec<String> {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(35), self.task).await;
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+/// MQTT 3.1.1 QoS 1 publishes `{prefix}-{n}` one after the other (each waits for its PUBACK
+/// or the connection's end), with a new connection after an error.
+pub fn mqtt_load(addr: SocketAddr, prefix: &str) -> Load {
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let (record, token, prefix) = (acked.clone(), stop.clone(), prefix.to_owned());
+    let task = tokio::spawn(async move {
+        let mut n = 0u64;
+        'connections: while !token.is_cancelled() {
+            let mut opts = MqttOptions::new(
+                format!("{prefix}-client"),
+                addr.ip().to_string(),
+                addr.port(),
+            );
+            opts.set_keep_alive(Duration::from_secs(30));
+            let (client, mut el) = AsyncClient::new(opts, 10);
+            while !token.is_cancelled() {
+                let payload = format!("{prefix}-{n}");
+                n += 1;
+                if client
+                    .publish(
+                        format!("{prefix}/load"),
+                        QoS::AtLeastOnce,
+                        false,
+                        payload.clone(),
+                    )
+                    .await
+                    .is_err()
+                {
+                    continue 'connections;
+                }
+                // Until its PUBACK, or an error (then it counts as not acknowledged).
+                let acked_it = loop {
+                    match tokio::time::timeout(Duration::from_secs(30), el.poll()).await {
+                        Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => break true,
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(_)) | Err(_) => break false,
+                    }
+                };
+                if acked_it {
+                    record.lock().unwrap().push(payload);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue 'connections;
+                }
+            }
+        }
+    });
+    Load { acked, stop, task }
+}
+
+/// HTTP produce of one record `{prefix}-{n}` per request to `topic`, one after the other;
+/// a 200 is an acknowledgement.
+pub fn http_load(addr: SocketAddr, topic: &str) -> Load {
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let (record, token, topic) = (acked.clone(), stop.clone(), topic.to_owned());
+    let task = tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(40))
+            .build()
+            .unwrap();
+        let mut n = 0u64;
+        while !token.is_cancelled() {
+            let value = format!("{topic}-{n}");
+            n += 1;
+            let answer = client
+                .post(format!("http://{addr}/topics/{topic}"))
+                .header("content-type", "application/vnd.kafka.json.v2+json")
+                .body(serde_json::json!({ "records": [{ "value": value }] }).to_string())
+                .send()
+                .await;
+            match answer {
+                Ok(a) if a.status() == 200 => {
+                    // Per-record errors come back with 200 too: only an offset is an ack.
+                    let body: serde_json::Value = a.json().await.unwrap_or_default();
+                    if body["offsets"][0]["offset"].is_i64() {
+                        record.lock().unwrap().push(value);
+                    }
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    Load { acked, stop, task }
+}
+
+/// Every value in `topic` (read from the beginning until 5 s pass without a new record).
+pub async fn read_all(bootstrap: &str, topic: &str) -> BTreeSet<String> {
+    let backend = barnabas_kafka::connect(&barnabas_kafka::KafkaConfig {
+        bootstrap_servers: bootstrap.to_owned(),
+        ..Default::default()
+    })
+    .unwrap();
+    let consumer = backend
+        .consumers
+        .create(ConsumerConfig {
+            group_id: format!("faults-check-{}", uuid::Uuid::new_v4()),
+            auto_offset_reset: OffsetReset::Earliest,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    consumer
+        .subscribe(Subscription::Topics(vec![topic.to_owned()]))
+        .await
+        .unwrap();
+    let mut out = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(5) {
+        let batch = consumer
+            .poll(1000, Duration::from_millis(500))
+            .await
+            .unwrap_or_default();
+        if !batch.is_empty() {
+            quiet_since = Instant::now();
+        }
+        for r in batch {
+            if let Some(v) = r.value {
+                let text = String::from_utf8_lossy(&v).trim_matches('"').to_owned();
+                out.insert(text);
+            }
+        }
+    }
+    let _ = consumer.close().await;
+    out
+}
+
+/// Every acknowledged message is stored.
+pub async fn assert_stored(bootstrap: &str, topic: &str, acked: &[String]) {
+    let stored = read_all(bootstrap, topic).await;
+    let missing: Vec<&String> = acked.iter().filter(|a| !stored.contains(*a)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages missing from {topic} ({} stored): {:?}",
+        missing.len(),
+        acked.len(),
+        stored.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A metric's value from `/metrics`.
+pub async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.split([' ', '{']).next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// What a storm did.
+pub struct Storm {
+    pub connacks: usize,
+}
+
+/// `clients` MQTT connects (CONNECT, CONNACK, close) in parallel batches, plus `silent`
+/// connections that never send anything and are left open.
+pub async fn storm(addr: SocketAddr, clients: usize, silent: usize) -> Storm {
+    let silent_conns: Vec<TcpStream> = (0..silent)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    let mut connacks = 0;
+    for batch in 0..clients.div_ceil(100) {
+        let handles: Vec<_> = (0..100.min(clients - batch * 100))
+            .map(|i| {
+                tokio::task::spawn_blocking(move || {
+                    let Ok(mut s) = TcpStream::connect(addr) else {
+                        return false;
+                    };
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let id = format!("storm-{batch}-{i}");
+                    // MQTT 3.1.1 CONNECT, clean session, keep-alive 30 s.
+                    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 30];
+                    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+                    body.extend_from_slice(id.as_bytes());
+                    let mut packet = vec![0x10, body.len() as u8];
+                    packet.extend(body);
+                    if s.write_all(&packet).is_err() {
+                        return false;
+                    }
+                    let mut ack = [0u8; 4];
+                    let ok = std::io::Read::read_exact(&mut s, &mut ack).is_ok()
+                        && ack[0] == 0x20
+                        && ack[3] == 0;
+                    // Half of them leave without DISCONNECT (abrupt close).
+                    if i % 2 == 0 {
+                        let _ = s.write_all(&[0xE0, 0]);
+                    }
+                    ok
+                })
+            })
+            .collect();
+        for h in handles {
+            if h.await.unwrap_or(false) {
+                connacks += 1;
+            }
+        }
+    }
+    // The silent ones stay open (the gateway must close them), until the caller's check.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        drop(silent_conns);
+    });
+    Storm { connacks }
+}

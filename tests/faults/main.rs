@@ -1,0 +1,159 @@
+//! Fault injection (issue 11): the broker and the gateway run as separate processes the test
+//! kills, stops and restarts while stock-protocol load runs (MQTT QoS 1 through rumqttc, HTTP
+//! produce through reqwest). Every scenario asserts that every message a client got a positive
+//! answer for is in Kafka afterwards (acked ⊆ stored), and that the gateway recovers by itself.
+//! Loads are small (seconds) so the suite stays quick; `docs/reliability.md` has the figures.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod harness;
+
+use std::time::Duration;
+
+use common::wait_for_status;
+use harness::{fd_count, http_load, metric, mqtt_load, BrokerProcess, GatewayProcess};
+
+/// Scenario 1: the broker is killed (`kill -9`) under load and restarted 5 s later with its
+/// storage: acked ⊆ stored, `/ready` is 503 while it is gone and 204 after, and the clients
+/// carry on through the same gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_killed_and_restarted_loses_nothing_acknowledged() {
+    let data = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(data.path());
+    let gateway = GatewayProcess::start(&broker.bootstrap());
+    let mqtt = mqtt_load(gateway.mqtt, "faults-mqtt");
+    let http = http_load(gateway.http, "faults-http");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    broker.kill();
+    let http_addr = gateway.http;
+    tokio::task::spawn_blocking(move || {
+        wait_for_status(http_addr, "/ready", 503, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker.restart();
+    tokio::task::spawn_blocking(move || {
+        wait_for_status(http_addr, "/ready", 204, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let (mqtt_before, http_before) = (mqtt.acked().len(), http.acked().len());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mqtt_acked = mqtt.stop().await;
+    let http_acked = http.stop().await;
+    assert!(
+        mqtt_acked.len() > mqtt_before && http_acked.len() > http_before,
+        "clients carried on after the broker came back: MQTT {mqtt_before} → {}, HTTP {http_before} → {}",
+        mqtt_acked.len(),
+        http_acked.len()
+    );
+    eprintln!(
+        "figures: broker kill: MQTT acked {} ({mqtt_before} before the restart), HTTP acked {} ({http_before} before)",
+        mqtt_acked.len(),
+        http_acked.len()
+    );
+    harness::assert_stored(&broker.bootstrap(), "mqtt", &mqtt_acked).await;
+    harness::assert_stored(&broker.bootstrap(), "faults-http", &http_acked).await;
+    drop(gateway);
+}
+
+/// Scenario 3: SIGTERM under load: the gateway exits 0 after answering what was in flight,
+/// and nothing it acknowledged is missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_sigterm_under_load_exits_cleanly_and_loses_nothing_acknowledged() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(data.path());
+    let mut gateway = GatewayProcess::start(&broker.bootstrap());
+    let mqtt = mqtt_load(gateway.mqtt, "faults-term");
+    let http = http_load(gateway.http, "faults-term-http");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    gateway.process.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = gateway.process.wait_exit(Duration::from_secs(30));
+        (status, gateway)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit status {:?}", status.0);
+    let mqtt_acked = mqtt.stop().await;
+    let http_acked = http.stop().await;
+    assert!(!mqtt_acked.is_empty() && !http_acked.is_empty());
+    eprintln!(
+        "figures: SIGTERM: MQTT acked {}, HTTP acked {}",
+        mqtt_acked.len(),
+        http_acked.len()
+    );
+    harness::assert_stored(&broker.bootstrap(), "mqtt", &mqtt_acked).await;
+    harness::assert_stored(&broker.bootstrap(), "faults-term-http", &http_acked).await;
+}
+
+/// Scenario 4: `kill -9` of a gateway running its embedded broker with `--data-dir`: after a
+/// restart on the same directory every acknowledged message is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_with_embedded_broker_killed_keeps_everything_acknowledged() {
+    let data = tempfile::tempdir().unwrap();
+    let mut gateway = GatewayProcess::start_embedded(data.path());
+    let mqtt = mqtt_load(gateway.mqtt, "faults-kill");
+    let http = http_load(gateway.http, "faults-kill-http");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    gateway.process.signal("KILL");
+    let _ = gateway.process.wait_exit(Duration::from_secs(10));
+    let mqtt_acked = mqtt.stop().await;
+    let http_acked = http.stop().await;
+    assert!(!mqtt_acked.is_empty() && !http_acked.is_empty());
+    eprintln!(
+        "figures: gateway kill -9: MQTT acked {}, HTTP acked {}",
+        mqtt_acked.len(),
+        http_acked.len()
+    );
+    let again = GatewayProcess::start_embedded_on(data.path(), gateway.kafka.clone());
+    harness::assert_stored(&again.kafka, "mqtt", &mqtt_acked).await;
+    harness::assert_stored(&again.kafka, "faults-kill-http", &http_acked).await;
+}
+
+/// Scenario 6: a storm of connects and disconnects, clients that never send CONNECT and
+/// half-open connections: the gateway stays up and every file descriptor and connection it
+/// held returns (the handshake deadline closes the silent ones).
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_storms_leave_no_descriptor_or_connection_behind() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(data.path());
+    let gateway = GatewayProcess::start(&broker.bootstrap());
+    // Warm up (first publish creates the producer's connections), then take the baseline.
+    let warm = mqtt_load(gateway.mqtt, "faults-warm");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    warm.stop().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let baseline = fd_count(gateway.pid());
+
+    let storm = harness::storm(gateway.mqtt, 2_000, 200).await;
+    assert_eq!(
+        storm.connacks, 2_000,
+        "every well-behaved client got its CONNACK"
+    );
+    // The silent ones hold a descriptor until the 5 s CONNECT deadline closes them.
+    let peak = fd_count(gateway.pid());
+    assert!(
+        peak >= baseline + 150,
+        "silent connections held: {baseline} → {peak}"
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = fd_count(gateway.pid());
+    eprintln!("figures: storm: descriptors {baseline} before, {peak} at the peak, {after} after");
+    assert!(
+        after <= baseline + 5,
+        "descriptors back to the baseline: {baseline} before, {peak} at the peak, {after} after"
+    );
+    assert_eq!(
+        metric(gateway.http, "barnabas_mqtt_connections").await,
+        Some(0.0)
+    );
+    // Still serving.
+    let after_storm = mqtt_load(gateway.mqtt, "faults-after");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!after_storm.stop().await.is_empty());
+}
