@@ -184,6 +184,20 @@ mod tests {
         );
     }
 
+    /// Found by fuzzing (fuzz/fuzz_targets/http_json.rs): without correctly rounded float
+    /// parsing, a JSON number stored and read back came out one unit in the last place off.
+    #[test]
+    fn json_numbers_survive_a_round_trip() {
+        for text in ["11E75", "0.1", "1.7976931348623157e308", "5e-324", "123456789.123456789"] {
+            let v: Value = serde_json::from_str(text).unwrap_or_default();
+            let stored = Format::Json.decode(&v, "value").unwrap_or_default();
+            let again = Format::Json
+                .decode(&Format::Json.encode(&stored), "value")
+                .unwrap_or_default();
+            assert_eq!(stored, again, "{text}");
+        }
+    }
+
     #[test]
     fn content_types_name_formats() {
         for f in [Format::Json, Format::Binary, Format::Text] {
