@@ -103,6 +103,22 @@ impl GatewayProcess {
         )
     }
 
+    /// Against an external broker, with extra config (TOML) from a file.
+    pub fn start_with_config(bootstrap: &str, toml: &str) -> GatewayProcess {
+        let path =
+            std::env::temp_dir().join(format!("barnabas-faults-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, toml).unwrap();
+        Self::spawn(
+            &[
+                "--kafka-bootstrap",
+                bootstrap,
+                "--config",
+                path.to_str().unwrap(),
+            ],
+            bootstrap.to_owned(),
+        )
+    }
+
     fn spawn(kafka_args: &[&str], kafka: String) -> GatewayProcess {
         let (http, mqtt) = (free_addr(), free_addr());
         let mut args = vec![
@@ -376,4 +392,140 @@ pub async fn storm(addr: SocketAddr, clients: usize, silent: usize) -> Storm {
         drop(silent_conns);
     });
     Storm { connacks }
+}
+
+/// Resident memory of a process, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `count` records of `size` bytes into `topic`, straight to Kafka.
+pub async fn produce_bulk(bootstrap: &str, topic: &str, count: usize, size: usize) {
+    let backend = barnabas_kafka::connect(&barnabas_kafka::KafkaConfig {
+        bootstrap_servers: bootstrap.to_owned(),
+        default_replication_factor: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    backend
+        .admin
+        .create_topic(topic, Some(1), Some(1))
+        .await
+        .ok();
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
+        let records = chunk
+            .iter()
+            .map(|i| barnabas_core::Record {
+                topic: topic.to_owned(),
+                partition: None,
+                key: Some(bytes::Bytes::from(format!("k{i}"))),
+                value: Some(payload.clone()),
+                headers: Vec::new(),
+                timestamp: None,
+            })
+            .collect();
+        for r in backend.publisher.publish(records).await {
+            r.unwrap();
+        }
+    }
+}
+
+/// A raw MQTT 3.1.1 client that subscribes at QoS 1 and then never reads its socket.
+pub fn stalled_subscriber(addr: SocketAddr, filter: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let id = b"stalled";
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, id.len() as u8];
+    body.extend_from_slice(id);
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend(body);
+    s.write_all(&packet).unwrap();
+    let mut sub = vec![0, 1, 0, filter.len() as u8];
+    sub.extend_from_slice(filter.as_bytes());
+    sub.push(1);
+    let mut packet = vec![0x82, sub.len() as u8];
+    packet.extend(sub);
+    s.write_all(&packet).unwrap();
+    // CONNACK and SUBACK are read by nobody either: the socket just fills up.
+    std::thread::sleep(Duration::from_secs(2));
+    s
+}
+
+/// A client that publishes to its own topic and times the delivery back to itself.
+pub struct Prober {
+    client: AsyncClient,
+    events: tokio::sync::mpsc::UnboundedReceiver<String>,
+    topic: String,
+    n: u64,
+}
+
+impl Prober {
+    pub async fn connect(addr: SocketAddr, topic: &str) -> Prober {
+        let mut opts = MqttOptions::new("prober", addr.ip().to_string(), addr.port());
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut el) = AsyncClient::new(opts, 10);
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(ev) = el.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = ev {
+                    let _ = tx.send(String::from_utf8_lossy(&p.payload).into_owned());
+                }
+            }
+        });
+        client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+        let mut p = Prober {
+            client,
+            events,
+            topic: topic.to_owned(),
+            n: 0,
+        };
+        // The subscription is live once a probe comes back.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "probe subscription never delivered"
+            );
+            if p.try_round_trip(Duration::from_secs(3)).await.is_some() {
+                return p;
+            }
+        }
+    }
+
+    async fn try_round_trip(&mut self, within: Duration) -> Option<Duration> {
+        self.n += 1;
+        let tag = format!("probe-{}", self.n);
+        let started = Instant::now();
+        self.client
+            .publish(&self.topic, QoS::AtLeastOnce, false, tag.clone())
+            .await
+            .ok()?;
+        let deadline = started + within;
+        while let Ok(Some(got)) = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.events.recv(),
+        )
+        .await
+        {
+            if got == tag {
+                return Some(started.elapsed());
+            }
+        }
+        None
+    }
+
+    /// Publish → delivery time of one probe (30 s at most).
+    pub async fn round_trip(&mut self) -> Duration {
+        self.try_round_trip(Duration::from_secs(30))
+            .await
+            .unwrap_or(Duration::from_secs(30))
+    }
 }

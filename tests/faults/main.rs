@@ -157,3 +157,50 @@ async fn connection_storms_leave_no_descriptor_or_connection_behind() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!after_storm.stop().await.is_empty());
 }
+
+/// Scenario 5 (MQTT part): a subscriber that stops reading while 20 MB of records arrive for
+/// it: the gateway's memory stays bounded (its delivery window and the paused partitions hold
+/// the rest in Kafka) and another client's round trip stays quick.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_that_stops_reading_does_not_grow_memory_or_slow_others() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(data.path());
+    let gateway = GatewayProcess::start_with_config(
+        &broker.bootstrap(),
+        "[[mqtt.mapping]]\npattern = \"slow/{x}\"\nkafka_topic = \"slow\"\nkey = \"{x}\"\n\
+         [[mqtt.mapping]]\npattern = \"probe/{x}\"\nkafka_topic = \"probe\"\nkey = \"{x}\"\n",
+    );
+    // The stalled subscriber: CONNECT, SUBSCRIBE slow/# at QoS 1, then never reads again.
+    let stalled = harness::stalled_subscriber(gateway.mqtt, "slow/#");
+    // The probe client, subscribed to its own topic.
+    let mut probe = harness::Prober::connect(gateway.mqtt, "probe/p").await;
+    let before_rtt = probe.round_trip().await;
+    let rss_before = harness::rss_kib(gateway.pid());
+
+    // 20 MB for the stalled subscriber, written straight to Kafka.
+    harness::produce_bulk(&broker.bootstrap(), "slow", 2_000, 10_000).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let during_rtt = probe.round_trip().await;
+    let rss_after = harness::rss_kib(gateway.pid());
+    eprintln!(
+        "figures: stalled subscriber: RSS {rss_before} KiB → {rss_after} KiB after 20 MB for it; probe round trip {before_rtt:?} before, {during_rtt:?} during"
+    );
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "gateway memory grew by {} KiB for a subscriber that does not read",
+        rss_after.saturating_sub(rss_before)
+    );
+    assert!(
+        during_rtt < Duration::from_secs(5),
+        "another client slowed down: {during_rtt:?}"
+    );
+    // It was sent data (its socket buffer holds it, unread): the gateway did try.
+    let mut buf = vec![0u8; 1 << 20];
+    stalled.set_nonblocking(true).unwrap();
+    let waiting = stalled.peek(&mut buf).unwrap_or(0);
+    assert!(
+        waiting > 100_000,
+        "only {waiting} bytes reached the stalled subscriber"
+    );
+    drop(stalled);
+}

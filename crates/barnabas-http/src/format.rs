@@ -188,7 +188,13 @@ mod tests {
     /// parsing, a JSON number stored and read back came out one unit in the last place off.
     #[test]
     fn json_numbers_survive_a_round_trip() {
-        for text in ["11E75", "0.1", "1.7976931348623157e308", "5e-324", "123456789.123456789"] {
+        for text in [
+            "11E75",
+            "0.1",
+            "1.7976931348623157e308",
+            "5e-324",
+            "123456789.123456789",
+        ] {
             let v: Value = serde_json::from_str(text).unwrap_or_default();
             let stored = Format::Json.decode(&v, "value").unwrap_or_default();
             let again = Format::Json
