@@ -49,6 +49,13 @@ impl BrokerProcess {
         }
     }
 
+    /// Sends a signal (`STOP`, `CONT`, …).
+    pub fn signal(&self, sig: &str) {
+        if let Some(p) = &self.process {
+            p.signal(sig);
+        }
+    }
+
     /// Starts it again on the same address and storage.
     pub fn restart(&mut self) {
         let process = Gateway::spawn(

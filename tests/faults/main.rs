@@ -61,6 +61,52 @@ async fn broker_killed_and_restarted_loses_nothing_acknowledged() {
     drop(gateway);
 }
 
+/// Scenario 2: the broker is paused (SIGSTOP) for 10 s under load: nothing is acknowledged
+/// while it cannot write, the gateway's memory stays bounded, and after SIGCONT the clients
+/// carry on with nothing acknowledged lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_paused_applies_back_pressure_and_loses_nothing_acknowledged() {
+    let data = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(data.path());
+    let gateway = GatewayProcess::start(&broker.bootstrap());
+    let mqtt = mqtt_load(gateway.mqtt, "faults-pause");
+    let http = http_load(gateway.http, "faults-pause-http");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_before = harness::rss_kib(gateway.pid());
+
+    broker.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mqtt_paused, http_paused) = (mqtt.acked().len(), http.acked().len());
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let (mqtt_late, http_late) = (mqtt.acked().len(), http.acked().len());
+    let rss_paused = harness::rss_kib(gateway.pid());
+    broker.signal("CONT");
+    assert!(
+        mqtt_late <= mqtt_paused + 1 && http_late <= http_paused + 1,
+        "acknowledged while the broker was paused: MQTT {mqtt_paused} → {mqtt_late}, HTTP {http_paused} → {http_late}"
+    );
+    assert!(
+        rss_paused < rss_before + 64 * 1024,
+        "memory grew by {} KiB while the broker was paused",
+        rss_paused.saturating_sub(rss_before)
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mqtt_acked = mqtt.stop().await;
+    let http_acked = http.stop().await;
+    eprintln!(
+        "figures: broker paused: RSS {rss_before} → {rss_paused} KiB; MQTT acked {} ({mqtt_paused} at the pause), HTTP {} ({http_paused})",
+        mqtt_acked.len(),
+        http_acked.len()
+    );
+    assert!(
+        mqtt_acked.len() > mqtt_late && http_acked.len() > http_late,
+        "clients carried on after SIGCONT"
+    );
+    harness::assert_stored(&broker.bootstrap(), "mqtt", &mqtt_acked).await;
+    harness::assert_stored(&broker.bootstrap(), "faults-pause-http", &http_acked).await;
+    drop(gateway);
+}
+
 /// Scenario 3: SIGTERM under load: the gateway exits 0 after answering what was in flight,
 /// and nothing it acknowledged is missing.
 #[tokio::test(flavor = "multi_thread")]
