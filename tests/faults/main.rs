@@ -67,7 +67,7 @@ async fn broker_killed_and_restarted_loses_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_paused_applies_back_pressure_and_loses_nothing_acknowledged() {
     let data = tempfile::tempdir().unwrap();
-    let mut broker = BrokerProcess::start(data.path());
+    let broker = BrokerProcess::start(data.path());
     let gateway = GatewayProcess::start(&broker.bootstrap());
     let mqtt = mqtt_load(gateway.mqtt, "faults-pause");
     let http = http_load(gateway.http, "faults-pause-http");
