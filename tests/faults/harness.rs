@@ -83,6 +83,7 @@ pub struct GatewayProcess {
     pub process: Gateway,
     pub http: SocketAddr,
     pub mqtt: SocketAddr,
+    pub amqp: SocketAddr,
     /// The Kafka it uses (its own embedded broker for `start_embedded`).
     pub kafka: String,
 }
@@ -127,7 +128,7 @@ impl GatewayProcess {
     }
 
     fn spawn(kafka_args: &[&str], kafka: String) -> GatewayProcess {
-        let (http, mqtt) = (free_addr(), free_addr());
+        let (http, mqtt, amqp) = (free_addr(), free_addr(), free_addr());
         let mut args = vec![
             "run",
             "--http-listen",
@@ -135,7 +136,7 @@ impl GatewayProcess {
             "--mqtt-listen",
             &mqtt.to_string(),
             "--amqp-listen",
-            "off",
+            &amqp.to_string(),
         ]
         .into_iter()
         .map(str::to_owned)
@@ -151,6 +152,7 @@ impl GatewayProcess {
             process,
             http,
             mqtt,
+            amqp,
             kafka,
         }
     }
@@ -535,4 +537,26 @@ impl Prober {
             .await
             .unwrap_or(Duration::from_secs(30))
     }
+}
+
+/// An SSE client of `/topics/{topic}/events` (from the beginning) that never reads after the
+/// request.
+pub fn stalled_sse(http: SocketAddr, topic: &str) -> TcpStream {
+    let mut s = TcpStream::connect(http).unwrap();
+    write!(
+        s,
+        "GET /topics/{topic}/events?from=earliest HTTP/1.1\r\nHost: {http}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+/// A python3-qpid-proton receiver attached to `source` with no credit, held for `secs`.
+pub fn idle_amqp_receiver(amqp: SocketAddr, source: &str, secs: u32) -> std::process::Child {
+    std::process::Command::new(crate::common::system_python())
+        .arg(crate::common::workspace_root().join("tests/python/amqp_proton.py"))
+        .args(["idle", &format!("amqp://{amqp}"), source, &secs.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }

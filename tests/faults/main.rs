@@ -204,11 +204,12 @@ async fn connection_storms_leave_no_descriptor_or_connection_behind() {
     assert!(!after_storm.stop().await.is_empty());
 }
 
-/// Scenario 5 (MQTT part): a subscriber that stops reading while 20 MB of records arrive for
-/// it: the gateway's memory stays bounded (its delivery window and the paused partitions hold
+/// Scenario 5: slow consumers of every protocol while 20 MB of records arrive for them — an
+/// MQTT subscriber and an SSE client that stop reading, an AMQP receiver that grants no
+/// credit: the gateway's memory stays bounded (delivery windows and paused partitions leave
 /// the rest in Kafka) and another client's round trip stays quick.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_subscriber_that_stops_reading_does_not_grow_memory_or_slow_others() {
+async fn consumers_that_stop_reading_do_not_grow_memory_or_slow_others() {
     let data = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(data.path());
     let gateway = GatewayProcess::start_with_config(
@@ -217,7 +218,11 @@ async fn a_subscriber_that_stops_reading_does_not_grow_memory_or_slow_others() {
          [[mqtt.mapping]]\npattern = \"probe/{x}\"\nkafka_topic = \"probe\"\nkey = \"{x}\"\n",
     );
     // The stalled subscriber: CONNECT, SUBSCRIBE slow/# at QoS 1, then never reads again.
+    // The topic exists before the readers attach (a read never creates one).
+    harness::produce_bulk(&broker.bootstrap(), "slow", 1, 10).await;
     let stalled = harness::stalled_subscriber(gateway.mqtt, "slow/#");
+    let stalled_sse = harness::stalled_sse(gateway.http, "slow");
+    let mut idle_receiver = harness::idle_amqp_receiver(gateway.amqp, "slow/group.id/idle", 30);
     // The probe client, subscribed to its own topic.
     let mut probe = harness::Prober::connect(gateway.mqtt, "probe/p").await;
     let before_rtt = probe.round_trip().await;
@@ -229,11 +234,11 @@ async fn a_subscriber_that_stops_reading_does_not_grow_memory_or_slow_others() {
     let during_rtt = probe.round_trip().await;
     let rss_after = harness::rss_kib(gateway.pid());
     eprintln!(
-        "figures: stalled subscriber: RSS {rss_before} KiB → {rss_after} KiB after 20 MB for it; probe round trip {before_rtt:?} before, {during_rtt:?} during"
+        "figures: stalled MQTT, SSE and AMQP consumers: RSS {rss_before} KiB → {rss_after} KiB after 20 MB for it; probe round trip {before_rtt:?} before, {during_rtt:?} during"
     );
     assert!(
         rss_after < rss_before + 64 * 1024,
-        "gateway memory grew by {} KiB for a subscriber that does not read",
+        "gateway memory grew by {} KiB for clients that do not read",
         rss_after.saturating_sub(rss_before)
     );
     assert!(
@@ -249,4 +254,18 @@ async fn a_subscriber_that_stops_reading_does_not_grow_memory_or_slow_others() {
         "only {waiting} bytes reached the stalled subscriber"
     );
     drop(stalled);
+    let mut stalled_sse = stalled_sse;
+    stalled_sse.set_nonblocking(true).unwrap();
+    let waiting = stalled_sse.peek(&mut buf).unwrap_or(0);
+    assert!(
+        waiting > 100_000,
+        "only {waiting} bytes reached the stalled SSE client"
+    );
+    drop(stalled_sse);
+    assert!(
+        idle_receiver.try_wait().unwrap().is_none(),
+        "the AMQP receiver without credit was refused or dropped"
+    );
+    let _ = idle_receiver.kill();
+    let _ = idle_receiver.wait();
 }

@@ -8,6 +8,8 @@ usage:
       BlockingReceiver on SOURCE; takes COUNT messages, accepts the first ACCEPT of them, then
       closes the connection without settling the rest; prints a JSON list of
       {"body", "annotations", "properties"}
+  amqp_proton.py idle URL SOURCE SECONDS
+      a receiver on SOURCE that never grants credit, held open
   amqp_proton.py try URL send|receive ADDRESS
       one message sent to (or received from) ADDRESS; never fails itself, prints
       {"ok": bool, "error": str} (a refused login or attach is an answer here)
@@ -15,6 +17,7 @@ usage:
 import json
 import os
 import sys
+import time
 
 from proton import Message, SSLDomain, symbol
 from proton.utils import BlockingConnection
@@ -88,9 +91,19 @@ def attempt(url, what, address):
         print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}))
 
 
+def idle(url, source, secs):
+    """A receiver that never grants credit, held open for secs seconds."""
+    conn = BlockingConnection(url, timeout=60, allowed_mechs="PLAIN ANONYMOUS")
+    conn.create_receiver(source, credit=0)
+    time.sleep(secs)
+    conn.close()
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
-    if cmd == "try":
+    if cmd == "idle":
+        idle(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+    elif cmd == "try":
         attempt(sys.argv[2], sys.argv[3], sys.argv[4])
     elif cmd == "send":
         send(sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -111,6 +111,11 @@ impl KafkaConsumerSession {
             return Err(Error::Invalid("a consumer needs a group id".into()));
         }
         let mut cfg = kafka.client_config("consumer");
+        // librdkafka prefetches up to 64 MiB per consumer by default; a gateway holds one
+        // consumer per subscribing client, and a client that stops reading must not pin that
+        // much memory each. 4 MiB keeps fetches pipelined (the consumer driver's bounded
+        // read-ahead comes on top). A pass-through property still overrides it.
+        cfg.set("queued.max.messages.kbytes", "4096");
         kafka.apply_properties(&mut cfg);
         // Producer-only pass-through properties would only produce warnings here.
         for key in [
