@@ -254,7 +254,6 @@ async fn consumers_that_stop_reading_do_not_grow_memory_or_slow_others() {
         "only {waiting} bytes reached the stalled subscriber"
     );
     drop(stalled);
-    let mut stalled_sse = stalled_sse;
     stalled_sse.set_nonblocking(true).unwrap();
     let waiting = stalled_sse.peek(&mut buf).unwrap_or(0);
     assert!(
