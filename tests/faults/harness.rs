@@ -560,3 +560,52 @@ pub fn idle_amqp_receiver(amqp: SocketAddr, source: &str, secs: u32) -> std::pro
         .spawn()
         .unwrap()
 }
+
+/// AMQP load from python3-qpid-proton (`amqp_proton.py load`): one transfer at a time to
+/// `address`, each printed once accepted.
+pub struct AmqpLoad {
+    child: std::process::Child,
+    acked: Arc<Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl AmqpLoad {
+    pub fn start(amqp: SocketAddr, address: &str) -> AmqpLoad {
+        let mut child = std::process::Command::new(crate::common::system_python())
+            .arg(crate::common::workspace_root().join("tests/python/amqp_proton.py"))
+            .args(["load", &format!("amqp://{amqp}"), address, address])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let sink = acked.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        AmqpLoad {
+            child,
+            acked,
+            reader,
+        }
+    }
+
+    pub fn acked(&self) -> Vec<String> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    /// Kills the sender; what was accepted.
+    pub fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.reader.join();
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}

@@ -25,6 +25,7 @@ async fn broker_killed_and_restarted_loses_nothing_acknowledged() {
     let gateway = GatewayProcess::start(&broker.bootstrap());
     let mqtt = mqtt_load(gateway.mqtt, "faults-mqtt");
     let http = http_load(gateway.http, "faults-http");
+    let amqp = harness::AmqpLoad::start(gateway.amqp, "faults-amqp");
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     broker.kill();
@@ -42,9 +43,16 @@ async fn broker_killed_and_restarted_loses_nothing_acknowledged() {
     .await
     .unwrap();
     let (mqtt_before, http_before) = (mqtt.acked().len(), http.acked().len());
+    let amqp_before = amqp.acked().len();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mqtt_acked = mqtt.stop().await;
     let http_acked = http.stop().await;
+    let amqp_acked = amqp.stop();
+    assert!(
+        amqp_acked.len() > amqp_before,
+        "the AMQP sender carried on: {amqp_before} → {}",
+        amqp_acked.len()
+    );
     assert!(
         mqtt_acked.len() > mqtt_before && http_acked.len() > http_before,
         "clients carried on after the broker came back: MQTT {mqtt_before} → {}, HTTP {http_before} → {}",
@@ -52,12 +60,14 @@ async fn broker_killed_and_restarted_loses_nothing_acknowledged() {
         http_acked.len()
     );
     eprintln!(
-        "figures: broker kill: MQTT acked {} ({mqtt_before} before the restart), HTTP acked {} ({http_before} before)",
+        "figures: broker kill: MQTT acked {} ({mqtt_before} before the restart), HTTP acked {} ({http_before} before), AMQP accepted {} ({amqp_before} before)",
         mqtt_acked.len(),
-        http_acked.len()
+        http_acked.len(),
+        amqp_acked.len()
     );
     harness::assert_stored(&broker.bootstrap(), "mqtt", &mqtt_acked).await;
     harness::assert_stored(&broker.bootstrap(), "faults-http", &http_acked).await;
+    harness::assert_stored(&broker.bootstrap(), "faults-amqp", &amqp_acked).await;
     drop(gateway);
 }
 
@@ -116,6 +126,7 @@ async fn gateway_sigterm_under_load_exits_cleanly_and_loses_nothing_acknowledged
     let mut gateway = GatewayProcess::start(&broker.bootstrap());
     let mqtt = mqtt_load(gateway.mqtt, "faults-term");
     let http = http_load(gateway.http, "faults-term-http");
+    let amqp = harness::AmqpLoad::start(gateway.amqp, "faults-term-amqp");
     tokio::time::sleep(Duration::from_secs(3)).await;
     gateway.process.signal("TERM");
     let status = tokio::task::spawn_blocking(move || {
@@ -127,12 +138,15 @@ async fn gateway_sigterm_under_load_exits_cleanly_and_loses_nothing_acknowledged
     assert!(status.0.success(), "exit status {:?}", status.0);
     let mqtt_acked = mqtt.stop().await;
     let http_acked = http.stop().await;
-    assert!(!mqtt_acked.is_empty() && !http_acked.is_empty());
+    let amqp_acked = amqp.stop();
+    assert!(!mqtt_acked.is_empty() && !http_acked.is_empty() && !amqp_acked.is_empty());
     eprintln!(
-        "figures: SIGTERM: MQTT acked {}, HTTP acked {}",
+        "figures: SIGTERM: MQTT acked {}, HTTP acked {}, AMQP accepted {}",
         mqtt_acked.len(),
-        http_acked.len()
+        http_acked.len(),
+        amqp_acked.len()
     );
+    harness::assert_stored(&broker.bootstrap(), "faults-term-amqp", &amqp_acked).await;
     harness::assert_stored(&broker.bootstrap(), "mqtt", &mqtt_acked).await;
     harness::assert_stored(&broker.bootstrap(), "faults-term-http", &http_acked).await;
 }

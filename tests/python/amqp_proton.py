@@ -8,6 +8,8 @@ usage:
       BlockingReceiver on SOURCE; takes COUNT messages, accepts the first ACCEPT of them, then
       closes the connection without settling the rest; prints a JSON list of
       {"body", "annotations", "properties"}
+  amqp_proton.py load URL ADDRESS PREFIX
+      sends PREFIX-n until killed, printing each body once the gateway accepted it
   amqp_proton.py idle URL SOURCE SECONDS
       a receiver on SOURCE that never grants credit, held open
   amqp_proton.py try URL send|receive ADDRESS
@@ -91,6 +93,23 @@ def attempt(url, what, address):
         print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}))
 
 
+def load(url, address, prefix):
+    """Sends PREFIX-n one at a time until killed; prints each body once it is accepted.
+    Reconnects after any error (a rejected or released transfer, a dropped connection)."""
+    n = 0
+    while True:
+        try:
+            conn = BlockingConnection(url, timeout=30, allowed_mechs="PLAIN ANONYMOUS")
+            sender = conn.create_sender(address)
+            while True:
+                body = f"{prefix}-{n}"
+                n += 1
+                sender.send(Message(body=body))  # returns once accepted, raises otherwise
+                print(body, flush=True)
+        except Exception:
+            time.sleep(0.2)
+
+
 def idle(url, source, secs):
     """A receiver that never grants credit, held open for secs seconds."""
     conn = BlockingConnection(url, timeout=60, allowed_mechs="PLAIN ANONYMOUS")
@@ -101,7 +120,9 @@ def idle(url, source, secs):
 
 if __name__ == "__main__":
     cmd = sys.argv[1]
-    if cmd == "idle":
+    if cmd == "load":
+        load(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif cmd == "idle":
         idle(sys.argv[2], sys.argv[3], float(sys.argv[4]))
     elif cmd == "try":
         attempt(sys.argv[2], sys.argv[3], sys.argv[4])
