@@ -81,16 +81,23 @@ async fn broker_paused_applies_back_pressure_and_loses_nothing_acknowledged() {
     let gateway = GatewayProcess::start(&broker.bootstrap());
     let mqtt = mqtt_load(gateway.mqtt, "faults-pause");
     let http = http_load(gateway.http, "faults-pause-http");
+    let amqp = harness::AmqpLoad::start(gateway.amqp, "faults-pause-amqp");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_before = harness::rss_kib(gateway.pid());
 
     broker.signal("STOP");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (mqtt_paused, http_paused) = (mqtt.acked().len(), http.acked().len());
+    let amqp_paused = amqp.acked().len();
     tokio::time::sleep(Duration::from_secs(9)).await;
     let (mqtt_late, http_late) = (mqtt.acked().len(), http.acked().len());
+    let amqp_late = amqp.acked().len();
     let rss_paused = harness::rss_kib(gateway.pid());
     broker.signal("CONT");
+    assert!(
+        amqp_late <= amqp_paused + 1,
+        "accepted while the broker was paused: AMQP {amqp_paused} → {amqp_late}"
+    );
     assert!(
         mqtt_late <= mqtt_paused + 1 && http_late <= http_paused + 1,
         "acknowledged while the broker was paused: MQTT {mqtt_paused} → {mqtt_late}, HTTP {http_paused} → {http_late}"
@@ -103,11 +110,14 @@ async fn broker_paused_applies_back_pressure_and_loses_nothing_acknowledged() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mqtt_acked = mqtt.stop().await;
     let http_acked = http.stop().await;
+    let amqp_acked = amqp.stop();
     eprintln!(
-        "figures: broker paused: RSS {rss_before} → {rss_paused} KiB; MQTT acked {} ({mqtt_paused} at the pause), HTTP {} ({http_paused})",
+        "figures: broker paused: RSS {rss_before} → {rss_paused} KiB; MQTT acked {} ({mqtt_paused} at the pause), HTTP {} ({http_paused}), AMQP {} ({amqp_paused})",
         mqtt_acked.len(),
-        http_acked.len()
+        http_acked.len(),
+        amqp_acked.len()
     );
+    harness::assert_stored(&broker.bootstrap(), "faults-pause-amqp", &amqp_acked).await;
     assert!(
         mqtt_acked.len() > mqtt_late && http_acked.len() > http_late,
         "clients carried on after SIGCONT"
@@ -159,11 +169,13 @@ async fn gateway_with_embedded_broker_killed_keeps_everything_acknowledged() {
     let mut gateway = GatewayProcess::start_embedded(data.path());
     let mqtt = mqtt_load(gateway.mqtt, "faults-kill");
     let http = http_load(gateway.http, "faults-kill-http");
+    let amqp = harness::AmqpLoad::start(gateway.amqp, "faults-kill-amqp");
     tokio::time::sleep(Duration::from_secs(4)).await;
     gateway.process.signal("KILL");
     let _ = gateway.process.wait_exit(Duration::from_secs(10));
     let mqtt_acked = mqtt.stop().await;
     let http_acked = http.stop().await;
+    let amqp_acked = amqp.stop();
     assert!(!mqtt_acked.is_empty() && !http_acked.is_empty());
     eprintln!(
         "figures: gateway kill -9: MQTT acked {}, HTTP acked {}",
@@ -173,6 +185,12 @@ async fn gateway_with_embedded_broker_killed_keeps_everything_acknowledged() {
     let again = GatewayProcess::start_embedded_on(data.path(), gateway.kafka.clone());
     harness::assert_stored(&again.kafka, "mqtt", &mqtt_acked).await;
     harness::assert_stored(&again.kafka, "faults-kill-http", &http_acked).await;
+    eprintln!(
+        "figures: gateway kill -9: AMQP accepted {}",
+        amqp_acked.len()
+    );
+    assert!(!amqp_acked.is_empty());
+    harness::assert_stored(&again.kafka, "faults-kill-amqp", &amqp_acked).await;
 }
 
 /// Scenario 6: a storm of connects and disconnects, clients that never send CONNECT and
