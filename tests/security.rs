@@ -6,40 +6,13 @@
 mod common;
 
 use std::{
-    io::Write,
     net::SocketAddr,
-    process::{Command, Output, Stdio},
+    process::{Command, Output},
 };
 
 use barnabas::config::{AclConfig, Config, MqttMapping};
 use bytes::Bytes;
-use common::{gateway, read_topic};
-
-/// `barnabas hash-password` with `password` on stdin; its last stdout line.
-fn hash_password(password: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_barnabas"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let hash = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
-    hash
-}
+use common::{gateway, hash_password, read_topic};
 
 /// Users `device-1` (password `s3cret`, bearer token `token-1`) and `reader` (`reader-pw`);
 /// device-1 may write `telemetry`, read `commands` and use groups `ops-*`; reader may read

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::{free_addr, wait_for_status, Gateway};
+use common::{free_addr, hash_password, wait_for_status, Gateway};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// A CA that signs certificates.
@@ -64,29 +64,6 @@ impl Setup {
     fn file(&self, name: &str) -> String {
         self.path(name).display().to_string()
     }
-}
-
-fn hash_password(password: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_barnabas"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned()
 }
 
 /// Certificates (server by `ca`, client `device-1` by `client_ca`, a `wrong` CA), users,

@@ -398,3 +398,29 @@ fn run_script(python: PathBuf, script: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `barnabas hash-password` with `password` on stdin; its last stdout line.
+pub fn hash_password(password: &str) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_barnabas"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
+}

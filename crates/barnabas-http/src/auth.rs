@@ -67,15 +67,7 @@ pub async fn authenticate(
         .or(tls_peer.as_ref().map(|p| p.addr.ip()));
     let outcome = match credentials {
         Err(()) => Err(AuthError::BadCredentials),
-        Ok(c) if state.auth.is_cheap(c) => state.auth.authenticate(c),
-        Ok(c) => {
-            // argon2 takes tens of milliseconds of CPU: not on the event loop.
-            let auth = state.auth.clone();
-            let owned = OwnedCredentials::from(c);
-            tokio::task::spawn_blocking(move || auth.authenticate(owned.borrow()))
-                .await
-                .unwrap_or(Err(AuthError::BadCredentials))
-        }
+        Ok(c) => state.auth.authenticate_off_loop(c).await,
     };
     match outcome {
         Ok(principal) => {
@@ -114,38 +106,6 @@ fn unauthorized(e: AuthError) -> Response {
         HeaderValue::from_static(CHALLENGE),
     );
     response
-}
-
-/// Credentials moved to a blocking thread.
-enum OwnedCredentials {
-    None,
-    Password(String, Vec<u8>),
-    Bearer(String),
-    Certificate(String),
-}
-
-impl From<Credentials<'_>> for OwnedCredentials {
-    fn from(c: Credentials<'_>) -> Self {
-        match c {
-            Credentials::None => Self::None,
-            Credentials::Password { user, password } => {
-                Self::Password(user.to_owned(), password.to_vec())
-            }
-            Credentials::Bearer(t) => Self::Bearer(t.to_owned()),
-            Credentials::Certificate(cn) => Self::Certificate(cn.to_owned()),
-        }
-    }
-}
-
-impl OwnedCredentials {
-    fn borrow(&self) -> Credentials<'_> {
-        match self {
-            Self::None => Credentials::None,
-            Self::Password(user, password) => Credentials::Password { user, password },
-            Self::Bearer(t) => Credentials::Bearer(t),
-            Self::Certificate(cn) => Credentials::Certificate(cn),
-        }
-    }
 }
 
 /// 403 unless `principal` may do `access`.

@@ -583,19 +583,10 @@ async fn authenticate(
     }
     let user = info.username.clone();
     let password = info.password.clone().unwrap_or_default();
-    let outcome = if ctx
+    let outcome = ctx
         .auth
-        .is_cheap(Credentials::login(user.as_deref(), &password))
-    {
-        ctx.auth
-            .authenticate(Credentials::login(user.as_deref(), &password))
-    } else {
-        let auth = ctx.auth.clone();
-        let (u, p) = (user.clone(), password.clone());
-        tokio::task::spawn_blocking(move || auth.authenticate(Credentials::login(u.as_deref(), &p)))
-            .await
-            .unwrap_or(Err(AuthError::BadCredentials))
-    };
+        .authenticate_off_loop(Credentials::login(user.as_deref(), &password))
+        .await;
     match outcome {
         Ok(principal) => {
             if !principal.anonymous {

@@ -81,6 +81,39 @@ impl<'a> Credentials<'a> {
     }
 }
 
+/// [`Credentials`] that own their text, to move to a blocking thread.
+#[derive(Debug, Clone)]
+enum OwnedCredentials {
+    None,
+    Password(String, Vec<u8>),
+    Bearer(String),
+    Certificate(String),
+}
+
+impl From<Credentials<'_>> for OwnedCredentials {
+    fn from(c: Credentials<'_>) -> Self {
+        match c {
+            Credentials::None => Self::None,
+            Credentials::Password { user, password } => {
+                Self::Password(user.to_owned(), password.to_vec())
+            }
+            Credentials::Bearer(t) => Self::Bearer(t.to_owned()),
+            Credentials::Certificate(cn) => Self::Certificate(cn.to_owned()),
+        }
+    }
+}
+
+impl OwnedCredentials {
+    fn borrow(&self) -> Credentials<'_> {
+        match self {
+            Self::None => Credentials::None,
+            Self::Password(user, password) => Credentials::Password { user, password },
+            Self::Bearer(t) => Credentials::Bearer(t),
+            Self::Certificate(cn) => Credentials::Certificate(cn),
+        }
+    }
+}
+
 /// Why a client was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -213,6 +246,23 @@ impl Authenticator {
                 .ok_or(AuthError::BadCredentials),
             Credentials::Certificate(cn) => Ok(Principal::named(cn)),
         }
+    }
+
+    /// [`authenticate`](Self::authenticate) for async callers: answered in place when it is
+    /// cheap (no password, or one verified lately), otherwise on a blocking thread, since
+    /// argon2 takes tens of milliseconds of CPU that must not stall the event loop.
+    pub async fn authenticate_off_loop(
+        self: &Arc<Self>,
+        credentials: Credentials<'_>,
+    ) -> Result<Principal, AuthError> {
+        if self.is_cheap(credentials) {
+            return self.authenticate(credentials);
+        }
+        let auth = self.clone();
+        let owned = OwnedCredentials::from(credentials);
+        tokio::task::spawn_blocking(move || auth.authenticate(owned.borrow()))
+            .await
+            .unwrap_or(Err(AuthError::BadCredentials))
     }
 
     /// Whether `principal` may do `access` (always, when no ACL rule is configured).
