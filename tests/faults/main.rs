@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod broker_errors;
 mod harness;
 
 use std::time::Duration;

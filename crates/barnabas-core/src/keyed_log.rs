@@ -19,8 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Backend, ConsumerConfig, Error, OffsetReset, Record, Result, SeekTo, TopicPartition};
 
-/// Applies one record of the log to the caller's state: key, then value (`None` = deleted).
-pub type Apply = Box<dyn Fn(&str, Option<&Bytes>) + Send + Sync>;
+/// Applies one record of the log to the caller's state: key, value (`None` = deleted), and
+/// the record's offset. A key always lands in the same partition, so a caller that also
+/// updates its state at once from its own writes ([`KeyedLog::put`] returns their offset) can
+/// tell an older record of a key, still on its way through the follower, from a newer one.
+pub type Apply = Box<dyn Fn(&str, Option<&Bytes>, i64) + Send + Sync>;
 
 /// One compacted topic followed from its beginning. Cheap to share behind an `Arc`.
 pub struct KeyedLog {
@@ -114,7 +117,9 @@ impl KeyedLog {
             }
             for r in &records {
                 match r.key.as_deref().map(std::str::from_utf8) {
-                    Some(Ok(key)) => apply(key, r.value.as_ref().filter(|v| !v.is_empty())),
+                    Some(Ok(key)) => {
+                        apply(key, r.value.as_ref().filter(|v| !v.is_empty()), r.offset);
+                    }
                     _ => {
                         tracing::debug!(topic = %self.topic, offset = r.offset, "state record without a UTF-8 key; skipped")
                     }
@@ -130,9 +135,10 @@ impl KeyedLog {
         Ok(())
     }
 
-    /// Writes `key` = `value` (`None` deletes it); returns once Kafka acknowledged it, or an
-    /// error after `timeout`. Every replica (this one included) applies it when it arrives.
-    pub async fn put(&self, key: &str, value: Option<Vec<u8>>, timeout: Duration) -> Result<()> {
+    /// Writes `key` = `value` (`None` deletes it); returns its offset once Kafka acknowledged
+    /// it, or an error after `timeout`. Every replica (this one included) applies it when it
+    /// arrives.
+    pub async fn put(&self, key: &str, value: Option<Vec<u8>>, timeout: Duration) -> Result<i64> {
         let record = Record {
             topic: self.topic.clone(),
             partition: None,
@@ -142,7 +148,7 @@ impl KeyedLog {
             timestamp: None,
         };
         match tokio::time::timeout(timeout, self.backend.publisher.publish_one(record)).await {
-            Ok(delivered) => delivered.map(|_| ()),
+            Ok(delivered) => delivered.map(|d| d.offset),
             Err(_) => Err(Error::Unavailable(format!(
                 "Kafka did not acknowledge the write to {} within {timeout:?}",
                 self.topic

@@ -58,7 +58,7 @@ impl MqttState {
         let sessions_log = KeyedLog::follow(
             backend.clone(),
             SESSIONS_TOPIC,
-            Box::new(move |client_id, value| {
+            Box::new(move |client_id, value, _offset| {
                 let record = value.and_then(|v| match serde_json::from_slice::<SessionRecord>(v) {
                     Ok(r) => Some(r),
                     Err(e) => {
@@ -81,7 +81,7 @@ impl MqttState {
         let retained_log = KeyedLog::follow(
             backend.clone(),
             RETAINED_TOPIC,
-            Box::new(move |topic, value| {
+            Box::new(move |topic, value, _offset| {
                 let message = value.and_then(|v| match serde_json::from_slice::<RetainedRecord>(v) {
                     Ok(r) => r.into_message(topic),
                     Err(e) => {
@@ -138,11 +138,15 @@ impl MqttState {
         self.sessions_log
             .put(client_id, Some(value), WRITE_WAIT)
             .await
+            .map(drop)
     }
 
     /// Forgets the session of `client_id` (a clean session ended, or its expiry is 0).
     pub async fn drop_session(&self, client_id: &str) -> barnabas_core::Result<()> {
-        self.sessions_log.put(client_id, None, WRITE_WAIT).await
+        self.sessions_log
+            .put(client_id, None, WRITE_WAIT)
+            .await
+            .map(drop)
     }
 
     /// Stores `message` as its topic's retained message (an empty payload clears it).
@@ -159,6 +163,7 @@ impl MqttState {
         self.retained_log
             .put(&message.topic, value, WRITE_WAIT)
             .await
+            .map(drop)
     }
 }
 

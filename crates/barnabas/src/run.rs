@@ -149,7 +149,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         .thread_name("barnabas")
         .build()
         .map_err(|e| Failure::Fatal(e.into()))?;
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         let gateway = Gateway::start(plan).await?;
         let signal = stop_signal().await;
         tracing::info!(
@@ -158,8 +158,16 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         );
         gateway.shutdown().await;
         Ok(())
-    })
+    });
+    // Everything acknowledged is flushed by now. A Kafka consumer still leaving its group on
+    // a blocking thread (librdkafka's close has no deadline of its own) must not keep the
+    // process from exiting.
+    runtime.shutdown_timeout(EXIT_WAIT);
+    outcome
 }
+
+/// How long the exit waits for blocking work still running after the drain.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Resolves on SIGTERM or SIGINT, naming which.
 /// Reloads the TLS certificate and key on every SIGHUP until shutdown; connections already

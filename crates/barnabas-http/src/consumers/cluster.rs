@@ -89,11 +89,23 @@ pub struct Cluster {
     replica: String,
     /// Base URL of this replica's HTTP listener as other replicas reach it.
     url: String,
-    records: Mutex<HashMap<String, InstanceRecord>>,
+    records: Mutex<HashMap<String, Known>>,
     log: OnceLock<Arc<KeyedLog>>,
     /// One adoption at a time, so two requests for a dead owner's instance open one consumer.
     adopting: tokio::sync::Mutex<()>,
     client: reqwest::Client,
+}
+
+/// What this replica knows of one key of the catalog, and from which offset of the log.
+///
+/// This replica's own writes are applied at once (a client that created an instance may use
+/// it immediately), and again when the follower reads them back; the follower may still be
+/// delivering *older* records of the same key then. Keeping the offset lets those be ignored,
+/// so a deleted instance is not brought back by its own creation record arriving late.
+struct Known {
+    offset: i64,
+    /// `None`: deleted here, its tombstone not yet read back.
+    record: Option<InstanceRecord>,
 }
 
 fn key(group: &str, name: &str) -> String {
@@ -124,10 +136,49 @@ impl Cluster {
         }
     }
 
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, InstanceRecord>> {
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
         self.records
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The record of `key` as known here (`None`: unknown or deleted).
+    fn known(&self, key: &str) -> Option<InstanceRecord> {
+        self.records().get(key).and_then(|k| k.record.clone())
+    }
+
+    /// Applies the record of `key` at `offset` (`None` = deleted) unless something newer of
+    /// that key is already known; returns whether it was applied.
+    fn apply(&self, key: &str, offset: i64, record: Option<InstanceRecord>) -> bool {
+        let mut records = self.records();
+        if records.get(key).is_some_and(|k| k.offset > offset) {
+            return false;
+        }
+        match record {
+            Some(record) => {
+                records.insert(
+                    key.to_owned(),
+                    Known {
+                        offset,
+                        record: Some(record),
+                    },
+                );
+            }
+            None => {
+                records.remove(key);
+            }
+        }
+        true
+    }
+
+    /// Records this replica's own write of `key` at `offset`, applied before the follower
+    /// reads it back (a deletion is kept as such until then, so older records stay ignored).
+    fn apply_own(&self, key: &str, offset: i64, record: Option<InstanceRecord>) {
+        let mut records = self.records();
+        if records.get(key).is_some_and(|k| k.offset > offset) {
+            return;
+        }
+        records.insert(key.to_owned(), Known { offset, record });
     }
 
     /// Starts (once) following the catalog: keeps the records and closes local instances
@@ -145,7 +196,7 @@ impl Cluster {
         let log = KeyedLog::follow(
             backend,
             CONSUMERS_TOPIC,
-            Box::new(move |key, value| {
+            Box::new(move |key, value, offset| {
                 let Some(cluster) = cluster.upgrade() else {
                     return;
                 };
@@ -154,19 +205,20 @@ impl Cluster {
                         .inspect_err(|e| tracing::warn!(key, error = %e, "unreadable consumer instance record; ignored"))
                         .ok()
                 });
-                let mut records = cluster.records();
-                match record {
-                    Some(r) => {
-                        if r.owner != cluster.replica {
-                            registry.evict(&r.group, &r.name);
-                        }
-                        records.insert(key.to_owned(), r);
-                    }
-                    None => {
-                        if let Some(gone) = records.remove(key) {
-                            registry.evict(&gone.group, &gone.name);
-                        }
-                    }
+                let previous = cluster.known(key);
+                let taken_elsewhere = record
+                    .as_ref()
+                    .filter(|r| r.owner != cluster.replica)
+                    .map(|r| (r.group.clone(), r.name.clone()));
+                let deleted = record.is_none();
+                if !cluster.apply(key, offset, record) {
+                    return;
+                }
+                // Another replica adopted the instance, or deleted it: close the copy here.
+                if let Some((group, name)) = taken_elsewhere {
+                    registry.evict(&group, &name);
+                } else if let (true, Some(gone)) = (deleted, previous) {
+                    registry.evict(&gone.group, &gone.name);
                 }
             }),
             shutdown,
@@ -178,12 +230,12 @@ impl Cluster {
     /// known here yet.
     pub async fn lookup(&self, group: &str, name: &str) -> Option<InstanceRecord> {
         let key = key(group, name);
-        if let Some(r) = self.records().get(&key) {
-            return Some(r.clone());
+        if let Some(r) = self.known(&key) {
+            return Some(r);
         }
         let log = self.log.get()?;
         log.caught_up(CATCH_UP_WAIT).await;
-        self.records().get(&key).cloned()
+        self.known(&key)
     }
 
     /// Records this replica as the owner of an instance with these settings and mode;
@@ -211,11 +263,13 @@ impl Cluster {
         };
         let value = serde_json::to_vec(&record)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        log.put(&key(group, name), Some(value), WRITE_WAIT)
+        let key = key(group, name);
+        let offset = log
+            .put(&key, Some(value), WRITE_WAIT)
             .await
             .map_err(ApiError::from)?;
         // Known here at once, before the follower reads it back.
-        self.records().insert(key(group, name), record);
+        self.apply_own(&key, offset, Some(record));
         Ok(())
     }
 
@@ -226,10 +280,17 @@ impl Cluster {
             return;
         };
         let key = key(group, name);
-        if let Err(e) = log.put(&key, None, WRITE_WAIT).await {
-            tracing::warn!(%group, %name, error = %e, "could not delete the consumer instance record");
+        match log.put(&key, None, WRITE_WAIT).await {
+            Ok(offset) => self.apply_own(&key, offset, None),
+            Err(e) => {
+                tracing::warn!(%group, %name, error = %e, "could not delete the consumer instance record");
+            }
         }
-        self.records().remove(&key);
+    }
+
+    /// Whether `record` names this very process as the owner.
+    pub fn is_own(&self, record: &InstanceRecord) -> bool {
+        record.owner == self.replica
     }
 
     /// Whether `record` names an owner this replica should forward to: another live process.
@@ -328,6 +389,11 @@ pub async fn route_to_owner(
     let Some(record) = state.cluster.lookup(group, name).await else {
         return next.run(request).await;
     };
+    if state.cluster.is_own(&record) {
+        // This very process owned it and no longer holds it: it was deleted or reaped here
+        // (its tombstone not written, Kafka being away). Never adopt that back: answer 404.
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, state.settings.max_body_bytes).await {
         Ok(b) => b,
