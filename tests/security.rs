@@ -527,3 +527,63 @@ async fn limits_slow_publishers_and_cap_subscriptions_and_consumers() {
     assert_eq!(read_topic(&gw, "mqtt", 30).await.len(), 30);
     gw.stop().await;
 }
+
+/// Handshake deadline of the HTTP listener: a client that connects and sends nothing, and one
+/// that trickles a header byte by byte (slowloris), are disconnected once
+/// `http.header_read_timeout_ms` has passed, while everyone else is served meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_clients_that_do_not_finish_their_headers_are_disconnected() {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let gw = gateway::start(|c| c.http.header_read_timeout_ms = 1_000).await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let started = std::time::Instant::now();
+    let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut trickling = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let header =
+        b"GET /ready HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    trickling.write_all(&header[..10]).await.unwrap();
+    let (mut trickle_read, mut trickle_write) = trickling.into_split();
+    let trickler = tokio::spawn(async move {
+        for b in &header[10..] {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if trickle_write.write_all(&[*b]).await.is_err() {
+                return;
+            }
+        }
+    });
+    // Others are served while those two hang on.
+    assert_eq!(gw.get("/ready", None).await.status, 204);
+    for (name, mut read) in [
+        (
+            "silent",
+            Box::new(silent) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        ),
+        (
+            "trickling",
+            Box::new(trickle_read) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        ),
+    ] {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("the {name} connection is still open after 10 s"))
+            .ok();
+        assert!(
+            !String::from_utf8_lossy(&answer).contains(" 204 "),
+            "the {name} client was not served: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "closed at the deadline: {took:?}"
+    );
+    trickler.abort();
+    // A client that sends its request in time is answered as usual.
+    assert_eq!(gw.get("/ready", None).await.status, 204);
+    gw.stop().await;
+}

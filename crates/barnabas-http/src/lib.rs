@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod probes;
 mod produce;
+pub mod server;
 mod sse;
 mod state;
 mod tls;
@@ -117,16 +118,36 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 
 /// Serves `router` on an already bound listener until `shutdown` is cancelled, then stops
 /// accepting and lets in-flight requests finish. Binding happens in the caller so a busy port
-/// is reported before anything starts.
+/// is reported before anything starts. A request's headers must arrive within
+/// `header_read_timeout` ([`server`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    header_read_timeout: std::time::Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    let (tx, incoming) = tokio::sync::mpsc::channel(64);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, addr)) => {
+                    if tx.send((stream, addr)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    server::serve_streams(incoming, router, header_read_timeout, shutdown).await;
+    Ok(())
 }

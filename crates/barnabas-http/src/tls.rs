@@ -1,19 +1,12 @@
 //! HTTPS: the same router behind TLS. Handshakes run in their own tasks (under a deadline),
-//! so one slow client cannot hold up the others; finished ones are handed to axum.
+//! so one slow client cannot hold up the others; finished ones go to the connection loop
+//! ([`crate::server`]).
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{
-    extract::connect_info::Connected,
-    serve::{IncomingStream, Listener},
-    Router,
-};
+use axum::Router;
 use barnabas_core::tls::TlsAcceptor;
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::mpsc,
-};
-use tokio_rustls::server::TlsStream;
+use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// Longest TLS handshake.
@@ -28,46 +21,15 @@ pub struct TlsPeer {
     pub cert_cn: Option<String>,
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
-
-/// Connections whose TLS handshake completed.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, TlsPeer)>,
-    local: SocketAddr,
-}
-
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = TlsPeer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accept loop ended (shutdown): nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(TlsPeer {
-            addr: self.local,
-            cert_cn: None,
-        })
-    }
-}
-
-/// Serves `router` over TLS on an already bound listener until `shutdown`.
+/// Serves `router` over TLS on an already bound listener until `shutdown`; a request's
+/// headers must arrive within `header_read_timeout` after the handshake.
 pub async fn serve_tls(
     listener: TcpListener,
     router: Router,
     tls: Arc<TlsAcceptor>,
+    header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let local = listener.local_addr()?;
     let (tx, ready) = mpsc::channel(64);
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -95,10 +57,6 @@ pub async fn serve_tls(
             });
         }
     });
-    axum::serve(
-        TlsListener { ready, local },
-        router.into_make_service_with_connect_info::<TlsPeer>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    crate::server::serve_streams(ready, router, header_read_timeout, shutdown).await;
+    Ok(())
 }

@@ -109,6 +109,11 @@ pub struct HttpConfig {
     /// `127.0.0.1` for an unspecified host, which only suits replicas on one machine: set it
     /// to the pod or host address, e.g. from `POD_IP`, when replicas run on several).
     pub advertised_address: String,
+    /// A request's headers must arrive within this (ms) of the connection opening or of the
+    /// previous answer, or the connection is closed: clients that connect and send nothing
+    /// (or a few header bytes at a time) hold no connection longer. Idle kept-alive
+    /// connections are closed after it too.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -121,6 +126,7 @@ impl Default for HttpConfig {
             consumer_buffer_records: 1_000,
             sse_keep_alive_ms: 15_000,
             advertised_address: String::new(),
+            header_read_timeout_ms: 30_000,
         }
     }
 }

@@ -301,11 +301,15 @@ impl Gateway {
             shutdown.clone(),
         )
         .with_auth(auth.clone(), throttle.clone());
+        let header_read_timeout = Duration::from_millis(config.http.header_read_timeout_ms.max(1));
         if let (Some(listener), Some(tls)) = (https_listener, tls.clone()) {
             let router = barnabas_http::router(http_state.clone());
             let token = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(e) = barnabas_http::serve_tls(listener, router, tls, token).await {
+                if let Err(e) =
+                    barnabas_http::serve_tls(listener, router, tls, header_read_timeout, token)
+                        .await
+                {
                     tracing::error!(error = %e, "HTTPS listener failed");
                 }
             });
@@ -317,7 +321,9 @@ impl Gateway {
             let router = barnabas_http::router(http_state.clone());
             let token = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(e) = barnabas_http::serve(listener, router, token).await {
+                if let Err(e) =
+                    barnabas_http::serve(listener, router, header_read_timeout, token).await
+                {
                     tracing::error!(error = %e, "HTTP listener failed");
                 }
             });
