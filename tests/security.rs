@@ -410,6 +410,7 @@ async fn limits_slow_publishers_and_cap_subscriptions_and_consumers() {
         c.limits.publish_rate = 10;
         c.limits.max_subscriptions = 2;
         c.limits.max_consumers_per_principal = 2;
+        c.amqp.listen = "127.0.0.1:0".into();
     })
     .await;
     let url = |path: &str| format!("{}{path}", gw.base);
@@ -525,6 +526,40 @@ async fn limits_slow_publishers_and_cap_subscriptions_and_consumers() {
         "the third filter is over limits.max_subscriptions"
     );
     assert_eq!(read_topic(&gw, "mqtt", 30).await.len(), 30);
+
+    // AMQP: a python3-qpid-proton sender, 30 messages settled one by one at 10/s: the first
+    // ten are the burst, the rest wait for their tokens (the gateway settles them later, and
+    // grants no more than a second's worth of credit); all are accepted and written.
+    let amqp = gw.gateway.amqp_addr().unwrap();
+    let started = std::time::Instant::now();
+    let out = common::system_python_async(
+        "amqp_proton.py",
+        &["send", &format!("amqp://{amqp}"), "rated-amqp", "30"],
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(out.contains(r#""accepted": 30"#), "{out}");
+    assert!(
+        took >= std::time::Duration::from_millis(1800),
+        "30 AMQP transfers at 10/s accepted in {took:?}"
+    );
+    assert_eq!(read_topic(&gw, "rated-amqp", 30).await.len(), 30);
+    let metrics = reqwest::get(url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let throttled = metrics
+        .lines()
+        .find(|l| l.starts_with("barnabas_amqp_throttled_transfers_total"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        throttled >= 15,
+        "transfers held back: {throttled}\n{metrics}"
+    );
     gw.stop().await;
 }
 
@@ -545,7 +580,7 @@ async fn http_clients_that_do_not_finish_their_headers_are_disconnected() {
     let header =
         b"GET /ready HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     trickling.write_all(&header[..10]).await.unwrap();
-    let (mut trickle_read, mut trickle_write) = trickling.into_split();
+    let (trickle_read, mut trickle_write) = trickling.into_split();
     let trickler = tokio::spawn(async move {
         for b in &header[10..] {
             tokio::time::sleep(Duration::from_millis(100)).await;

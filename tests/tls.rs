@@ -54,6 +54,7 @@ struct Setup {
     http: SocketAddr,
     https: SocketAddr,
     mqtts: SocketAddr,
+    wss: SocketAddr,
     amqps: SocketAddr,
 }
 
@@ -74,6 +75,7 @@ fn start(ca: &Ca, client_ca: &Ca) -> (Setup, Gateway) {
         http: free_addr(),
         https: free_addr(),
         mqtts: free_addr(),
+        wss: free_addr(),
         amqps: free_addr(),
     };
     ca.write(&s.path("ca.pem"));
@@ -101,6 +103,7 @@ tls_listen = "{https}"
 [mqtt]
 listen = "off"
 tls_listen = "{mqtts}"
+wss_listen = "{wss}"
 [[mqtt.mapping]]
 pattern = "devices/{{device}}/telemetry"
 kafka_topic = "telemetry"
@@ -122,6 +125,7 @@ allow = ["write:telemetry", "read:telemetry", "group:*"]
         http = s.http,
         https = s.https,
         mqtts = s.mqtts,
+        wss = s.wss,
         amqps = s.amqps,
         cert = s.file("server.pem"),
         key = s.file("server.key"),
@@ -257,11 +261,12 @@ fn every_listener_speaks_tls_with_the_right_ca_only_and_client_certificates_name
 
     // AMQPS with python3-qpid-proton: SASL PLAIN inside TLS; the wrong CA fails.
     let amqps = |creds: &str| format!("amqps://{creds}localhost:{}", s.amqps.port());
-    let proton = |url: &str, ca: &str| {
+    let proton = |url: &str, ca: &str, env: &[(&str, &str)]| {
         let out = Command::new(common::system_python())
             .arg(common::workspace_root().join("tests/python/amqp_proton.py"))
             .args(["try", url, "send", "telemetry"])
             .env("AMQP_CA", ca)
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -271,12 +276,51 @@ fn every_listener_speaks_tls_with_the_right_ca_only_and_client_certificates_name
             v["error"].as_str().unwrap().to_owned(),
         )
     };
-    let (ok, error) = proton(&amqps("device-1:s3cret@"), &ca_file);
+    let (ok, error) = proton(&amqps("device-1:s3cret@"), &ca_file, &[]);
     assert!(ok, "AMQPS: {error}");
-    let (ok, _) = proton(&amqps("device-1:s3cret@"), &wrong);
+    let (ok, _) = proton(&amqps("device-1:s3cret@"), &wrong, &[]);
     assert!(!ok, "AMQPS with the wrong CA");
+    // SASL EXTERNAL: no password, the client certificate's CN is the principal.
+    let external = [
+        ("AMQP_CERT", cert.as_str()),
+        ("AMQP_KEY", key.as_str()),
+        ("AMQP_MECHS", "EXTERNAL"),
+    ];
+    let (ok, error) = proton(&amqps(""), &ca_file, &external);
+    assert!(ok, "AMQPS with SASL EXTERNAL: {error}");
+    let (ok, _) = proton(&amqps(""), &ca_file, &[("AMQP_MECHS", "EXTERNAL")]);
+    assert!(!ok, "SASL EXTERNAL without a client certificate");
 
-    // Five records made it: MQTT password + certificate, HTTPS Basic + certificate, AMQPS.
+    // MQTT over WebSocket over TLS with paho-mqtt: the right CA and a password.
+    let wss = |ca: &str, password: &str| {
+        let out = Command::new(common::python())
+            .arg(common::workspace_root().join("tests/python/mqtt_paho_wss.py"))
+            .args([
+                "localhost",
+                &s.wss.port().to_string(),
+                ca,
+                "device-1",
+                password,
+            ])
+            .arg("devices/device-1/telemetry")
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap_or_else(|_| panic!("paho: {}", text(&out)))
+    };
+    let v = wss(&ca_file, "s3cret");
+    assert_eq!(v["puback"], true, "MQTT over WSS: {v}");
+    let v = wss(&wrong, "s3cret");
+    assert_eq!(v["puback"], false, "MQTT over WSS with the wrong CA: {v}");
+    assert!(!v["error"].as_str().unwrap().is_empty(), "{v}");
+    let v = wss(&ca_file, "wrong");
+    assert_eq!(
+        v["puback"], false,
+        "MQTT over WSS with a wrong password: {v}"
+    );
+
+    // Seven records made it: MQTT password + certificate, HTTPS Basic + certificate, AMQPS
+    // with PLAIN and with EXTERNAL, MQTT over WSS.
     let out = Command::new(common::python())
         .arg(common::workspace_root().join("tests/python/kafka_client.py"))
         .args([
@@ -284,13 +328,13 @@ fn every_listener_speaks_tls_with_the_right_ca_only_and_client_certificates_name
             &gateway_kafka(&gateway),
             "telemetry",
             "check-tls",
-            "5",
+            "7",
         ])
         .output()
         .unwrap();
     let got: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("kafka_client: {}", text(&out)));
-    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got.len(), 7, "{got:?}");
 
     gateway.signal("TERM");
     assert!(gateway.wait_exit(Duration::from_secs(30)).success());

@@ -14,7 +14,8 @@ usage:
       a receiver on SOURCE that never grants credit, held open
   amqp_proton.py try URL send|receive ADDRESS
       one message sent to (or received from) ADDRESS; never fails itself, prints
-      {"ok": bool, "error": str} (a refused login or attach is an answer here)
+      {"ok": bool, "error": str} (a refused login or attach is an answer here); env AMQP_CA
+      (amqps), AMQP_CERT/AMQP_KEY (client certificate), AMQP_MECHS (SASL mechanisms offered)
 """
 import json
 import os
@@ -77,9 +78,10 @@ def attempt(url, what, address):
             ssl_domain = SSLDomain(SSLDomain.MODE_CLIENT)
             ssl_domain.set_trusted_ca_db(os.environ["AMQP_CA"])
             ssl_domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
-        conn = BlockingConnection(
-            url, timeout=20, allowed_mechs="PLAIN ANONYMOUS", ssl_domain=ssl_domain
-        )
+            if os.environ.get("AMQP_CERT"):  # a client certificate (for SASL EXTERNAL)
+                ssl_domain.set_credentials(os.environ["AMQP_CERT"], os.environ["AMQP_KEY"], None)
+        mechs = os.environ.get("AMQP_MECHS", "PLAIN ANONYMOUS")
+        conn = BlockingConnection(url, timeout=20, allowed_mechs=mechs, ssl_domain=ssl_domain)
         try:
             if what == "send":
                 conn.create_sender(address).send(Message(body="try"))

@@ -91,6 +91,8 @@ pub async fn run<IO>(
     let _enter = span.enter();
     ctx.metrics.connections.inc();
     let conn_done = CancellationToken::new();
+    // One publish-rate budget for all the connection's sender links.
+    let rate = crate::produce::shared_rate(ctx.settings.publish_rate);
     let mut sessions = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -99,7 +101,7 @@ pub async fn run<IO>(
                 let Some(incoming) = incoming else { break };
                 match SessionAcceptor::new().accept_incoming_session(incoming, &mut conn).await {
                     Ok(session) => {
-                        sessions.spawn(serve_session(session, ctx.clone(), principal.clone(), shutdown.clone(), conn_done.clone()));
+                        sessions.spawn(serve_session(session, ctx.clone(), principal.clone(), rate.clone(), shutdown.clone(), conn_done.clone()));
                     }
                     Err(e) => {
                         tracing::debug!(error = ?e, "session not begun");
@@ -126,6 +128,7 @@ async fn serve_session(
     mut session: ListenerSessionHandle,
     ctx: Arc<AmqpContext>,
     principal: Principal,
+    rate: crate::produce::SharedRate,
     shutdown: CancellationToken,
     conn_done: CancellationToken,
 ) {
@@ -159,7 +162,13 @@ async fn serve_session(
                     .links
                     .get_or_create(&DirectionLabel::produce())
                     .inc();
-                links.spawn(produce::run(r, to, ctx.clone(), shutdown.clone()));
+                links.spawn(produce::run(
+                    r,
+                    to,
+                    ctx.clone(),
+                    rate.clone(),
+                    shutdown.clone(),
+                ));
             }
             (Ok(Route::Consume(from, start)), LinkEndpoint::Sender(s)) => {
                 tracing::debug!(link = %name, topic = %from.topic, group = %from.group, "consumer link");

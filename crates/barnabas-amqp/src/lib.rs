@@ -43,6 +43,11 @@ pub struct AmqpSettings {
     pub open_timeout: Duration,
     /// Connections accepted at once (`limits.max_connections`).
     pub max_connections: usize,
+    /// Transfers per second per connection (`limits.publish_rate`, 0 = no limit), over all
+    /// its sender links: above it a transfer is taken in only when a token is there, so its
+    /// settlement, and with it the link credit fe2o3-amqp renews, comes later and the client's
+    /// sender waits for credit. A link's credit is also capped at one second's worth.
+    pub publish_rate: u32,
 }
 
 impl AmqpSettings {
@@ -93,6 +98,8 @@ pub struct AmqpMetrics {
     pub deliveries: Counter,
     /// Deliveries the client released or modified (read again).
     pub released: Counter,
+    /// Transfers held back by `limits.publish_rate`.
+    pub throttled: Counter,
 }
 
 impl AmqpMetrics {
@@ -104,6 +111,7 @@ impl AmqpMetrics {
             rejected: Counter::default(),
             deliveries: Counter::default(),
             released: Counter::default(),
+            throttled: Counter::default(),
         };
         registry.register(|r| {
             r.register(
@@ -130,6 +138,11 @@ impl AmqpMetrics {
                 "amqp_released",
                 "AMQP deliveries released or modified by the client (read again)",
                 m.released.clone(),
+            );
+            r.register(
+                "amqp_throttled_transfers",
+                "AMQP transfers held back by limits.publish_rate",
+                m.throttled.clone(),
             );
         });
         m

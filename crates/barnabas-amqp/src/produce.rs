@@ -41,6 +41,26 @@ const MAX_IN_FLIGHT: u32 = 1000;
 /// How long a stopping producer link waits for more in-flight transfers to release.
 const RELEASE_WAIT: Duration = Duration::from_millis(200);
 
+/// A connection's publish-rate budget (`limits.publish_rate`), shared by its sender links;
+/// `None` = no limit.
+pub type SharedRate = Option<Arc<std::sync::Mutex<barnabas_core::rate::TokenBucket>>>;
+
+/// The budget for a new connection allowed `per_second` transfers (0 = no limit).
+pub fn shared_rate(per_second: u32) -> SharedRate {
+    barnabas_core::rate::TokenBucket::per_second(per_second)
+        .map(|b| Arc::new(std::sync::Mutex::new(b)))
+}
+
+/// How long the next transfer must wait for its token (zero when it is there).
+fn wait_for_token(rate: &SharedRate) -> Duration {
+    rate.as_ref().map_or(Duration::ZERO, |bucket| {
+        bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    })
+}
+
 /// The AMQP error condition for a write Kafka refused.
 pub fn condition_for(e: &Error) -> definitions::Error {
     let condition: definitions::ErrorCondition = match e.kind() {
@@ -58,11 +78,17 @@ pub async fn run(
     mut receiver: Receiver,
     to: ProduceTo,
     ctx: Arc<AmqpContext>,
+    rate: SharedRate,
     shutdown: CancellationToken,
 ) {
     let mut inflight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let inflight_bytes = InFlightBytes::default();
-    if let Err(e) = receiver.set_credit(MAX_IN_FLIGHT).await {
+    // A rate-limited connection gets at most one second's worth of credit per link.
+    let credit = match ctx.settings.publish_rate {
+        0 => MAX_IN_FLIGHT,
+        per_second => per_second.clamp(1, MAX_IN_FLIGHT),
+    };
+    if let Err(e) = receiver.set_credit(credit).await {
         tracing::debug!(error = ?e, "could not grant the link credit");
     }
     loop {
@@ -73,10 +99,17 @@ pub async fn run(
                     break;
                 }
             }
-            received = receiver.recv::<Body<Value>>(), if inflight.len() < MAX_IN_FLIGHT as usize
+            received = receiver.recv::<Body<Value>>(), if inflight.len() < credit as usize
                 && inflight_bytes.current() < MAX_INFLIGHT_BYTES => {
                 match received {
                     Ok(delivery) => {
+                        // Over `limits.publish_rate`: hold this transfer (and so its
+                        // settlement and the credit renewed with it) until its token is there.
+                        let wait = wait_for_token(&rate);
+                        if !wait.is_zero() {
+                            ctx.metrics.throttled.inc();
+                            tokio::time::sleep(wait).await;
+                        }
                         let info = DeliveryInfo::from(&delivery);
                         inflight.push_back(produce(&ctx, &to, delivery.message(), info, &inflight_bytes));
                     }

@@ -61,11 +61,44 @@ fn a_count_near_the_limit_is_an_error_not_an_overflow() {
         0x53, 0x70, 0x00, 0xd0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xb8, 0xb8, 0xb8,
         0xb8, 0xb8, 0xb8, 0x00, 0x70, 0xb8, 0xb8,
     ];
+    assert_fails_cleanly(&payload);
+}
+
+/// The third (fuzz/artifacts/amqp_message/crash-fe757c…): a list whose size is smaller than
+/// its own count field underflowed the remaining length.
+#[test]
+fn a_size_smaller_than_its_count_field_is_an_error_not_an_underflow() {
+    assert_fails_cleanly(&[0x00, 0x53, 0x77, 0xc0, 0xc0, 0xc7, 0xc0, 0x00, 0xee, 0x72]);
+    // Every compound with a zero size: an answer either way, never a panic.
+    for compound in [0xc0, 0xd0, 0xc1, 0xd1, 0xe0, 0xf0] {
+        let payload = [0x00, 0x53, 0x77, compound, 0, 0, 0, 0, 0, 0, 0, 0];
+        let decoded = std::panic::catch_unwind(|| {
+            <Body<Value>>::decode_message_from_reader(serde_amqp::read::IoReader::new(&payload[..]))
+                .is_ok()
+        });
+        assert!(decoded.is_ok(), "{payload:02x?} panicked");
+    }
+}
+
+/// The fourth (fuzz/artifacts/amqp_message/crash-… of the third run): a map whose count is
+/// odd has a key without a value, and the entry counter underflowed.
+#[test]
+fn a_map_with_an_odd_count_is_an_error_not_an_underflow() {
+    // amqp-value: map8, size 3, count 1, key "k" and no value.
+    assert_fails_cleanly(&[0x00, 0x53, 0x77, 0xc1, 0x03, 0x01, 0xa1, 0x01, b'k']);
+    // application-properties likewise.
+    assert_fails_cleanly(&[0x00, 0x53, 0x74, 0xc1, 0x03, 0x01, 0xa1, 0x01, b'k']);
+}
+
+fn assert_fails_cleanly(payload: &[u8]) {
     let decoded = std::panic::catch_unwind(|| {
-        <Body<Value>>::decode_message_from_reader(serde_amqp::read::IoReader::new(&payload[..]))
-            .is_err()
+        <Body<Value>>::decode_message_from_reader(serde_amqp::read::IoReader::new(payload)).is_err()
     });
-    assert_eq!(decoded.ok(), Some(true), "decoding fails without panicking");
+    assert_eq!(
+        decoded.ok(),
+        Some(true),
+        "{payload:02x?}: decoding fails without panicking"
+    );
 }
 
 #[test]

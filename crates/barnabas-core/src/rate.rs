@@ -1,8 +1,10 @@
-//! Publish-rate limits: token buckets, one per MQTT connection and one per HTTP principal.
+//! Publish-rate limits: token buckets, one per MQTT or AMQP connection and one per HTTP
+//! principal.
 //!
 //! A client over its rate is slowed down, not dropped: an MQTT connection's next publish is
-//! read only when a token is there (TCP back-pressure, nothing is lost), an HTTP produce is
-//! answered 429 with the seconds after which it would fit.
+//! read only when a token is there (TCP back-pressure, nothing is lost), an AMQP transfer is
+//! settled only then (so the link credit is renewed later), an HTTP produce is answered 429
+//! with the seconds after which it would fit.
 
 use std::{
     collections::HashMap,

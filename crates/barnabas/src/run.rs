@@ -402,6 +402,7 @@ impl Gateway {
                     idle_timeout_ms: 60_000,
                     open_timeout: Duration::from_secs(5),
                     max_connections: config.limits.max_connections,
+                    publish_rate: config.limits.publish_rate,
                 },
                 metrics: barnabas_amqp::AmqpMetrics::new(&registry),
                 gateway_metrics: gateway_metrics.clone(),

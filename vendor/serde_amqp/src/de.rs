@@ -902,7 +902,10 @@ where
                         self.elem_format_code = Some(format_code);
 
                         // Account for offset
-                        let len = len - OFFSET_ARRAY8;
+                        // barnabas: a size smaller than its own count field underflowed here.
+                let len = len
+                    .checked_sub(OFFSET_ARRAY8)
+                    .ok_or_else(|| <Error as de::Error>::custom("encoded size smaller than its count"))?;
                         // let buf = self.reader.read_bytes(len)?;
 
                         visitor.visit_seq(ArrayAccess::new(self, len, count))
@@ -933,7 +936,10 @@ where
                         self.elem_format_code = Some(format_code);
 
                         // Account for offset
-                        let len = len - OFFSET_ARRAY32;
+                        // barnabas: a size smaller than its own count field underflowed here.
+                let len = len
+                    .checked_sub(OFFSET_ARRAY32)
+                    .ok_or_else(|| <Error as de::Error>::custom("encoded size smaller than its count"))?;
                         // let buf = self.reader.read_bytes(len)?;
 
                         visitor.visit_seq(ArrayAccess::new(self, len, count))
@@ -958,7 +964,10 @@ where
                     as usize;
 
                 // Account for offset
-                let len = len - OFFSET_LIST8;
+                // barnabas: a size smaller than its own count field underflowed here.
+                let len = len
+                    .checked_sub(OFFSET_LIST8)
+                    .ok_or_else(|| <Error as de::Error>::custom("encoded size smaller than its count"))?;
 
                 // Make sure there is no other element format code
                 self.elem_format_code = None;
@@ -979,7 +988,10 @@ where
                 }
 
                 // Account for offset
-                let len = len - OFFSET_LIST32;
+                // barnabas: a size smaller than its own count field underflowed here.
+                let len = len
+                    .checked_sub(OFFSET_LIST32)
+                    .ok_or_else(|| <Error as de::Error>::custom("encoded size smaller than its count"))?;
 
                 // Make sure there is no other element format code
                 self.elem_format_code = None;
@@ -1017,7 +1029,10 @@ where
                     as usize;
 
                 // Account for offset
-                let size = size - OFFSET_LIST8;
+                // barnabas: a size smaller than its own count field underflowed here.
+                let size = size
+                    .checked_sub(OFFSET_LIST8)
+                    .ok_or_else(|| <Error as de::Error>::custom("encoded size smaller than its count"))?;
 
                 // Make sure there is no other element format code
                 self.elem_format_code = None;
@@ -1030,7 +1045,10 @@ where
                 let count = u32::from_be_bytes(count_bytes) as usize;
 
                 // Account for offset
-                let size = size - OFFSET_LIST32;
+                // barnabas: a size smaller than its own count field underflowed here.
+                let size = size
+                    .checked_sub(OFFSET_LIST32)
+                    .ok_or_else(|| <Error as de::Error>::custom("encoded size smaller than its count"))?;
 
                 // Make sure there is no other element format code
                 self.elem_format_code = None;
@@ -1067,7 +1085,10 @@ where
                     as usize;
 
                 // Account for offset
-                let size = size - OFFSET_MAP8;
+                // barnabas: a size smaller than its own count field underflowed here.
+                let size = size
+                    .checked_sub(OFFSET_MAP8)
+                    .ok_or_else(|| <Error as de::Error>::custom("encoded size smaller than its count"))?;
 
                 (size, count)
             }
@@ -1086,7 +1107,10 @@ where
                 }
 
                 // Account for offset
-                let size = size - OFFSET_MAP32;
+                // barnabas: a size smaller than its own count field underflowed here.
+                let size = size
+                    .checked_sub(OFFSET_MAP32)
+                    .ok_or_else(|| <Error as de::Error>::custom("encoded size smaller than its count"))?;
 
                 (size, count)
             }
@@ -1558,7 +1582,11 @@ impl<'de, R: Read<'de>> de::MapAccess<'de> for MapAccess<'_, R> {
     where
         V: de::DeserializeSeed<'de>,
     {
-        self.count -= 1;
+        // barnabas: a map with an odd count has a key without a value; this underflowed.
+        self.count = self
+            .count
+            .checked_sub(1)
+            .ok_or_else(|| <Error as de::Error>::custom("map entry without a value"))?;
         seed.deserialize(self.as_mut())
     }
 
@@ -1575,7 +1603,11 @@ impl<'de, R: Read<'de>> de::MapAccess<'de> for MapAccess<'_, R> {
             0 => Ok(None),
             _ => {
                 // AMQP map count includes both key and value
-                self.count -= 2;
+                // barnabas: an odd count underflowed here.
+                self.count = self
+                    .count
+                    .checked_sub(2)
+                    .ok_or_else(|| <Error as de::Error>::custom("map entry without a value"))?;
                 let key = kseed.deserialize(self.as_mut())?;
                 let val = vseed.deserialize(self.as_mut())?;
                 Ok(Some((key, val)))
