@@ -622,3 +622,99 @@ async fn http_clients_that_do_not_finish_their_headers_are_disconnected() {
     assert_eq!(gw.get("/ready", None).await.status, 204);
     gw.stop().await;
 }
+
+/// `limits.max_connections` (per listener) reached and recovered: a third MQTT client gets
+/// CONNACK "server unavailable" (v3.1.1) / "server busy" (v5) from mosquitto_pub's point of
+/// view, a third HTTP client 503 JSON with `Retry-After`; once one connection closes, both
+/// serve again.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_connections_answers_server_busy_and_recovers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let gw = gateway::start(|c| c.limits.max_connections = 2).await;
+    let mqtt = gw.gateway.mqtt_addr().unwrap();
+    let http = gw.base.trim_start_matches("http://").to_owned();
+
+    // Two MQTT connections with their CONNACK, held open.
+    let mut held = Vec::new();
+    for id in ["held-1", "held-2"] {
+        let mut s = tokio::net::TcpStream::connect(mqtt).await.unwrap();
+        let mut connect = vec![
+            0x10,
+            12 + id.len() as u8,
+            0,
+            4,
+            b'M',
+            b'Q',
+            b'T',
+            b'T',
+            4,
+            2,
+            0,
+            60,
+        ];
+        connect.extend([0, id.len() as u8]);
+        connect.extend(id.as_bytes());
+        s.write_all(&connect).await.unwrap();
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).await.unwrap();
+        assert_eq!(connack, [0x20, 2, 0, 0], "{id} accepted");
+        held.push(s);
+    }
+    let publish = |version: &'static str| {
+        let port = mqtt.port().to_string();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new("mosquitto_pub")
+                    .args(["-h", "127.0.0.1", "-p", &port, "-V", version])
+                    .args(["-q", "1", "-t", "busy/test", "-m", "x"])
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    for (version, reason) in [("mqttv311", "unavailable"), ("mqttv5", "busy")] {
+        let out = publish(version).await;
+        assert!(!out.status.success(), "{version}: {}", text(&out));
+        assert!(
+            text(&out).to_ascii_lowercase().contains(reason),
+            "{version} told why: {}",
+            text(&out)
+        );
+    }
+
+    // Two HTTP connections held; the third is answered 503.
+    let held_http = [
+        tokio::net::TcpStream::connect(&http).await.unwrap(),
+        tokio::net::TcpStream::connect(&http).await.unwrap(),
+    ];
+    let (status, answer) = curl(&[&format!("http://{http}/ready")]);
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(answer.contains(r#""error_code":503"#), "{answer}");
+
+    // One of each closes: both listeners serve again.
+    drop(held.pop());
+    drop(held_http);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let out = publish("mqttv5").await;
+    assert!(out.status.success(), "after a slot freed: {}", text(&out));
+    let (status, answer) = curl(&[&format!("http://{http}/ready")]);
+    assert_eq!(status, 204, "{answer}");
+    let metrics = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("barnabas_mqtt_refused_busy_total 2"),
+        "{metrics}"
+    );
+    gw.stop().await;
+}

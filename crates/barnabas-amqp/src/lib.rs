@@ -178,28 +178,42 @@ pub struct AmqpContext {
 /// ends only that connection.
 pub async fn serve(listener: TcpListener, ctx: Arc<AmqpContext>, shutdown: CancellationToken) {
     let max = ctx.settings.max_connections;
-    barnabas_core::serve_connections(listener, "amqp", max, shutdown.clone(), |stream, peer| {
-        connection::run(stream, peer, None, ctx.clone(), shutdown.clone())
-    })
+    // Over the limit the socket is closed: an AMQP refusal (open, then close with
+    // amqp:resource-limit-exceeded) would first cost the SASL exchange.
+    barnabas_core::serve_connections(
+        listener,
+        "amqp",
+        max,
+        shutdown.clone(),
+        |stream, peer| connection::run(stream, peer, None, ctx.clone(), shutdown.clone()),
+        barnabas_core::close_at_once,
+    )
     .await;
 }
 
 /// [`serve`] for AMQPS: the TLS handshake (under the open deadline) comes first.
 pub async fn serve_tls(listener: TcpListener, ctx: Arc<AmqpContext>, shutdown: CancellationToken) {
     let max = ctx.settings.max_connections;
-    barnabas_core::serve_connections(listener, "amqps", max, shutdown.clone(), |stream, peer| {
-        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-        async move {
-            let Some(tls) = ctx.tls.clone() else {
-                tracing::error!("AMQPS listener without a TLS configuration");
-                return;
-            };
-            match tokio::time::timeout(ctx.settings.open_timeout, tls.accept(stream)).await {
-                Ok(Ok((stream, cn))) => connection::run(stream, peer, cn, ctx, shutdown).await,
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    barnabas_core::serve_connections(
+        listener,
+        "amqps",
+        max,
+        shutdown.clone(),
+        |stream, peer| {
+            let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+            async move {
+                let Some(tls) = ctx.tls.clone() else {
+                    tracing::error!("AMQPS listener without a TLS configuration");
+                    return;
+                };
+                match tokio::time::timeout(ctx.settings.open_timeout, tls.accept(stream)).await {
+                    Ok(Ok((stream, cn))) => connection::run(stream, peer, cn, ctx, shutdown).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
             }
-        }
-    })
+        },
+        barnabas_core::close_at_once,
+    )
     .await;
 }

@@ -1,6 +1,6 @@
 //! The accept loop every TCP front end shares: one task per connection, at most
-//! `max_connections` at once (a new connection waits for a slot instead of exhausting file
-//! descriptors), accept errors logged and retried, and an end on shutdown.
+//! `max_connections` at once (one more gets the protocol's "server busy" answer instead of
+//! exhausting file descriptors), accept errors logged and retried, and an end on shutdown.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -10,25 +10,60 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// Most "server busy" answers given at once, and the longest one may take: beyond them a
+/// connection over the limit is closed without an answer, so a flood costs nothing more.
+pub const BUSY_ANSWERS: usize = 64;
+/// See [`BUSY_ANSWERS`].
+pub const BUSY_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Whether a connection over the limit may get a "server busy" answer: a permit while fewer
+/// than [`BUSY_ANSWERS`] are being given (hold it while answering), `None` to just close it.
+#[derive(Clone)]
+pub struct BusyAnswers(Arc<Semaphore>);
+
+impl Default for BusyAnswers {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(BUSY_ANSWERS)))
+    }
+}
+
+impl BusyAnswers {
+    /// Runs `answer` (bounded by [`BUSY_DEADLINE`]) in its own task if a slot is free;
+    /// otherwise drops the connection at once.
+    pub fn answer<Fut>(&self, answer: Fut)
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        if let Ok(slot) = self.0.clone().try_acquire_owned() {
+            tokio::spawn(async move {
+                let _slot = slot;
+                let _ = tokio::time::timeout(BUSY_DEADLINE, answer).await;
+            });
+        }
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown`, running `handle` for each in its own
 /// task (so a panic in one connection's code ends only that connection). `protocol` names the
-/// listener in logs.
-pub async fn serve_connections<F, Fut>(
+/// listener in logs. A connection beyond `max_connections` gets `busy` instead (the
+/// protocol's "server busy" answer, under [`BUSY_DEADLINE`], at most [`BUSY_ANSWERS`] at once,
+/// else closed at once): the client learns why, and retries later or elsewhere.
+pub async fn serve_connections<F, Fut, B, BFut>(
     listener: TcpListener,
     protocol: &'static str,
     max_connections: usize,
     shutdown: CancellationToken,
     handle: F,
+    busy: B,
 ) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
+    B: Fn(TcpStream) -> BFut,
+    BFut: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(max_connections));
+    let answers = BusyAnswers::default();
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -41,6 +76,11 @@ pub async fn serve_connections<F, Fut>(
             },
         };
         let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(protocol, %peer, max_connections, "over limits.max_connections; answered busy");
+            answers.answer(busy(stream));
+            continue;
+        };
         tracing::trace!(protocol, %peer, "connection");
         let connection = handle(stream, peer);
         tokio::spawn(async move {
@@ -48,4 +88,10 @@ pub async fn serve_connections<F, Fut>(
             connection.await;
         });
     }
+}
+
+/// The "server busy" answer of a protocol that has none before its handshake: the connection
+/// is closed.
+pub async fn close_at_once(stream: TcpStream) {
+    drop(stream);
 }

@@ -119,15 +119,18 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 /// Serves `router` on an already bound listener until `shutdown` is cancelled, then stops
 /// accepting and lets in-flight requests finish. Binding happens in the caller so a busy port
 /// is reported before anything starts. A request's headers must arrive within
-/// `header_read_timeout` ([`server`]).
+/// `header_read_timeout` ([`server`]); a connection beyond `max_connections` is answered 503.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     header_read_timeout: std::time::Duration,
+    max_connections: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let (tx, incoming) = tokio::sync::mpsc::channel(64);
     let stop = shutdown.clone();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let busy = barnabas_core::BusyAnswers::default();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -136,7 +139,12 @@ pub async fn serve(
             };
             match accepted {
                 Ok((stream, addr)) => {
-                    if tx.send((stream, addr)).await.is_err() {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracing::debug!(%addr, max_connections, "over limits.max_connections; answered 503");
+                        busy.answer(server::answer_busy(stream));
+                        continue;
+                    };
+                    if tx.send((stream, addr, slot)).await.is_err() {
                         return;
                     }
                 }

@@ -22,21 +22,23 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// Serves every connection that arrives on `incoming` (a stream and what handlers see as its
-/// `ConnectInfo`) until `shutdown`; then lets requests in progress finish and returns once
-/// every connection has closed.
-pub async fn serve_streams<I, C>(
-    mut incoming: mpsc::Receiver<(I, C)>,
+/// Serves every connection that arrives on `incoming` (a stream, what handlers see as its
+/// `ConnectInfo`, and its slot under `limits.max_connections`, held until it closes) until
+/// `shutdown`; then lets requests in progress finish and returns once every connection has
+/// closed.
+pub async fn serve_streams<I, C, P>(
+    mut incoming: mpsc::Receiver<(I, C, P)>,
     router: Router,
     header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: Clone + Send + Sync + 'static,
+    P: Send + 'static,
 {
     let mut connections = JoinSet::new();
     loop {
-        let (io, info) = tokio::select! {
+        let (io, info, slot) = tokio::select! {
             _ = shutdown.cancelled() => break,
             next = incoming.recv() => match next {
                 Some(c) => c,
@@ -47,6 +49,7 @@ pub async fn serve_streams<I, C>(
         };
         let (router, shutdown) = (router.clone(), shutdown.clone());
         connections.spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(info.clone()));
                 let router = router.clone();
@@ -79,4 +82,24 @@ pub async fn serve_streams<I, C>(
         });
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// The answer to a connection over `limits.max_connections`: 503 with the JSON error body and
+/// `Retry-After`, then the connection is closed (after reading what the client sent, so the
+/// close does not reset the answer away).
+pub async fn answer_busy<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let body =
+        r#"{"error_code":503,"message":"The gateway is at its connection limit; retry later."}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(answer.as_bytes()).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 1024];
+    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
 }

@@ -22,15 +22,18 @@ pub struct TlsPeer {
 }
 
 /// Serves `router` over TLS on an already bound listener until `shutdown`; a request's
-/// headers must arrive within `header_read_timeout` after the handshake.
+/// headers must arrive within `header_read_timeout` after the handshake; a connection beyond
+/// `max_connections` is closed.
 pub async fn serve_tls(
     listener: TcpListener,
     router: Router,
     tls: Arc<TlsAcceptor>,
     header_read_timeout: Duration,
+    max_connections: usize,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let (tx, ready) = mpsc::channel(64);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let stop = shutdown.clone();
     tokio::spawn(async move {
         loop {
@@ -45,11 +48,16 @@ pub async fn serve_tls(
                     }
                 },
             };
+            // Over limits.max_connections: closed before the handshake it would cost.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!(%addr, "over limits.max_connections; closed");
+                continue;
+            };
             let (tls, tx) = (tls.clone(), tx.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_DEADLINE, tls.accept(stream)).await {
                     Ok(Ok((stream, cert_cn))) => {
-                        let _ = tx.send((stream, TlsPeer { addr, cert_cn })).await;
+                        let _ = tx.send((stream, TlsPeer { addr, cert_cn }, slot)).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),

@@ -84,6 +84,8 @@ pub struct MqttMetrics {
     pub dropped_deliveries: Counter,
     /// Publishes held back by `limits.publish_rate`.
     pub throttled: Counter,
+    /// Connections answered "server busy" (over `limits.max_connections`).
+    pub refused_busy: Counter,
 }
 
 impl MqttMetrics {
@@ -97,6 +99,7 @@ impl MqttMetrics {
             subscriptions: Gauge::default(),
             dropped_deliveries: Counter::default(),
             throttled: Counter::default(),
+            refused_busy: Counter::default(),
         };
         registry.register(|r| {
             r.register(
@@ -133,6 +136,11 @@ impl MqttMetrics {
                 "mqtt_throttled_publishes",
                 "MQTT publishes held back by limits.publish_rate",
                 m.throttled.clone(),
+            );
+            r.register(
+                "mqtt_refused_busy",
+                "MQTT connections answered server busy (limits.max_connections)",
+                m.refused_busy.clone(),
             );
         });
         m
@@ -288,48 +296,84 @@ pub async fn serve(
         Transport::Tls => "mqtts",
         Transport::SecureWebSocket => "mqtt-wss",
     };
-    barnabas_core::serve_connections(listener, protocol, max, shutdown.clone(), |stream, peer| {
-        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-        async move {
-            let deadline = ctx.settings.connect_timeout;
-            match transport {
-                Transport::Tcp => session::run(stream, peer, None, ctx, shutdown).await,
-                Transport::WebSocket => match websocket(stream, &ctx).await {
-                    Ok(io) => session::run(io, peer, None, ctx, shutdown).await,
-                    Err(e) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
-                },
-                Transport::Tls | Transport::SecureWebSocket => {
-                    let Some(tls) = ctx.tls.clone() else {
-                        tracing::error!("MQTT TLS listener without a TLS configuration");
-                        return;
-                    };
-                    let (stream, cn) =
-                        match tokio::time::timeout(deadline, tls.accept(stream)).await {
-                            Ok(Ok(accepted)) => accepted,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
+    barnabas_core::serve_connections(
+        listener,
+        protocol,
+        max,
+        shutdown.clone(),
+        |stream, peer| {
+            let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+            async move {
+                let deadline = ctx.settings.connect_timeout;
+                match transport {
+                    Transport::Tcp => session::run(stream, peer, None, ctx, shutdown).await,
+                    Transport::WebSocket => match websocket(stream, &ctx).await {
+                        Ok(io) => session::run(io, peer, None, ctx, shutdown).await,
+                        Err(e) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
+                    },
+                    Transport::Tls | Transport::SecureWebSocket => {
+                        let Some(tls) = ctx.tls.clone() else {
+                            tracing::error!("MQTT TLS listener without a TLS configuration");
+                            return;
                         };
-                    if transport == Transport::Tls {
-                        session::run(stream, peer, cn, ctx, shutdown).await;
-                    } else {
-                        match websocket(stream, &ctx).await {
-                            Ok(io) => session::run(io, peer, cn, ctx, shutdown).await,
-                            Err(e) => {
-                                tracing::debug!(%peer, error = %e, "WebSocket handshake failed")
+                        let (stream, cn) =
+                            match tokio::time::timeout(deadline, tls.accept(stream)).await {
+                                Ok(Ok(accepted)) => accepted,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        if transport == Transport::Tls {
+                            session::run(stream, peer, cn, ctx, shutdown).await;
+                        } else {
+                            match websocket(stream, &ctx).await {
+                                Ok(io) => session::run(io, peer, cn, ctx, shutdown).await,
+                                Err(e) => {
+                                    tracing::debug!(%peer, error = %e, "WebSocket handshake failed")
+                                }
                             }
                         }
                     }
                 }
             }
-        }
-    })
+        },
+        |stream| {
+            let ctx = ctx.clone();
+            async move { answer_busy(stream, transport, &ctx).await }
+        },
+    )
     .await;
+}
+
+/// A connection over `limits.max_connections`: its CONNECT (over plain TCP or WebSocket) is
+/// answered CONNACK "server busy" (v5 0x89, v3.1.1 3), so the client knows to come back later;
+/// over TLS the connection is closed (a handshake would cost the CPU the limit protects).
+async fn answer_busy(stream: tokio::net::TcpStream, transport: Transport, ctx: &MqttContext) {
+    ctx.metrics.refused_busy.inc();
+    match transport {
+        Transport::Tcp => connack_busy(stream, ctx).await,
+        Transport::WebSocket => {
+            if let Ok(io) = websocket(stream, ctx).await {
+                connack_busy(io, ctx).await;
+            }
+        }
+        Transport::Tls | Transport::SecureWebSocket => {}
+    }
+}
+
+/// Reads the CONNECT and answers it "server busy".
+async fn connack_busy<S>(io: S, ctx: &MqttContext)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Ok((mut conn, _)) = wire::accept(io, ctx.settings.max_packet_bytes()).await {
+        let _ = conn.connack_busy().await;
+    }
 }
 
 /// The WebSocket upgrade, under the CONNECT deadline.

@@ -350,6 +350,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.send(packet).await
     }
 
+    /// CONNACK "server busy" (`limits.max_connections` reached): v3 code 3 (server
+    /// unavailable) / v5 0x89 (server busy).
+    pub async fn connack_busy(&mut self) -> Result<(), WireError> {
+        let packet = match self.version {
+            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
+                return_code: v3::ConnectAckReason::ServiceUnavailable,
+                session_present: false,
+            })),
+            ProtocolVersion::MQTT5 => {
+                MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+                    reason_code: v5::ConnectAckReason::ServerBusy,
+                    ..v5::ConnectAck::default()
+                })))
+            }
+        };
+        self.send(packet).await
+    }
+
     /// CONNACK refusing the credentials: v3 code 4 / v5 0x86 for bad ones, v3 5 / v5 0x87
     /// when they are missing.
     pub async fn connack_refused(&mut self, error: AuthError) -> Result<(), WireError> {

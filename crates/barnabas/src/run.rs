@@ -302,13 +302,20 @@ impl Gateway {
         )
         .with_auth(auth.clone(), throttle.clone());
         let header_read_timeout = Duration::from_millis(config.http.header_read_timeout_ms.max(1));
+        let max_connections = config.limits.max_connections;
         if let (Some(listener), Some(tls)) = (https_listener, tls.clone()) {
             let router = barnabas_http::router(http_state.clone());
             let token = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(e) =
-                    barnabas_http::serve_tls(listener, router, tls, header_read_timeout, token)
-                        .await
+                if let Err(e) = barnabas_http::serve_tls(
+                    listener,
+                    router,
+                    tls,
+                    header_read_timeout,
+                    max_connections,
+                    token,
+                )
+                .await
                 {
                     tracing::error!(error = %e, "HTTPS listener failed");
                 }
@@ -321,8 +328,14 @@ impl Gateway {
             let router = barnabas_http::router(http_state.clone());
             let token = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(e) =
-                    barnabas_http::serve(listener, router, header_read_timeout, token).await
+                if let Err(e) = barnabas_http::serve(
+                    listener,
+                    router,
+                    header_read_timeout,
+                    max_connections,
+                    token,
+                )
+                .await
                 {
                     tracing::error!(error = %e, "HTTP listener failed");
                 }
