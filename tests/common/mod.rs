@@ -79,6 +79,20 @@ pub mod broker {
         panic!("embedded broker did not start: {last:?}");
     }
 
+    /// A broker on which every client must log in with SASL: PLAIN (tansu accepts any
+    /// password) or SCRAM-SHA-256/512 against stored credentials.
+    pub async fn start_sasl() -> EmbeddedKafka {
+        let mut last = None;
+        for _ in 0..5 {
+            match EmbeddedKafka::start_with_sasl(free_addr(), None, Storage::Temporary, true).await
+            {
+                Ok(b) => return b,
+                Err(e) => last = Some(e),
+            }
+        }
+        panic!("embedded broker did not start: {last:?}");
+    }
+
     /// Gateway Kafka settings for a test broker.
     pub fn kafka_config(broker: &EmbeddedKafka) -> KafkaConfig {
         KafkaConfig {

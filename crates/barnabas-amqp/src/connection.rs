@@ -166,6 +166,7 @@ async fn serve_session(
                     r,
                     to,
                     ctx.clone(),
+                    principal.clone(),
                     rate.clone(),
                     shutdown.clone(),
                 ));

@@ -14,7 +14,7 @@ use std::{
 };
 
 use barnabas_core::{
-    Delivered, Error, ErrorKind, GatewayMetrics, InFlightBytes, MAX_INFLIGHT_BYTES,
+    Delivered, Error, ErrorKind, GatewayMetrics, InFlightBytes, Principal, MAX_INFLIGHT_BYTES,
 };
 use fe2o3_amqp::{
     link::{delivery::DeliveryInfo, RecvError},
@@ -78,6 +78,7 @@ pub async fn run(
     mut receiver: Receiver,
     to: ProduceTo,
     ctx: Arc<AmqpContext>,
+    principal: Principal,
     rate: SharedRate,
     shutdown: CancellationToken,
 ) {
@@ -111,7 +112,7 @@ pub async fn run(
                             tokio::time::sleep(wait).await;
                         }
                         let info = DeliveryInfo::from(&delivery);
-                        inflight.push_back(produce(&ctx, &to, delivery.message(), info, &inflight_bytes));
+                        inflight.push_back(produce(&ctx, &to, &principal, delivery.message(), info, &inflight_bytes));
                     }
                     Err(RecvError::MessageDecode(e)) => {
                         let err = definitions::Error::new(AmqpError::DecodeError, Some(e.source.to_string()), None);
@@ -166,6 +167,7 @@ async fn settle(
 fn produce(
     ctx: &Arc<AmqpContext>,
     to: &ProduceTo,
+    principal: &Principal,
     message: &fe2o3_amqp::types::messaging::Message<Body<Value>>,
     info: DeliveryInfo,
     inflight_bytes: &InFlightBytes,
@@ -173,6 +175,7 @@ fn produce(
     let record = convert::to_record(message, &to.topic, to.partition);
     let held = inflight_bytes.hold(record.as_ref().map_or(0, |r| r.payload_size()));
     let ctx = ctx.clone();
+    let principal = principal.clone();
     Box::pin(async move {
         let _held = held;
         let record = match record {
@@ -204,7 +207,7 @@ fn produce(
             );
         }
         let started = Instant::now();
-        let result = ctx.publisher.publish_one(record).await;
+        let result = ctx.publisher.publish_one_as(&principal, record).await;
         let label = GatewayMetrics::label("amqp");
         ctx.gateway_metrics
             .produce_latency

@@ -28,6 +28,30 @@ pub trait Publisher: Send + Sync {
             .unwrap_or_else(|| Err(crate::Error::Invalid("publisher returned no result".into())))
     }
 
+    /// Writes `records` on behalf of `principal`: the same as [`publish`](Self::publish)
+    /// for the gateway's own identity towards Kafka (the default); with identity passthrough
+    /// the records reach Kafka logged in as the principal, so Kafka's own ACLs apply.
+    async fn publish_as(
+        &self,
+        principal: &crate::Principal,
+        records: Vec<Record>,
+    ) -> Vec<Result<Delivered>> {
+        let _ = principal;
+        self.publish(records).await
+    }
+
+    /// [`publish_as`](Self::publish_as) for one record.
+    async fn publish_one_as(
+        &self,
+        principal: &crate::Principal,
+        record: Record,
+    ) -> Result<Delivered> {
+        let mut results = self.publish_as(principal, vec![record]).await;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(crate::Error::Invalid("publisher returned no result".into())))
+    }
+
     /// Waits (bounded) until everything handed to the publisher was acknowledged or failed;
     /// used at shutdown so that nothing accepted is dropped on the floor.
     async fn flush(&self, timeout: Duration) -> Result<()>;

@@ -146,14 +146,15 @@ async fn produce(
     let publisher = state.backend.publisher.clone();
     let metrics = state.gateway_metrics.clone();
     if params.is_async {
+        let principal = principal.clone();
         tokio::spawn(async move {
-            let results = publisher.publish(records).await;
+            let results = publisher.publish_as(&principal, records).await;
             count(&metrics, &results);
         });
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let started = Instant::now();
-    let results = publisher.publish(records).await;
+    let results = publisher.publish_as(principal, records).await;
     metrics
         .produce_latency
         .get_or_create(&GatewayMetrics::label("http"))

@@ -35,7 +35,21 @@ pub struct KafkaConfig {
     /// and out of `check-config`; the file's content, without its trailing newline, wins over
     /// `properties`.
     pub secret_files: BTreeMap<String, String>,
+    /// Whose identity clients' writes reach Kafka with: `"gateway"` (the gateway's own login
+    /// from `properties`) or `"passthrough"` (each client's own user name and password, as
+    /// the SASL login of a producer of its own, so Kafka's ACLs apply per client; needs a
+    /// SASL `security.protocol`; clients that log in without a password cannot write).
+    pub identity: String,
+    /// With `identity = "passthrough"`: clients' producers open at once at most (each is a
+    /// librdkafka producer with its own connections); the least recently used idle one makes
+    /// room, and one idle for 5 minutes is closed.
+    pub passthrough_producers: usize,
 }
+
+/// `kafka.identity` values.
+pub const IDENTITY_GATEWAY: &str = "gateway";
+/// See [`IDENTITY_GATEWAY`].
+pub const IDENTITY_PASSTHROUGH: &str = "passthrough";
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -49,11 +63,45 @@ impl Default for KafkaConfig {
             request_timeout_ms: 10_000,
             properties: BTreeMap::new(),
             secret_files: BTreeMap::new(),
+            identity: IDENTITY_GATEWAY.into(),
+            passthrough_producers: 64,
         }
     }
 }
 
 impl KafkaConfig {
+    /// Checks `identity` (and that passthrough has a SASL login to pass the identity in).
+    pub fn validate_identity(&self) -> Result<(), String> {
+        match self.identity.as_str() {
+            IDENTITY_GATEWAY => Ok(()),
+            IDENTITY_PASSTHROUGH => {
+                let protocol = self
+                    .properties
+                    .get("security.protocol")
+                    .map(|p| p.to_ascii_uppercase())
+                    .unwrap_or_default();
+                if protocol.starts_with("SASL_") {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "kafka.identity = \"passthrough\" logs clients in to Kafka with SASL: set \
+                         kafka.properties.\"security.protocol\" to SASL_PLAINTEXT or SASL_SSL \
+                         (now {:?})",
+                        self.properties.get("security.protocol")
+                    ))
+                }
+            }
+            other => Err(format!(
+                "kafka.identity must be \"gateway\" or \"passthrough\", not {other:?}"
+            )),
+        }
+    }
+
+    /// Whether clients' writes reach Kafka with their own identity.
+    pub fn passthrough(&self) -> bool {
+        self.identity == IDENTITY_PASSTHROUGH
+    }
+
     /// Reads every `secret_files` entry into `properties`; the error names the property and
     /// the file (never the content).
     pub fn resolve_secret_files(&mut self) -> Result<(), String> {

@@ -518,6 +518,7 @@ fn produce(
     let record = to_record(ctx, &topic, p.payload.clone(), headers)
         .and_then(|r| authorize_write(ctx, &info.principal, r));
     let publisher = ctx.backend_publisher.clone();
+    let principal = info.principal.clone();
     let metrics = ctx.gateway_metrics.clone();
     let ctx = ctx.clone();
     Box::pin(async move {
@@ -526,7 +527,7 @@ fn produce(
             Err(e) => return (ack, Err(e)),
         };
         let started = Instant::now();
-        let result = publisher.publish_one(record).await;
+        let result = publisher.publish_one_as(&principal, record).await;
         drop(held);
         let label = GatewayMetrics::label("mqtt");
         metrics
@@ -697,7 +698,7 @@ async fn publish_will(ctx: &Arc<MqttContext>, principal: &Principal, will: Will)
     };
     match tokio::time::timeout(
         Duration::from_secs(10),
-        ctx.backend_publisher.publish_one(record),
+        ctx.backend_publisher.publish_one_as(principal, record),
     )
     .await
     {

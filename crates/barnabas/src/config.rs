@@ -314,6 +314,7 @@ impl Config {
                 "kafka.bootstrap_servers: must name at least one host:port".into(),
             ));
         }
+        self.kafka.validate_identity().map_err(ConfigError)?;
         if self.kafka.default_partitions < 1 {
             return Err(ConfigError(format!(
                 "kafka.default_partitions: must be at least 1, not {}",
@@ -453,12 +454,13 @@ impl Config {
         } else {
             Users::default()
         };
-        Ok(barnabas_core::Authenticator::new(
-            mode,
-            users,
-            self.auth.allow_anonymous,
-            acl,
-        ))
+        let auth = barnabas_core::Authenticator::new(mode, users, self.auth.allow_anonymous, acl);
+        // Identity passthrough logs each client in to Kafka with its own password.
+        Ok(if self.kafka.passthrough() {
+            auth.keeping_passwords()
+        } else {
+            auth
+        })
     }
 
     /// The effective configuration as TOML, for `check-config`.

@@ -57,6 +57,8 @@ pub enum EmbeddedError {
 pub struct EmbeddedKafka {
     addr: SocketAddr,
     advertised: String,
+    /// Where tansu keeps its data (for [`add_scram_user`](Self::add_scram_user)).
+    storage_url: Url,
     task: Option<JoinHandle<()>>,
     _temp: Option<TempDir>,
 }
@@ -68,6 +70,18 @@ impl EmbeddedKafka {
         addr: SocketAddr,
         advertised: Option<String>,
         storage: Storage,
+    ) -> Result<Self, EmbeddedError> {
+        Self::start_with_sasl(addr, advertised, storage, false).await
+    }
+
+    /// [`start`](Self::start), with `sasl` = every client must authenticate (SASL PLAIN,
+    /// which tansu accepts with any password, or SCRAM-SHA-256/512 against the credentials
+    /// stored with AlterUserScramCredentials). For testing identity passthrough.
+    pub async fn start_with_sasl(
+        addr: SocketAddr,
+        advertised: Option<String>,
+        storage: Storage,
+        sasl: bool,
     ) -> Result<Self, EmbeddedError> {
         // tansu binds inside its serve task, where a busy port would only be logged: find out
         // here, where it can be reported as a start-up error.
@@ -117,9 +131,10 @@ impl EmbeddedKafka {
             .cluster_id("barnabas")
             .incarnation_id(uuid::Uuid::new_v4())
             .advertised_listener(parse_url(&format!("tcp://{advertised}"))?)
-            .storage(storage_url)
+            .storage(storage_url.clone())
             .listener(parse_url(&format!("tcp://{addr}"))?)
             .silent(true)
+            .authentication(sasl)
             .build()
             .await
             .map_err(|e| EmbeddedError::Broker(format!("{e:?}")))?;
@@ -133,6 +148,7 @@ impl EmbeddedKafka {
         let this = Self {
             addr,
             advertised,
+            storage_url,
             task: Some(task),
             _temp: temp,
         };
@@ -140,6 +156,48 @@ impl EmbeddedKafka {
         let kept = !matches!(storage, Storage::Temporary);
         tracing::info!(listen = %addr, advertised = %this.advertised, data = %data, kept, "embedded Kafka broker started");
         Ok(this)
+    }
+
+    /// Stores a SCRAM-SHA-256 credential for `user` in the broker, as Kafka's
+    /// AlterUserScramCredentials would (on a broker started with SASL, a client can only log in
+    /// with a stored SCRAM credential, so the first ones are stored here, directly).
+    pub async fn add_scram_user(&self, user: &str, password: &str) -> Result<(), EmbeddedError> {
+        use sha2::{Digest, Sha256};
+
+        const ITERATIONS: u32 = 4096;
+        let salt = uuid::Uuid::new_v4().as_bytes().to_vec();
+        let mut salted = Default::default();
+        rsasl::mechanisms::scram::tools::hash_password::<Sha256>(
+            password.as_bytes(),
+            ITERATIONS,
+            &salt,
+            &mut salted,
+        );
+        let (client_key, server_key) =
+            rsasl::mechanisms::scram::tools::derive_keys::<Sha256>(salted.as_slice());
+        let credential = tansu_storage::ScramCredential {
+            salt: salt.into(),
+            iterations: ITERATIONS as i32,
+            stored_key: Sha256::digest(client_key).to_vec().into(),
+            server_key: server_key.to_vec().into(),
+        };
+        let storage = StorageContainer::builder()
+            .cluster_id("barnabas")
+            .node_id(1)
+            .advertised_listener(parse_url(&format!("tcp://{}", self.advertised))?)
+            .storage(self.storage_url.clone())
+            .silent(true)
+            .build()
+            .await
+            .map_err(|e| EmbeddedError::Broker(format!("{e:?}")))?;
+        tansu_storage::Storage::upsert_user_scram_credential(
+            &storage,
+            user,
+            tansu_sans_io::ScramMechanism::Scram256,
+            credential,
+        )
+        .await
+        .map_err(|e| EmbeddedError::Broker(format!("storing {user}'s SCRAM credential: {e:?}")))
     }
 
     /// Polls until the broker's port accepts a connection (bounded).

@@ -29,6 +29,26 @@ pub struct Principal {
     pub name: Arc<str>,
     /// Connected without credentials.
     pub anonymous: bool,
+    /// The password the client logged in with, kept only for identity passthrough
+    /// (`kafka.identity = "passthrough"`): its writes reach Kafka logged in as this user.
+    pub kafka_secret: Option<Secret>,
+}
+
+/// A password kept in memory for identity passthrough; never printed.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// The password itself, for the Kafka client's `sasl.password`.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl Principal {
@@ -37,6 +57,7 @@ impl Principal {
         Self {
             name: Arc::from(ANONYMOUS),
             anonymous: true,
+            kafka_secret: None,
         }
     }
 
@@ -45,7 +66,15 @@ impl Principal {
         Self {
             name: Arc::from(name),
             anonymous: false,
+            kafka_secret: None,
         }
+    }
+
+    /// This principal, keeping `password` for identity passthrough (a Kafka password is
+    /// text: bytes that are not UTF-8 are replaced, and Kafka will refuse the login).
+    fn with_secret(mut self, password: &[u8]) -> Self {
+        self.kafka_secret = Some(Secret(Arc::from(String::from_utf8_lossy(password))));
+        self
     }
 }
 
@@ -146,6 +175,8 @@ pub struct Authenticator {
     /// which sends them with every request, costs one argon2 verification per
     /// [`VERIFIED_FOR`], not one per request.
     verified: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Keep the password of a password login in its principal (identity passthrough).
+    keep_passwords: bool,
 }
 
 /// How long a verified user/password pair is trusted without verifying it again.
@@ -168,6 +199,25 @@ impl Authenticator {
             allow_anonymous,
             acl,
             verified: Mutex::new(HashMap::new()),
+            keep_passwords: false,
+        }
+    }
+
+    /// Keeps each password login's password in its principal, for identity passthrough
+    /// (`kafka.identity = "passthrough"`). With `mode = "none"` the user name and password
+    /// are then taken unverified: Kafka verifies them when the client's writes log in.
+    pub fn keeping_passwords(mut self) -> Self {
+        self.keep_passwords = true;
+        self
+    }
+
+    /// The principal of a password login: the user, with the password when kept.
+    fn password_principal(&self, user: &str, password: &[u8]) -> Principal {
+        let p = Principal::named(user);
+        if self.keep_passwords {
+            p.with_secret(password)
+        } else {
+            p
         }
     }
 
@@ -227,7 +277,9 @@ impl Authenticator {
     pub fn authenticate(&self, credentials: Credentials<'_>) -> Result<Principal, AuthError> {
         if self.mode == AuthMode::None {
             return Ok(match credentials {
-                Credentials::Password { user, .. } if !user.is_empty() => Principal::named(user),
+                Credentials::Password { user, password } if !user.is_empty() => {
+                    self.password_principal(user, password)
+                }
                 Credentials::Certificate(cn) => Principal::named(cn),
                 _ => Principal::anonymous(),
             });
@@ -237,7 +289,7 @@ impl Authenticator {
             Credentials::None => Err(AuthError::NotAuthorized),
             Credentials::Password { user, password } => self
                 .verify_password(user, password)
-                .then(|| Principal::named(user))
+                .then(|| self.password_principal(user, password))
                 .ok_or(AuthError::BadCredentials),
             Credentials::Bearer(token) => self
                 .users

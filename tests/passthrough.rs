@@ -1,0 +1,172 @@
+//! Identity passthrough (`kafka.identity = "passthrough"`, issue 10): each client's writes
+//! reach Kafka logged in as the client. The embedded broker here requires SASL and verifies
+//! SCRAM-SHA-256 logins against credentials stored in it (tansu checks SCRAM passwords; it
+//! accepts any PLAIN password and has no authorizer, so Kafka ACLs themselves cannot be shown
+//! here — that a login is the client's own is what the broker verifies).
+//!
+//! Stored in Kafka (SCRAM-SHA-256, as AlterUserScramCredentials stores them): `barnabas` (the
+//! gateway's own login) and `device-1` with the same password as in the gateway's users file. `reader` can log in to the gateway but has no Kafka
+//! credential: were its writes made as the gateway they would succeed; passed through they
+//! must fail.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::process::Command;
+
+use barnabas::config::Config;
+use common::{gateway, hash_password, read_topic};
+use serde_json::Value;
+
+const JSON: &str = "content-type: application/vnd.kafka.json.v2+json";
+
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn passthrough(dir: &std::path::Path, bootstrap: String) -> impl FnOnce(&mut Config) {
+    let users = dir.join("users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[[user]]\nname = \"device-1\"\npassword_hash = \"{}\"\ntokens_sha256 = [\"{}\"]\n\n\
+             [[user]]\nname = \"reader\"\npassword_hash = \"{}\"\n",
+            hash_password("s3cret"),
+            barnabas_core::auth::sha256_hex(b"token-1"),
+            hash_password("reader-pw"),
+        ),
+    )
+    .unwrap();
+    move |c: &mut Config| {
+        c.auth.mode = "users".into();
+        c.auth.users_file = users.display().to_string();
+        c.amqp.listen = "127.0.0.1:0".into();
+        c.kafka.bootstrap_servers = bootstrap;
+        c.kafka.identity = "passthrough".into();
+        c.kafka.produce_timeout_ms = 4_000;
+        for (k, v) in [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-256"),
+            ("sasl.username", "barnabas"),
+            ("sasl.password", "gateway-pw"),
+        ] {
+            c.kafka.properties.insert(k.into(), v.into());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        barnabas::logging::init(barnabas::cli::LogFormat::Text);
+    }
+    let broker = common::broker::start_sasl().await;
+    let bootstrap = broker.bootstrap();
+    broker
+        .add_scram_user("barnabas", "gateway-pw")
+        .await
+        .unwrap();
+    broker.add_scram_user("device-1", "s3cret").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway::start_on(Some(bootstrap.clone()), passthrough(dir.path(), bootstrap)).await;
+    let url = |path: &str| format!("{}{path}", gw.base);
+    let produce = |login: Vec<String>, value: &'static str| {
+        let url = url("/topics/passthrough");
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let body = format!(r#"{{"records":[{{"value":"{value}"}}]}}"#);
+                let mut args: Vec<&str> = vec!["-X", "POST", "-H", JSON, "--data", &body];
+                args.extend(login.iter().map(String::as_str));
+                args.push(&url);
+                curl(&args)
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    // HTTP Basic as device-1: its own Kafka login, written.
+    let (status, body) = produce(vec!["-u".into(), "device-1:s3cret".into()], "http").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["offsets"][0]["offset"].is_i64(), "{body}");
+
+    // reader logs in to the gateway, but Kafka does not know it: no offset, an error.
+    let (status, body) = produce(vec!["-u".into(), "reader:reader-pw".into()], "not-written").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["offsets"][0]["offset"].is_null(), "{body}");
+    assert!(v["offsets"][0]["error_code"].is_u64(), "{body}");
+
+    // A bearer token carries no password to log in to Kafka with: 403, nothing written.
+    let (status, body) = produce(
+        vec!["-H".into(), "authorization: Bearer token-1".into()],
+        "token",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["offsets"][0]["error_code"], 403, "{body}");
+
+    // MQTT (mosquitto_pub) and AMQP (python3-qpid-proton, SASL PLAIN) as device-1.
+    let mqtt = gw.gateway.mqtt_addr().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &mqtt.port().to_string()])
+            .args(["-u", "device-1", "-P", "s3cret", "-q", "1"])
+            .args(["-t", "devices/device-1/telemetry", "-m", "mqtt"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let amqp = gw.gateway.amqp_addr().unwrap();
+    let out = common::system_python_async(
+        "amqp_proton.py",
+        &[
+            "send",
+            &format!("amqp://device-1:s3cret@{amqp}"),
+            "passthrough",
+            "1",
+        ],
+    )
+    .await;
+    assert!(out.contains(r#""accepted": 1"#), "{out}");
+
+    // What device-1 wrote is in Kafka; reader's and the token's writes are not.
+    let got = read_topic(&gw, "passthrough", 2).await;
+    let values: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(values.len(), 2, "{values:?}");
+    assert!(values.iter().any(|v| v.contains("http")), "{values:?}");
+    assert!(values.iter().any(|v| v.contains("proton")), "{values:?}");
+    let high = gw
+        .gateway
+        .backend()
+        .admin
+        .watermarks("passthrough", 0)
+        .await
+        .unwrap()
+        .high;
+    assert_eq!(
+        high, 2,
+        "only device-1's two writes are in the topic: {values:?}"
+    );
+    assert_eq!(read_topic(&gw, "mqtt", 1).await.len(), 1);
+    gw.stop().await;
+    broker.stop().await;
+}
