@@ -623,15 +623,28 @@ async fn http_clients_that_do_not_finish_their_headers_are_disconnected() {
     gw.stop().await;
 }
 
+async fn metrics(http: &str) -> String {
+    reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// `limits.max_connections` (per listener) reached and recovered: a third MQTT client gets
 /// CONNACK "server unavailable" (v3.1.1) / "server busy" (v5) from mosquitto_pub's point of
-/// view, a third HTTP client 503 JSON with `Retry-After`; once one connection closes, both
-/// serve again.
+/// view, a third HTTP client 503 JSON with `Retry-After`, a third AMQP client (qpid-proton)
+/// `amqp:resource-limit-exceeded`; once connections close, all serve again.
 #[tokio::test(flavor = "multi_thread")]
 async fn max_connections_answers_server_busy_and_recovers() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let gw = gateway::start(|c| c.limits.max_connections = 2).await;
+    let gw = gateway::start(|c| {
+        c.limits.max_connections = 2;
+        c.amqp.listen = "127.0.0.1:0".into();
+    })
+    .await;
     let mqtt = gw.gateway.mqtt_addr().unwrap();
     let http = gw.base.trim_start_matches("http://").to_owned();
 
@@ -685,6 +698,51 @@ async fn max_connections_answers_server_busy_and_recovers() {
         );
     }
 
+    // Two AMQP connections held (python3-qpid-proton receivers without credit); a third
+    // client's open is followed by close with amqp:resource-limit-exceeded.
+    let amqp = gw.gateway.amqp_addr().unwrap();
+    let mut idle: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            Command::new(common::system_python())
+                .arg(common::workspace_root().join("tests/python/amqp_proton.py"))
+                .args(["idle", &format!("amqp://{amqp}"), "busy-amqp", "30"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let amqp_url = format!("amqp://{amqp}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let refused = loop {
+        // Until both receivers are connected, the try may still get in.
+        let (ok, error) = proton(&amqp_url, "send", "busy-amqp").await;
+        if !ok {
+            break error;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never over the AMQP limit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(refused.contains("resource-limit-exceeded"), "{refused}");
+    for mut c in idle.drain(..) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (ok, error) = proton(&amqp_url, "send", "busy-amqp").await;
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "AMQP never served again: {error}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
     // Two HTTP connections held; the third is answered 503.
     let held_http = [
         tokio::net::TcpStream::connect(&http).await.unwrap(),
@@ -706,12 +764,7 @@ async fn max_connections_answers_server_busy_and_recovers() {
     assert!(out.status.success(), "after a slot freed: {}", text(&out));
     let (status, answer) = curl(&[&format!("http://{http}/ready")]);
     assert_eq!(status, 204, "{answer}");
-    let metrics = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&http).await;
     assert!(
         metrics.contains("barnabas_mqtt_refused_busy_total 2"),
         "{metrics}"

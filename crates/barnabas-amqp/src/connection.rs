@@ -24,6 +24,25 @@ use crate::{address, consume, produce, sasl::Login, AmqpContext, DirectionLabel}
 /// and end (within the gateway's drain grace period).
 const SESSIONS_END_WAIT: Duration = Duration::from_secs(8);
 
+/// The answer to a connection over `limits.max_connections`: the open completes (any SASL
+/// login passes, see [`crate::sasl::BusyLogin`]) and is followed at once by a close with
+/// `amqp:resource-limit-exceeded`, so the client knows to come back later.
+pub async fn answer_busy(stream: tokio::net::TcpStream, ctx: Arc<AmqpContext>) {
+    let acceptor = ConnectionAcceptor::builder()
+        .container_id("barnabas")
+        .max_frame_size(ctx.settings.max_frame_size)
+        .sasl_acceptor(crate::sasl::BusyLogin)
+        .build();
+    if let Ok(mut conn) = acceptor.accept(stream).await {
+        let _ = conn
+            .close_with_error(refusal(
+                AmqpError::ResourceLimitExceeded,
+                "the gateway is at its connection limit; retry later".into(),
+            ))
+            .await;
+    }
+}
+
 /// Serves one TCP connection to its end.
 pub async fn run<IO>(
     stream: IO,

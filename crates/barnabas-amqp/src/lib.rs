@@ -178,15 +178,14 @@ pub struct AmqpContext {
 /// ends only that connection.
 pub async fn serve(listener: TcpListener, ctx: Arc<AmqpContext>, shutdown: CancellationToken) {
     let max = ctx.settings.max_connections;
-    // Over the limit the socket is closed: an AMQP refusal (open, then close with
-    // amqp:resource-limit-exceeded) would first cost the SASL exchange.
+    // Over the limit: open, then close with amqp:resource-limit-exceeded.
     barnabas_core::serve_connections(
         listener,
         "amqp",
         max,
         shutdown.clone(),
         |stream, peer| connection::run(stream, peer, None, ctx.clone(), shutdown.clone()),
-        barnabas_core::close_at_once,
+        |stream| connection::answer_busy(stream, ctx.clone()),
     )
     .await;
 }
