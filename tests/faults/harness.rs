@@ -352,12 +352,9 @@ pub struct Storm {
     pub connacks: usize,
 }
 
-/// `clients` MQTT connects (CONNECT, CONNACK, close) in parallel batches, plus `silent`
+/// `clients` MQTT connects (CONNECT, CONNACK, close) in parallel batches, then `silent`
 /// connections that never send anything and are left open.
 pub async fn storm(addr: SocketAddr, clients: usize, silent: usize) -> Storm {
-    let silent_conns: Vec<TcpStream> = (0..silent)
-        .filter_map(|_| TcpStream::connect(addr).ok())
-        .collect();
     let mut connacks = 0;
     for batch in 0..clients.div_ceil(100) {
         let handles: Vec<_> = (0..100.min(clients - batch * 100))
@@ -395,7 +392,11 @@ pub async fn storm(addr: SocketAddr, clients: usize, silent: usize) -> Storm {
             }
         }
     }
-    // The silent ones stay open (the gateway must close them), until the caller's check.
+    // Opened last, so they are still within the CONNECT deadline when the caller looks
+    // however long the storm took; they stay open (the gateway must close them).
+    let silent_conns: Vec<TcpStream> = (0..silent)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(20)).await;
         drop(silent_conns);

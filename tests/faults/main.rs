@@ -209,9 +209,14 @@ async fn connection_storms_leave_no_descriptor_or_connection_behind() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = fd_count(gateway.pid());
 
-    let storm = harness::storm(gateway.mqtt, 2_000, 200).await;
+    // CI runs 2 000 connects (reduced load); BARNABAS_FAULTS_STORM=5000 is issue 11's burst.
+    let connects: usize = std::env::var("BARNABAS_FAULTS_STORM")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_000);
+    let storm = harness::storm(gateway.mqtt, connects, 200).await;
     assert_eq!(
-        storm.connacks, 2_000,
+        storm.connacks, connects,
         "every well-behaved client got its CONNACK"
     );
     // The silent ones hold a descriptor until the 5 s CONNECT deadline closes them.
