@@ -6,7 +6,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -16,10 +16,10 @@ pub const BUSY_ANSWERS: usize = 64;
 /// See [`BUSY_ANSWERS`].
 pub const BUSY_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Whether a connection over the limit may get a "server busy" answer: a permit while fewer
-/// than [`BUSY_ANSWERS`] are being given (hold it while answering), `None` to just close it.
+/// The "server busy" answers being given: at most [`BUSY_ANSWERS`] at once, each in its own
+/// task under [`BUSY_DEADLINE`].
 #[derive(Clone)]
-pub struct BusyAnswers(Arc<Semaphore>);
+struct BusyAnswers(Arc<Semaphore>);
 
 impl Default for BusyAnswers {
     fn default() -> Self {
@@ -30,7 +30,7 @@ impl Default for BusyAnswers {
 impl BusyAnswers {
     /// Runs `answer` (bounded by [`BUSY_DEADLINE`]) in its own task if a slot is free;
     /// otherwise drops the connection at once.
-    pub fn answer<Fut>(&self, answer: Fut)
+    fn answer<Fut>(&self, answer: Fut)
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
@@ -61,7 +61,49 @@ pub async fn serve_connections<F, Fut, B, BFut>(
     B: Fn(TcpStream) -> BFut,
     BFut: Future<Output = ()> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(max_connections));
+    accept_connections(
+        listener,
+        protocol,
+        max_connections,
+        shutdown,
+        |stream, peer, slot| {
+            let _ = stream.set_nodelay(true);
+            tracing::trace!(protocol, %peer, "connection");
+            let connection = handle(stream, peer);
+            tokio::spawn(async move {
+                let _slot = slot;
+                connection.await;
+            });
+            std::future::ready(true)
+        },
+        |stream| {
+            let _ = stream.set_nodelay(true);
+            busy(stream)
+        },
+    )
+    .await;
+}
+
+/// The accept loop under the connection limit that every listener shares: accept errors
+/// logged and retried, a connection over `max_connections` given to `busy` (see
+/// [`serve_connections`]), every other one given to `accepted` with its slot, which the
+/// connection holds until it ends. `accepted` answers whether to go on accepting. For
+/// listeners that hand connections on themselves (the HTTP server's connection loop);
+/// [`serve_connections`] is the usual way.
+pub async fn accept_connections<A, AFut, B, BFut>(
+    listener: TcpListener,
+    protocol: &'static str,
+    max_connections: usize,
+    shutdown: CancellationToken,
+    mut accepted: A,
+    busy: B,
+) where
+    A: FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit) -> AFut,
+    AFut: Future<Output = bool>,
+    B: Fn(TcpStream) -> BFut,
+    BFut: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max_connections));
     let answers = BusyAnswers::default();
     loop {
         let (stream, peer) = tokio::select! {
@@ -75,18 +117,14 @@ pub async fn serve_connections<F, Fut, B, BFut>(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(protocol, %peer, max_connections, "over limits.max_connections; answered busy");
             answers.answer(busy(stream));
             continue;
         };
-        tracing::trace!(protocol, %peer, "connection");
-        let connection = handle(stream, peer);
-        tokio::spawn(async move {
-            let _permit = permit;
-            connection.await;
-        });
+        if !accepted(stream, peer, slot).await {
+            return;
+        }
     }
 }
 

@@ -128,34 +128,17 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let (tx, incoming) = tokio::sync::mpsc::channel(64);
-    let stop = shutdown.clone();
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let busy = barnabas_core::BusyAnswers::default();
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = stop.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((stream, addr)) => {
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        tracing::debug!(%addr, max_connections, "over limits.max_connections; answered 503");
-                        busy.answer(server::answer_busy(stream));
-                        continue;
-                    };
-                    if tx.send((stream, addr, slot)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    });
+    tokio::spawn(barnabas_core::accept_connections(
+        listener,
+        "http",
+        max_connections,
+        shutdown.clone(),
+        move |stream, addr, slot| {
+            let tx = tx.clone();
+            async move { tx.send((stream, addr, slot)).await.is_ok() }
+        },
+        server::answer_busy,
+    ));
     server::serve_streams(incoming, router, header_read_timeout, shutdown).await;
     Ok(())
 }

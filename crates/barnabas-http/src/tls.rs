@@ -33,26 +33,13 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let (tx, ready) = mpsc::channel(64);
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, addr) = tokio::select! {
-                _ = stop.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "HTTPS accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            // Over limits.max_connections: closed before the handshake it would cost.
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::debug!(%addr, "over limits.max_connections; closed");
-                continue;
-            };
+    // Over limits.max_connections: closed before the handshake it would cost.
+    tokio::spawn(barnabas_core::accept_connections(
+        listener,
+        "https",
+        max_connections,
+        shutdown.clone(),
+        move |stream, addr, slot| {
             let (tls, tx) = (tls.clone(), tx.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_DEADLINE, tls.accept(stream)).await {
@@ -63,8 +50,10 @@ pub async fn serve_tls(
                     Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                 }
             });
-        }
-    });
+            std::future::ready(true)
+        },
+        barnabas_core::close_at_once,
+    ));
     crate::server::serve_streams(ready, router, header_read_timeout, shutdown).await;
     Ok(())
 }

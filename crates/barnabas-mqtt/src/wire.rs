@@ -335,56 +335,58 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
 
     /// CONNACK refusing an empty client id with a persistent session (v3 code 2, v5 0x85).
     pub async fn connack_identifier_rejected(&mut self) -> Result<(), WireError> {
-        let packet = match self.version {
-            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
-                return_code: v3::ConnectAckReason::IdentifierRejected,
-                session_present: false,
-            })),
-            ProtocolVersion::MQTT5 => {
-                MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
-                    reason_code: v5::ConnectAckReason::ClientIdentifierNotValid,
-                    ..v5::ConnectAck::default()
-                })))
-            }
-        };
-        self.send(packet).await
+        self.connack_refusal(
+            v3::ConnectAckReason::IdentifierRejected,
+            v5::ConnectAckReason::ClientIdentifierNotValid,
+        )
+        .await
     }
 
     /// CONNACK "server busy" (`limits.max_connections` reached): v3 code 3 (server
     /// unavailable) / v5 0x89 (server busy).
     pub async fn connack_busy(&mut self) -> Result<(), WireError> {
-        let packet = match self.version {
-            ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
-                return_code: v3::ConnectAckReason::ServiceUnavailable,
-                session_present: false,
-            })),
-            ProtocolVersion::MQTT5 => {
-                MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
-                    reason_code: v5::ConnectAckReason::ServerBusy,
-                    ..v5::ConnectAck::default()
-                })))
-            }
-        };
-        self.send(packet).await
+        self.connack_refusal(
+            v3::ConnectAckReason::ServiceUnavailable,
+            v5::ConnectAckReason::ServerBusy,
+        )
+        .await
     }
 
     /// CONNACK refusing the credentials: v3 code 4 / v5 0x86 for bad ones, v3 5 / v5 0x87
     /// when they are missing.
     pub async fn connack_refused(&mut self, error: AuthError) -> Result<(), WireError> {
+        match error {
+            AuthError::BadCredentials => {
+                self.connack_refusal(
+                    v3::ConnectAckReason::BadUserNameOrPassword,
+                    v5::ConnectAckReason::BadUserNameOrPassword,
+                )
+                .await
+            }
+            AuthError::NotAuthorized => {
+                self.connack_refusal(
+                    v3::ConnectAckReason::NotAuthorized,
+                    v5::ConnectAckReason::NotAuthorized,
+                )
+                .await
+            }
+        }
+    }
+
+    /// A CONNACK refusing the connection, with the reason of the client's protocol version.
+    async fn connack_refusal(
+        &mut self,
+        v3_reason: v3::ConnectAckReason,
+        v5_reason: v5::ConnectAckReason,
+    ) -> Result<(), WireError> {
         let packet = match self.version {
             ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
-                return_code: match error {
-                    AuthError::BadCredentials => v3::ConnectAckReason::BadUserNameOrPassword,
-                    AuthError::NotAuthorized => v3::ConnectAckReason::NotAuthorized,
-                },
+                return_code: v3_reason,
                 session_present: false,
             })),
             ProtocolVersion::MQTT5 => {
                 MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
-                    reason_code: match error {
-                        AuthError::BadCredentials => v5::ConnectAckReason::BadUserNameOrPassword,
-                        AuthError::NotAuthorized => v5::ConnectAckReason::NotAuthorized,
-                    },
+                    reason_code: v5_reason,
                     ..v5::ConnectAck::default()
                 })))
             }
