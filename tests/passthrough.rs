@@ -15,7 +15,7 @@ mod common;
 use std::process::Command;
 
 use barnabas::config::Config;
-use common::{gateway, hash_password, read_topic};
+use common::{gateway, read_topic};
 use serde_json::Value;
 
 const JSON: &str = "content-type: application/vnd.kafka.json.v2+json";
@@ -32,18 +32,7 @@ fn curl(args: &[&str]) -> (u16, String) {
 }
 
 fn passthrough(dir: &std::path::Path, bootstrap: String) -> impl FnOnce(&mut Config) {
-    let users = dir.join("users.toml");
-    std::fs::write(
-        &users,
-        format!(
-            "[[user]]\nname = \"device-1\"\npassword_hash = \"{}\"\ntokens_sha256 = [\"{}\"]\n\n\
-             [[user]]\nname = \"reader\"\npassword_hash = \"{}\"\n",
-            hash_password("s3cret"),
-            barnabas_core::auth::sha256_hex(b"token-1"),
-            hash_password("reader-pw"),
-        ),
-    )
-    .unwrap();
+    let users = common::write_test_users(dir);
     move |c: &mut Config| {
         c.auth.mode = "users".into();
         c.auth.users_file = users.display().to_string();

@@ -12,25 +12,14 @@ use std::{
 
 use barnabas::config::{AclConfig, Config, MqttMapping};
 use bytes::Bytes;
-use common::{gateway, hash_password, read_topic};
+use common::{gateway, read_topic, text};
 
 /// Users `device-1` (password `s3cret`, bearer token `token-1`) and `reader` (`reader-pw`);
 /// device-1 may write `telemetry`, read `commands` and use groups `ops-*`; reader may read
 /// `telemetry` and use any group. MQTT `devices/{d}/telemetry` → `telemetry`,
 /// `devices/{d}/secrets` → `secrets`.
 fn secured(dir: &std::path::Path) -> impl FnOnce(&mut Config) {
-    let users = dir.join("users.toml");
-    std::fs::write(
-        &users,
-        format!(
-            "[[user]]\nname = \"device-1\"\npassword_hash = \"{}\"\ntokens_sha256 = [\"{}\"]\n\n\
-             [[user]]\nname = \"reader\"\npassword_hash = \"{}\"\n",
-            hash_password("s3cret"),
-            barnabas_core::auth::sha256_hex(b"token-1"),
-            hash_password("reader-pw"),
-        ),
-    )
-    .unwrap();
+    let users = common::write_test_users(dir);
     move |c: &mut Config| {
         c.auth.mode = "users".into();
         c.auth.users_file = users.display().to_string();
@@ -218,15 +207,6 @@ fn mosquitto(tool: &str, addr: SocketAddr, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{tool}: {e} (Debian package mosquitto-clients)"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}; stdout {}; stderr {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -674,19 +654,13 @@ async fn max_connections_answers_server_busy_and_recovers() {
         assert_eq!(connack, [0x20, 2, 0, 0], "{id} accepted");
         held.push(s);
     }
-    let publish = |version: &'static str| {
-        let port = mqtt.port().to_string();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                Command::new("mosquitto_pub")
-                    .args(["-h", "127.0.0.1", "-p", &port, "-V", version])
-                    .args(["-q", "1", "-t", "busy/test", "-m", "x"])
-                    .output()
-                    .unwrap()
-            })
-            .await
-            .unwrap()
-        }
+    let publish = |version: &'static str| async move {
+        tokio::task::spawn_blocking(move || {
+            let args = ["-V", version, "-q", "1", "-t", "busy/test", "-m", "x"];
+            mosquitto("mosquitto_pub", mqtt, &args)
+        })
+        .await
+        .unwrap()
     };
     for (version, reason) in [("mqttv311", "unavailable"), ("mqttv5", "busy")] {
         let out = publish(version).await;
@@ -705,27 +679,32 @@ async fn max_connections_answers_server_busy_and_recovers() {
         .map(|_| {
             Command::new(common::system_python())
                 .arg(common::workspace_root().join("tests/python/amqp_proton.py"))
-                .args(["idle", &format!("amqp://{amqp}"), "busy-amqp", "30"])
+                .args([
+                    "idle",
+                    &format!("amqp://{amqp}"),
+                    "busy-amqp/group.id/idle",
+                    "30",
+                ])
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap()
         })
         .collect();
     let amqp_url = format!("amqp://{amqp}");
+    // Only once both receivers hold their slots: an earlier attempt would take one of them.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let refused = loop {
-        // Until both receivers are connected, the try may still get in.
-        let (ok, error) = proton(&amqp_url, "send", "busy-amqp").await;
-        if !ok {
-            break error;
-        }
+    while !metrics(&http).await.contains("barnabas_amqp_connections 2") {
         assert!(
             std::time::Instant::now() < deadline,
-            "never over the AMQP limit"
+            "the two receivers connected"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
-    assert!(refused.contains("resource-limit-exceeded"), "{refused}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (ok, refused) = proton(&amqp_url, "send", "busy-amqp").await;
+    assert!(
+        !ok && refused.contains("resource-limit-exceeded"),
+        "{refused}"
+    );
     for mut c in idle.drain(..) {
         let _ = c.kill();
         let _ = c.wait();

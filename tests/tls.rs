@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use common::{free_addr, hash_password, wait_for_status, Gateway};
+use common::{free_addr, hash_password, text, wait_for_status, Gateway};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// A CA that signs certificates.
@@ -145,15 +145,6 @@ allow = ["write:telemetry", "read:telemetry", "group:*"]
     );
     wait_for_status(s.http, "/ready", 204, Duration::from_secs(60));
     (s, gateway)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}; stdout {}; stderr {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn mosquitto_pub(s: &Setup, tls: &[&str], message: &str) -> Output {

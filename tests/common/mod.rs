@@ -438,3 +438,31 @@ pub fn hash_password(password: &str) -> String {
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     hash
 }
+
+/// A finished command's exit status and output, for assertion messages.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "status {:?}; stdout {}; stderr {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Writes `dir/users.toml` with the two test users: `device-1` (password `s3cret`, bearer
+/// token `token-1`) and `reader` (`reader-pw`); returns its path.
+pub fn write_test_users(dir: &std::path::Path) -> PathBuf {
+    let users = dir.join("users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[[user]]\nname = \"device-1\"\npassword_hash = \"{}\"\ntokens_sha256 = [\"{}\"]\n\n\
+             [[user]]\nname = \"reader\"\npassword_hash = \"{}\"\n",
+            hash_password("s3cret"),
+            barnabas_core::auth::sha256_hex(b"token-1"),
+            hash_password("reader-pw"),
+        ),
+    )
+    .unwrap();
+    users
+}
