@@ -487,31 +487,43 @@ impl ConsumerSession for KafkaConsumerSession {
         let taken = self.consumer.lock().ok().and_then(|mut c| c.take());
         self.set_subscription(None);
         let Some(consumer) = taken else { return Ok(()) };
-        let live = self.live.clone();
-        // Dropping the last handle leaves the group (blocking until the broker answered).
-        let closing = tokio::task::spawn_blocking(move || {
-            drop(consumer);
-            drop(live);
-        });
-        if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        let closed = close_in_own_thread(consumer, self.live.clone());
+        if tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
             tracing::warn!(timeout = ?CLOSE_TIMEOUT, "consumer did not leave its group in time");
         }
         Ok(())
     }
 }
 
+/// Drops the last handle of a consumer, which leaves its group and blocks until that is done
+/// (librdkafka's close has no deadline: with the broker gone it can wait forever), on a thread
+/// of its own; resolves once it is done. Not on tokio's blocking pool: a runtime shutting
+/// down waits for every blocking task, so one endless close would keep the process (or a
+/// test) from ever ending. A detached thread is not waited for.
+fn close_in_own_thread(
+    consumer: Arc<Inner>,
+    live: Option<TaskTrackerToken>,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, closed) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("barnabas-consumer-close".into())
+        .spawn(move || {
+            drop(consumer);
+            drop(live);
+            let _ = done.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread to close a consumer on; it is left open");
+    }
+    closed
+}
+
 impl Drop for KafkaConsumerSession {
     /// Closing a group member blocks while it leaves the group, so when the last handle goes
-    /// away inside the runtime, the close happens on the blocking pool.
+    /// away, the close happens on a thread of its own ([`close_in_own_thread`]).
     fn drop(&mut self) {
         if let Some(consumer) = self.consumer.get_mut().ok().and_then(Option::take) {
-            let live = self.live.take();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn_blocking(move || {
-                    drop(consumer);
-                    drop(live);
-                });
-            }
+            drop(close_in_own_thread(consumer, self.live.take()));
         }
     }
 }
