@@ -626,3 +626,129 @@ async fn the_driver_reads_ahead_only_up_to_its_bound_and_loses_nothing() {
     );
     driver.close().await.unwrap();
 }
+
+/// A TCP relay to a broker, on threads of its own (outliving any runtime), that can be made
+/// to swallow everything: connections stay open, nothing passes either way — a broker that
+/// hangs, which a client only notices at its request timeouts.
+struct BlackHoleRelay {
+    addr: std::net::SocketAddr,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BlackHoleRelay {
+    fn start(broker: std::net::SocketAddr, addr: std::net::SocketAddr) -> Self {
+        use std::{
+            io::{Read, Write},
+            net::{TcpListener, TcpStream},
+            sync::{atomic::AtomicBool, atomic::Ordering, Arc},
+        };
+        let frozen = Arc::new(AtomicBool::new(false));
+        let listener = TcpListener::bind(addr).unwrap();
+        let flag = frozen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(broker) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            while flag.load(Ordering::SeqCst) {
+                                // Swallowed: hold both ends open, pass nothing.
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { addr, frozen }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A consumer whose broker hangs is closed while a poll still holds its client, and then the
+/// runtime shuts down, dropping that poll. Leaving the group then waits for requests nobody
+/// answers (librdkafka's close has no deadline of its own), yet the runtime — the gateway
+/// process, or a test — must end at once: the close runs on a thread of its own, whoever lets
+/// go of the client last. (Closed on the thread that dropped the poll, the runtime's shutdown
+/// waited for the close's request timeouts: this test failed.)
+#[test]
+fn a_runtime_ends_while_a_consumer_of_a_hanging_broker_is_still_closing() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let relay_addr = common::free_addr();
+    let relay = rt.block_on(async {
+        // Clients reach the broker only through the relay (it is what the broker advertises).
+        let broker_addr = common::free_addr();
+        let relay = BlackHoleRelay::start(broker_addr, relay_addr);
+        let kafka = barnabas::embedded::EmbeddedKafka::start(
+            broker_addr,
+            Some(relay_addr.to_string()),
+            barnabas::embedded::Storage::Temporary,
+        )
+        .await
+        .unwrap();
+        let config = barnabas_kafka::KafkaConfig {
+            bootstrap_servers: relay.addr.to_string(),
+            ..broker::kafka_config(&kafka)
+        };
+        let backend = barnabas_kafka::connect(&config).unwrap();
+        assert!(backend
+            .publisher
+            .publish_one(Record::new("hanging", "one"))
+            .await
+            .is_ok());
+        let consumer = backend.consumers.create(group("g-hang")).await.unwrap();
+        consumer
+            .subscribe(Subscription::Topics(vec!["hanging".into()]))
+            .await
+            .unwrap();
+        assert_eq!(
+            poll_n(consumer.as_ref(), 1, WAIT).await.len(),
+            1,
+            "joined and read"
+        );
+
+        // A long poll in flight holds the client; then the broker hangs.
+        let polling = consumer.clone();
+        tokio::spawn(async move {
+            let _ = polling.poll(10, Duration::from_secs(3600)).await;
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        relay.freeze();
+        // Returns at once: the client is still held by the poll.
+        consumer.close().await.unwrap();
+        // The broker itself stays up (the relay swallows), until this test's process ends.
+        std::mem::forget(kafka);
+        relay
+    });
+    let (ended, ended_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(rt);
+        let _ = ended.send(());
+    });
+    assert!(
+        ended_rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+        "the runtime did not end: a consumer's close held it"
+    );
+    drop(relay);
+}

@@ -1,9 +1,11 @@
 //! Consumer sessions: one librdkafka consumer per front-end client.
 //!
-//! Calls that block inside librdkafka (commit, committed, seek, close) run on tokio's blocking
-//! pool; polling uses the stream consumer's async receive, so a long-poll holds no thread.
+//! Calls that block inside librdkafka (commit, committed, seek) run on tokio's blocking pool;
+//! polling uses the stream consumer's async receive, so a long-poll holds no thread. The close
+//! (leaving the group) happens on a thread of its own, whoever lets go of the client last.
 
 use std::{
+    ops::Deref,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -51,8 +53,7 @@ impl KafkaConsumerFactory {
 #[async_trait]
 impl ConsumerFactory for KafkaConsumerFactory {
     async fn create(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerSession>> {
-        let mut session = KafkaConsumerSession::new(&self.config, config)?;
-        session.live = Some(self.live.token());
+        let session = KafkaConsumerSession::create(&self.config, config, Some(self.live.token()))?;
         Ok(Arc::new(session))
     }
 
@@ -90,7 +91,52 @@ impl ConsumerContext for SessionContext {
     }
 }
 
-type Inner = StreamConsumer<SessionContext>;
+/// The librdkafka consumer of one session. Dropping the last handle closes it (leaves the
+/// group), which blocks with no deadline of its own — with the broker gone it can wait
+/// forever. Handles are held by the session and, for the length of one call, by a poll or a
+/// blocking call, so the last one can go anywhere: on a runtime worker, on the blocking pool, or
+/// while a runtime shuts down, which waits for every one of its threads. So the close always
+/// runs on a detached thread of its own ([`Drop`] below): an endless close never keeps a
+/// runtime, the process or a test from ending.
+struct Inner {
+    consumer: Option<StreamConsumer<SessionContext>>,
+    /// Held until the Kafka client is destroyed, so the factory can wait for it.
+    live: Option<TaskTrackerToken>,
+    /// Told once the client is closed (see [`KafkaConsumerSession::close`]).
+    closed: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Deref for Inner {
+    type Target = StreamConsumer<SessionContext>;
+
+    fn deref(&self) -> &Self::Target {
+        // Only `drop` takes it out.
+        self.consumer
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("consumer used after drop"))
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let consumer = self.consumer.take();
+        let live = self.live.take();
+        let closed = self.closed.take();
+        let spawned = std::thread::Builder::new()
+            .name("barnabas-consumer-close".into())
+            .spawn(move || {
+                drop(consumer);
+                drop(live);
+                if let Some(closed) = closed {
+                    let _ = closed.send(());
+                }
+            });
+        // Without a thread the closure, and with it the client, is dropped right here.
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to close a consumer on; closing it in place");
+        }
+    }
+}
 
 /// How long a consumer may take to leave its group when closed.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,15 +144,24 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// One Kafka consumer (one group member).
 pub struct KafkaConsumerSession {
     consumer: Mutex<Option<Arc<Inner>>>,
+    /// Resolves once the client is closed.
+    closed: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     subscription: Mutex<Option<Subscription>>,
     timeout: Duration,
-    /// Held until the Kafka client is destroyed, so the factory can wait for it.
-    live: Option<TaskTrackerToken>,
 }
 
 impl KafkaConsumerSession {
     /// Creates the consumer; it joins its group only on `subscribe`.
     pub fn new(kafka: &KafkaConfig, config: ConsumerConfig) -> Result<Self> {
+        Self::create(kafka, config, None)
+    }
+
+    /// Creates the consumer, holding `live` until its Kafka client is destroyed.
+    fn create(
+        kafka: &KafkaConfig,
+        config: ConsumerConfig,
+        live: Option<TaskTrackerToken>,
+    ) -> Result<Self> {
         if config.group_id.is_empty() {
             return Err(Error::Invalid("a consumer needs a group id".into()));
         }
@@ -138,14 +193,20 @@ impl KafkaConsumerSession {
         for (k, v) in &config.properties {
             cfg.set(k, v);
         }
-        let consumer: Inner = cfg
+        let consumer: StreamConsumer<SessionContext> = cfg
             .create_with_context(SessionContext::default())
             .map_err(|e| errors::from_kafka(&e, None, None))?;
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        let inner = Inner {
+            consumer: Some(consumer),
+            live,
+            closed: Some(closed_tx),
+        };
         Ok(Self {
-            consumer: Mutex::new(Some(Arc::new(consumer))),
+            consumer: Mutex::new(Some(Arc::new(inner))),
+            closed: Mutex::new(Some(closed_rx)),
             subscription: Mutex::new(None),
             timeout: Duration::from_millis(kafka.request_timeout_ms),
-            live: None,
         })
     }
 
@@ -487,43 +548,18 @@ impl ConsumerSession for KafkaConsumerSession {
         let taken = self.consumer.lock().ok().and_then(|mut c| c.take());
         self.set_subscription(None);
         let Some(consumer) = taken else { return Ok(()) };
-        let closed = close_in_own_thread(consumer, self.live.clone());
-        if tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
-            tracing::warn!(timeout = ?CLOSE_TIMEOUT, "consumer did not leave its group in time");
+        let closed = self.closed.lock().ok().and_then(|mut c| c.take());
+        // If a call in flight (a long poll) still holds the client, the close starts when that
+        // call lets go, and this returns at once, as before; otherwise wait for it.
+        let Some(last) = Arc::into_inner(consumer) else {
+            return Ok(());
+        };
+        drop(last);
+        if let Some(closed) = closed {
+            if tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
+                tracing::warn!(timeout = ?CLOSE_TIMEOUT, "consumer did not leave its group in time");
+            }
         }
         Ok(())
-    }
-}
-
-/// Drops the last handle of a consumer, which leaves its group and blocks until that is done
-/// (librdkafka's close has no deadline: with the broker gone it can wait forever), on a thread
-/// of its own; resolves once it is done. Not on tokio's blocking pool: a runtime shutting
-/// down waits for every blocking task, so one endless close would keep the process (or a
-/// test) from ever ending. A detached thread is not waited for.
-fn close_in_own_thread(
-    consumer: Arc<Inner>,
-    live: Option<TaskTrackerToken>,
-) -> tokio::sync::oneshot::Receiver<()> {
-    let (done, closed) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("barnabas-consumer-close".into())
-        .spawn(move || {
-            drop(consumer);
-            drop(live);
-            let _ = done.send(());
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "no thread to close a consumer on; it is left open");
-    }
-    closed
-}
-
-impl Drop for KafkaConsumerSession {
-    /// Closing a group member blocks while it leaves the group, so when the last handle goes
-    /// away, the close happens on a thread of its own ([`close_in_own_thread`]).
-    fn drop(&mut self) {
-        if let Some(consumer) = self.consumer.get_mut().ok().and_then(Option::take) {
-            drop(close_in_own_thread(consumer, self.live.take()));
-        }
     }
 }
