@@ -70,6 +70,11 @@ impl Setup {
 /// Certificates (server by `ca`, client `device-1` by `client_ca`, a `wrong` CA), users,
 /// and a config with every TLS listener; returns the running gateway.
 fn start(ca: &Ca, client_ca: &Ca) -> (Setup, Gateway) {
+    start_with(ca, client_ca, &[])
+}
+
+/// [`start`] with extra environment for the gateway.
+fn start_with(ca: &Ca, client_ca: &Ca, env: &[(&str, &str)]) -> (Setup, Gateway) {
     let s = Setup {
         dir: tempfile::tempdir().unwrap(),
         http: free_addr(),
@@ -141,7 +146,7 @@ allow = ["write:telemetry", "read:telemetry", "group:*"]
             &s.file("barnabas.toml"),
             &format!("--embedded-kafka={kafka}"),
         ],
-        &[],
+        env,
     );
     wait_for_status(s.http, "/ready", 204, Duration::from_secs(60));
     (s, gateway)
@@ -252,21 +257,6 @@ fn every_listener_speaks_tls_with_the_right_ca_only_and_client_certificates_name
 
     // AMQPS with python3-qpid-proton: SASL PLAIN inside TLS; the wrong CA fails.
     let amqps = |creds: &str| format!("amqps://{creds}localhost:{}", s.amqps.port());
-    let proton = |url: &str, ca: &str, env: &[(&str, &str)]| {
-        let out = Command::new(common::system_python())
-            .arg(common::workspace_root().join("tests/python/amqp_proton.py"))
-            .args(["try", url, "send", "telemetry"])
-            .env("AMQP_CA", ca)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| panic!("proton: {}", text(&out)));
-        (
-            v["ok"].as_bool().unwrap(),
-            v["error"].as_str().unwrap().to_owned(),
-        )
-    };
     let (ok, error) = proton(&amqps("device-1:s3cret@"), &ca_file, &[]);
     assert!(ok, "AMQPS: {error}");
     let (ok, _) = proton(&amqps("device-1:s3cret@"), &wrong, &[]);
@@ -283,22 +273,7 @@ fn every_listener_speaks_tls_with_the_right_ca_only_and_client_certificates_name
     assert!(!ok, "SASL EXTERNAL without a client certificate");
 
     // MQTT over WebSocket over TLS with paho-mqtt: the right CA and a password.
-    let wss = |ca: &str, password: &str| {
-        let out = Command::new(common::python())
-            .arg(common::workspace_root().join("tests/python/mqtt_paho_wss.py"))
-            .args([
-                "localhost",
-                &s.wss.port().to_string(),
-                ca,
-                "device-1",
-                password,
-            ])
-            .arg("devices/device-1/telemetry")
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .unwrap_or_else(|_| panic!("paho: {}", text(&out)))
-    };
+    let wss = |ca: &str, password: &str| paho_wss(&s, ca, password);
     let v = wss(&ca_file, "s3cret");
     assert_eq!(v["puback"], true, "MQTT over WSS: {v}");
     let v = wss(&wrong, "s3cret");
@@ -329,6 +304,134 @@ fn every_listener_speaks_tls_with_the_right_ca_only_and_client_certificates_name
 
     gateway.signal("TERM");
     assert!(gateway.wait_exit(Duration::from_secs(30)).success());
+}
+
+/// python3-qpid-proton sends one message to `telemetry` at `url` trusting `ca`: (accepted,
+/// error).
+fn proton(url: &str, ca: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(common::system_python())
+        .arg(common::workspace_root().join("tests/python/amqp_proton.py"))
+        .args(["try", url, "send", "telemetry"])
+        .env("AMQP_CA", ca)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("proton: {}", text(&out)));
+    (
+        v["ok"].as_bool().unwrap(),
+        v["error"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// paho-mqtt over WSS logs in as `device-1` with `password` trusting `ca` and publishes one
+/// QoS 1 message: `{"connack", "puback", "error"}`.
+fn paho_wss(s: &Setup, ca: &str, password: &str) -> serde_json::Value {
+    let out = Command::new(common::python())
+        .arg(common::workspace_root().join("tests/python/mqtt_paho_wss.py"))
+        .args([
+            "localhost",
+            &s.wss.port().to_string(),
+            ca,
+            "device-1",
+            password,
+        ])
+        .arg("devices/device-1/telemetry")
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap_or_else(|_| panic!("paho: {}", text(&out)))
+}
+
+/// `limits.max_connections` on the TLS listeners (per listener): a connection over the limit
+/// still gets its protocol's "server busy" answer, over TLS — mosquitto_pub (MQTT 3.1.1 and 5)
+/// and paho-mqtt over WSS are told the server is unavailable/busy, curl gets 503,
+/// python3-qpid-proton `amqp:resource-limit-exceeded` — and once the slot is free, the same
+/// client is served.
+#[test]
+fn tls_listeners_over_their_connection_limit_answer_busy_over_tls() {
+    let (ca, client_ca) = (Ca::new("test CA"), Ca::new("client CA"));
+    let (s, mut gateway) = start_with(
+        &ca,
+        &client_ca,
+        &[("BARNABAS_LIMITS__MAX_CONNECTIONS", "1")],
+    );
+    let ca_file = s.file("ca.pem");
+    let login = ["-u", "device-1", "-P", "s3cret"];
+    // A listener's one slot is taken by a TCP connection that has not begun its handshake
+    // (closed by the gateway after 5 s, 10 s on HTTPS: each check below takes well under that).
+    let hold = |addr: SocketAddr| std::net::TcpStream::connect(addr).unwrap();
+    let pub_args = |version: &'static str| {
+        let mut args = vec!["-V", version, "--cafile", ca_file.as_str()];
+        args.extend_from_slice(&login);
+        args
+    };
+
+    let held = hold(s.mqtts);
+    for (version, reason) in [("mqttv311", "unavailable"), ("mqttv5", "busy")] {
+        let out = mosquitto_pub(&s, &pub_args(version), "busy");
+        assert!(
+            !out.status.success() && text(&out).to_ascii_lowercase().contains(reason),
+            "MQTT/TLS {version} over the limit: {}",
+            text(&out)
+        );
+    }
+    drop(held);
+    eventually("MQTT/TLS served again", || {
+        mosquitto_pub(&s, &pub_args("mqttv5"), "after")
+            .status
+            .success()
+    });
+
+    let held = hold(s.wss);
+    let v = paho_wss(&s, &ca_file, "s3cret");
+    assert!(
+        v["connack"]
+            .as_str()
+            .is_some_and(|c| c.to_ascii_lowercase().contains("unavailable")),
+        "MQTT/WSS over the limit: {v}"
+    );
+    drop(held);
+    eventually("MQTT/WSS served again", || {
+        paho_wss(&s, &ca_file, "s3cret")["puback"] == true
+    });
+
+    let https = format!("https://127.0.0.1:{}/ready", s.https.port());
+    let held = hold(s.https);
+    assert_eq!(
+        curl(&["--cacert", &ca_file, &https]),
+        (0, "503".into()),
+        "HTTPS over the limit"
+    );
+    drop(held);
+    eventually("HTTPS served again", || {
+        curl(&["--cacert", &ca_file, &https]) == (0, "204".into())
+    });
+
+    let amqps = format!("amqps://device-1:s3cret@localhost:{}", s.amqps.port());
+    let held = hold(s.amqps);
+    let (ok, error) = proton(&amqps, &ca_file, &[]);
+    assert!(
+        !ok && error.contains("resource-limit-exceeded"),
+        "AMQPS over the limit: {error}"
+    );
+    drop(held);
+    eventually("AMQPS served again", || proton(&amqps, &ca_file, &[]).0);
+
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(30)).success());
+}
+
+/// Retries `check` for up to 20 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The embedded broker's address, from the gateway's "barnabas ready" line.

@@ -27,7 +27,10 @@ const SESSIONS_END_WAIT: Duration = Duration::from_secs(8);
 /// The answer to a connection over `limits.max_connections`: the open completes (any SASL
 /// login passes, see [`crate::sasl::BusyLogin`]) and is followed at once by a close with
 /// `amqp:resource-limit-exceeded`, so the client knows to come back later.
-pub async fn answer_busy(stream: tokio::net::TcpStream, ctx: Arc<AmqpContext>) {
+pub async fn answer_busy<IO>(stream: IO, ctx: Arc<AmqpContext>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+{
     let acceptor = ConnectionAcceptor::builder()
         .container_id("barnabas")
         .max_frame_size(ctx.settings.max_frame_size)

@@ -212,7 +212,16 @@ pub async fn serve_tls(listener: TcpListener, ctx: Arc<AmqpContext>, shutdown: C
                 }
             }
         },
-        barnabas_core::close_at_once,
+        // Over the limit: the handshake, then open and close as over plain TCP.
+        |stream| {
+            let ctx = ctx.clone();
+            async move {
+                let Some(tls) = ctx.tls.clone() else { return };
+                if let Ok((stream, _)) = tls.accept(stream).await {
+                    connection::answer_busy(stream, ctx).await;
+                }
+            }
+        },
     )
     .await;
 }

@@ -29,7 +29,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use health::Readiness;
 pub use inflight::{HeldBytes, InFlightBytes, MAX_INFLIGHT_BYTES};
 pub use keyed_log::{Apply, KeyedLog};
-pub use listener::{accept_connections, close_at_once, serve_connections};
+pub use listener::{accept_connections, serve_connections};
 pub use mapping::{FilterLevel, MappingRule, Resolved, Sources, TopicMapper};
 pub use metrics::{GatewayMetrics, MetricsRegistry};
 pub use ports::{

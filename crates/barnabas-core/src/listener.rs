@@ -127,9 +127,3 @@ pub async fn accept_connections<A, AFut, B, BFut>(
         }
     }
 }
-
-/// The "server busy" answer of a protocol that has none before its handshake: the connection
-/// is closed.
-pub async fn close_at_once(stream: TcpStream) {
-    drop(stream);
-}

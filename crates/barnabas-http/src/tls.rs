@@ -23,7 +23,7 @@ pub struct TlsPeer {
 
 /// Serves `router` over TLS on an already bound listener until `shutdown`; a request's
 /// headers must arrive within `header_read_timeout` after the handshake; a connection beyond
-/// `max_connections` is closed.
+/// `max_connections` is answered 503 over TLS ([`crate::server::answer_busy`]).
 pub async fn serve_tls(
     listener: TcpListener,
     router: Router,
@@ -33,7 +33,7 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let (tx, ready) = mpsc::channel(64);
-    // Over limits.max_connections: closed before the handshake it would cost.
+    let busy_tls = tls.clone();
     tokio::spawn(barnabas_core::accept_connections(
         listener,
         "https",
@@ -52,7 +52,16 @@ pub async fn serve_tls(
             });
             std::future::ready(true)
         },
-        barnabas_core::close_at_once,
+        // Over limits.max_connections: the handshake, then 503 (the busy answers' own bounds,
+        // `barnabas_core::BUSY_ANSWERS` at once under `BUSY_DEADLINE`, cap what that costs).
+        move |stream| {
+            let tls = busy_tls.clone();
+            async move {
+                if let Ok((stream, _)) = tls.accept(stream).await {
+                    crate::server::answer_busy(stream).await;
+                }
+            }
+        },
     ));
     crate::server::serve_streams(ready, router, header_read_timeout, shutdown).await;
     Ok(())

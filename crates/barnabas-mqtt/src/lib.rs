@@ -351,8 +351,9 @@ pub async fn serve(
 }
 
 /// A connection over `limits.max_connections`: its CONNECT (over plain TCP or WebSocket) is
-/// answered CONNACK "server busy" (v5 0x89, v3.1.1 3), so the client knows to come back later;
-/// over TLS the connection is closed (a handshake would cost the CPU the limit protects).
+/// answered CONNACK "server busy" (v5 0x89, v3.1.1 3), so the client knows to come back later.
+/// Over TLS after the handshake: what that costs is capped by the busy answers' own bounds
+/// (`barnabas_core::BUSY_ANSWERS` at once, each under `BUSY_DEADLINE`).
 async fn answer_busy(stream: tokio::net::TcpStream, transport: Transport, ctx: &MqttContext) {
     ctx.metrics.refused_busy.inc();
     match transport {
@@ -362,7 +363,17 @@ async fn answer_busy(stream: tokio::net::TcpStream, transport: Transport, ctx: &
                 connack_busy(io, ctx).await;
             }
         }
-        Transport::Tls | Transport::SecureWebSocket => {}
+        Transport::Tls | Transport::SecureWebSocket => {
+            let Some(tls) = ctx.tls.clone() else { return };
+            let Ok((io, _)) = tls.accept(stream).await else {
+                return;
+            };
+            if transport == Transport::Tls {
+                connack_busy(io, ctx).await;
+            } else if let Ok(io) = websocket(io, ctx).await {
+                connack_busy(io, ctx).await;
+            }
+        }
     }
 }
 
