@@ -19,6 +19,8 @@ use common::{gateway, read_topic};
 use serde_json::Value;
 
 const JSON: &str = "content-type: application/vnd.kafka.json.v2+json";
+const V2: &str = "content-type: application/vnd.kafka.v2+json";
+const ACCEPT_JSON: &str = "accept: application/vnd.kafka.json.v2+json";
 
 fn curl(args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
@@ -156,6 +158,151 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
         "only device-1's two writes are in the topic: {values:?}"
     );
     assert_eq!(read_topic(&gw, "mqtt", 1).await.len(), 1);
+
+    // Reads pass through too. An HTTP consumer of device-1 reads what is there.
+    let http = |login: &'static [&'static str],
+                method: &'static str,
+                path: String,
+                body: Option<&'static str>| {
+        let url = url(&path);
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut args: Vec<&str> = vec!["-X", method];
+                args.extend_from_slice(login);
+                match body {
+                    Some(b) => args.extend(["-H", V2, "--data", b]),
+                    None => args.extend(["-H", ACCEPT_JSON]),
+                }
+                args.push(&url);
+                curl(&args)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    const DEVICE: &[&str] = &["-u", "device-1:s3cret"];
+    const READER: &[&str] = &["-u", "reader:reader-pw"];
+    const TOKEN: &[&str] = &["-H", "authorization: Bearer token-1"];
+    let new_consumer = r#"{"name":"c","format":"json","auto.offset.reset":"earliest"}"#;
+    let subscribe = r#"{"topics":["passthrough"]}"#;
+    for (login, group) in [(DEVICE, "pt-device"), (READER, "pt-reader")] {
+        let (status, body) = http(
+            login,
+            "POST",
+            format!("/consumers/{group}"),
+            Some(new_consumer),
+        )
+        .await;
+        assert_eq!(status, 200, "{group}: {body}");
+        let path = format!("/consumers/{group}/instances/c/subscription");
+        let (status, body) = http(login, "POST", path, Some(subscribe)).await;
+        assert_eq!(status, 204, "{group}: {body}");
+    }
+    let records = |group: &'static str, login: &'static [&'static str]| {
+        http(
+            login,
+            "GET",
+            format!("/consumers/{group}/instances/c/records?timeout=1000"),
+            None,
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let got = loop {
+        let (status, body) = records("pt-device", DEVICE).await;
+        assert_eq!(status, 200, "device-1 reads as itself: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v.as_array().is_some_and(|a| a.len() >= 2) {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "device-1 read: {body}"
+        );
+    };
+    assert!(got.to_string().contains("http"), "{got}");
+    // reader: Kafka refuses its consumer's login; its poll says so (403), and reads nothing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let (status, body) = records("pt-reader", READER).await;
+        if status == 403 {
+            assert!(body.contains("refused"), "{body}");
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body.trim(), "[]", "reader read as someone else: {body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reader's refusal never came: {body}"
+        );
+    }
+    // A bearer token has no Kafka login to read with either: 403 at creation.
+    let (status, body) = http(
+        TOKEN,
+        "POST",
+        "/consumers/pt-token".into(),
+        Some(new_consumer),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+
+    // MQTT: device-1 subscribes (mosquitto_sub) and receives what it publishes next.
+    let sub = tokio::task::spawn_blocking(move || {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &mqtt.port().to_string()])
+            .args(["-u", "device-1", "-P", "s3cret", "-q", "1", "-i", "pt-sub"])
+            .args(["-t", "devices/device-1/telemetry", "-C", "1", "-W", "30"])
+            .output()
+            .unwrap()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !metrics(&gw).await.contains("barnabas_mqtt_subscriptions 1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mosquitto_sub never subscribed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &mqtt.port().to_string()])
+            .args(["-u", "device-1", "-P", "s3cret", "-q", "1"])
+            .args(["-t", "devices/device-1/telemetry", "-m", "read-back"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sub.await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "read-back",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // AMQP: a python3-qpid-proton receiver as device-1 reads the topic.
+    let out = common::system_python_async(
+        "amqp_proton.py",
+        &[
+            "receive",
+            &format!("amqp://device-1:s3cret@{amqp}"),
+            "passthrough/group.id/pt-amqp",
+            "2",
+            "2",
+            "30",
+        ],
+    )
+    .await;
+    assert!(out.contains("http") && out.contains("proton"), "{out}");
     gw.stop().await;
     broker.stop().await;
+}
+
+async fn metrics(gw: &gateway::TestGateway) -> String {
+    gw.get("/metrics", None).await.text
 }

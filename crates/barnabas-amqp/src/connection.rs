@@ -2,6 +2,7 @@
 //! links the client attaches to a producer or consumer task.
 
 use std::{sync::Arc, time::Duration};
+use tracing::Instrument;
 
 use barnabas_core::{Access, Principal};
 use fe2o3_amqp::{
@@ -46,8 +47,26 @@ where
     }
 }
 
-/// Serves one TCP connection to its end.
+/// Serves one TCP connection to its end, its log lines in an `amqp` span naming the principal
+/// once logged in. (The span is the future's, not entered on the thread: an entered span held
+/// across an await would be lent to whatever other task that thread runs meanwhile.)
 pub async fn run<IO>(
+    stream: IO,
+    peer: std::net::SocketAddr,
+    cert_cn: Option<String>,
+    ctx: Arc<AmqpContext>,
+    shutdown: CancellationToken,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+{
+    let span = tracing::debug_span!("amqp", principal = tracing::field::Empty);
+    serve(stream, peer, cert_cn, ctx, shutdown)
+        .instrument(span)
+        .await;
+}
+
+/// [`run`]'s body.
+async fn serve<IO>(
     stream: IO,
     peer: std::net::SocketAddr,
     cert_cn: Option<String>,
@@ -109,8 +128,7 @@ pub async fn run<IO>(
     if !principal.anonymous {
         ctx.throttle.succeeded(peer.ip());
     }
-    let span = tracing::debug_span!("amqp", principal = %principal.name);
-    let _enter = span.enter();
+    tracing::Span::current().record("principal", tracing::field::display(&principal.name));
     ctx.metrics.connections.inc();
     let conn_done = CancellationToken::new();
     // One publish-rate budget for all the connection's sender links.
@@ -123,7 +141,7 @@ pub async fn run<IO>(
                 let Some(incoming) = incoming else { break };
                 match SessionAcceptor::new().accept_incoming_session(incoming, &mut conn).await {
                     Ok(session) => {
-                        sessions.spawn(serve_session(session, ctx.clone(), principal.clone(), rate.clone(), shutdown.clone(), conn_done.clone()));
+                        sessions.spawn(serve_session(session, ctx.clone(), principal.clone(), rate.clone(), shutdown.clone(), conn_done.clone()).in_current_span());
                     }
                     Err(e) => {
                         tracing::debug!(error = ?e, "session not begun");
@@ -184,14 +202,17 @@ async fn serve_session(
                     .links
                     .get_or_create(&DirectionLabel::produce())
                     .inc();
-                links.spawn(produce::run(
-                    r,
-                    to,
-                    ctx.clone(),
-                    principal.clone(),
-                    rate.clone(),
-                    shutdown.clone(),
-                ));
+                links.spawn(
+                    produce::run(
+                        r,
+                        to,
+                        ctx.clone(),
+                        principal.clone(),
+                        rate.clone(),
+                        shutdown.clone(),
+                    )
+                    .in_current_span(),
+                );
             }
             (Ok(Route::Consume(from, start)), LinkEndpoint::Sender(s)) => {
                 tracing::debug!(link = %name, topic = %from.topic, group = %from.group, "consumer link");
@@ -199,7 +220,17 @@ async fn serve_session(
                     .links
                     .get_or_create(&DirectionLabel::consume())
                     .inc();
-                links.spawn(consume::run(s, from, start, ctx.clone(), shutdown.clone()));
+                links.spawn(
+                    consume::run(
+                        s,
+                        from,
+                        start,
+                        principal.clone(),
+                        ctx.clone(),
+                        shutdown.clone(),
+                    )
+                    .in_current_span(),
+                );
             }
             (Err(refusal), link) => {
                 tracing::debug!(link = %name, reason = ?refusal.description, "attach refused");

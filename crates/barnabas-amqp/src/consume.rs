@@ -13,8 +13,8 @@ use std::{
 };
 
 use barnabas_core::{
-    CommitRequest, ConsumerConfig, ConsumerDriver, DriverLimits, Fetched, OffsetReset,
-    OffsetTracker, SeekTo, Subscription, TopicPartition,
+    CommitRequest, ConsumerConfig, ConsumerDriver, DriverLimits, ErrorKind, Fetched, OffsetReset,
+    OffsetTracker, Principal, SeekTo, Subscription, TopicPartition,
 };
 use fe2o3_amqp::{
     link::{delivery::DeliveryFut, SendError},
@@ -47,6 +47,7 @@ pub async fn run(
     mut sender: Sender,
     from: ConsumeFrom,
     start_at: Option<i64>,
+    principal: Principal,
     ctx: Arc<AmqpContext>,
     shutdown: CancellationToken,
 ) {
@@ -55,11 +56,15 @@ pub async fn run(
         .links
         .get_or_create(&crate::DirectionLabel::consume())
         .clone();
-    let driver = match open(&ctx, &from, start_at).await {
+    let driver = match open(&ctx, &from, start_at, principal).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, group = %from.group, "consumer link not served");
-            let err = definitions::Error::new(AmqpError::InternalError, Some(e.to_string()), None);
+            let condition = match e.kind() {
+                ErrorKind::Unauthorized => AmqpError::UnauthorizedAccess,
+                _ => AmqpError::InternalError,
+            };
+            let err = definitions::Error::new(condition, Some(e.to_string()), None);
             let _ = tokio::time::timeout(crate::CLOSE_WAIT, sender.close_with_error(err)).await;
             links.dec();
             return;
@@ -148,6 +153,7 @@ async fn open(
     ctx: &AmqpContext,
     from: &ConsumeFrom,
     start_at: Option<i64>,
+    principal: Principal,
 ) -> barnabas_core::Result<ConsumerDriver> {
     let session = ctx
         .consumers
@@ -156,6 +162,7 @@ async fn open(
             auto_offset_reset: OffsetReset::Earliest,
             enable_auto_commit: false,
             explicit_offset_store: true,
+            principal: Some(principal),
             ..ConsumerConfig::default()
         })
         .await?;

@@ -227,6 +227,13 @@ impl Actor {
                         Ok(records) => self.take_in(records).await,
                         Err(e) => {
                             tracing::warn!(error = %e, "consumer poll failed");
+                            if e.kind() == crate::ErrorKind::Unauthorized {
+                                // Kafka refused the login (or an ACL): that lasts, so the
+                                // clients waiting for records learn why instead of nothing.
+                                for w in self.waiters.drain(..) {
+                                    let _ = w.reply.send(Err(e.clone()));
+                                }
+                            }
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                     }

@@ -93,6 +93,8 @@ impl KeyedLog {
                 enable_auto_commit: false,
                 properties: [("fetch.wait.max.ms".to_owned(), "50".to_owned())].into(),
                 explicit_offset_store: false,
+                // The gateway's own state: its own Kafka identity.
+                principal: None,
             })
             .await?;
         session

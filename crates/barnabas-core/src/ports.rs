@@ -96,6 +96,11 @@ pub struct ConsumerConfig {
     /// reads ahead into a buffer needs this, so that "commit all consumed" (and auto-commit)
     /// covers only what clients actually received.
     pub explicit_offset_store: bool,
+    /// The client this consumer reads for. With identity passthrough
+    /// (`kafka.identity = "passthrough"`) the consumer logs in to Kafka as this principal, so
+    /// Kafka's own ACLs apply to its reads as to its writes; `None` (the gateway's own state
+    /// topics) always logs in as the gateway.
+    pub principal: Option<crate::Principal>,
 }
 
 /// What a consumer subscribes to: the group protocol then assigns partitions.

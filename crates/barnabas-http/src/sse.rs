@@ -115,6 +115,7 @@ pub async fn events(
             enable_auto_commit: commits,
             properties,
             explicit_offset_store: true,
+            principal: Some(principal.clone()),
         })
         .await?;
     let driver = ConsumerDriver::spawn(session, state.settings.driver_limits);

@@ -35,10 +35,11 @@ pub struct KafkaConfig {
     /// and out of `check-config`; the file's content, without its trailing newline, wins over
     /// `properties`.
     pub secret_files: BTreeMap<String, String>,
-    /// Whose identity clients' writes reach Kafka with: `"gateway"` (the gateway's own login
-    /// from `properties`) or `"passthrough"` (each client's own user name and password, as
-    /// the SASL login of a producer of its own, so Kafka's ACLs apply per client; needs a
-    /// SASL `security.protocol`; clients that log in without a password cannot write).
+    /// Whose identity clients' writes and reads reach Kafka with: `"gateway"` (the gateway's
+    /// own login from `properties`) or `"passthrough"` (each client's own user name and
+    /// password, as the SASL login of a producer of its own and of its consumers, so Kafka's
+    /// ACLs apply per client; needs a SASL `security.protocol`; clients that log in without a
+    /// password can neither write nor read).
     pub identity: String,
     /// With `identity = "passthrough"`: clients' producers open at once at most (each is a
     /// librdkafka producer with its own connections); the least recently used idle one makes
@@ -97,9 +98,23 @@ impl KafkaConfig {
         }
     }
 
-    /// Whether clients' writes reach Kafka with their own identity.
+    /// Whether clients' writes and reads reach Kafka with their own identity.
     pub fn passthrough(&self) -> bool {
         self.identity == IDENTITY_PASSTHROUGH
+    }
+
+    /// These settings with the SASL login of `user` instead of the gateway's (identity
+    /// passthrough): the mechanism, `security.protocol` and TLS stay the operator's.
+    pub fn logged_in_as(&self, user: &str, secret: &barnabas_core::Secret) -> KafkaConfig {
+        let mut config = self.clone();
+        config
+            .properties
+            .insert("sasl.username".into(), user.to_owned());
+        config
+            .properties
+            .insert("sasl.password".into(), secret.expose().to_owned());
+        config.client_id = format!("{}-{user}", self.client_id);
+        config
     }
 
     /// Reads every `secret_files` entry into `properties`; the error names the property and

@@ -33,8 +33,9 @@ use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 
 use crate::{errors, KafkaConfig};
 
-/// Makes [`KafkaConsumerSession`]s with the gateway's connection settings, and keeps count of
-/// the ones whose Kafka client still exists.
+/// Makes [`KafkaConsumerSession`]s with the gateway's connection settings (with identity
+/// passthrough, a client's consumer logs in as the client), and keeps count of the ones whose
+/// Kafka client still exists.
 pub struct KafkaConsumerFactory {
     config: KafkaConfig,
     live: TaskTracker,
@@ -53,7 +54,16 @@ impl KafkaConsumerFactory {
 #[async_trait]
 impl ConsumerFactory for KafkaConsumerFactory {
     async fn create(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerSession>> {
-        let session = KafkaConsumerSession::create(&self.config, config, Some(self.live.token()))?;
+        let logged_in;
+        let kafka = match &config.principal {
+            Some(principal) if self.config.passthrough() => {
+                let secret = crate::passthrough::kafka_login(principal)?;
+                logged_in = self.config.logged_in_as(&principal.name, secret);
+                &logged_in
+            }
+            _ => &self.config,
+        };
+        let session = KafkaConsumerSession::create(kafka, config, Some(self.live.token()))?;
         Ok(Arc::new(session))
     }
 
@@ -67,13 +77,37 @@ impl ConsumerFactory for KafkaConsumerFactory {
     }
 }
 
-/// librdkafka callbacks of one consumer: counts rebalances so the owner can react to them.
+/// librdkafka callbacks of one consumer: counts rebalances so the owner can react to them, and
+/// keeps a refused login, which librdkafka only reports to this callback (its fetches then
+/// just never return anything), so that polls can answer it.
 #[derive(Default)]
 pub struct SessionContext {
     generation: AtomicU64,
+    login_refused: Mutex<Option<String>>,
 }
 
-impl ClientContext for SessionContext {}
+impl SessionContext {
+    fn login_refused(&self) -> Option<String> {
+        self.login_refused.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+impl ClientContext for SessionContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let refused = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+        );
+        if refused {
+            tracing::warn!(error = %error, reason, "Kafka refused a consumer's login");
+            if let Ok(mut slot) = self.login_refused.lock() {
+                *slot = Some(reason.to_owned());
+            }
+        } else {
+            tracing::debug!(error = %error, reason, "Kafka consumer error");
+        }
+    }
+}
 
 impl ConsumerContext for SessionContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -416,7 +450,15 @@ impl ConsumerSession for KafkaConsumerSession {
         // Wait for the first record (or the deadline), skipping transient fetch errors.
         while out.is_empty() {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Err(_) => return Ok(out),
+                Err(_) => {
+                    // Nothing came: if Kafka refused the login, that is why (and will stay so).
+                    return match consumer.context().login_refused() {
+                        Some(reason) => Err(Error::Unauthorized(format!(
+                            "Kafka refused this consumer's login: {reason}"
+                        ))),
+                        None => Ok(out),
+                    };
+                }
                 Ok(Ok(m)) => out.push(to_record(&m)),
                 Ok(Err(e)) if is_transient(&e) => {
                     tracing::debug!(error = %e, "transient fetch error")

@@ -41,7 +41,9 @@ pub(crate) fn from_code(code: Code, topic: Option<&str>, partition: Option<i32>)
         | Code::CoordinatorNotAvailable => Error::Unavailable(format!("{code}")),
         Code::TopicAuthorizationFailed
         | Code::GroupAuthorizationFailed
-        | Code::ClusterAuthorizationFailed => Error::Unauthorized(format!("{code}")),
+        | Code::ClusterAuthorizationFailed
+        | Code::Authentication
+        | Code::SaslAuthenticationFailed => Error::Unauthorized(format!("{code}")),
         Code::State => Error::IllegalState(format!("{code}")),
         Code::InvalidArgument | Code::InvalidConfig => Error::Invalid(format!("{code}")),
         other => Error::Kafka {

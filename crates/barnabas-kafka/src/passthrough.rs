@@ -67,29 +67,10 @@ impl PassthroughPublisher {
         self.pool().len()
     }
 
-    /// The Kafka client settings a principal's producer logs in with.
-    pub fn config_for(&self, user: &str, secret: &Secret) -> KafkaConfig {
-        let mut config = self.config.clone();
-        config
-            .properties
-            .insert("sasl.username".into(), user.to_owned());
-        config
-            .properties
-            .insert("sasl.password".into(), secret.expose().to_owned());
-        config.client_id = format!("{}-{user}", self.config.client_id);
-        config
-    }
-
     /// The producer writing as `principal`, opened if needed (making room if the pool is
     /// full); an error when the principal has no password or every pooled producer is busy.
     fn producer_for(&self, principal: &Principal) -> Result<Arc<KafkaPublisher>> {
-        let Some(secret) = &principal.kafka_secret else {
-            return Err(Error::Unauthorized(format!(
-                "identity passthrough: '{}' did not log in with a password, so there is no \
-                 Kafka identity to write as",
-                principal.name
-            )));
-        };
+        let secret = kafka_login(principal)?;
         let mut pool = self.pool();
         let now = Instant::now();
         if let Some(p) = pool.get_mut(&principal.name) {
@@ -121,7 +102,7 @@ impl PassthroughPublisher {
             }
         }
         let publisher = Arc::new(KafkaPublisher::new(
-            &self.config_for(&principal.name, secret),
+            &self.config.logged_in_as(&principal.name, secret),
             self.admin.clone(),
         )?);
         tracing::debug!(principal = %principal.name, open = pool.len() + 1, "Kafka producer opened for a principal");
@@ -174,6 +155,18 @@ impl PassthroughPublisher {
             }
         });
     }
+}
+
+/// The password `principal` logs in to Kafka with; refused when it has none (a bearer token,
+/// a client certificate, anonymous): never the gateway's identity instead.
+pub(crate) fn kafka_login(principal: &Principal) -> Result<&Secret> {
+    principal.kafka_secret.as_ref().ok_or_else(|| {
+        Error::Unauthorized(format!(
+            "identity passthrough: '{}' did not log in with a password, so there is no Kafka \
+             identity to read or write as",
+            principal.name
+        ))
+    })
 }
 
 /// Drops a producer off the event loop (librdkafka's destroy waits for its threads).
@@ -246,7 +239,9 @@ mod tests {
     async fn each_principal_logs_in_as_itself_and_the_pool_stays_bounded() {
         let pool = pool(1);
         let a = principal("device-a", "pw-a");
-        let config = pool.config_for(&a.name, a.kafka_secret.as_ref().unwrap());
+        let config = pool
+            .config
+            .logged_in_as(&a.name, a.kafka_secret.as_ref().unwrap());
         assert_eq!(config.properties["sasl.username"], "device-a");
         assert_eq!(config.properties["sasl.password"], "pw-a");
         assert!(

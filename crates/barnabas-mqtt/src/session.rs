@@ -7,6 +7,7 @@
 use std::{
     collections::HashMap, future::Future, num::NonZeroU16, pin::Pin, sync::Arc, time::Duration,
 };
+use tracing::Instrument;
 
 use barnabas_core::{
     Access, AuthError, Credentials, Delivered, Error, ErrorKind, GatewayMetrics, Header, HeldBytes,
@@ -49,8 +50,24 @@ enum End {
     Abnormal,
 }
 
-/// Runs one connection to its end.
+/// Runs one connection to its end, its log lines in an `mqtt` span naming the client id once
+/// known. (The span is the future's, not entered on the thread: an entered span held across
+/// an await would be lent to whatever other task that thread runs meanwhile.)
 pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
+    io: T,
+    peer: std::net::SocketAddr,
+    cert_cn: Option<String>,
+    ctx: Arc<MqttContext>,
+    shutdown: CancellationToken,
+) {
+    let span = tracing::debug_span!("mqtt", client_id = tracing::field::Empty);
+    connection(io, peer, cert_cn, ctx, shutdown)
+        .instrument(span)
+        .await;
+}
+
+/// [`run`]'s body.
+async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
     io: T,
     peer: std::net::SocketAddr,
     cert_cn: Option<String>,
@@ -93,8 +110,7 @@ pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
         (info.client_id.clone(), None)
     };
     info.client_id.clone_from(&client_id);
-    let span = tracing::debug_span!("mqtt", client_id = %client_id);
-    let _enter = span.enter();
+    tracing::Span::current().record("client_id", tracing::field::display(&client_id));
     let (handle, previous) = ctx.sessions.register(&client_id);
     if let Some(previous) = previous {
         // Its subscriptions and commits must be stored before this session reads them.

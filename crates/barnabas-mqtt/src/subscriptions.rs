@@ -100,7 +100,13 @@ struct Feed {
 }
 
 impl Feed {
-    async fn open(ctx: &MqttContext, group: String, reset: OffsetReset) -> Result<Self, Error> {
+    /// Reads as `principal` (its own Kafka login with identity passthrough).
+    async fn open(
+        ctx: &MqttContext,
+        group: String,
+        reset: OffsetReset,
+        principal: &Principal,
+    ) -> Result<Self, Error> {
         let session = ctx
             .consumers
             .create(ConsumerConfig {
@@ -108,6 +114,7 @@ impl Feed {
                 auto_offset_reset: reset,
                 enable_auto_commit: false,
                 explicit_offset_store: true,
+                principal: Some(principal.clone()),
                 ..ConsumerConfig::default()
             })
             .await?;
@@ -397,6 +404,7 @@ impl Subscriptions {
                 &self.ctx,
                 format!("mqtt.{}", self.client_id),
                 OffsetReset::Earliest,
+                &self.principal,
             )
             .await?;
             feed.commits = self.persistent;
@@ -489,7 +497,13 @@ impl Subscriptions {
                 .cloned()
                 .collect();
             if !self.shared.contains_key(&group) {
-                let feed = Feed::open(&self.ctx, group.clone(), OffsetReset::Latest).await?;
+                let feed = Feed::open(
+                    &self.ctx,
+                    group.clone(),
+                    OffsetReset::Latest,
+                    &self.principal,
+                )
+                .await?;
                 self.shared.insert(group.clone(), feed);
             }
             let Some(feed) = self.shared.get_mut(&group) else {

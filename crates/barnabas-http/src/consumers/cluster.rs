@@ -378,8 +378,8 @@ pub async fn route_to_owner(
         return next.run(request).await;
     };
     let principal = request.extensions().get::<Principal>().cloned();
-    if let Some(principal) = principal {
-        if let Err(denied) = crate::auth::check(&state, &principal, Access::Group(group)) {
+    if let Some(principal) = &principal {
+        if let Err(denied) = crate::auth::check(&state, principal, Access::Group(group)) {
             return denied.into_response();
         }
     }
@@ -408,7 +408,7 @@ pub async fn route_to_owner(
             Forwarded::OwnerGone => {}
         }
     }
-    if let Err(e) = adopt(&state, &record).await {
+    if let Err(e) = adopt(&state, &record, principal.as_ref()).await {
         return e.into_response();
     }
     next.run(Request::from_parts(parts, Body::from(body))).await
@@ -416,8 +416,13 @@ pub async fn route_to_owner(
 
 /// Opens the recorded instance on this replica (same group, settings and subscription or
 /// assignment: it resumes from the group's committed offsets) and records this replica as
-/// its owner.
-async fn adopt(state: &AppState, record: &InstanceRecord) -> Result<(), ApiError> {
+/// its owner. Its consumer reads as `principal`, the client whose request adopts it (the
+/// record holds no password to log in to Kafka with under identity passthrough).
+async fn adopt(
+    state: &AppState,
+    record: &InstanceRecord,
+    principal: Option<&Principal>,
+) -> Result<(), ApiError> {
     let _one_at_a_time = state.cluster.adopting.lock().await;
     if state.consumers.contains(&record.group, &record.name) {
         return Ok(());
@@ -434,6 +439,7 @@ async fn adopt(state: &AppState, record: &InstanceRecord) -> Result<(), ApiError
         &record.name,
         settings,
         record.mode.clone(),
+        principal,
     )
     .await?;
     tracing::info!(group = %record.group, name = %record.name, previous_owner = %record.owner_url, "consumer instance adopted");

@@ -160,7 +160,15 @@ pub async fn create(
         enable_auto_commit,
         properties,
     };
-    let instance = open_instance(&state, &group, &name, settings, Mode::Idle).await?;
+    let instance = open_instance(
+        &state,
+        &group,
+        &name,
+        settings,
+        Mode::Idle,
+        Some(&principal),
+    )
+    .await?;
     instance.set_owner(&principal.name);
     if let Err(e) = state
         .cluster
@@ -180,13 +188,15 @@ pub async fn create(
 }
 
 /// Opens the Kafka consumer of an instance (in `mode`) and registers it on this replica; 409
-/// if the name is taken here.
+/// if the name is taken here. The consumer reads as `principal` (its own Kafka login with
+/// identity passthrough).
 pub(super) async fn open_instance(
     state: &AppState,
     group: &str,
     name: &str,
     settings: InstanceSettings,
     mode: Mode,
+    principal: Option<&Principal>,
 ) -> ApiResult<Arc<Instance>> {
     let mut properties = settings.properties.clone();
     // A replica that dies leaves its members in their groups until this times out; the
@@ -205,6 +215,7 @@ pub(super) async fn open_instance(
             enable_auto_commit: settings.enable_auto_commit,
             properties,
             explicit_offset_store: true,
+            principal: principal.cloned(),
         })
         .await
         .map_err(|e| match e {
