@@ -225,7 +225,7 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
     loop {
         let (status, body) = records("pt-reader", READER).await;
         if status == 403 {
-            assert!(body.contains("refused"), "{body}");
+            assert!(body.contains("Kafka refused the login"), "{body}");
             break;
         }
         assert_eq!(status, 200, "{body}");
@@ -285,6 +285,49 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // reader's subscription is granted (Kafka is asked only when reading), then Kafka refuses
+    // its consumer's login: an MQTT 5 client gets DISCONNECT 0x87 "not authorized" (135,
+    // as mosquitto_sub -d prints it).
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &mqtt.port().to_string(),
+                "-V",
+                "mqttv5",
+            ])
+            .args([
+                "-u",
+                "reader",
+                "-P",
+                "reader-pw",
+                "-q",
+                "1",
+                "-i",
+                "pt-reader",
+                "-d",
+            ])
+            .args(["-t", "devices/reader/telemetry", "-C", "1", "-W", "30"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // (mosquitto_sub's exit status after a DISCONNECT varies; what it received does not.)
+    assert!(said.contains("Received DISCONNECT (135)"), "{said}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "disconnected, not timed out: {said}"
+    );
+
     // AMQP: a python3-qpid-proton receiver as device-1 reads the topic.
     let out = common::system_python_async(
         "amqp_proton.py",
@@ -299,6 +342,24 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
     )
     .await;
     assert!(out.contains("http") && out.contains("proton"), "{out}");
+    // reader's receiver link is attached, then closed with amqp:unauthorized-access once
+    // Kafka refused its consumer's login.
+    let out = common::system_python_async(
+        "amqp_proton.py",
+        &[
+            "try",
+            &format!("amqp://reader:reader-pw@{amqp}"),
+            "receive",
+            "passthrough/group.id/pt-amqp-reader",
+        ],
+    )
+    .await;
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["ok"], false, "{out}");
+    assert!(
+        v["error"].as_str().unwrap().contains("unauthorized-access"),
+        "{out}"
+    );
     gw.stop().await;
     broker.stop().await;
 }

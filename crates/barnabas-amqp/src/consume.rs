@@ -60,12 +60,7 @@ pub async fn run(
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, group = %from.group, "consumer link not served");
-            let condition = match e.kind() {
-                ErrorKind::Unauthorized => AmqpError::UnauthorizedAccess,
-                _ => AmqpError::InternalError,
-            };
-            let err = definitions::Error::new(condition, Some(e.to_string()), None);
-            let _ = tokio::time::timeout(crate::CLOSE_WAIT, sender.close_with_error(err)).await;
+            close_link(sender, Some(link_error(&e))).await;
             links.dec();
             return;
         }
@@ -82,6 +77,8 @@ pub async fn run(
         ctx.clone(),
     ));
 
+    // Why the link is closed, when it is the gateway's doing.
+    let mut failure = None;
     'link: loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -101,6 +98,7 @@ pub async fn run(
                     Ok(Fetched::TooLarge { .. }) => Vec::new(),
                     Err(e) => {
                         tracing::warn!(error = %e, "consumer failed; closing the link");
+                        failure = Some(link_error(&e));
                         break;
                     }
                 };
@@ -140,13 +138,31 @@ pub async fn run(
         .await
         .is_err()
     {
-        let _ = tokio::time::timeout(crate::CLOSE_WAIT, sender.close()).await;
+        close_link(sender, failure).await;
         let _ = settler.await;
     } else {
-        let _ = tokio::time::timeout(crate::CLOSE_WAIT, sender.close()).await;
+        close_link(sender, failure).await;
     }
     let _ = tokio::time::timeout(crate::CLOSE_WAIT, driver.close()).await;
     links.dec();
+}
+
+/// The link error for a consumer failure: `amqp:unauthorized-access` when Kafka (or the
+/// identity passthrough) refuses this client's reads, `amqp:internal-error` otherwise.
+fn link_error(e: &barnabas_core::Error) -> definitions::Error {
+    let condition = match e.kind() {
+        ErrorKind::Unauthorized => AmqpError::UnauthorizedAccess,
+        _ => AmqpError::InternalError,
+    };
+    definitions::Error::new(condition, Some(e.to_string()), None)
+}
+
+/// Closes the link (detach with `closed`), with the error if there is one; bounded.
+async fn close_link(sender: Sender, error: Option<definitions::Error>) {
+    let _ = match error {
+        Some(e) => tokio::time::timeout(crate::CLOSE_WAIT, sender.close_with_error(e)).await,
+        None => tokio::time::timeout(crate::CLOSE_WAIT, sender.close()).await,
+    };
 }
 
 async fn open(

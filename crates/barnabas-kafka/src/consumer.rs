@@ -454,7 +454,7 @@ impl ConsumerSession for KafkaConsumerSession {
                     // Nothing came: if Kafka refused the login, that is why (and will stay so).
                     return match consumer.context().login_refused() {
                         Some(reason) => Err(Error::Unauthorized(format!(
-                            "Kafka refused this consumer's login: {reason}"
+                            "Kafka refused the login: {reason}"
                         ))),
                         None => Ok(out),
                     };

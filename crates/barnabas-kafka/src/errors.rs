@@ -41,9 +41,10 @@ pub(crate) fn from_code(code: Code, topic: Option<&str>, partition: Option<i32>)
         | Code::CoordinatorNotAvailable => Error::Unavailable(format!("{code}")),
         Code::TopicAuthorizationFailed
         | Code::GroupAuthorizationFailed
-        | Code::ClusterAuthorizationFailed
-        | Code::Authentication
-        | Code::SaslAuthenticationFailed => Error::Unauthorized(format!("{code}")),
+        | Code::ClusterAuthorizationFailed => Error::Unauthorized(format!("{code}")),
+        Code::Authentication | Code::SaslAuthenticationFailed => {
+            Error::Unauthorized(format!("Kafka refused the login: {code}"))
+        }
         Code::State => Error::IllegalState(format!("{code}")),
         Code::InvalidArgument | Code::InvalidConfig => Error::Invalid(format!("{code}")),
         other => Error::Kafka {

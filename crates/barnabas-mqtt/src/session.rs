@@ -300,13 +300,22 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 conn.disconnect(DisconnectReasonCode::KeepAliveTimeout).await;
                 return (End::Abnormal, None);
             }
-            (feed, record) = subs.next(), if subs.has_room() => {
-                if let Some(publish) = subs.deliver(feed, record) {
-                    if conn.publish(publish).await.is_err() {
-                        return (End::Abnormal, None);
+            next = subs.next(), if subs.has_room() => match next {
+                Ok((feed, record)) => {
+                    if let Some(publish) = subs.deliver(feed, record) {
+                        if conn.publish(publish).await.is_err() {
+                            return (End::Abnormal, None);
+                        }
                     }
                 }
-            }
+                Err(e) => {
+                    // Kafka refuses this client's reads (its own login under identity
+                    // passthrough, or an ACL): nothing will come; v5 says why (0x87).
+                    tracing::warn!(error = %e, "Kafka refused this client's reads; disconnecting");
+                    conn.disconnect(DisconnectReasonCode::NotAuthorized).await;
+                    return (End::Abnormal, None);
+                }
+            },
             Ok(()) = topics.changed() => {
                 let list = topics.borrow_and_update().clone();
                 subs.topics_changed(&list).await;

@@ -532,11 +532,13 @@ impl Subscriptions {
         self.outstanding.len() < self.window && (self.plain.is_some() || !self.shared.is_empty())
     }
 
-    /// The next record to deliver (cancel-safe: records fetched are queued before returning).
-    pub async fn next(&mut self) -> (FeedId, ConsumedRecord) {
+    /// The next record to deliver (cancel-safe: records fetched are queued before returning),
+    /// or the error that ends reading for good: Kafka refused this client's reads (its login,
+    /// under identity passthrough, or an ACL). Other failures are retried.
+    pub async fn next(&mut self) -> Result<(FeedId, ConsumedRecord), Error> {
         std::future::poll_fn(|cx| {
             if let Some(next) = self.queue.pop_front() {
-                return Poll::Ready(next);
+                return Poll::Ready(Ok(next));
             }
             let feeds = self.plain.iter_mut().map(|f| (FeedId::Plain, f)).chain(
                 self.shared
@@ -558,6 +560,9 @@ impl Subscriptions {
                             }
                         }
                         Ok(Fetched::TooLarge { .. }) => {}
+                        Err(e) if e.kind() == barnabas_core::ErrorKind::Unauthorized => {
+                            return Poll::Ready(Err(e));
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "subscription consumer failed; retrying");
                             feed.fetch = Some(Box::pin(async {
@@ -570,7 +575,7 @@ impl Subscriptions {
                 }
             }
             match self.queue.pop_front() {
-                Some(next) => Poll::Ready(next),
+                Some(next) => Poll::Ready(Ok(next)),
                 None => Poll::Pending,
             }
         })
