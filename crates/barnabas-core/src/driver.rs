@@ -104,6 +104,7 @@ impl ConsumerDriver {
             active: false,
             paused: false,
             pending_seeks: BTreeMap::new(),
+            failing: None,
         };
         tokio::spawn(actor.run());
         Self { tx }
@@ -205,6 +206,9 @@ struct Actor {
     paused: bool,
     /// Seeks to apply when their partition gets assigned.
     pending_seeks: BTreeMap<TopicPartition, SeekTo>,
+    /// The poll error logged last, so a lasting one (a refused login) is logged once, not
+    /// every poll.
+    failing: Option<Error>,
 }
 
 impl Actor {
@@ -224,9 +228,17 @@ impl Actor {
                 _ = sleep_until(next_deadline), if next_deadline.is_some() => self.expire_waiters(),
                 polled = self.session.poll(self.limits.poll_batch, Duration::from_millis(200)), if self.active => {
                     match polled {
-                        Ok(records) => self.take_in(records).await,
+                        Ok(records) => {
+                            if self.failing.take().is_some() {
+                                tracing::info!("consumer polls again");
+                            }
+                            self.take_in(records).await;
+                        }
                         Err(e) => {
-                            tracing::warn!(error = %e, "consumer poll failed");
+                            if self.failing.as_ref() != Some(&e) {
+                                tracing::warn!(error = %e, "consumer poll failed");
+                                self.failing = Some(e.clone());
+                            }
                             if e.kind() == crate::ErrorKind::Unauthorized {
                                 // Kafka refused the login (or an ACL): that lasts, so the
                                 // clients waiting for records learn why instead of nothing.
