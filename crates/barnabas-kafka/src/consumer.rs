@@ -104,7 +104,8 @@ impl ClientContext for SessionContext {
                 *slot = Some(reason.to_owned());
             }
         } else {
-            tracing::debug!(error = %error, reason, "Kafka consumer error");
+            // As librdkafka's default callback reports it (which this one replaces).
+            tracing::warn!(error = %error, reason, "Kafka consumer error");
         }
     }
 }
