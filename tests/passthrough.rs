@@ -15,7 +15,7 @@ mod common;
 use std::process::Command;
 
 use barnabas::config::Config;
-use common::{gateway, read_topic};
+use common::{gateway, mosquitto_async, read_topic};
 use serde_json::Value;
 
 const JSON: &str = "content-type: application/vnd.kafka.json.v2+json";
@@ -108,16 +108,13 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
 
     // MQTT (mosquitto_pub) and AMQP (python3-qpid-proton, SASL PLAIN) as device-1.
     let mqtt = gw.gateway.mqtt_addr().unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &mqtt.port().to_string()])
-            .args(["-u", "device-1", "-P", "s3cret", "-q", "1"])
-            .args(["-t", "devices/device-1/telemetry", "-m", "mqtt"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    const AS_DEVICE: [&str; 6] = ["-u", "device-1", "-P", "s3cret", "-q", "1"];
+    let device_publishes = |message: &str| {
+        let mut args = AS_DEVICE.to_vec();
+        args.extend(["-t", "devices/device-1/telemetry", "-m", message]);
+        mosquitto_async("mosquitto_pub", mqtt, &args)
+    };
+    let out = device_publishes("mqtt").await;
     assert!(
         out.status.success(),
         "{}",
@@ -246,32 +243,21 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
     assert_eq!(status, 403, "{body}");
 
     // MQTT: device-1 subscribes (mosquitto_sub) and receives what it publishes next.
-    let sub = tokio::task::spawn_blocking(move || {
-        Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &mqtt.port().to_string()])
-            .args(["-u", "device-1", "-P", "s3cret", "-q", "1", "-i", "pt-sub"])
-            .args(["-t", "devices/device-1/telemetry", "-C", "1", "-W", "30"])
-            .output()
-            .unwrap()
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !metrics(&gw).await.contains("barnabas_mqtt_subscriptions 1") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "mosquitto_sub never subscribed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &mqtt.port().to_string()])
-            .args(["-u", "device-1", "-P", "s3cret", "-q", "1"])
-            .args(["-t", "devices/device-1/telemetry", "-m", "read-back"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut args = AS_DEVICE.to_vec();
+    args.extend([
+        "-i",
+        "pt-sub",
+        "-t",
+        "devices/device-1/telemetry",
+        "-C",
+        "1",
+        "-W",
+        "30",
+    ]);
+    let sub = tokio::spawn(mosquitto_async("mosquitto_sub", mqtt, &args));
+    gw.wait_for_metric("barnabas_mqtt_subscriptions 1", "mosquitto_sub subscribed")
+        .await;
+    let out = device_publishes("read-back").await;
     assert!(
         out.status.success(),
         "{}",
@@ -289,33 +275,30 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
     // its consumer's login: an MQTT 5 client gets DISCONNECT 0x87 "not authorized" (135,
     // as mosquitto_sub -d prints it).
     let started = std::time::Instant::now();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &mqtt.port().to_string(),
-                "-V",
-                "mqttv5",
-            ])
-            .args([
-                "-u",
-                "reader",
-                "-P",
-                "reader-pw",
-                "-q",
-                "1",
-                "-i",
-                "pt-reader",
-                "-d",
-            ])
-            .args(["-t", "devices/reader/telemetry", "-C", "1", "-W", "30"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = mosquitto_async(
+        "mosquitto_sub",
+        mqtt,
+        &[
+            "-V",
+            "mqttv5",
+            "-u",
+            "reader",
+            "-P",
+            "reader-pw",
+            "-q",
+            "1",
+            "-i",
+            "pt-reader",
+            "-d",
+            "-t",
+            "devices/reader/telemetry",
+            "-C",
+            "1",
+            "-W",
+            "30",
+        ],
+    )
+    .await;
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -362,8 +345,4 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
     );
     gw.stop().await;
     broker.stop().await;
-}
-
-async fn metrics(gw: &gateway::TestGateway) -> String {
-    gw.get("/metrics", None).await.text
 }

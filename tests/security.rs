@@ -5,14 +5,11 @@
 
 mod common;
 
-use std::{
-    net::SocketAddr,
-    process::{Command, Output},
-};
+use std::process::Command;
 
 use barnabas::config::{AclConfig, Config, MqttMapping};
 use bytes::Bytes;
-use common::{gateway, read_topic, text};
+use common::{gateway, mosquitto, read_topic, text};
 
 /// Users `device-1` (password `s3cret`, bearer token `token-1`) and `reader` (`reader-pw`);
 /// device-1 may write `telemetry`, read `commands` and use groups `ops-*`; reader may read
@@ -199,14 +196,6 @@ async fn http_clients_authenticate_with_basic_or_bearer_and_acls_apply() {
     }
     assert_eq!(got, 2, "the two authorised writes, read back by reader");
     gw.stop().await;
-}
-
-fn mosquitto(tool: &str, addr: SocketAddr, args: &[&str]) -> Output {
-    Command::new(tool)
-        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool}: {e} (Debian package mosquitto-clients)"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -610,15 +599,6 @@ async fn http_clients_that_do_not_finish_their_headers_are_disconnected() {
     gw.stop().await;
 }
 
-async fn metrics(http: &str) -> String {
-    reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// `limits.max_connections` (per listener) reached and recovered: a third MQTT client gets
 /// CONNACK "server unavailable" (v3.1.1) / "server busy" (v5) from mosquitto_pub's point of
 /// view, a third HTTP client 503 JSON with `Retry-After`, a third AMQP client (qpid-proton)
@@ -699,14 +679,8 @@ async fn max_connections_answers_server_busy_and_recovers() {
         .collect();
     let amqp_url = format!("amqp://{amqp}");
     // Only once both receivers hold their slots: an earlier attempt would take one of them.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !metrics(&http).await.contains("barnabas_amqp_connections 2") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the two receivers connected"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    gw.wait_for_metric("barnabas_amqp_connections 2", "the two receivers connected")
+        .await;
     let (ok, refused) = proton(&amqp_url, "send", "busy-amqp").await;
     assert!(
         !ok && refused.contains("resource-limit-exceeded"),
@@ -750,7 +724,7 @@ async fn max_connections_answers_server_busy_and_recovers() {
     assert!(out.status.success(), "after a slot freed: {}", text(&out));
     let (status, answer) = curl(&[&format!("http://{http}/ready")]);
     assert_eq!(status, 204, "{answer}");
-    let metrics = metrics(&http).await;
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("barnabas_mqtt_refused_busy_total 2"),
         "{metrics}"

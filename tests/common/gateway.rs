@@ -184,6 +184,21 @@ impl TestGateway {
         out
     }
 
+    /// The `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics", None).await.text
+    }
+
+    /// Waits (at most 20 s) until `/metrics` has this exact sample line, e.g.
+    /// `barnabas_mqtt_subscriptions 1`; `what` names the awaited state in the failure.
+    pub async fn wait_for_metric(&self, line: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.metrics().await.contains(line) {
+            assert!(Instant::now() < deadline, "{what}: no '{line}' within 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Graceful shutdown, which must finish promptly.
     pub async fn stop(self) {
         let started = Instant::now();

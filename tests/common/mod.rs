@@ -53,6 +53,32 @@ pub fn workspace_root() -> PathBuf {
         .unwrap()
 }
 
+/// Runs a mosquitto client (`mosquitto_pub`/`mosquitto_sub`) against `addr` with `args`.
+pub fn mosquitto(tool: &str, addr: SocketAddr, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(tool)
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e} (Debian package mosquitto-clients)"))
+}
+
+/// [`mosquitto`] off the async runtime's threads (a `'static` future: it can be spawned).
+pub fn mosquitto_async(
+    tool: &'static str,
+    addr: SocketAddr,
+    args: &[&str],
+) -> impl std::future::Future<Output = std::process::Output> + 'static {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            mosquitto(tool, addr, &args)
+        })
+        .await
+        .unwrap()
+    }
+}
+
 #[cfg(feature = "embedded-kafka")]
 pub mod gateway;
 

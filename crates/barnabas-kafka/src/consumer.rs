@@ -63,7 +63,7 @@ impl ConsumerFactory for KafkaConsumerFactory {
             }
             _ => &self.config,
         };
-        let session = KafkaConsumerSession::create(kafka, config, Some(self.live.token()))?;
+        let session = KafkaConsumerSession::new(kafka, config, self.live.token())?;
         Ok(Arc::new(session))
     }
 
@@ -186,17 +186,9 @@ pub struct KafkaConsumerSession {
 }
 
 impl KafkaConsumerSession {
-    /// Creates the consumer; it joins its group only on `subscribe`.
-    pub fn new(kafka: &KafkaConfig, config: ConsumerConfig) -> Result<Self> {
-        Self::create(kafka, config, None)
-    }
-
-    /// Creates the consumer, holding `live` until its Kafka client is destroyed.
-    fn create(
-        kafka: &KafkaConfig,
-        config: ConsumerConfig,
-        live: Option<TaskTrackerToken>,
-    ) -> Result<Self> {
+    /// Creates the consumer (it joins its group only on `subscribe`), holding `live` until its
+    /// Kafka client is destroyed. Made by [`KafkaConsumerFactory`], which counts them.
+    fn new(kafka: &KafkaConfig, config: ConsumerConfig, live: TaskTrackerToken) -> Result<Self> {
         if config.group_id.is_empty() {
             return Err(Error::Invalid("a consumer needs a group id".into()));
         }
@@ -234,7 +226,7 @@ impl KafkaConsumerSession {
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
         let inner = Inner {
             consumer: Some(consumer),
-            live,
+            live: Some(live),
             closed: Some(closed_tx),
         };
         Ok(Self {
