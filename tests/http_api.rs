@@ -308,8 +308,8 @@ async fn operator_endpoints_and_json_errors_everywhere() {
     let gw = gateway::start(|c| c.http.cors_origins = vec!["https://app.example".into()]).await;
     let a = gw.get("/", None).await;
     assert_eq!(a.json["bridge_version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(gw.get("/healthy", None).await.status, 204);
-    assert_eq!(gw.get("/ready", None).await.status, 204);
+    assert_eq!(gw.get("/healthy", None).await.status, 200);
+    assert_eq!(gw.get("/ready", None).await.status, 200);
 
     // Unknown route and wrong method: JSON errors, not empty bodies.
     gw.get("/no/such/route", None).await.assert_error(404);

@@ -36,8 +36,8 @@ fn start_embedded(extra: &[&str]) -> (Gateway, std::net::SocketAddr, String) {
 #[test]
 fn ready_line_probes_and_sigterm_exit_zero() {
     let (mut gw, http, _) = start_embedded(&[]);
-    assert_eq!(http_get(http, "/ready").0, 204);
-    assert_eq!(http_get(http, "/healthy").0, 204);
+    assert_eq!(http_get(http, "/ready").0, 200);
+    assert_eq!(http_get(http, "/healthy").0, 200);
     let (status, body) = http_get(http, "/");
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -48,6 +48,64 @@ fn ready_line_probes_and_sigterm_exit_zero() {
     assert_eq!(status.code(), Some(0), "{}", gw.stderr().join("\n"));
     assert!(gw.stderr().iter().any(|l| l.contains("barnabas stopped")));
     assert!(!gw.stderr().iter().any(|l| l.contains("panicked")));
+}
+
+/// A clean stop is quiet (issue 21): with MQTT, HTTP and AMQP serving and a record written,
+/// SIGTERM drains the front ends, closes the Kafka clients and only then stops the embedded
+/// broker, so no client logs the broker's absence. Before the stop order was fixed, every stop
+/// logged `ERROR … AllBrokersDown` (twice).
+#[test]
+fn a_clean_stop_logs_no_error_and_no_warning() {
+    let mqtt = free_addr();
+    let amqp = free_addr();
+    let (http, kafka) = (free_addr(), format!("127.0.0.1:{}", free_port()));
+    let mut gw = Gateway::spawn(
+        &[
+            &format!("--embedded-kafka={kafka}"),
+            "--http-listen",
+            &http.to_string(),
+            "--mqtt-listen",
+            &mqtt.to_string(),
+            "--amqp-listen",
+            &amqp.to_string(),
+        ],
+        &[],
+    );
+    gw.wait_for_line("barnabas ready", START);
+    let out = common::mosquitto(
+        "mosquitto_pub",
+        mqtt,
+        &["-t", "devices/d1/telemetry", "-q", "1", "-m", "hi"],
+    );
+    assert!(out.status.success(), "{}", common::text(&out));
+    // A subscriber (a Kafka consumer inside the gateway) is connected while the stop begins.
+    let mut sub = std::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &mqtt.port().to_string()])
+        .args(["-t", "devices/#", "-q", "1", "-i", "quiet-sub"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !http_get(http, "/metrics")
+        .1
+        .contains("barnabas_mqtt_subscriptions 1")
+    {
+        assert!(std::time::Instant::now() < deadline, "no subscription");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    gw.signal("TERM");
+    let status = gw.wait_exit(STOP);
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let log = gw.stderr();
+    assert_eq!(status.code(), Some(0), "{}", log.join("\n"));
+    assert!(log.iter().any(|l| l.contains("barnabas stopped")));
+    let loud: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect();
+    assert!(loud.is_empty(), "a clean stop logged:\n{loud:#?}");
 }
 
 #[test]
@@ -78,7 +136,7 @@ fn without_kafka_config_the_embedded_broker_starts_on_9092() {
     let line = gw.wait_for_line("embedded Kafka broker started", START);
     assert!(line.contains("127.0.0.1:9092"), "{line}");
     gw.wait_for_line("barnabas ready", START);
-    assert_eq!(http_get(http, "/ready").0, 204);
+    assert_eq!(http_get(http, "/ready").0, 200);
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(STOP).code(), Some(0));
 }
@@ -101,7 +159,7 @@ async fn ready_follows_kafka_coming_and_going() {
         &[],
     );
     // Nothing listens on the Kafka address: alive, not ready, no ready line.
-    wait_for_status(http, "/healthy", 204, START);
+    wait_for_status(http, "/healthy", 200, START);
     assert_eq!(http_get(http, "/ready").0, 503);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(http_get(http, "/ready").0, 503);
@@ -112,12 +170,12 @@ async fn ready_follows_kafka_coming_and_going() {
         .await
         .unwrap();
     gw.wait_for_line("barnabas ready", START);
-    wait_for_status(http, "/ready", 204, START);
+    wait_for_status(http, "/ready", 200, START);
 
     // Kafka goes away again: 503, still alive.
     broker.stop().await;
     wait_for_status(http, "/ready", 503, START);
-    assert_eq!(http_get(http, "/healthy").0, 204);
+    assert_eq!(http_get(http, "/healthy").0, 200);
 
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(STOP).code(), Some(0));

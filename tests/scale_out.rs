@@ -42,7 +42,7 @@ impl Replica {
             ],
             &[("BARNABAS_KAFKA__DEFAULT_REPLICATION_FACTOR", "1")],
         );
-        wait_for_status(http, "/ready", 204, Duration::from_secs(30));
+        wait_for_status(http, "/ready", 200, Duration::from_secs(30));
         Replica {
             process,
             mqtt,

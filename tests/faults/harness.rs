@@ -73,7 +73,7 @@ impl BrokerProcess {
             ],
             &[],
         );
-        wait_for_status(self.http, "/ready", 204, Duration::from_secs(60));
+        wait_for_status(self.http, "/ready", 200, Duration::from_secs(60));
         self.process = Some(process);
     }
 }
@@ -147,7 +147,7 @@ impl GatewayProcess {
             &args,
             &[("BARNABAS_KAFKA__DEFAULT_REPLICATION_FACTOR", "1")],
         );
-        wait_for_status(http, "/ready", 204, Duration::from_secs(60));
+        wait_for_status(http, "/ready", 200, Duration::from_secs(60));
         GatewayProcess {
             process,
             http,

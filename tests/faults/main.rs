@@ -39,7 +39,7 @@ async fn broker_killed_and_restarted_loses_nothing_acknowledged() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     broker.restart();
     tokio::task::spawn_blocking(move || {
-        wait_for_status(http_addr, "/ready", 204, Duration::from_secs(60))
+        wait_for_status(http_addr, "/ready", 200, Duration::from_secs(60))
     })
     .await
     .unwrap();

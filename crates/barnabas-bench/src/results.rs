@@ -16,7 +16,7 @@ pub struct RunResults {
     pub engine: String,
     /// Payload bytes per message.
     pub payload_bytes: usize,
-    /// Start of the gateway process to `/ready` answering 204, in milliseconds (`None` when
+    /// Start of the gateway process to `/ready` answering 200, in milliseconds (`None` when
     /// the gateway was not started by the bench).
     pub ready_ms: Option<f64>,
     /// Throughput scenarios, in the order run.

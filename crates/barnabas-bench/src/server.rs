@@ -143,7 +143,7 @@ pub async fn start_gateway(bin: &Path, engine: &str) -> Result<(ServerProcess, T
             Duration::from_secs(30),
             Duration::from_millis(2),
             || async {
-                matches!(http.get(&ready).send().await, Ok(r) if r.status().as_u16() == 204)
+                matches!(http.get(&ready).send().await, Ok(r) if r.status().as_u16() == 200)
             },
         )
         .await?;

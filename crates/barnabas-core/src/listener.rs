@@ -107,7 +107,10 @@ pub async fn accept_connections<A, AFut, B, BFut>(
     let answers = BusyAnswers::default();
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                connections_ended(&slots, max_connections, protocol).await;
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -126,4 +129,20 @@ pub async fn accept_connections<A, AFut, B, BFut>(
             return;
         }
     }
+}
+
+/// Resolves when every connection has given its slot back, i.e. ended. The listener's task
+/// (which the gateway's shutdown awaits, under its drain grace) so ends only after its
+/// connections did: they see the same shutdown token, finish what is in flight and drop their
+/// Kafka clients before the gateway closes its own and stops an embedded broker.
+async fn connections_ended(slots: &Semaphore, max_connections: usize, protocol: &'static str) {
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if slots.available_permits() < max_connections {
+        tracing::debug!(
+            protocol,
+            open = max_connections - slots.available_permits(),
+            "waiting for connections to end"
+        );
+    }
+    let _ = slots.acquire_many(all).await;
 }

@@ -88,9 +88,11 @@ pub fn router(state: AppState) -> Router {
         Some(cors) => api.layer(cors),
         None => api,
     };
-    state
-        .consumers
-        .start_reaper(state.settings.consumer_idle_timeout, state.cluster.clone());
+    state.consumers.start_reaper(
+        state.settings.consumer_idle_timeout,
+        state.cluster.clone(),
+        state.shutdown.clone(),
+    );
     state.cluster.follow(
         state.backend.clone(),
         state.consumers.clone(),

@@ -234,8 +234,14 @@ impl Registry {
     }
 
     /// Starts (once) the task that deletes instances idle longer than `timeout`, from this
-    /// replica and from the `cluster`'s catalog.
-    pub fn start_reaper(self: &Arc<Self>, timeout: Duration, cluster: Arc<Cluster>) {
+    /// replica and from the `cluster`'s catalog, until `shutdown`: the cluster holds Kafka
+    /// clients, which must be gone before an embedded broker stops.
+    pub fn start_reaper(
+        self: &Arc<Self>,
+        timeout: Duration,
+        cluster: Arc<Cluster>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         if self.reaper.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -244,7 +250,10 @@ impl Registry {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
                 let Some(registry) = registry.upgrade() else {
                     return;
                 };
