@@ -289,8 +289,12 @@ async fn a_shared_subscription_splits_the_records_between_its_members() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn mqtt5_subscribers_get_headers_as_user_properties_and_their_subscription_id() {
+/// A v5 subscriber to `devices/+/commands` (subscription id 7) gets one record written with
+/// headers `trace` and `span` (in that order) and a UTF-8 payload format header; returns the
+/// PUBLISH once its QoS 2 exchange completed.
+async fn v5_delivery(
+    tweak: impl FnOnce(&mut barnabas::config::Config),
+) -> rumqttc::v5::mqttbytes::v5::Publish {
     use rumqttc::v5::{
         mqttbytes::{
             v5::{Packet, SubscribeProperties},
@@ -298,7 +302,11 @@ async fn mqtt5_subscribers_get_headers_as_user_properties_and_their_subscription
         },
         AsyncClient, Event, MqttOptions,
     };
-    let gw = gateway::start(mapped).await;
+    let gw = gateway::start(|c| {
+        mapped(c);
+        tweak(c);
+    })
+    .await;
     common::produce(&gw, "commands", "x", "topic exists").await;
     let a = addr(&gw);
     let (c, mut el) =
@@ -320,6 +328,10 @@ async fn mqtt5_subscribers_get_headers_as_user_properties_and_their_subscription
     }
     let mut record = Record::new("commands", "reboot").with_key("d3");
     record.headers.push(Header::new("trace", "abc-123"));
+    record.headers.push(Header::new("span", "s-1"));
+    record
+        .headers
+        .push(Header::new("barnabas.mqtt.payload_format", "1"));
     gw.gateway
         .backend()
         .publisher
@@ -342,21 +354,6 @@ async fn mqtt5_subscribers_get_headers_as_user_properties_and_their_subscription
         QoS::ExactlyOnce,
         "a Kafka record is as durable as QoS 2"
     );
-    let props = p.properties.expect("v5 properties");
-    assert_eq!(props.subscription_identifiers, [7]);
-    let user: BTreeMap<_, _> = props.user_properties.into_iter().collect();
-    assert_eq!(user.get("trace").map(String::as_str), Some("abc-123"));
-    assert_eq!(
-        user.get("barnabas.kafka.topic").map(String::as_str),
-        Some("commands")
-    );
-    assert_eq!(
-        user.get("barnabas.kafka.key").map(String::as_str),
-        Some("d3")
-    );
-    assert!(
-        user.contains_key("barnabas.kafka.offset") && user.contains_key("barnabas.kafka.partition")
-    );
     // The QoS 2 exchange completes: rumqttc sends PUBCOMP after the gateway's PUBREL.
     loop {
         if let Event::Outgoing(rumqttc::Outgoing::PubComp(_)) =
@@ -369,6 +366,51 @@ async fn mqtt5_subscribers_get_headers_as_user_properties_and_their_subscription
         }
     }
     gw.stop().await;
+    p
+}
+
+/// MQTT 5.0 [MQTT-3.3.2-17/18]: the user properties as published, in order, and nothing more
+/// (before `mqtt.kafka_metadata` existed, five `barnabas.kafka.*` ones followed them);
+/// the payload format indicator arrives [MQTT-3.3.2-4].
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt5_subscribers_get_headers_as_user_properties_and_their_subscription_id() {
+    let p = v5_delivery(|_| {}).await;
+    let props = p.properties.expect("v5 properties");
+    assert_eq!(props.subscription_identifiers, [7]);
+    assert_eq!(
+        props.user_properties,
+        [
+            ("trace".to_owned(), "abc-123".to_owned()),
+            ("span".to_owned(), "s-1".to_owned())
+        ]
+    );
+    assert_eq!(props.payload_format_indicator, Some(1));
+}
+
+/// `mqtt.kafka_metadata = true`: the record's place in Kafka follows the published user
+/// properties.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_metadata_user_properties_only_when_configured() {
+    let p = v5_delivery(|c| c.mqtt.kafka_metadata = true).await;
+    let props = p.properties.expect("v5 properties");
+    let names: Vec<&str> = props
+        .user_properties
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(&names[..2], ["trace", "span"]);
+    let user: BTreeMap<_, _> = props.user_properties.iter().cloned().collect();
+    assert_eq!(
+        user.get("barnabas.kafka.topic").map(String::as_str),
+        Some("commands")
+    );
+    assert_eq!(
+        user.get("barnabas.kafka.key").map(String::as_str),
+        Some("d3")
+    );
+    assert!(
+        user.contains_key("barnabas.kafka.offset") && user.contains_key("barnabas.kafka.partition")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

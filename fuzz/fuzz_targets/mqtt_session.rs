@@ -87,6 +87,7 @@ fn context(shutdown: &CancellationToken) -> Arc<MqttContext> {
             max_connections: 16,
             publish_rate: 0,
             max_subscriptions: 16,
+            kafka_metadata: true,
         },
         metrics: MqttMetrics::new(&registry),
         gateway_metrics: GatewayMetrics::new(&registry),

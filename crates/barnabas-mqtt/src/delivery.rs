@@ -24,6 +24,9 @@ pub const RETAIN_HEADER: &str = "barnabas.mqtt.retain";
 pub const CLIENT_HEADER: &str = "barnabas.mqtt.client_id";
 /// Header holding a v5 Message Expiry Interval in seconds, counted from the record timestamp.
 pub const EXPIRY_HEADER: &str = "barnabas.mqtt.message_expiry";
+/// Header present (`1`) when a v5 publish said its payload is UTF-8 (Payload Format
+/// Indicator), so that subscribers get the indicator too [MQTT-3.3.2-4].
+pub const PAYLOAD_FORMAT_HEADER: &str = "barnabas.mqtt.payload_format";
 const CONTENT_TYPE: &str = "barnabas.mqtt.content_type";
 const RESPONSE_TOPIC: &str = "barnabas.mqtt.response_topic";
 const CORRELATION_DATA: &str = "barnabas.mqtt.correlation_data";
@@ -49,8 +52,16 @@ pub struct Message {
 
 impl Message {
     /// The message a record read from Kafka carries: the MQTT topic from its topic header,
-    /// else the mapping rules read backwards; `None` when no MQTT topic can be told.
-    pub fn from_record(record: &ConsumedRecord, mapper: &TopicMapper) -> Option<Self> {
+    /// else the mapping rules read backwards; `None` when no MQTT topic can be told. With
+    /// `kafka_metadata` (`mqtt.kafka_metadata`), v5 deliveries also carry the record's Kafka
+    /// topic, partition, offset, timestamp and key as `barnabas.kafka.*` user properties; off
+    /// by default, so that a subscriber gets the user properties as published and nothing
+    /// more [MQTT-3.3.2-17/18].
+    pub fn from_record(
+        record: &ConsumedRecord,
+        mapper: &TopicMapper,
+        kafka_metadata: bool,
+    ) -> Option<Self> {
         let topic = match record.header(TOPIC_HEADER) {
             Some(t) => std::str::from_utf8(t).ok()?.to_owned(),
             None => mapper.reverse(&record.topic, record.key.as_deref())?,
@@ -70,20 +81,8 @@ impl Message {
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::to_owned);
         let mut headers = record.headers.clone();
-        headers.push(Header::new("barnabas.kafka.topic", record.topic.clone()));
-        headers.push(Header::new(
-            "barnabas.kafka.partition",
-            record.partition.to_string(),
-        ));
-        headers.push(Header::new(
-            "barnabas.kafka.offset",
-            record.offset.to_string(),
-        ));
-        if let Some(ts) = record.timestamp {
-            headers.push(Header::new("barnabas.kafka.timestamp", ts.to_string()));
-        }
-        if let Some(key) = &record.key {
-            headers.push(Header::new("barnabas.kafka.key", key.clone()));
+        if kafka_metadata {
+            push_kafka_metadata(&mut headers, record);
         }
         Some(Self {
             topic,
@@ -95,7 +94,6 @@ impl Message {
             expires_at,
         })
     }
-
     /// Seconds left before it expires: `Some(None)` = no expiry, `None` = expired.
     pub fn remaining(&self) -> Option<Option<NonZeroU32>> {
         let Some(at) = self.expires_at else {
@@ -138,6 +136,7 @@ impl Message {
             let text = || std::str::from_utf8(value).ok();
             match h.key.as_str() {
                 TOPIC_HEADER | QOS_HEADER | RETAIN_HEADER | CLIENT_HEADER | EXPIRY_HEADER => {}
+                PAYLOAD_FORMAT_HEADER => props.is_utf8_payload = value.as_ref() == b"1",
                 CONTENT_TYPE => props.content_type = text().map(Into::into),
                 RESPONSE_TOPIC => props.response_topic = text().map(Into::into),
                 CORRELATION_DATA => props.correlation_data = Some(value.clone()),
@@ -161,5 +160,24 @@ impl Message {
                 .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len) + 4)
                 .sum::<usize>()
             + 16
+    }
+}
+
+/// The record's place in Kafka as `barnabas.kafka.*` headers (see [`Message::from_record`]).
+fn push_kafka_metadata(headers: &mut Vec<Header>, record: &ConsumedRecord) {
+    headers.push(Header::new("barnabas.kafka.topic", record.topic.clone()));
+    headers.push(Header::new(
+        "barnabas.kafka.partition",
+        record.partition.to_string(),
+    ));
+    headers.push(Header::new(
+        "barnabas.kafka.offset",
+        record.offset.to_string(),
+    ));
+    if let Some(ts) = record.timestamp {
+        headers.push(Header::new("barnabas.kafka.timestamp", ts.to_string()));
+    }
+    if let Some(key) = &record.key {
+        headers.push(Header::new("barnabas.kafka.key", key.clone()));
     }
 }

@@ -50,6 +50,8 @@ pub struct MqttSettings {
     pub publish_rate: u32,
     /// Filters one client may hold (`limits.max_subscriptions`).
     pub max_subscriptions: usize,
+    /// v5 deliveries also carry `barnabas.kafka.*` user properties (`mqtt.kafka_metadata`).
+    pub kafka_metadata: bool,
 }
 
 impl MqttSettings {

@@ -587,7 +587,8 @@ impl Subscriptions {
     pub fn deliver(&mut self, feed_id: FeedId, record: ConsumedRecord) -> Option<Publish> {
         let tp = TopicPartition::new(record.topic.clone(), record.partition);
         let offset = record.offset;
-        let message = Message::from_record(&record, &self.ctx.mapper);
+        let message =
+            Message::from_record(&record, &self.ctx.mapper, self.ctx.settings.kafka_metadata);
         let share = match &feed_id {
             FeedId::Plain => None,
             FeedId::Shared(g) => Some(g.as_str()),

@@ -573,13 +573,19 @@ fn ack2(packet_id: NonZeroU16, known: bool) -> v5::PublishAck2 {
     }
 }
 
-/// A v5 publish's properties as Kafka headers (user properties as they are; content type,
-/// response topic and correlation data under `barnabas.mqtt.*`).
+/// A v5 publish's properties as Kafka headers (user properties as they are; payload format
+/// indicator, content type, response topic and correlation data under `barnabas.mqtt.*`).
 pub fn property_headers(p: &Publish) -> Vec<(String, Bytes)> {
     let mut out = Vec::new();
     if let Some(props) = &p.properties {
         for (k, v) in &props.user_properties {
             out.push((k.to_string(), Bytes::copy_from_slice(v.as_bytes())));
+        }
+        if props.is_utf8_payload {
+            out.push((
+                crate::delivery::PAYLOAD_FORMAT_HEADER.into(),
+                Bytes::from_static(b"1"),
+            ));
         }
         if let Some(ct) = &props.content_type {
             out.push((

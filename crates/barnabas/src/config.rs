@@ -150,6 +150,10 @@ pub struct MqttConfig {
     /// How often (ms) the cluster's topic list is re-read, so that subscriptions pick up
     /// topics and partitions that appear after they were made.
     pub topic_refresh_ms: u64,
+    /// v5 deliveries also carry the record's Kafka topic, partition, offset, timestamp and
+    /// key as `barnabas.kafka.*` user properties. Off: a subscriber gets a publish's user
+    /// properties exactly as published and nothing more (MQTT 5.0, 3.3.2.3.7).
+    pub kafka_metadata: bool,
 }
 
 impl MqttConfig {
@@ -181,6 +185,7 @@ impl Default for MqttConfig {
             default_topic: "mqtt".into(),
             mapping: Vec::new(),
             topic_refresh_ms: 2_000,
+            kafka_metadata: false,
         }
     }
 }

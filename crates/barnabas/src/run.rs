@@ -368,6 +368,7 @@ impl Gateway {
                     max_connections: config.limits.max_connections,
                     publish_rate: config.limits.publish_rate,
                     max_subscriptions: config.limits.max_subscriptions,
+                    kafka_metadata: config.mqtt.kafka_metadata,
                 },
                 metrics: barnabas_mqtt::MqttMetrics::new(&registry),
                 gateway_metrics: gateway_metrics.clone(),
