@@ -103,7 +103,22 @@ impl KafkaAdmin {
                 Err((name, code)) => return Err(errors::from_code(code, Some(&name), None)),
             }
         }
+        self.until_visible(topic).await;
         Ok(())
+    }
+
+    /// Waits (briefly) until the broker's metadata shows a topic just created: Apache Kafka's
+    /// brokers learn of a new topic from the controller a moment after CreateTopics answered,
+    /// and a metadata request in between says "unknown topic". If it takes longer, callers
+    /// meet that error and retry as for any other.
+    async fn until_visible(&self, topic: &str) {
+        let deadline = tokio::time::Instant::now() + self.timeout.min(Duration::from_secs(5));
+        while !matches!(self.topic_metadata(topic).await, Ok(md) if !md.partitions.is_empty()) {
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

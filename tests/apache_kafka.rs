@@ -1,0 +1,209 @@
+//! The gateway in front of Apache Kafka 4.4 (KRaft, one combined broker + controller, started
+//! by `scripts/kafka/run` from jars Maven Central serves), not the embedded tansu broker:
+//! the first of issue 23's real-broker checks. MQTT in (mosquitto_pub, v5 user property) and
+//! out (mosquitto_sub), HTTP in (curl), read back with a stock Kafka client (confluent-kafka);
+//! the gateway's state topics are created compacted; a clean stop is quiet.
+//!
+//! Needs Java 17+ and Maven (the classpath is fetched once per machine into
+//! target/apache-kafka/libs); without them the test fails saying so.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use common::{free_addr, free_port, mosquitto, run_python, text, workspace_root, Gateway};
+
+/// A first run fetches the jars from Maven Central.
+const KAFKA_START: Duration = Duration::from_secs(600);
+
+/// An Apache Kafka broker process (its whole process group is killed on drop).
+struct ApacheKafka {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    bootstrap: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ApacheKafka {
+    fn start() -> ApacheKafka {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (port, controller) = (free_port(), free_port());
+        let mut child = Command::new(workspace_root().join("scripts/kafka/run"))
+            .arg(dir.path().join("kafka"))
+            .args([port.to_string(), controller.to_string()])
+            // Small segments and a fast cleaner, so compaction is observable.
+            .args([
+                "log.segment.bytes=1048576",
+                "log.cleaner.min.cleanable.ratio=0.01",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("scripts/kafka/run");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[apache-kafka] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let kafka = ApacheKafka {
+            child,
+            log,
+            bootstrap: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        kafka.wait_ready();
+        kafka
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + KAFKA_START;
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if log.iter().any(|l| l.contains("kafka ready on")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Apache Kafka did not start:\n{}",
+                log.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ApacheKafka {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl").arg("-s").args(args).output().unwrap();
+    assert!(out.status.success(), "curl {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn mqtt_and_http_through_the_gateway_into_apache_kafka_and_back() {
+    let kafka = ApacheKafka::start();
+    let (http, mqtt) = (free_addr(), free_addr());
+    let mut gw = Gateway::spawn(
+        &[
+            "--kafka-bootstrap",
+            &kafka.bootstrap,
+            "--http-listen",
+            &http.to_string(),
+            "--mqtt-listen",
+            &mqtt.to_string(),
+            "--amqp-listen",
+            "off",
+        ],
+        &[],
+    );
+    gw.wait_for_line("barnabas ready", Duration::from_secs(60));
+
+    // A subscriber first: it receives only what is published after its SUBACK.
+    let sub = std::thread::spawn(move || {
+        mosquitto(
+            "mosquitto_sub",
+            mqtt,
+            &[
+                "-V",
+                "5",
+                "-t",
+                "devices/+/telemetry",
+                "-q",
+                "1",
+                "-C",
+                "1",
+                "-W",
+                "60",
+                "-F",
+                "%t %p",
+            ],
+        )
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let out = mosquitto(
+        "mosquitto_pub",
+        mqtt,
+        &[
+            "-V",
+            "5",
+            "-t",
+            "devices/d1/telemetry",
+            "-q",
+            "1",
+            "-m",
+            r#"{"temp":21.5}"#,
+            "-D",
+            "publish",
+            "user-property",
+            "trace",
+            "t-1",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let received = sub.join().unwrap();
+    assert!(received.status.success(), "{}", text(&received));
+    assert_eq!(
+        String::from_utf8_lossy(&received.stdout).trim(),
+        r#"devices/d1/telemetry {"temp":21.5}"#
+    );
+
+    let answer = curl(&[
+        "-X",
+        "POST",
+        &format!("http://{http}/topics/mqtt"),
+        "-H",
+        "content-type: application/vnd.kafka.json.v2+json",
+        "-d",
+        r#"{"records":[{"key":"k2","value":{"n":2}}]}"#,
+    ]);
+    assert!(answer.contains(r#""offset":1"#), "{answer}");
+
+    let got: serde_json::Value = serde_json::from_str(&run_python(
+        "kafka_client.py",
+        &["consume", &kafka.bootstrap, "mqtt", "check", "2"],
+    ))
+    .unwrap();
+    assert_eq!(got[0]["key"], "devices/d1/telemetry");
+    assert_eq!(got[0]["value"], r#"{"temp":21.5}"#);
+    assert_eq!(got[0]["headers"]["trace"], "t-1");
+    assert_eq!(
+        got[0]["headers"]["barnabas.mqtt.topic"],
+        "devices/d1/telemetry"
+    );
+    assert_eq!(
+        got[1]["key"], r#""k2""#,
+        "the json format writes the key as JSON"
+    );
+    assert_eq!(got[1]["value"], r#"{"n":2}"#);
+
+    gw.signal("TERM");
+    let status = gw.wait_exit(Duration::from_secs(30));
+    let log = gw.stderr();
+    assert_eq!(status.code(), Some(0), "{}", log.join("\n"));
+    let loud: Vec<&String> = log
+        .iter()
+        .skip_while(|l| !l.contains("stopping:"))
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect();
+    assert!(loud.is_empty(), "{loud:#?}");
+}
