@@ -1,9 +1,9 @@
 """python3-qpid-proton (Debian) against barnabas' AMQP listener, as users run it.
 
 usage:
-  amqp_proton.py send URL ADDRESS COUNT
-      BlockingConnection sender; COUNT messages with key annotation, application property and
-      message-id; prints {"accepted": n}
+  amqp_proton.py send URL ADDRESS COUNT [PREFIX]
+      BlockingConnection sender; COUNT messages (bodies PREFIX-n, default proton-n) with key
+      annotation, application property and message-id; prints {"accepted": n}
   amqp_proton.py receive URL SOURCE COUNT ACCEPT [TIMEOUT]
       BlockingReceiver on SOURCE; takes COUNT messages, accepts the first ACCEPT of them, then
       closes the connection without settling the rest; prints a JSON list of
@@ -26,13 +26,13 @@ from proton import Message, SSLDomain, symbol
 from proton.utils import BlockingConnection
 
 
-def send(url, address, count):
+def send(url, address, count, prefix="proton"):
     conn = BlockingConnection(url, timeout=60, allowed_mechs="PLAIN ANONYMOUS")
     sender = conn.create_sender(address)
     accepted = 0
     for i in range(count):
         m = Message(
-            body=f"proton-{i}",
+            body=f"{prefix}-{i}",
             id=f"msg-{i}",
             properties={"seq": i, "origin": "proton"},
             annotations={symbol("x-opt-kafka-key"): f"pk{i % 3}"},
@@ -129,7 +129,7 @@ if __name__ == "__main__":
     elif cmd == "try":
         attempt(sys.argv[2], sys.argv[3], sys.argv[4])
     elif cmd == "send":
-        send(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        send(sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:6])
     elif cmd == "receive":
         timeout = float(sys.argv[6]) if len(sys.argv) > 6 else 60
         receive(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), timeout)
