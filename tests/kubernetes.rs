@@ -4,12 +4,16 @@
 //! ConfigMap's barnabas.toml is a valid barnabas config whose listeners and bootstrap servers
 //! agree with the ports and broker names, probes hit /ready and /healthy, the HPA targets the
 //! Deployment, replicas advertise their pod IP to each other, and Kafka's settings are the
-//! safe ones).
+//! safe ones). Dockerfile, Dockerfile.demo and .dockerignore are parsed and checked (no
+//! container engine runs on the build machine to build them): numeric non-root user, no
+//! embedded broker in production and none on 0.0.0.0 in the demo, a declared data volume,
+//! stripped builds, patterns at any depth; the demo's command line goes through
+//! `barnabas check-config`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, process::Command};
 
 use serde_yaml::Value;
 
@@ -300,4 +304,246 @@ fn the_manifests_parse_and_their_references_hold() {
         "Deployment",
         str_at(hpa, &["spec", "scaleTargetRef", "name"]),
     );
+}
+
+fn barnabas_bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_barnabas"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("BARNABAS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+// ---------------------------------------------------------------------------------------
+// Dockerfiles
+
+/// One instruction: keyword (upper case) and its arguments, continuation lines joined,
+/// comments dropped; the index of the build stage it belongs to.
+struct Instruction {
+    stage: usize,
+    keyword: String,
+    args: String,
+}
+
+fn dockerfile(name: &str) -> Vec<Instruction> {
+    let text = std::fs::read_to_string(common::workspace_root().join(name)).unwrap();
+    let mut out = Vec::new();
+    let mut stage = 0;
+    let mut pending = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && pending.is_empty()) {
+            continue;
+        }
+        if let Some(cont) = trimmed.strip_suffix('\\') {
+            pending.push_str(cont);
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(trimmed);
+        let full = std::mem::take(&mut pending);
+        let (keyword, args) = full.split_once(char::is_whitespace).unwrap_or((&full, ""));
+        let keyword = keyword.to_uppercase();
+        if keyword == "FROM" && !out.is_empty() {
+            stage += 1;
+        }
+        out.push(Instruction {
+            stage,
+            keyword,
+            args: args.trim().to_owned(),
+        });
+    }
+    assert!(pending.is_empty(), "{name}: ends in a continuation");
+    out
+}
+
+fn exec_form(args: &str) -> Vec<String> {
+    serde_json::from_str(args).unwrap_or_else(|e| panic!("not the exec (JSON) form: {args}: {e}"))
+}
+
+fn final_stage(instructions: &[Instruction]) -> impl Iterator<Item = &Instruction> {
+    let last = instructions.last().unwrap().stage;
+    instructions.iter().filter(move |i| i.stage == last)
+}
+
+fn check_common_dockerfile(name: &str, instructions: &[Instruction]) {
+    for from in instructions.iter().filter(|i| i.keyword == "FROM") {
+        let image = from.args.split_whitespace().next().unwrap();
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        assert!(
+            !tag.is_empty() && tag != "latest",
+            "{name}: FROM {image} unpinned"
+        );
+    }
+    let users: Vec<&Instruction> = final_stage(instructions)
+        .filter(|i| i.keyword == "USER")
+        .collect();
+    let user = &users
+        .last()
+        .unwrap_or_else(|| panic!("{name}: no USER"))
+        .args;
+    let ids: Vec<u32> = user
+        .split(':')
+        .map(|p| {
+            p.parse()
+                .unwrap_or_else(|_| panic!("{name}: USER {user} is not numeric"))
+        })
+        .collect();
+    assert!(ids.iter().all(|&id| id > 0), "{name}: USER {user} is root");
+    let env: String = instructions
+        .iter()
+        .filter(|i| i.keyword == "ENV")
+        .map(|i| i.args.clone())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        env.contains("CARGO_PROFILE_RELEASE_STRIP=true"),
+        "{name}: stripped"
+    );
+    assert!(
+        env.contains("CARGO_PROFILE_RELEASE_DEBUG=false"),
+        "{name}: no debug info"
+    );
+    for i in instructions {
+        assert!(
+            !i.args.contains("0.0.0.0:9092") && !i.args.contains("--embedded-kafka=0.0.0.0"),
+            "{name}: the embedded broker on every interface: {} {}",
+            i.keyword,
+            i.args
+        );
+        if i.keyword == "COPY" {
+            assert!(
+                !i.args.contains("config/"),
+                "{name}: a baked-in config: {}",
+                i.args
+            );
+        }
+    }
+    assert!(
+        final_stage(instructions).any(|i| i.keyword == "ENTRYPOINT"),
+        "{name}: ENTRYPOINT"
+    );
+}
+
+#[test]
+fn the_production_dockerfile_builds_a_lean_gateway_without_a_broker() {
+    let ins = dockerfile("Dockerfile");
+    check_common_dockerfile("Dockerfile", &ins);
+    let arg = ins
+        .iter()
+        .find(|i| i.keyword == "ARG" && i.args.contains("--no-default-features"))
+        .expect("an ARG defaulting to --no-default-features");
+    let arg_name = arg.args.split('=').next().unwrap();
+    let build = ins
+        .iter()
+        .find(|i| i.keyword == "RUN" && i.args.contains("cargo build"))
+        .unwrap();
+    assert!(build.args.contains("--release") && build.args.contains("--locked"));
+    assert!(
+        build.args.contains(&format!("${{{arg_name}}}"))
+            || build.args.contains(&format!("${arg_name}")),
+        "the build uses {arg_name}: {}",
+        build.args
+    );
+    for i in final_stage(&ins) {
+        match i.keyword.as_str() {
+            "EXPOSE" => assert!(!i.args.split_whitespace().any(|p| p == "9092")),
+            "CMD" | "ENTRYPOINT" => {
+                assert!(!i.args.contains("embedded"), "{}", i.args);
+                exec_form(&i.args);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn the_demo_dockerfile_keeps_the_broker_on_loopback_and_data_in_a_volume() {
+    let ins = dockerfile("Dockerfile.demo");
+    check_common_dockerfile("Dockerfile.demo", &ins);
+    let last: Vec<&Instruction> = final_stage(&ins).collect();
+    let volume = last.iter().find(|i| i.keyword == "VOLUME").expect("VOLUME");
+    assert_eq!(volume.args, "/var/lib/barnabas");
+    let cmd = exec_form(&last.iter().find(|i| i.keyword == "CMD").unwrap().args);
+    assert_eq!(cmd[0], "run");
+    assert!(
+        cmd.windows(2)
+            .any(|w| w[0] == "--data-dir" && w[1] == "/var/lib/barnabas"),
+        "{cmd:?}"
+    );
+    let embedded = cmd
+        .iter()
+        .find_map(|a| a.strip_prefix("--embedded-kafka="))
+        .expect("--embedded-kafka=ADDR spelled out");
+    assert!(embedded.starts_with("127.0.0.1:"), "{embedded}");
+    // The directory exists and belongs to the USER before the VOLUME is declared.
+    let user = &last
+        .iter()
+        .rev()
+        .find(|i| i.keyword == "USER")
+        .unwrap()
+        .args;
+    let pos = |pred: &dyn Fn(&Instruction) -> bool| last.iter().position(|i| pred(i)).unwrap();
+    let chown =
+        pos(&|i| i.keyword == "RUN" && i.args.contains(&format!("chown {user} /var/lib/barnabas")));
+    assert!(chown < pos(&|i| i.keyword == "VOLUME"));
+
+    // The command line, as the image runs it, with the real binary (check-config instead of
+    // run, the data directory in a temporary one).
+    let data = tempfile::tempdir().unwrap();
+    let args: Vec<String> = cmd[1..]
+        .iter()
+        .map(|a| {
+            if a == "/var/lib/barnabas" {
+                data.path().display().to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let out = barnabas_bin()
+        .arg("check-config")
+        .args(&args)
+        .current_dir(data.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "embedded broker on {embedded} (data in {})",
+            data.path().display()
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn dockerignore_patterns_match_at_any_depth() {
+    let text = std::fs::read_to_string(common::workspace_root().join(".dockerignore")).unwrap();
+    let patterns: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for needed in ["**/target", "**/.git", "**/.venv"] {
+        assert!(patterns.contains(&needed), ".dockerignore: {needed}");
+    }
+    for p in &patterns {
+        // A bare name (`target`) only matches at the root of the context: either `**/` for
+        // any depth, or a path with a directory (anchored on purpose).
+        assert!(
+            p.starts_with("**/") || p.contains('/') || p.starts_with('!'),
+            ".dockerignore: `{p}` matches only at the root; write **/{p}"
+        );
+    }
+    // What the build needs is not ignored.
+    for kept in ["crates", "vendor", "Cargo.toml", "Cargo.lock", "tests"] {
+        assert!(
+            !patterns.iter().any(|p| p.trim_start_matches("**/") == kept),
+            ".dockerignore drops {kept}, which the build needs"
+        );
+    }
 }
