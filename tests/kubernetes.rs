@@ -1489,4 +1489,32 @@ fn dockerignore_patterns_match_at_any_depth() {
             ".dockerignore drops {kept}, which the build needs"
         );
     }
+    // No tracked source file matches a `**/NAME` pattern (e.g. a vendored directory that
+    // happens to be called `target`), where git can tell.
+    let Ok(out) = Command::new("git")
+        .args(["ls-files"])
+        .current_dir(common::workspace_root())
+        .output()
+    else {
+        return;
+    };
+    if !out.status.success() {
+        return;
+    }
+    let names: Vec<&str> = patterns
+        .iter()
+        .filter_map(|p| p.strip_prefix("**/"))
+        .filter(|n| !n.contains('*'))
+        .collect();
+    for file in String::from_utf8_lossy(&out.stdout).lines() {
+        let needed = ["crates/", "vendor/", "tests/"]
+            .iter()
+            .any(|d| file.starts_with(d));
+        if needed {
+            assert!(
+                !file.split('/').any(|part| names.contains(&part)),
+                ".dockerignore leaves {file} out of the build context"
+            );
+        }
+    }
 }
