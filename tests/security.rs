@@ -385,7 +385,14 @@ async fn limits_slow_publishers_and_cap_subscriptions_and_consumers() {
     let url = |path: &str| format!("{}{path}", gw.base);
 
     // HTTP: ten records fit the second's bucket, the next request gets 429 + Retry-After,
-    // and fits again a moment later.
+    // and fits again a moment later. The topic exists first: creating it inside the first
+    // request would give the bucket time to refill (10 records a second = one per 100 ms).
+    gw.gateway
+        .backend()
+        .admin
+        .create_topic("rated", None, None)
+        .await
+        .unwrap();
     let ten: Vec<String> = (0..10).map(|i| format!(r#"{{"value":{i}}}"#)).collect();
     let body = format!(r#"{{"records":[{}]}}"#, ten.join(","));
     let (status, text) = curl(&[
@@ -500,6 +507,12 @@ async fn limits_slow_publishers_and_cap_subscriptions_and_consumers() {
     // ten are the burst, the rest wait for their tokens (the gateway settles them later, and
     // grants no more than a second's worth of credit); all are accepted and written.
     let amqp = gw.gateway.amqp_addr().unwrap();
+    gw.gateway
+        .backend()
+        .admin
+        .create_topic("rated-amqp", None, None)
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let out = common::system_python_async(
         "amqp_proton.py",

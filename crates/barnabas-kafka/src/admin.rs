@@ -97,13 +97,17 @@ impl KafkaAdmin {
         .await
         .map_err(|_| errors::timeout(self.timeout * 2))?
         .map_err(|e| errors::from_kafka(&e, Some(topic), None))?;
+        let mut created = false;
         for result in results {
             match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Ok(_) => created = true,
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => return Err(errors::from_code(code, Some(&name), None)),
             }
         }
-        self.until_visible(topic).await;
+        if created {
+            self.until_visible(topic).await;
+        }
         Ok(())
     }
 
