@@ -65,6 +65,18 @@ pub async fn run<IO>(
         .await;
 }
 
+/// The `properties` of the gateway's open, begin and attach frames (product and version, as
+/// brokers announce themselves). With its last field present a frame is encoded whole, not cut
+/// after its last non-null field (which AMQP allows): the Azure Event Hubs SDK's AMQP stack
+/// reads every field of these frames by position and fails on a shortened one ("list index
+/// out of range").
+fn open_properties() -> fe2o3_amqp::types::definitions::Fields {
+    let mut fields = fe2o3_amqp::types::definitions::Fields::new();
+    fields.insert("product".into(), "barnabas".into());
+    fields.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    fields
+}
+
 /// [`run`]'s body.
 async fn serve<IO>(
     stream: IO,
@@ -86,6 +98,7 @@ async fn serve<IO>(
         .max_frame_size(ctx.settings.max_frame_size)
         .channel_max(ctx.settings.channel_max)
         .idle_time_out(ctx.settings.idle_timeout_ms)
+        .properties(open_properties())
         .sasl_acceptor(login.clone())
         .build();
     let mut conn =
@@ -139,7 +152,10 @@ async fn serve<IO>(
             _ = shutdown.cancelled() => break,
             incoming = conn.next_incoming_session() => {
                 let Some(incoming) = incoming else { break };
-                match SessionAcceptor::new().accept_incoming_session(incoming, &mut conn).await {
+                match SessionAcceptor::builder()
+                    .properties(open_properties())
+                    .build()
+                    .accept_incoming_session(incoming, &mut conn).await {
                     Ok(session) => {
                         sessions.spawn(serve_session(session, ctx.clone(), principal.clone(), rate.clone(), shutdown.clone(), conn_done.clone()).in_current_span());
                     }
@@ -177,6 +193,7 @@ async fn serve_session(
         // `rejected` with a reason, instead of the link being closed.
         .max_message_size(ctx.settings.max_transfer_bytes())
         .supported_sender_settle_modes(SupportedSenderSettleModes::All)
+        .properties(open_properties())
         .build();
     let mut links = tokio::task::JoinSet::new();
     loop {
