@@ -538,7 +538,9 @@ fn produce(
             .properties
             .as_ref()
             .and_then(|props| props.message_expiry_interval)
-            .map(|secs| std::time::SystemTime::now() + Duration::from_secs(u64::from(secs.get()))),
+            .and_then(|secs| {
+                std::time::SystemTime::now().checked_add(Duration::from_secs(u64::from(secs.get())))
+            }),
     });
     let record = to_record(ctx, &topic, p.payload.clone(), headers)
         .and_then(|r| authorize_write(ctx, &info.principal, r));

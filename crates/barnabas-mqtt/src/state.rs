@@ -301,7 +301,7 @@ impl RetainedRecord {
     fn into_message(self, topic: &str) -> Option<Message> {
         let expires_at = self
             .expires_at_ms
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+            .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)));
         if expires_at.is_some_and(|t| t <= SystemTime::now()) {
             return None;
         }

@@ -45,7 +45,8 @@ impl StoredSession {
         Self {
             subscriptions,
             expires: (expiry_secs != u32::MAX)
-                .then(|| Instant::now() + Duration::from_secs(u64::from(expiry_secs))),
+                .then(|| Instant::now().checked_add(Duration::from_secs(u64::from(expiry_secs))))
+                .flatten(),
         }
     }
 
@@ -59,7 +60,8 @@ impl StoredSession {
         match remaining {
             Some(left) => Self {
                 subscriptions,
-                expires: Some(Instant::now() + left),
+                // A time the clock cannot hold is as good as never.
+                expires: Instant::now().checked_add(left),
             },
             None => Self::new(subscriptions, expiry_secs),
         }

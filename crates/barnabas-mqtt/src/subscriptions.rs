@@ -141,7 +141,7 @@ impl Feed {
     fn handed(&mut self, record: &ConsumedRecord) {
         let tp = TopicPartition::new(record.topic.clone(), record.partition);
         if let Some(start) = self.assigned.get_mut(&tp) {
-            *start = Some(record.offset + 1);
+            *start = Some(record.offset.saturating_add(1));
         }
         self.tracker.handed(record);
     }

@@ -186,6 +186,7 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
                 user_properties: w
                     .user_properties
                     .iter()
+                    .filter(|(k, _)| !crate::delivery::is_reserved(k))
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 qos: w.qos,
@@ -574,11 +575,16 @@ fn ack2(packet_id: NonZeroU16, known: bool) -> v5::PublishAck2 {
 }
 
 /// A v5 publish's properties as Kafka headers (user properties as they are; content type,
-/// response topic and correlation data under `barnabas.mqtt.*`).
+/// response topic and correlation data under `barnabas.mqtt.*`). User properties named
+/// `barnabas.*` are dropped: that namespace is the gateway's, and a client's copy would
+/// shadow the gateway's own header (interface.md §4).
 pub fn property_headers(p: &Publish) -> Vec<(String, Bytes)> {
     let mut out = Vec::new();
     if let Some(props) = &p.properties {
         for (k, v) in &props.user_properties {
+            if crate::delivery::is_reserved(k) {
+                continue;
+            }
             out.push((k.to_string(), Bytes::copy_from_slice(v.as_bytes())));
         }
         if let Some(ct) = &props.content_type {
