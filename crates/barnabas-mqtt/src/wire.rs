@@ -353,6 +353,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         .await
     }
 
+    /// CONNACK refusing a session the gateway has no room for (`limits.max_sessions`): v3
+    /// code 3 (server unavailable) / v5 0x97 (quota exceeded).
+    pub async fn connack_quota_exceeded(&mut self) -> Result<(), WireError> {
+        self.connack_refusal(
+            v3::ConnectAckReason::ServiceUnavailable,
+            v5::ConnectAckReason::QuotaExceeded,
+        )
+        .await
+    }
+
+    /// v5 CONNACK 0x95 for a will above `limits.max_message_bytes`; 3.1.1 has no such code
+    /// (the connection is closed without an answer, as for an oversized PUBLISH).
+    pub async fn connack_packet_too_large(&mut self) -> Result<(), WireError> {
+        if self.version != ProtocolVersion::MQTT5 {
+            return Ok(());
+        }
+        self.connack_refusal(
+            v3::ConnectAckReason::ServiceUnavailable,
+            v5::ConnectAckReason::PacketTooLarge,
+        )
+        .await
+    }
+
     /// CONNACK refusing the credentials: v3 code 4 / v5 0x86 for bad ones, v3 5 / v5 0x87
     /// when they are missing.
     pub async fn connack_refused(&mut self, error: AuthError) -> Result<(), WireError> {
