@@ -31,6 +31,28 @@ const CONTENT_TYPE: &str = "barnabas.mqtt.content_type";
 const RESPONSE_TOPIC: &str = "barnabas.mqtt.response_topic";
 const CORRELATION_DATA: &str = "barnabas.mqtt.correlation_data";
 
+/// Whether a header name is in the gateway's own namespace (`barnabas.`, any case): a client
+/// may not set one, or it would shadow the gateway's (the first header of a name wins).
+pub fn is_reserved(key: &str) -> bool {
+    key.get(..9)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("barnabas."))
+}
+
+/// When a record read from Kafka expires: its timestamp plus its expiry header. Anything
+/// else than an MQTT expiry (seconds, at most `u32::MAX`), a missing or negative timestamp,
+/// or a time past what the clock can hold means no expiry: a record written by any Kafka
+/// client must never crash its subscribers.
+fn expiry_of(record: &ConsumedRecord) -> Option<SystemTime> {
+    let secs = std::str::from_utf8(record.header(EXPIRY_HEADER)?)
+        .ok()?
+        .parse::<u32>()
+        .ok()?;
+    let ts = u64::try_from(record.timestamp?).ok()?;
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ts))?
+        .checked_add(Duration::from_secs(u64::from(secs)))
+}
+
 /// A message ready to be delivered to subscribers.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -71,11 +93,7 @@ impl Message {
             Some(b"1") => QoS::AtLeastOnce,
             _ => QoS::ExactlyOnce,
         };
-        let expires_at = record
-            .header(EXPIRY_HEADER)
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
-            .zip(record.timestamp.and_then(|t| u64::try_from(t).ok()))
-            .map(|(secs, ts)| UNIX_EPOCH + Duration::from_millis(ts) + Duration::from_secs(secs));
+        let expires_at = expiry_of(record);
         let origin_client = record
             .header(CLIENT_HEADER)
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -179,5 +197,58 @@ fn push_kafka_metadata(headers: &mut Vec<Header>, record: &ConsumedRecord) {
     }
     if let Some(key) = &record.key {
         headers.push(Header::new("barnabas.kafka.key", key.clone()));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn record(expiry: &str, timestamp: Option<i64>) -> ConsumedRecord {
+        ConsumedRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            timestamp,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: vec![
+                Header::new(TOPIC_HEADER, "a/b"),
+                Header::new(EXPIRY_HEADER, expiry.to_owned()),
+            ],
+        }
+    }
+
+    /// Issue 20: a forged or absurd expiry header (from any Kafka writer) is no expiry, never
+    /// a panic.
+    #[test]
+    fn an_absurd_expiry_header_is_no_expiry() {
+        let mapper = TopicMapper::new(&[], "mqtt").expect("mapper");
+        for (expiry, ts) in [
+            ("18446744073709551615", Some(1)),
+            ("4294967296", Some(1)),
+            ("-5", Some(1)),
+            ("x", Some(1)),
+            ("60", Some(-1)),
+            ("60", None),
+        ] {
+            let m = Message::from_record(&record(expiry, ts), &mapper, false).expect("message");
+            assert!(m.expires_at.is_none(), "{expiry} at {ts:?}");
+            assert_eq!(m.remaining(), Some(None));
+        }
+        // The largest timestamp and expiry Kafka and MQTT allow: far away, but no panic.
+        let m = Message::from_record(&record("4294967295", Some(i64::MAX)), &mapper, false)
+            .expect("message");
+        assert!(m.remaining().is_some());
+    }
+
+    #[test]
+    fn the_gateway_namespace_is_reserved_in_any_case() {
+        assert!(is_reserved("barnabas.mqtt.message_expiry"));
+        assert!(is_reserved("BARNABAS.x"));
+        assert!(!is_reserved("barnabas"));
+        assert!(!is_reserved("unit"));
+        assert!(!is_reserved("é"));
     }
 }

@@ -52,6 +52,12 @@ pub struct MqttSettings {
     pub max_subscriptions: usize,
     /// v5 deliveries also carry `barnabas.kafka.*` user properties (`mqtt.kafka_metadata`).
     pub kafka_metadata: bool,
+    /// Persistent sessions kept (`limits.max_sessions`): a CONNECT that would add one more is
+    /// refused (v5 0x97, 3.1.1 code 3).
+    pub max_sessions: usize,
+    /// Kafka consumers per connection (`limits.max_consumers_per_connection`): the plain
+    /// subscriptions' one plus one per share group.
+    pub max_consumers_per_connection: usize,
 }
 
 impl MqttSettings {
@@ -153,6 +159,9 @@ impl MqttMetrics {
 pub struct SessionHandle {
     /// Names this connection as the session's owner in the sessions topic.
     pub owner: String,
+    /// The principal the session belongs to (`None` under `auth.mode = "none"`, where
+    /// everyone is anonymous): another principal may not take the client id.
+    pub principal: Option<Arc<str>>,
     /// When this connection took the session (ms since the epoch): an ownership record only
     /// takes over connections older than itself, so replayed records never close new ones.
     pub since_ms: u64,
@@ -160,6 +169,19 @@ pub struct SessionHandle {
     pub kick: CancellationToken,
     /// Cancelled once the session finished (its state stored, its consumers closed).
     pub finished: CancellationToken,
+}
+
+/// A client id held by another principal's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken;
+
+/// Whether two sessions belong to the same principal; an unknown one (`None`: no
+/// authentication, or a session recorded before sessions named their principal) matches any.
+pub fn same_principal(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
 }
 
 /// Live sessions by client id, so a second CONNECT with the same id takes the session over,
@@ -171,27 +193,40 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Registers `client_id`, taking over any session holding it (returned, so the caller
-    /// can wait until it finished) and cancelling a delayed will.
-    pub fn register(&self, client_id: &str) -> (Arc<SessionHandle>, Option<Arc<SessionHandle>>) {
+    /// Registers `client_id` for `principal`, taking over any session of the same principal
+    /// holding it (returned, so the caller can wait until it finished) and cancelling a
+    /// delayed will. `Err(Taken)` when a live session of another principal holds it.
+    pub fn register(
+        &self,
+        client_id: &str,
+        principal: Option<Arc<str>>,
+    ) -> Result<(Arc<SessionHandle>, Option<Arc<SessionHandle>>), Taken> {
         let handle = Arc::new(SessionHandle {
             owner: uuid::Uuid::new_v4().simple().to_string(),
+            principal,
             since_ms: state::now_ms(),
             kick: CancellationToken::new(),
             finished: CancellationToken::new(),
         });
-        let old = self
-            .live
-            .lock()
-            .ok()
-            .and_then(|mut map| map.insert(client_id.to_owned(), handle.clone()));
+        let old = {
+            let Ok(mut map) = self.live.lock() else {
+                return Err(Taken);
+            };
+            if map
+                .get(client_id)
+                .is_some_and(|live| !same_principal(&live.principal, &handle.principal))
+            {
+                return Err(Taken);
+            }
+            map.insert(client_id.to_owned(), handle.clone())
+        };
         if let Some(old) = &old {
             old.kick.cancel();
         }
         if let Some(will) = self.wills.lock().ok().and_then(|mut w| w.remove(client_id)) {
             will.cancel();
         }
-        (handle, old)
+        Ok((handle, old))
     }
 
     /// Takes over the live session of `client_id` unless `owner` names it: another replica
@@ -298,6 +333,7 @@ pub async fn serve(
         Transport::Tls => "mqtts",
         Transport::SecureWebSocket => "mqtt-wss",
     };
+    let sessions = tokio_util::task::TaskTracker::new();
     barnabas_core::serve_connections(
         listener,
         protocol,
@@ -305,7 +341,7 @@ pub async fn serve(
         shutdown.clone(),
         |stream, peer| {
             let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-            async move {
+            sessions.track_future(async move {
                 let deadline = ctx.settings.connect_timeout;
                 match transport {
                     Transport::Tcp => session::run(stream, peer, None, ctx, shutdown).await,
@@ -342,7 +378,7 @@ pub async fn serve(
                         }
                     }
                 }
-            }
+            })
         },
         |stream| {
             let ctx = ctx.clone();
@@ -350,7 +386,19 @@ pub async fn serve(
         },
     )
     .await;
+    // Shutting down: the sessions end (storing their state, publishing their clients'
+    // wills) before the caller flushes the producer.
+    sessions.close();
+    if tokio::time::timeout(SESSIONS_DRAIN, sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("MQTT sessions still ending at shutdown; their wills may be lost");
+    }
 }
+
+/// How long shutdown waits for MQTT sessions to end.
+const SESSIONS_DRAIN: Duration = Duration::from_secs(10);
 
 /// A connection over `limits.max_connections`: its CONNECT (over plain TCP or WebSocket) is
 /// answered CONNACK "server busy" (v5 0x89, v3.1.1 3), so the client knows to come back later.

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     delivery::{Message, CLIENT_HEADER, QOS_HEADER, RETAIN_HEADER},
     store::StoredSession,
-    subscriptions::Subscriptions,
+    subscriptions::{Next, Subscriptions},
     wire::{self, Connection, Inbound, PubReason, Will, WireError},
     MqttContext,
 };
@@ -39,13 +39,69 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 /// Maximum): Kafka is the queue, so a deeper window would only hold records in memory.
 const DELIVERY_WINDOW: u16 = 64;
 
+/// Longest v5 Will Delay honoured (one day): a delayed will holds its payload in memory
+/// until then, and a client must not park one for 136 years.
+const MAX_WILL_DELAY_SECS: u32 = 86_400;
+
 type Pending =
     Pin<Box<dyn Future<Output = (Option<(bool, NonZeroU16)>, Result<Delivered, Error>)> + Send>>;
 
+/// Publishes read from the client: those Kafka has not answered yet, and the QoS 2 packet
+/// ids seen (false while Kafka has not answered, true once PUBREC was sent, until PUBREL).
+/// A persistent session keeps the answered ones, so a QoS 2 PUBLISH the client sends again
+/// after a reconnect is acknowledged, not written twice.
+#[derive(Default)]
+struct Incoming {
+    inflight: FuturesOrdered<Pending>,
+    qos2: HashMap<NonZeroU16, bool>,
+}
+
+/// QoS 2 packet ids awaiting PUBREL kept with a session, at most (a client may have
+/// 65 535; only a misbehaving one has more than our Receive Maximum).
+const MAX_AWAITING_PUBREL: usize = 1024;
+
+impl Incoming {
+    /// Takes over the packet ids a stored session was awaiting PUBREL for.
+    fn resume(&mut self, ids: &[u16]) {
+        self.qos2.extend(
+            ids.iter()
+                .filter_map(|id| NonZeroU16::new(*id))
+                .map(|id| (id, true)),
+        );
+    }
+
+    /// A publish Kafka answered after the connection ended.
+    fn settled(&mut self, ack: Option<(bool, NonZeroU16)>, written: bool) {
+        if let Some((true, id)) = ack {
+            if written {
+                self.qos2.insert(id, true);
+            } else {
+                self.qos2.remove(&id);
+            }
+        }
+    }
+
+    /// The QoS 2 packet ids written to Kafka and awaiting PUBREL, to keep with the session.
+    fn awaiting_pubrel(&self) -> Vec<u16> {
+        let mut ids: Vec<u16> = self
+            .qos2
+            .iter()
+            .filter(|(_, written)| **written)
+            .map(|(id, _)| id.get())
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(MAX_AWAITING_PUBREL);
+        ids
+    }
+}
+
 /// How the session ended, which decides whether the will is published.
 enum End {
-    /// DISCONNECT (without will), or server shutdown.
+    /// DISCONNECT (without will).
     Normal,
+    /// Server shutdown: the network connection closes without DISCONNECT, so the will is
+    /// published (MQTT 3.1.2.5), unless it is delayed (its timer would not outlive us).
+    Shutdown,
     /// Everything else: EOF, keep-alive expiry, protocol error, takeover, refused write.
     Abnormal,
 }
@@ -91,6 +147,16 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     };
+    // A will is a publish held for later: the same size limit applies.
+    if info
+        .will
+        .as_ref()
+        .is_some_and(|w| w.payload.len() > ctx.settings.max_message_bytes)
+    {
+        tracing::debug!("will payload above limits.max_message_bytes; refused");
+        let _ = conn.connack_packet_too_large().await;
+        return;
+    }
     match authenticate(&ctx, &info, peer, cert_cn.as_deref()).await {
         Ok(principal) => info.principal = principal,
         Err(e) => {
@@ -111,7 +177,9 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
     };
     info.client_id.clone_from(&client_id);
     tracing::Span::current().record("client_id", tracing::field::display(&client_id));
-    let (handle, previous) = ctx.sessions.register(&client_id);
+    let Some((handle, previous)) = claim_session(&ctx, &mut conn, &info).await else {
+        return;
+    };
     if let Some(previous) = previous {
         // Its subscriptions and commits must be stored before this session reads them.
         let _ = tokio::time::timeout(TAKEOVER_WAIT, previous.finished.cancelled()).await;
@@ -120,10 +188,6 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
     let stored = if info.clean {
         None
     } else {
-        // The client may have left its session on another replica a moment ago.
-        if !ctx.state.sessions_caught_up().await {
-            tracing::debug!("sessions topic not caught up; resuming what this replica knows");
-        }
         ctx.stored.get(&client_id)
     };
     let window = info.receive_max.map_or(usize::from(DELIVERY_WINDOW), |r| {
@@ -140,7 +204,9 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
         max_packet,
     );
     let session_present = stored.is_some();
+    let mut incoming = Incoming::default();
     if let Some(stored) = stored {
+        incoming.resume(&stored.awaiting_pubrel);
         if let Err(e) = subs.restore(stored.subscriptions).await {
             tracing::warn!(error = %e, "stored subscriptions not resumed yet; they follow when Kafka answers");
         }
@@ -155,6 +221,7 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
             true,
             &subs.subscribed(),
             info.session_expiry,
+            &incoming.awaiting_pubrel(),
         )
         .await
     {
@@ -170,18 +237,26 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
         .await
         .is_err()
     {
-        finish(&ctx, &client_id, &handle, subs, info.session_expiry).await;
+        let awaiting = incoming.awaiting_pubrel();
+        finish(
+            &ctx,
+            &client_id,
+            &handle,
+            subs,
+            info.session_expiry,
+            &awaiting,
+        )
+        .await;
         return;
     }
     ctx.metrics.connections.inc();
     tracing::debug!(version = ?info.version, keep_alive = info.keep_alive, session_present, "connected");
 
-    let mut inflight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let (end, expiry) = serve(
         &mut conn,
         &ctx,
         &info,
-        &mut inflight,
+        &mut incoming,
         &mut subs,
         &handle,
         &shutdown,
@@ -189,7 +264,9 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
     .await;
     // Publishes read before the connection ended are still written (each bounded by the
     // produce timeout); nobody is left to acknowledge them.
-    while inflight.next().await.is_some() {}
+    while let Some((ack, result)) = incoming.inflight.next().await {
+        incoming.settled(ack, result.is_ok());
+    }
 
     ctx.metrics.connections.dec();
     finish(
@@ -198,26 +275,78 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
         &handle,
         subs,
         expiry.unwrap_or(info.session_expiry),
+        &incoming.awaiting_pubrel(),
     )
     .await;
     let principal = info.principal.clone();
-    if let (End::Abnormal, Some(will)) = (end, info.will) {
-        let expiry = expiry.unwrap_or(info.session_expiry);
-        if will.delay_secs > 0 && expiry > 0 {
-            let delay = Duration::from_secs(u64::from(will.delay_secs.min(expiry)));
-            let cancelled = ctx.sessions.delay_will(&client_id);
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = cancelled.cancelled() => tracing::debug!("client back before its will delay; will dropped"),
-                    _ = tokio::time::sleep(delay) => {
-                        ctx.sessions.will_done(&client_id, &cancelled);
-                        publish_will(&ctx, &principal, will).await;
-                    }
+    let Some(will) = info.will else { return };
+    if matches!(end, End::Normal) {
+        return;
+    }
+    let expiry = expiry.unwrap_or(info.session_expiry);
+    let delayed = will.delay_secs > 0 && expiry > 0;
+    if delayed && matches!(end, End::Shutdown) {
+        tracing::debug!("delayed will dropped at shutdown");
+        return;
+    }
+    if delayed {
+        let delay = Duration::from_secs(u64::from(
+            will.delay_secs.min(expiry).min(MAX_WILL_DELAY_SECS),
+        ));
+        let cancelled = ctx.sessions.delay_will(&client_id);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancelled.cancelled() => tracing::debug!("client back before its will delay; will dropped"),
+                _ = tokio::time::sleep(delay) => {
+                    ctx.sessions.will_done(&client_id, &cancelled);
+                    publish_will(&ctx, &principal, will).await;
                 }
-            });
-        } else {
-            publish_will(&ctx, &principal, will).await;
+            }
+        });
+    } else {
+        publish_will(&ctx, &principal, will).await;
+    }
+}
+
+/// Takes the client id for this connection's principal, or refuses the CONNECT: the id is
+/// held (live, or as a stored session) by another principal (v5 0x87, 3.1.1 code 5), or it
+/// would start a persistent session beyond `limits.max_sessions` (v5 0x97, 3.1.1 code 3).
+/// Without authentication (`auth.mode = "none"`) every client is the same principal.
+async fn claim_session<T: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Arc<MqttContext>,
+    conn: &mut Connection<T>,
+    info: &wire::ConnectInfo,
+) -> Option<(Arc<crate::SessionHandle>, Option<Arc<crate::SessionHandle>>)> {
+    let principal = ctx
+        .auth
+        .checks_credentials()
+        .then(|| info.principal.name.clone());
+    // The client may have left its session on another replica a moment ago.
+    if !ctx.state.sessions_caught_up().await {
+        tracing::debug!("sessions topic not caught up; deciding on what this replica knows");
+    }
+    let held = ctx.stored.get(&info.client_id);
+    if held.is_some_and(|s| !crate::same_principal(&s.principal, &principal)) {
+        tracing::info!(principal = %info.principal.name, "client id held by another principal's session; refused");
+        let _ = conn.connack_refused(AuthError::NotAuthorized).await;
+        return None;
+    }
+    if info.session_expiry > 0
+        && !ctx
+            .stored
+            .admits(&info.client_id, ctx.settings.max_sessions)
+    {
+        tracing::info!("limits.max_sessions reached; persistent session refused");
+        let _ = conn.connack_quota_exceeded().await;
+        return None;
+    }
+    match ctx.sessions.register(&info.client_id, principal) {
+        Ok(claimed) => Some(claimed),
+        Err(crate::Taken) => {
+            tracing::info!(principal = %info.principal.name, "client id connected as another principal; refused");
+            let _ = conn.connack_refused(AuthError::NotAuthorized).await;
+            None
         }
     }
 }
@@ -226,27 +355,40 @@ fn max_packet_size(ctx: &MqttContext) -> u32 {
     ctx.settings.max_packet_bytes()
 }
 
-/// Ends a session: keeps a persistent one's subscriptions, commits and closes its consumers,
-/// and lets a session taking over go on.
+/// Ends a session: keeps a persistent one's subscriptions (and the QoS 2 packet ids
+/// awaiting PUBREL), commits and closes its consumers, and lets a session taking over go on.
 async fn finish(
     ctx: &Arc<MqttContext>,
     client_id: &str,
     handle: &Arc<crate::SessionHandle>,
     subs: Subscriptions,
     expiry: u32,
+    awaiting_pubrel: &[u16],
 ) {
     // A session taken over belongs to its new connection, which records it from now on.
     let taken_over = handle.kick.is_cancelled();
     let subscribed = subs.subscribed();
     subs.close().await;
     if expiry > 0 {
-        ctx.stored
-            .put(client_id, StoredSession::new(subscribed.clone(), expiry));
+        ctx.stored.put(
+            client_id,
+            StoredSession {
+                awaiting_pubrel: awaiting_pubrel.to_vec(),
+                ..StoredSession::new(subscribed.clone(), expiry, handle.principal.clone())
+            },
+        );
     }
     if !taken_over {
         let saved = if expiry > 0 {
             ctx.state
-                .save_session(client_id, handle, false, &subscribed, expiry)
+                .save_session(
+                    client_id,
+                    handle,
+                    false,
+                    &subscribed,
+                    expiry,
+                    awaiting_pubrel,
+                )
                 .await
         } else {
             ctx.stored.remove(client_id);
@@ -264,7 +406,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<T>,
     ctx: &Arc<MqttContext>,
     info: &wire::ConnectInfo,
-    inflight: &mut FuturesOrdered<Pending>,
+    incoming: &mut Incoming,
     subs: &mut Subscriptions,
     owner: &crate::SessionHandle,
     shutdown: &CancellationToken,
@@ -281,8 +423,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     let mut deadline = keep_alive.map(|k| Instant::now() + k);
     let window = usize::from(ctx.settings.receive_window);
     let inflight_bytes = InFlightBytes::default();
-    // QoS 2 packet ids seen: false while Kafka has not answered, true once PUBREC was sent.
-    let mut qos2: HashMap<NonZeroU16, bool> = HashMap::new();
+    let Incoming { inflight, qos2 } = incoming;
     let mut rate = barnabas_core::rate::TokenBucket::per_second(ctx.settings.publish_rate);
 
     loop {
@@ -293,7 +434,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
             }
             _ = shutdown.cancelled() => {
                 conn.disconnect(DisconnectReasonCode::ServerShuttingDown).await;
-                return (End::Normal, None);
+                return (End::Shutdown, None);
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 tracing::debug!("keep-alive expired");
@@ -301,8 +442,12 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 return (End::Abnormal, None);
             }
             next = subs.next(), if subs.has_room() => match next {
-                Ok((feed, record)) => {
-                    if let Some(publish) = subs.deliver(feed, record) {
+                Ok(next) => {
+                    let publish = match next {
+                        Next::Record(feed, record) => subs.deliver(feed, record),
+                        Next::Retained(topic, qos, id) => subs.deliver_retained(&topic, qos, id),
+                    };
+                    if let Some(publish) = publish {
                         if conn.publish(publish).await.is_err() {
                             return (End::Abnormal, None);
                         }
@@ -419,16 +564,11 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                         if !ctx.state.retained_caught_up().await {
                             tracing::debug!("retained topic not caught up; delivering what this replica knows");
                         }
-                        let (results, retained) = subs.subscribe(packet.requests, packet.id).await;
+                        // Retained messages follow the SUBACK through the delivery window.
+                        let results = subs.subscribe(packet.requests, packet.id).await;
                         save_subscriptions(ctx, info, owner, subs.subscribed()).await;
                         if conn.suback(packet.packet_id, &results).await.is_err() {
                             return (End::Abnormal, None);
-                        }
-                        for (message, qos, id) in retained {
-                            let publish = subs.deliver_retained(&message, qos, id);
-                            if conn.publish(publish).await.is_err() {
-                                return (End::Abnormal, None);
-                            }
                         }
                     }
                     Inbound::Unsubscribe(id, filters) => {
@@ -454,6 +594,13 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     Inbound::Disconnect { with_will, session_expiry } => {
                         // Answer what is still in flight first: those publishes were accepted.
                         while let Some((ack, result)) = inflight.next().await {
+                            if let Some((true, id)) = ack {
+                                if result.is_ok() {
+                                    qos2.insert(id, true);
+                                } else {
+                                    qos2.remove(&id);
+                                }
+                            }
                             let Some((is_qos2, id)) = ack else { continue };
                             let reason = result.as_ref().map_or_else(reason_for, |_| PubReason::Success);
                             if v5 || reason == PubReason::Success {
@@ -493,6 +640,7 @@ async fn save_subscriptions(
             true,
             &subscribed,
             info.session_expiry,
+            &[],
         )
         .await
     {
@@ -538,10 +686,13 @@ fn produce(
             .properties
             .as_ref()
             .and_then(|props| props.message_expiry_interval)
-            .map(|secs| std::time::SystemTime::now() + Duration::from_secs(u64::from(secs.get()))),
+            .and_then(|secs| {
+                std::time::SystemTime::now().checked_add(Duration::from_secs(u64::from(secs.get())))
+            }),
     });
     let record = to_record(ctx, &topic, p.payload.clone(), headers)
-        .and_then(|r| authorize_write(ctx, &info.principal, r));
+        .and_then(|r| authorize_write(ctx, &info.principal, r))
+        .and_then(|r| admit_retained(ctx, &topic, p.retain, p.payload.len()).map(|()| r));
     let publisher = ctx.backend_publisher.clone();
     let principal = info.principal.clone();
     let metrics = ctx.gateway_metrics.clone();
@@ -576,6 +727,19 @@ fn produce(
         };
         (ack, result)
     })
+}
+
+/// A retained publish the retained store has no room for (`limits.max_retained_bytes`, or
+/// its topic count) is refused before anything is written: v5 0x97, 3.1.1 closes.
+fn admit_retained(ctx: &MqttContext, topic: &str, retain: bool, len: usize) -> Result<(), Error> {
+    if !retain || ctx.retained.admits(topic, len) {
+        return Ok(());
+    }
+    tracing::info!(
+        topic,
+        "retained store full (limits.max_retained_bytes); publish refused"
+    );
+    Err(Error::Overloaded)
 }
 
 /// The record, if the principal may write to its Kafka topic.
@@ -729,7 +893,9 @@ async fn publish_will(ctx: &Arc<MqttContext>, principal: &Principal, will: Will)
     {
         Ok(Ok(d)) => {
             tracing::debug!(offset = d.offset, topic = %will.topic, "will published");
-            if let Some(message) = retained {
+            if let Some(message) =
+                retained.filter(|m| ctx.retained.admits(&m.topic, m.payload.len()))
+            {
                 match ctx.state.retain(&message).await {
                     Ok(()) => ctx.retained.set(message),
                     Err(e) => tracing::warn!(error = %e, "retained will not stored"),

@@ -123,6 +123,7 @@ impl MqttState {
         connected: bool,
         subscriptions: &[Subscribed],
         expiry_secs: u32,
+        awaiting_pubrel: &[u16],
     ) -> barnabas_core::Result<()> {
         let record = SessionRecord {
             owner: owner.owner.clone(),
@@ -132,6 +133,8 @@ impl MqttState {
             expires_at_ms: (!connected && expiry_secs != u32::MAX)
                 .then(|| now_ms().saturating_add(u64::from(expiry_secs) * 1000)),
             subscriptions: subscriptions.iter().map(SubscriptionRecord::from).collect(),
+            principal: owner.principal.as_deref().map(str::to_owned),
+            awaiting_pubrel: awaiting_pubrel.to_vec(),
         };
         let value = serde_json::to_vec(&record)
             .map_err(|e| barnabas_core::Error::Invalid(format!("session record: {e}")))?;
@@ -195,6 +198,13 @@ struct SessionRecord {
     #[serde(default)]
     expires_at_ms: Option<u64>,
     subscriptions: Vec<SubscriptionRecord>,
+    /// The principal the session belongs to (absent under `auth.mode = "none"`, and in
+    /// records written before sessions were bound to their principal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    principal: Option<String>,
+    /// QoS 2 packet ids written to Kafka whose PUBREL had not come.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    awaiting_pubrel: Vec<u16>,
 }
 
 impl SessionRecord {
@@ -215,11 +225,17 @@ impl SessionRecord {
             .into_iter()
             .filter_map(SubscriptionRecord::into_subscribed)
             .collect();
-        Some(StoredSession::resumable(
-            subscriptions,
-            remaining,
-            self.expiry_secs,
-        ))
+        let mut awaiting_pubrel = self.awaiting_pubrel;
+        awaiting_pubrel.truncate(1024);
+        Some(StoredSession {
+            awaiting_pubrel,
+            ..StoredSession::resumable(
+                subscriptions,
+                remaining,
+                self.expiry_secs,
+                self.principal.map(Arc::from),
+            )
+        })
     }
 }
 
@@ -301,7 +317,7 @@ impl RetainedRecord {
     fn into_message(self, topic: &str) -> Option<Message> {
         let expires_at = self
             .expires_at_ms
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+            .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)));
         if expires_at.is_some_and(|t| t <= SystemTime::now()) {
             return None;
         }
@@ -347,10 +363,14 @@ mod tests {
             expiry_secs: 60,
             expires_at_ms: Some(now_ms() + 60_000),
             subscriptions: vec![SubscriptionRecord::from(&subscribed)],
+            principal: Some("alice".into()),
+            awaiting_pubrel: vec![7],
         };
         let json = serde_json::to_vec(&record).expect("serialises");
         let back: SessionRecord = serde_json::from_slice(&json).expect("parses");
         let stored = back.into_stored().expect("not expired");
+        assert_eq!(stored.principal.as_deref(), Some("alice"));
+        assert_eq!(stored.awaiting_pubrel, [7]);
         assert_eq!(stored.subscriptions.len(), 1);
         let s = &stored.subscriptions[0];
         assert_eq!(s.filter, subscribed.filter);

@@ -7,7 +7,7 @@
 use std::{
     collections::HashMap,
     num::NonZeroU32,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -37,15 +37,28 @@ pub struct StoredSession {
     pub subscriptions: Vec<Subscribed>,
     /// When it ends (`None` = never: v3 persistent sessions, v5 expiry 0xFFFFFFFF).
     pub expires: Option<Instant>,
+    /// The principal it belongs to (`None`: no authentication, or recorded before sessions
+    /// named their principal).
+    pub principal: Option<Arc<str>>,
+    /// QoS 2 packet ids of publishes written to Kafka whose PUBREL had not come: the same
+    /// PUBLISH sent again after the reconnect is acknowledged, not written twice.
+    pub awaiting_pubrel: Vec<u16>,
 }
 
 impl StoredSession {
-    /// A session ending `expiry_secs` from now (`u32::MAX` = never).
-    pub fn new(subscriptions: Vec<Subscribed>, expiry_secs: u32) -> Self {
+    /// A session of `principal` ending `expiry_secs` from now (`u32::MAX` = never).
+    pub fn new(
+        subscriptions: Vec<Subscribed>,
+        expiry_secs: u32,
+        principal: Option<Arc<str>>,
+    ) -> Self {
         Self {
             subscriptions,
+            principal,
+            awaiting_pubrel: Vec::new(),
             expires: (expiry_secs != u32::MAX)
-                .then(|| Instant::now() + Duration::from_secs(u64::from(expiry_secs))),
+                .then(|| Instant::now().checked_add(Duration::from_secs(u64::from(expiry_secs))))
+                .flatten(),
         }
     }
 
@@ -55,13 +68,17 @@ impl StoredSession {
         subscriptions: Vec<Subscribed>,
         remaining: Option<Duration>,
         expiry_secs: u32,
+        principal: Option<Arc<str>>,
     ) -> Self {
         match remaining {
             Some(left) => Self {
                 subscriptions,
-                expires: Some(Instant::now() + left),
+                principal,
+                awaiting_pubrel: Vec::new(),
+                // A time the clock cannot hold is as good as never.
+                expires: Instant::now().checked_add(left),
             },
-            None => Self::new(subscriptions, expiry_secs),
+            None => Self::new(subscriptions, expiry_secs, principal),
         }
     }
 }
@@ -77,6 +94,17 @@ impl SessionStore {
         let now = Instant::now();
         map.retain(|_, s| s.expires.is_none_or(|e| e > now));
         map.get(client_id).cloned()
+    }
+
+    /// Whether `client_id` may hold a session: it has one, or fewer than `max` sessions
+    /// (live or left behind, on any replica) are kept.
+    pub fn admits(&self, client_id: &str, max: usize) -> bool {
+        let Ok(mut map) = self.0.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        map.retain(|_, s| s.expires.is_none_or(|e| e > now));
+        map.contains_key(client_id) || map.len() < max
     }
 
     /// Forgets the client's session.

@@ -38,6 +38,9 @@ const FETCH_BATCH: usize = 64;
 const FETCH_WAIT: Duration = Duration::from_secs(30);
 /// Bound on Kafka round trips made while answering a SUBSCRIBE or closing.
 const KAFKA_CALL: Duration = Duration::from_secs(10);
+/// Retained deliveries waiting for room in the client's window, at most (as many as the
+/// retained store holds topics); beyond it a SUBSCRIBE's retained messages are skipped.
+const MAX_PENDING_RETAINED: usize = 100_000;
 
 type FetchFuture = Pin<Box<dyn Future<Output = barnabas_core::Result<Fetched>> + Send>>;
 
@@ -78,6 +81,15 @@ pub enum SubscribeResult {
     NotAuthorized,
     /// The client holds `limits.max_subscriptions` filters already (v5 0x97, v3 0x80).
     QuotaExceeded,
+}
+
+/// What to deliver next: a record from Kafka, or a retained message for a new subscription.
+pub enum Next {
+    /// A record of one of the session's consumers.
+    Record(FeedId, ConsumedRecord),
+    /// The retained message of this MQTT topic, at most at this QoS, with this v5
+    /// subscription identifier.
+    Retained(String, QoS, Option<NonZeroU32>),
 }
 
 struct Outstanding {
@@ -141,7 +153,7 @@ impl Feed {
     fn handed(&mut self, record: &ConsumedRecord) {
         let tp = TopicPartition::new(record.topic.clone(), record.partition);
         if let Some(start) = self.assigned.get_mut(&tp) {
-            *start = Some(record.offset + 1);
+            *start = Some(record.offset.saturating_add(1));
         }
         self.tracker.handed(record);
     }
@@ -195,6 +207,9 @@ pub struct Subscriptions {
     plain: Option<Feed>,
     shared: BTreeMap<String, Feed>,
     queue: VecDeque<(FeedId, ConsumedRecord)>,
+    /// Retained messages owed to new subscriptions (MQTT topic, QoS, subscription id): sent
+    /// through the same window as records, and looked up when sent.
+    retained: VecDeque<(String, QoS, Option<NonZeroU32>)>,
     outstanding: HashMap<NonZeroU16, Outstanding>,
     last_packet_id: u16,
     window: usize,
@@ -223,6 +238,7 @@ impl Subscriptions {
             plain: None,
             shared: BTreeMap::new(),
             queue: VecDeque::new(),
+            retained: VecDeque::new(),
             outstanding: HashMap::new(),
             last_packet_id: 0,
             window: window.max(1),
@@ -240,11 +256,22 @@ impl Subscriptions {
         self.persistent = persistent;
     }
 
-    /// Restores a persistent session's subscriptions after a reconnect.
+    /// Restores a persistent session's subscriptions after a reconnect. Each is checked
+    /// again against the connecting principal's ACLs (they may have changed since), and the
+    /// limits apply as to a SUBSCRIBE; what fails is dropped from the session.
     pub async fn restore(&mut self, subscriptions: Vec<Subscribed>) -> Result<(), Error> {
         let before = self.subs.len();
         for s in subscriptions {
             let sources = self.ctx.mapper.sources(&s.filter.levels());
+            let refused = if self.denied(&s.filter, &sources) {
+                Some(SubscribeResult::NotAuthorized)
+            } else {
+                self.over_limits(&s.filter, false)
+            };
+            if let Some(why) = refused {
+                tracing::info!(principal = %self.principal.name, filter = %s.filter.filter, ?why, "stored subscription dropped");
+                continue;
+            }
             self.subs.push((s, sources));
         }
         self.count_subscriptions(before);
@@ -252,72 +279,32 @@ impl Subscriptions {
         self.sync(&topics, Start::Committed).await
     }
 
-    /// Adds or replaces subscriptions; returns one result per filter and the retained
-    /// messages to send now.
+    /// Adds or replaces subscriptions; returns one result per filter as sent. A filter the
+    /// packet repeats is one subscription (its last options apply) with one result, copied
+    /// to every repeat; each distinct filter counts against `limits.max_subscriptions`. The
+    /// retained messages owed to the new subscriptions are queued for [`Self::next`].
     pub async fn subscribe(
         &mut self,
         requests: Vec<SubscribeRequest>,
         id: Option<NonZeroU32>,
-    ) -> (
-        Vec<SubscribeResult>,
-        Vec<(Message, QoS, Option<NonZeroU32>)>,
-    ) {
-        let mut results = Vec::with_capacity(requests.len());
-        let mut retained = Vec::new();
+    ) -> Vec<SubscribeResult> {
+        // The last occurrence of each distinct filter is the one that counts.
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(requests.len().min(1024));
+        for (i, req) in requests.iter().enumerate() {
+            last.insert(req.raw.as_str(), i);
+        }
+        let mut results = vec![SubscribeResult::Failed; requests.len()];
+        let mut retained: BTreeMap<String, (QoS, Option<NonZeroU32>)> = BTreeMap::new();
         let before = self.subs.len();
-        for req in requests {
-            let Some(parsed) = filter::Filter::parse(&req.raw) else {
-                results.push(SubscribeResult::InvalidFilter);
-                continue;
-            };
-            let qos = req.qos;
-            let existed = self.subs.iter().position(|(s, _)| s.filter == parsed);
-            let sources = self.ctx.mapper.sources(&parsed.levels());
-            // Topics named by the mapping are checked now; topics matched by a template are
-            // left out of the subscription later if the principal may not read them.
-            let denied = sources
-                .exact_topics()
-                .any(|t| !self.ctx.auth.allows(&self.principal, Access::Read(t)))
-                || parsed
-                    .share
-                    .as_deref()
-                    .is_some_and(|g| !self.ctx.auth.allows(&self.principal, Access::Group(g)));
-            if existed.is_none() && self.subs.len() >= self.ctx.settings.max_subscriptions {
-                results.push(SubscribeResult::QuotaExceeded);
-                continue;
+        for (i, req) in requests.iter().enumerate() {
+            if last.get(req.raw.as_str()) == Some(&i) {
+                results[i] = self.subscribe_one(req, id, &mut retained);
             }
-            if denied {
-                tracing::info!(principal = %self.principal.name, filter = %req.raw, "subscription denied by ACL");
-                results.push(SubscribeResult::NotAuthorized);
-                continue;
+        }
+        for (i, req) in requests.iter().enumerate() {
+            if let Some(&j) = last.get(req.raw.as_str()) {
+                results[i] = results[j];
             }
-            let sub = Subscribed {
-                filter: parsed,
-                qos,
-                no_local: req.no_local,
-                retain_as_published: req.retain_as_published,
-                id,
-            };
-            let send_retained = sub.filter.share.is_none()
-                && match req.retain_handling {
-                    0 => true,
-                    1 => existed.is_none(),
-                    _ => false,
-                };
-            if send_retained {
-                for m in self.ctx.retained.matching(&sub.filter.filter) {
-                    if m.remaining().is_none() {
-                        continue;
-                    }
-                    let q = qos.min(m.qos);
-                    retained.push((m, q, id));
-                }
-            }
-            match existed {
-                Some(i) => self.subs[i] = (sub, sources),
-                None => self.subs.push((sub, sources)),
-            }
-            results.push(SubscribeResult::Granted(qos));
         }
         let synced = match self.ctx.catalog.refresh().await {
             Ok(topics) => self.sync(&topics, Start::Now).await,
@@ -335,7 +322,122 @@ impl Subscriptions {
             retained.clear();
         }
         self.count_subscriptions(before);
-        (results, retained)
+        self.owe_retained(retained);
+        results
+    }
+
+    /// One distinct filter of a SUBSCRIBE; the retained messages it wants go into `retained`
+    /// (one per MQTT topic, at the highest QoS asked).
+    fn subscribe_one(
+        &mut self,
+        req: &SubscribeRequest,
+        id: Option<NonZeroU32>,
+        retained: &mut BTreeMap<String, (QoS, Option<NonZeroU32>)>,
+    ) -> SubscribeResult {
+        let Some(parsed) = filter::Filter::parse(&req.raw) else {
+            return SubscribeResult::InvalidFilter;
+        };
+        let existed = self.subs.iter().position(|(s, _)| s.filter == parsed);
+        if let Some(over) = self.over_limits(&parsed, existed.is_some()) {
+            return over;
+        }
+        let sources = self.ctx.mapper.sources(&parsed.levels());
+        if self.denied(&parsed, &sources) {
+            tracing::info!(principal = %self.principal.name, filter = %req.raw, "subscription denied by ACL");
+            return SubscribeResult::NotAuthorized;
+        }
+        let sub = Subscribed {
+            filter: parsed,
+            qos: req.qos,
+            no_local: req.no_local,
+            retain_as_published: req.retain_as_published,
+            id,
+        };
+        let send_retained = sub.filter.share.is_none()
+            && match req.retain_handling {
+                0 => true,
+                1 => existed.is_none(),
+                _ => false,
+            };
+        if send_retained {
+            for m in self.ctx.retained.matching(&sub.filter.filter) {
+                if m.remaining().is_none() || !self.may_read_retained(&m.topic) {
+                    continue;
+                }
+                let q = req.qos.min(m.qos);
+                let entry = retained.entry(m.topic).or_insert((q, id));
+                entry.0 = entry.0.max(q);
+            }
+        }
+        match existed {
+            Some(i) => self.subs[i] = (sub, sources),
+            None => self.subs.push((sub, sources)),
+        }
+        SubscribeResult::Granted(req.qos)
+    }
+
+    /// Whether the principal may not read a topic the mapping names for `filter`, or may
+    /// not use its share group. Topics matched by a template are left out of the
+    /// subscription later if the principal may not read them.
+    fn denied(&self, filter: &filter::Filter, sources: &Sources) -> bool {
+        sources
+            .exact_topics()
+            .any(|t| !self.ctx.auth.allows(&self.principal, Access::Read(t)))
+            || filter
+                .share
+                .as_deref()
+                .is_some_and(|g| !self.ctx.auth.allows(&self.principal, Access::Group(g)))
+    }
+
+    /// Why a new filter is over this client's limits: `limits.max_subscriptions` filters,
+    /// or `limits.max_consumers_per_connection` Kafka consumers (the plain subscriptions'
+    /// one, one per share group). A filter the session has (`existed`) replaces itself.
+    fn over_limits(&self, filter: &filter::Filter, existed: bool) -> Option<SubscribeResult> {
+        if existed {
+            return None;
+        }
+        if self.subs.len() >= self.ctx.settings.max_subscriptions {
+            return Some(SubscribeResult::QuotaExceeded);
+        }
+        let has_consumer = self
+            .subs
+            .iter()
+            .any(|(s, _)| s.filter.share == filter.share);
+        if !has_consumer && self.consumers() >= self.ctx.settings.max_consumers_per_connection {
+            return Some(SubscribeResult::QuotaExceeded);
+        }
+        None
+    }
+
+    /// Kafka consumers the subscriptions need: one for the plain ones, one per share group.
+    fn consumers(&self) -> usize {
+        let groups: BTreeSet<Option<&str>> = self
+            .subs
+            .iter()
+            .map(|(s, _)| s.filter.share.as_deref())
+            .collect();
+        groups.len()
+    }
+
+    /// Whether the principal may read the Kafka topic a retained message's MQTT topic maps
+    /// to: the same check a live delivery passed when its consumer was assigned the topic.
+    fn may_read_retained(&self, topic: &str) -> bool {
+        match self.ctx.mapper.resolve(topic) {
+            Ok(Some(resolved)) => self.readable(&resolved.kafka_topic),
+            _ => false,
+        }
+    }
+
+    /// Queues retained deliveries, up to [`MAX_PENDING_RETAINED`] waiting at once.
+    fn owe_retained(&mut self, retained: BTreeMap<String, (QoS, Option<NonZeroU32>)>) {
+        for (topic, (qos, id)) in retained {
+            if self.retained.len() >= MAX_PENDING_RETAINED {
+                tracing::warn!("too many retained deliveries waiting; the rest are skipped");
+                self.ctx.metrics.dropped_deliveries.inc();
+                break;
+            }
+            self.retained.push_back((topic, qos, id));
+        }
     }
 
     /// Moves the process-wide subscription gauge by how much this session's count changed.
@@ -527,15 +629,29 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Room for another unacknowledged delivery.
+    /// Room for another unacknowledged delivery, and something that may deliver. A full
+    /// window (or, defensively, no free packet id) stops reading deliveries until the client
+    /// acknowledges: nothing spins while a client withholds its acks.
     pub fn has_room(&self) -> bool {
-        self.outstanding.len() < self.window && (self.plain.is_some() || !self.shared.is_empty())
+        self.outstanding.len() < self.window
+            && self.outstanding.len() < usize::from(u16::MAX)
+            && (self.plain.is_some() || !self.shared.is_empty() || !self.retained.is_empty())
     }
 
     /// The next record to deliver (cancel-safe: records fetched are queued before returning),
     /// or the error that ends reading for good: Kafka refused this client's reads (its login,
     /// under identity passthrough, or an ACL). Other failures are retried.
-    pub async fn next(&mut self) -> Result<(FeedId, ConsumedRecord), Error> {
+    /// Retained messages owed to new subscriptions come first.
+    pub async fn next(&mut self) -> Result<Next, Error> {
+        if let Some((topic, qos, id)) = self.retained.pop_front() {
+            return Ok(Next::Retained(topic, qos, id));
+        }
+        self.next_record()
+            .await
+            .map(|(feed, record)| Next::Record(feed, record))
+    }
+
+    async fn next_record(&mut self) -> Result<(FeedId, ConsumedRecord), Error> {
         std::future::poll_fn(|cx| {
             if let Some(next) = self.queue.pop_front() {
                 return Poll::Ready(Ok(next));
@@ -620,12 +736,17 @@ impl Subscriptions {
             return None;
         };
         let qos = granted.min(message.qos);
-        self.count_delivery(qos);
         if qos == QoS::AtMostOnce {
+            self.count_delivery(qos);
             self.finish(&feed_id, &tp, offset);
             return Some(message.to_publish(qos, None, retain, ids, self.v5));
         }
-        let id = self.packet_id();
+        let Some(id) = self.packet_id() else {
+            // Unreachable while `has_room` holds; never lose the record if it does not.
+            self.queue.push_front((feed_id, record));
+            return None;
+        };
+        self.count_delivery(qos);
         self.outstanding.insert(
             id,
             Outstanding {
@@ -635,20 +756,31 @@ impl Subscriptions {
         Some(message.to_publish(qos, Some(id), retain, ids, self.v5))
     }
 
-    /// The PUBLISH of a retained message for a new subscription.
+    /// The PUBLISH of a retained message owed to a new subscription: the topic's retained
+    /// message now (`None` if it was cleared or expired meanwhile).
     pub fn deliver_retained(
         &mut self,
-        message: &Message,
+        topic: &str,
         qos: QoS,
         id: Option<NonZeroU32>,
-    ) -> Publish {
-        self.count_delivery(qos);
-        let packet_id = (qos != QoS::AtMostOnce).then(|| {
-            let pid = self.packet_id();
+    ) -> Option<Publish> {
+        let message = self.ctx.retained.get(topic)?;
+        // Expired meanwhile: nothing to send.
+        message.remaining()?;
+        let qos = qos.min(message.qos);
+        let packet_id = if qos == QoS::AtMostOnce {
+            None
+        } else {
+            let Some(pid) = self.packet_id() else {
+                // Unreachable while `has_room` holds; try again when the window opens.
+                self.retained.push_front((topic.to_owned(), qos, id));
+                return None;
+            };
             self.outstanding.insert(pid, Outstanding { origin: None });
-            pid
-        });
-        message.to_publish(qos, packet_id, true, id.into_iter().collect(), self.v5)
+            Some(pid)
+        };
+        self.count_delivery(qos);
+        Some(message.to_publish(qos, packet_id, true, id.into_iter().collect(), self.v5))
     }
 
     fn count_delivery(&self, qos: QoS) {
@@ -659,15 +791,18 @@ impl Subscriptions {
             .inc();
     }
 
-    fn packet_id(&mut self) -> NonZeroU16 {
-        loop {
+    /// A packet id no delivery in flight uses; `None` when all 65 535 are (bounded search:
+    /// the window keeps far fewer in flight, so the first few candidates are free).
+    fn packet_id(&mut self) -> Option<NonZeroU16> {
+        for _ in 0..=u16::MAX {
             self.last_packet_id = self.last_packet_id.wrapping_add(1);
             if let Some(id) = NonZeroU16::new(self.last_packet_id) {
                 if !self.outstanding.contains_key(&id) {
-                    return id;
+                    return Some(id);
                 }
             }
         }
+        None
     }
 
     fn finish(&mut self, feed_id: &FeedId, tp: &TopicPartition, offset: i64) {

@@ -186,6 +186,7 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
                 user_properties: w
                     .user_properties
                     .iter()
+                    .filter(|(k, _)| !crate::delivery::is_reserved(k))
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 qos: w.qos,
@@ -348,6 +349,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.connack_refusal(
             v3::ConnectAckReason::ServiceUnavailable,
             v5::ConnectAckReason::ServerBusy,
+        )
+        .await
+    }
+
+    /// CONNACK refusing a session the gateway has no room for (`limits.max_sessions`): v3
+    /// code 3 (server unavailable) / v5 0x97 (quota exceeded).
+    pub async fn connack_quota_exceeded(&mut self) -> Result<(), WireError> {
+        self.connack_refusal(
+            v3::ConnectAckReason::ServiceUnavailable,
+            v5::ConnectAckReason::QuotaExceeded,
+        )
+        .await
+    }
+
+    /// v5 CONNACK 0x95 for a will above `limits.max_message_bytes`; 3.1.1 has no such code
+    /// (the connection is closed without an answer, as for an oversized PUBLISH).
+    pub async fn connack_packet_too_large(&mut self) -> Result<(), WireError> {
+        if self.version != ProtocolVersion::MQTT5 {
+            return Ok(());
+        }
+        self.connack_refusal(
+            v3::ConnectAckReason::ServiceUnavailable,
+            v5::ConnectAckReason::PacketTooLarge,
         )
         .await
     }
@@ -575,10 +599,15 @@ fn ack2(packet_id: NonZeroU16, known: bool) -> v5::PublishAck2 {
 
 /// A v5 publish's properties as Kafka headers (user properties as they are; payload format
 /// indicator, content type, response topic and correlation data under `barnabas.mqtt.*`).
+/// User properties named `barnabas.*` are dropped: that namespace is the gateway's, and a
+/// client's copy would shadow the gateway's own header (interface.md §4).
 pub fn property_headers(p: &Publish) -> Vec<(String, Bytes)> {
     let mut out = Vec::new();
     if let Some(props) = &p.properties {
         for (k, v) in &props.user_properties {
+            if crate::delivery::is_reserved(k) {
+                continue;
+            }
             out.push((k.to_string(), Bytes::copy_from_slice(v.as_bytes())));
         }
         if props.is_utf8_payload {

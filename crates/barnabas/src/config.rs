@@ -239,6 +239,16 @@ pub struct LimitsConfig {
     pub max_subscriptions: usize,
     /// HTTP consumer instances one principal may have on a replica; more get 429.
     pub max_consumers_per_principal: usize,
+    // --- MQTT per-client state (issue 20); keep these together. ---
+    /// Persistent MQTT sessions the gateway keeps (connected or not); a CONNECT that would
+    /// start one more gets CONNACK 0x97 (v5) / 3 "server unavailable" (3.1.1).
+    pub max_sessions: usize,
+    /// Total payload bytes of MQTT retained messages; a retained publish over it gets PUBACK
+    /// 0x97 (v5) / a closed connection (3.1.1), and nothing is written.
+    pub max_retained_bytes: usize,
+    /// Kafka consumers one MQTT connection may open (its plain subscriptions share one, each
+    /// `$share` group is one); a filter needing another gets SUBACK 0x97 (v5) / 0x80.
+    pub max_consumers_per_connection: usize,
 }
 
 impl Default for LimitsConfig {
@@ -249,6 +259,9 @@ impl Default for LimitsConfig {
             publish_rate: 0,
             max_subscriptions: 1_000,
             max_consumers_per_principal: 1_000,
+            max_sessions: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
+            max_consumers_per_connection: 8,
         }
     }
 }

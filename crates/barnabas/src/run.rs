@@ -348,7 +348,9 @@ impl Gateway {
             || wss_listener.is_some()
         {
             let live = std::sync::Arc::new(barnabas_mqtt::Sessions::default());
-            let retained = std::sync::Arc::new(barnabas_mqtt::retained::RetainedStore::default());
+            let retained = std::sync::Arc::new(barnabas_mqtt::retained::RetainedStore::new(
+                config.limits.max_retained_bytes,
+            ));
             let stored = std::sync::Arc::new(barnabas_mqtt::store::SessionStore::default());
             // Sessions and retained messages live in compacted topics every replica follows.
             let state = barnabas_mqtt::state::MqttState::follow(
@@ -369,6 +371,8 @@ impl Gateway {
                     publish_rate: config.limits.publish_rate,
                     max_subscriptions: config.limits.max_subscriptions,
                     kafka_metadata: config.mqtt.kafka_metadata,
+                    max_sessions: config.limits.max_sessions,
+                    max_consumers_per_connection: config.limits.max_consumers_per_connection,
                 },
                 metrics: barnabas_mqtt::MqttMetrics::new(&registry),
                 gateway_metrics: gateway_metrics.clone(),
