@@ -98,6 +98,8 @@ pub async fn events(
         .filter(|v| !v.trim().is_empty())
         .map(parse_last_event_id)
         .transpose()?;
+    // Each stream is a Kafka consumer: counted with the principal's consumer instances.
+    let slot = crate::quota::take_stream(&state, state.auth.owner_name(&principal))?;
     let (group_id, commits) = match &params.group {
         Some(g) if !g.is_empty() => (g.clone(), true),
         _ => (format!("barnabas-sse-{}", uuid::Uuid::new_v4()), false),
@@ -136,8 +138,8 @@ pub async fn events(
     let batch = state.settings.driver_limits.poll_batch;
     let shutdown = state.shutdown.clone();
     let events = stream::unfold(
-        (driver, VecDeque::<ConsumedRecord>::new()),
-        move |(driver, mut pending)| {
+        (driver, VecDeque::<ConsumedRecord>::new(), slot),
+        move |(driver, mut pending, slot)| {
             let metrics = metrics.clone();
             let shutdown = shutdown.clone();
             async move {
@@ -147,7 +149,7 @@ pub async fn events(
                             .id(event_id(&r))
                             .event("record")
                             .data(event_data(&r));
-                        return Some((Ok::<Event, Infallible>(event), (driver, pending)));
+                        return Some((Ok::<Event, Infallible>(event), (driver, pending, slot)));
                     }
                     let fetched = tokio::select! {
                         fetched = driver.fetch(batch, None, Duration::from_secs(30)) => fetched,

@@ -64,6 +64,10 @@ pub struct AuthConfig {
     pub users_file: String,
     /// With `mode = "users"`: may clients without credentials connect (as `anonymous`)?
     pub allow_anonymous: bool,
+    /// Password checks (argon2, tens of ms of CPU and 19 MiB each) running at once; a login
+    /// beyond it is refused as "server busy" (HTTP 503, MQTT 0x89 / 3, AMQP SASL temporary
+    /// failure) instead of queued on a blocking thread. 0 = two per core.
+    pub max_password_checks: usize,
 }
 
 impl Default for AuthConfig {
@@ -72,6 +76,7 @@ impl Default for AuthConfig {
             mode: "none".into(),
             users_file: String::new(),
             allow_anonymous: false,
+            max_password_checks: 0,
         }
     }
 }
@@ -232,8 +237,14 @@ pub struct LimitsConfig {
     pub publish_rate: u32,
     /// Subscriptions (filters) one MQTT client may hold; more get SUBACK 0x97 (v5) / 0x80.
     pub max_subscriptions: usize,
-    /// HTTP consumer instances one principal may have on a replica; more get 429.
+    /// Kafka consumers one principal may have on a replica: HTTP consumer instances and SSE
+    /// streams together (with `auth.mode = "none"` every client is `anonymous`); more get 429.
     pub max_consumers_per_principal: usize,
+    /// AMQP receiver links (each a Kafka consumer) one connection may hold at once; one more
+    /// is refused with `amqp:resource-limit-exceeded`.
+    pub max_consumers_per_connection: usize,
+    /// Most partitions `POST /admin/topics` creates a topic with; more get 422.
+    pub max_topic_partitions: i32,
 }
 
 impl Default for LimitsConfig {
@@ -244,6 +255,8 @@ impl Default for LimitsConfig {
             publish_rate: 0,
             max_subscriptions: 1_000,
             max_consumers_per_principal: 1_000,
+            max_consumers_per_connection: 8,
+            max_topic_partitions: 1_000,
         }
     }
 }
@@ -454,13 +467,32 @@ impl Config {
         } else {
             Users::default()
         };
-        let auth = barnabas_core::Authenticator::new(mode, users, self.auth.allow_anonymous, acl);
+        let auth = barnabas_core::Authenticator::new(mode, users, self.auth.allow_anonymous, acl)
+            .with_internal_topics(barnabas_core::InternalTopics::new(
+                &self.kafka.internal_prefix,
+            ))
+            .with_max_password_checks(self.auth.max_password_checks);
         // Identity passthrough logs each client in to Kafka with its own password.
         Ok(if self.kafka.passthrough() {
             auth.keeping_passwords()
         } else {
             auth
         })
+    }
+
+    /// Settings that are valid but probably not what the operator meant (logged at start,
+    /// printed by `check-config`).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.auth.mode == "none" && !self.acl.is_empty() {
+            out.push(
+                "[[acl]] rules with auth.mode = \"none\": nothing is verified, so any client can \
+                 claim any principal (an MQTT or Basic user name, a certificate CN is taken \
+                 unchecked); the ACLs are no protection until auth.mode = \"users\""
+                    .to_owned(),
+            );
+        }
+        out
     }
 
     /// The effective configuration as TOML, for `check-config`.
