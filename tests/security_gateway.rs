@@ -743,3 +743,38 @@ fn check_config_warns_about_acls_without_authentication() {
         text(&out)
     );
 }
+
+/// Finding 1, MQTT state: a session record no replica could have written (here `since_ms` in
+/// the year 5138, written by a Kafka client straight to the state topic) is ignored with a
+/// warning, not applied. Before: it took the session over, and live client `vic` got
+/// DISCONNECT 0x8E (Session taken over).
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_session_records_do_not_take_sessions_over() {
+    let gw = gateway::start(|_| {}).await;
+    let mqtt = gw.gateway.mqtt_addr().unwrap();
+    let victim = common::mosquitto_async(
+        "mosquitto_sub",
+        mqtt,
+        &[
+            "-V", "mqttv5", "-i", "vic", "-d", "-t", "any/x", "-C", "1", "-W", "6",
+        ],
+    );
+    let victim = tokio::spawn(victim);
+    gw.wait_for_metric("barnabas_mqtt_subscriptions 1", "vic subscribed")
+        .await;
+    common::produce(
+        &gw,
+        "barnabas.mqtt.sessions",
+        "vic",
+        r#"{"owner":"x","since_ms":99999999999999,"connected":true,"expiry_secs":0,"subscriptions":[]}"#,
+    )
+    .await;
+    let out = victim.await.unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!said.contains("Received DISCONNECT"), "{said}");
+    gw.stop().await;
+}
