@@ -778,3 +778,20 @@ async fn forged_session_records_do_not_take_sessions_over() {
     assert!(!said.contains("Received DISCONNECT"), "{said}");
     gw.stop().await;
 }
+
+/// Arithmetic on client input is checked: an SSE `Last-Event-ID` at the largest offset is
+/// refused (400), not resumed at offset + 1. Before: the addition overflowed (a panic, 500).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_last_event_id_at_the_largest_offset_is_refused() {
+    let gw = gateway::start(|_| {}).await;
+    let (status, answer) = curl_async(&[
+        "--max-time",
+        "5",
+        "-H",
+        "Last-Event-ID: 0:9223372036854775807",
+        &format!("{}/topics/resumed/events", gw.base),
+    ])
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    gw.stop().await;
+}

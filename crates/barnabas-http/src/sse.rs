@@ -54,7 +54,8 @@ fn event_data(r: &ConsumedRecord) -> String {
 fn parse_last_event_id(raw: &str) -> Result<(i32, i64), ApiError> {
     raw.split_once(':')
         .and_then(|(p, o)| Some((p.trim().parse().ok()?, o.trim().parse().ok()?)))
-        .filter(|(p, o): &(i32, i64)| *p >= 0 && *o >= 0)
+        // The stream resumes *after* it: offset + 1 must exist (no overflow on i64::MAX).
+        .filter(|(p, o): &(i32, i64)| *p >= 0 && *o >= 0 && *o < i64::MAX)
         .ok_or_else(|| {
             ApiError::bad_request(format!("Last-Event-ID '{raw}' is not <partition>:<offset>"))
         })
