@@ -795,3 +795,45 @@ async fn a_last_event_id_at_the_largest_offset_is_refused() {
     assert_eq!(status, 400, "{answer}");
     gw.stop().await;
 }
+
+/// Finding 9 (lows): with `mqtt.ws_allowed_origins`, a WebSocket handshake from another
+/// browser origin is refused (403); a listed origin, and a client sending no `Origin`, are
+/// served (101). Before: no such setting, every origin got 101.
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_websocket_handshakes_from_other_origins_are_refused() {
+    let gw = gateway::start(|c| {
+        c.mqtt.ws_listen = "127.0.0.1:0".into();
+        c.mqtt.ws_allowed_origins = vec!["http://app.example".into()];
+    })
+    .await;
+    let url = format!("http://{}/mqtt", gw.gateway.mqtt_ws_addr().unwrap());
+    let handshake = |origin: Option<&str>| {
+        let mut args = vec![
+            "--max-time".to_owned(),
+            "3".to_owned(),
+            "-H".to_owned(),
+            "Connection: Upgrade".to_owned(),
+            "-H".to_owned(),
+            "Upgrade: websocket".to_owned(),
+            "-H".to_owned(),
+            "Sec-WebSocket-Version: 13".to_owned(),
+            "-H".to_owned(),
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==".to_owned(),
+            "-H".to_owned(),
+            "Sec-WebSocket-Protocol: mqtt".to_owned(),
+        ];
+        if let Some(o) = origin {
+            args.push("-H".into());
+            args.push(format!("Origin: {o}"));
+        }
+        args.push(url.clone());
+        async move { curl_async(&args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    let (status, answer) = handshake(Some("http://evil.example")).await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = handshake(Some("http://app.example")).await;
+    assert_eq!(status, 101, "{answer}");
+    let (status, answer) = handshake(None).await;
+    assert_eq!(status, 101, "{answer}");
+    gw.stop().await;
+}

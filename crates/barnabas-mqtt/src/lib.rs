@@ -50,6 +50,9 @@ pub struct MqttSettings {
     pub publish_rate: u32,
     /// Filters one client may hold (`limits.max_subscriptions`).
     pub max_subscriptions: usize,
+    /// Browser origins allowed to open MQTT over WebSocket (`mqtt.ws_allowed_origins`); empty
+    /// = any. A handshake whose `Origin` is not listed is refused with 403.
+    pub ws_allowed_origins: Vec<String>,
 }
 
 impl MqttSettings {
@@ -397,7 +400,11 @@ where
 {
     tokio::time::timeout(
         ctx.settings.connect_timeout,
-        ws::upgrade(stream, ctx.settings.max_message_bytes),
+        ws::upgrade(
+            stream,
+            ctx.settings.max_message_bytes,
+            ctx.settings.ws_allowed_origins.clone(),
+        ),
     )
     .await
     .map_err(|_| "timed out".to_owned())?

@@ -155,6 +155,10 @@ pub struct MqttConfig {
     /// How often (ms) the cluster's topic list is re-read, so that subscriptions pick up
     /// topics and partitions that appear after they were made.
     pub topic_refresh_ms: u64,
+    /// Browser origins (`https://app.example.com`) allowed to open MQTT over WebSocket;
+    /// `[]` (default) = any. A handshake with another `Origin` header gets 403; clients that
+    /// send none (not browsers) are unaffected.
+    pub ws_allowed_origins: Vec<String>,
 }
 
 impl MqttConfig {
@@ -186,6 +190,7 @@ impl Default for MqttConfig {
             default_topic: "mqtt".into(),
             mapping: Vec::new(),
             topic_refresh_ms: 2_000,
+            ws_allowed_origins: Vec::new(),
         }
     }
 }

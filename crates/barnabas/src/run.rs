@@ -375,6 +375,7 @@ impl Gateway {
                     max_connections: config.limits.max_connections,
                     publish_rate: config.limits.publish_rate,
                     max_subscriptions: config.limits.max_subscriptions,
+                    ws_allowed_origins: config.mqtt.ws_allowed_origins.clone(),
                 },
                 metrics: barnabas_mqtt::MqttMetrics::new(&registry),
                 gateway_metrics: gateway_metrics.clone(),
