@@ -123,6 +123,17 @@ async fn internal_topics_are_refused_to_every_client_whatever_the_acl() {
     ])
     .await;
     assert_eq!(status, 403, "SSE of an internal topic: {answer}");
+    let (status, answer) = curl_async(&[
+        "-X",
+        "POST",
+        "-H",
+        V2,
+        "--data",
+        "{}",
+        &url("/consumers/barnabas.follow.x"),
+    ])
+    .await;
+    assert_eq!(status, 403, "an internal consumer group: {answer}");
     let instance = gw.consumer("spies", json!({"name": "s1"})).await;
     for (path, body) in [
         ("subscription", r#"{"topics":["barnabas.http.consumers"]}"#),
