@@ -848,3 +848,43 @@ async fn mqtt_websocket_handshakes_from_other_origins_are_refused() {
     assert_eq!(status, 101, "{answer}");
     gw.stop().await;
 }
+
+/// Finding 6 over MQTT: with `auth.max_password_checks = 1`, parallel wrong logins beyond the
+/// one being checked get CONNACK "server busy" (v5 0x89) / code 3, which mosquitto_pub calls
+/// "broker unavailable" (v3.1.1), the rest "bad user name or password". Before: every one was
+/// checked (code 4 / 0x86 for all).
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_mqtt_logins_beyond_the_cap_are_told_server_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let secure = users_with(dir.path(), vec![]);
+    let gw = gateway::start(|c| {
+        secure(c);
+        c.auth.max_password_checks = 1;
+    })
+    .await;
+    let mqtt = gw.gateway.mqtt_addr().unwrap();
+    for version in ["mqttv5", "mqttv311"] {
+        let attempts = (0..12).map(|i| {
+            let user = format!("user-{i}");
+            common::mosquitto_async(
+                "mosquitto_pub",
+                mqtt,
+                &[
+                    "-V", version, "-u", &user, "-P", "wrong", "-t", "t", "-m", "x",
+                ],
+            )
+        });
+        let outs = futures::future::join_all(attempts).await;
+        let said: Vec<String> = outs.iter().map(|o| text(o).to_ascii_lowercase()).collect();
+        assert!(
+            said.iter()
+                .any(|s| s.contains("server busy") || s.contains("broker unavailable")),
+            "{version}: {said:?}"
+        );
+        assert!(
+            outs.iter().all(|o| !o.status.success()),
+            "{version}: {said:?}"
+        );
+    }
+    gw.stop().await;
+}
