@@ -888,3 +888,33 @@ async fn parallel_mqtt_logins_beyond_the_cap_are_told_server_busy() {
     }
     gw.stop().await;
 }
+
+/// Finding 6 over AMQP: beyond `auth.max_password_checks` a SASL PLAIN login ends with the
+/// outcome `sys-temp` (a temporary failure), counted as busy; python3-qpid-proton clients see
+/// their login fail either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_amqp_logins_beyond_the_cap_are_temporary_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let secure = users_with(dir.path(), vec![]);
+    let gw = gateway::start(|c| {
+        secure(c);
+        c.auth.max_password_checks = 1;
+        c.amqp.listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let amqp = gw.gateway.amqp_addr().unwrap();
+    let attempts = (0..8).map(|i| {
+        let url = format!("amqp://user-{i}:wrong@{amqp}");
+        async move { proton(&url, "send", "t").await }
+    });
+    let outcomes = futures::future::join_all(attempts).await;
+    assert!(outcomes.iter().all(|(ok, _)| !ok), "{outcomes:?}");
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains(r#"protocol="amqp""#) && l.contains(r#"reason="busy""#)),
+        "{outcomes:?}\n{metrics}"
+    );
+    gw.stop().await;
+}
