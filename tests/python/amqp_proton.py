@@ -12,6 +12,11 @@ usage:
       sends PREFIX-n until killed, printing each body once the gateway accepted it
   amqp_proton.py idle URL SOURCE SECONDS
       a receiver on SOURCE that never grants credit, held open
+  amqp_proton.py send_props URL ADDRESS JSON
+      one message whose application-properties are the JSON object; prints {"accepted": 1}
+  amqp_proton.py receivers URL SOURCE COUNT
+      COUNT receiver links on SOURCE over one connection; prints {"alive": n, "errors": [...]}
+      (a link the gateway closed is an error, one waiting for messages is alive)
   amqp_proton.py try URL send|receive ADDRESS
       one message sent to (or received from) ADDRESS; never fails itself, prints
       {"ok": bool, "error": str} (a refused login or attach is an answer here); env AMQP_CA
@@ -95,6 +100,38 @@ def attempt(url, what, address):
         print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}))
 
 
+def send_props(url, address, props):
+    conn = BlockingConnection(url, timeout=30, allowed_mechs="PLAIN ANONYMOUS")
+    conn.create_sender(address).send(Message(body="with-props", properties=json.loads(props)))
+    conn.close()
+    print(json.dumps({"accepted": 1}))
+
+
+def receivers(url, source, count):
+    conn = BlockingConnection(url, timeout=30, allowed_mechs="PLAIN ANONYMOUS")
+    links, errors = [], []
+    for _ in range(count):
+        try:
+            links.append(conn.create_receiver(source, credit=1, name=f"receiver-{len(links)}"))
+        except Exception as e:
+            errors.append(f"{type(e).__name__}: {e}")
+    time.sleep(1)
+    alive = 0
+    for link in links:
+        try:
+            link.receive(timeout=0.3)
+        except Exception as e:
+            if type(e).__name__ == "Timeout":
+                alive += 1
+            else:
+                errors.append(f"{type(e).__name__}: {e}")
+    try:
+        conn.close()
+    except Exception:
+        pass
+    print(json.dumps({"alive": alive, "errors": errors}))
+
+
 def load(url, address, prefix):
     """Sends PREFIX-n one at a time until killed; prints each body once it is accepted.
     Reconnects after any error (a rejected or released transfer, a dropped connection)."""
@@ -126,6 +163,10 @@ if __name__ == "__main__":
         load(sys.argv[2], sys.argv[3], sys.argv[4])
     elif cmd == "idle":
         idle(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+    elif cmd == "send_props":
+        send_props(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif cmd == "receivers":
+        receivers(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "try":
         attempt(sys.argv[2], sys.argv[3], sys.argv[4])
     elif cmd == "send":

@@ -1,7 +1,13 @@
 //! One AMQP connection: SASL and open under a deadline, then its sessions, each routing the
 //! links the client attaches to a producer or consumer task.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 use tracing::Instrument;
 
 use barnabas_core::{Access, Principal};
@@ -146,6 +152,8 @@ async fn serve<IO>(
     let conn_done = CancellationToken::new();
     // One publish-rate budget for all the connection's sender links.
     let rate = crate::produce::shared_rate(ctx.settings.publish_rate);
+    // Receiver links open on this connection, across its sessions.
+    let consumers = Arc::new(AtomicUsize::new(0));
     let mut sessions = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -157,7 +165,8 @@ async fn serve<IO>(
                     .build()
                     .accept_incoming_session(incoming, &mut conn).await {
                     Ok(session) => {
-                        sessions.spawn(serve_session(session, ctx.clone(), principal.clone(), rate.clone(), shutdown.clone(), conn_done.clone()).in_current_span());
+                        let shared = SessionShared { rate: rate.clone(), consumers: consumers.clone() };
+                        sessions.spawn(serve_session(session, ctx.clone(), principal.clone(), shared, shutdown.clone(), conn_done.clone()).in_current_span());
                     }
                     Err(e) => {
                         tracing::debug!(error = ?e, "session not begun");
@@ -179,15 +188,69 @@ async fn serve<IO>(
     ctx.metrics.connections.dec();
 }
 
+/// What a connection's sessions share.
+struct SessionShared {
+    /// One publish-rate budget for all sender links.
+    rate: crate::produce::SharedRate,
+    /// Receiver links open (`limits.max_consumers_per_connection`).
+    consumers: Arc<AtomicUsize>,
+}
+
+/// One receiver link's place in its connection's count, given back when the link ends.
+struct ConsumerSlot(Arc<AtomicUsize>);
+
+impl ConsumerSlot {
+    /// A slot, unless `max` receiver links are open already.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for ConsumerSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A consumer route gets a [`ConsumerSlot`], or is refused with
+/// `amqp:resource-limit-exceeded`: each receiver link is a Kafka consumer, which one client
+/// must not multiply without bound.
+fn reserve_consumer(
+    ctx: &AmqpContext,
+    consumers: &Arc<AtomicUsize>,
+    route: Result<Route, definitions::Error>,
+) -> (Result<Route, definitions::Error>, Option<ConsumerSlot>) {
+    if !matches!(route, Ok(Route::Consume(..))) {
+        return (route, None);
+    }
+    let max = ctx.settings.max_consumers_per_connection;
+    match ConsumerSlot::take(consumers, max) {
+        Some(slot) => (route, Some(slot)),
+        None => (
+            Err(refusal(
+                AmqpError::ResourceLimitExceeded,
+                format!("this connection has {max} receiver links already (limits.max_consumers_per_connection)"),
+            )),
+            None,
+        ),
+    }
+}
+
 /// Routes a session's links until it ends.
 async fn serve_session(
     mut session: ListenerSessionHandle,
     ctx: Arc<AmqpContext>,
     principal: Principal,
-    rate: crate::produce::SharedRate,
+    shared: SessionShared,
     shutdown: CancellationToken,
     conn_done: CancellationToken,
 ) {
+    let SessionShared { rate, consumers } = shared;
     let acceptor = LinkAcceptor::builder()
         // Larger than the record limit so an oversized message reaches us and is answered
         // `rejected` with a reason, instead of the link being closed.
@@ -204,6 +267,7 @@ async fn serve_session(
         let route = route(&ctx, &attach)
             .await
             .and_then(|r| authorize(&ctx, &principal, r));
+        let (route, slot) = reserve_consumer(&ctx, &consumers, route);
         let name = attach.name.clone();
         let link = match acceptor.accept_incoming_attach(attach, &mut session).await {
             Ok(l) => l,
@@ -237,15 +301,19 @@ async fn serve_session(
                     .links
                     .get_or_create(&DirectionLabel::consume())
                     .inc();
+                let consuming = consume::run(
+                    s,
+                    from,
+                    start,
+                    principal.clone(),
+                    ctx.clone(),
+                    shutdown.clone(),
+                );
                 links.spawn(
-                    consume::run(
-                        s,
-                        from,
-                        start,
-                        principal.clone(),
-                        ctx.clone(),
-                        shutdown.clone(),
-                    )
+                    async move {
+                        let _slot = slot;
+                        consuming.await;
+                    }
                     .in_current_span(),
                 );
             }

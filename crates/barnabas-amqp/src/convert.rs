@@ -172,7 +172,11 @@ pub fn to_record(
         }
     }
     if let Some(ap) = &m.application_properties {
-        for (k, v) in ap.0.iter() {
+        // `barnabas.*` headers are the gateway's (interface §4): a client's never shadows them.
+        let own =
+            ap.0.iter()
+                .filter(|(k, _)| !barnabas_core::internal::is_gateway_header(k));
+        for (k, v) in own {
             headers.push(Header {
                 key: k.clone(),
                 value: value_bytes(&Value::from(v.clone())),

@@ -48,6 +48,10 @@ pub struct AmqpSettings {
     /// settlement, and with it the link credit fe2o3-amqp renews, comes later and the client's
     /// sender waits for credit. A link's credit is also capped at one second's worth.
     pub publish_rate: u32,
+    /// Receiver links (each a Kafka consumer) one connection may hold at once
+    /// (`limits.max_consumers_per_connection`); one more is refused with
+    /// `amqp:resource-limit-exceeded`.
+    pub max_consumers_per_connection: usize,
 }
 
 impl AmqpSettings {

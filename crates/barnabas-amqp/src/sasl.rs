@@ -92,10 +92,11 @@ impl SaslAcceptor for Login {
             },
             _ => Err(AuthError::NotAuthorized),
         };
-        let code = if result.is_ok() {
-            SaslCode::Ok
-        } else {
-            SaslCode::Auth
+        let code = match &result {
+            Ok(_) => SaslCode::Ok,
+            // Too many password checks at once: a temporary failure, not a wrong password.
+            Err(AuthError::Busy) => SaslCode::SysTemp,
+            Err(_) => SaslCode::Auth,
         };
         if let Ok(mut slot) = self.outcome.lock() {
             *slot = Some(result);

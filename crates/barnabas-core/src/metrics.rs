@@ -118,6 +118,7 @@ impl GatewayMetrics {
         let reason = match error {
             crate::AuthError::BadCredentials => "bad_credentials",
             crate::AuthError::NotAuthorized => "no_credentials",
+            crate::AuthError::Busy => "busy",
         };
         self.auth_failures
             .get_or_create(&AuthFailureLabels {

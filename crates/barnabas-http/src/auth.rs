@@ -99,12 +99,26 @@ fn unauthorized(e: AuthError) -> Response {
         AuthError::NotAuthorized => {
             "Authentication required: HTTP Basic (user:password) or a Bearer token."
         }
+        AuthError::Busy => return busy(),
     };
     let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(CHALLENGE),
     );
+    response
+}
+
+/// 503 with `Retry-After: 1`: too many password checks at once (`auth.max_password_checks`).
+fn busy() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Server busy: too many logins are being checked; retry shortly.",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 

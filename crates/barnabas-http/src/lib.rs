@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod probes;
 mod produce;
+mod quota;
 pub mod server;
 mod sse;
 mod state;

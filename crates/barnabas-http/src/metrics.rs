@@ -2,7 +2,7 @@
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::header,
+    http::{header, Method},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -60,7 +60,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_owned();
     let resp = next.run(req).await;
     state
         .http_metrics
@@ -72,6 +72,21 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         })
         .inc();
     resp
+}
+
+/// The method as a label, from a fixed set: a client may send any token as its method, and
+/// each distinct label value is a series kept for the life of the process.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics`: Prometheus text exposition.

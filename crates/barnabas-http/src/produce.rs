@@ -139,7 +139,22 @@ async fn produce(
                 .map_err(|m| ApiError::unprocessable(format!("records[{i}]: {m}")))
         })
         .collect::<ApiResult<Vec<_>>>()?;
-    if let Err(retry) = state.rates.try_take(&principal.name, records.len()) {
+    // One request may not carry more than a full bucket (one second's worth): it could never
+    // be within the rate, and taking it into debt would let it through at once.
+    let burst = state.settings.publish_rate as usize;
+    if burst > 0 && records.len() > burst {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} records in one request; at most {burst} (limits.publish_rate, records per second) per request",
+                records.len()
+            ),
+        ));
+    }
+    if let Err(retry) = state
+        .rates
+        .try_take(&state.auth.owner_name(principal), records.len())
+    {
         return Err(ApiError::too_many_requests(retry));
     }
 
@@ -211,6 +226,9 @@ fn to_record(
         let value = h.value.as_deref().map(decode_header_value).transpose()?;
         headers.push(Header { key: h.key, value });
     }
+    // `barnabas.*` headers are the gateway's (interface §4): dropped, except the MQTT topic a
+    // producer may address (`default_topic` records), which must be a valid topic name.
+    barnabas_core::internal::drop_gateway_headers(&mut headers, true)?;
     Ok(Record {
         topic: topic.to_owned(),
         partition: path_partition.or(r.partition),

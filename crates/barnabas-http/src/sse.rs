@@ -54,7 +54,8 @@ fn event_data(r: &ConsumedRecord) -> String {
 fn parse_last_event_id(raw: &str) -> Result<(i32, i64), ApiError> {
     raw.split_once(':')
         .and_then(|(p, o)| Some((p.trim().parse().ok()?, o.trim().parse().ok()?)))
-        .filter(|(p, o): &(i32, i64)| *p >= 0 && *o >= 0)
+        // The stream resumes *after* it: offset + 1 must exist (no overflow on i64::MAX).
+        .filter(|(p, o): &(i32, i64)| *p >= 0 && *o >= 0 && *o < i64::MAX)
         .ok_or_else(|| {
             ApiError::bad_request(format!("Last-Event-ID '{raw}' is not <partition>:<offset>"))
         })
@@ -98,6 +99,8 @@ pub async fn events(
         .filter(|v| !v.trim().is_empty())
         .map(parse_last_event_id)
         .transpose()?;
+    // Each stream is a Kafka consumer: counted with the principal's consumer instances.
+    let slot = crate::quota::take_stream(&state, state.auth.owner_name(&principal))?;
     let (group_id, commits) = match &params.group {
         Some(g) if !g.is_empty() => (g.clone(), true),
         _ => (format!("barnabas-sse-{}", uuid::Uuid::new_v4()), false),
@@ -136,8 +139,8 @@ pub async fn events(
     let batch = state.settings.driver_limits.poll_batch;
     let shutdown = state.shutdown.clone();
     let events = stream::unfold(
-        (driver, VecDeque::<ConsumedRecord>::new()),
-        move |(driver, mut pending)| {
+        (driver, VecDeque::<ConsumedRecord>::new(), slot),
+        move |(driver, mut pending, slot)| {
             let metrics = metrics.clone();
             let shutdown = shutdown.clone();
             async move {
@@ -147,7 +150,7 @@ pub async fn events(
                             .id(event_id(&r))
                             .event("record")
                             .data(event_data(&r));
-                        return Some((Ok::<Event, Infallible>(event), (driver, pending)));
+                        return Some((Ok::<Event, Infallible>(event), (driver, pending, slot)));
                     }
                     let fetched = tokio::select! {
                         fetched = driver.fetch(batch, None, Duration::from_secs(30)) => fetched,

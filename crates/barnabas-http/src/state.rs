@@ -31,8 +31,11 @@ pub struct HttpSettings {
     pub advertised_url: String,
     /// Records per second one principal may produce (`limits.publish_rate`, 0 = no limit).
     pub publish_rate: u32,
-    /// Consumer instances one principal may hold on this replica.
+    /// Kafka consumers (consumer instances and SSE streams) one principal may hold on this
+    /// replica.
     pub max_consumers_per_principal: usize,
+    /// Most partitions `POST /admin/topics` creates a topic with (422 above).
+    pub max_topic_partitions: i32,
 }
 
 impl Default for HttpSettings {
@@ -46,6 +49,7 @@ impl Default for HttpSettings {
             advertised_url: "http://127.0.0.1:8080".into(),
             publish_rate: 0,
             max_consumers_per_principal: 1_000,
+            max_topic_partitions: 1_000,
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct AppState {
     pub throttle: Arc<FailureThrottle>,
     /// Produce-rate buckets per principal.
     pub rates: Arc<barnabas_core::rate::KeyedRates>,
+    /// Open SSE streams per principal (`limits.max_consumers_per_principal`).
+    pub sse_streams: Arc<crate::quota::StreamCounts>,
 }
 
 impl AppState {
@@ -108,6 +114,7 @@ impl AppState {
             http_metrics,
             shutdown,
             rates,
+            sse_streams: Arc::default(),
             auth: Arc::new(Authenticator::open()),
             throttle: Arc::new(FailureThrottle::default()),
         }

@@ -33,17 +33,30 @@ fn partition_json(p: &PartitionMetadata) -> Value {
     json!({ "partition": p.partition, "leader": p.leader, "replicas": replicas })
 }
 
-/// `GET /topics`: names of all topics (internal ones left out).
-pub async fn list(State(state): State<AppState>) -> ApiResult<Response> {
-    let topics = state.backend.admin.list_topics().await?;
+/// `GET /topics`: the topics the principal may read (never internal ones).
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult<Response> {
+    let mut topics = state.backend.admin.list_topics().await?;
+    // Internal ones first, so that listing does not log a refusal per internal topic.
+    topics.retain(|t| !state.auth.is_internal(t) && state.auth.allows(&principal, Access::Read(t)));
     Ok(v2_json(StatusCode::OK, &json!(topics)))
+}
+
+/// A topic's metadata is the principal's to see only if it may read the topic (403; internal
+/// topics always): the check comes before Kafka is asked, so nothing is learnt otherwise.
+fn check_read(state: &AppState, principal: &Principal, topic: &str) -> ApiResult<()> {
+    crate::auth::check(state, principal, Access::Read(topic))
 }
 
 /// `GET /topics/{topic}`.
 pub async fn get_topic(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(topic): Path<String>,
 ) -> ApiResult<Response> {
+    check_read(&state, &principal, &topic)?;
     let md = state.backend.admin.topic_metadata(&topic).await?;
     let partitions: Vec<Value> = md.partitions.iter().map(partition_json).collect();
     Ok(v2_json(
@@ -55,8 +68,10 @@ pub async fn get_topic(
 /// `GET /topics/{topic}/partitions`.
 pub async fn partitions(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(topic): Path<String>,
 ) -> ApiResult<Response> {
+    check_read(&state, &principal, &topic)?;
     let md = state.backend.admin.topic_metadata(&topic).await?;
     let partitions: Vec<Value> = md.partitions.iter().map(partition_json).collect();
     Ok(v2_json(StatusCode::OK, &json!(partitions)))
@@ -79,8 +94,10 @@ async fn find_partition(state: &AppState, topic: &str, raw: &str) -> ApiResult<P
 /// `GET /topics/{topic}/partitions/{partition}`.
 pub async fn partition(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((topic, raw)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    check_read(&state, &principal, &topic)?;
     let p = find_partition(&state, &topic, &raw).await?;
     Ok(v2_json(StatusCode::OK, &partition_json(&p)))
 }
@@ -88,8 +105,10 @@ pub async fn partition(
 /// `GET /topics/{topic}/partitions/{partition}/offsets`: beginning and end offsets.
 pub async fn offsets(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((topic, raw)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    check_read(&state, &principal, &topic)?;
     let p = find_partition(&state, &topic, &raw).await?;
     let w = state.backend.admin.watermarks(&topic, p.partition).await?;
     Ok(v2_json(
@@ -128,6 +147,12 @@ pub async fn create(
     }
     let req: NewTopic = parse_json(&body).map_err(|e| ApiError::bad_request(e.message))?;
     crate::auth::check(&state, &principal, Access::Write(&req.topic_name))?;
+    let max = state.settings.max_topic_partitions;
+    if req.partitions_count.is_some_and(|n| n < 1 || n > max) {
+        return Err(ApiError::unprocessable(format!(
+            "partitions_count must be between 1 and {max} (limits.max_topic_partitions)"
+        )));
+    }
     let admin = &state.backend.admin;
     if admin.list_topics().await?.contains(&req.topic_name) {
         return Err(ApiError::conflict(format!(

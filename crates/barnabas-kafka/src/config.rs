@@ -45,6 +45,11 @@ pub struct KafkaConfig {
     /// librdkafka producer with its own connections); the least recently used idle one makes
     /// room, and one idle for 5 minutes is closed.
     pub passthrough_producers: usize,
+    /// Topics (and consumer groups) starting with this belong to the gateway: no client
+    /// writes or reads them through any protocol or mapping, whatever the ACL says. The
+    /// gateway's own `barnabas.*` topics and Kafka's `__*` are protected whatever this is;
+    /// another value protects that prefix as well.
+    pub internal_prefix: String,
 }
 
 /// `kafka.identity` values.
@@ -66,6 +71,7 @@ impl Default for KafkaConfig {
             secret_files: BTreeMap::new(),
             identity: IDENTITY_GATEWAY.into(),
             passthrough_producers: 64,
+            internal_prefix: "barnabas.".into(),
         }
     }
 }
@@ -139,7 +145,13 @@ impl KafkaConfig {
             .set("client.id", format!("{}-{role}", self.client_id))
             // Fast retries: the gateway answers clients, so it must notice a broker quickly.
             .set("reconnect.backoff.max.ms", "1000")
-            .set("topic.metadata.refresh.fast.interval.ms", "100");
+            .set("topic.metadata.refresh.fast.interval.ms", "100")
+            // A metadata lookup or a subscription never creates a topic, even on a broker
+            // with auto.create.topics.enable=true (librdkafka's producer-side default is
+            // true, and the admin client is producer-typed): reads must not create topics
+            // (interface §1), and writes create them only through the gateway's explicit
+            // `kafka.auto_create_topics`.
+            .set("allow.auto.create.topics", "false");
         cfg
     }
 
@@ -167,6 +179,14 @@ impl KafkaConfig {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_client_lets_the_broker_create_topics() {
+        let config = KafkaConfig::default();
+        for cfg in [config.client_config("admin"), config.producer_config()] {
+            assert_eq!(cfg.get("allow.auto.create.topics"), Some("false"));
+        }
+    }
 
     #[test]
     fn secret_files_become_properties_and_a_missing_one_is_named() {

@@ -58,6 +58,9 @@ pub struct MqttSettings {
     /// Kafka consumers per connection (`limits.max_consumers_per_connection`): the plain
     /// subscriptions' one plus one per share group.
     pub max_consumers_per_connection: usize,
+    /// Browser origins allowed to open MQTT over WebSocket (`mqtt.ws_allowed_origins`); empty
+    /// = any. A handshake whose `Origin` is not listed is refused with 403.
+    pub ws_allowed_origins: Vec<String>,
 }
 
 impl MqttSettings {
@@ -447,7 +450,11 @@ where
 {
     tokio::time::timeout(
         ctx.settings.connect_timeout,
-        ws::upgrade(stream, ctx.settings.max_message_bytes),
+        ws::upgrade(
+            stream,
+            ctx.settings.max_message_bytes,
+            ctx.settings.ws_allowed_origins.clone(),
+        ),
     )
     .await
     .map_err(|_| "timed out".to_owned())?

@@ -59,13 +59,15 @@ impl MqttState {
             backend.clone(),
             SESSIONS_TOPIC,
             Box::new(move |client_id, value, _offset| {
-                let record = value.and_then(|v| match serde_json::from_slice::<SessionRecord>(v) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::warn!(client_id, error = %e, "unreadable session record; ignored");
-                        None
+                let record = match value.map(|v| SessionRecord::parse(v)) {
+                    None => None,
+                    Some(Ok(r)) => Some(r),
+                    // Garbage is not applied (not even as a deletion): what was known stays.
+                    Some(Err(why)) => {
+                        tracing::warn!(client_id, why, "invalid session record; ignored");
+                        return;
                     }
-                });
+                };
                 if let Some(r) = &record {
                     if r.connected {
                         live.kick_unless(client_id, &r.owner, r.since_ms);
@@ -82,13 +84,14 @@ impl MqttState {
             backend.clone(),
             RETAINED_TOPIC,
             Box::new(move |topic, value, _offset| {
-                let message = value.and_then(|v| match serde_json::from_slice::<RetainedRecord>(v) {
-                    Ok(r) => r.into_message(topic),
-                    Err(e) => {
-                        tracing::warn!(topic, error = %e, "unreadable retained record; ignored");
-                        None
+                let message = match value.map(|v| RetainedRecord::parse(v)) {
+                    None => None,
+                    Some(Ok(r)) => r.into_message(topic),
+                    Some(Err(why)) => {
+                        tracing::warn!(topic, why, "invalid retained record; ignored");
+                        return;
                     }
-                });
+                };
                 match message {
                     Some(m) => retained.set(m),
                     None => retained.clear(topic),
@@ -207,7 +210,26 @@ struct SessionRecord {
     awaiting_pubrel: Vec<u16>,
 }
 
+/// How far in the future a session record's `since_ms` may lie (clock skew between replicas).
+/// A record from further ahead would win every take-over comparison for good.
+const MAX_FUTURE_MS: u64 = 60_000;
+
 impl SessionRecord {
+    /// A record read from [`SESSIONS_TOPIC`], if it is one the gateway could have written.
+    fn parse(raw: &[u8]) -> Result<Self, String> {
+        let r: Self = serde_json::from_slice(raw).map_err(|e| e.to_string())?;
+        if r.owner.is_empty() {
+            return Err("no owner".into());
+        }
+        if r.since_ms > now_ms().saturating_add(MAX_FUTURE_MS) {
+            return Err(format!("since_ms {} lies in the future", r.since_ms));
+        }
+        if r.subscriptions.iter().any(|s| s.qos > 2) {
+            return Err("a subscription's QoS is above 2".into());
+        }
+        Ok(r)
+    }
+
     /// The session a reconnecting client resumes; `None` once expired.
     fn into_stored(self) -> Option<StoredSession> {
         let remaining = match self.expires_at_ms {
@@ -314,6 +336,15 @@ impl From<&Message> for RetainedRecord {
 }
 
 impl RetainedRecord {
+    /// A record read from [`RETAINED_TOPIC`], if it is one the gateway could have written.
+    fn parse(raw: &[u8]) -> Result<Self, String> {
+        let r: Self = serde_json::from_slice(raw).map_err(|e| e.to_string())?;
+        if r.qos > 2 {
+            return Err(format!("QoS {} is above 2", r.qos));
+        }
+        Ok(r)
+    }
+
     fn into_message(self, topic: &str) -> Option<Message> {
         let expires_at = self
             .expires_at_ms

@@ -394,6 +394,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 )
                 .await
             }
+            // Too many password checks at once: "server busy", the client may retry.
+            AuthError::Busy => {
+                self.connack_refusal(
+                    v3::ConnectAckReason::ServiceUnavailable,
+                    v5::ConnectAckReason::ServerBusy,
+                )
+                .await
+            }
         }
     }
 

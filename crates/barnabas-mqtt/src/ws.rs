@@ -16,11 +16,28 @@ use tokio_util::io::{CopyToBytes, SinkWriter, StreamReader};
 /// The only path MQTT over WebSocket is served on.
 pub const PATH: &str = "/mqtt";
 
+/// Whether a handshake may proceed: with `allowed` origins configured, a request carrying an
+/// `Origin` header (every browser sends one) must name one of them, so a web page elsewhere
+/// cannot use a visitor's browser to reach the broker. Clients without the header (devices,
+/// command-line tools) are not browsers and pass.
+fn origin_allowed(req: &Request, allowed: &[String]) -> bool {
+    if allowed.is_empty() || allowed.iter().any(|o| o == "*") {
+        return true;
+    }
+    match req.headers().get("origin").map(|v| v.to_str()) {
+        None => true,
+        Some(Ok(origin)) => allowed.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        Some(Err(_)) => false,
+    }
+}
+
 /// Completes the WebSocket handshake (path `/mqtt`, answering subprotocol `mqtt` when the
-/// client offers it) and returns the connection as a byte stream for the MQTT codec.
+/// client offers it, `Origin` one of `allowed_origins` when any are set) and returns the
+/// connection as a byte stream for the MQTT codec.
 pub async fn upgrade<S>(
     stream: S,
     max_message_bytes: usize,
+    allowed_origins: Vec<String>,
 ) -> Result<impl AsyncRead + AsyncWrite + Unpin, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -30,6 +47,13 @@ where
         if req.uri().path() != PATH {
             let mut refusal = ErrorResponse::new(Some(format!("MQTT is served on {PATH}\n")));
             *refusal.status_mut() = StatusCode::NOT_FOUND;
+            return Err(refusal);
+        }
+        if !origin_allowed(req, &allowed_origins) {
+            let mut refusal = ErrorResponse::new(Some(
+                "this Origin may not use MQTT over WebSocket (mqtt.ws_allowed_origins)\n".into(),
+            ));
+            *refusal.status_mut() = StatusCode::FORBIDDEN;
             return Err(refusal);
         }
         let offers_mqtt = req

@@ -64,6 +64,10 @@ pub struct AuthConfig {
     pub users_file: String,
     /// With `mode = "users"`: may clients without credentials connect (as `anonymous`)?
     pub allow_anonymous: bool,
+    /// Password checks (argon2, tens of ms of CPU and 19 MiB each) running at once; a login
+    /// beyond it is refused as "server busy" (HTTP 503, MQTT 0x89 / 3, AMQP SASL temporary
+    /// failure) instead of queued on a blocking thread. 0 = two per core.
+    pub max_password_checks: usize,
 }
 
 impl Default for AuthConfig {
@@ -72,6 +76,7 @@ impl Default for AuthConfig {
             mode: "none".into(),
             users_file: String::new(),
             allow_anonymous: false,
+            max_password_checks: 0,
         }
     }
 }
@@ -154,6 +159,10 @@ pub struct MqttConfig {
     /// key as `barnabas.kafka.*` user properties. Off: a subscriber gets a publish's user
     /// properties exactly as published and nothing more (MQTT 5.0, 3.3.2.3.7).
     pub kafka_metadata: bool,
+    /// Browser origins (`https://app.example.com`) allowed to open MQTT over WebSocket;
+    /// `[]` (default) = any. A handshake with another `Origin` header gets 403; clients that
+    /// send none (not browsers) are unaffected.
+    pub ws_allowed_origins: Vec<String>,
 }
 
 impl MqttConfig {
@@ -186,6 +195,7 @@ impl Default for MqttConfig {
             mapping: Vec::new(),
             topic_refresh_ms: 2_000,
             kafka_metadata: false,
+            ws_allowed_origins: Vec::new(),
         }
     }
 }
@@ -237,18 +247,23 @@ pub struct LimitsConfig {
     pub publish_rate: u32,
     /// Subscriptions (filters) one MQTT client may hold; more get SUBACK 0x97 (v5) / 0x80.
     pub max_subscriptions: usize,
-    /// HTTP consumer instances one principal may have on a replica; more get 429.
+    /// Kafka consumers one principal may have on a replica: HTTP consumer instances and SSE
+    /// streams together (with `auth.mode = "none"` every client is `anonymous`); more get 429.
     pub max_consumers_per_principal: usize,
-    // --- MQTT per-client state (issue 20); keep these together. ---
+    // --- per-client state and consumers (issue 20); keep these together. ---
     /// Persistent MQTT sessions the gateway keeps (connected or not); a CONNECT that would
     /// start one more gets CONNACK 0x97 (v5) / 3 "server unavailable" (3.1.1).
     pub max_sessions: usize,
     /// Total payload bytes of MQTT retained messages; a retained publish over it gets PUBACK
     /// 0x97 (v5) / a closed connection (3.1.1), and nothing is written.
     pub max_retained_bytes: usize,
-    /// Kafka consumers one MQTT connection may open (its plain subscriptions share one, each
-    /// `$share` group is one); a filter needing another gets SUBACK 0x97 (v5) / 0x80.
+    /// Kafka consumers one connection may hold at once. MQTT: its plain subscriptions share
+    /// one, each `$share` group is one; a filter needing another gets SUBACK 0x97 (v5) / 0x80.
+    /// AMQP: each receiver link is one; one more is refused with
+    /// `amqp:resource-limit-exceeded`.
     pub max_consumers_per_connection: usize,
+    /// Most partitions `POST /admin/topics` creates a topic with; more get 422.
+    pub max_topic_partitions: i32,
 }
 
 impl Default for LimitsConfig {
@@ -262,6 +277,7 @@ impl Default for LimitsConfig {
             max_sessions: 100_000,
             max_retained_bytes: 256 * 1024 * 1024,
             max_consumers_per_connection: 8,
+            max_topic_partitions: 1_000,
         }
     }
 }
@@ -472,13 +488,32 @@ impl Config {
         } else {
             Users::default()
         };
-        let auth = barnabas_core::Authenticator::new(mode, users, self.auth.allow_anonymous, acl);
+        let auth = barnabas_core::Authenticator::new(mode, users, self.auth.allow_anonymous, acl)
+            .with_internal_topics(barnabas_core::InternalTopics::new(
+                &self.kafka.internal_prefix,
+            ))
+            .with_max_password_checks(self.auth.max_password_checks);
         // Identity passthrough logs each client in to Kafka with its own password.
         Ok(if self.kafka.passthrough() {
             auth.keeping_passwords()
         } else {
             auth
         })
+    }
+
+    /// Settings that are valid but probably not what the operator meant (logged at start,
+    /// printed by `check-config`).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.auth.mode == "none" && !self.acl.is_empty() {
+            out.push(
+                "[[acl]] rules with auth.mode = \"none\": nothing is verified, so any client can \
+                 claim any principal (an MQTT or Basic user name, a certificate CN is taken \
+                 unchecked); the ACLs are no protection until auth.mode = \"users\""
+                    .to_owned(),
+            );
+        }
+        out
     }
 
     /// The effective configuration as TOML, for `check-config`.

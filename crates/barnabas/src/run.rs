@@ -115,6 +115,10 @@ pub fn check_config(args: RunArgs) -> Result<(), Failure> {
                 .unwrap_or_else(|| "nothing kept after exit".into())
         ));
     }
+    for warning in plan.config.warnings() {
+        out.push_str(&format!("# warning: {warning}\n"));
+        eprintln!("warning: {warning}");
+    }
     out.push_str(&plan.config.to_toml()?);
     print!("{out}");
     Ok(())
@@ -242,6 +246,9 @@ impl Gateway {
     /// cannot be bound or a Kafka property librdkafka rejects.
     pub async fn start(plan: Plan) -> Result<Self, Failure> {
         let Plan { config, embedded } = plan;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         let mut kafka = config.kafka.clone();
         kafka.resolve_secret_files().map_err(Failure::Config)?;
         tune_producer_limits(&mut kafka, config.limits.max_message_bytes);
@@ -373,6 +380,7 @@ impl Gateway {
                     kafka_metadata: config.mqtt.kafka_metadata,
                     max_sessions: config.limits.max_sessions,
                     max_consumers_per_connection: config.limits.max_consumers_per_connection,
+                    ws_allowed_origins: config.mqtt.ws_allowed_origins.clone(),
                 },
                 metrics: barnabas_mqtt::MqttMetrics::new(&registry),
                 gateway_metrics: gateway_metrics.clone(),
@@ -421,6 +429,7 @@ impl Gateway {
                     open_timeout: Duration::from_secs(5),
                     max_connections: config.limits.max_connections,
                     publish_rate: config.limits.publish_rate,
+                    max_consumers_per_connection: config.limits.max_consumers_per_connection,
                 },
                 metrics: barnabas_amqp::AmqpMetrics::new(&registry),
                 gateway_metrics: gateway_metrics.clone(),
@@ -585,6 +594,7 @@ fn http_settings(
         advertised_url: format!("http://{advertised}"),
         publish_rate: config.limits.publish_rate,
         max_consumers_per_principal: config.limits.max_consumers_per_principal,
+        max_topic_partitions: config.limits.max_topic_partitions,
     }
 }
 

@@ -65,7 +65,7 @@ impl Acl {
             .filter(|r| r.principal == "*" || r.principal == principal)
             .flat_map(|r| r.allow.iter())
             .filter_map(|g| parse(g))
-            .any(|(k, pattern)| k == kind && glob(&pattern.replace("{principal}", principal), name))
+            .any(|(k, pattern)| k == kind && glob(&literal_parts(pattern, principal), name))
     }
 }
 
@@ -76,32 +76,57 @@ fn parse(grant: &str) -> Option<(&str, &str)> {
         .filter(|(_, n)| !n.is_empty())
 }
 
-/// `*` matches any run of characters (dots included); everything else literally.
-fn glob(pattern: &str, name: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let Some(first) = parts.next() else {
-        return pattern == name;
+/// The literal runs of a grant between its `*` wildcards, `{principal}` replaced by the
+/// principal's name *after* splitting, so that a principal named `*` (or `a*`) stays literal
+/// and cannot widen a grant.
+fn literal_parts(pattern: &str, principal: &str) -> Vec<String> {
+    pattern
+        .split('*')
+        .map(|part| part.replace("{principal}", principal))
+        .collect()
+}
+
+/// `parts` are the literal runs of a pattern between `*` wildcards, each `*` matching any run
+/// of characters (dots included).
+fn glob(parts: &[String], name: &str) -> bool {
+    let Some((first, parts)) = parts.split_first() else {
+        return name.is_empty();
     };
-    let Some(mut rest) = name.strip_prefix(first) else {
+    let Some(mut rest) = name.strip_prefix(first.as_str()) else {
         return false;
     };
-    let parts: Vec<&str> = parts.collect();
     let Some((last, middle)) = parts.split_last() else {
         return rest.is_empty();
     };
     for part in middle {
-        match rest.find(part) {
+        match rest.find(part.as_str()) {
             Some(at) => rest = &rest[at + part.len()..],
             None => return false,
         }
     }
-    rest.len() >= last.len() && rest.ends_with(last)
+    rest.len() >= last.len() && rest.ends_with(last.as_str())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn glob(pattern: &str, name: &str) -> bool {
+        super::glob(&literal_parts(pattern, "p"), name)
+    }
+
+    #[test]
+    fn a_principal_named_with_wildcards_stays_literal() {
+        let acl = Acl::new(vec![AclRule {
+            principal: "*".into(),
+            allow: vec!["write:devices.{principal}".into()],
+        }])
+        .unwrap();
+        assert!(acl.allows("*", Access::Write("devices.*")));
+        assert!(!acl.allows("*", Access::Write("devices.device-1")));
+        assert!(!acl.allows("a*", Access::Write("devices.ab")));
+    }
 
     #[test]
     fn globs() {

@@ -21,6 +21,9 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::internal::InternalTopics;
 
 /// An authenticated (or anonymous) client identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -152,6 +155,11 @@ pub enum AuthError {
     /// No credentials where they are required (MQTT 0x87 / 5, HTTP 401).
     #[error("credentials required")]
     NotAuthorized,
+    /// Too many password checks running at once: refused unchecked as "server busy" (MQTT
+    /// 0x89 / 3, HTTP 503, AMQP SASL temporary failure), so a flood of logins cannot hold
+    /// hundreds of blocking threads, each hashing with argon2's 19 MiB.
+    #[error("server busy: too many password checks at once")]
+    Busy,
 }
 
 /// `[auth] mode`.
@@ -165,7 +173,7 @@ pub enum AuthMode {
 }
 
 /// Authentication and authorization for every front end.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Authenticator {
     mode: AuthMode,
     users: Users,
@@ -177,6 +185,31 @@ pub struct Authenticator {
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     /// Keep the password of a password login in its principal (identity passthrough).
     keep_passwords: bool,
+    /// Topics no client may write or read, whatever the ACL says.
+    internal: InternalTopics,
+    /// Slots for argon2 verifications running at once (see [`AuthError::Busy`]).
+    password_checks: Arc<Semaphore>,
+}
+
+impl Default for Authenticator {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::default(),
+            users: Users::default(),
+            allow_anonymous: false,
+            acl: Acl::default(),
+            verified: Mutex::new(HashMap::new()),
+            keep_passwords: false,
+            internal: InternalTopics::default(),
+            password_checks: Arc::new(Semaphore::new(default_password_checks())),
+        }
+    }
+}
+
+/// Concurrent password checks by default: two per core, enough to keep every core busy with
+/// honest logins while a flood is refused instead of queued on blocking threads.
+pub fn default_password_checks() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
 
 /// How long a verified user/password pair is trusted without verifying it again.
@@ -198,9 +231,56 @@ impl Authenticator {
             users,
             allow_anonymous,
             acl,
-            verified: Mutex::new(HashMap::new()),
-            keep_passwords: false,
+            ..Self::default()
         }
+    }
+
+    /// The topics no client may touch (`kafka.internal_prefix`).
+    pub fn with_internal_topics(mut self, internal: InternalTopics) -> Self {
+        self.internal = internal;
+        self
+    }
+
+    /// At most `n` password checks at once (`auth.max_password_checks`; 0 = the default,
+    /// [`default_password_checks`]); more are refused with [`AuthError::Busy`].
+    pub fn with_max_password_checks(mut self, n: usize) -> Self {
+        let n = if n == 0 { default_password_checks() } else { n };
+        self.password_checks = Arc::new(Semaphore::new(n));
+        self
+    }
+
+    /// Whether any `[[acl]]` rule is configured (without, everything not internal is allowed).
+    pub fn has_acl(&self) -> bool {
+        !self.acl.is_empty()
+    }
+
+    /// Whether `topic` belongs to the gateway or to Kafka (no client writes or reads it).
+    pub fn is_internal(&self, topic: &str) -> bool {
+        self.internal.contains(topic)
+    }
+
+    /// The name a principal's resources (consumer instances, SSE streams) are owned by and
+    /// counted against. With `mode = "none"` nothing is verified, so a Basic user name or an
+    /// MQTT user name is whatever the client invents: every client is `anonymous` here, or
+    /// inventing names would bypass `limits.max_consumers_per_principal`.
+    pub fn owner_name(&self, principal: &Principal) -> Arc<str> {
+        match self.mode {
+            AuthMode::None => Arc::from(ANONYMOUS),
+            AuthMode::Users => principal.name.clone(),
+        }
+    }
+
+    /// A slot for one argon2 verification, if one is free.
+    fn password_slot(&self) -> Result<OwnedSemaphorePermit, AuthError> {
+        self.password_checks
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                tracing::warn!(
+                    "password check refused: too many at once (auth.max_password_checks)"
+                );
+                AuthError::Busy
+            })
     }
 
     /// Keeps each password login's password in its principal, for identity passthrough
@@ -242,16 +322,27 @@ impl Authenticator {
         }
     }
 
-    fn verify_password(&self, user: &str, password: &[u8]) -> bool {
+    /// Checks a password (from the cache of recent verifications when it is there), under
+    /// `slot` or one taken here.
+    fn verify_password(
+        &self,
+        user: &str,
+        password: &[u8],
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<bool, AuthError> {
         let digest = pair_digest(user, password);
         if let Ok(map) = self.verified.lock() {
             if map
                 .get(&digest)
                 .is_some_and(|at| at.elapsed() < VERIFIED_FOR)
             {
-                return true;
+                return Ok(true);
             }
         }
+        let _slot = match slot {
+            Some(s) => s,
+            None => self.password_slot()?,
+        };
         let ok = self.users.verify_password(user, password);
         if ok {
             if let Ok(mut map) = self.verified.lock() {
@@ -264,7 +355,7 @@ impl Authenticator {
                 map.insert(digest, Instant::now());
             }
         }
-        ok
+        Ok(ok)
     }
 
     /// Whether clients must authenticate (so front ends ask for credentials).
@@ -275,6 +366,15 @@ impl Authenticator {
     /// The principal these credentials prove. CPU-heavy for passwords (argon2): call it from
     /// a blocking-capable context ([`tokio::task::spawn_blocking`]).
     pub fn authenticate(&self, credentials: Credentials<'_>) -> Result<Principal, AuthError> {
+        self.authenticate_in(credentials, None)
+    }
+
+    /// [`authenticate`](Self::authenticate) with a password-check slot already held.
+    fn authenticate_in(
+        &self,
+        credentials: Credentials<'_>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<Principal, AuthError> {
         if self.mode == AuthMode::None {
             return Ok(match credentials {
                 Credentials::Password { user, password } if !user.is_empty() => {
@@ -288,7 +388,7 @@ impl Authenticator {
             Credentials::None if self.allow_anonymous => Ok(Principal::anonymous()),
             Credentials::None => Err(AuthError::NotAuthorized),
             Credentials::Password { user, password } => self
-                .verify_password(user, password)
+                .verify_password(user, password, slot)?
                 .then(|| self.password_principal(user, password))
                 .ok_or(AuthError::BadCredentials),
             Credentials::Bearer(token) => self
@@ -310,15 +410,27 @@ impl Authenticator {
         if self.is_cheap(credentials) {
             return self.authenticate(credentials);
         }
+        // The slot is taken before the blocking thread: a refused check costs no thread.
+        let slot = self.password_slot()?;
         let auth = self.clone();
         let owned = OwnedCredentials::from(credentials);
-        tokio::task::spawn_blocking(move || auth.authenticate(owned.borrow()))
+        tokio::task::spawn_blocking(move || auth.authenticate_in(owned.borrow(), Some(slot)))
             .await
             .unwrap_or(Err(AuthError::BadCredentials))
     }
 
-    /// Whether `principal` may do `access` (always, when no ACL rule is configured).
+    /// Whether `principal` may do `access` (always, when no ACL rule is configured). The
+    /// gateway's and Kafka's internal topics and groups ([`InternalTopics`]) are refused to
+    /// every client whatever the ACL says: this is the one gate every front end's produce,
+    /// subscription, receiver link and consumer goes through.
     pub fn allows(&self, principal: &Principal, access: Access<'_>) -> bool {
+        let name = match access {
+            Access::Write(n) | Access::Read(n) | Access::Group(n) => n,
+        };
+        if self.internal.contains(name) {
+            tracing::info!(principal = %principal.name, name, "internal topic or group refused to a client");
+            return false;
+        }
         self.acl.allows(&principal.name, access)
     }
 }

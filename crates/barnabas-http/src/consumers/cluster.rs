@@ -27,7 +27,7 @@ use barnabas_core::{Access, Backend, KeyedLog, OffsetReset, Principal};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{InstanceSettings, Mode, Registry};
+use super::{Instance, InstanceSettings, Mode, Registry};
 use crate::{error::ApiError, format::Format, AppState};
 
 /// Compacted topic of consumer instances, keyed by `["group","name"]`.
@@ -43,8 +43,10 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 /// An owner that does not accept a connection within this is taken for dead.
 const CONNECT_WAIT: Duration = Duration::from_secs(2);
 
-/// One consumer instance as every replica knows it.
+/// One consumer instance as every replica knows it. Unknown fields make a record invalid
+/// (ignored with a warning): what is not the gateway's own shape is not applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InstanceRecord {
     /// Consumer group.
     pub group: String,
@@ -64,10 +66,78 @@ pub struct InstanceRecord {
     pub owner: String,
     /// Base URL other replicas forward its requests to.
     pub owner_url: String,
+    /// The principal that created it (`Authenticator::owner_name`): the only one that may
+    /// use it, on any replica.
+    pub creator: String,
+}
+
+/// Consumer properties a client may set (`POST /consumers/{group}`) with their checks: the
+/// only ones a record may carry back into a Kafka consumer. Anything else in a record
+/// (`bootstrap.servers`, `sasl.*`, `plugin.library.paths`, …) is never applied.
+fn is_client_property(key: &str, value: &str) -> bool {
+    match key {
+        "fetch.min.bytes" | "request.timeout.ms" => value.parse::<u32>().is_ok(),
+        "isolation.level" => matches!(value, "read_committed" | "read_uncommitted"),
+        _ => false,
+    }
+}
+
+/// Whether `url` has the form of an advertised address, `http://host:port` (or https), and
+/// nothing else: no user info, path, query or fragment that would send a forwarded request
+/// (with the client's `Authorization`) somewhere other than a replica's API root.
+fn is_replica_url(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    matches!(u.scheme(), "http" | "https")
+        && u.host_str().is_some_and(|h| !h.is_empty())
+        && u.port_or_known_default().is_some()
+        && u.username().is_empty()
+        && u.password().is_none()
+        && matches!(u.path(), "" | "/")
+        && u.query().is_none()
+        && u.fragment().is_none()
+}
+
+/// Why a record read from the catalog is not applied, if it is not.
+fn invalid_record(record: &InstanceRecord) -> Option<&'static str> {
+    if record.group.is_empty() || record.name.is_empty() || record.name.contains('/') {
+        return Some("group or name empty, or name with '/'");
+    }
+    if record.creator.is_empty() {
+        return Some("no creator");
+    }
+    if !is_replica_url(&record.owner_url) {
+        return Some("owner_url is not http://host:port");
+    }
+    if record.settings().is_none() {
+        return Some("format or auto.offset.reset invalid");
+    }
+    None
+}
+
+/// A catalog value as a record, if it is a valid one (else logged and ignored).
+fn parse_record(key: &str, value: &[u8]) -> Option<InstanceRecord> {
+    let record = serde_json::from_slice::<InstanceRecord>(value)
+        .inspect_err(
+            |e| tracing::warn!(key, error = %e, "unreadable consumer instance record; ignored"),
+        )
+        .ok()?;
+    if let Some(why) = invalid_record(&record) {
+        tracing::warn!(key, why, "invalid consumer instance record; ignored");
+        return None;
+    }
+    let expected = self::key(&record.group, &record.name);
+    if expected != key {
+        tracing::warn!(key, "consumer instance record under another key; ignored");
+        return None;
+    }
+    Some(record)
 }
 
 impl InstanceRecord {
-    /// The creation settings, if the record holds valid ones.
+    /// The creation settings, if the record holds valid ones; of its properties only those
+    /// a client may set, with valid values ([`is_client_property`]).
     pub fn settings(&self) -> Option<InstanceSettings> {
         Some(InstanceSettings {
             format: Format::from_name(&self.format)?,
@@ -78,7 +148,12 @@ impl InstanceRecord {
                 _ => return None,
             },
             enable_auto_commit: self.enable_auto_commit,
-            properties: self.properties.clone(),
+            properties: self
+                .properties
+                .iter()
+                .filter(|(k, v)| is_client_property(k, v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 }
@@ -200,11 +275,14 @@ impl Cluster {
                 let Some(cluster) = cluster.upgrade() else {
                     return;
                 };
-                let record = value.and_then(|v| {
-                    serde_json::from_slice::<InstanceRecord>(v)
-                        .inspect_err(|e| tracing::warn!(key, error = %e, "unreadable consumer instance record; ignored"))
-                        .ok()
-                });
+                let record = match value {
+                    None => None,
+                    Some(v) => match parse_record(key, v) {
+                        Some(r) => Some(r),
+                        // Garbage is not applied: whatever was known of the key stays.
+                        None => return,
+                    },
+                };
                 let previous = cluster.known(key);
                 let taken_elsewhere = record
                     .as_ref()
@@ -238,18 +316,13 @@ impl Cluster {
         self.known(&key)
     }
 
-    /// Records this replica as the owner of an instance with these settings and mode;
-    /// returns once Kafka acknowledged it.
-    pub async fn publish(
-        &self,
-        group: &str,
-        name: &str,
-        settings: &InstanceSettings,
-        mode: Mode,
-    ) -> Result<(), ApiError> {
+    /// Records this replica as the owner of `instance`, reading in `mode`; returns once
+    /// Kafka acknowledged it.
+    pub async fn publish(&self, instance: &Instance, mode: Mode) -> Result<(), ApiError> {
         let Some(log) = self.log.get() else {
             return Ok(());
         };
+        let (group, name, settings) = (&instance.group, &instance.name, &instance.settings);
         let record = InstanceRecord {
             group: group.to_owned(),
             name: name.to_owned(),
@@ -260,6 +333,7 @@ impl Cluster {
             mode,
             owner: self.replica.clone(),
             owner_url: self.url.clone(),
+            creator: instance.creator.to_string(),
         };
         let value = serde_json::to_vec(&record)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -312,7 +386,11 @@ impl Cluster {
             .path_and_query()
             .map_or_else(|| parts.uri.path(), |p| p.as_str());
         let url = format!("{}{path}", record.owner_url.trim_end_matches('/'));
-        let mut request = self.client.request(parts.method.clone(), &url).body(body);
+        let mut request = self
+            .client
+            .request(parts.method.clone(), &url)
+            .timeout(forward_timeout(&parts.uri))
+            .body(body);
         for (name, value) in &parts.headers {
             if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
                 request = request.header(name, value);
@@ -344,6 +422,29 @@ impl Cluster {
             Err(e) => Forwarded::Answer(owner_lost(record, &e)),
         }
     }
+}
+
+/// How long a forwarded request may take: the long-poll it asks for (`?timeout=` ms, as the
+/// records handler caps it; other requests take at most a catalog write) plus 5 s, so a hung
+/// owner does not hold the forwarding request (and its connection) forever.
+fn forward_timeout(uri: &axum::http::Uri) -> Duration {
+    let poll_ms = uri.query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "timeout")
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    });
+    let poll = poll_ms.map_or(WRITE_WAIT, Duration::from_millis);
+    poll.min(super::handlers::MAX_POLL) + Duration::from_secs(5)
+}
+
+/// 403: the instance belongs to another principal.
+fn not_yours(group: &str, name: &str) -> Response {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("Consumer instance '{name}' of group '{group}' belongs to another principal."),
+    )
+    .into_response()
 }
 
 /// The owner took the request but its answer was lost (it died mid-request): the request
@@ -378,17 +479,29 @@ pub async fn route_to_owner(
         return next.run(request).await;
     };
     let principal = request.extensions().get::<Principal>().cloned();
+    let who = principal.as_ref().map(|p| state.auth.owner_name(p));
     if let Some(principal) = &principal {
         if let Err(denied) = crate::auth::check(&state, principal, Access::Group(group)) {
             return denied.into_response();
         }
     }
-    if state.consumers.contains(group, name) || request.headers().contains_key(FORWARDED_HEADER) {
+    // Only its creator may use an instance: checked here when this replica holds it (also for
+    // a forwarded request, authenticated again here), before forwarding or adopting otherwise.
+    if let Some(instance) = state.consumers.peek(group, name) {
+        if who.as_deref().is_some_and(|w| !instance.owned_by(w)) {
+            return not_yours(group, name);
+        }
+        return next.run(request).await;
+    }
+    if request.headers().contains_key(FORWARDED_HEADER) {
         return next.run(request).await;
     }
     let Some(record) = state.cluster.lookup(group, name).await else {
         return next.run(request).await;
     };
+    if who.as_deref().is_some_and(|w| *w != *record.creator) {
+        return not_yours(group, name);
+    }
     if state.cluster.is_own(&record) {
         // This very process owned it and no longer holds it: it was deleted or reaped here
         // (its tombstone not written, Kafka being away). Never adopt that back: answer 404.
@@ -433,6 +546,10 @@ async fn adopt(
             "the stored consumer instance record is not valid",
         )
     })?;
+    // What it reads is checked again, as the adopting client: a record is not a grant.
+    if let Some(principal) = principal {
+        super::handlers::check_mode(state, principal, &record.mode)?;
+    }
     let instance = super::handlers::open_instance(
         state,
         &record.group,
@@ -440,16 +557,9 @@ async fn adopt(
         settings,
         record.mode.clone(),
         principal,
+        Arc::from(record.creator.as_str()),
     )
     .await?;
     tracing::info!(group = %record.group, name = %record.name, previous_owner = %record.owner_url, "consumer instance adopted");
-    state
-        .cluster
-        .publish(
-            &instance.group,
-            &instance.name,
-            &instance.settings,
-            instance.mode(),
-        )
-        .await
+    state.cluster.publish(&instance, instance.mode()).await
 }

@@ -27,7 +27,7 @@ use crate::{
 const SESSION_TIMEOUT_MS: &str = "10000";
 
 /// Longest long-poll a client may ask for.
-const MAX_POLL: Duration = Duration::from_secs(300);
+pub(super) const MAX_POLL: Duration = Duration::from_secs(300);
 
 /// A number or boolean that may also come as a string (Confluent's docs send strings,
 /// Strimzi's schema wants JSON types; both work here).
@@ -80,16 +80,8 @@ pub async fn create(
     Body(body): Body,
 ) -> ApiResult<Response> {
     crate::auth::check(&state, &principal, Access::Group(&group))?;
-    if state.consumers.count_owned_by(&principal.name) >= state.settings.max_consumers_per_principal
-    {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "Principal '{}' has {} consumer instances on this replica already (limits.max_consumers_per_principal); delete some first.",
-                principal.name, state.settings.max_consumers_per_principal
-            ),
-        ));
-    }
+    let owner = state.auth.owner_name(&principal);
+    crate::quota::check_room(&state, &owner)?;
     let req: CreateConsumer = parse_json_or_default(&body).map_err(bad_shape)?;
     let format = match req.format.as_deref() {
         None => Format::Binary,
@@ -167,14 +159,10 @@ pub async fn create(
         settings,
         Mode::Idle,
         Some(&principal),
+        owner,
     )
     .await?;
-    instance.set_owner(&principal.name);
-    if let Err(e) = state
-        .cluster
-        .publish(&group, &name, &instance.settings, Mode::Idle)
-        .await
-    {
+    if let Err(e) = state.cluster.publish(&instance, Mode::Idle).await {
         let _ = state.consumers.remove(&group, &name);
         let _ = instance.driver.close().await;
         return Err(e);
@@ -189,7 +177,7 @@ pub async fn create(
 
 /// Opens the Kafka consumer of an instance (in `mode`) and registers it on this replica; 409
 /// if the name is taken here. The consumer reads as `principal` (its own Kafka login with
-/// identity passthrough).
+/// identity passthrough); only `creator` may use it.
 pub(super) async fn open_instance(
     state: &AppState,
     group: &str,
@@ -197,6 +185,7 @@ pub(super) async fn open_instance(
     settings: InstanceSettings,
     mode: Mode,
     principal: Option<&Principal>,
+    creator: Arc<str>,
 ) -> ApiResult<Arc<Instance>> {
     let mut properties = settings.properties.clone();
     // A replica that dies leaves its members in their groups until this times out; the
@@ -249,6 +238,7 @@ pub(super) async fn open_instance(
         settings,
         mode,
         driver,
+        creator,
     ));
     if let Err(e) = resumed {
         let _ = instance.driver.close().await;
@@ -265,10 +255,7 @@ pub(super) async fn open_instance(
 /// reads the same.
 async fn record_mode(state: &AppState, instance: &Instance, mode: Mode) -> ApiResult<()> {
     instance.set_mode(mode.clone());
-    state
-        .cluster
-        .publish(&instance.group, &instance.name, &instance.settings, mode)
-        .await
+    state.cluster.publish(instance, mode).await
 }
 
 /// `scheme://host:port/…/consumers/{group}/instances/{name}`, honouring `Forwarded`,
@@ -332,6 +319,57 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The one topic a `topic_pattern` can match when it is a literal: topic-name characters
+/// only, dots escaped (`public\.x`), optionally anchored; `None` for any other regex syntax.
+fn literal_topic(pattern: &str) -> Option<String> {
+    let inner = pattern.strip_prefix('^').unwrap_or(pattern);
+    let inner = inner.strip_suffix('$').unwrap_or(inner);
+    let mut topic = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.next() == Some('.') => topic.push('.'),
+            c if c.is_ascii_alphanumeric() || c == '_' || c == '-' => topic.push(c),
+            _ => return None,
+        }
+    }
+    (!topic.is_empty()).then_some(topic)
+}
+
+/// Whether `principal` may subscribe to `pattern`. ACL grants are globs and a pattern is a
+/// regex (`public.*` as a grant does not cover the regex `public.x|secret`), so with ACLs
+/// configured only a literal pattern ([`literal_topic`]) is accepted, checked as that topic;
+/// anything else is 403. Without ACLs any regex is accepted, and internal topics it matches
+/// are never delivered (see [`records`]).
+fn check_pattern(state: &AppState, principal: &Principal, pattern: &str) -> ApiResult<()> {
+    if !state.auth.has_acl() {
+        return Ok(());
+    }
+    match literal_topic(pattern) {
+        Some(topic) => crate::auth::check(state, principal, Access::Read(&topic)),
+        None => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "With ACLs configured, topic_pattern must be a literal topic name (dots escaped as \\.) granted by a read: rule; '{pattern}' is a regular expression the grants cannot be checked against: subscribe to a list of topics instead."
+            ),
+        )),
+    }
+}
+
+/// Whether `principal` may read what `mode` reads (an adopted instance is checked again).
+pub(super) fn check_mode(state: &AppState, principal: &Principal, mode: &Mode) -> ApiResult<()> {
+    match mode {
+        Mode::Idle => Ok(()),
+        Mode::Topics { topics } => topics
+            .iter()
+            .try_for_each(|t| crate::auth::check(state, principal, Access::Read(t))),
+        Mode::Pattern { pattern } => check_pattern(state, principal, pattern),
+        Mode::Assigned { partitions } => partitions
+            .iter()
+            .try_for_each(|(t, _)| crate::auth::check(state, principal, Access::Read(t))),
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct SubscribeBody {
@@ -352,14 +390,11 @@ pub async fn subscribe(
 ) -> ApiResult<StatusCode> {
     let instance = state.consumers.get(&group, &name)?;
     let req: SubscribeBody = parse_json(&body).map_err(bad_shape)?;
-    // A pattern is checked as the literal text of a grant (`read:*` allows any pattern).
-    for topic in req
-        .topics
-        .iter()
-        .flatten()
-        .chain(req.topic_pattern.as_ref())
-    {
+    for topic in req.topics.iter().flatten() {
         crate::auth::check(&state, &principal, Access::Read(topic))?;
+    }
+    if let Some(pattern) = &req.topic_pattern {
+        check_pattern(&state, &principal, pattern)?;
     }
     if matches!(instance.mode(), Mode::Assigned { .. }) {
         return Err(exclusive());
@@ -537,7 +572,9 @@ pub async fn records(
         .await?;
     instance.touch();
     match fetched {
-        Fetched::Records(records) => {
+        Fetched::Records(mut records) => {
+            // A pattern subscription (without ACLs) may match internal topics: never delivered.
+            records.retain(|r| !state.auth.is_internal(&r.topic));
             state
                 .gateway_metrics
                 .records_out

@@ -75,8 +75,11 @@ pub struct Instance {
     /// Subscribed / assigned / neither.
     pub mode: Mutex<Mode>,
     last_used: Mutex<Instant>,
-    /// The principal that created it here (for `limits.max_consumers_per_principal`).
-    owner: Mutex<Option<String>>,
+    /// The principal that created it ([`Authenticator::owner_name`]): the only one that may
+    /// use it, and whose `limits.max_consumers_per_principal` it counts against.
+    ///
+    /// [`Authenticator::owner_name`]: barnabas_core::Authenticator::owner_name
+    pub creator: Arc<str>,
 }
 
 impl Instance {
@@ -87,6 +90,7 @@ impl Instance {
         settings: InstanceSettings,
         mode: Mode,
         driver: ConsumerDriver,
+        creator: Arc<str>,
     ) -> Self {
         Self {
             group,
@@ -94,23 +98,16 @@ impl Instance {
             settings,
             driver,
             mode: Mutex::new(mode),
-            owner: Mutex::new(None),
+            creator,
             last_used: Mutex::new(Instant::now()),
         }
     }
 
-    /// Records the principal that created it.
-    pub fn set_owner(&self, principal: &str) {
-        if let Ok(mut o) = self.owner.lock() {
-            *o = Some(principal.to_owned());
-        }
-    }
-
-    fn owned_by(&self, principal: &str) -> bool {
-        self.owner
-            .lock()
-            .map(|o| o.as_deref() == Some(principal))
-            .unwrap_or(false)
+    /// Whether `owner` (an [`Authenticator::owner_name`]) created it.
+    ///
+    /// [`Authenticator::owner_name`]: barnabas_core::Authenticator::owner_name
+    pub fn owned_by(&self, owner: &str) -> bool {
+        *self.creator == *owner
     }
 
     /// Marks the instance as used (every request does), postponing its idle deletion.
@@ -169,6 +166,13 @@ impl Registry {
             .values()
             .filter(|i| i.owned_by(principal))
             .count()
+    }
+
+    /// The instance if this replica holds it (not touched: nothing used it yet).
+    pub fn peek(&self, group: &str, name: &str) -> Option<Arc<Instance>> {
+        self.lock()
+            .get(&(group.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// Whether (group, name) is taken.

@@ -1,0 +1,920 @@
+//! Security round 2 (issue 20), the gateway's state and the HTTP and AMQP front ends, each
+//! finding reproduced with a stock client: curl, python3-qpid-proton, mosquitto_pub/sub. The
+//! gateway runs in-process with its embedded broker.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use barnabas::config::{AclConfig, Config, MqttMapping};
+use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
+use common::{gateway, mosquitto, read_topic, text};
+use serde_json::json;
+
+const JSON: &str = "content-type: application/vnd.kafka.json.v2+json";
+const BINARY: &str = "content-type: application/vnd.kafka.binary.v2+json";
+const V2: &str = "content-type: application/vnd.kafka.v2+json";
+const ACCEPT_JSON: &str = "accept: application/vnd.kafka.json.v2+json";
+
+/// curl; returns (status, headers and body as one text).
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// [`curl`] off the runtime's threads.
+async fn curl_async(args: &[&str]) -> (u16, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || curl(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
+}
+
+/// Users `device-1` (`s3cret`) and `reader` (`reader-pw`) from the users file, with `acl`.
+fn users_with(dir: &std::path::Path, acl: Vec<(&str, Vec<&str>)>) -> impl FnOnce(&mut Config) {
+    let users = common::write_test_users(dir);
+    let acl: Vec<AclConfig> = acl
+        .into_iter()
+        .map(|(p, allow)| AclConfig {
+            principal: p.into(),
+            allow: allow.into_iter().map(str::to_owned).collect(),
+        })
+        .collect();
+    move |c: &mut Config| {
+        c.auth.mode = "users".into();
+        c.auth.users_file = users.display().to_string();
+        c.acl = acl;
+    }
+}
+
+/// One AMQP attempt with python3-qpid-proton: (succeeded, error text).
+async fn proton(url: &str, what: &str, address: &str) -> (bool, String) {
+    let out = common::system_python_async("amqp_proton.py", &["try", url, what, address]).await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    (
+        v["ok"].as_bool().unwrap(),
+        v["error"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Finding 1: the gateway's state topics (and Kafka's `__*`) are refused to every client
+/// through every front end and mapping, even with no ACL at all (everything else allowed).
+/// Before: `POST /topics/barnabas.mqtt.sessions` was written (200), which let any client
+/// disconnect another MQTT client with a forged session record.
+#[tokio::test(flavor = "multi_thread")]
+async fn internal_topics_are_refused_to_every_client_whatever_the_acl() {
+    let gw = gateway::start(|c| {
+        c.amqp.listen = "127.0.0.1:0".into();
+        c.mqtt.mapping = vec![MqttMapping {
+            pattern: "evil/{x}".into(),
+            kafka_topic: "barnabas.mqtt.{x}".into(),
+            key: None,
+        }];
+    })
+    .await;
+    let url = |path: &str| format!("{}{path}", gw.base);
+    let forged = json!({"records":[{
+        "key": B64.encode("vic"),
+        "value": B64.encode(r#"{"owner":"x","since_ms":99999999999999,"connected":true,"expiry_secs":0,"subscriptions":[]}"#),
+    }]})
+    .to_string();
+
+    // HTTP produce, metadata, consumers and SSE: 403 JSON.
+    for topic in [
+        "barnabas.mqtt.sessions",
+        "barnabas.http.consumers",
+        "__consumer_offsets",
+    ] {
+        let (status, answer) = curl_async(&[
+            "-X",
+            "POST",
+            "-H",
+            BINARY,
+            "--data",
+            &forged,
+            &url(&format!("/topics/{topic}")),
+        ])
+        .await;
+        assert_eq!(status, 403, "produce to {topic}: {answer}");
+        assert!(answer.contains("\"error_code\":403"), "{answer}");
+    }
+    let (status, answer) = curl_async(&[&url("/topics/barnabas.mqtt.sessions")]).await;
+    assert_eq!(status, 403, "metadata of an internal topic: {answer}");
+    let (_, listing) = curl_async(&[&url("/topics")]).await;
+    assert!(!listing.contains("barnabas."), "{listing}");
+    let (status, answer) = curl_async(&[
+        "-H",
+        "accept: text/event-stream",
+        &url("/topics/barnabas.mqtt.sessions/events"),
+    ])
+    .await;
+    assert_eq!(status, 403, "SSE of an internal topic: {answer}");
+    let (status, answer) = curl_async(&[
+        "-X",
+        "POST",
+        "-H",
+        V2,
+        "--data",
+        "{}",
+        &url("/consumers/barnabas.follow.x"),
+    ])
+    .await;
+    assert_eq!(status, 403, "an internal consumer group: {answer}");
+    let instance = gw.consumer("spies", json!({"name": "s1"})).await;
+    for (path, body) in [
+        ("subscription", r#"{"topics":["barnabas.http.consumers"]}"#),
+        (
+            "assignments",
+            r#"{"partitions":[{"topic":"barnabas.mqtt.retained","partition":0}]}"#,
+        ),
+    ] {
+        let (status, answer) = curl_async(&[
+            "-X",
+            "POST",
+            "-H",
+            V2,
+            "--data",
+            body,
+            &url(&format!("{instance}/{path}")),
+        ])
+        .await;
+        assert_eq!(status, 403, "{path}: {answer}");
+    }
+
+    // AMQP: sender and receiver links refused with amqp:unauthorized-access.
+    let amqp = format!("amqp://{}", gw.gateway.amqp_addr().unwrap());
+    let (ok, error) = proton(&amqp, "send", "barnabas.mqtt.sessions").await;
+    assert!(!ok && error.contains("unauthorized-access"), "{error}");
+    let (ok, error) = proton(&amqp, "receive", "barnabas.http.consumers/group.id/g").await;
+    assert!(!ok && error.contains("unauthorized-access"), "{error}");
+
+    // MQTT through a mapping that resolves to an internal topic: v5 PUBACK 0x87, v3.1.1
+    // closed unacknowledged, SUBACK refused.
+    let mqtt = gw.gateway.mqtt_addr().unwrap();
+    let v5 = mosquitto(
+        "mosquitto_pub",
+        mqtt,
+        &["-V", "mqttv5", "-q", "1", "-t", "evil/sessions", "-m", "x"],
+    );
+    assert!(
+        text(&v5).to_ascii_lowercase().contains("not authori"),
+        "{}",
+        text(&v5)
+    );
+    let v3 = mosquitto(
+        "mosquitto_pub",
+        mqtt,
+        &[
+            "-V",
+            "mqttv311",
+            "-q",
+            "1",
+            "-t",
+            "evil/sessions",
+            "-m",
+            "x",
+        ],
+    );
+    assert!(!v3.status.success(), "{}", text(&v3));
+    let sub = mosquitto(
+        "mosquitto_sub",
+        mqtt,
+        &["-V", "mqttv5", "-t", "evil/retained", "-C", "1", "-W", "3"],
+    );
+    assert!(
+        text(&sub).to_ascii_lowercase().contains("denied"),
+        "{}",
+        text(&sub)
+    );
+    gw.stop().await;
+}
+
+/// A TCP listener that records whether anyone connected (a forwarding target).
+fn trap() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = hit.clone();
+    std::thread::spawn(move || {
+        for _ in listener.incoming().flatten() {
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (addr, hit)
+}
+
+/// Finding 1, second part: consumer-instance records are validated before they are applied.
+/// The forgeries are written straight to Kafka (as a Kafka client could; clients of the
+/// gateway no longer can). Before: an `owner_url` with user info and a path was followed
+/// (the real owner's requests forwarded, `Authorization` included), and an adopted record's
+/// topics were read without the adopting client's read ACL.
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_consumer_instance_records_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway::start(users_with(
+        dir.path(),
+        vec![("reader", vec!["read:telemetry", "group:*"])],
+    ))
+    .await;
+    let url = |path: &str| format!("{}{path}", gw.base);
+    let dead = common::free_addr();
+    let (trap_addr, trapped) = trap();
+    let record = |name: &str, owner_url: &str, topics: &[&str]| {
+        json!({
+            "group": "audit", "name": name, "format": "json",
+            "auto_offset_reset": "earliest", "enable_auto_commit": true,
+            "properties": {"plugin.library.paths": "/tmp/evil.so"},
+            "mode": {"kind": "topics", "topics": topics},
+            "owner": "someone", "owner_url": owner_url, "creator": "reader",
+        })
+        .to_string()
+    };
+    common::produce(
+        &gw,
+        "barnabas.http.consumers",
+        r#"["audit","ssrf"]"#,
+        &record(
+            "ssrf",
+            &format!("http://x@{trap_addr}/steal?"),
+            &["telemetry"],
+        ),
+    )
+    .await;
+    common::produce(
+        &gw,
+        "barnabas.http.consumers",
+        r#"["audit","secrets"]"#,
+        &record("secrets", &format!("http://{dead}"), &["secrets"]),
+    )
+    .await;
+    common::produce(
+        &gw,
+        "barnabas.http.consumers",
+        r#"["audit","props"]"#,
+        &record("props", &format!("http://{dead}"), &["telemetry"]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Adopted without the record's librdkafka properties (a plugin path here).
+    let (status, answer) = curl_async(&[
+        "-u",
+        "reader:reader-pw",
+        "-H",
+        ACCEPT_JSON,
+        &url("/consumers/audit/instances/props/records"),
+    ])
+    .await;
+    assert_eq!(
+        status, 200,
+        "adopted with the gateway's own settings: {answer}"
+    );
+    let (status, answer) = curl_async(&[
+        "-u",
+        "reader:reader-pw",
+        "-H",
+        ACCEPT_JSON,
+        &url("/consumers/audit/instances/ssrf/records"),
+    ])
+    .await;
+    assert_eq!(
+        status, 404,
+        "a record with a bad owner_url is ignored: {answer}"
+    );
+    assert!(
+        !trapped.load(std::sync::atomic::Ordering::SeqCst),
+        "the request was forwarded to the forged owner_url"
+    );
+    let (status, answer) = curl_async(&[
+        "-u",
+        "reader:reader-pw",
+        "-H",
+        ACCEPT_JSON,
+        &url("/consumers/audit/instances/secrets/records"),
+    ])
+    .await;
+    assert_eq!(status, 403, "adoption re-checks the read ACL: {answer}");
+    gw.stop().await;
+}
+
+/// Finding 2: client-supplied `barnabas.*` headers are dropped on the way in (HTTP record
+/// headers, AMQP application-properties); `barnabas.mqtt.topic` from HTTP stays, validated.
+/// Before: they were written as sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_headers_from_clients_are_dropped() {
+    let gw = gateway::start(|c| c.amqp.listen = "127.0.0.1:0".into()).await;
+    let url = |path: &str| format!("{}{path}", gw.base);
+    let header = |k: &str, v: &str| json!({"key": k, "value": B64.encode(v)});
+    let body = json!({"records":[{"value": 1, "headers": [
+        header("barnabas.mqtt.message_expiry", "18446744073709551615"),
+        header("barnabas.mqtt.topic", "replies/a"),
+        header("app", "kept"),
+    ]}]})
+    .to_string();
+    let (status, answer) = curl_async(&[
+        "-X",
+        "POST",
+        "-H",
+        JSON,
+        "--data",
+        &body,
+        &url("/topics/hdr-http"),
+    ])
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let got = read_topic(&gw, "hdr-http", 1).await;
+    let keys: Vec<&str> = got[0].headers.iter().map(|h| h.key.as_str()).collect();
+    assert_eq!(keys, vec!["barnabas.mqtt.topic", "app"], "{got:?}");
+    for bad in ["replies/+", "a\u{0}b", ""] {
+        let body =
+            json!({"records":[{"value": 1, "headers": [header("barnabas.mqtt.topic", bad)]}]})
+                .to_string();
+        let (status, answer) = curl_async(&[
+            "-X",
+            "POST",
+            "-H",
+            JSON,
+            "--data",
+            &body,
+            &url("/topics/hdr-http"),
+        ])
+        .await;
+        assert_eq!(status, 422, "MQTT topic {bad:?}: {answer}");
+    }
+
+    let amqp = format!("amqp://{}", gw.gateway.amqp_addr().unwrap());
+    let props = r#"{"barnabas.mqtt.qos": "2", "barnabas.mqtt.topic": "x/y", "app": "kept"}"#;
+    let out =
+        common::system_python_async("amqp_proton.py", &["send_props", &amqp, "hdr-amqp", props])
+            .await;
+    assert!(out.contains(r#""accepted": 1"#), "{out}");
+    let got = read_topic(&gw, "hdr-amqp", 1).await;
+    assert!(
+        got[0]
+            .headers
+            .iter()
+            .all(|h| !h.key.starts_with("barnabas.")),
+        "{:?}",
+        got[0].headers
+    );
+    assert!(got[0].headers.iter().any(|h| h.key == "app"));
+    gw.stop().await;
+}
+
+/// Finding 3: with ACLs, a `topic_pattern` is accepted only as a literal the ACL grants.
+/// Before: `read:public.*` admitted the regex `public.x|secret` (it matched the glob).
+#[tokio::test(flavor = "multi_thread")]
+async fn topic_patterns_are_not_checked_as_globs() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway::start(users_with(
+        dir.path(),
+        vec![("reader", vec!["read:public.*", "group:*"])],
+    ))
+    .await;
+    let url = |path: &str| format!("{}{path}", gw.base);
+    let (status, answer) = curl_async(&[
+        "-u",
+        "reader:reader-pw",
+        "-X",
+        "POST",
+        "-H",
+        V2,
+        "--data",
+        r#"{"name":"p1","format":"json"}"#,
+        &url("/consumers/pat"),
+    ])
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let subscribe = |pattern: &str| {
+        let body = json!({ "topic_pattern": pattern }).to_string();
+        let target = url("/consumers/pat/instances/p1/subscription");
+        async move {
+            curl_async(&[
+                "-u",
+                "reader:reader-pw",
+                "-X",
+                "POST",
+                "-H",
+                V2,
+                "--data",
+                &body,
+                &target,
+            ])
+            .await
+        }
+    };
+    for regex in ["public.x|secret", "public.*", "(public|secret).x"] {
+        let (status, answer) = subscribe(regex).await;
+        assert_eq!(status, 403, "{regex}: {answer}");
+    }
+    let (status, answer) = subscribe(r"public\.x").await;
+    assert_eq!(status, 204, "a literal the ACL grants: {answer}");
+    gw.stop().await;
+}
+
+/// Finding 4: a consumer instance is its creator's, on every replica. Before: any principal
+/// granted the group could read from and delete it.
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_instances_belong_to_their_creator() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = vec![
+        ("device-1", vec!["read:telemetry", "group:shared"]),
+        ("reader", vec!["read:telemetry", "group:shared"]),
+    ];
+    let a = gateway::start(users_with(dir.path(), acl.clone())).await;
+    let b = gateway::start_on(Some(a.kafka.clone()), users_with(dir.path(), acl)).await;
+    let (status, answer) = curl_async(&[
+        "-u",
+        "device-1:s3cret",
+        "-X",
+        "POST",
+        "-H",
+        V2,
+        "--data",
+        r#"{"name":"mine","format":"json"}"#,
+        &format!("{}/consumers/shared", a.base),
+    ])
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let instance = "/consumers/shared/instances/mine";
+    for base in [&a.base, &b.base] {
+        let (status, answer) = curl_async(&[
+            "-u",
+            "reader:reader-pw",
+            "-H",
+            ACCEPT_JSON,
+            &format!("{base}{instance}/records"),
+        ])
+        .await;
+        assert_eq!(status, 403, "another principal polls via {base}: {answer}");
+        let (status, answer) = curl_async(&[
+            "-u",
+            "reader:reader-pw",
+            "-X",
+            "DELETE",
+            &format!("{base}{instance}"),
+        ])
+        .await;
+        assert_eq!(
+            status, 403,
+            "another principal deletes via {base}: {answer}"
+        );
+    }
+    // Its creator still uses it, through either replica.
+    for base in [&b.base, &a.base] {
+        let (status, answer) = curl_async(&[
+            "-u",
+            "device-1:s3cret",
+            "-X",
+            "POST",
+            "-H",
+            V2,
+            "--data",
+            r#"{"topics":["telemetry"]}"#,
+            &format!("{base}{instance}/subscription"),
+        ])
+        .await;
+        assert_eq!(status, 204, "the creator via {base}: {answer}");
+    }
+    b.stop().await;
+    a.stop().await;
+}
+
+/// Finding 5: Kafka consumers per client are bounded: AMQP receiver links per connection
+/// (`limits.max_consumers_per_connection`, default 8), SSE streams count against
+/// `limits.max_consumers_per_principal`, and with `auth.mode = "none"` invented Basic user
+/// names are all `anonymous`. Before: 9 links and 3 streams of 3 invented users were opened.
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_consumers_per_client_are_bounded() {
+    let gw = gateway::start(|c| {
+        c.amqp.listen = "127.0.0.1:0".into();
+        c.limits.max_consumers_per_principal = 2;
+        // An SSE answer's status line reaches curl with its first bytes.
+        c.http.sse_keep_alive_ms = 300;
+    })
+    .await;
+    let amqp = format!("amqp://{}", gw.gateway.amqp_addr().unwrap());
+    let out = common::system_python_async(
+        "amqp_proton.py",
+        &["receivers", &amqp, "links/group.id/links", "9"],
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("resource-limit-exceeded")),
+        "the 9th receiver link: {out}"
+    );
+
+    let sse = format!("{}/topics/streamed/events", gw.base);
+    let mut held = Vec::new();
+    for user in ["u1:x", "u2:x"] {
+        let mut child = Command::new("curl")
+            .args(["-s", "-i", "-N", "--max-time", "120", "-u", user, &sse])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Held open once its status line arrived.
+        let stdout = child.stdout.take().unwrap();
+        let (status, reader) = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut line = String::new();
+            let mut reader = std::io::BufReader::new(stdout);
+            reader.read_line(&mut line).unwrap();
+            (line, reader)
+        })
+        .await
+        .unwrap();
+        assert!(status.contains("200"), "stream of {user}: {status}");
+        held.push((child, reader));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, answer) = curl_async(&["--max-time", "2", "-u", "u3:x", &sse]).await;
+        if status == 429 {
+            assert!(answer.contains("max_consumers_per_principal"), "{answer}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a third SSE stream under invented user names: {status} {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (mut child, _) in held {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    gw.stop().await;
+}
+
+/// Threads of this process (the gateway runs in it).
+fn threads() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+/// Finding 6: concurrent password checks are capped; beyond the cap a login is answered
+/// "server busy" (503 with Retry-After) without a thread. Before: 64 parallel wrong logins
+/// ran 64 argon2 checks on 64 blocking threads.
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_wrong_logins_are_refused_busy_not_queued_on_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway::start(users_with(dir.path(), vec![])).await;
+    let base_threads = threads();
+    let client = reqwest::Client::new();
+    let target = format!("{}/topics", gw.base);
+    let sampler = tokio::spawn(async {
+        let mut peak = 0;
+        for _ in 0..100 {
+            peak = peak.max(threads());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peak
+    });
+    let logins = (0..64).map(|i| {
+        let request = client
+            .get(&target)
+            .basic_auth(format!("user-{i}"), Some("wrong"))
+            .send();
+        async move {
+            let r = request.await.unwrap();
+            let retry = r.headers().contains_key("retry-after");
+            (r.status().as_u16(), retry)
+        }
+    });
+    let answers = futures::future::join_all(logins).await;
+    let peak = sampler.await.unwrap();
+    let busy = answers.iter().filter(|(s, _)| *s == 503).count();
+    assert!(busy > 0, "no login refused as busy: {answers:?}");
+    assert!(answers
+        .iter()
+        .all(|(s, retry)| *s == 401 || (*s == 503 && *retry)));
+    assert!(
+        peak < base_threads + 24,
+        "threads grew from {base_threads} to {peak} for 64 logins"
+    );
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(r#"reason="busy""#),
+        "busy refusals counted"
+    );
+    gw.stop().await;
+}
+
+/// Finding 7: the HTTP method label comes from a fixed set. Before: each odd method became a
+/// series of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_http_methods_do_not_grow_the_metrics() {
+    let gw = gateway::start(|_| {}).await;
+    let target = format!("{}/topics", gw.base);
+    let before = gw.metrics().await.len();
+    tokio::task::spawn_blocking(move || {
+        for i in 0..60 {
+            curl(&["-X", &format!("ODDMETHOD{i}"), &target]);
+        }
+    })
+    .await
+    .unwrap();
+    let after = gw.metrics().await;
+    assert!(!after.contains("ODDMETHOD"), "method labels from clients");
+    assert!(
+        after.len() < before + 2_000,
+        "/metrics grew from {before} to {} bytes",
+        after.len()
+    );
+    gw.stop().await;
+}
+
+/// Finding 8: topic metadata needs the read ACL, and `GET /topics` lists only readable
+/// topics. Before: any authenticated principal saw every topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn topic_metadata_needs_the_read_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway::start(users_with(
+        dir.path(),
+        vec![("device-1", vec!["read:commands", "write:*"])],
+    ))
+    .await;
+    let url = |path: &str| format!("{}{path}", gw.base);
+    for topic in ["telemetry", "commands"] {
+        let (status, answer) = curl_async(&[
+            "-u",
+            "device-1:s3cret",
+            "-X",
+            "POST",
+            "-H",
+            JSON,
+            "--data",
+            r#"{"records":[{"value":1}]}"#,
+            &url(&format!("/topics/{topic}")),
+        ])
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, listing) = curl_async(&["-u", "device-1:s3cret", &url("/topics")]).await;
+    assert_eq!(status, 200, "{listing}");
+    assert!(
+        listing.contains("commands") && !listing.contains("telemetry"),
+        "{listing}"
+    );
+    for path in [
+        "/topics/telemetry",
+        "/topics/telemetry/partitions",
+        "/topics/telemetry/partitions/0",
+        "/topics/telemetry/partitions/0/offsets",
+    ] {
+        let (status, answer) = curl_async(&["-u", "device-1:s3cret", &url(path)]).await;
+        assert_eq!(status, 403, "{path}: {answer}");
+    }
+    let (status, answer) = curl_async(&["-u", "device-1:s3cret", &url("/topics/commands")]).await;
+    assert_eq!(status, 200, "{answer}");
+    gw.stop().await;
+}
+
+/// Finding 9 (lows): `POST /admin/topics` has a partition cap (422 above
+/// `limits.max_topic_partitions`, default 1000); one produce request larger than the rate
+/// bucket's burst is 413 (before: written at once). Before: 200 / 201.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_requests_are_refused() {
+    let gw = gateway::start(|c| c.limits.publish_rate = 5).await;
+    let url = |path: &str| format!("{}{path}", gw.base);
+    let six: Vec<String> = (0..6).map(|i| format!(r#"{{"value":{i}}}"#)).collect();
+    let body = format!(r#"{{"records":[{}]}}"#, six.join(","));
+    let (status, answer) = curl_async(&[
+        "-X",
+        "POST",
+        "-H",
+        JSON,
+        "--data",
+        &body,
+        &url("/topics/rated"),
+    ])
+    .await;
+    assert_eq!(status, 413, "{answer}");
+    let (status, answer) = curl_async(&[
+        "-X",
+        "POST",
+        "-H",
+        JSON,
+        "--data",
+        r#"{"topic_name":"huge","partitions_count":1001}"#,
+        &url("/admin/topics"),
+    ])
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    gw.stop().await;
+}
+
+/// Finding 9 (lows): `[[acl]]` rules under `auth.mode = "none"` are no protection; the
+/// binary says so in `check-config` (and logs it at start). Before: silent.
+#[test]
+fn check_config_warns_about_acls_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("barnabas.toml");
+    std::fs::write(
+        &file,
+        "[auth]\nmode = \"none\"\n[[acl]]\nprincipal = \"device-1\"\nallow = [\"write:telemetry\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_barnabas"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("# warning: [[acl]] rules with auth.mode = \"none\""),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Finding 1, MQTT state: a session record no replica could have written (here `since_ms` in
+/// the year 5138, written by a Kafka client straight to the state topic) is ignored with a
+/// warning, not applied. Before: it took the session over, and live client `vic` got
+/// DISCONNECT 0x8E (Session taken over).
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_session_records_do_not_take_sessions_over() {
+    let gw = gateway::start(|_| {}).await;
+    let mqtt = gw.gateway.mqtt_addr().unwrap();
+    let victim = common::mosquitto_async(
+        "mosquitto_sub",
+        mqtt,
+        &[
+            "-V", "mqttv5", "-i", "vic", "-d", "-t", "any/x", "-C", "1", "-W", "6",
+        ],
+    );
+    let victim = tokio::spawn(victim);
+    gw.wait_for_metric("barnabas_mqtt_subscriptions 1", "vic subscribed")
+        .await;
+    common::produce(
+        &gw,
+        "barnabas.mqtt.sessions",
+        "vic",
+        r#"{"owner":"x","since_ms":99999999999999,"connected":true,"expiry_secs":0,"subscriptions":[]}"#,
+    )
+    .await;
+    let out = victim.await.unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!said.contains("Received DISCONNECT"), "{said}");
+    gw.stop().await;
+}
+
+/// Arithmetic on client input is checked: an SSE `Last-Event-ID` at the largest offset is
+/// refused (400), not resumed at offset + 1. Before: the addition overflowed (a panic, 500).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_last_event_id_at_the_largest_offset_is_refused() {
+    let gw = gateway::start(|_| {}).await;
+    let (status, answer) = curl_async(&[
+        "--max-time",
+        "5",
+        "-H",
+        "Last-Event-ID: 0:9223372036854775807",
+        &format!("{}/topics/resumed/events", gw.base),
+    ])
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    gw.stop().await;
+}
+
+/// Finding 9 (lows): with `mqtt.ws_allowed_origins`, a WebSocket handshake from another
+/// browser origin is refused (403); a listed origin, and a client sending no `Origin`, are
+/// served (101). Before: no such setting, every origin got 101.
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_websocket_handshakes_from_other_origins_are_refused() {
+    let gw = gateway::start(|c| {
+        c.mqtt.ws_listen = "127.0.0.1:0".into();
+        c.mqtt.ws_allowed_origins = vec!["http://app.example".into()];
+    })
+    .await;
+    let url = format!("http://{}/mqtt", gw.gateway.mqtt_ws_addr().unwrap());
+    let handshake = |origin: Option<&str>| {
+        let mut args = vec![
+            "--max-time".to_owned(),
+            "3".to_owned(),
+            "-H".to_owned(),
+            "Connection: Upgrade".to_owned(),
+            "-H".to_owned(),
+            "Upgrade: websocket".to_owned(),
+            "-H".to_owned(),
+            "Sec-WebSocket-Version: 13".to_owned(),
+            "-H".to_owned(),
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==".to_owned(),
+            "-H".to_owned(),
+            "Sec-WebSocket-Protocol: mqtt".to_owned(),
+        ];
+        if let Some(o) = origin {
+            args.push("-H".into());
+            args.push(format!("Origin: {o}"));
+        }
+        args.push(url.clone());
+        async move { curl_async(&args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    let (status, answer) = handshake(Some("http://evil.example")).await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = handshake(Some("http://app.example")).await;
+    assert_eq!(status, 101, "{answer}");
+    let (status, answer) = handshake(None).await;
+    assert_eq!(status, 101, "{answer}");
+    gw.stop().await;
+}
+
+/// Finding 6 over MQTT: with `auth.max_password_checks = 1`, parallel wrong logins beyond the
+/// one being checked get CONNACK "server busy" (v5 0x89) / code 3, which mosquitto_pub calls
+/// "broker unavailable" (v3.1.1), the rest "bad user name or password". Before: every one was
+/// checked (code 4 / 0x86 for all).
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_mqtt_logins_beyond_the_cap_are_told_server_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let secure = users_with(dir.path(), vec![]);
+    let gw = gateway::start(|c| {
+        secure(c);
+        c.auth.max_password_checks = 1;
+    })
+    .await;
+    let mqtt = gw.gateway.mqtt_addr().unwrap();
+    for version in ["mqttv5", "mqttv311"] {
+        let attempts = (0..12).map(|i| {
+            let user = format!("user-{i}");
+            common::mosquitto_async(
+                "mosquitto_pub",
+                mqtt,
+                &[
+                    "-V", version, "-u", &user, "-P", "wrong", "-t", "t", "-m", "x",
+                ],
+            )
+        });
+        let outs = futures::future::join_all(attempts).await;
+        let said: Vec<String> = outs.iter().map(|o| text(o).to_ascii_lowercase()).collect();
+        assert!(
+            said.iter()
+                .any(|s| s.contains("server busy") || s.contains("broker unavailable")),
+            "{version}: {said:?}"
+        );
+        assert!(
+            outs.iter().all(|o| !o.status.success()),
+            "{version}: {said:?}"
+        );
+    }
+    gw.stop().await;
+}
+
+/// Finding 6 over AMQP: beyond `auth.max_password_checks` a SASL PLAIN login ends with the
+/// outcome `sys-temp` (a temporary failure), counted as busy; python3-qpid-proton clients see
+/// their login fail either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_amqp_logins_beyond_the_cap_are_temporary_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let secure = users_with(dir.path(), vec![]);
+    let gw = gateway::start(|c| {
+        secure(c);
+        c.auth.max_password_checks = 1;
+        c.amqp.listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let amqp = gw.gateway.amqp_addr().unwrap();
+    let attempts = (0..8).map(|i| {
+        let url = format!("amqp://user-{i}:wrong@{amqp}");
+        async move { proton(&url, "send", "t").await }
+    });
+    let outcomes = futures::future::join_all(attempts).await;
+    assert!(outcomes.iter().all(|(ok, _)| !ok), "{outcomes:?}");
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains(r#"protocol="amqp""#) && l.contains(r#"reason="busy""#)),
+        "{outcomes:?}\n{metrics}"
+    );
+    gw.stop().await;
+}
