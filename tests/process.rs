@@ -101,10 +101,7 @@ fn a_clean_stop_logs_no_error_and_no_warning() {
     let log = gw.stderr();
     assert_eq!(status.code(), Some(0), "{}", log.join("\n"));
     assert!(log.iter().any(|l| l.contains("barnabas stopped")));
-    let loud: Vec<&String> = log
-        .iter()
-        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
-        .collect();
+    let loud = common::loud_lines(&log);
     assert!(loud.is_empty(), "a clean stop logged:\n{loud:#?}");
 }
 

@@ -51,18 +51,7 @@ fn secured(dir: &std::path::Path) -> impl FnOnce(&mut Config) {
 
 /// curl; returns (status, headers and body as one text).
 fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-i", "--max-time", "30"])
-        .args(args)
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    common::curl_status(args)
 }
 
 const JSON: &str = "content-type: application/vnd.kafka.json.v2+json";
@@ -324,12 +313,7 @@ async fn mqtt_clients_log_in_with_connect_credentials_and_acls_apply() {
 
 /// One AMQP attempt with python3-qpid-proton: (succeeded, error text).
 async fn proton(url: &str, what: &str, address: &str) -> (bool, String) {
-    let out = common::system_python_async("amqp_proton.py", &["try", url, what, address]).await;
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    (
-        v["ok"].as_bool().unwrap(),
-        v["error"].as_str().unwrap().to_owned(),
-    )
+    common::proton_attempt(url, what, address).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

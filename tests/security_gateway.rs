@@ -22,18 +22,7 @@ const ACCEPT_JSON: &str = "accept: application/vnd.kafka.json.v2+json";
 
 /// curl; returns (status, headers and body as one text).
 fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-i", "--max-time", "30"])
-        .args(args)
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    common::curl_status(args)
 }
 
 /// [`curl`] off the runtime's threads.
@@ -63,12 +52,7 @@ fn users_with(dir: &std::path::Path, acl: Vec<(&str, Vec<&str>)>) -> impl FnOnce
 
 /// One AMQP attempt with python3-qpid-proton: (succeeded, error text).
 async fn proton(url: &str, what: &str, address: &str) -> (bool, String) {
-    let out = common::system_python_async("amqp_proton.py", &["try", url, what, address]).await;
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    (
-        v["ok"].as_bool().unwrap(),
-        v["error"].as_str().unwrap().to_owned(),
-    )
+    common::proton_attempt(url, what, address).await
 }
 
 /// Finding 1: the gateway's state topics (and Kafka's `__*`) are refused to every client

@@ -217,6 +217,7 @@ fn context(shutdown: &CancellationToken) -> Arc<MqttContext> {
             kafka_metadata: true,
             max_sessions: 16,
             max_consumers_per_connection: 4,
+            ws_allowed_origins: Vec::new(),
         },
         metrics: MqttMetrics::new(&registry),
         gateway_metrics: GatewayMetrics::new(&registry),

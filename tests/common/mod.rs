@@ -492,3 +492,37 @@ pub fn write_test_users(dir: &std::path::Path) -> PathBuf {
     .unwrap();
     users
 }
+
+/// curl with `-s -i --max-time 30` and `args`; returns (HTTP status, headers and body as one
+/// text).
+pub fn curl_status(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// One AMQP attempt with python3-qpid-proton (`amqp_proton.py try`): (succeeded, error text).
+pub async fn proton_attempt(url: &str, what: &str, address: &str) -> (bool, String) {
+    let out = system_python_async("amqp_proton.py", &["try", url, what, address]).await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    (
+        v["ok"].as_bool().unwrap(),
+        v["error"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The ERROR and WARN lines of a text-format log (a clean stop has none).
+pub fn loud_lines(log: &[String]) -> Vec<&String> {
+    log.iter()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect()
+}
