@@ -131,6 +131,41 @@ mod tests {
     }
 
     #[test]
+    fn a_first_delivery_commits_nothing_until_it_is_finished() {
+        let tp = TopicPartition::new("t", 0);
+        let mut t = OffsetTracker::default();
+        assert!(!t.is_dirty());
+        t.handed(&rec(10));
+        assert!(!t.is_dirty(), "handing out changes nothing committable");
+        assert!(t.committable().is_empty(), "10 is still out");
+        t.finished(&tp, 10);
+        assert!(t.is_dirty());
+        assert_eq!(t.committable()[0].offset, 11);
+        assert!(!t.is_dirty(), "committable() takes what was dirty");
+    }
+
+    #[test]
+    fn a_partition_assigned_again_starts_over_at_its_new_position() {
+        let tp = TopicPartition::new("t", 0);
+        let mut t = OffsetTracker::default();
+        t.handed(&rec(5)); // never finished: the partition was revoked
+        t.start_at(tp.clone(), 8); // assigned again where the group had got to
+        t.handed(&rec(8));
+        t.finished(&tp, 8);
+        assert_eq!(t.committable()[0].offset, 9, "5 belongs to the old assignment");
+    }
+
+    #[test]
+    fn a_forgotten_partition_is_never_committed() {
+        let tp = TopicPartition::new("t", 0);
+        let mut t = OffsetTracker::default();
+        t.handed(&rec(5));
+        t.forget(&tp);
+        t.finished(&tp, 5);
+        assert!(t.committable().is_empty(), "revoked: another member commits it");
+    }
+
+    #[test]
     fn a_re_read_partition_hands_out_only_what_was_given_back() {
         let tp = TopicPartition::new("t", 0);
         let mut t = OffsetTracker::default();
