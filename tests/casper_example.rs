@@ -41,6 +41,7 @@ async fn audit_log_and_ui_store_and_a_rebuild_identical_to_the_original() {
                 url: format!("http://{node}/events/{s}"),
                 topic: format!("casper.{s}"),
                 key: "event_type".into(),
+                idle_timeout_ms: barnabas::config::DEFAULT_SSE_IDLE_TIMEOUT_MS,
             })
             .collect();
     })

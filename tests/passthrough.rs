@@ -346,3 +346,263 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
     gw.stop().await;
     broker.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// AMQP, SSE and configuration cases of identity passthrough (issue 22). The MQTT cases are
+// above and in their own tests.
+
+/// A broker that requires SASL, with the SCRAM credentials of `barnabas` (the gateway) and
+/// `device-1` stored.
+async fn sasl_broker() -> barnabas::embedded::EmbeddedKafka {
+    let broker = common::broker::start_sasl().await;
+    broker
+        .add_scram_user("barnabas", "gateway-pw")
+        .await
+        .unwrap();
+    broker.add_scram_user("device-1", "s3cret").await.unwrap();
+    broker
+}
+
+/// A principal without a password (anonymous over AMQP, a bearer token over HTTP) has no Kafka
+/// identity: its AMQP write is settled `rejected` with `amqp:unauthorized-access`, its AMQP
+/// receiver link is closed with `amqp:unauthorized-access`, its SSE stream is 403 — never
+/// made as the gateway (whose login Kafka would take). device-1, logging in with a password,
+/// does each of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_without_a_password_are_refused_amqp_and_sse_under_passthrough() {
+    let broker = sasl_broker().await;
+    let bootstrap = broker.bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let configure = passthrough(dir.path(), bootstrap.clone());
+    let gw = gateway::start_on(Some(bootstrap), |c| {
+        configure(c);
+        c.auth.allow_anonymous = true;
+    })
+    .await;
+    let amqp = gw.gateway.amqp_addr().unwrap();
+    let anonymous = format!("amqp://{amqp}");
+    let device = format!("amqp://device-1:s3cret@{amqp}");
+    const ANONYMOUS: &[(&str, &str)] = &[("AMQP_MECHS", "ANONYMOUS")];
+
+    let a = common::proton_try_async(&device, "send", "pt-amqp", &[]).await;
+    assert!(a.ok && a.outcome.as_deref() == Some("accepted"), "{a:?}");
+    let a = common::proton_try_async(&anonymous, "send", "pt-amqp", ANONYMOUS).await;
+    assert!(
+        !a.ok
+            && a.outcome.as_deref() == Some("rejected")
+            && a.condition.as_deref() == Some("amqp:unauthorized-access"),
+        "an anonymous write under passthrough: {a:?}"
+    );
+    let a = common::proton_try_async(&device, "receive", "pt-amqp/group.id/pt-dev", &[]).await;
+    assert!(a.ok, "device-1 reads as itself: {a:?}");
+    let a = common::proton_try_async(&anonymous, "receive", "pt-amqp/group.id/pt-anon", ANONYMOUS)
+        .await;
+    assert!(
+        !a.ok
+            && a.kind == "LinkDetached"
+            && a.condition.as_deref() == Some("amqp:unauthorized-access"),
+        "an anonymous read under passthrough: {a:?}"
+    );
+    let high = gw
+        .gateway
+        .backend()
+        .admin
+        .watermarks("pt-amqp", 0)
+        .await
+        .unwrap()
+        .high;
+    assert_eq!(high, 1, "only device-1's write is in the topic");
+
+    // SSE: device-1 (Basic) streams; a bearer token has no password: 403.
+    let events = format!("{}/topics/pt-amqp/events?from=earliest", gw.base);
+    for (login, want) in [
+        (["-u", "device-1:s3cret"], 200),
+        (["-H", "authorization: Bearer token-1"], 403),
+    ] {
+        let (status, answer) = tokio::task::spawn_blocking({
+            let events = events.clone();
+            move || {
+                common::curl_status(&[
+                    login[0],
+                    login[1],
+                    "--max-time",
+                    "3",
+                    "-H",
+                    "accept: text/event-stream",
+                    &events,
+                ])
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, want, "SSE as {login:?}: {answer}");
+        if want == 200 {
+            assert!(
+                answer.contains("data:"),
+                "device-1 read the record: {answer}"
+            );
+        }
+    }
+    gw.stop().await;
+    broker.stop().await;
+}
+
+/// Passthrough logs clients in with SASL: a `security.protocol` other than SASL_PLAINTEXT or
+/// SASL_SSL (or none) is a start-up error naming the key; the two SASL ones pass.
+#[test]
+fn passthrough_without_a_sasl_security_protocol_is_a_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (protocol, ok) in [
+        (None, false),
+        (Some("PLAINTEXT"), false),
+        (Some("SSL"), false),
+        (Some("SASL_SOMETHING"), false),
+        (Some("SASL_PLAINTEXT"), true),
+        (Some("SASL_SSL"), true),
+    ] {
+        let config = dir.path().join("barnabas.toml");
+        let property = protocol.map_or_else(String::new, |p| {
+            format!("[kafka.properties]\n\"security.protocol\" = \"{p}\"\n")
+        });
+        std::fs::write(
+            &config,
+            format!(
+                "[kafka]\nbootstrap_servers = \"127.0.0.1:9\"\nidentity = \"passthrough\"\n{property}"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_barnabas"))
+            .args(["check-config", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let said = common::text(&out);
+        if ok {
+            assert_eq!(out.status.code(), Some(0), "{protocol:?}: {said}");
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{protocol:?}: {said}");
+            assert!(said.contains("security.protocol"), "{protocol:?}: {said}");
+        }
+    }
+}
+
+/// A consumer instance adopted by another replica (its owner gone) reads as the client whose
+/// request adopted it: two in-process replicas on one SASL broker; device-1 creates two
+/// instances on A, A stops; through B, device-1's first request adopts the first instance,
+/// which reads the records; then Kafka's credential of device-1 changes, and the second
+/// instance, adopted by device-1's request with the old password, gets 403 "Kafka refused the
+/// login" and never a record — read as the gateway (whose login Kafka takes) it would have
+/// records.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adopted_consumer_instance_reads_as_the_client_that_adopted_it() {
+    let broker = sasl_broker().await;
+    let bootstrap = broker.bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = gateway::start_on(
+        Some(bootstrap.clone()),
+        passthrough(dir.path(), bootstrap.clone()),
+    )
+    .await;
+    let b = gateway::start_on(Some(bootstrap.clone()), passthrough(dir.path(), bootstrap)).await;
+    let call = |base: String, method: &'static str, path: String, body: Option<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            let url = format!("{base}{path}");
+            let mut args: Vec<&str> = vec!["-u", "device-1:s3cret", "-X", method];
+            match &body {
+                Some(b) => args.extend(["-H", V2, "--data", b.as_str()]),
+                None => args.extend(["-H", ACCEPT_JSON]),
+            }
+            args.push(&url);
+            curl(&args)
+        })
+        .await
+        .unwrap()
+    };
+    let record = r#"{"records":[{"value":"one"},{"value":"two"}]}"#.to_owned();
+    let (status, body) = tokio::task::spawn_blocking({
+        let url = format!("{}/topics/pt-adopt", a.base);
+        move || {
+            curl(&[
+                "-u",
+                "device-1:s3cret",
+                "-X",
+                "POST",
+                "-H",
+                JSON,
+                "--data",
+                &record,
+                &url,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    for name in ["first", "second"] {
+        let create =
+            format!(r#"{{"name":"{name}","format":"json","auto.offset.reset":"earliest"}}"#);
+        let (status, body) = call(
+            a.base.clone(),
+            "POST",
+            format!("/consumers/pt-{name}"),
+            Some(create),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {body}");
+        let path = format!("/consumers/pt-{name}/instances/{name}/subscription");
+        let subscribe = r#"{"topics":["pt-adopt"]}"#.to_owned();
+        let (status, body) = call(a.base.clone(), "POST", path, Some(subscribe)).await;
+        assert_eq!(status, 204, "{name}: {body}");
+    }
+    a.stop().await;
+    let records = |name: &'static str| {
+        call(
+            b.base.clone(),
+            "GET",
+            format!("/consumers/pt-{name}/instances/{name}/records?timeout=1000"),
+            None,
+        )
+    };
+    // The first instance, adopted by device-1 with the password Kafka knows: it reads.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut read = String::new();
+    loop {
+        let (status, body) = records("first").await;
+        assert!(status == 200 || status == 503, "{status}: {body}");
+        read.push_str(&body);
+        if read.contains(r#""value":"one""#) && read.contains(r#""value":"two""#) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the adopted instance never read: {status} {body}"
+        );
+    }
+    // Kafka's credential of device-1 changes: the second instance, adopted now by device-1's
+    // request with the old password, is refused by Kafka.
+    broker
+        .add_scram_user("device-1", "changed-in-kafka")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, body) = records("second").await;
+        if status == 403 {
+            assert!(body.contains("Kafka refused the login"), "{body}");
+            break;
+        }
+        assert!(
+            status == 200 || status == 503,
+            "the second instance through B: {status} {body}"
+        );
+        assert!(
+            !body.contains(r#""value":"one""#),
+            "the adopted instance read as someone other than its adopter: {body}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Kafka's refusal of device-1's old password never came: {body}"
+        );
+    }
+    b.stop().await;
+    broker.stop().await;
+}

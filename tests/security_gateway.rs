@@ -902,3 +902,311 @@ async fn parallel_amqp_logins_beyond_the_cap_are_temporary_failures() {
     );
     gw.stop().await;
 }
+
+/// Under ACLs (docs/security.md §Authorization): `POST /admin/topics` needs `write:` on the
+/// new topic (403 otherwise, nothing created), topic metadata needs a login (401 without),
+/// a `topic_pattern` subscription needs a `read:` grant matching its text (403 otherwise) and
+/// an SSE stream needs `read:` on its topic and `group:` on its group (403 otherwise); each
+/// with the granted case alongside.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_topics_topic_patterns_and_sse_streams_need_their_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway::start(users_with(
+        dir.path(),
+        vec![
+            (
+                "device-1",
+                vec!["write:made.*", "read:commands", "group:ops"],
+            ),
+            ("reader", vec!["read:telemetry", "group:*"]),
+        ],
+    ))
+    .await;
+    let url = |path: &str| format!("{}{path}", gw.base);
+    const DEVICE: &[&str; 2] = &["-u", "device-1:s3cret"];
+    const READER: &[&str; 2] = &["-u", "reader:reader-pw"];
+    let create = |login: &'static [&'static str; 2], topic: &str| {
+        let body = json!({ "topic_name": topic, "partitions_count": 1 }).to_string();
+        let target = url("/admin/topics");
+        async move {
+            let mut args: Vec<&str> = login.to_vec();
+            args.extend([
+                "-X",
+                "POST",
+                "-H",
+                JSON,
+                "--data",
+                body.as_str(),
+                target.as_str(),
+            ]);
+            curl_async(&args).await
+        }
+    };
+    let (status, answer) = create(READER, "made.by-reader").await;
+    assert_eq!(status, 403, "reader has no write: grant: {answer}");
+    assert!(answer.contains(r#""error_code":403"#), "{answer}");
+    let (status, answer) = create(DEVICE, "made.by-device").await;
+    assert!(
+        (200..300).contains(&status),
+        "device-1 may write made.*: {answer}"
+    );
+    let topics = gw.gateway.backend().admin.list_topics().await.unwrap();
+    assert!(
+        topics.iter().any(|t| t == "made.by-device")
+            && !topics.iter().any(|t| t == "made.by-reader"),
+        "{topics:?}"
+    );
+    // Topic metadata: no login is 401; a login with the read grant is served.
+    for path in ["/topics", "/topics/commands"] {
+        let (status, answer) = curl_async(&[&url(path)]).await;
+        assert_eq!(status, 401, "{path} without a login: {answer}");
+    }
+    gw.gateway
+        .backend()
+        .admin
+        .create_topic("commands", None, None)
+        .await
+        .unwrap();
+    let (status, answer) = curl_async(&[DEVICE[0], DEVICE[1], &url("/topics/commands")]).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // topic_pattern: a literal the ACL does not grant is 403, one it grants 204.
+    let (status, answer) = curl_async(&[
+        READER[0],
+        READER[1],
+        "-X",
+        "POST",
+        "-H",
+        V2,
+        "--data",
+        r#"{"name":"p1","format":"json"}"#,
+        &url("/consumers/pat"),
+    ])
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    for (pattern, want) in [("commands", 403), ("telemetry", 204)] {
+        let body = json!({ "topic_pattern": pattern }).to_string();
+        let (status, answer) = curl_async(&[
+            READER[0],
+            READER[1],
+            "-X",
+            "POST",
+            "-H",
+            V2,
+            "--data",
+            &body,
+            &url("/consumers/pat/instances/p1/subscription"),
+        ])
+        .await;
+        assert_eq!(status, want, "topic_pattern {pattern}: {answer}");
+    }
+
+    // SSE: (topic, group) both granted streams (200, read until curl's time limit); a topic
+    // or a group not granted is 403.
+    for (path, want) in [
+        ("/topics/commands/events?group=ops", 200),
+        ("/topics/telemetry/events?group=ops", 403),
+        ("/topics/commands/events?group=audit", 403),
+        ("/topics/commands/events", 200),
+    ] {
+        let (status, answer) = curl_async(&[
+            DEVICE[0],
+            DEVICE[1],
+            "--max-time",
+            "2",
+            "-H",
+            "accept: text/event-stream",
+            &url(path),
+        ])
+        .await;
+        assert_eq!(status, want, "SSE {path}: {answer}");
+    }
+    gw.stop().await;
+}
+
+/// An AMQP client that skips SASL (python3-qpid-proton with SASL off: the AMQP header at
+/// once) is `anonymous`: refused with a close carrying `amqp:unauthorized-access` when
+/// anonymous clients are not allowed (`auth.allow_anonymous`); when they are, it is served
+/// with anonymous's grants (a topic granted to `anonymous` is written, another is refused at
+/// the attach). SASL ANONYMOUS likewise: only when allowed (otherwise not offered, and the
+/// login fails with `amqp:unauthorized-access`).
+#[tokio::test(flavor = "multi_thread")]
+async fn amqp_clients_without_sasl_or_with_sasl_anonymous_are_anonymous_only_when_allowed() {
+    const NO_SASL: &[(&str, &str)] = &[("AMQP_NO_SASL", "1")];
+    const ANONYMOUS: &[(&str, &str)] = &[("AMQP_MECHS", "ANONYMOUS")];
+    for allow_anonymous in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let secure = users_with(
+            dir.path(),
+            vec![
+                ("anonymous", vec!["write:open"]),
+                ("device-1", vec!["write:telemetry"]),
+            ],
+        );
+        let gw = gateway::start(|c| {
+            secure(c);
+            c.auth.allow_anonymous = allow_anonymous;
+            c.amqp.listen = "127.0.0.1:0".into();
+        })
+        .await;
+        let url = format!("amqp://{}", gw.gateway.amqp_addr().unwrap());
+        let mech = common::proton_try_async(&url, "send", "open", ANONYMOUS).await;
+        if allow_anonymous {
+            assert!(mech.ok, "SASL ANONYMOUS when allowed: {mech:?}");
+        } else {
+            assert!(
+                !mech.ok
+                    && mech.kind == "ConnectionException"
+                    && mech.condition.as_deref() == Some("amqp:unauthorized-access"),
+                "SASL ANONYMOUS when not allowed: {mech:?}"
+            );
+        }
+        let open = common::proton_try_async(&url, "send", "open", NO_SASL).await;
+        if allow_anonymous {
+            assert!(
+                open.ok && open.outcome.as_deref() == Some("accepted"),
+                "{open:?}"
+            );
+            let other = common::proton_try_async(&url, "send", "telemetry", NO_SASL).await;
+            assert!(
+                !other.ok
+                    && other.kind == "LinkDetached"
+                    && other.condition.as_deref() == Some("amqp:unauthorized-access"),
+                "anonymous may not write telemetry: {other:?}"
+            );
+            assert_eq!(read_topic(&gw, "open", 2).await.len(), 2);
+        } else {
+            assert!(
+                !open.ok
+                    && open.kind == "ConnectionClosed"
+                    && open.condition.as_deref() == Some("amqp:unauthorized-access"),
+                "without SASL and without allow_anonymous: {open:?}"
+            );
+        }
+        gw.stop().await;
+    }
+}
+
+/// `auth.mode = "none"` checks no password, but an MQTT user name, an HTTP Basic user name
+/// (or a client certificate, `tests/tls.rs`) still names the principal the ACL applies to:
+/// `device-1` with any password writes where `device-1` is granted; a client naming nobody is
+/// `anonymous` and refused there.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_mode_none_a_user_name_still_names_the_principal() {
+    let gw = gateway::start(|c| {
+        c.acl = vec![AclConfig {
+            principal: "device-1".into(),
+            allow: vec!["write:mqtt".into()],
+        }];
+    })
+    .await;
+    let addr = gw.gateway.mqtt_addr().unwrap();
+    let publish = |creds: &[&str], message: &str| {
+        let mut args = vec!["-V", "mqttv5", "-q", "1", "-t", "any/topic", "-m", message];
+        args.extend_from_slice(creds);
+        mosquitto("mosquitto_pub", addr, &args)
+    };
+    let named = publish(&["-u", "device-1", "-P", "anything"], "named");
+    assert!(named.status.success(), "{}", text(&named));
+    // (mosquitto_pub reports a v5 PUBACK 0x87 as a warning and exits 0.)
+    let nobody = publish(&[], "nobody");
+    assert!(
+        text(&nobody).contains("Publish 1 failed: Not authorized"),
+        "anonymous is not device-1: {}",
+        text(&nobody)
+    );
+    let url = format!("{}/topics/mqtt", gw.base);
+    let record = r#"{"records":[{"value":"http"}]}"#;
+    let (status, answer) = curl_async(&[
+        "-u",
+        "device-1:anything",
+        "-X",
+        "POST",
+        "-H",
+        JSON,
+        "--data",
+        record,
+        &url,
+    ])
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = curl_async(&["-X", "POST", "-H", JSON, "--data", record, &url]).await;
+    assert_eq!(status, 403, "{answer}");
+    let got = read_topic(&gw, "mqtt", 2).await;
+    let values: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(values, ["named", "\"http\""], "only device-1's writes");
+    gw.stop().await;
+}
+
+/// Failed logins are logged with the peer address and the user name, never the password:
+/// a wrong password over HTTP Basic (curl), MQTT (mosquitto_pub) and AMQP SASL PLAIN
+/// (python3-qpid-proton) against the gateway process, whose log is then read.
+#[test]
+fn failed_logins_are_logged_with_peer_and_user_never_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = common::write_test_users(dir.path());
+    let (http, mqtt, amqp) = (
+        common::free_addr(),
+        common::free_addr(),
+        common::free_addr(),
+    );
+    let config = dir.path().join("barnabas.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"{http}\"\n[mqtt]\nlisten = \"{mqtt}\"\n[amqp]\nlisten = \"{amqp}\"\n\
+             [auth]\nmode = \"users\"\nusers_file = \"{}\"\n",
+            users.display()
+        ),
+    )
+    .unwrap();
+    let mut gateway = common::Gateway::run_config(&config);
+    gateway.wait_for_line("barnabas ready", Duration::from_secs(60));
+    let (status, answer) = curl(&[
+        "-u",
+        "device-1:Wrong-http-pw",
+        &format!("http://{http}/topics"),
+    ]);
+    assert_eq!(status, 401, "{answer}");
+    let out = mosquitto(
+        "mosquitto_pub",
+        mqtt,
+        &[
+            "-u",
+            "device-1",
+            "-P",
+            "Wrong-mqtt-pw",
+            "-t",
+            "t",
+            "-m",
+            "x",
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    let a = common::proton_try(
+        &format!("amqp://device-1:Wrong-amqp-pw@{amqp}"),
+        "send",
+        "t",
+        &[],
+    );
+    assert_eq!(a.sasl_outcome.as_deref(), Some("auth"), "{a:?}");
+    for (protocol, needle) in [
+        ("HTTP", "HTTP authentication failed"),
+        ("MQTT", "MQTT login refused"),
+        ("AMQP", "AMQP login refused"),
+    ] {
+        let line = gateway.wait_for_line(needle, Duration::from_secs(10));
+        assert!(
+            line.contains("127.0.0.1") && line.contains("device-1"),
+            "{protocol}: the refusal names peer and user: {line}"
+        );
+    }
+    let log = gateway.stderr();
+    let leaked: Vec<&String> = log.iter().filter(|l| l.contains("Wrong-")).collect();
+    assert!(leaked.is_empty(), "a password in the log: {leaked:#?}");
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(30)).success());
+}

@@ -18,6 +18,7 @@ use std::{
 use barnabas::config::SseSource;
 use common::{gateway, read_topic};
 use fake_node::Recorded;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn fake_node(pace: Duration) -> (SocketAddr, std::collections::HashMap<String, Recorded>) {
     let (app, streams) = fake_node::router(
@@ -41,6 +42,7 @@ fn sources(node: SocketAddr, which: &[&str]) -> Vec<SseSource> {
             url: format!("http://{node}/events/{s}"),
             topic: format!("casper.{s}"),
             key: "event_type".into(),
+            idle_timeout_ms: barnabas::config::DEFAULT_SSE_IDLE_TIMEOUT_MS,
         })
         .collect()
 }
@@ -133,10 +135,20 @@ async fn casper_streams_land_exactly_once_across_a_dropped_connection() {
         metrics.contains(&malformed),
         "{malformed} not in:\n{metrics}"
     );
-    assert!(
-        metrics.contains("barnabas_sse_source_reconnects_total"),
-        "{metrics}"
-    );
+    // Each stream was dropped halfway once: one reconnect per URL; every event written is
+    // counted for its URL.
+    for (stream, n) in [("main", 97), ("deploys", 53), ("sigs", 480)] {
+        let url = format!("http://{node}/events/{stream}");
+        for line in [
+            format!("barnabas_sse_source_reconnects_total{{url=\"{url}\"}} 1"),
+            format!("barnabas_sse_source_events_total{{url=\"{url}\"}} {n}"),
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "{line} not in:\n{metrics}"
+            );
+        }
+    }
     gw.stop().await;
 }
 
@@ -158,4 +170,357 @@ async fn a_gateway_restart_mid_stream_neither_loses_nor_repeats_events() {
     check_exactly_once(&gw, "sigs", &recs["sigs"], &url).await;
     gw.stop().await;
     broker.stop().await;
+}
+
+/// When a connection came, and the `start_from` it asked for.
+type Connections = std::sync::Arc<std::sync::Mutex<Vec<(Instant, Option<u64>)>>>;
+
+/// A scripted SSE node: every connection is noted (when, and its `start_from`) and handed to
+/// the script with its index.
+struct ScriptedNode {
+    addr: SocketAddr,
+    seen: Connections,
+}
+
+impl ScriptedNode {
+    async fn start<F, Fut>(script: F) -> ScriptedNode
+    where
+        F: Fn(usize, Option<u64>, tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Connections::default();
+        let noted = seen.clone();
+        tokio::spawn(async move {
+            let script = std::sync::Arc::new(script);
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (script, noted) = (script.clone(), noted.clone());
+                tokio::spawn(async move {
+                    // The request head; its target's `start_from`.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let start_from = head
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|target| target.split_once("start_from="))
+                        .and_then(|(_, v)| v.split('&').next()?.parse().ok());
+                    let index = {
+                        let mut seen = noted.lock().unwrap();
+                        seen.push((Instant::now(), start_from));
+                        seen.len() - 1
+                    };
+                    (script.as_ref())(index, start_from, stream).await;
+                });
+            }
+        });
+        ScriptedNode { addr, seen }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/events/main", self.addr)
+    }
+
+    fn seen(&self) -> Vec<(Instant, Option<u64>)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until `n` connections came; panics with `what` otherwise.
+    async fn wait_for_connections(&self, n: usize, within: Duration, what: &str) {
+        let deadline = Instant::now() + within;
+        while self.seen().len() < n {
+            assert!(Instant::now() < deadline, "{what}: {:?}", self.seen());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Starts an event stream: the 200 answer's head.
+async fn stream_head(s: &mut tokio::net::TcpStream) {
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+    let _ = s.write_all(head.as_bytes()).await;
+}
+
+/// One SSE event `id` (a Casper-like `BlockAdded`), with `event: <event_type>` if given.
+fn sse_event(id: u64, event_type: Option<&str>) -> String {
+    let named = event_type.map_or_else(String::new, |t| format!("event: {t}\n"));
+    format!("{named}data: {{\"BlockAdded\":{{\"height\":{id}}}}}\nid: {id}\n\n")
+}
+
+/// The source of `topic` reading `url`, reconnecting after `idle_timeout_ms` of silence.
+fn source(url: String, topic: &str, idle_timeout_ms: u64) -> SseSource {
+    SseSource {
+        url,
+        topic: topic.into(),
+        key: "event_type".into(),
+        idle_timeout_ms,
+    }
+}
+
+/// The `sse.id`s in `topic` (what arrived within 60 s of `n`), in offset order.
+async fn ids(gw: &gateway::TestGateway, topic: &str, n: usize) -> Vec<u64> {
+    read_topic(gw, topic, n)
+        .await
+        .iter()
+        .map(|r| {
+            std::str::from_utf8(r.header("sse.id").unwrap())
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// A stream that goes silent (connection open, not even a comment) is reconnected after the
+/// source's `idle_timeout_ms` (120 s by default, 1 s here) and resumed after the last id;
+/// events that name their type (`event: BlockAdded`) carry it as the `sse.event` header, the
+/// others have none.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_stream_is_reconnected_and_named_event_types_become_headers() {
+    let node = ScriptedNode::start(|_, start_from, mut s| async move {
+        let from = start_from.unwrap_or(1);
+        stream_head(&mut s).await;
+        // The first connection: 1..=5, named; the next ones: the rest up to 10, unnamed.
+        let last = if from == 1 { 5 } else { 10 };
+        for id in from..=last {
+            let named = (id <= 5).then_some("BlockAdded");
+            if s.write_all(sse_event(id, named).as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        // Then silence, the connection held open.
+        let _ = s.read(&mut [0u8; 1]).await;
+    })
+    .await;
+    let url = node.url();
+    let gw = gateway::start(|c| c.sources.sse = vec![source(url, "silent", 1_000)]).await;
+    wait_for(&gw, "silent", 10, Duration::from_secs(60)).await;
+    let seen = node.seen();
+    assert_eq!(
+        seen.get(1).map(|s| s.1),
+        Some(Some(6)),
+        "the silent stream was reconnected from the id after the last written: {seen:?}"
+    );
+    let silent_for = seen[1].0 - seen[0].0;
+    assert!(
+        silent_for >= Duration::from_millis(900),
+        "reconnected only after the idle time-out: {silent_for:?}"
+    );
+    let got = read_topic(&gw, "silent", 10).await;
+    assert_eq!(got.len(), 10);
+    for r in &got {
+        let id: u64 = std::str::from_utf8(r.header("sse.id").unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let event = r.header("sse.event").map(|e| e.to_vec());
+        if id <= 5 {
+            assert_eq!(
+                event.as_deref(),
+                Some(b"BlockAdded".as_slice()),
+                "event {id} named its type"
+            );
+        } else {
+            assert_eq!(event, None, "event {id} named no type");
+        }
+    }
+    gw.stop().await;
+}
+
+/// Reconnects back off: 0.5 s after the first refused connection, then doubling (1 s, 2 s,
+/// 4 s …, at most 30 s). A node that answers 503 four times is asked again after at least
+/// those pauses; then its events are written.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconnects_back_off_from_half_a_second_doubling() {
+    let node = ScriptedNode::start(|index, start_from, mut s| async move {
+        if index < 4 {
+            let refusal = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+            let _ = s.write_all(refusal.as_bytes()).await;
+            return;
+        }
+        stream_head(&mut s).await;
+        for id in start_from.unwrap_or(1)..=3 {
+            if s.write_all(sse_event(id, None).as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        let _ = s.read(&mut [0u8; 1]).await;
+    })
+    .await;
+    let url = node.url();
+    let gw = gateway::start(|c| c.sources.sse = vec![source(url, "backoff", 120_000)]).await;
+    wait_for(&gw, "backoff", 3, Duration::from_secs(60)).await;
+    let seen = node.seen();
+    assert!(seen.len() >= 5, "{seen:?}");
+    let gaps: Vec<Duration> = seen.windows(2).take(4).map(|w| w[1].0 - w[0].0).collect();
+    for (gap, backoff_ms) in gaps.iter().zip([500u64, 1_000, 2_000, 4_000]) {
+        // A lower bound only: a loaded machine may take longer to reconnect, never shorter.
+        assert!(
+            *gap >= Duration::from_millis(backoff_ms * 9 / 10),
+            "a reconnect waits at least {backoff_ms} ms: gaps {gaps:?}"
+        );
+    }
+    assert_eq!(ids(&gw, "backoff", 3).await, [1, 2, 3]);
+    gw.stop().await;
+}
+
+/// Kafka refuses a write (librdkafka's mock cluster answers every produce with
+/// NOT_ENOUGH_REPLICAS, past `kafka.produce_timeout_ms`): the source does not skip the event
+/// but breaks off, reads the last id Kafka holds and reconnects with `start_from` after it;
+/// once Kafka takes writes again, every event is there exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_kafka_refuses_is_resumed_from_the_last_stored_id() {
+    use rdkafka::{
+        mocking::MockCluster,
+        types::{RDKafkaApiKey, RDKafkaRespErr},
+    };
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("refused", 1, 1).unwrap();
+    // Event 6 of the first connection waits for the test to let it go.
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let node = {
+        let gate = gate.clone();
+        ScriptedNode::start(move |index, start_from, mut s| {
+            let gate = gate.clone();
+            async move {
+                stream_head(&mut s).await;
+                for id in start_from.unwrap_or(1)..=10 {
+                    if index == 0 && id == 6 {
+                        gate.notified().await;
+                    }
+                    if s.write_all(sse_event(id, None).as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.read(&mut [0u8; 1]).await;
+            }
+        })
+        .await
+    };
+    let url = node.url();
+    let gw = gateway::start_on(Some(mock.bootstrap_servers()), |c| {
+        c.kafka.produce_timeout_ms = 3_000;
+        c.sources.sse = vec![source(url, "refused", 120_000)];
+    })
+    .await;
+    wait_for(&gw, "refused", 5, Duration::from_secs(60)).await;
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 10_000],
+    );
+    gate.notify_one();
+    node.wait_for_connections(
+        2,
+        Duration::from_secs(30),
+        "the source reconnects after Kafka refused event 6",
+    )
+    .await;
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    wait_for(&gw, "refused", 10, Duration::from_secs(60)).await;
+    let seen = node.seen();
+    assert_eq!(
+        seen[1].1,
+        Some(6),
+        "resumed after the last id Kafka holds (5): {seen:?}"
+    );
+    assert!(
+        seen[1..].iter().all(|s| s.1 == Some(6)),
+        "every resume starts after the last stored id: {seen:?}"
+    );
+    assert_eq!(ids(&gw, "refused", 10).await, (1..=10).collect::<Vec<_>>());
+    assert_eq!(written(&gw, "refused").await, 10, "nothing written twice");
+    gw.stop().await;
+}
+
+/// An `https://` source is refused at start-up (no TLS client built in yet): exit 2 with one
+/// line naming the key.
+#[test]
+fn an_https_source_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("barnabas.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"{}\"\n[mqtt]\nlisten = \"off\"\n[[sources.sse]]\n\
+             url = \"https://127.0.0.1:9/events/main\"\ntopic = \"casper.main\"\n",
+            common::free_addr()
+        ),
+    )
+    .unwrap();
+    let mut gateway = common::Gateway::run_config(&config);
+    let status = gateway.wait_exit(Duration::from_secs(30));
+    let log = gateway.stderr().join("\n");
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("sources.sse[0].url") && log.contains("https://127.0.0.1:9/events/main"),
+        "{log}"
+    );
+}
+
+/// Without `idle_timeout_ms` a source reconnects a stream silent for 120 s: `check-config`
+/// prints the effective value.
+#[test]
+fn an_sse_source_reconnects_a_stream_silent_for_120_s_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("barnabas.toml");
+    std::fs::write(
+        &config,
+        "[[sources.sse]]\nurl = \"http://127.0.0.1:9/events/main\"\ntopic = \"casper.main\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_barnabas"))
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = common::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("idle_timeout_ms = 120000"), "{said}");
+}
+
+/// The stream's `retry:` sets the pause before the next reconnect, capped at 30 s: a node
+/// that says `retry: 2500` and ends the stream is asked again after at least 2.5 s (not the
+/// 0.5 s the source starts from); one that says `retry: 60000`, after 30 s, not 60 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_s_retry_sets_the_reconnect_pause_up_to_30_s() {
+    let node = ScriptedNode::start(|index, _, mut s| async move {
+        stream_head(&mut s).await;
+        let (id, retry) = match index {
+            0 => (1, "retry: 2500\n\n"),
+            1 => (2, "retry: 60000\n\n"),
+            _ => (3, ""),
+        };
+        let _ = s.write_all(sse_event(id, None).as_bytes()).await;
+        let _ = s.write_all(retry.as_bytes()).await;
+        if index >= 2 {
+            let _ = s.read(&mut [0u8; 1]).await; // the last one stays open
+        }
+    })
+    .await;
+    let url = node.url();
+    let gw = gateway::start(|c| c.sources.sse = vec![source(url, "retried", 120_000)]).await;
+    node.wait_for_connections(3, Duration::from_secs(50), "three connections")
+        .await;
+    let seen = node.seen();
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(
+        gaps[0] >= Duration::from_millis(2_400),
+        "retry: 2500 is the pause: {gaps:?}"
+    );
+    assert!(
+        gaps[1] >= Duration::from_secs(29) && gaps[1] < Duration::from_secs(45),
+        "retry: 60000 is capped at 30 s: {gaps:?}"
+    );
+    wait_for(&gw, "retried", 3, Duration::from_secs(30)).await;
+    assert_eq!(ids(&gw, "retried", 3).await, [1, 2, 3]);
+    gw.stop().await;
 }

@@ -309,19 +309,10 @@ fn every_listener_speaks_tls_with_the_right_ca_only_and_client_certificates_name
 /// python3-qpid-proton sends one message to `telemetry` at `url` trusting `ca`: (accepted,
 /// error).
 fn proton(url: &str, ca: &str, env: &[(&str, &str)]) -> (bool, String) {
-    let out = Command::new(common::system_python())
-        .arg(common::workspace_root().join("tests/python/amqp_proton.py"))
-        .args(["try", url, "send", "telemetry"])
-        .env("AMQP_CA", ca)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("proton: {}", text(&out)));
-    (
-        v["ok"].as_bool().unwrap(),
-        v["error"].as_str().unwrap().to_owned(),
-    )
+    let mut all = vec![("AMQP_CA", ca)];
+    all.extend_from_slice(env);
+    let a = common::proton_try(url, "send", "telemetry", &all);
+    (a.ok, a.error)
 }
 
 /// paho-mqtt over WSS logs in as `device-1` with `password` trusting `ca` and publishes one
@@ -476,7 +467,12 @@ fn sighup_reloads_the_certificate_and_open_connections_stay() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    common::wait_for_metric_line(
+        s.http,
+        "barnabas_mqtt_subscriptions 1",
+        "the subscriber connected with the first certificate",
+        Duration::from_secs(30),
+    );
 
     // A new certificate from another CA, then SIGHUP.
     let new_ca = Ca::new("new CA");
@@ -539,4 +535,327 @@ fn a_bad_certificate_file_is_a_clear_start_up_error() {
         err.contains("tls.cert_file") && err.contains("/nonexistent/server.pem"),
         "{err}"
     );
+}
+
+/// openssl s_client against `addr` with `version` (`-tls1_1`, `-tls1_2`, …) trusting `ca`:
+/// (handshake completed, what it printed). `DEFAULT@SECLEVEL=0` and no system configuration
+/// let OpenSSL itself offer the old versions, so a refusal is the server's.
+fn s_client(addr: SocketAddr, version: &str, ca: &str) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), version])
+        .args(["-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", ca, "-brief"])
+        // No system configuration: it may raise the client's own minimum version.
+        .env("OPENSSL_CONF", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl (Debian package openssl)");
+    let said = text(&out);
+    let done = said.contains("Protocol version:") || said.contains("CONNECTION ESTABLISHED");
+    (done, said)
+}
+
+/// TLS 1.2 and 1.3 only, on every TLS listener: openssl s_client completes a handshake with
+/// `-tls1_2` and `-tls1_3`, and is refused with `-tls1_1` and `-tls1` (the server answers
+/// with an alert).
+#[test]
+fn every_tls_listener_speaks_tls_1_2_and_1_3_only() {
+    let (ca, client_ca) = (Ca::new("test CA"), Ca::new("client CA"));
+    let (s, mut gateway) = start(&ca, &client_ca);
+    let ca_file = s.file("ca.pem");
+    for (name, addr) in [
+        ("HTTPS", s.https),
+        ("MQTT/TLS", s.mqtts),
+        ("MQTT/WSS", s.wss),
+        ("AMQPS", s.amqps),
+    ] {
+        for (version, spoken) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
+            let (done, said) = s_client(addr, version, &ca_file);
+            assert!(
+                done && said.contains(&format!("Protocol version: {spoken}")),
+                "{name} {version}: {said}"
+            );
+        }
+        for version in ["-tls1_1", "-tls1"] {
+            let (done, said) = s_client(addr, version, &ca_file);
+            assert!(!done, "{name} accepted {version}: {said}");
+            // The server's alert (rustls: handshake_failure, no version in common), not a
+            // client that gave up by itself.
+            assert!(
+                said.contains("SSL alert number"),
+                "{name} {version} refused by the server: {said}"
+            );
+        }
+    }
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(30)).success());
+}
+
+/// A key that does not belong to the certificate: `check-config` and `run` both stop with
+/// exit 2 and a line naming `tls.key_file` and the file.
+#[test]
+fn a_key_that_does_not_match_the_certificate_is_a_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let (cert, _) = ca.issue(&["localhost"], "barnabas");
+    let (_, other_key) = ca.issue(&["localhost"], "barnabas");
+    let (cert_file, key_file) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, other_key).unwrap();
+    let config = dir.path().join("barnabas.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"{}\"\ntls_listen = \"{}\"\n[mqtt]\nlisten = \"off\"\n\
+             [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            free_addr(),
+            free_addr(),
+            cert_file.display(),
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let kafka = format!("--embedded-kafka={}", free_addr());
+    for args in [
+        vec!["check-config", "--config", config.as_str()],
+        vec!["run", "--config", config.as_str(), kafka.as_str()],
+    ] {
+        let mut gateway = Gateway::spawn(&args, &[]);
+        let status = gateway.wait_exit(Duration::from_secs(30));
+        let log = gateway.stderr().join("\n");
+        assert_eq!(status.code(), Some(2), "{args:?}: {log}");
+        assert!(
+            log.contains("tls.key_file") && log.contains(&key_file.display().to_string()),
+            "{args:?}: {log}"
+        );
+    }
+}
+
+/// Mutual TLS: a client certificate must chain to `client_ca_file`. One with the same CN
+/// (`device-1`) from another CA is refused at the handshake on HTTPS (curl), MQTT/TLS
+/// (mosquitto_pub) and AMQPS (python3-qpid-proton, SASL EXTERNAL); the one from the client CA
+/// is accepted on each.
+#[test]
+fn a_client_certificate_must_chain_to_the_client_ca() {
+    let (ca, client_ca) = (Ca::new("test CA"), Ca::new("client CA"));
+    let (s, mut gateway) = start(&ca, &client_ca);
+    let (cert, key) = Ca::new("rogue CA").issue(&[], "device-1");
+    std::fs::write(s.path("rogue.pem"), cert).unwrap();
+    std::fs::write(s.path("rogue.key"), key).unwrap();
+    let ca_file = s.file("ca.pem");
+    for (name, cert, key, accepted) in [
+        (
+            "client CA",
+            s.file("client.pem"),
+            s.file("client.key"),
+            true,
+        ),
+        ("rogue CA", s.file("rogue.pem"), s.file("rogue.key"), false),
+    ] {
+        let (code, status) = curl(&[
+            "--cacert",
+            &ca_file,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/vnd.kafka.json.v2+json",
+            "--data",
+            r#"{"records":[{"value":"mtls"}]}"#,
+            &format!("https://127.0.0.1:{}/topics/telemetry", s.https.port()),
+        ]);
+        if accepted {
+            assert_eq!((code, status.as_str()), (0, "200"), "HTTPS, {name}");
+        } else {
+            assert!(
+                code != 0 && status == "000",
+                "HTTPS with a certificate of the {name}: curl exit {code}, HTTP {status}"
+            );
+        }
+        let out = mosquitto_pub(
+            &s,
+            &["--cafile", &ca_file, "--cert", &cert, "--key", &key],
+            "mtls",
+        );
+        assert_eq!(
+            out.status.success(),
+            accepted,
+            "MQTT/TLS, {name}: {}",
+            text(&out)
+        );
+        let a = common::proton_try(
+            &format!("amqps://localhost:{}", s.amqps.port()),
+            "send",
+            "telemetry",
+            &[
+                ("AMQP_CA", ca_file.as_str()),
+                ("AMQP_CERT", cert.as_str()),
+                ("AMQP_KEY", key.as_str()),
+                ("AMQP_MECHS", "EXTERNAL"),
+            ],
+        );
+        assert_eq!(a.ok, accepted, "AMQPS, {name}: {a:?}");
+    }
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(30)).success());
+}
+
+/// SIGHUP reloads the client CA as well as the certificate, on every TLS listener: after a
+/// new client CA (and a new server certificate) and SIGHUP, a client certificate of the new
+/// client CA names the principal over HTTPS, MQTT/TLS and AMQPS while one of the old client CA
+/// is refused; MQTT over WSS serves the new server certificate.
+#[test]
+fn sighup_reloads_the_client_ca_on_every_tls_listener() {
+    let (ca, client_ca) = (Ca::new("test CA"), Ca::new("client CA"));
+    let (s, mut gateway) = start(&ca, &client_ca);
+    let (new_ca, new_client_ca) = (Ca::new("new CA"), Ca::new("new client CA"));
+    new_ca.write(&s.path("new-ca.pem"));
+    let (cert, key) = new_client_ca.issue(&[], "device-1");
+    std::fs::write(s.path("new-client.pem"), cert).unwrap();
+    std::fs::write(s.path("new-client.key"), key).unwrap();
+
+    /// Whether a certificate login works on each of HTTPS, MQTT/TLS and AMQPS.
+    fn logins(s: &Setup, ca: &str, cert: &str, key: &str) -> [bool; 3] {
+        let (code, status) = curl(&[
+            "--cacert",
+            ca,
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/vnd.kafka.json.v2+json",
+            "--data",
+            r#"{"records":[{"value":"reloaded"}]}"#,
+            &format!("https://127.0.0.1:{}/topics/telemetry", s.https.port()),
+        ]);
+        let https = code == 0 && status == "200";
+        let mqtts = mosquitto_pub(
+            s,
+            &["--cafile", ca, "--cert", cert, "--key", key],
+            "reloaded",
+        )
+        .status
+        .success();
+        let amqps = common::proton_try(
+            &format!("amqps://localhost:{}", s.amqps.port()),
+            "send",
+            "telemetry",
+            &[
+                ("AMQP_CA", ca),
+                ("AMQP_CERT", cert),
+                ("AMQP_KEY", key),
+                ("AMQP_MECHS", "EXTERNAL"),
+            ],
+        )
+        .ok;
+        [https, mqtts, amqps]
+    }
+    let (old_cert, old_key) = (s.file("client.pem"), s.file("client.key"));
+    let (new_cert, new_key) = (s.file("new-client.pem"), s.file("new-client.key"));
+    let (old_server_ca, new_server_ca) = (s.file("ca.pem"), s.file("new-ca.pem"));
+    assert_eq!(logins(&s, &old_server_ca, &old_cert, &old_key), [true; 3]);
+    assert_eq!(
+        logins(&s, &old_server_ca, &new_cert, &new_key),
+        [false; 3],
+        "the new client CA is not trusted before the reload"
+    );
+
+    new_client_ca.write(&s.path("client-ca.pem"));
+    let (cert, key) = new_ca.issue(&["localhost", "127.0.0.1"], "barnabas");
+    std::fs::write(s.path("server.pem"), cert).unwrap();
+    std::fs::write(s.path("server.key"), key).unwrap();
+    gateway.signal("HUP");
+    gateway.wait_for_line("TLS certificate reloaded", Duration::from_secs(10));
+
+    assert_eq!(
+        logins(&s, &new_server_ca, &new_cert, &new_key),
+        [true; 3],
+        "[HTTPS, MQTT/TLS, AMQPS] trust the new client CA after SIGHUP"
+    );
+    assert_eq!(
+        logins(&s, &new_server_ca, &old_cert, &old_key),
+        [false; 3],
+        "[HTTPS, MQTT/TLS, AMQPS] no longer trust the old client CA"
+    );
+    let v = paho_wss(&s, &new_server_ca, "s3cret");
+    assert_eq!(
+        v["puback"], true,
+        "MQTT/WSS serves the new certificate: {v}"
+    );
+    let v = paho_wss(&s, &old_server_ca, "s3cret");
+    assert_eq!(
+        v["puback"], false,
+        "MQTT/WSS no longer serves the old one: {v}"
+    );
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(30)).success());
+}
+
+/// The HTTPS handshake deadline (10 s): a client that opens a TCP connection to the HTTPS
+/// port and says nothing is closed by the gateway within a bound (well under the 30 s header
+/// deadline that follows a handshake), while a real client is served meanwhile.
+#[test]
+fn a_silent_client_is_closed_at_the_https_handshake_deadline() {
+    use std::io::Read;
+    let (ca, client_ca) = (Ca::new("test CA"), Ca::new("client CA"));
+    let (s, mut gateway) = start(&ca, &client_ca);
+    let started = std::time::Instant::now();
+    let mut silent = std::net::TcpStream::connect(s.https).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    let ready = format!("https://127.0.0.1:{}/ready", s.https.port());
+    assert_eq!(
+        curl(&["--cacert", &s.file("ca.pem"), &ready]),
+        (0, "200".into()),
+        "others are served meanwhile"
+    );
+    let mut buf = [0u8; 64];
+    let read = silent.read(&mut buf);
+    let took = started.elapsed();
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the gateway closed the silent connection: {read:?} after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(20),
+        "closed at the 10 s handshake deadline: {took:?}"
+    );
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(30)).success());
+}
+
+/// `auth.mode = "none"` checks nothing, but a verified client certificate still names the
+/// principal the ACL applies to: with the certificate of `device-1` (granted
+/// `write:telemetry`), mosquitto_pub over TLS publishes; without it, the same client is
+/// `anonymous`, granted nothing, and its publish is refused (v3.1.1: closed, no PUBACK).
+#[test]
+fn with_auth_mode_none_a_client_certificate_still_names_the_principal() {
+    let (ca, client_ca) = (Ca::new("test CA"), Ca::new("client CA"));
+    let (s, mut gateway) = start_with(&ca, &client_ca, &[("BARNABAS_AUTH__MODE", "none")]);
+    let ca_file = s.file("ca.pem");
+    let (cert, key) = (s.file("client.pem"), s.file("client.key"));
+    let named = mosquitto_pub(
+        &s,
+        &["--cafile", &ca_file, "--cert", &cert, "--key", &key],
+        "certificate",
+    );
+    assert!(named.status.success(), "as device-1: {}", text(&named));
+    let anonymous = mosquitto_pub(&s, &["--cafile", &ca_file], "anonymous");
+    assert!(
+        !anonymous.status.success(),
+        "anonymous may not write telemetry: {}",
+        text(&anonymous)
+    );
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(30)).success());
 }

@@ -301,6 +301,8 @@ pub async fn assert_two_members_split(
 pub struct Gateway {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The thread collecting stderr; joined once the process has exited.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -318,13 +320,24 @@ impl Gateway {
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[barnabas] {line}");
                 sink.lock().unwrap().push(line);
             }
         });
-        Gateway { child, lines }
+        Gateway {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// `barnabas run --config CONFIG` with an embedded broker on a free port.
+    pub fn run_config(config: &std::path::Path) -> Gateway {
+        let kafka = format!("--embedded-kafka={}", free_addr());
+        let config = config.to_str().expect("a UTF-8 path");
+        Gateway::spawn(&["run", "--config", config, &kafka], &[])
     }
 
     pub fn stderr(&self) -> Vec<String> {
@@ -362,11 +375,15 @@ impl Gateway {
         assert!(status.success(), "kill -{sig} failed");
     }
 
-    /// Waits for the process to exit (bounded).
+    /// Waits for the process to exit (bounded); then every line it wrote is in [`Self::stderr`].
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // Its stderr is closed: the reader ends once it has taken the last line.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             if Instant::now() > deadline {
@@ -426,6 +443,23 @@ pub fn wait_for_status(addr: SocketAddr, path: &str, want: u16, within: Duration
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("GET {path} never answered {want} within {within:?} (last {last})");
+}
+
+/// Polls `GET /metrics` on `addr` until it has this exact sample line (bounded), e.g.
+/// `barnabas_mqtt_subscriptions 1`; `what` names the awaited state in the failure.
+pub fn wait_for_metric_line(addr: SocketAddr, line: &str, what: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, metrics) = http_get(addr, "/metrics");
+        if metrics.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no '{line}' within {within:?}:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The Python interpreter of the test venv (made by ./scripts/test), with confluent-kafka.
@@ -568,14 +602,64 @@ pub fn curl_status(args: &[&str]) -> (u16, String) {
     (status, text)
 }
 
+/// What one `amqp_proton.py try` saw.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ProtonAnswer {
+    /// The send was accepted / a message was received.
+    pub ok: bool,
+    /// The exception, as text (empty when `ok`).
+    pub error: String,
+    /// The exception's class: `ConnectionException`, `LinkDetached`, `Refused`, `Timeout`, …
+    pub kind: String,
+    /// The AMQP error condition of the closed link or connection, or of the transport (a
+    /// refused login), e.g. `amqp:unauthorized-access`.
+    pub condition: Option<String>,
+    /// A send's delivery outcome: `accepted`, `rejected`, `released`, `modified`.
+    pub outcome: Option<String>,
+    /// The SASL outcome when the connection failed: `ok`, `auth`, `sys`, `sys-perm`,
+    /// `sys-temp`.
+    pub sasl_outcome: Option<String>,
+}
+
+/// One AMQP attempt with python3-qpid-proton (`amqp_proton.py try URL send|receive ADDRESS`)
+/// with `env` (AMQP_CA, AMQP_CERT/AMQP_KEY, AMQP_MECHS, AMQP_NO_SASL); panics if the script
+/// itself fails (only proton's refusals are answers).
+pub fn proton_try(url: &str, what: &str, address: &str, env: &[(&str, &str)]) -> ProtonAnswer {
+    let out = Command::new(system_python())
+        .arg(workspace_root().join("tests/python/amqp_proton.py"))
+        .args(["try", url, what, address])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "amqp_proton.py try: {}", text(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("amqp_proton.py try: {e}: {}", text(&out)))
+}
+
+/// [`proton_try`] on the blocking pool, for async tests.
+pub async fn proton_try_async(
+    url: &str,
+    what: &str,
+    address: &str,
+    env: &[(&str, &str)],
+) -> ProtonAnswer {
+    let owned: Vec<String> = [url, what, address].map(str::to_owned).to_vec();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        proton_try(&owned[0], &owned[1], &owned[2], &env)
+    })
+    .await
+    .expect("python task")
+}
+
 /// One AMQP attempt with python3-qpid-proton (`amqp_proton.py try`): (succeeded, error text).
 pub async fn proton_attempt(url: &str, what: &str, address: &str) -> (bool, String) {
-    let out = system_python_async("amqp_proton.py", &["try", url, what, address]).await;
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    (
-        v["ok"].as_bool().unwrap(),
-        v["error"].as_str().unwrap().to_owned(),
-    )
+    let a = proton_try_async(url, what, address, &[]).await;
+    (a.ok, a.error)
 }
 
 /// The ERROR and WARN lines of a text-format log (a clean stop has none).

@@ -19,16 +19,18 @@ usage:
       COUNT receiver links on SOURCE over one connection; prints {"alive": n, "errors": [...]}
       (a link the gateway closed is an error, one waiting for messages is alive)
   amqp_proton.py try URL send|receive ADDRESS
-      one message sent to (or received from) ADDRESS; never fails itself, prints
-      {"ok": bool, "error": str} (a refused login or attach is an answer here); env AMQP_CA
-      (amqps), AMQP_CERT/AMQP_KEY (client certificate), AMQP_MECHS (SASL mechanisms offered)
+      one message sent to (or received from) ADDRESS; a refusal (proton's exceptions, a
+      transfer not accepted) is an answer, printed as {"ok", "error", "kind", "condition",
+      "outcome", "sasl_outcome"}; any other error fails the script; env AMQP_CA (amqps),
+      AMQP_CERT/AMQP_KEY (client certificate), AMQP_MECHS (SASL mechanisms offered),
+      AMQP_NO_SASL (skip SASL: the AMQP header straight away)
 """
 import json
 import os
 import sys
 import time
 
-from proton import Message, SSLDomain, symbol
+from proton import Delivery, Message, ProtonException, SSLDomain, symbol
 from proton.utils import BlockingConnection
 
 
@@ -77,28 +79,80 @@ def receive(url, source, count, accept, timeout):
     print(json.dumps(out))
 
 
+SASL_OUTCOMES = {0: "ok", 1: "auth", 2: "sys", 3: "sys-perm", 4: "sys-temp"}
+
+
+class Recording(BlockingConnection):
+    """A BlockingConnection that notes what the transport said when it closed (its error
+    condition and the SASL outcome): the refusal of a login is only visible there."""
+
+    seen = {}
+
+    def on_transport_closed(self, event):
+        transport = event.transport
+        if transport.condition is not None:
+            Recording.seen["transport_condition"] = transport.condition.name
+        try:
+            outcome = transport.sasl().outcome
+        except Exception:  # no SASL layer (AMQP_NO_SASL)
+            outcome = None
+        if outcome is not None:
+            Recording.seen["sasl_outcome"] = SASL_OUTCOMES.get(outcome, str(outcome))
+        super().on_transport_closed(event)
+
+
+class Refused(Exception):
+    """A transfer the gateway settled with another outcome than accepted."""
+
+    def __init__(self, delivery):
+        outcomes = {Delivery.REJECTED: "rejected", Delivery.RELEASED: "released",
+                    Delivery.MODIFIED: "modified"}
+        self.outcome = outcomes.get(delivery.remote_state, str(delivery.remote_state))
+        condition = delivery.remote.condition
+        self.condition = condition.name if condition is not None else None
+        super().__init__(f"transfer {self.outcome}: {condition}")
+
+
 def attempt(url, what, address):
+    """One send or receive; prints {"ok", "error", "kind", "condition", "outcome",
+    "sasl_outcome"}: `kind` is the exception's class (a refusal is an answer here), `condition`
+    the AMQP error condition of the closed link or connection (or of the transport, for a
+    refused login), `outcome` a send's delivery outcome, `sasl_outcome` the SASL outcome when
+    the connection failed. Only proton's own exceptions are answers: anything else fails the
+    script (and so the test)."""
+    ssl_domain = None
+    if os.environ.get("AMQP_CA"):  # amqps: trust this CA, check the host name
+        ssl_domain = SSLDomain(SSLDomain.MODE_CLIENT)
+        ssl_domain.set_trusted_ca_db(os.environ["AMQP_CA"])
+        ssl_domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
+        if os.environ.get("AMQP_CERT"):  # a client certificate (for SASL EXTERNAL)
+            ssl_domain.set_credentials(os.environ["AMQP_CERT"], os.environ["AMQP_KEY"], None)
+    mechs = os.environ.get("AMQP_MECHS", "PLAIN ANONYMOUS")
+    extra = {"sasl_enabled": False} if os.environ.get("AMQP_NO_SASL") else {}
+    answer = {"ok": False, "error": "", "kind": "", "condition": None, "outcome": None,
+              "sasl_outcome": None}
     try:
-        ssl_domain = None
-        if os.environ.get("AMQP_CA"):  # amqps: trust this CA, check the host name
-            ssl_domain = SSLDomain(SSLDomain.MODE_CLIENT)
-            ssl_domain.set_trusted_ca_db(os.environ["AMQP_CA"])
-            ssl_domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
-            if os.environ.get("AMQP_CERT"):  # a client certificate (for SASL EXTERNAL)
-                ssl_domain.set_credentials(os.environ["AMQP_CERT"], os.environ["AMQP_KEY"], None)
-        mechs = os.environ.get("AMQP_MECHS", "PLAIN ANONYMOUS")
-        conn = BlockingConnection(url, timeout=20, allowed_mechs=mechs, ssl_domain=ssl_domain)
+        conn = Recording(url, timeout=20, allowed_mechs=mechs, ssl_domain=ssl_domain, **extra)
         try:
             if what == "send":
-                conn.create_sender(address).send(Message(body="try"))
+                delivery = conn.create_sender(address).send(Message(body="try"), error_states=[])
+                if delivery.remote_state != Delivery.ACCEPTED:
+                    raise Refused(delivery)
+                answer["outcome"] = "accepted"
             else:
                 conn.create_receiver(address, credit=1).receive(timeout=20)
                 conn.receiver = None
         finally:
             conn.close()
-        print(json.dumps({"ok": True, "error": ""}))
-    except Exception as e:  # the refusal is what the caller checks
-        print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}))
+        answer["ok"] = True
+    except (ProtonException, Refused) as e:  # the refusal is what the caller checks
+        answer["error"] = f"{type(e).__name__}: {e}"
+        answer["kind"] = type(e).__name__
+        answer["condition"] = getattr(e, "condition", None) or Recording.seen.get(
+            "transport_condition")
+        answer["outcome"] = getattr(e, "outcome", None)
+        answer["sasl_outcome"] = Recording.seen.get("sasl_outcome")
+    print(json.dumps(answer))
 
 
 def send_props(url, address, props):

@@ -23,6 +23,7 @@ use fe2o3_amqp::{
         primitives::Value,
     },
 };
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::{address, consume, produce, sasl::Login, AmqpContext, DirectionLabel};
@@ -99,30 +100,50 @@ async fn serve<IO>(
         tokio::time::sleep(penalty).await;
     }
     let login = Login::new(ctx.auth.clone(), cert_cn.clone());
-    let acceptor = ConnectionAcceptor::builder()
-        .container_id("barnabas")
-        .max_frame_size(ctx.settings.max_frame_size)
-        .channel_max(ctx.settings.channel_max)
-        .idle_time_out(ctx.settings.idle_timeout_ms)
-        .properties(open_properties())
-        .sasl_acceptor(login.clone())
-        .build();
-    let mut conn =
-        match tokio::time::timeout(ctx.settings.open_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                if let Some(Err(refused)) = login.outcome() {
-                    refused_login(&ctx, peer, refused);
-                } else {
-                    tracing::debug!(error = ?e, "AMQP connection not opened");
-                }
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("AMQP open did not complete within the handshake deadline");
-                return;
-            }
+    // The client's protocol header says whether it does SASL: fe2o3-amqp's acceptor with a
+    // SASL acceptor answers a plain AMQP header with the SASL one and fails, so a client that
+    // skips SASL is handed to an acceptor without SASL (it is then anonymous, below).
+    let accept = async {
+        let mut stream = stream;
+        let mut header = [0u8; 8];
+        stream
+            .read_exact(&mut header)
+            .await
+            .map_err(fe2o3_amqp::connection::OpenError::Io)?;
+        let stream = Replayed::new(header, stream);
+        let builder = || {
+            ConnectionAcceptor::builder()
+                .container_id("barnabas")
+                .max_frame_size(ctx.settings.max_frame_size)
+                .channel_max(ctx.settings.channel_max)
+                .idle_time_out(ctx.settings.idle_timeout_ms)
+                .properties(open_properties())
         };
+        if header == AMQP_HEADER {
+            builder().build().accept(stream).await
+        } else {
+            builder()
+                .sasl_acceptor(login.clone())
+                .build()
+                .accept(stream)
+                .await
+        }
+    };
+    let mut conn = match tokio::time::timeout(ctx.settings.open_timeout, accept).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            if let Some(Err(refused)) = login.outcome() {
+                refused_login(&ctx, peer, login.user().as_deref(), refused);
+            } else {
+                tracing::debug!(error = ?e, "AMQP connection not opened");
+            }
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("AMQP open did not complete within the handshake deadline");
+            return;
+        }
+    };
     // A client that skipped SASL is anonymous, if that is allowed.
     let principal = match login.outcome().unwrap_or_else(|| match &cert_cn {
         Some(cn) => ctx
@@ -132,7 +153,7 @@ async fn serve<IO>(
     }) {
         Ok(p) => p,
         Err(refused) => {
-            refused_login(&ctx, peer, refused);
+            refused_login(&ctx, peer, login.user().as_deref(), refused);
             let _ = tokio::time::timeout(
                 crate::CLOSE_WAIT,
                 conn.close_with_error(refusal(
@@ -338,10 +359,15 @@ async fn serve_session(
     let _ = tokio::time::timeout(crate::CLOSE_WAIT, session.end()).await;
 }
 
-/// Counts, logs (without the secret) and penalises a refused login.
-fn refused_login(ctx: &AmqpContext, peer: std::net::SocketAddr, error: barnabas_core::AuthError) {
+/// Counts, logs (peer and user name, without the secret) and penalises a refused login.
+fn refused_login(
+    ctx: &AmqpContext,
+    peer: std::net::SocketAddr,
+    user: Option<&str>,
+    error: barnabas_core::AuthError,
+) {
     ctx.gateway_metrics.auth_failed("amqp", error);
-    tracing::info!(%peer, %error, "AMQP login refused");
+    tracing::info!(%peer, user = ?user, %error, "AMQP login refused");
     if error == barnabas_core::AuthError::BadCredentials {
         ctx.throttle.failed(peer.ip());
     }
@@ -481,5 +507,67 @@ async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions:
             };
             Ok(Route::Consume(from, start))
         }
+    }
+}
+
+/// The protocol header of a client that goes straight to AMQP, without SASL.
+const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
+
+/// A stream whose first bytes, already read to look at them, are read again.
+#[derive(Debug)]
+struct Replayed<IO> {
+    first: [u8; 8],
+    replayed: usize,
+    io: IO,
+}
+
+impl<IO> Replayed<IO> {
+    fn new(first: [u8; 8], io: IO) -> Self {
+        Self {
+            first,
+            replayed: 0,
+            io,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Replayed<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(rest) = this.first.get(this.replayed..).filter(|r| !r.is_empty()) {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.replayed += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Replayed<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

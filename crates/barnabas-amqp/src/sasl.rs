@@ -23,6 +23,8 @@ pub struct Login {
     /// Subject CN of the connection's verified TLS client certificate.
     cert_cn: Option<String>,
     outcome: Arc<Mutex<Option<Result<Principal, AuthError>>>>,
+    /// The SASL PLAIN user name, for the log of a refused login.
+    user: Arc<Mutex<Option<String>>>,
 }
 
 impl Login {
@@ -33,7 +35,13 @@ impl Login {
             auth,
             cert_cn,
             outcome: Arc::new(Mutex::new(None)),
+            user: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The user name a SASL PLAIN login gave, if any (never the password).
+    pub fn user(&self) -> Option<String> {
+        self.user.lock().ok().and_then(|u| u.clone())
     }
 
     /// Who authenticated (`Ok`), why SASL failed (`Err`), or `None` before SASL.
@@ -87,7 +95,12 @@ impl SaslAcceptor for Login {
                 let name = std::str::from_utf8(authcid).ok()?;
                 (!name.is_empty()).then_some((name, password))
             }) {
-                Some((user, password)) => self.check(Credentials::Password { user, password }),
+                Some((user, password)) => {
+                    if let Ok(mut slot) = self.user.lock() {
+                        *slot = Some(user.to_owned());
+                    }
+                    self.check(Credentials::Password { user, password })
+                }
                 None => Err(AuthError::BadCredentials),
             },
             _ => Err(AuthError::NotAuthorized),

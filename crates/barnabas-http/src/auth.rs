@@ -65,6 +65,11 @@ pub async fn authenticate(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .or(tls_peer.as_ref().map(|p| p.addr.ip()));
+    // Named in the log of a refused login (the password never is).
+    let user = match &credentials {
+        Ok(Credentials::Password { user, .. }) => Some((*user).to_owned()),
+        _ => None,
+    };
     let outcome = match credentials {
         Err(()) => Err(AuthError::BadCredentials),
         Ok(c) => state.auth.authenticate_off_loop(c).await,
@@ -81,7 +86,7 @@ pub async fn authenticate(
         }
         Err(e) => {
             state.gateway_metrics.auth_failed("http", e);
-            tracing::info!(peer = ?peer, error = %e, "HTTP authentication failed");
+            tracing::info!(peer = ?peer, user = ?user, error = %e, "HTTP authentication failed");
             if let (Some(ip), AuthError::BadCredentials) = (peer, e) {
                 let delay = state.throttle.failed(ip);
                 if !delay.is_zero() {

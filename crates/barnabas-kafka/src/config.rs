@@ -87,7 +87,7 @@ impl KafkaConfig {
                     .get("security.protocol")
                     .map(|p| p.to_ascii_uppercase())
                     .unwrap_or_default();
-                if protocol.starts_with("SASL_") {
+                if protocol == "SASL_PLAINTEXT" || protocol == "SASL_SSL" {
                     Ok(())
                 } else {
                     Err(format!(

@@ -30,8 +30,6 @@ pub const API_VERSION_HEADER: &str = "casper.api_version";
 
 /// How far back in each partition the resume position is looked for.
 const RESUME_SCAN: i64 = 1_000;
-/// A stream silent this long (not even a keep-alive comment) is reconnected.
-const IDLE_LIMIT: Duration = Duration::from_secs(120);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How an event's record key is chosen.
@@ -65,6 +63,9 @@ pub struct SourceSpec {
     pub topic: String,
     /// How keys are chosen.
     pub key: KeyRule,
+    /// A stream silent this long (not even a keep-alive comment) is reconnected
+    /// (`idle_timeout_ms`, 120 s by default).
+    pub idle_timeout: Duration,
 }
 
 /// What a source needs from Kafka.
@@ -151,8 +152,8 @@ async fn connect_and_copy(
     let mut parser = SseParser::default();
     let mut api_version: Option<String> = None;
     loop {
-        let chunk = match tokio::time::timeout(IDLE_LIMIT, body.next()).await {
-            Err(_) => return Break::Retry(format!("nothing received for {IDLE_LIMIT:?}")),
+        let chunk = match tokio::time::timeout(spec.idle_timeout, body.next()).await {
+            Err(_) => return Break::Retry(format!("nothing received for {:?}", spec.idle_timeout)),
             Ok(None) => return Break::Retry("the stream ended".into()),
             Ok(Some(Err(e))) => return Break::Retry(e.to_string()),
             Ok(Some(Ok(c))) => c,

@@ -301,10 +301,20 @@ pub struct SseSource {
     /// `event_type` (the event's single top-level JSON key) or a JSON pointer.
     #[serde(default = "default_sse_key")]
     pub key: String,
+    /// A stream silent this long (ms; not even a keep-alive comment) is reconnected.
+    #[serde(default = "default_sse_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 fn default_sse_key() -> String {
     "event_type".into()
+}
+
+/// [`SseSource::idle_timeout_ms`]'s default: 120 s.
+pub const DEFAULT_SSE_IDLE_TIMEOUT_MS: u64 = 120_000;
+
+fn default_sse_idle_timeout_ms() -> u64 {
+    DEFAULT_SSE_IDLE_TIMEOUT_MS
 }
 
 /// A configuration problem, reported as one line and exit code 2.
@@ -405,6 +415,11 @@ impl Config {
                 .map_err(|e| ConfigError(format!("sources.sse[{i}].topic: {e}")))?;
             barnabas_sse::KeyRule::parse(&source.key)
                 .map_err(|e| ConfigError(format!("sources.sse[{i}].key: {e}")))?;
+            if source.idle_timeout_ms == 0 {
+                return Err(ConfigError(format!(
+                    "sources.sse[{i}].idle_timeout_ms: must be above 0"
+                )));
+            }
         }
         Ok(())
     }

@@ -463,6 +463,7 @@ impl Gateway {
                     key: barnabas_sse::KeyRule::parse(&source.key).map_err(|e| {
                         Failure::Config(format!("sources.sse key '{}': {e}", source.key))
                     })?,
+                    idle_timeout: Duration::from_millis(source.idle_timeout_ms),
                 };
                 tasks.spawn(barnabas_sse::run(spec, ctx.clone(), shutdown.clone()));
             }
