@@ -886,7 +886,10 @@ async fn several_idle_consumers_are_all_deleted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_null_header_value_is_polled_as_null() {
     let gw = gateway::start(|_| {}).await;
-    run_python("kafka_client.py", &["produce-null-header", &gw.kafka, "nullhdr"]);
+    run_python(
+        "kafka_client.py",
+        &["produce-null-header", &gw.kafka, "nullhdr"],
+    );
     for (format, accept, value) in [
         ("json", JSON, json!("Simple message")),
         ("binary", BINARY, json!(B64.encode("\"Simple message\""))),
@@ -951,9 +954,7 @@ async fn a_polls_timeout_and_max_bytes_do_not_carry_over() {
     // The group has its partition once a short poll has been answered with nothing twice.
     let records = format!("{c}/records");
     let started = Instant::now();
-    let a = gw
-        .get(&format!("{records}?timeout=3000"), Some(JSON))
-        .await;
+    let a = gw.get(&format!("{records}?timeout=3000"), Some(JSON)).await;
     assert_eq!(a.status, 200, "{}", a.text);
     assert!(
         started.elapsed() >= Duration::from_millis(2_900),
@@ -986,9 +987,7 @@ async fn a_polls_timeout_and_max_bytes_do_not_carry_over() {
         assert_eq!(a.json, json!([]), "{}", a.text);
         assert!(Instant::now() < deadline, "the record never arrived");
     }
-    let a = gw
-        .get(&format!("{records}?timeout=1000"), Some(JSON))
-        .await;
+    let a = gw.get(&format!("{records}?timeout=1000"), Some(JSON)).await;
     assert_eq!(a.status, 200, "max_bytes does not carry over: {}", a.text);
     assert_eq!(offsets(a.json.as_array().unwrap()), vec![0]);
     assert_eq!(a.json[0]["value"], json!("x".repeat(200)));

@@ -11,9 +11,10 @@ the answer is not waved through: it is validated again against the document with
 amendments (AMENDED below), so a body that breaks the amended schema still fails.
 
 The environment gives the fixture: BARNABAS_ST_BASE (the gateway) and BARNABAS_ST_GROUP /
-BARNABAS_ST_INSTANCE / BARNABAS_ST_TOPIC, a consumer instance (subscribed to a topic holding a
-few records) that the test created so that the instance operations are reached; `before_call`
-creates it again when a generated request deleted it.
+BARNABAS_ST_INSTANCE / BARNABAS_ST_TOPIC, a json consumer instance subscribed to a topic holding
+a few records, and a second one (`<instance>-2`) left unsubscribed for `…/assignments`, so that
+the instance operations are reached (schemathesis.toml aims most of their requests at these);
+`before_call` creates them again when a generated request or the idle reaper deleted them.
 """
 
 import copy
@@ -33,6 +34,8 @@ SPEC = json.loads(
 BASE = os.environ.get("BARNABAS_ST_BASE", "")
 GROUP = os.environ.get("BARNABAS_ST_GROUP", "")
 INSTANCE = os.environ.get("BARNABAS_ST_INSTANCE", "")
+# A second instance, never subscribed by the fixture, so that assignments are reached too.
+ASSIGNED = INSTANCE + "-2"
 TOPIC = os.environ.get("BARNABAS_ST_TOPIC", "")
 V2 = "application/vnd.kafka.v2+json"
 
@@ -291,24 +294,25 @@ def negative_data_rejection_per_contract(ctx, response, case):
         raise
 
 
-def _fixture_present():
-    path = f"{BASE}/consumers/{GROUP}/instances/{INSTANCE}/subscription"
+def _fixture_present(name):
+    path = f"{BASE}/consumers/{GROUP}/instances/{name}/subscription"
     return requests.get(path, timeout=10).status_code == 200
 
 
-def _create_fixture():
+def _create_fixture(name):
     requests.post(
         f"{BASE}/consumers/{GROUP}",
-        json={"name": INSTANCE, "format": "json", "auto.offset.reset": "earliest"},
+        json={"name": name, "format": "json", "auto.offset.reset": "earliest"},
         headers={"content-type": V2},
         timeout=30,
     )
-    requests.post(
-        f"{BASE}/consumers/{GROUP}/instances/{INSTANCE}/subscription",
-        json={"topics": [TOPIC]},
-        headers={"content-type": V2},
-        timeout=30,
-    )
+    if name == INSTANCE:
+        requests.post(
+            f"{BASE}/consumers/{GROUP}/instances/{name}/subscription",
+            json={"topics": [TOPIC]},
+            headers={"content-type": V2},
+            timeout=30,
+        )
 
 
 @schemathesis.hook
@@ -317,9 +321,9 @@ def before_call(context, case, **kwargs):
     if not (BASE and GROUP and INSTANCE):
         return
     params = case.path_parameters or {}
-    if params.get("groupid") == GROUP and params.get("name") == INSTANCE:
-        if not _fixture_present():
-            _create_fixture()
+    if params.get("groupid") == GROUP and params.get("name") in (INSTANCE, ASSIGNED):
+        if not _fixture_present(params["name"]):
+            _create_fixture(params["name"])
         if case.operation.path.endswith("/records"):
             # Long-polls of the fixture are bounded (1 s) so the run takes about a minute;
             # timeouts of any size are exercised on unknown instances.

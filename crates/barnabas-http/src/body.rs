@@ -63,8 +63,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "invalid request body: it must be a JSON object",
         ));
     }
-    T::deserialize(value)
-        .map_err(|e| ApiError::unprocessable(format!("invalid request body: {e}")))
+    T::deserialize(value).map_err(|e| ApiError::unprocessable(format!("invalid request body: {e}")))
 }
 
 /// A list of JSON objects, each read as a `T` (serde alone would also take an array for a
@@ -219,8 +218,14 @@ mod tests {
         assert_eq!(saturating_int("15"), Some(15));
         assert_eq!(saturating_int("-3"), Some(-3));
         assert_eq!(saturating_int("+3"), Some(3));
-        assert_eq!(saturating_int("1000000000000000000000000000000"), Some(i64::MAX));
-        assert_eq!(saturating_int("-1000000000000000000000000000000"), Some(i64::MIN));
+        assert_eq!(
+            saturating_int("1000000000000000000000000000000"),
+            Some(i64::MAX)
+        );
+        assert_eq!(
+            saturating_int("-1000000000000000000000000000000"),
+            Some(i64::MIN)
+        );
         assert_eq!(saturating_int(""), None);
         assert_eq!(saturating_int("-"), None);
         assert_eq!(saturating_int("1.5"), None);

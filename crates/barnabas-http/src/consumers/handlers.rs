@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 use super::{Instance, InstanceSettings, Mode};
 use crate::{
     body::{
-        integer, objects, parse_json, parse_json_or_default, present, saturating_int,
-        some_objects, Body,
+        integer, objects, parse_json, parse_json_or_default, present, saturating_int, some_objects,
+        Body,
     },
     error::{ApiError, ApiResult},
     format::{json_with_type, record_json, v2_json, Format},
@@ -567,7 +567,9 @@ impl PollParams {
             raw.as_deref()
                 .map(|v| {
                     saturating_int(v).ok_or_else(|| {
-                        ApiError::unprocessable(format!("query parameter {name}='{v}' is not an integer"))
+                        ApiError::unprocessable(format!(
+                            "query parameter {name}='{v}' is not an integer"
+                        ))
                     })
                 })
                 .transpose()
@@ -650,7 +652,9 @@ struct OffsetsBody {
 /// end). 404 is what Strimzi's openapi.json lists for commits and seeks.
 fn check_position(topic: &str, partition: i32, offset: Option<i64>) -> ApiResult<()> {
     if let Err(e) = barnabas_core::validate_topic_name(topic) {
-        return Err(ApiError::not_found(format!("topic '{topic}' not found: {e}")));
+        return Err(ApiError::not_found(format!(
+            "topic '{topic}' not found: {e}"
+        )));
     }
     if partition < 0 {
         return Err(ApiError::not_found(format!(
