@@ -154,10 +154,6 @@ def _sent_content_type(response):
     return (response.request.headers.get("content-type") or "").split(";")[0].strip().lower()
 
 
-def _path_value(case, name):
-    return str((case.path_parameters or {}).get(name, ""))
-
-
 def _is_internal(name):
     return isinstance(name, str) and (name.startswith("__") or name.startswith("barnabas."))
 
