@@ -84,28 +84,29 @@ async fn produce_to_a_partition_and_per_record_errors() {
         .unwrap()
         .contains("partition 7"));
 
-    // The partition path form refuses partition/timestamp in the body (as Strimzi).
+    // The partition path form refuses partition/timestamp in the body (as Strimzi; 422, the
+    // status its openapi.json lists); a partition id that is none is a partition not found.
     gw.post_json(
         "/topics/parts/partitions/1",
         JSON,
         &json!({"records": [{"value": 1, "partition": 0}]}),
     )
     .await
-    .assert_error(400);
+    .assert_error(422);
     gw.post_json(
         "/topics/parts/partitions/x",
         JSON,
         &json!({"records": [{"value": 1}]}),
     )
     .await
-    .assert_error(400);
+    .assert_error(404);
     gw.post_json(
         "/topics/parts/partitions/-1",
         JSON,
         &json!({"records": [{"value": 1}]}),
     )
     .await
-    .assert_error(400);
+    .assert_error(404);
     gw.stop().await;
 }
 
@@ -123,7 +124,7 @@ async fn produce_rejects_bad_input_with_json_errors() {
     gw.post("/topics/bad", Some(V2), rec.clone())
         .await
         .assert_error(415);
-    // Malformed and mis-shaped bodies.
+    // Malformed bodies are 400 (interface §3), mis-shaped ones 422 (Strimzi's openapi.json).
     gw.post("/topics/bad", Some(JSON), "{\"records\": [")
         .await
         .assert_error(400);
@@ -136,17 +137,21 @@ async fn produce_rejects_bad_input_with_json_errors() {
         &json!({"records": [{"value": 1, "color": "red"}]}),
     )
     .await
-    .assert_error(400);
+    .assert_error(422);
     gw.post_json(
         "/topics/bad",
         JSON,
         &json!({"records": [{"key": "no value"}]}),
     )
     .await
-    .assert_error(400);
-    gw.post_json("/topics/bad", JSON, &json!({}))
+    .assert_error(422);
+    gw.post_json("/topics/bad?async=maybe", JSON, &json!({"records": []}))
         .await
         .assert_error(422);
+    // No `records` is valid in Strimzi's schema: nothing to write, but the topic must exist.
+    gw.post_json("/topics/bad", JSON, &json!({}))
+        .await
+        .assert_error(404);
     // Conversion failures.
     gw.post_json(
         "/topics/bad",
@@ -186,6 +191,12 @@ async fn produce_rejects_bad_input_with_json_errors() {
         )
         .await;
     assert_eq!(ok.json["offsets"][0]["offset"], 0, "{}", ok.text);
+    let a = gw.post_json("/topics/bad", JSON, &json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json, json!({"offsets": []}));
+    gw.post_json("/topics/bad/partitions/1", JSON, &json!({"records": []}))
+        .await
+        .assert_error(404);
     gw.stop().await;
 }
 
@@ -238,6 +249,9 @@ async fn metadata_endpoints_describe_topics_and_offsets() {
         .assert_error(409);
     gw.post_json("/admin/topics", JSON, &json!({"partitions_count": 3}))
         .await
+        .assert_error(422);
+    gw.post("/admin/topics", Some(JSON), "{")
+        .await
         .assert_error(400);
     gw.post("/admin/topics", Some("text/plain"), "x")
         .await
@@ -273,11 +287,22 @@ async fn metadata_endpoints_describe_topics_and_offsets() {
         .assert_error(404);
     gw.get("/topics/meta/partitions/x", None)
         .await
-        .assert_error(400);
+        .assert_error(404);
     gw.get("/topics/nope", None).await.assert_error(404);
     gw.get("/topics/nope/partitions", None)
         .await
         .assert_error(404);
+    // A name Kafka cannot have is a topic that does not exist either (not a 422).
+    for bad in ["b%C3%A4d", "a%20b", "a%2Ab", &"x".repeat(250)] {
+        for path in [
+            format!("/topics/{bad}"),
+            format!("/topics/{bad}/partitions"),
+            format!("/topics/{bad}/partitions/0"),
+            format!("/topics/{bad}/partitions/0/offsets"),
+        ] {
+            gw.get(&path, None).await.assert_error(404);
+        }
+    }
 
     // Offsets are right after batched produces (50 records in one request, then 50 more).
     let records: Vec<Value> = (0..50).map(|i| json!({"value": i})).collect();
@@ -418,5 +443,57 @@ async fn the_documented_differences_from_strimzi_hold() {
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.json["name"], "differs");
     assert!(a.json.get("configs").is_none(), "no configs: {}", a.json);
+    gw.stop().await;
+}
+
+/// strimzi-kafka-bridge #1173: a negative partition id was not rejected by `GET
+/// /topics/{t}/partitions/{p}`, `…/offsets` and `POST /topics/{t}/partitions/{p}`. Here each
+/// answers 404 (the status Strimzi's openapi.json lists for them; the bridge now answers an
+/// undocumented 400), as for any other partition that does not exist, and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn negative_partition_ids_are_rejected() {
+    let gw = gateway::start(|_| {}).await;
+    let a = gw
+        .post_json(
+            "/admin/topics",
+            JSON,
+            &json!({"topic_name": "neg", "partitions_count": 1}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    for p in ["-1", "-2147483648", "2147483648", "x"] {
+        for path in [
+            format!("/topics/neg/partitions/{p}"),
+            format!("/topics/neg/partitions/{p}/offsets"),
+        ] {
+            let a = gw.get(&path, None).await;
+            a.assert_error(404);
+            assert_eq!(a.content_type(), V2, "{path}");
+        }
+        let a = gw
+            .post_json(
+                &format!("/topics/neg/partitions/{p}"),
+                JSON,
+                &json!({"records": [{"value": "message-value"}]}),
+            )
+            .await;
+        a.assert_error(404);
+    }
+    // A negative partition in a record of `POST /topics/{t}` is a per-record error.
+    let a = gw
+        .post_json(
+            "/topics/neg",
+            JSON,
+            &json!({"records": [{"value": "v", "partition": -1}]}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json["offsets"][0]["error_code"], 404, "{}", a.text);
+    let a = gw.get("/topics/neg/partitions/0/offsets", None).await;
+    assert_eq!(
+        a.json,
+        json!({"beginning_offset": 0, "end_offset": 0}),
+        "nothing written"
+    );
     gw.stop().await;
 }

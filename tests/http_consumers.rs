@@ -94,9 +94,10 @@ async fn consumer_lifecycle_and_its_errors() {
     gw.post_json("/consumers/g1", V2, &json!({"isolation.level": "dirty"}))
         .await
         .assert_error(422);
+    // An unknown field is invalid input (422, documented), malformed JSON 400 (interface §3).
     gw.post_json("/consumers/g1", V2, &json!({"colour": "blue"}))
         .await
-        .assert_error(400);
+        .assert_error(422);
     gw.post("/consumers/g1", Some(V2), "{not json")
         .await
         .assert_error(400);
@@ -143,7 +144,7 @@ async fn consumer_lifecycle_and_its_errors() {
         .assert_error(406);
     gw.get(&format!("{c}/records?timeout=abc"), Some(JSON))
         .await
-        .assert_error(400);
+        .assert_error(422);
     // The consumer was created with the default auto.offset.reset=latest: nothing old arrives.
     let a = gw
         .get(&format!("{c}/records?timeout=1500"), Some(JSON))
@@ -511,7 +512,7 @@ async fn assignments_and_seeking() {
         &json!({"offsets": [{"topic": "seek", "partition": 0}]}),
     )
     .await
-    .assert_error(400);
+    .assert_error(422);
     gw.stop().await;
 }
 
@@ -848,5 +849,148 @@ async fn an_sse_group_commits_what_it_sent() {
         (4..=60).contains(&resumed),
         "resumed at {resumed}: committed more than was sent"
     );
+    gw.stop().await;
+}
+
+/// strimzi-kafka-bridge #1151: the bridge's idle-consumer sweep removed entries from the map it
+/// was iterating, so of several instances idle at once only one was deleted. Here three idle
+/// instances of one group all go (404, and the instance gauge back to 0).
+#[tokio::test(flavor = "multi_thread")]
+async fn several_idle_consumers_are_all_deleted() {
+    let gw = gateway::start(|c| c.http.consumer_idle_timeout_ms = 1_000).await;
+    let mut instances = Vec::new();
+    for name in ["idle-1", "idle-2", "idle-3"] {
+        instances.push(
+            gw.consumer("sweep", json!({"name": name, "format": "json"}))
+                .await,
+        );
+    }
+    gw.wait_for_metric("barnabas_http_consumer_instances 3", "three instances")
+        .await;
+    gw.wait_for_metric("barnabas_http_consumer_instances 0", "all three reaped")
+        .await;
+    for instance in &instances {
+        let a = gw.delete(instance).await;
+        a.assert_error(404);
+        assert_eq!(
+            a.json["message"], "The specified consumer instance was not found.",
+            "{instance}"
+        );
+    }
+    gw.stop().await;
+}
+
+/// strimzi-kafka-bridge #1158: a record header whose value is null (written by a stock Kafka
+/// client) made the bridge's poll fail. Here it arrives as `"value": null`, between the other
+/// headers (base64) in order, in every embedded format.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_null_header_value_is_polled_as_null() {
+    let gw = gateway::start(|_| {}).await;
+    run_python(
+        "kafka_client.py",
+        &["produce-null-header", &gw.kafka, "nullhdr"],
+    );
+    for (format, accept, value) in [
+        ("json", JSON, json!("Simple message")),
+        ("binary", BINARY, json!(B64.encode("\"Simple message\""))),
+        ("text", TEXT, json!("\"Simple message\"")),
+    ] {
+        let c = gw
+            .consumer(
+                &format!("nullhdr-{format}"),
+                json!({"format": format, "auto.offset.reset": "earliest"}),
+            )
+            .await;
+        let a = gw
+            .post_json(
+                &format!("{c}/subscription"),
+                V2,
+                &json!({"topics": ["nullhdr"]}),
+            )
+            .await;
+        assert_eq!(a.status, 204, "{}", a.text);
+        let got = gw.poll_records(&c, accept, 1).await;
+        assert_eq!(got[0]["value"], value, "{format}");
+        assert_eq!(got[0]["key"], Value::Null, "{format}");
+        assert_eq!(
+            got[0]["headers"],
+            json!([
+                {"key": "key1", "value": B64.encode("value1")},
+                {"key": "key-with-null-value", "value": null},
+                {"key": "key3", "value": B64.encode("value3")},
+            ]),
+            "{format}"
+        );
+        gw.delete(&c).await;
+    }
+    gw.stop().await;
+}
+
+/// strimzi-kafka-bridge #1159: a poll's `timeout` and `max_bytes` stayed in force for the next
+/// polls that did not give them. Here each poll has its own: after a 3 s long-poll, a poll
+/// without `timeout` answers within the 100 ms default; after a `max_bytes` too small for the
+/// record (422), a poll without it gets the record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_polls_timeout_and_max_bytes_do_not_carry_over() {
+    let gw = gateway::start(|_| {}).await;
+    let a = gw
+        .post_json("/admin/topics", JSON, &json!({"topic_name": "nocarry"}))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let c = gw
+        .consumer(
+            "nocarry",
+            json!({"format": "json", "auto.offset.reset": "earliest"}),
+        )
+        .await;
+    let a = gw
+        .post_json(
+            &format!("{c}/subscription"),
+            V2,
+            &json!({"topics": ["nocarry"]}),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    // The group has its partition once a short poll has been answered with nothing twice.
+    let records = format!("{c}/records");
+    let started = Instant::now();
+    let a = gw.get(&format!("{records}?timeout=3000"), Some(JSON)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert!(
+        started.elapsed() >= Duration::from_millis(2_900),
+        "an empty long-poll lasts its timeout: {:?}",
+        started.elapsed()
+    );
+    for _ in 0..3 {
+        let started = Instant::now();
+        let a = gw.get(&records, Some(JSON)).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(a.json, json!([]));
+        assert!(
+            started.elapsed() < Duration::from_millis(1_500),
+            "a poll without timeout uses the default, not the last one: {:?}",
+            started.elapsed()
+        );
+    }
+
+    produce(&gw, "nocarry", [json!("x".repeat(200))]).await;
+    // Until the record is buffered a poll may answer []; once it is, max_bytes=10 cannot hold it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = gw
+            .get(&format!("{records}?timeout=1000&max_bytes=10"), Some(JSON))
+            .await;
+        if a.status == 422 {
+            a.assert_error(422);
+            break;
+        }
+        assert_eq!(a.json, json!([]), "{}", a.text);
+        assert!(Instant::now() < deadline, "the record never arrived");
+    }
+    let a = gw.get(&format!("{records}?timeout=1000"), Some(JSON)).await;
+    assert_eq!(a.status, 200, "max_bytes does not carry over: {}", a.text);
+    assert_eq!(offsets(a.json.as_array().unwrap()), vec![0]);
+    assert_eq!(a.json[0]["value"], json!("x".repeat(200)));
+    gw.delete(&c).await;
     gw.stop().await;
 }

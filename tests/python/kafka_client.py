@@ -3,6 +3,8 @@
 usage:
   kafka_client.py produce BOOTSTRAP TOPIC COUNT       -> JSON list of {partition, offset}
   kafka_client.py consume BOOTSTRAP TOPIC GROUP COUNT -> JSON list of records, then commits
+  kafka_client.py produce-null-header BOOTSTRAP TOPIC -> one record, value "Simple message",
+      headers key1=value1, key-with-null-value=<null>, key3=value3 (strimzi-kafka-bridge #1158)
 """
 import base64
 import json
@@ -42,6 +44,21 @@ def produce(bootstrap, topic, count):
     if errors or remaining or len(acks) != count:
         sys.exit(f"produce failed: errors={errors} undelivered={remaining} acked={len(acks)}")
     print(json.dumps(acks))
+
+
+def produce_null_header(bootstrap, topic):
+    ensure_topic(bootstrap, topic)
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+    errors = []
+    p.produce(
+        topic,
+        value=b'"Simple message"',
+        headers=[("key1", b"value1"), ("key-with-null-value", None), ("key3", b"value3")],
+        on_delivery=lambda err, msg: err is not None and errors.append(str(err)),
+    )
+    if p.flush(30) or errors:
+        sys.exit(f"produce failed: {errors}")
+    print("[]")
 
 
 def text(b):
@@ -87,6 +104,8 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "produce":
         produce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif cmd == "produce-null-header":
+        produce_null_header(sys.argv[2], sys.argv[3])
     elif cmd == "consume":
         consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:

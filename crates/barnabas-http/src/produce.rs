@@ -4,26 +4,28 @@
 use std::time::Instant;
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::{rejection::QueryRejection, Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Extension,
 };
-use barnabas_core::{Access, GatewayMetrics, Header, Principal, Record};
+use barnabas_core::{Access, ErrorKind, GatewayMetrics, Header, Principal, Record};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
-    body::{content_type, parse_json, Body},
+    body::{content_type, integer, objects, parse_json, some_objects, Body},
     error::{status_for, ApiError, ApiResult},
     format::{decode_header_value, Format},
     AppState,
 };
 
+/// A body without `records` is valid in Strimzi's schema (nothing is required): no records.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProduceRequest {
-    records: Option<Vec<ProduceRecord>>,
+    #[serde(default, deserialize_with = "objects")]
+    records: Vec<ProduceRecord>,
 }
 
 #[derive(Deserialize)]
@@ -32,18 +34,20 @@ struct ProduceRecord {
     #[serde(default)]
     key: Option<Value>,
     value: Value,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer::some_i32")]
     partition: Option<i32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer::some_i64")]
     timestamp: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_objects")]
     headers: Option<Vec<HeaderIn>>,
 }
 
+/// Strimzi's `KafkaHeader` allows other properties besides `key` and `value`: ignored.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct HeaderIn {
     key: String,
+    /// Required, but may be null (a Kafka header without value, strimzi-kafka-bridge #1158).
+    #[serde(deserialize_with = "Option::deserialize")]
     value: Option<String>,
 }
 
@@ -51,7 +55,24 @@ struct HeaderIn {
 #[derive(Deserialize, Default)]
 pub struct ProduceParams {
     #[serde(default, rename = "async")]
-    is_async: bool,
+    is_async: Option<String>,
+}
+
+type Params = Result<Query<ProduceParams>, QueryRejection>;
+
+impl ProduceParams {
+    /// `async` is a boolean: `true` or `false`, anything else 422 (the status Strimzi's
+    /// openapi.json lists for an invalid produce request).
+    fn is_async(params: Params) -> ApiResult<bool> {
+        let Query(params) = params.map_err(|e| ApiError::unprocessable(e.body_text()))?;
+        match params.is_async.as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(ApiError::unprocessable(format!(
+                "query parameter async='{other}' is not a boolean (true or false)"
+            ))),
+        }
+    }
 }
 
 /// `POST /topics/{topic}`.
@@ -59,12 +80,13 @@ pub async fn to_topic(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(topic): Path<String>,
-    Query(params): Query<ProduceParams>,
+    params: Params,
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<Response> {
     crate::auth::check(&state, &principal, Access::Write(&topic))?;
-    produce(state, &principal, topic, None, params, &headers, &body).await
+    let is_async = ProduceParams::is_async(params)?;
+    produce(state, &principal, topic, None, is_async, &headers, &body).await
 }
 
 /// `POST /topics/{topic}/partitions/{partition}`.
@@ -72,28 +94,34 @@ pub async fn to_partition(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path((topic, partition)): Path<(String, String)>,
-    Query(params): Query<ProduceParams>,
+    params: Params,
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<Response> {
     let partition = parse_partition(&partition)?;
     crate::auth::check(&state, &principal, Access::Write(&topic))?;
+    let is_async = ProduceParams::is_async(params)?;
     produce(
         state,
         &principal,
         topic,
         Some(partition),
-        params,
+        is_async,
         &headers,
         &body,
     )
     .await
 }
 
-/// A partition number from a path: 400 when it is not a non-negative integer.
+/// A partition number from a path: 404 when it is not a partition id at all (negative, not a
+/// 32-bit integer): no such partition exists, and 404 is the status Strimzi's openapi.json
+/// lists for these operations (its bridge answers an undocumented 400, strimzi-kafka-bridge
+/// #1173).
 pub fn parse_partition(raw: &str) -> ApiResult<i32> {
     raw.parse::<i32>().ok().filter(|p| *p >= 0).ok_or_else(|| {
-        ApiError::bad_request(format!("partition '{raw}' is not a non-negative integer"))
+        ApiError::not_found(format!(
+            "partition '{raw}' not found: partition ids are integers from 0"
+        ))
     })
 }
 
@@ -102,7 +130,7 @@ async fn produce(
     principal: &Principal,
     topic: String,
     path_partition: Option<i32>,
-    params: ProduceParams,
+    is_async: bool,
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<Response> {
@@ -118,18 +146,19 @@ async fn produce(
     if body.is_empty() {
         return Err(ApiError::bad_request("the request has no body"));
     }
-    let request: ProduceRequest = parse_json(body).map_err(as_bad_request)?;
-    let records = request
-        .records
-        .ok_or_else(|| ApiError::unprocessable("the body must have a 'records' array"))?;
+    let records = parse_json::<ProduceRequest>(body)?.records;
     if path_partition.is_some()
         && records
             .iter()
             .any(|r| r.partition.is_some() || r.timestamp.is_some())
     {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::unprocessable(
             "'partition' and 'timestamp' are not allowed in the body when the path names the partition",
         ));
+    }
+    if records.is_empty() {
+        // Nothing to send, but the path still names a topic (and partition) that must exist.
+        exists(&state, &topic, path_partition).await?;
     }
     let records = records
         .into_iter()
@@ -160,7 +189,7 @@ async fn produce(
 
     let publisher = state.backend.publisher.clone();
     let metrics = state.gateway_metrics.clone();
-    if params.is_async {
+    if is_async {
         let principal = principal.clone();
         tokio::spawn(async move {
             let results = publisher.publish_as(&principal, records).await;
@@ -190,6 +219,27 @@ async fn produce(
     ))
 }
 
+/// 404 unless `topic` (and `partition`) exist; an invalid name is a topic that does not.
+async fn exists(state: &AppState, topic: &str, partition: Option<i32>) -> ApiResult<()> {
+    let md = state
+        .backend
+        .admin
+        .topic_metadata(topic)
+        .await
+        .map_err(|e| match e.kind() {
+            ErrorKind::Invalid | ErrorKind::NotFound => {
+                ApiError::not_found(format!("topic '{topic}' not found: {e}"))
+            }
+            _ => ApiError::from(e),
+        })?;
+    match partition {
+        Some(p) if !md.partitions.iter().any(|m| m.partition == p) => Err(ApiError::not_found(
+            format!("partition {p} of topic '{topic}' not found"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn count(metrics: &GatewayMetrics, results: &[barnabas_core::Result<barnabas_core::Delivered>]) {
     let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
     let label = GatewayMetrics::label("http");
@@ -200,18 +250,17 @@ fn count(metrics: &GatewayMetrics, results: &[barnabas_core::Result<barnabas_cor
         .inc_by(results.len() as u64 - ok);
 }
 
-/// Body-shape problems (wrong types, unknown or missing fields) are 400, as Strimzi's schema
-/// validation answers them.
-fn as_bad_request(e: ApiError) -> ApiError {
-    ApiError::bad_request(e.message)
-}
-
 fn to_record(
     topic: &str,
     path_partition: Option<i32>,
     format: Format,
     r: ProduceRecord,
 ) -> Result<Record, String> {
+    // As Kafka's own producer refuses them (and the bridge, with 422): a negative timestamp
+    // would be stored and then break offset lookups by time.
+    if let Some(t) = r.timestamp.filter(|t| *t < 0) {
+        return Err(format!("timestamp {t} is negative"));
+    }
     let key = match &r.key {
         None | Some(Value::Null) => None,
         Some(k) => Some(format.decode(k, "key")?),

@@ -6,12 +6,12 @@ use axum::{
     response::Response,
     Extension,
 };
-use barnabas_core::{Access, Error, PartitionMetadata, Principal};
+use barnabas_core::{Access, Error, ErrorKind, PartitionMetadata, Principal, TopicMetadata};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
-    body::{content_type, parse_json, Body},
+    body::{content_type, integer, parse_json, Body},
     error::{ApiError, ApiResult},
     format::{v2_json, Format},
     produce::parse_partition,
@@ -50,6 +50,17 @@ fn check_read(state: &AppState, principal: &Principal, topic: &str) -> ApiResult
     crate::auth::check(state, principal, Access::Read(topic))
 }
 
+/// A topic's metadata; a name Kafka cannot have is a topic that does not exist (404, the status
+/// Strimzi's openapi.json lists for these operations, rather than a 422).
+async fn metadata(state: &AppState, topic: &str) -> ApiResult<TopicMetadata> {
+    match state.backend.admin.topic_metadata(topic).await {
+        Err(e) if e.kind() == ErrorKind::Invalid => Err(ApiError::not_found(format!(
+            "topic '{topic}' not found: {e}"
+        ))),
+        other => Ok(other?),
+    }
+}
+
 /// `GET /topics/{topic}`.
 pub async fn get_topic(
     State(state): State<AppState>,
@@ -57,7 +68,7 @@ pub async fn get_topic(
     Path(topic): Path<String>,
 ) -> ApiResult<Response> {
     check_read(&state, &principal, &topic)?;
-    let md = state.backend.admin.topic_metadata(&topic).await?;
+    let md = metadata(&state, &topic).await?;
     let partitions: Vec<Value> = md.partitions.iter().map(partition_json).collect();
     Ok(v2_json(
         StatusCode::OK,
@@ -72,14 +83,14 @@ pub async fn partitions(
     Path(topic): Path<String>,
 ) -> ApiResult<Response> {
     check_read(&state, &principal, &topic)?;
-    let md = state.backend.admin.topic_metadata(&topic).await?;
+    let md = metadata(&state, &topic).await?;
     let partitions: Vec<Value> = md.partitions.iter().map(partition_json).collect();
     Ok(v2_json(StatusCode::OK, &json!(partitions)))
 }
 
 async fn find_partition(state: &AppState, topic: &str, raw: &str) -> ApiResult<PartitionMetadata> {
     let partition = parse_partition(raw)?;
-    let md = state.backend.admin.topic_metadata(topic).await?;
+    let md = metadata(state, topic).await?;
     md.partitions
         .into_iter()
         .find(|p| p.partition == partition)
@@ -121,9 +132,9 @@ pub async fn offsets(
 #[serde(deny_unknown_fields)]
 struct NewTopic {
     topic_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer::opt_i32")]
     partitions_count: Option<i32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer::opt_i32")]
     replication_factor: Option<i32>,
 }
 
@@ -145,7 +156,7 @@ pub async fn create(
             format!("Content-Type '{media}' is not supported here: use application/vnd.kafka.json.v2+json"),
         ));
     }
-    let req: NewTopic = parse_json(&body).map_err(|e| ApiError::bad_request(e.message))?;
+    let req: NewTopic = parse_json(&body)?;
     crate::auth::check(&state, &principal, Access::Write(&req.topic_name))?;
     let max = state.settings.max_topic_partitions;
     if req.partitions_count.is_some_and(|n| n < 1 || n > max) {

@@ -478,6 +478,12 @@ pub async fn route_to_owner(
     let (Some(group), Some(name)) = (params.get("group"), params.get("name")) else {
         return next.run(request).await;
     };
+    // No client can create an instance in an internal group (`__*`, `barnabas.*`), so none
+    // exists there for it: 404, the status Strimzi's openapi.json lists (not a 403 that
+    // suggests otherwise).
+    if state.auth.is_internal(group) {
+        return super::registry::not_found().into_response();
+    }
     let principal = request.extensions().get::<Principal>().cloned();
     let who = principal.as_ref().map(|p| state.auth.owner_name(p));
     if let Some(principal) = &principal {

@@ -17,7 +17,10 @@ use serde_json::{json, Value};
 
 use super::{Instance, InstanceSettings, Mode};
 use crate::{
-    body::{parse_json, parse_json_or_default, Body},
+    body::{
+        integer, objects, parse_json, parse_json_or_default, present, saturating_int, some_objects,
+        Body,
+    },
     error::{ApiError, ApiResult},
     format::{json_with_type, record_json, v2_json, Format},
     AppState,
@@ -35,15 +38,16 @@ pub(super) const MAX_POLL: Duration = Duration::from_secs(300);
 #[serde(untagged)]
 enum Loose {
     Bool(bool),
-    Int(i64),
+    Num(serde_json::Number),
     Str(String),
 }
 
 impl Loose {
+    /// As the consumer property's text; `512.0` is the integer `512` (JSON Schema's integer).
     fn as_string(&self) -> String {
         match self {
             Loose::Bool(b) => b.to_string(),
-            Loose::Int(i) => i.to_string(),
+            Loose::Num(n) => integer::of(n).map_or_else(|| n.to_string(), |i| i.to_string()),
             Loose::Str(s) => s.clone(),
         }
     }
@@ -52,22 +56,24 @@ impl Loose {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct CreateConsumer {
+    #[serde(default, deserialize_with = "present")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     format: Option<String>,
-    #[serde(rename = "auto.offset.reset")]
+    #[serde(default, deserialize_with = "present", rename = "auto.offset.reset")]
     auto_offset_reset: Option<String>,
-    #[serde(rename = "enable.auto.commit")]
+    #[serde(default, deserialize_with = "present", rename = "enable.auto.commit")]
     enable_auto_commit: Option<Loose>,
-    #[serde(rename = "fetch.min.bytes")]
+    #[serde(default, deserialize_with = "present", rename = "fetch.min.bytes")]
     fetch_min_bytes: Option<Loose>,
-    #[serde(rename = "consumer.request.timeout.ms")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        rename = "consumer.request.timeout.ms"
+    )]
     request_timeout_ms: Option<Loose>,
-    #[serde(rename = "isolation.level")]
+    #[serde(default, deserialize_with = "present", rename = "isolation.level")]
     isolation_level: Option<String>,
-}
-
-fn bad_shape(e: ApiError) -> ApiError {
-    ApiError::bad_request(e.message)
 }
 
 /// `POST /consumers/{group}` → `{instance_id, base_uri}`.
@@ -82,7 +88,7 @@ pub async fn create(
     crate::auth::check(&state, &principal, Access::Group(&group))?;
     let owner = state.auth.owner_name(&principal);
     crate::quota::check_room(&state, &owner)?;
-    let req: CreateConsumer = parse_json_or_default(&body).map_err(bad_shape)?;
+    let req: CreateConsumer = parse_json_or_default(&body)?;
     let format = match req.format.as_deref() {
         None => Format::Binary,
         Some(f) => {
@@ -373,7 +379,9 @@ pub(super) fn check_mode(state: &AppState, principal: &Principal, mode: &Mode) -
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct SubscribeBody {
+    #[serde(default, deserialize_with = "present")]
     topics: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     topic_pattern: Option<String>,
 }
 
@@ -389,7 +397,7 @@ pub async fn subscribe(
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
     let instance = state.consumers.get(&group, &name)?;
-    let req: SubscribeBody = parse_json(&body).map_err(bad_shape)?;
+    let req: SubscribeBody = parse_json(&body)?;
     for topic in req.topics.iter().flatten() {
         crate::auth::check(&state, &principal, Access::Read(topic))?;
     }
@@ -472,23 +480,35 @@ pub async fn unsubscribe(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PartitionRef {
-    topic: String,
-    partition: i32,
+    #[serde(default, deserialize_with = "present")]
+    topic: Option<String>,
+    #[serde(default, deserialize_with = "integer::some_i32")]
+    partition: Option<i32>,
 }
 
+/// Strimzi's `Partitions`: nothing is required, so `{}` is no partitions (and `{}` in the list
+/// names no partition: 404).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PartitionsBody {
+    #[serde(default, deserialize_with = "objects")]
     partitions: Vec<PartitionRef>,
 }
 
 fn partitions_of(body: &[u8]) -> ApiResult<Vec<TopicPartition>> {
-    let req: PartitionsBody = parse_json(body).map_err(bad_shape)?;
-    Ok(req
-        .partitions
+    let req: PartitionsBody = parse_json(body)?;
+    req.partitions
         .into_iter()
-        .map(|p| TopicPartition::new(p.topic, p.partition))
-        .collect())
+        .map(|p| match (p.topic, p.partition) {
+            (Some(topic), Some(partition)) => {
+                check_position(&topic, partition, None)?;
+                Ok(TopicPartition::new(topic, partition))
+            }
+            _ => Err(ApiError::not_found(
+                "partition not found: an entry of 'partitions' names no topic or no partition",
+            )),
+        })
+        .collect()
 }
 
 /// `POST …/assignments` `{partitions:[{topic, partition}]}` → 204.
@@ -530,11 +550,36 @@ pub async fn assign(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `?timeout=&max_bytes=` of a poll.
+/// `?timeout=&max_bytes=` of a poll, as sent: integers of any size (JSON Schema's `integer`),
+/// read with [`saturating_int`]. Each poll uses its own, or the defaults when absent: nothing
+/// carries over from one poll to the next (strimzi-kafka-bridge #1159).
 #[derive(Deserialize)]
 pub struct PollParams {
-    timeout: Option<u64>,
-    max_bytes: Option<usize>,
+    timeout: Option<String>,
+    max_bytes: Option<String>,
+}
+
+impl PollParams {
+    /// `(timeout, max_bytes)`: a negative timeout is 0 (answer at once), a negative
+    /// `max_bytes` 0 (no record fits); 422 when either is not an integer.
+    fn read(&self) -> ApiResult<(Duration, Option<usize>)> {
+        let int = |name: &str, raw: &Option<String>| -> ApiResult<Option<i64>> {
+            raw.as_deref()
+                .map(|v| {
+                    saturating_int(v).ok_or_else(|| {
+                        ApiError::unprocessable(format!(
+                            "query parameter {name}='{v}' is not an integer"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let timeout = int("timeout", &self.timeout)?.unwrap_or(100).max(0);
+        let timeout = Duration::from_millis(u64::try_from(timeout).unwrap_or(0)).min(MAX_POLL);
+        let max_bytes = int("max_bytes", &self.max_bytes)?
+            .map(|m| usize::try_from(m.max(0)).unwrap_or(usize::MAX));
+        Ok((timeout, max_bytes))
+    }
 }
 
 /// `GET …/records`: a long-poll that returns as soon as records are buffered, or at `timeout`.
@@ -545,7 +590,7 @@ pub async fn records(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let instance = state.consumers.get(&group, &name)?;
-    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(params) = params.map_err(|e| ApiError::unprocessable(e.body_text()))?;
     if instance.mode() == Mode::Idle {
         return Err(ApiError::conflict(
             "Consumer is not subscribed to any topics or assigned any partitions",
@@ -561,14 +606,10 @@ pub async fn records(
             "Consumer format does not match the embedded format requested by the Accept header.",
         ));
     }
-    let timeout = Duration::from_millis(params.timeout.unwrap_or(100)).min(MAX_POLL);
+    let (timeout, max_bytes) = params.read()?;
     let fetched = instance
         .driver
-        .fetch(
-            state.settings.driver_limits.poll_batch,
-            params.max_bytes,
-            timeout,
-        )
+        .fetch(state.settings.driver_limits.poll_batch, max_bytes, timeout)
         .await?;
     instance.touch();
     match fetched {
@@ -593,14 +634,39 @@ pub async fn records(
 #[serde(deny_unknown_fields)]
 struct OffsetRef {
     topic: String,
+    #[serde(deserialize_with = "integer::i32")]
     partition: i32,
+    #[serde(deserialize_with = "integer::i64")]
     offset: i64,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct OffsetsBody {
+    #[serde(default, deserialize_with = "some_objects")]
     offsets: Option<Vec<OffsetRef>>,
+}
+
+/// 404 for a position that cannot exist: a topic name Kafka cannot have, a negative partition
+/// id or offset (librdkafka would take a negative offset for a logical one, e.g. -1 for the
+/// end). 404 is what Strimzi's openapi.json lists for commits and seeks.
+fn check_position(topic: &str, partition: i32, offset: Option<i64>) -> ApiResult<()> {
+    if let Err(e) = barnabas_core::validate_topic_name(topic) {
+        return Err(ApiError::not_found(format!(
+            "topic '{topic}' not found: {e}"
+        )));
+    }
+    if partition < 0 {
+        return Err(ApiError::not_found(format!(
+            "partition {partition} of topic '{topic}' not found"
+        )));
+    }
+    match offset {
+        Some(o) if o < 0 => Err(ApiError::not_found(format!(
+            "offset {o} of partition {partition} of topic '{topic}' not found"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// `POST …/offsets`: commit these offsets, or (empty body) everything fetched so far → 204.
@@ -610,7 +676,10 @@ pub async fn commit(
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
     let instance = state.consumers.get(&group, &name)?;
-    let req: OffsetsBody = parse_json_or_default(&body).map_err(bad_shape)?;
+    let req: OffsetsBody = parse_json_or_default(&body)?;
+    for o in req.offsets.iter().flatten() {
+        check_position(&o.topic, o.partition, Some(o.offset))?;
+    }
     let request = match req.offsets {
         None => CommitRequest::AllConsumed,
         Some(list) if list.is_empty() => CommitRequest::AllConsumed,
@@ -642,6 +711,16 @@ async fn seek_to(
     instance: &Instance,
     positions: Vec<(TopicPartition, SeekTo)>,
 ) -> ApiResult<StatusCode> {
+    for (tp, to) in &positions {
+        let offset = match to {
+            SeekTo::Offset(o) => Some(*o),
+            _ => None,
+        };
+        check_position(&tp.topic, tp.partition, offset)?;
+    }
+    if positions.is_empty() {
+        return Ok(StatusCode::NO_CONTENT);
+    }
     match instance.driver.seek(positions.clone()).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(Error::IllegalState(m)) => {
@@ -668,11 +747,11 @@ pub async fn seek(
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
     let instance = state.consumers.get(&group, &name)?;
-    let req: OffsetsBody = parse_json(&body).map_err(bad_shape)?;
-    let offsets = req
+    // Strimzi's `OffsetCommitSeekList` requires nothing: `{}` moves nothing.
+    let req: OffsetsBody = parse_json(&body)?;
+    let positions = req
         .offsets
-        .ok_or_else(|| ApiError::unprocessable("'offsets' is required"))?;
-    let positions = offsets
+        .unwrap_or_default()
         .into_iter()
         .map(|o| {
             (

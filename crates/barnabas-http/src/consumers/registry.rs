@@ -282,7 +282,8 @@ impl Registry {
     }
 }
 
-fn not_found() -> ApiError {
+/// 404 for an instance that does not exist (here, or for the caller).
+pub(crate) fn not_found() -> ApiError {
     ApiError::not_found("The specified consumer instance was not found.")
 }
 
