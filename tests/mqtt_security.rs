@@ -14,39 +14,14 @@ use std::{
 };
 
 use barnabas::config::{AclConfig, Config, MqttMapping};
-use common::{free_addr, free_port, gateway, mosquitto, mosquitto_async, text, Gateway};
+use common::{
+    free_addr, free_port, gateway, mosquitto, mosquitto_async,
+    raw_mqtt::{all, connack, packet, read_packet, string, suback},
+    text, Gateway,
+};
 
 fn addr(gw: &gateway::TestGateway) -> SocketAddr {
     gw.gateway.mqtt_addr().unwrap()
-}
-
-/// Output of a finished mosquitto client, stdout then stderr.
-fn all(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The CONNACK code `mosquitto_sub -d` printed (`received CONNACK (135)`).
-fn connack(out: &str) -> Option<u8> {
-    let at = out.find("received CONNACK (")? + "received CONNACK (".len();
-    out[at..].split(')').next()?.parse().ok()
-}
-
-/// The SUBACK codes `mosquitto_sub -d` printed (`Subscribed (mid: 1): 0, 151`).
-fn suback(out: &str) -> Vec<u8> {
-    out.lines()
-        .find_map(|l| l.strip_prefix("Subscribed (mid: "))
-        .and_then(|rest| rest.split_once("): "))
-        .map(|(_, codes)| {
-            codes
-                .split(", ")
-                .filter_map(|c| c.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Users alice, bob and carol (password = name + `-pw`); ACLs: alice reads and writes
@@ -191,33 +166,6 @@ async fn a_client_barnabas_property_is_dropped_and_crashes_no_subscriber() {
 // ---------------------------------------------------------------------------------------
 // 2. One SUBSCRIBE repeating `#` 70 000 times, a retained message, no PUBACK.
 
-/// A remaining length in MQTT's variable-length encoding.
-fn varint(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![first];
-    varint(body.len(), &mut p);
-    p.extend_from_slice(body);
-    p
-}
-
-fn string(s: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
 /// An MQTT 3.1.1 CONNECT (no keep-alive).
 fn connect_v311(client_id: &str, clean: bool) -> Vec<u8> {
     let mut body = Vec::new();
@@ -227,25 +175,6 @@ fn connect_v311(client_id: &str, clean: bool) -> Vec<u8> {
     body.extend_from_slice(&0u16.to_be_bytes());
     string(client_id, &mut body);
     packet(0x10, &body)
-}
-
-/// Reads one packet: (first byte, body); `None` at EOF or timeout.
-fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut first = [0u8; 1];
-    s.read_exact(&mut first).ok()?;
-    let (mut len, mut shift) = (0usize, 0);
-    loop {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).ok()?;
-        len |= usize::from(b[0] & 0x7f) << shift;
-        shift += 7;
-        if b[0] & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).ok()?;
-    Some((first[0], body))
 }
 
 /// A raw 3.1.1 connection that got CONNACK 0; `session_present` returned.
@@ -746,5 +675,65 @@ async fn a_shutdown_publishes_the_wills_of_connected_clients() {
     let records = common::read_topic(&gw, "mqtt", 1).await;
     assert_eq!(records.len(), 1, "the will was written");
     assert_eq!(records[0].value.as_deref(), Some(&b"bye"[..]));
+    gw.stop().await;
+}
+
+/// A will is published with its client's rights (docs/security.md §Authorization): bob, who
+/// may write nothing, leaves a will on `devices/x/commands` (→ `commands.x`) with v5
+/// DISCONNECT 0x04 and nothing of his is written; carol, who may write `commands.*`, leaves
+/// the same will and it is written (the positive control). Each connection is closed after
+/// its will was handled, so alice's marker written then follows any will in the partition.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_will_is_published_with_its_clients_rights() {
+    use common::raw_mqtt::{connect_v5, connected, Will};
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway::start(three_users(dir.path())).await;
+    let a = addr(&gw);
+    for user in ["bob", "carol"] {
+        let password = format!("{user}-pw");
+        let will = Will {
+            topic: "devices/x/commands",
+            payload: &format!("{user}'s will"),
+            delay: 0,
+        };
+        let mut s = connected(
+            a,
+            &connect_v5(
+                &format!("{user}-will"),
+                0,
+                Some(will),
+                Some((user, &password)),
+            ),
+        );
+        s.write_all(&[0xe0, 1, 0x04]).unwrap();
+        let closed = s.read(&mut [0u8; 1]);
+        assert!(matches!(closed, Ok(0)), "{user}: not closed: {closed:?}");
+    }
+    common::produce(&gw, "commands.x", "x", "marker").await;
+    let c = common::consumer_of(&gw, "commands.x").await;
+    let got = common::poll_until(c.as_ref(), Duration::from_secs(30), |got| {
+        got.iter().any(|(r, _)| r.value.as_deref() == Some(b"marker"))
+    })
+    .await;
+    let values: Vec<String> = got
+        .iter()
+        .filter_map(|(r, _)| r.value.as_deref())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert_eq!(values, ["carol's will", "marker"]);
+    gw.stop().await;
+}
+
+/// `limits.max_subscriptions` (docs/security.md §Limits): a filter beyond it gets SUBACK 0x97
+/// (v5) / 0x80 (3.1.1); a repeated filter is the same subscription and still gets its code.
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_beyond_max_subscriptions_get_quota_exceeded() {
+    let gw = gateway::start(|c| c.limits.max_subscriptions = 2).await;
+    let a = addr(&gw);
+    let filters = ["-t", "a", "-t", "b", "-t", "a", "-t", "c", "-d", "-E"];
+    let out = mosquitto("mosquitto_sub", a, &[&["-V", "5"][..], &filters].concat());
+    assert_eq!(suback(&all(&out)), vec![0, 0, 0, 0x97], "{}", all(&out));
+    let out = mosquitto("mosquitto_sub", a, &[&["-V", "311"][..], &filters].concat());
+    assert_eq!(suback(&all(&out)), vec![0, 0, 0, 0x80], "{}", all(&out));
     gw.stop().await;
 }

@@ -531,28 +531,15 @@ async fn mqtt5_topic_aliases_no_local_and_message_expiry() {
     };
     /// Next PUBLISH (topic, payload) within `within`.
     async fn next(el: &mut EventLoop, within: Duration) -> Option<(String, String)> {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            match tokio::time::timeout(left, el.poll()).await {
-                Err(_) => return None,
-                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    return Some((
-                        String::from_utf8_lossy(&p.topic).into_owned(),
-                        String::from_utf8_lossy(&p.payload).into_owned(),
-                    ))
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => panic!("{e:?}"),
-            }
-        }
+        next_v5(el, within).await.map(|p| {
+            (
+                String::from_utf8_lossy(&p.topic).into_owned(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            )
+        })
     }
     async fn subscribed(el: &mut EventLoop) {
-        loop {
-            if let Event::Incoming(Packet::SubAck(_)) = el.poll().await.unwrap() {
-                return;
-            }
-        }
+        suback_v5(el).await;
     }
     let gw = gateway::start(mapped).await;
     let a = addr(&gw);
@@ -578,7 +565,10 @@ async fn mqtt5_topic_aliases_no_local_and_message_expiry() {
     tokio::spawn(async move {
         while let Ok(ev) = alice_el.poll().await {
             if let Event::Incoming(Packet::Publish(p)) = ev {
-                let _ = own_tx.send(p.topic);
+                let _ = own_tx.send((
+                    String::from_utf8_lossy(&p.topic).into_owned(),
+                    String::from_utf8_lossy(&p.payload).into_owned(),
+                ));
             }
         }
     });
@@ -636,8 +626,24 @@ async fn mqtt5_topic_aliases_no_local_and_message_expiry() {
             ("chat/keeps".into(), "stays".into()),
         ]
     );
-    // No Local: Alice gets none of her own publishes.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // No Local: Alice's subscription is live — Bob's publish to her topic reaches her — and
+    // none of her own publishes came before it (those to `chat/room` are in its partition,
+    // written earlier) or with it.
+    bob.publish("chat/room", QoS::AtLeastOnce, false, "from bob")
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut bob_el, Duration::from_secs(30)).await,
+        Some(("chat/room".into(), "from bob".into()))
+    );
+    let first = tokio::time::timeout(Duration::from_secs(30), own_rx.recv())
+        .await
+        .expect("Alice's No Local subscription delivers others' publishes");
+    assert_eq!(
+        first,
+        Some(("chat/room".into(), "from bob".into())),
+        "Alice got her own publish"
+    );
     assert!(own_rx.try_recv().is_err(), "Alice got her own publish");
 
     // After the expiry, a new subscriber gets only the retained message that did not expire.
@@ -650,5 +656,206 @@ async fn mqtt5_topic_aliases_no_local_and_message_expiry() {
         Some(("chat/keeps".into(), "stays".into()))
     );
     assert_eq!(next(&mut carol_el, Duration::from_secs(2)).await, None);
+    gw.stop().await;
+}
+
+/// The next PUBLISH a v5 client receives within `within`, driving its event loop; `None` if
+/// none came. Panics on a connection error.
+async fn next_v5(
+    el: &mut rumqttc::v5::EventLoop,
+    within: Duration,
+) -> Option<rumqttc::v5::mqttbytes::v5::Publish> {
+    use rumqttc::v5::{mqttbytes::v5::Packet, Event};
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, el.poll()).await {
+            Err(_) => return None,
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => return Some(p),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("{e:?}"),
+        }
+    }
+}
+
+/// Drives a v5 event loop until its SUBACK; the reason codes.
+async fn suback_v5(
+    el: &mut rumqttc::v5::EventLoop,
+) -> Vec<rumqttc::v5::mqttbytes::v5::SubscribeReasonCode> {
+    use rumqttc::v5::{mqttbytes::v5::Packet, Event};
+    loop {
+        if let Event::Incoming(Packet::SubAck(s)) =
+            tokio::time::timeout(Duration::from_secs(30), el.poll())
+                .await
+                .expect("SUBACK in time")
+                .unwrap()
+        {
+            return s.return_codes;
+        }
+    }
+}
+
+/// A v5 PUBLISH as (topic, payload, retain flag, QoS, subscription identifiers).
+fn seen(
+    p: &rumqttc::v5::mqttbytes::v5::Publish,
+) -> (String, String, bool, u8, Vec<usize>) {
+    let mut ids = p
+        .properties
+        .as_ref()
+        .map(|props| props.subscription_identifiers.clone())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    (
+        String::from_utf8_lossy(&p.topic).into_owned(),
+        String::from_utf8_lossy(&p.payload).into_owned(),
+        p.retain,
+        p.qos as u8,
+        ids,
+    )
+}
+
+/// v5 subscription options (docs/mqtt.md §Sessions, retained messages, wills; §Kafka → MQTT):
+/// Retain Handling 1 sends the retained message for a new subscription only, 2 never, 0 on
+/// every SUBSCRIBE; a shared subscription gets none; Retain As Published keeps the retain
+/// flag of a live retained publish (a subscriber without it sees the flag cleared);
+/// overlapping subscriptions of one client get one PUBLISH at the highest granted QoS with
+/// both subscription identifiers. Each "none came" is checked against a live publish made
+/// afterwards, which the same subscription does get first (retained messages go out before
+/// any record).
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscriptions() {
+    use rumqttc::v5::{
+        mqttbytes::{
+            v5::{Filter, Packet, RetainForwardRule, SubscribeProperties},
+            QoS,
+        },
+        AsyncClient, Event, MqttOptions,
+    };
+    let gw = gateway::start(mapped).await;
+    let a = addr(&gw);
+    let client =
+        |id: &str| AsyncClient::new(MqttOptions::new(id, a.ip().to_string(), a.port()), 10);
+    let filter = |path: &str, qos: QoS, rule: RetainForwardRule, as_published: bool| Filter {
+        path: path.into(),
+        qos,
+        nolocal: false,
+        preserve_retain: as_published,
+        retain_forward_rule: rule,
+    };
+    let within = Duration::from_secs(30);
+    let (publ, mut pub_el) = client("rh-pub");
+    publ.publish("plant/hall/temp", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::PubAck(_)) = pub_el.poll().await.unwrap() {
+            break;
+        }
+    }
+    tokio::spawn(async move { while pub_el.poll().await.is_ok() {} });
+    let live = |topic: &'static str, payload: &'static str, retain: bool| {
+        let publ = publ.clone();
+        async move {
+            publ.publish(topic, QoS::AtLeastOnce, retain, payload)
+                .await
+                .unwrap();
+        }
+    };
+    let kept = ("plant/hall/temp".to_owned(), "kept".to_owned(), true, 1, vec![]);
+    let marker = |n: &str| ("plant/hall/marker".to_owned(), n.to_owned(), false, 1, vec![]);
+
+    // Retain Handling 1, then 1 again, 2 and 0 on one client.
+    let (rh, mut rh_el) = client("rh");
+    let all_plant = filter("plant/#", QoS::AtLeastOnce, RetainForwardRule::OnNewSubscribe, false);
+    rh.subscribe_many([all_plant.clone()]).await.unwrap();
+    suback_v5(&mut rh_el).await;
+    let p = next_v5(&mut rh_el, within).await.expect("a delivery");
+    assert_eq!(seen(&p), kept, "Retain Handling 1, new subscription");
+    rh.subscribe_many([all_plant]).await.unwrap();
+    suback_v5(&mut rh_el).await;
+    live("plant/hall/marker", "m1", false).await;
+    let p = next_v5(&mut rh_el, within).await.expect("a delivery");
+    assert_eq!(seen(&p), marker("m1"), "Retain Handling 1, existing subscription");
+    rh.subscribe_many([filter("plant/+/temp", QoS::AtLeastOnce, RetainForwardRule::Never, false)])
+        .await
+        .unwrap();
+    suback_v5(&mut rh_el).await;
+    live("plant/hall/marker", "m2", false).await;
+    let p = next_v5(&mut rh_el, within).await.expect("a delivery");
+    assert_eq!(seen(&p), marker("m2"), "Retain Handling 2");
+    rh.subscribe_many([filter("plant/#", QoS::AtLeastOnce, RetainForwardRule::OnEverySubscribe, false)])
+        .await
+        .unwrap();
+    suback_v5(&mut rh_el).await;
+    let p = next_v5(&mut rh_el, within).await.expect("a delivery");
+    assert_eq!(seen(&p), kept, "Retain Handling 0, existing subscription");
+    drop((rh, rh_el));
+
+    // Retain As Published: a live retained publish keeps its flag only for the subscriber
+    // that asked.
+    let mut rap = Vec::new();
+    for (id, as_published) in [("rap-yes", true), ("rap-no", false)] {
+        let (c, mut el) = client(id);
+        c.subscribe_many([filter("plant/#", QoS::AtLeastOnce, RetainForwardRule::Never, as_published)])
+            .await
+            .unwrap();
+        suback_v5(&mut el).await;
+        rap.push((c, el, as_published));
+    }
+    live("plant/hall/temp", "again", true).await;
+    for (_, el, as_published) in &mut rap {
+        let p = next_v5(el, within).await.expect("a delivery");
+        assert_eq!(
+            seen(&p),
+            ("plant/hall/temp".into(), "again".into(), *as_published, 1, vec![]),
+            "Retain As Published {as_published}"
+        );
+    }
+    drop(rap);
+
+    // Overlapping subscriptions: QoS 0 with id 1 and QoS 1 with id 2 give one PUBLISH at
+    // QoS 1 with ids 1 and 2; the next PUBLISH is the next record, not a second copy.
+    let (ov, mut ov_el) = client("overlap");
+    for (path, qos, id) in [("plant/#", QoS::AtMostOnce, 1), ("plant/hall/+", QoS::AtLeastOnce, 2)] {
+        ov.subscribe_many_with_properties(
+            [filter(path, qos, RetainForwardRule::Never, false)],
+            SubscribeProperties {
+                id: Some(id),
+                user_properties: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+        suback_v5(&mut ov_el).await;
+    }
+    live("plant/hall/x", "both", false).await;
+    live("plant/hall/x", "end", false).await;
+    for payload in ["both", "end"] {
+        let p = next_v5(&mut ov_el, within).await.expect("a delivery");
+        assert_eq!(
+            seen(&p),
+            ("plant/hall/x".into(), payload.into(), false, 1, vec![1, 2]),
+            "one PUBLISH per record for overlapping subscriptions"
+        );
+    }
+    drop((ov, ov_el));
+
+    // A shared subscription asks for retained messages (Retain Handling 0) and gets none:
+    // its first PUBLISH is a live one (the new group starts at the latest offsets once it
+    // has its partitions, so live publishes go on until one arrives).
+    let (sh, mut sh_el) = client("shared");
+    sh.subscribe_many([filter("$share/g/plant/#", QoS::AtLeastOnce, RetainForwardRule::OnEverySubscribe, false)])
+        .await
+        .unwrap();
+    suback_v5(&mut sh_el).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        assert!(Instant::now() < deadline, "the shared subscription got nothing");
+        live("plant/hall/marker", "shared", false).await;
+        if let Some(p) = next_v5(&mut sh_el, Duration::from_secs(1)).await {
+            break p;
+        }
+    };
+    assert_eq!(seen(&first), marker("shared"), "no retained message for a shared subscription");
     gw.stop().await;
 }

@@ -81,6 +81,7 @@ pub fn mosquitto_async(
 
 #[cfg(feature = "embedded-kafka")]
 pub mod gateway;
+pub mod raw_mqtt;
 
 #[cfg(feature = "embedded-kafka")]
 pub mod broker {
@@ -147,8 +148,11 @@ pub async fn poll_n(
     out
 }
 
-/// Reads `n` records of `topic` from the beginning with a fresh group (or what arrived in 60 s).
-pub async fn read_topic(gw: &gateway::TestGateway, topic: &str, n: usize) -> Vec<ConsumedRecord> {
+/// A consumer of `topic` from its beginning, in a fresh group of its own.
+pub async fn consumer_of(
+    gw: &gateway::TestGateway,
+    topic: &str,
+) -> std::sync::Arc<dyn ConsumerSession> {
     let c = gw
         .gateway
         .backend()
@@ -163,9 +167,61 @@ pub async fn read_topic(gw: &gateway::TestGateway, topic: &str, n: usize) -> Vec
     c.subscribe(Subscription::Topics(vec![topic.into()]))
         .await
         .unwrap();
+    c
+}
+
+/// Reads `n` records of `topic` from the beginning with a fresh group (or what arrived in 60 s).
+pub async fn read_topic(gw: &gateway::TestGateway, topic: &str, n: usize) -> Vec<ConsumedRecord> {
+    let c = consumer_of(gw, topic).await;
     let got = poll_n(c.as_ref(), n, Duration::from_secs(60)).await;
     c.close().await.unwrap();
     got
+}
+
+/// Polls `session` until `done` holds for what arrived (each record with the time it came),
+/// or panics after `within` naming what did arrive.
+pub async fn poll_until(
+    session: &dyn ConsumerSession,
+    within: Duration,
+    done: impl Fn(&[(ConsumedRecord, Instant)]) -> bool,
+) -> Vec<(ConsumedRecord, Instant)> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while !done(&out) {
+        let got: Vec<_> = out
+            .iter()
+            .map(|(r, _): &(ConsumedRecord, Instant)| (r.key.clone(), r.value.clone()))
+            .collect();
+        assert!(Instant::now() < deadline, "within {within:?} only {got:?}");
+        let batch = session
+            .poll(100, Duration::from_millis(200))
+            .await
+            .expect("poll");
+        let now = Instant::now();
+        out.extend(batch.into_iter().map(|r| (r, now)));
+    }
+    out
+}
+
+/// An embedded broker in a `barnabas` process of its own (the front ends off but HTTP, for
+/// its readiness), so that a test can pause it with SIGSTOP; its bootstrap address.
+pub fn broker_process() -> (Gateway, String) {
+    let (kafka, http) = (free_addr(), free_addr());
+    let broker = Gateway::spawn(
+        &[
+            "run",
+            &format!("--embedded-kafka={kafka}"),
+            "--http-listen",
+            &http.to_string(),
+            "--mqtt-listen",
+            "off",
+            "--amqp-listen",
+            "off",
+        ],
+        &[],
+    );
+    wait_for_status(http, "/ready", 200, Duration::from_secs(60));
+    (broker, kafka.to_string())
 }
 
 fn uuid_ish() -> u128 {
