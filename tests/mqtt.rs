@@ -77,10 +77,14 @@ async fn publishes_at_every_qos_land_in_kafka_through_the_mapping() {
         .publish("plant/line-1/temp", QoS::AtLeastOnce, false, "unmapped")
         .await
         .unwrap();
-    // QoS 1 acks (2) and the QoS 2 exchange complete.
+    client
+        .publish("devices/d4/telemetry", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
+    // QoS 1 acks (3) and the QoS 2 exchange complete.
     use rumqttc::{Event, Packet};
     let (mut pubacks, mut pubcomps) = (0, 0);
-    while pubacks < 2 || pubcomps < 1 {
+    while pubacks < 3 || pubcomps < 1 {
         match tokio::time::timeout(Duration::from_secs(30), el.poll())
             .await
             .expect("event")
@@ -91,13 +95,36 @@ async fn publishes_at_every_qos_land_in_kafka_through_the_mapping() {
             _ => {}
         }
     }
-    let mut got = read_topic(&gw, "telemetry", 3).await;
+    let mut got = read_topic(&gw, "telemetry", 4).await;
     got.sort_by_key(|r| r.key.clone());
     let keys: Vec<_> = got.iter().map(|r| r.key.clone().unwrap()).collect();
     assert_eq!(
         keys,
-        [Bytes::from("d1"), Bytes::from("d2"), Bytes::from("d3")]
+        [
+            Bytes::from("d1"),
+            Bytes::from("d2"),
+            Bytes::from("d3"),
+            Bytes::from("d4")
+        ]
     );
+    // Where each record came from: its QoS, publisher and (only when set) retain flag.
+    let header = |r: &ConsumedRecord, name: &str| {
+        r.header(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    for (r, qos, retain) in [
+        (&got[0], "0", None),
+        (&got[1], "1", None),
+        (&got[2], "2", None),
+        (&got[3], "1", Some("1".to_owned())),
+    ] {
+        assert_eq!(header(r, "barnabas.mqtt.qos").as_deref(), Some(qos));
+        assert_eq!(
+            header(r, "barnabas.mqtt.client_id").as_deref(),
+            Some("dev-1")
+        );
+        assert_eq!(header(r, "barnabas.mqtt.retain"), retain);
+    }
     assert_eq!(got[1].value, Some(Bytes::from("q1")));
     assert_eq!(
         got[2].header("barnabas.mqtt.topic"),
@@ -159,6 +186,9 @@ async fn mqtt5_properties_become_headers_and_unmapped_topics_are_refused() {
     let props = PublishProperties {
         user_properties: vec![("site".into(), "berlin".into())],
         content_type: Some("application/json".into()),
+        response_topic: Some("devices/d9/replies".into()),
+        correlation_data: Some(Bytes::from("req-7")),
+        message_expiry_interval: Some(600),
         ..Default::default()
     };
     client
@@ -199,10 +229,14 @@ async fn mqtt5_properties_become_headers_and_unmapped_topics_are_refused() {
     );
     let got = read_topic(&gw, "telemetry", 1).await;
     assert_eq!(got[0].header("site"), Some(&Bytes::from("berlin")));
-    assert_eq!(
-        got[0].header("barnabas.mqtt.content_type"),
-        Some(&Bytes::from("application/json"))
-    );
+    for (name, value) in [
+        ("barnabas.mqtt.content_type", "application/json"),
+        ("barnabas.mqtt.response_topic", "devices/d9/replies"),
+        ("barnabas.mqtt.correlation_data", "req-7"),
+        ("barnabas.mqtt.message_expiry", "600"),
+    ] {
+        assert_eq!(got[0].header(name), Some(&Bytes::from(value)), "{name}");
+    }
     gw.stop().await;
 }
 

@@ -16,7 +16,7 @@ use std::{
 use barnabas::config::{AclConfig, Config, MqttMapping};
 use common::{
     free_addr, free_port, gateway, mosquitto, mosquitto_async,
-    raw_mqtt::{all, connack, packet, read_packet, string, suback},
+    raw_mqtt::{all, connack, connect_v311, packet, read_packet, string, suback},
     text, Gateway,
 };
 
@@ -166,22 +166,11 @@ async fn a_client_barnabas_property_is_dropped_and_crashes_no_subscriber() {
 // ---------------------------------------------------------------------------------------
 // 2. One SUBSCRIBE repeating `#` 70 000 times, a retained message, no PUBACK.
 
-/// An MQTT 3.1.1 CONNECT (no keep-alive).
-fn connect_v311(client_id: &str, clean: bool) -> Vec<u8> {
-    let mut body = Vec::new();
-    string("MQTT", &mut body);
-    body.push(4);
-    body.push(if clean { 0x02 } else { 0x00 });
-    body.extend_from_slice(&0u16.to_be_bytes());
-    string(client_id, &mut body);
-    packet(0x10, &body)
-}
-
 /// A raw 3.1.1 connection that got CONNACK 0; `session_present` returned.
 fn raw_connect(addr: SocketAddr, client_id: &str, clean: bool) -> (TcpStream, bool) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&connect_v311(client_id, clean)).unwrap();
+    s.write_all(&connect_v311(client_id, clean, None)).unwrap();
     let (kind, body) = read_packet(&mut s).expect("CONNACK");
     assert_eq!((kind, body[1]), (0x20, 0), "CONNACK accepted");
     (s, body[0] & 1 == 1)
@@ -314,6 +303,61 @@ async fn retained_messages_go_only_to_subscribers_that_may_read_their_topic() {
     let out = mq("mosquitto_sub", a, &args);
     let got = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(got, "devices/bob/commands for-bob\n", "{}", text(&out));
+    gw.stop().await;
+}
+
+/// Read ACLs on subscriptions (docs/security.md §Authorization): a 3.1.1 SUBSCRIBE to a
+/// topic the mapping names and bob may not read gets SUBACK 0x80; through the template rule
+/// (`devices/+/commands` → `commands.{device}`) he is granted, and `commands.carol` is left
+/// out: of carol's command then his own, written in that order, he receives his own first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v311_subscribe_to_an_unreadable_topic_is_refused_and_a_template_leaves_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway::start(three_users(dir.path())).await;
+    let a = addr(&gw);
+    let publish = |device: &str, payload: &str| {
+        let topic = format!("devices/{device}/commands");
+        let args = with(
+            &["-V", "5", "-q", "1", "-t", &topic, "-m", payload],
+            &login("alice"),
+        );
+        let out = mq("mosquitto_pub", a, &args);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    // Both Kafka topics exist before bob subscribes.
+    publish("carol", "warm");
+    publish("bob", "warm");
+    let bob = login("bob");
+    let out = mq(
+        "mosquitto_sub",
+        a,
+        &with(
+            &["-V", "311", "-q", "1", "-t", "devices/carol/commands", "-d", "-E"],
+            &bob,
+        ),
+    );
+    assert_eq!(suback(&all(&out)), [0x80], "{}", all(&out));
+    let sub = tokio::spawn(mq_async(
+        "mosquitto_sub",
+        a,
+        &with(
+            &[
+                "-V", "311", "-q", "1", "-t", "devices/+/commands", "-v", "-C", "1", "-W", "30",
+            ],
+            &bob,
+        ),
+    ));
+    gw.wait_for_metric("barnabas_mqtt_subscriptions 1", "bob subscribed")
+        .await;
+    publish("carol", "for-carol");
+    publish("bob", "for-bob");
+    let out = sub.await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "devices/bob/commands for-bob\n",
+        "{}",
+        text(&out)
+    );
     gw.stop().await;
 }
 

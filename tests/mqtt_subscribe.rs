@@ -326,18 +326,33 @@ async fn v5_delivery(
             break;
         }
     }
+    // Written 100 s ago with a 3 600 s expiry: 3 500 s or less remain. Before it, on the same
+    // partition, one whose 5 s expired: not delivered.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut expired = Record::new("commands", "expired").with_key("d3");
+    expired
+        .headers
+        .push(Header::new("barnabas.mqtt.message_expiry", "5"));
+    expired.timestamp = Some(now_ms - 10_000);
     let mut record = Record::new("commands", "reboot").with_key("d3");
     record.headers.push(Header::new("trace", "abc-123"));
     record.headers.push(Header::new("span", "s-1"));
-    record
-        .headers
-        .push(Header::new("barnabas.mqtt.payload_format", "1"));
-    gw.gateway
-        .backend()
-        .publisher
-        .publish_one(record)
-        .await
-        .unwrap();
+    for (k, v) in [
+        ("barnabas.mqtt.payload_format", "1"),
+        ("barnabas.mqtt.content_type", "text/plain"),
+        ("barnabas.mqtt.response_topic", "devices/d3/replies"),
+        ("barnabas.mqtt.correlation_data", "req-42"),
+        ("barnabas.mqtt.message_expiry", "3600"),
+    ] {
+        record.headers.push(Header::new(k, v));
+    }
+    record.timestamp = Some(now_ms - 100_000);
+    for r in [expired, record] {
+        gw.gateway.backend().publisher.publish_one(r).await.unwrap();
+    }
     let p = loop {
         if let Event::Incoming(Packet::Publish(p)) =
             tokio::time::timeout(Duration::from_secs(30), el.poll())
@@ -349,6 +364,7 @@ async fn v5_delivery(
         }
     };
     assert_eq!(&p.topic[..], b"devices/d3/commands");
+    assert_eq!(&p.payload[..], b"reboot", "the expired record is not delivered");
     assert_eq!(
         p.qos,
         QoS::ExactlyOnce,
@@ -385,6 +401,14 @@ async fn mqtt5_subscribers_get_headers_as_user_properties_and_their_subscription
         ]
     );
     assert_eq!(props.payload_format_indicator, Some(1));
+    assert_eq!(props.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(props.response_topic.as_deref(), Some("devices/d3/replies"));
+    assert_eq!(props.correlation_data.as_deref(), Some(b"req-42".as_slice()));
+    let left = props.message_expiry_interval.expect("message expiry interval");
+    assert!(
+        (3_400..=3_500).contains(&left),
+        "the remaining interval of a record written 100 s ago with 3 600 s: {left}"
+    );
 }
 
 /// `mqtt.kafka_metadata = true`: the record's place in Kafka follows the published user
@@ -857,5 +881,89 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
         }
     };
     assert_eq!(seen(&first), marker("shared"), "no retained message for a shared subscription");
+    gw.stop().await;
+}
+
+/// Commits (docs/mqtt.md §Consumer groups and commits), over raw 3.1.1 connections: a
+/// persistent session's QoS 1 delivery is committed once PUBACKed, its QoS 2 delivery at
+/// PUBREC (no PUBCOMP is ever sent); a clean-session subscription, acknowledged the same
+/// way and then ended with DISCONNECT (its socket closes after the session's last commit
+/// would have gone out), has committed nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn persistent_sessions_commit_at_puback_and_pubrec_clean_ones_never() {
+    use barnabas_core::{ConsumerConfig, TopicPartition};
+    use common::raw_mqtt::{connect_v311, connected, publish_id_and_payload, read_packet, subscribe};
+    use std::io::{Read, Write};
+    let gw = gateway::start(mapped).await;
+    common::produce(&gw, "commands", "c", "topic exists").await;
+    let a = addr(&gw);
+    let mut clients = Vec::new();
+    for (id, clean, qos) in [("clean-1", true, 1), ("keep-1", false, 1), ("keep-2", false, 2)] {
+        let mut s = connected(a, &connect_v311(id, clean, None));
+        s.write_all(&subscribe("devices/+/commands", qos)).unwrap();
+        assert_eq!(read_packet(&mut s), Some((0x90, vec![0, 1, qos])), "{id}");
+        clients.push((id, s, qos));
+    }
+    common::produce(&gw, "commands", "c", "once").await;
+    let high = gw
+        .gateway
+        .backend()
+        .admin
+        .watermarks("commands", 0)
+        .await
+        .unwrap()
+        .high;
+    for (id, s, qos) in &mut clients {
+        let (kind, body) = read_packet(s).expect("PUBLISH");
+        assert_eq!(kind >> 4, 3, "{id}: PUBLISH");
+        let (packet_id, payload) = publish_id_and_payload(&body);
+        assert_eq!(payload, b"once", "{id}");
+        let [hi, lo] = packet_id.to_be_bytes();
+        if *qos == 1 {
+            s.write_all(&[0x40, 2, hi, lo]).unwrap();
+        } else {
+            s.write_all(&[0x50, 2, hi, lo]).unwrap();
+            assert_eq!(read_packet(s), Some((0x62, vec![hi, lo])), "PUBREL");
+        }
+    }
+    let committed = |client: &str| {
+        let group = format!("mqtt.{client}");
+        let gw = &gw;
+        async move {
+            let c = gw
+                .gateway
+                .backend()
+                .consumers
+                .create(ConsumerConfig {
+                    group_id: group,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let got = c
+                .committed_offsets(vec![TopicPartition::new("commands", 0)])
+                .await
+                .unwrap();
+            c.close().await.unwrap();
+            got[0].1
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (one, two) = (committed("keep-1").await, committed("keep-2").await);
+        if one == Some(high) && two == Some(high) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed after PUBACK {one:?}, after PUBREC {two:?}; the next offset is {high}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, clean, _) = &mut clients[0];
+    clean.write_all(&[0xe0, 0]).unwrap();
+    let closed = clean.read(&mut [0u8; 1]);
+    assert!(matches!(closed, Ok(0)), "{closed:?}");
+    assert_eq!(committed("clean-1").await, None, "a clean session committed");
     gw.stop().await;
 }

@@ -355,7 +355,7 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
 /// refused its consumer's login. device-1's publish, made between them, is the only record.
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtt_refusals_under_passthrough_are_exact_per_client() {
-    use common::raw_mqtt::{all, connack, packet, read_packet, string, suback};
+    use common::raw_mqtt::{all, connack, connect_v311, read_packet, subscribe, suback};
     use std::io::{Read, Write};
     if std::env::var_os("RUST_LOG").is_some() {
         barnabas::logging::init(barnabas::cli::LogFormat::Text);
@@ -432,17 +432,11 @@ async fn mqtt_refusals_under_passthrough_are_exact_per_client() {
     assert_eq!(high, 1, "only device-1's publish is in Kafka");
 
     // reader, MQTT 3.1.1 (raw: mosquitto_sub would reconnect): SUBACK granted, then closed.
-    let mut body = Vec::new();
-    string("MQTT", &mut body);
-    body.extend_from_slice(&[4, 0xc2, 0, 0]);
-    for s in ["pt-reader-v3", "reader", "reader-pw"] {
-        string(s, &mut body);
-    }
-    let mut s = common::raw_mqtt::connected(mqtt, &packet(0x10, &body));
-    let mut body = vec![0, 1];
-    string("devices/d/telemetry", &mut body);
-    body.push(1);
-    s.write_all(&packet(0x82, &body)).unwrap();
+    let mut s = common::raw_mqtt::connected(
+        mqtt,
+        &connect_v311("pt-reader-v3", true, Some(("reader", "reader-pw"))),
+    );
+    s.write_all(&subscribe("devices/d/telemetry", 1)).unwrap();
     assert_eq!(read_packet(&mut s), Some((0x90, vec![0, 1, 1])), "SUBACK granted");
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();

@@ -54,6 +54,43 @@ pub fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     Some((first[0], body))
 }
 
+/// An MQTT 3.1.1 CONNECT (no keep-alive), with an optional login.
+pub fn connect_v311(client_id: &str, clean: bool, login: Option<(&str, &str)>) -> Vec<u8> {
+    let mut body = Vec::new();
+    string("MQTT", &mut body);
+    body.push(4);
+    let mut flags = if clean { 0x02 } else { 0x00 };
+    if login.is_some() {
+        flags |= 0xc0;
+    }
+    body.push(flags);
+    body.extend_from_slice(&0u16.to_be_bytes());
+    string(client_id, &mut body);
+    if let Some((user, password)) = login {
+        string(user, &mut body);
+        string(password, &mut body);
+    }
+    packet(0x10, &body)
+}
+
+/// A SUBSCRIBE (packet id 1) of one filter at `qos`.
+pub fn subscribe(filter: &str, qos: u8) -> Vec<u8> {
+    let mut body = vec![0, 1];
+    string(filter, &mut body);
+    body.push(qos);
+    packet(0x82, &body)
+}
+
+/// The packet id and payload of a PUBLISH body at QoS 1 or 2 (3.1.1 layout).
+pub fn publish_id_and_payload(body: &[u8]) -> (u16, Vec<u8>) {
+    let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    let at = 2 + topic_len;
+    (
+        u16::from_be_bytes([body[at], body[at + 1]]),
+        body[at + 2..].to_vec(),
+    )
+}
+
 /// A v5 will: topic, payload, Will Delay Interval (seconds).
 pub struct Will<'a> {
     pub topic: &'a str,
