@@ -900,7 +900,8 @@ async fn persistent_sessions_commit_at_puback_and_pubrec_clean_ones_never() {
     let mut clients = Vec::new();
     for (id, clean, qos) in [("clean-1", true, 1), ("keep-1", false, 1), ("keep-2", false, 2)] {
         let mut s = connected(a, &connect_v311(id, clean, None));
-        s.write_all(&subscribe("devices/+/commands", qos)).unwrap();
+        s.write_all(&subscribe("devices/+/commands", qos, false))
+            .unwrap();
         assert_eq!(read_packet(&mut s), Some((0x90, vec![0, 1, qos])), "{id}");
         clients.push((id, s, qos));
     }
@@ -916,7 +917,7 @@ async fn persistent_sessions_commit_at_puback_and_pubrec_clean_ones_never() {
     for (id, s, qos) in &mut clients {
         let (kind, body) = read_packet(s).expect("PUBLISH");
         assert_eq!(kind >> 4, 3, "{id}: PUBLISH");
-        let (packet_id, payload) = publish_id_and_payload(&body);
+        let (packet_id, payload) = publish_id_and_payload(&body, false);
         assert_eq!(payload, b"once", "{id}");
         let [hi, lo] = packet_id.to_be_bytes();
         if *qos == 1 {
@@ -965,5 +966,92 @@ async fn persistent_sessions_commit_at_puback_and_pubrec_clean_ones_never() {
     let closed = clean.read(&mut [0u8; 1]);
     assert!(matches!(closed, Ok(0)), "{closed:?}");
     assert_eq!(committed("clean-1").await, None, "a clean session committed");
+    gw.stop().await;
+}
+
+/// Records are fetched only while the client has fewer unacknowledged QoS 1/2 deliveries
+/// than its Receive Maximum, 64 at most and for 3.1.1 (docs/mqtt.md §Kafka → MQTT): of 70
+/// records, a raw v5 client with Receive Maximum 3 that acknowledges nothing gets 3 and no
+/// fourth, a 3.1.1 client 64 and no 65th; one PUBACK lets the next one through.
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_wait_for_the_clients_receive_maximum() {
+    use common::raw_mqtt::{
+        assert_silent, connect_v311, connect_v5_props, connected, publish_id_and_payload,
+        read_packet, subscribe,
+    };
+    use std::io::Write;
+    let gw = gateway::start(mapped).await;
+    common::produce(&gw, "commands", "k", "topic exists").await;
+    let a = addr(&gw);
+    // (v5, window): Receive Maximum 3 (CONNECT property 0x21), and 3.1.1.
+    let mut clients = Vec::new();
+    for (v5, window) in [(true, 3), (false, 64)] {
+        let mut s = if v5 {
+            connected(a, &connect_v5_props("rm-3", &[0x21, 0, 3], None, None))
+        } else {
+            connected(a, &connect_v311("rm-311", true, None))
+        };
+        s.write_all(&subscribe("devices/+/commands", 1, v5)).unwrap();
+        let want = if v5 { vec![0, 1, 0, 1] } else { vec![0, 1, 1] };
+        assert_eq!(read_packet(&mut s), Some((0x90, want)), "SUBACK");
+        clients.push((s, v5, window));
+    }
+    for i in 0..70 {
+        common::produce(&gw, "commands", "k", &format!("r{i}")).await;
+    }
+    for (s, v5, window) in &mut clients {
+        let mut first = None;
+        for i in 0..*window {
+            let (kind, body) = read_packet(s).expect("a delivery");
+            assert_eq!(kind & 0xf6, 0x32, "QoS 1 PUBLISH");
+            let (id, payload) = publish_id_and_payload(&body, *v5);
+            assert_eq!(payload, format!("r{i}").as_bytes());
+            first.get_or_insert(id);
+        }
+        assert_silent(
+            s,
+            Duration::from_secs(2),
+            &format!("a delivery beyond the window of {window}"),
+        );
+        let [hi, lo] = first.unwrap().to_be_bytes();
+        s.write_all(&[0x40, 2, hi, lo]).unwrap();
+        let (_, body) = read_packet(s).expect("the next delivery");
+        let (_, payload) = publish_id_and_payload(&body, *v5);
+        assert_eq!(payload, format!("r{window}").as_bytes());
+    }
+    gw.stop().await;
+}
+
+/// Topics that appear after SUBSCRIBE are picked up (`mqtt.topic_refresh_ms`) and read from
+/// their beginning (docs/mqtt.md §Kafka → MQTT, §Consumer groups and commits): a
+/// subscription to `fleet/+/events` (rule → `fleet.{site}`) made before any such topic
+/// exists gets the record whose write created `fleet.north`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_created_after_subscribe_is_read_from_its_beginning() {
+    let gw = gateway::start(|c| {
+        mapped(c);
+        c.mqtt.mapping.push(MqttMapping {
+            pattern: "fleet/{site}/events".into(),
+            kafka_topic: "fleet.{site}".into(),
+            key: Some("{site}".into()),
+        });
+    })
+    .await;
+    let (sub, mut el) = AsyncClient::new(options(&gw, "fleet-sub"), 10);
+    sub.subscribe("fleet/+/events", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        suback(&mut el).await,
+        [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    common::produce(&gw, "fleet.north", "north", "first").await;
+    let p = next_publish(&mut el, Duration::from_secs(30))
+        .await
+        .expect("the first record of a topic created after SUBSCRIBE");
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("fleet/north/events", &b"first"[..])
+    );
     gw.stop().await;
 }

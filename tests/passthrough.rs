@@ -436,7 +436,8 @@ async fn mqtt_refusals_under_passthrough_are_exact_per_client() {
         mqtt,
         &connect_v311("pt-reader-v3", true, Some(("reader", "reader-pw"))),
     );
-    s.write_all(&subscribe("devices/d/telemetry", 1)).unwrap();
+    s.write_all(&subscribe("devices/d/telemetry", 1, false))
+        .unwrap();
     assert_eq!(read_packet(&mut s), Some((0x90, vec![0, 1, 1])), "SUBACK granted");
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();

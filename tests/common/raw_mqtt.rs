@@ -73,22 +73,52 @@ pub fn connect_v311(client_id: &str, clean: bool, login: Option<(&str, &str)>) -
     packet(0x10, &body)
 }
 
-/// A SUBSCRIBE (packet id 1) of one filter at `qos`.
-pub fn subscribe(filter: &str, qos: u8) -> Vec<u8> {
+/// A SUBSCRIBE (packet id 1) of one filter at `qos` (`v5`: with an empty property list).
+pub fn subscribe(filter: &str, qos: u8, v5: bool) -> Vec<u8> {
     let mut body = vec![0, 1];
+    if v5 {
+        body.push(0);
+    }
     string(filter, &mut body);
     body.push(qos);
     packet(0x82, &body)
 }
 
-/// The packet id and payload of a PUBLISH body at QoS 1 or 2 (3.1.1 layout).
-pub fn publish_id_and_payload(body: &[u8]) -> (u16, Vec<u8>) {
+/// The packet id and payload of a PUBLISH body at QoS 1 or 2 (`v5`: its properties skipped).
+pub fn publish_id_and_payload(body: &[u8], v5: bool) -> (u16, Vec<u8>) {
     let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
     let at = 2 + topic_len;
-    (
-        u16::from_be_bytes([body[at], body[at + 1]]),
-        body[at + 2..].to_vec(),
-    )
+    let id = u16::from_be_bytes([body[at], body[at + 1]]);
+    let mut at = at + 2;
+    if v5 {
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = body[at];
+            at += 1;
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        at += len;
+    }
+    (id, body[at..].to_vec())
+}
+
+/// Asserts nothing arrives on `s` within `within` (the socket stays open and silent).
+pub fn assert_silent(s: &mut TcpStream, within: Duration, what: &str) {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut one = [0u8; 1];
+    match s.read(&mut one) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("{what}: {other:?} {one:?}"),
+    }
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
 }
 
 /// A v5 will: topic, payload, Will Delay Interval (seconds).
@@ -106,6 +136,19 @@ pub fn connect_v5(
     will: Option<Will<'_>>,
     login: Option<(&str, &str)>,
 ) -> Vec<u8> {
+    let mut props = vec![0x11];
+    props.extend_from_slice(&expiry.to_be_bytes());
+    connect_v5_props(client_id, &props, will, login)
+}
+
+/// An MQTT 5 CONNECT: clean start, no keep-alive, these encoded CONNECT properties, an
+/// optional will and login.
+pub fn connect_v5_props(
+    client_id: &str,
+    props: &[u8],
+    will: Option<Will<'_>>,
+    login: Option<(&str, &str)>,
+) -> Vec<u8> {
     let mut body = Vec::new();
     string("MQTT", &mut body);
     body.push(5);
@@ -118,9 +161,8 @@ pub fn connect_v5(
     }
     body.push(flags);
     body.extend_from_slice(&0u16.to_be_bytes());
-    // Properties: Session Expiry Interval.
-    body.extend_from_slice(&[5, 0x11]);
-    body.extend_from_slice(&expiry.to_be_bytes());
+    varint(props.len(), &mut body);
+    body.extend_from_slice(props);
     string(client_id, &mut body);
     if let Some(w) = will {
         // Will properties: Will Delay Interval.
