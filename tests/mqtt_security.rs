@@ -781,3 +781,33 @@ async fn filters_beyond_max_subscriptions_get_quota_exceeded() {
     assert_eq!(suback(&all(&out)), vec![0, 0, 0, 0x80], "{}", all(&out));
     gw.stop().await;
 }
+
+/// `auth.mode = "none"` (docs/security.md §Principals): an MQTT user name still names the
+/// principal, unchecked, so ACLs can be tried out: `alice` with any password may write what
+/// her rule grants (PUBACK 0), a client without a user name (`anonymous`) may not (0x87).
+#[tokio::test(flavor = "multi_thread")]
+async fn with_auth_mode_none_a_user_name_names_the_principal_unchecked() {
+    let gw = gateway::start(|c| {
+        c.acl = vec![AclConfig {
+            principal: "alice".into(),
+            allow: vec!["write:mqtt".into()],
+        }];
+    })
+    .await;
+    let a = addr(&gw);
+    let publish = |login: &[&str]| {
+        let base = ["-V", "5", "-q", "1", "-t", "try/out", "-m", "x", "-d"];
+        all(&mosquitto("mosquitto_pub", a, &[&base[..], login].concat()))
+    };
+    let alice = publish(&["-u", "alice", "-P", "not-checked"]);
+    assert!(
+        alice.contains("received PUBACK (Mid: 1, RC:0)"),
+        "{alice}"
+    );
+    let anonymous = publish(&[]);
+    assert!(
+        anonymous.contains("received PUBACK (Mid: 1, RC:135)"),
+        "{anonymous}"
+    );
+    gw.stop().await;
+}
