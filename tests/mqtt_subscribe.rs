@@ -987,7 +987,7 @@ async fn deliveries_wait_for_the_clients_receive_maximum() {
     let mut clients = Vec::new();
     for (v5, window) in [(true, 3), (false, 64)] {
         let mut s = if v5 {
-            connected(a, &connect_v5_props("rm-3", &[0x21, 0, 3], None, None))
+            connected(a, &connect_v5_props("rm-3", true, &[0x21, 0, 3], None, None))
         } else {
             connected(a, &connect_v311("rm-311", true, None))
         };

@@ -136,15 +136,21 @@ pub fn connect_v5(
     will: Option<Will<'_>>,
     login: Option<(&str, &str)>,
 ) -> Vec<u8> {
-    let mut props = vec![0x11];
-    props.extend_from_slice(&expiry.to_be_bytes());
-    connect_v5_props(client_id, &props, will, login)
+    connect_v5_props(client_id, true, &expiry_property(expiry), will, login)
 }
 
-/// An MQTT 5 CONNECT: clean start, no keep-alive, these encoded CONNECT properties, an
-/// optional will and login.
+/// The CONNECT property Session Expiry Interval.
+pub fn expiry_property(expiry: u32) -> Vec<u8> {
+    let mut props = vec![0x11];
+    props.extend_from_slice(&expiry.to_be_bytes());
+    props
+}
+
+/// An MQTT 5 CONNECT: Clean Start `clean`, no keep-alive, these encoded CONNECT properties,
+/// an optional will and login.
 pub fn connect_v5_props(
     client_id: &str,
+    clean: bool,
     props: &[u8],
     will: Option<Will<'_>>,
     login: Option<(&str, &str)>,
@@ -152,7 +158,7 @@ pub fn connect_v5_props(
     let mut body = Vec::new();
     string("MQTT", &mut body);
     body.push(5);
-    let mut flags = 0x02;
+    let mut flags = if clean { 0x02 } else { 0x00 };
     if will.is_some() {
         flags |= 0x04;
     }
