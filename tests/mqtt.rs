@@ -11,8 +11,8 @@ use std::{
 };
 
 use barnabas::config::MqttMapping;
-use bytes::Bytes;
 use barnabas_core::ConsumedRecord;
+use bytes::Bytes;
 use common::{consumer_of, gateway, poll_until, raw_mqtt, read_topic};
 
 fn mapped(c: &mut barnabas::config::Config) {
@@ -481,7 +481,10 @@ async fn a_v5_will_waits_its_delay_capped_by_the_session_expiry_and_not_if_the_c
     // Back with Clean Start 0: the same session.
     let resume = |id: &str| {
         let props = raw_mqtt::expiry_property(60);
-        raw_mqtt::connected(addr, &raw_mqtt::connect_v5_props(id, false, &props, None, None))
+        raw_mqtt::connected(
+            addr,
+            &raw_mqtt::connect_v5_props(id, false, &props, None, None),
+        )
     };
     drop(back_a);
     let _back_a = resume("back-a");
@@ -559,7 +562,10 @@ async fn a_will_is_published_on_take_over_and_on_disconnect_with_will_not_on_a_n
     })
     .await;
     let polite = wills_of(&got, "polite");
-    assert!(polite.is_empty(), "a will after DISCONNECT 0x00: {polite:?}");
+    assert!(
+        polite.is_empty(),
+        "a will after DISCONNECT 0x00: {polite:?}"
+    );
     gw.stop().await;
 }
 
@@ -808,7 +814,12 @@ async fn a_full_publish_window_stops_reading_the_socket_until_kafka_answers() {
     broker.signal("STOP");
     let mut burst = Vec::new();
     for id in 1..WINDOW {
-        burst.extend(raw_mqtt::publish_qos1(topic, id, id.to_string().as_bytes(), false));
+        burst.extend(raw_mqtt::publish_qos1(
+            topic,
+            id,
+            id.to_string().as_bytes(),
+            false,
+        ));
     }
     burst.extend([0xc0, 0]);
     s.write_all(&burst).unwrap();
@@ -838,7 +849,11 @@ async fn a_full_publish_window_stops_reading_the_socket_until_kafka_answers() {
             continue;
         }
         let [hi, lo] = next.to_be_bytes();
-        assert_eq!(packet, (0x40, vec![hi, lo]), "PUBACK {next} in publish order");
+        assert_eq!(
+            packet,
+            (0x40, vec![hi, lo]),
+            "PUBACK {next} in publish order"
+        );
         next += 1;
     }
     let admin = &gw.gateway.backend().admin;
@@ -846,6 +861,10 @@ async fn a_full_publish_window_stops_reading_the_socket_until_kafka_answers() {
     for p in 0..3 {
         total += admin.watermarks("telemetry", p).await.unwrap().high;
     }
-    assert_eq!(total, i64::from(WINDOW) + 1, "every acknowledged publish is in Kafka");
+    assert_eq!(
+        total,
+        i64::from(WINDOW) + 1,
+        "every acknowledged publish is in Kafka"
+    );
     gw.stop().await;
 }

@@ -333,7 +333,16 @@ async fn a_v311_subscribe_to_an_unreadable_topic_is_refused_and_a_template_leave
         "mosquitto_sub",
         a,
         &with(
-            &["-V", "311", "-q", "1", "-t", "devices/carol/commands", "-d", "-E"],
+            &[
+                "-V",
+                "311",
+                "-q",
+                "1",
+                "-t",
+                "devices/carol/commands",
+                "-d",
+                "-E",
+            ],
             &bob,
         ),
     );
@@ -346,9 +355,7 @@ async fn a_v311_subscribe_to_an_unreadable_topic_is_refused_and_a_template_leave
         .await
         .unwrap();
     loop {
-        if let rumqttc::Event::Incoming(rumqttc::Packet::SubAck(s)) =
-            el.poll().await.unwrap()
-        {
+        if let rumqttc::Event::Incoming(rumqttc::Packet::SubAck(s)) = el.poll().await.unwrap() {
             assert_eq!(
                 s.return_codes,
                 [rumqttc::SubscribeReasonCode::Success(
@@ -362,7 +369,11 @@ async fn a_v311_subscribe_to_an_unreadable_topic_is_refused_and_a_template_leave
     publish("bob", "for-bob");
     let mut got = Vec::new();
     while let Some(p) = common::next_publish(&mut el, Duration::from_secs(2)).await {
-        got.push(format!("{} {}", p.topic, String::from_utf8_lossy(&p.payload)));
+        got.push(format!(
+            "{} {}",
+            p.topic,
+            String::from_utf8_lossy(&p.payload)
+        ));
     }
     assert_eq!(got, ["devices/bob/commands for-bob"]);
     gw.stop().await;
@@ -763,7 +774,8 @@ async fn a_will_is_published_with_its_clients_rights() {
     common::produce(&gw, "commands.x", "x", "marker").await;
     let c = common::consumer_of(&gw, "commands.x").await;
     let got = common::poll_until(c.as_ref(), Duration::from_secs(30), |got| {
-        got.iter().any(|(r, _)| r.value.as_deref() == Some(b"marker"))
+        got.iter()
+            .any(|(r, _)| r.value.as_deref() == Some(b"marker"))
     })
     .await;
     let values: Vec<String> = got
@@ -807,10 +819,7 @@ async fn with_auth_mode_none_a_user_name_names_the_principal_unchecked() {
         all(&mosquitto("mosquitto_pub", a, &[&base[..], login].concat()))
     };
     let alice = publish(&["-u", "alice", "-P", "not-checked"]);
-    assert!(
-        alice.contains("received PUBACK (Mid: 1, RC:0)"),
-        "{alice}"
-    );
+    assert!(alice.contains("received PUBACK (Mid: 1, RC:0)"), "{alice}");
     let anonymous = publish(&[]);
     assert!(
         anonymous.contains("received PUBACK (Mid: 1, RC:135)"),

@@ -364,7 +364,11 @@ async fn v5_delivery(
         }
     };
     assert_eq!(&p.topic[..], b"devices/d3/commands");
-    assert_eq!(&p.payload[..], b"reboot", "the expired record is not delivered");
+    assert_eq!(
+        &p.payload[..],
+        b"reboot",
+        "the expired record is not delivered"
+    );
     assert_eq!(
         p.qos,
         QoS::ExactlyOnce,
@@ -403,8 +407,13 @@ async fn mqtt5_subscribers_get_headers_as_user_properties_and_their_subscription
     assert_eq!(props.payload_format_indicator, Some(1));
     assert_eq!(props.content_type.as_deref(), Some("text/plain"));
     assert_eq!(props.response_topic.as_deref(), Some("devices/d3/replies"));
-    assert_eq!(props.correlation_data.as_deref(), Some(b"req-42".as_slice()));
-    let left = props.message_expiry_interval.expect("message expiry interval");
+    assert_eq!(
+        props.correlation_data.as_deref(),
+        Some(b"req-42".as_slice())
+    );
+    let left = props
+        .message_expiry_interval
+        .expect("message expiry interval");
     assert!(
         (3_400..=3_500).contains(&left),
         "the remaining interval of a record written 100 s ago with 3 600 s: {left}"
@@ -720,9 +729,7 @@ async fn suback_v5(
 }
 
 /// A v5 PUBLISH as (topic, payload, retain flag, QoS, subscription identifiers).
-fn seen(
-    p: &rumqttc::v5::mqttbytes::v5::Publish,
-) -> (String, String, bool, u8, Vec<usize>) {
+fn seen(p: &rumqttc::v5::mqttbytes::v5::Publish) -> (String, String, bool, u8, Vec<usize>) {
     let mut ids = p
         .properties
         .as_ref()
@@ -785,12 +792,31 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
                 .unwrap();
         }
     };
-    let kept = ("plant/hall/temp".to_owned(), "kept".to_owned(), true, 1, vec![]);
-    let marker = |n: &str| ("plant/hall/marker".to_owned(), n.to_owned(), false, 1, vec![]);
+    let kept = (
+        "plant/hall/temp".to_owned(),
+        "kept".to_owned(),
+        true,
+        1,
+        vec![],
+    );
+    let marker = |n: &str| {
+        (
+            "plant/hall/marker".to_owned(),
+            n.to_owned(),
+            false,
+            1,
+            vec![],
+        )
+    };
 
     // Retain Handling 1, then 1 again, 2 and 0 on one client.
     let (rh, mut rh_el) = client("rh");
-    let all_plant = filter("plant/#", QoS::AtLeastOnce, RetainForwardRule::OnNewSubscribe, false);
+    let all_plant = filter(
+        "plant/#",
+        QoS::AtLeastOnce,
+        RetainForwardRule::OnNewSubscribe,
+        false,
+    );
     rh.subscribe_many([all_plant.clone()]).await.unwrap();
     suback_v5(&mut rh_el).await;
     let p = next_v5(&mut rh_el, within).await.expect("a delivery");
@@ -799,17 +825,31 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
     suback_v5(&mut rh_el).await;
     live("plant/hall/marker", "m1", false).await;
     let p = next_v5(&mut rh_el, within).await.expect("a delivery");
-    assert_eq!(seen(&p), marker("m1"), "Retain Handling 1, existing subscription");
-    rh.subscribe_many([filter("plant/+/temp", QoS::AtLeastOnce, RetainForwardRule::Never, false)])
-        .await
-        .unwrap();
+    assert_eq!(
+        seen(&p),
+        marker("m1"),
+        "Retain Handling 1, existing subscription"
+    );
+    rh.subscribe_many([filter(
+        "plant/+/temp",
+        QoS::AtLeastOnce,
+        RetainForwardRule::Never,
+        false,
+    )])
+    .await
+    .unwrap();
     suback_v5(&mut rh_el).await;
     live("plant/hall/marker", "m2", false).await;
     let p = next_v5(&mut rh_el, within).await.expect("a delivery");
     assert_eq!(seen(&p), marker("m2"), "Retain Handling 2");
-    rh.subscribe_many([filter("plant/#", QoS::AtLeastOnce, RetainForwardRule::OnEverySubscribe, false)])
-        .await
-        .unwrap();
+    rh.subscribe_many([filter(
+        "plant/#",
+        QoS::AtLeastOnce,
+        RetainForwardRule::OnEverySubscribe,
+        false,
+    )])
+    .await
+    .unwrap();
     suback_v5(&mut rh_el).await;
     let p = next_v5(&mut rh_el, within).await.expect("a delivery");
     assert_eq!(seen(&p), kept, "Retain Handling 0, existing subscription");
@@ -820,9 +860,14 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
     let mut rap = Vec::new();
     for (id, as_published) in [("rap-yes", true), ("rap-no", false)] {
         let (c, mut el) = client(id);
-        c.subscribe_many([filter("plant/#", QoS::AtLeastOnce, RetainForwardRule::Never, as_published)])
-            .await
-            .unwrap();
+        c.subscribe_many([filter(
+            "plant/#",
+            QoS::AtLeastOnce,
+            RetainForwardRule::Never,
+            as_published,
+        )])
+        .await
+        .unwrap();
         suback_v5(&mut el).await;
         rap.push((c, el, as_published));
     }
@@ -831,7 +876,13 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
         let p = next_v5(el, within).await.expect("a delivery");
         assert_eq!(
             seen(&p),
-            ("plant/hall/temp".into(), "again".into(), *as_published, 1, vec![]),
+            (
+                "plant/hall/temp".into(),
+                "again".into(),
+                *as_published,
+                1,
+                vec![]
+            ),
             "Retain As Published {as_published}"
         );
     }
@@ -840,7 +891,10 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
     // Overlapping subscriptions: QoS 0 with id 1 and QoS 1 with id 2 give one PUBLISH at
     // QoS 1 with ids 1 and 2; the next PUBLISH is the next record, not a second copy.
     let (ov, mut ov_el) = client("overlap");
-    for (path, qos, id) in [("plant/#", QoS::AtMostOnce, 1), ("plant/hall/+", QoS::AtLeastOnce, 2)] {
+    for (path, qos, id) in [
+        ("plant/#", QoS::AtMostOnce, 1),
+        ("plant/hall/+", QoS::AtLeastOnce, 2),
+    ] {
         ov.subscribe_many_with_properties(
             [filter(path, qos, RetainForwardRule::Never, false)],
             SubscribeProperties {
@@ -868,19 +922,31 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
     // its first PUBLISH is a live one (the new group starts at the latest offsets once it
     // has its partitions, so live publishes go on until one arrives).
     let (sh, mut sh_el) = client("shared");
-    sh.subscribe_many([filter("$share/g/plant/#", QoS::AtLeastOnce, RetainForwardRule::OnEverySubscribe, false)])
-        .await
-        .unwrap();
+    sh.subscribe_many([filter(
+        "$share/g/plant/#",
+        QoS::AtLeastOnce,
+        RetainForwardRule::OnEverySubscribe,
+        false,
+    )])
+    .await
+    .unwrap();
     suback_v5(&mut sh_el).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
-        assert!(Instant::now() < deadline, "the shared subscription got nothing");
+        assert!(
+            Instant::now() < deadline,
+            "the shared subscription got nothing"
+        );
         live("plant/hall/marker", "shared", false).await;
         if let Some(p) = next_v5(&mut sh_el, Duration::from_secs(1)).await {
             break p;
         }
     };
-    assert_eq!(seen(&first), marker("shared"), "no retained message for a shared subscription");
+    assert_eq!(
+        seen(&first),
+        marker("shared"),
+        "a shared subscription gets no retained message and starts at the latest offsets"
+    );
     gw.stop().await;
 }
 
@@ -892,13 +958,19 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
 #[tokio::test(flavor = "multi_thread")]
 async fn persistent_sessions_commit_at_puback_and_pubrec_clean_ones_never() {
     use barnabas_core::{ConsumerConfig, TopicPartition};
-    use common::raw_mqtt::{connect_v311, connected, publish_id_and_payload, read_packet, subscribe};
+    use common::raw_mqtt::{
+        connect_v311, connected, publish_id_and_payload, read_packet, subscribe,
+    };
     use std::io::{Read, Write};
     let gw = gateway::start(mapped).await;
     common::produce(&gw, "commands", "c", "topic exists").await;
     let a = addr(&gw);
     let mut clients = Vec::new();
-    for (id, clean, qos) in [("clean-1", true, 1), ("keep-1", false, 1), ("keep-2", false, 2)] {
+    for (id, clean, qos) in [
+        ("clean-1", true, 1),
+        ("keep-1", false, 1),
+        ("keep-2", false, 2),
+    ] {
         let mut s = connected(a, &connect_v311(id, clean, None));
         s.write_all(&subscribe("devices/+/commands", qos, false))
             .unwrap();
@@ -965,7 +1037,11 @@ async fn persistent_sessions_commit_at_puback_and_pubrec_clean_ones_never() {
     clean.write_all(&[0xe0, 0]).unwrap();
     let closed = clean.read(&mut [0u8; 1]);
     assert!(matches!(closed, Ok(0)), "{closed:?}");
-    assert_eq!(committed("clean-1").await, None, "a clean session committed");
+    assert_eq!(
+        committed("clean-1").await,
+        None,
+        "a clean session committed"
+    );
     gw.stop().await;
 }
 
@@ -987,11 +1063,15 @@ async fn deliveries_wait_for_the_clients_receive_maximum() {
     let mut clients = Vec::new();
     for (v5, window) in [(true, 3), (false, 64)] {
         let mut s = if v5 {
-            connected(a, &connect_v5_props("rm-3", true, &[0x21, 0, 3], None, None))
+            connected(
+                a,
+                &connect_v5_props("rm-3", true, &[0x21, 0, 3], None, None),
+            )
         } else {
             connected(a, &connect_v311("rm-311", true, None))
         };
-        s.write_all(&subscribe("devices/+/commands", 1, v5)).unwrap();
+        s.write_all(&subscribe("devices/+/commands", 1, v5))
+            .unwrap();
         let want = if v5 { vec![0, 1, 0, 1] } else { vec![0, 1, 1] };
         assert_eq!(read_packet(&mut s), Some((0x90, want)), "SUBACK");
         clients.push((s, v5, window));

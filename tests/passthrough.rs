@@ -355,7 +355,7 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
 /// refused its consumer's login. device-1's publish, made between them, is the only record.
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtt_refusals_under_passthrough_are_exact_per_client() {
-    use common::raw_mqtt::{all, connack, connect_v311, read_packet, subscribe, suback};
+    use common::raw_mqtt::{all, connack, connect_v311, read_packet, suback, subscribe};
     use std::io::{Read, Write};
     if std::env::var_os("RUST_LOG").is_some() {
         barnabas::logging::init(barnabas::cli::LogFormat::Text);
@@ -376,7 +376,17 @@ async fn mqtt_refusals_under_passthrough_are_exact_per_client() {
     .await;
     let mqtt = gw.gateway.mqtt_addr().unwrap();
     let publish = |version: &'static str, login: &'static [&'static str], message: &'static str| {
-        let mut args = vec!["-V", version, "-q", "1", "-d", "-t", "devices/d/telemetry", "-m", message];
+        let mut args = vec![
+            "-V",
+            version,
+            "-q",
+            "1",
+            "-d",
+            "-t",
+            "devices/d/telemetry",
+            "-m",
+            message,
+        ];
         args.extend_from_slice(login);
         mosquitto_async("mosquitto_pub", mqtt, &args)
     };
@@ -412,7 +422,16 @@ async fn mqtt_refusals_under_passthrough_are_exact_per_client() {
         let out = mosquitto_async(
             "mosquitto_sub",
             mqtt,
-            &["-V", version, "-t", "devices/d/telemetry", "-q", "1", "-d", "-E"],
+            &[
+                "-V",
+                version,
+                "-t",
+                "devices/d/telemetry",
+                "-q",
+                "1",
+                "-d",
+                "-E",
+            ],
         )
         .await;
         // The SUBACK failure code (0x80 in both versions: the Kafka consumer was refused).
@@ -438,7 +457,11 @@ async fn mqtt_refusals_under_passthrough_are_exact_per_client() {
     );
     s.write_all(&subscribe("devices/d/telemetry", 1, false))
         .unwrap();
-    assert_eq!(read_packet(&mut s), Some((0x90, vec![0, 1, 1])), "SUBACK granted");
+    assert_eq!(
+        read_packet(&mut s),
+        Some((0x90, vec![0, 1, 1])),
+        "SUBACK granted"
+    );
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
     let closed = s.read(&mut [0u8; 1]);
