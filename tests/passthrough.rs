@@ -53,8 +53,12 @@ fn passthrough(dir: &std::path::Path, bootstrap: String) -> impl FnOnce(&mut Con
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
+/// The SASL broker with the gateway's and device-1's SCRAM credentials stored, and a
+/// passthrough gateway on it (`tweak` applied last).
+async fn broker_and_gateway(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut Config),
+) -> (barnabas::embedded::EmbeddedKafka, gateway::TestGateway) {
     if std::env::var_os("RUST_LOG").is_some() {
         barnabas::logging::init(barnabas::cli::LogFormat::Text);
     }
@@ -65,8 +69,19 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
         .await
         .unwrap();
     broker.add_scram_user("device-1", "s3cret").await.unwrap();
+    let configure = passthrough(dir, bootstrap.clone());
+    let gw = gateway::start_on(Some(bootstrap), |c| {
+        configure(c);
+        tweak(c);
+    })
+    .await;
+    (broker, gw)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = gateway::start_on(Some(bootstrap.clone()), passthrough(dir.path(), bootstrap)).await;
+    let (broker, gw) = broker_and_gateway(dir.path(), |_| {}).await;
     let url = |path: &str| format!("{}{path}", gw.base);
     let produce = |login: Vec<String>, value: &'static str| {
         let url = url("/topics/passthrough");
@@ -357,23 +372,8 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
 async fn mqtt_refusals_under_passthrough_are_exact_per_client() {
     use common::raw_mqtt::{all, connack, connect_v311, read_packet, suback, subscribe};
     use std::io::{Read, Write};
-    if std::env::var_os("RUST_LOG").is_some() {
-        barnabas::logging::init(barnabas::cli::LogFormat::Text);
-    }
-    let broker = common::broker::start_sasl().await;
-    let bootstrap = broker.bootstrap();
-    broker
-        .add_scram_user("barnabas", "gateway-pw")
-        .await
-        .unwrap();
-    broker.add_scram_user("device-1", "s3cret").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let configure = passthrough(dir.path(), bootstrap.clone());
-    let gw = gateway::start_on(Some(bootstrap), |c| {
-        configure(c);
-        c.auth.allow_anonymous = true;
-    })
-    .await;
+    let (broker, gw) = broker_and_gateway(dir.path(), |c| c.auth.allow_anonymous = true).await;
     let mqtt = gw.gateway.mqtt_addr().unwrap();
     let publish = |version: &'static str, login: &'static [&'static str], message: &'static str| {
         let mut args = vec![
