@@ -287,11 +287,10 @@ async fn a_receiver_gets_no_more_than_its_credit_and_commits_what_it_accepted() 
     for d in &held[..3] {
         r.accept(d).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    common::wait_for_commit(&gw, "g5", ("credit", 0), 3, Duration::from_secs(30)).await;
     drop(r);
     drop(session);
     drop(_conn);
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let (_conn, mut session) = connect(&gw, "credit-2").await;
     let mut r = Receiver::attach(&mut session, "again", "credit/group.id/g5")
         .await
@@ -439,7 +438,7 @@ async fn qpid_proton_sends_and_receives_with_kafka_clients_on_the_other_side() {
         first[3]["properties"]["seq"], "3",
         "Kafka headers come back as application-properties"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    common::wait_for_commit(&gw, "pg", ("proton-out", 0), 5, Duration::from_secs(30)).await;
     let out = common::system_python_async(
         "amqp_proton.py",
         &["receive", &url, "proton-out/group.id/pg", "5", "5"],
@@ -497,26 +496,45 @@ async fn on_shutdown_every_accepted_transfer_is_in_kafka() {
     let (_conn, mut session) = connect(&gw, "until-shutdown").await;
     let mut sender = Sender::attach(&mut session, "s", "draining").await.unwrap();
     assert!(sender.send(keyed(0)).await.unwrap().is_accepted());
-    // Keep sending while the gateway shuts down.
+    // Keep sending while the gateway shuts down; outcomes are collected as they come.
+    let (outcome_tx, mut outcome_rx) = tokio::sync::mpsc::unbounded_channel();
     let sending = tokio::spawn(async move {
-        let mut outcomes = Vec::new();
-        for i in 1..2000 {
+        for i in 1..1_000_000 {
             match sender.send_batchable(keyed(i)).await {
-                Ok(fut) => outcomes.push((i, fut)),
+                Ok(fut) => {
+                    let _ = outcome_tx.send((i, fut));
+                }
                 Err(_) => break,
             }
         }
+    });
+    let accepted_so_far = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted_so_far.clone();
+    let settling = tokio::spawn(async move {
         let mut accepted = vec![0];
-        for (i, fut) in outcomes {
+        while let Some((i, fut)) = outcome_rx.recv().await {
             if let Ok(Outcome::Accepted(_)) = fut.await {
                 accepted.push(i);
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         }
         accepted
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stop once transfers are flowing through Kafka (100 accepted).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while accepted_so_far.load(std::sync::atomic::Ordering::SeqCst) < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transfers never flowed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     gw.stop().await;
-    let accepted = tokio::time::timeout(Duration::from_secs(30), sending)
+    tokio::time::timeout(Duration::from_secs(30), sending)
+        .await
+        .expect("the sender's link ended with the gateway")
+        .unwrap();
+    let accepted = tokio::time::timeout(Duration::from_secs(30), settling)
         .await
         .expect("every outcome resolved")
         .unwrap();
@@ -545,4 +563,271 @@ async fn on_shutdown_every_accepted_transfer_is_in_kafka() {
         .collect();
     assert!(missing.is_empty(), "accepted but not in Kafka: {missing:?}");
     broker.stop().await;
+}
+
+/// The body of a delivery the gateway sent (a Kafka value is one data section).
+fn data_body(d: &fe2o3_amqp::link::delivery::Delivery<Body<Value>>) -> String {
+    match &d.message().body {
+        Body::Data(b) => String::from_utf8_lossy(&b[0].0).into_owned(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The next delivery on `r` within 30 s.
+async fn next_delivery(r: &mut Receiver) -> fe2o3_amqp::link::delivery::Delivery<Body<Value>> {
+    tokio::time::timeout(Duration::from_secs(30), r.recv::<Body<Value>>())
+        .await
+        .expect("a delivery within 30 s")
+        .unwrap()
+}
+
+/// docs/amqp.md §Links the client receives on: a `rejected` delivery is skipped (committed,
+/// never sent again), `released` and `modified` ones are read again on the same link; the
+/// group's next reader starts after all of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn released_and_modified_deliveries_come_again_and_rejected_ones_are_skipped() {
+    let gw = gateway::start(with_amqp).await;
+    for i in 0..5 {
+        common::produce(&gw, "outcomes", "k", &format!("r{i}")).await;
+    }
+    let (_conn, mut session) = connect(&gw, "outcomes-1").await;
+    let mut r = Receiver::builder()
+        .name("outcomes")
+        .source("outcomes/group.id/og")
+        .credit_mode(CreditMode::Manual)
+        .auto_accept(false)
+        .attach(&mut session)
+        .await
+        .unwrap();
+    r.set_credit(5).await.unwrap();
+    let mut first = Vec::new();
+    for _ in 0..5 {
+        first.push(next_delivery(&mut r).await);
+    }
+    let bodies: Vec<String> = first.iter().map(data_body).collect();
+    assert_eq!(bodies, ["r0", "r1", "r2", "r3", "r4"]);
+    r.reject(&first[0], None).await.unwrap();
+    r.release(&first[1]).await.unwrap();
+    let modified = fe2o3_amqp::types::messaging::Modified {
+        delivery_failed: Some(true),
+        undeliverable_here: None,
+        message_annotations: None,
+    };
+    r.modify(&first[2], modified).await.unwrap();
+    r.accept(&first[3]).await.unwrap();
+    r.accept(&first[4]).await.unwrap();
+    // The released and the modified one come again (and only they: r0 was rejected).
+    r.set_credit(5).await.unwrap();
+    let mut again = vec![next_delivery(&mut r).await, next_delivery(&mut r).await];
+    let mut bodies: Vec<String> = again.iter().map(data_body).collect();
+    bodies.sort();
+    assert_eq!(bodies, ["r1", "r2"], "released and modified are read again");
+    for d in again.drain(..) {
+        r.accept(&d).await.unwrap();
+    }
+    // Everything is settled: the group's offset moves past all five, r0 included.
+    common::wait_for_commit(&gw, "og", ("outcomes", 0), 5, Duration::from_secs(30)).await;
+    drop(r);
+    // A new reader of the group gets the next record, not the rejected one.
+    common::produce(&gw, "outcomes", "k", "r5").await;
+    let mut r = Receiver::attach(&mut session, "outcomes-again", "outcomes/group.id/og")
+        .await
+        .unwrap();
+    assert_eq!(data_body(&next_delivery(&mut r).await), "r5");
+    gw.stop().await;
+}
+
+/// docs/amqp.md §Links the client receives on: at most 256 deliveries wait for the client's
+/// outcome on one link, whatever credit the client grants; settling one lets one more out.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_most_256_deliveries_wait_for_the_clients_outcome() {
+    let gw = gateway::start(with_amqp).await;
+    let records = (0..300)
+        .map(|i| barnabas_core::Record::new("unsettled", format!("u{i}")))
+        .collect();
+    for delivered in gw.gateway.backend().publisher.publish(records).await {
+        delivered.unwrap();
+    }
+    let (_conn, mut session) = connect(&gw, "unsettled-1").await;
+    let mut r = Receiver::builder()
+        .name("greedy")
+        .source("unsettled/group.id/ug")
+        .credit_mode(CreditMode::Manual)
+        .auto_accept(false)
+        .attach(&mut session)
+        .await
+        .unwrap();
+    r.set_credit(300).await.unwrap();
+    let mut held = Vec::new();
+    // Take what comes until nothing more has come for 3 s.
+    while let Ok(d) = tokio::time::timeout(Duration::from_secs(3), r.recv::<Body<Value>>()).await {
+        held.push(d.unwrap());
+    }
+    assert_eq!(held.len(), 256, "deliveries out before any was settled");
+    r.accept(&held[0]).await.unwrap();
+    let next = next_delivery(&mut r).await;
+    assert_eq!(data_body(&next), "u256", "one settled, one more out");
+    gw.stop().await;
+}
+
+/// docs/amqp.md §Links the client sends on and §receives on: the annotation
+/// `x-opt-kafka-partition` picks the partition, Event Hubs' `x-opt-partition-key` is the key,
+/// every body kind becomes the value as documented, the standard properties become `amqp.*`
+/// headers and come back as the properties they came from; a partition that does not exist
+/// is `amqp:not-found`.
+#[tokio::test(flavor = "multi_thread")]
+async fn annotations_body_kinds_and_properties_map_both_ways() {
+    use fe2o3_amqp::types::{
+        messaging::{AmqpSequence, AmqpValue, Data},
+        primitives::Binary,
+    };
+    let gw = gateway::start(with_amqp).await;
+    gw.gateway
+        .backend()
+        .admin
+        .create_topic("mapped", Some(2), Some(1))
+        .await
+        .unwrap();
+    let (_conn, mut session) = connect(&gw, "mapping").await;
+    let mut sender = Sender::attach(&mut session, "mapping", "mapped")
+        .await
+        .unwrap();
+    let bodies: Vec<(&str, Body<Value>)> = vec![
+        (
+            "data",
+            Body::Data(
+                vec![
+                    Data(Binary::from(b"ab".to_vec())),
+                    Data(Binary::from(b"cd".to_vec())),
+                ]
+                .into(),
+            ),
+        ),
+        (
+            "sequence",
+            Body::Sequence(
+                vec![AmqpSequence::new(vec![
+                    Value::Int(1),
+                    Value::String("a".into()),
+                ])]
+                .into(),
+            ),
+        ),
+        (
+            "binary",
+            Body::Value(AmqpValue(Value::Binary(Binary::from(vec![0, 255])))),
+        ),
+        (
+            "string",
+            Body::Value(AmqpValue(Value::String("text".into()))),
+        ),
+        ("empty", Body::Empty),
+        ("null", Body::Value(AmqpValue(Value::Null))),
+    ];
+    for (name, body) in bodies {
+        let m = Message::builder()
+            .message_annotations(
+                MessageAnnotations::builder()
+                    .insert("x-opt-kafka-partition", 1i32)
+                    .insert("x-opt-partition-key", format!("pk-{name}"))
+                    .build(),
+            )
+            .properties(
+                Properties::builder()
+                    .message_id(format!("id-{name}"))
+                    .correlation_id("corr".to_owned())
+                    .content_type("text/plain")
+                    .subject("subj")
+                    .reply_to("replies")
+                    .to("mapped")
+                    .build(),
+            )
+            .body(body)
+            .build();
+        let outcome = sender.send(m).await.unwrap();
+        assert!(outcome.is_accepted(), "{name}: {outcome:?}");
+    }
+    let got = read_topic(&gw, "mapped", 6).await;
+    assert_eq!(got.len(), 6);
+    let by_key = |name: &str| {
+        got.iter()
+            .find(|r| r.key.as_deref() == Some(format!("pk-{name}").as_bytes()))
+            .unwrap_or_else(|| panic!("no record keyed pk-{name}: {got:?}"))
+    };
+    let value = |name: &str| by_key(name).value.clone().map(|v| v.to_vec());
+    assert_eq!(
+        value("data"),
+        Some(b"abcd".to_vec()),
+        "data sections concatenated"
+    );
+    assert_eq!(
+        value("sequence"),
+        Some(br#"[1,"a"]"#.to_vec()),
+        "a sequence is a JSON array"
+    );
+    assert_eq!(value("binary"), Some(vec![0, 255]));
+    assert_eq!(value("string"), Some(b"text".to_vec()));
+    // An empty body is a zero-length value, which librdkafka reads back as a null value.
+    assert!(
+        value("empty").unwrap_or_default().is_empty(),
+        "an empty body is an empty value"
+    );
+    assert_eq!(value("null"), None, "amqp-value null is a null value");
+    let r = by_key("data");
+    assert!(
+        got.iter().all(|r| r.partition == 1),
+        "x-opt-kafka-partition picks partition 1"
+    );
+    for (header, want) in [
+        ("amqp.message-id", "id-data"),
+        ("amqp.correlation-id", "corr"),
+        ("amqp.content-type", "text/plain"),
+        ("amqp.subject", "subj"),
+        ("amqp.reply-to", "replies"),
+        ("amqp.to", "mapped"),
+    ] {
+        assert_eq!(r.header(header), Some(&Bytes::from(want)), "{header}");
+    }
+
+    // Read back over AMQP: the amqp.* headers are the standard properties again.
+    let mut receiver = Receiver::attach(&mut session, "mapped-back", "mapped/group.id/back")
+        .await
+        .unwrap();
+    let mut seen = 0;
+    while seen < 6 {
+        let d = next_delivery(&mut receiver).await;
+        receiver.accept(&d).await.unwrap();
+        seen += 1;
+        let p = d.message().properties.as_ref().expect("properties");
+        let ma = d.message().message_annotations.as_ref().unwrap();
+        let key = ma
+            .get(
+                &"x-opt-kafka-key" as &dyn fe2o3_amqp::types::messaging::annotations::AnnotationKey,
+            )
+            .cloned();
+        if key != Some(Value::String("pk-data".into())) {
+            continue;
+        }
+        assert_eq!(p.message_id, Some("id-data".to_owned().into()));
+        assert_eq!(p.correlation_id, Some("corr".to_owned().into()));
+        assert_eq!(p.content_type, Some("text/plain".into()));
+        assert_eq!(p.subject.as_deref(), Some("subj"));
+        assert_eq!(p.reply_to.as_deref(), Some("replies"));
+        assert_eq!(p.to.as_deref(), Some("mapped"));
+        assert_eq!(data_body(&d), "abcd");
+    }
+
+    // A partition that does not exist.
+    let mut missing = Sender::attach(&mut session, "missing", "mapped/partitions/7")
+        .await
+        .unwrap();
+    let refused = missing
+        .send(Message::builder().value("x".to_owned()).build())
+        .await;
+    let text = format!("{refused:?}");
+    assert!(
+        text.contains("NotFound") || text.contains("not-found"),
+        "{text}"
+    );
+    gw.stop().await;
 }

@@ -380,3 +380,43 @@ async fn a_full_flow_driven_by_curl() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("curl flow ok"));
     gw.stop().await;
 }
+
+/// docs/http.md §Where barnabas deliberately differs: a `null` key is no key, a record
+/// `value: null` is a Kafka null, `"enable.auto.commit": "false"` as a string is accepted,
+/// and `GET /topics/{topic}` has no `configs`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_differences_from_strimzi_hold() {
+    let gw = gateway::start(|_| {}).await;
+    let a = gw
+        .post_json(
+            "/topics/differs",
+            JSON,
+            &json!({"records": [{"key": null, "value": 1}, {"key": "k", "value": null}]}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let got = common::read_topic(&gw, "differs", 2).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].key, None, "a null key is no key");
+    assert_eq!(got[0].value.as_deref(), Some(b"1".as_slice()));
+    assert_eq!(got[1].value, None, "a null value is a Kafka null");
+
+    let a = gw
+        .post_json(
+            "/consumers/differ",
+            V2,
+            &json!({"name": "s", "format": "json", "enable.auto.commit": "false", "auto.offset.reset": "earliest"}),
+        )
+        .await;
+    assert_eq!(
+        a.status, 200,
+        "the string \"false\" is accepted: {}",
+        a.text
+    );
+
+    let a = gw.get("/topics/differs", Some(V2)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json["name"], "differs");
+    assert!(a.json.get("configs").is_none(), "no configs: {}", a.json);
+    gw.stop().await;
+}

@@ -957,7 +957,6 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
 /// would have gone out), has committed nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn persistent_sessions_commit_at_puback_and_pubrec_clean_ones_never() {
-    use barnabas_core::{ConsumerConfig, TopicPartition};
     use common::raw_mqtt::{
         connect_v311, connected, publish_id_and_payload, read_packet, subscribe,
     };
@@ -999,39 +998,8 @@ async fn persistent_sessions_commit_at_puback_and_pubrec_clean_ones_never() {
             assert_eq!(read_packet(s), Some((0x62, vec![hi, lo])), "PUBREL");
         }
     }
-    let committed = |client: &str| {
-        let group = format!("mqtt.{client}");
-        let gw = &gw;
-        async move {
-            let c = gw
-                .gateway
-                .backend()
-                .consumers
-                .create(ConsumerConfig {
-                    group_id: group,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            let got = c
-                .committed_offsets(vec![TopicPartition::new("commands", 0)])
-                .await
-                .unwrap();
-            c.close().await.unwrap();
-            got[0].1
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (one, two) = (committed("keep-1").await, committed("keep-2").await);
-        if one == Some(high) && two == Some(high) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "committed after PUBACK {one:?}, after PUBREC {two:?}; the next offset is {high}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    for group in ["mqtt.keep-1", "mqtt.keep-2"] {
+        common::wait_for_commit(&gw, group, ("commands", 0), high, Duration::from_secs(20)).await;
     }
     let (_, clean, _) = &mut clients[0];
     clean.write_all(&[0xe0, 0]).unwrap();

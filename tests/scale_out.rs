@@ -239,48 +239,68 @@ async fn a_shared_subscription_across_replicas_delivers_each_record_once() {
     let bootstrap = kafka.bootstrap();
     let a = Replica::start(&bootstrap);
     let b = Replica::start(&bootstrap);
-    // The default topic exists before the members join.
-    publish(&a, "jobs/0", "probe", false).await;
+    // The MQTT front end's default topic, with two partitions so both members get a share
+    // (keyed by MQTT topic: jobs/0 … jobs/19 spread over both).
+    let (status, body) = call(
+        &a,
+        reqwest::Method::POST,
+        "/admin/topics",
+        V2,
+        Some(serde_json::json!({ "topic_name": "mqtt", "partitions_count": 2 })),
+    )
+    .await;
+    assert!(
+        status == 201 || status == 200,
+        "create topic: {status} {body}"
+    );
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, String)>();
     let mut clients = Vec::new();
-    for (i, replica) in [&a, &b].into_iter().enumerate() {
-        let (c, mut el) = replica.client(&format!("worker-{i}"), true);
+    for (member, replica) in [&a, &b].into_iter().enumerate() {
+        let (c, mut el) = replica.client(&format!("worker-{member}"), true);
         connack(&mut el).await;
         subscribe(&c, &mut el, "$share/workers/jobs/+").await;
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Ok(ev) = el.poll().await {
                 if let Event::Incoming(Packet::Publish(p)) = ev {
-                    let _ = tx.send(String::from_utf8_lossy(&p.payload).into_owned());
+                    let _ = tx.send((member, String::from_utf8_lossy(&p.payload).into_owned()));
                 }
             }
         });
         clients.push(c);
     }
-    // The group is settled once records flow to a member and a later probe still arrives;
-    // a shared group without commits starts at the end of the log when it is assigned.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut settled = 0;
-    while settled < 2 {
+    // The group is settled once each member got a probe (a shared group without commits
+    // starts at the end of the log when it is assigned, so early probes may be missed).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut probed = [false, false];
+    while !(probed[0] && probed[1]) {
         assert!(
             Instant::now() < deadline,
-            "the shared group never received a probe"
+            "both members never got a probe: {probed:?}"
         );
-        publish(&a, "jobs/0", "probe", false).await;
-        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
-            settled += 1;
-            tokio::time::sleep(Duration::from_secs(3)).await;
+        for k in 0..4 {
+            publish(&a, &format!("jobs/{k}"), "probe", false).await;
+        }
+        while let Ok(Some((member, _))) =
+            tokio::time::timeout(Duration::from_secs(2), rx.recv()).await
+        {
+            probed[member] = true;
         }
     }
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {}
-    let sent: BTreeSet<String> = (1..=20).map(|i| format!("job-{i}")).collect();
-    for job in &sent {
-        publish(&a, "jobs/1", job, false).await;
+    let sent: BTreeSet<String> = (0..20).map(|i| format!("job-{i}")).collect();
+    for i in 0..20 {
+        publish(&a, &format!("jobs/{i}"), &format!("job-{i}"), false).await;
     }
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while got.len() < sent.len() && Instant::now() < deadline {
+    while got
+        .iter()
+        .filter(|(_, p): &&(usize, String)| p.starts_with("job-"))
+        .count()
+        < sent.len()
+        && Instant::now() < deadline
+    {
         if let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
             got.push(p);
         }
@@ -289,10 +309,15 @@ async fn a_shared_subscription_across_replicas_delivers_each_record_once() {
     while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
         got.push(p);
     }
-    got.retain(|p| p.starts_with("job-"));
-    let unique: BTreeSet<String> = got.iter().cloned().collect();
+    got.retain(|(_, p)| p.starts_with("job-"));
+    let unique: BTreeSet<String> = got.iter().map(|(_, p)| p.clone()).collect();
     assert_eq!(unique, sent, "every record delivered");
     assert_eq!(got.len(), sent.len(), "no record delivered twice: {got:?}");
+    let per_member = [0, 1].map(|m| got.iter().filter(|(member, _)| *member == m).count());
+    assert!(
+        per_member[0] > 0 && per_member[1] > 0,
+        "both replicas' members share the load: {per_member:?}"
+    );
     drop(clients);
     a.stop();
     b.stop();
@@ -445,10 +470,41 @@ async fn an_http_consumer_created_on_one_replica_is_served_by_another_and_outliv
         assert_eq!(status, 404, "unknown instance: {body:?}");
     }
 
-    // More records; some are fetched but not committed, then A is killed.
+    // More records, fetched through B but not committed.
     produce_numbers(&b, "orders", 10..20).await;
-    let (_, before_kill) = poll(&b, instance).await;
+    let mut before_kill = Vec::new();
+    while !(10..20).all(|v| before_kill.contains(&v)) {
+        let (status, values) = poll(&b, instance).await;
+        assert_eq!(status, 200, "poll through B");
+        before_kill.extend(values);
+    }
+    // A long poll forwarded by B waits at A, and A is killed during it: the client gets
+    // 503 (B does not replay a request the owner may have served).
+    let waiting = tokio::spawn({
+        let url = b.url(&format!("{instance}/records?timeout=20000"));
+        async move {
+            let answer = reqwest::Client::new()
+                .get(url)
+                .header("accept", JSON_V2)
+                .send()
+                .await
+                .expect("an answer from B");
+            (
+                answer.status().as_u16(),
+                answer.text().await.unwrap_or_default(),
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await; // the poll is at A now (it waits 20 s)
+    assert!(!waiting.is_finished(), "the long poll was answered early");
     a.process.signal("KILL");
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("B answered once A died")
+        .unwrap();
+    assert_eq!(status, 503, "forwarded poll whose owner died: {body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error_code"], 503, "{body}");
 
     // B adopts the instance and resumes from the last commit: nothing committed comes
     // again, nothing after it is missing.
@@ -460,10 +516,7 @@ async fn an_http_consumer_created_on_one_replica_is_served_by_another_and_outliv
             "records after the last commit missing after A died: got {after:?} (before the kill: {before_kill:?})"
         );
         let (status, values) = poll(&b, instance).await;
-        assert!(
-            status == 200 || status == 503,
-            "poll after A died: {status}"
-        );
+        assert_eq!(status, 200, "the next poll after A died is adopted by B");
         after.extend(values);
     }
     assert!(
@@ -476,5 +529,89 @@ async fn an_http_consumer_created_on_one_replica_is_served_by_another_and_outliv
     assert_eq!(status, 204, "delete: {body}");
     let (status, _) = poll(&b, instance).await;
     assert_eq!(status, 404);
+    b.stop();
+}
+
+/// docs/design/scale-out.md §HTTP consumers on any replica: a name is unique across replicas
+/// (creating it again on another replica is 409), and a replica that stops cleanly keeps its
+/// instances' records, so in a rolling restart the instance is adopted by another replica
+/// and carries on from its commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_names_are_unique_across_replicas_and_survive_a_rolling_restart() {
+    let kafka = broker::start().await;
+    let bootstrap = kafka.bootstrap();
+    let a = Replica::start(&bootstrap);
+    let b = Replica::start(&bootstrap);
+    produce_numbers(&a, "rolling", 0..5).await;
+    let create = serde_json::json!({
+        "name": "roller", "format": "json",
+        "auto.offset.reset": "earliest", "enable.auto.commit": false,
+    });
+    let (status, body) = call(
+        &a,
+        reqwest::Method::POST,
+        "/consumers/ops",
+        V2,
+        Some(create.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "create on A: {body}");
+    let (status, body) = call(
+        &b,
+        reqwest::Method::POST,
+        "/consumers/ops",
+        V2,
+        Some(create),
+    )
+    .await;
+    assert_eq!(status, 409, "the same name on B: {body}");
+    assert_eq!(body["error_code"], 409, "{body}");
+
+    let instance = "/consumers/ops/instances/roller";
+    let subscription = serde_json::json!({ "topics": ["rolling"] });
+    let (status, body) = call(
+        &a,
+        reqwest::Method::POST,
+        &format!("{instance}/subscription"),
+        V2,
+        Some(subscription),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let mut first = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.len() < 5 {
+        assert!(Instant::now() < deadline, "records never came: {first:?}");
+        let (status, values) = poll(&a, instance).await;
+        assert_eq!(status, 200);
+        first.extend(values);
+    }
+    let (status, _) = call(
+        &a,
+        reqwest::Method::POST,
+        &format!("{instance}/offsets"),
+        V2,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "commit");
+    a.stop();
+
+    produce_numbers(&b, "rolling", 5..10).await;
+    let mut after = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !(5..10).all(|v| after.contains(&v)) {
+        assert!(
+            Instant::now() < deadline,
+            "the instance was lost with A: {after:?}"
+        );
+        let (status, values) = poll(&b, instance).await;
+        assert_eq!(status, 200, "adopted by B");
+        after.extend(values);
+    }
+    assert!(
+        after.iter().all(|v| *v >= 5),
+        "resumed after the commit: {after:?}"
+    );
     b.stop();
 }

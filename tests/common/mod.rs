@@ -224,6 +224,64 @@ pub fn broker_process() -> (Gateway, String) {
     (broker, kafka.to_string())
 }
 
+/// What `group` has committed on `topic`'s `partition` (the next offset it will read), as
+/// Kafka says now.
+pub async fn committed_offset(
+    gw: &gateway::TestGateway,
+    group: &str,
+    (topic, partition): (&str, i32),
+) -> Option<i64> {
+    // A consumer of the group that never subscribes does not join it: it only asks.
+    let asker = gw
+        .gateway
+        .backend()
+        .consumers
+        .create(ConsumerConfig {
+            group_id: group.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let tp = barnabas_core::TopicPartition::new(topic, partition);
+    let seen = asker.committed_offsets(vec![tp]).await.unwrap();
+    asker.close().await.unwrap();
+    seen.first().and_then(|(_, offset)| *offset)
+}
+
+/// Waits until `group`'s committed offset on (`topic`, `partition`) satisfies `done`, asking
+/// Kafka every 100 ms; returns it, or panics with what it last saw after `within`.
+pub async fn wait_for_commit_where(
+    gw: &gateway::TestGateway,
+    group: &str,
+    tp: (&str, i32),
+    done: impl Fn(i64) -> bool,
+    within: Duration,
+) -> i64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let at = committed_offset(gw, group, tp).await;
+        if let Some(at) = at.filter(|&at| done(at)) {
+            return at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} committed {at:?} on {tp:?}, not what was awaited"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `group` has committed exactly `want` on (`topic`, `partition`).
+pub async fn wait_for_commit(
+    gw: &gateway::TestGateway,
+    group: &str,
+    tp: (&str, i32),
+    want: i64,
+    within: Duration,
+) {
+    wait_for_commit_where(gw, group, tp, |at| at == want, within).await;
+}
+
 fn uuid_ish() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -464,8 +464,19 @@ pub fn stalled_subscriber(addr: SocketAddr, filter: &str) -> TcpStream {
     let mut packet = vec![0x82, sub.len() as u8];
     packet.extend(sub);
     s.write_all(&packet).unwrap();
-    // CONNACK and SUBACK are read by nobody either: the socket just fills up.
-    std::thread::sleep(Duration::from_secs(2));
+    // CONNACK (4 bytes) and SUBACK (5) are read by nobody either: the socket just fills up.
+    // The subscription is in place once both are there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 9];
+    while s.peek(&mut buf).unwrap() < buf.len() {
+        assert!(Instant::now() < deadline, "no CONNACK and SUBACK");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        (buf[0], buf[4]),
+        (0x20, 0x90),
+        "CONNACK then SUBACK: {buf:?}"
+    );
     s
 }
 
@@ -552,14 +563,129 @@ pub fn stalled_sse(http: SocketAddr, topic: &str) -> TcpStream {
     s
 }
 
-/// A python3-qpid-proton receiver attached to `source` with no credit, held for `secs`.
-pub fn idle_amqp_receiver(amqp: SocketAddr, source: &str, secs: u32) -> std::process::Child {
-    std::process::Command::new(crate::common::system_python())
-        .arg(crate::common::workspace_root().join("tests/python/amqp_proton.py"))
-        .args(["idle", &format!("amqp://{amqp}"), source, &secs.to_string()])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+/// A python3-qpid-proton receiver attached to `source` with no credit until
+/// [`IdleReceiver::read`] lets it take `count` messages.
+pub struct IdleReceiver(std::process::Child);
+
+impl IdleReceiver {
+    pub fn start(amqp: SocketAddr, source: &str, count: usize) -> IdleReceiver {
+        let child = std::process::Command::new(crate::common::system_python())
+            .arg(crate::common::workspace_root().join("tests/python/amqp_proton.py"))
+            .args([
+                "idle",
+                &format!("amqp://{amqp}"),
+                source,
+                &count.to_string(),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        IdleReceiver(child)
+    }
+
+    /// Whether the receiver is still attached and waiting (its process has not ended).
+    pub fn is_waiting(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+
+    /// Grants credit at last and waits (≤ 3 min) for the `count` messages; what it printed.
+    pub async fn read(mut self) -> serde_json::Value {
+        self.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let out = tokio::time::timeout(
+            Duration::from_secs(180),
+            tokio::task::spawn_blocking(move || self.0.wait_with_output().unwrap()),
+        )
+        .await
+        .expect("the AMQP receiver got its messages within 3 min")
+        .unwrap();
+        assert!(out.status.success(), "{}", crate::common::text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// Reads a raw MQTT 3.1.1 connection (one that stopped reading) until PUBLISHes on `want`
+/// distinct topics arrived, acknowledging each QoS 1 one; the distinct topics it saw.
+pub fn drain_mqtt(s: &TcpStream, want: usize, within: Duration) -> usize {
+    use std::io::Read;
+    let deadline = Instant::now() + within;
+    s.set_nonblocking(false).unwrap();
+    let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut writer = s.try_clone().unwrap();
+    let mut topics = BTreeSet::new();
+    while topics.len() < want && Instant::now() < deadline {
+        s.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .unwrap();
+        let mut first = [0u8; 1];
+        if reader.read_exact(&mut first).is_err() {
+            break;
+        }
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let mut b = [0u8; 1];
+            reader.read_exact(&mut b).unwrap();
+            len |= usize::from(b[0] & 0x7f) << shift;
+            shift += 7;
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body).unwrap();
+        if first[0] >> 4 != 3 {
+            continue; // CONNACK, SUBACK
+        }
+        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        topics.insert(body[2..2 + topic_len].to_vec());
+        if (first[0] >> 1) & 3 == 1 {
+            let id = &body[2 + topic_len..4 + topic_len];
+            writer.write_all(&[0x40, 2, id[0], id[1]]).unwrap();
+        }
+    }
+    topics.len()
+}
+
+/// Reads an SSE response (chunked HTTP/1.1) from a client that stopped reading, until the
+/// event with id `last_id` arrived; the number of events read.
+pub fn drain_sse(s: &TcpStream, last_id: &str, within: Duration) -> usize {
+    use std::io::{BufRead, Read};
+    let deadline = Instant::now() + within;
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    // The response head.
+    while reader.read_line(&mut line).unwrap() > 2 {
+        line.clear();
+    }
+    let (mut events, mut partial) = (0, Vec::new());
+    let want = format!("id: {last_id}");
+    while Instant::now() < deadline {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let size = usize::from_str_radix(line.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        let mut chunk = vec![0u8; size + 2];
+        reader.read_exact(&mut chunk).unwrap();
+        partial.extend_from_slice(&chunk[..size]);
+        while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+            let event_line: Vec<u8> = partial.drain(..=end).collect();
+            if event_line.starts_with(b"id: ") {
+                events += 1;
+                if event_line.trim_ascii_end() == want.as_bytes() {
+                    return events;
+                }
+            }
+        }
+    }
+    panic!("the SSE stream ended or stalled after {events} events, before id {last_id}");
 }
 
 /// AMQP load from python3-qpid-proton (`amqp_proton.py load`): one transfer at a time to

@@ -268,7 +268,7 @@ async fn consumers_that_stop_reading_do_not_grow_memory_or_slow_others() {
     harness::produce_bulk(&broker.bootstrap(), "slow", 1, 10).await;
     let stalled = harness::stalled_subscriber(gateway.mqtt, "slow/#");
     let stalled_sse = harness::stalled_sse(gateway.http, "slow");
-    let mut idle_receiver = harness::idle_amqp_receiver(gateway.amqp, "slow/group.id/idle", 30);
+    let mut idle_receiver = harness::IdleReceiver::start(gateway.amqp, "slow/group.id/idle", 2_001);
     // The probe client, subscribed to its own topic.
     let mut probe = harness::Prober::connect(gateway.mqtt, "probe/p").await;
     let before_rtt = probe.round_trip().await;
@@ -299,20 +299,32 @@ async fn consumers_that_stop_reading_do_not_grow_memory_or_slow_others() {
         waiting > 100_000,
         "only {waiting} bytes reached the stalled subscriber"
     );
-    drop(stalled);
     stalled_sse.set_nonblocking(true).unwrap();
     let waiting = stalled_sse.peek(&mut buf).unwrap_or(0);
     assert!(
         waiting > 100_000,
         "only {waiting} bytes reached the stalled SSE client"
     );
-    drop(stalled_sse);
     assert!(
-        idle_receiver.try_wait().unwrap().is_none(),
+        idle_receiver.is_waiting(),
         "the AMQP receiver without credit was refused or dropped"
     );
-    let _ = idle_receiver.kill();
-    let _ = idle_receiver.wait();
+    // The stalled clients read again: each gets everything (kept in Kafka, not lost while
+    // they did not read): 2 000 keys over MQTT, offsets 0..=2000 over SSE and AMQP.
+    let mqtt_topics = tokio::task::spawn_blocking(move || {
+        harness::drain_mqtt(&stalled, 2_000, Duration::from_secs(180))
+    });
+    let sse_events = tokio::task::spawn_blocking(move || {
+        harness::drain_sse(&stalled_sse, "0:2000", Duration::from_secs(180))
+    });
+    let amqp = idle_receiver.read().await;
+    assert_eq!(amqp["received"], 2_001, "{amqp}");
+    assert_eq!(
+        mqtt_topics.await.unwrap(),
+        2_000,
+        "MQTT topics slow/k0..k1999"
+    );
+    assert!(sse_events.await.unwrap() >= 2_001);
 }
 
 /// "Acknowledged only after Kafka acknowledged the write", per protocol and QoS (issue 22):
@@ -448,4 +460,73 @@ async fn no_client_is_answered_before_kafka_acknowledged_the_write() {
             "{body} not in Kafka: {http_stored:?}"
         );
     }
+}
+
+/// docs/amqp.md §Links the client sends on: at most 1 000 transfers per link wait for Kafka —
+/// the link credit the gateway grants is renewed only as they settle — so a sender facing a
+/// paused broker stops after at most 1 000 transfers; once the broker resumes every one of
+/// them is accepted and the sender carries on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_amqp_sender_is_held_at_1000_transfers_waiting_for_kafka() {
+    use fe2o3_amqp::{types::messaging::Message, Connection, Sender, Session};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let data = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(data.path());
+    let gateway = GatewayProcess::start(&broker.bootstrap());
+    let mut conn = Connection::builder()
+        .container_id("held")
+        .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Anonymous)
+        .open(format!("amqp://{}", gateway.amqp).as_str())
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut conn).await.unwrap();
+    let mut sender = Sender::attach(&mut session, "held", "held").await.unwrap();
+    let warm = sender.send(Message::builder().value("warm".to_owned()).build());
+    assert!(warm.await.unwrap().is_accepted(), "the topic exists");
+
+    broker.signal("STOP");
+    // The sender sends as fast as the gateway's credit lets it; `sent` counts transfers out.
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    let sending = tokio::spawn(async move {
+        let mut outcomes = Vec::new();
+        for i in 0..1_200 {
+            let m = Message::builder().value(format!("m{i}")).build();
+            outcomes.push(sender.send_batchable(m).await.unwrap());
+            counter.store(i + 1, Ordering::SeqCst);
+        }
+        let mut accepted = 0;
+        for o in outcomes {
+            accepted += usize::from(o.await.unwrap().is_accepted());
+        }
+        (sender, accepted)
+    });
+    // Wait until the count stops moving (3 s without a transfer).
+    let mut last = usize::MAX;
+    while sent.load(Ordering::SeqCst) != last {
+        last = sent.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    assert!(
+        (1..=1_000).contains(&last),
+        "{last} transfers went out while Kafka was paused (at most 1 000 may wait)"
+    );
+    broker.signal("CONT");
+    let (sender, accepted) = tokio::time::timeout(Duration::from_secs(120), sending)
+        .await
+        .expect("the sender carried on once Kafka resumed")
+        .unwrap();
+    assert_eq!(
+        accepted, 1_200,
+        "every transfer accepted after Kafka resumed"
+    );
+    let stored = harness::read_all(&broker.bootstrap(), "held").await;
+    assert!(
+        stored.contains("m0") && stored.contains("m1199"),
+        "{}",
+        stored.len()
+    );
+    drop(sender);
+    drop(session);
+    drop(conn);
 }

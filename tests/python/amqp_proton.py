@@ -10,8 +10,9 @@ usage:
       {"body", "annotations", "properties"}
   amqp_proton.py load URL ADDRESS PREFIX
       sends PREFIX-n until killed, printing each body once the gateway accepted it
-  amqp_proton.py idle URL SOURCE SECONDS
-      a receiver on SOURCE that never grants credit, held open
+  amqp_proton.py idle URL SOURCE COUNT
+      a receiver on SOURCE that grants no credit until a line arrives on stdin, then takes
+      and accepts COUNT messages; prints {"received": n, "first": body, "last": body}
   amqp_proton.py send_props URL ADDRESS JSON
       one message whose application-properties are the JSON object; prints {"accepted": 1}
   amqp_proton.py receivers URL SOURCE COUNT
@@ -149,12 +150,19 @@ def load(url, address, prefix):
             time.sleep(0.2)
 
 
-def idle(url, source, secs):
-    """A receiver that never grants credit, held open for secs seconds."""
+def idle(url, source, count):
+    """A receiver without credit until stdin says go; then it reads COUNT messages."""
     conn = BlockingConnection(url, timeout=60, allowed_mechs="PLAIN ANONYMOUS")
-    conn.create_receiver(source, credit=0)
-    time.sleep(secs)
+    receiver = conn.create_receiver(source, credit=0)
+    sys.stdin.readline()
+    bodies = []
+    for _ in range(count):
+        if receiver.link.credit < 10:
+            receiver.flow(100)
+        bodies.append(plain(receiver.receive(timeout=60).body))
+        receiver.accept()
     conn.close()
+    print(json.dumps({"received": len(bodies), "first": bodies[0], "last": bodies[-1]}))
 
 
 if __name__ == "__main__":
@@ -162,7 +170,7 @@ if __name__ == "__main__":
     if cmd == "load":
         load(sys.argv[2], sys.argv[3], sys.argv[4])
     elif cmd == "idle":
-        idle(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+        idle(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "send_props":
         send_props(sys.argv[2], sys.argv[3], sys.argv[4])
     elif cmd == "receivers":

@@ -84,10 +84,16 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = sender.on_detach() => break,
             Some((tp, offset)) = rewind_rx.recv() => {
-                let mut seeks = vec![(tp, SeekTo::Offset(offset))];
+                // Each partition is re-read from the lowest offset given back.
+                let mut lowest = std::collections::BTreeMap::from([(tp, offset)]);
                 while let Ok((tp, offset)) = rewind_rx.try_recv() {
-                    seeks.push((tp, SeekTo::Offset(offset)));
+                    let at = lowest.entry(tp).or_insert(offset);
+                    *at = (*at).min(offset);
                 }
+                let seeks = lowest
+                    .into_iter()
+                    .map(|(tp, offset)| (tp, SeekTo::Offset(offset)))
+                    .collect();
                 if let Err(e) = driver.seek(seeks).await {
                     tracing::debug!(error = %e, "rewinding released deliveries failed; the group will redeliver them");
                 }
@@ -103,6 +109,10 @@ pub async fn run(
                     }
                 };
                 for r in records {
+                    // Re-read after a rewind: only what was given back goes out again.
+                    if !tracker.lock().is_ok_and(|mut t| t.is_due(&r)) {
+                        continue;
+                    }
                     let permit = tokio::select! {
                         p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'link },
                         _ = shutdown.cancelled() => break 'link,
@@ -245,6 +255,9 @@ async fn settle(
                     }
                     Ok(Outcome::Released(_) | Outcome::Modified(_)) => {
                         ctx.metrics.released.inc();
+                        if let Ok(mut t) = tracker.lock() {
+                            t.give_back(&tp, offset);
+                        }
                         let _ = rewind.send((tp.clone(), offset));
                         false
                     }

@@ -13,6 +13,8 @@ use crate::{ConsumedRecord, TopicPartition, TopicPartitionOffset};
 #[derive(Debug, Default)]
 struct Track {
     pending: BTreeSet<i64>,
+    /// Handed out, then given back by the client: to be handed out again when re-read.
+    again: BTreeSet<i64>,
     next: i64,
     committed: i64,
 }
@@ -32,6 +34,7 @@ impl OffsetTracker {
             tp,
             Track {
                 pending: BTreeSet::new(),
+                again: BTreeSet::new(),
                 next: offset,
                 committed: offset,
             },
@@ -54,9 +57,32 @@ impl OffsetTracker {
         track.next = track.next.max(record.offset + 1);
     }
 
+    /// The client gave a handed-out record back (AMQP `released`/`modified`): it is handed
+    /// out again when its partition is re-read from it. Still not finished.
+    pub fn give_back(&mut self, tp: &TopicPartition, offset: i64) {
+        if let Some(track) = self.tracks.get_mut(tp) {
+            if track.pending.contains(&offset) {
+                track.again.insert(offset);
+            }
+        }
+    }
+
+    /// Whether a record read from Kafka is to go to the client: one never handed out, or one
+    /// given back. A partition re-read from a given-back record (a seek backwards) also
+    /// yields the records after it; those the client has finished or still holds are not
+    /// sent twice.
+    pub fn is_due(&mut self, record: &ConsumedRecord) -> bool {
+        let tp = TopicPartition::new(record.topic.clone(), record.partition);
+        match self.tracks.get_mut(&tp) {
+            Some(track) if record.offset < track.next => track.again.remove(&record.offset),
+            _ => true,
+        }
+    }
+
     /// The client is done with this record (acknowledged it, or it was skipped).
     pub fn finished(&mut self, tp: &TopicPartition, offset: i64) {
         if let Some(track) = self.tracks.get_mut(tp) {
+            track.again.remove(&offset);
             if track.pending.remove(&offset) {
                 self.dirty = true;
             }
@@ -102,6 +128,62 @@ mod tests {
             value: None,
             headers: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_first_delivery_commits_nothing_until_it_is_finished() {
+        let tp = TopicPartition::new("t", 0);
+        let mut t = OffsetTracker::default();
+        assert!(!t.is_dirty());
+        t.handed(&rec(10));
+        assert!(!t.is_dirty(), "handing out changes nothing committable");
+        assert!(t.committable().is_empty(), "10 is still out");
+        t.finished(&tp, 10);
+        assert!(t.is_dirty());
+        assert_eq!(t.committable()[0].offset, 11);
+        assert!(!t.is_dirty(), "committable() takes what was dirty");
+    }
+
+    #[test]
+    fn a_partition_assigned_again_starts_over_at_its_new_position() {
+        let tp = TopicPartition::new("t", 0);
+        let mut t = OffsetTracker::default();
+        t.handed(&rec(5)); // never finished: the partition was revoked
+        t.start_at(tp.clone(), 8); // assigned again where the group had got to
+        t.handed(&rec(8));
+        t.finished(&tp, 8);
+        assert_eq!(t.committable()[0].offset, 9, "5 belongs to the old assignment");
+    }
+
+    #[test]
+    fn a_forgotten_partition_is_never_committed() {
+        let tp = TopicPartition::new("t", 0);
+        let mut t = OffsetTracker::default();
+        t.handed(&rec(5));
+        t.forget(&tp);
+        t.finished(&tp, 5);
+        assert!(t.committable().is_empty(), "revoked: another member commits it");
+    }
+
+    #[test]
+    fn a_re_read_partition_hands_out_only_what_was_given_back() {
+        let tp = TopicPartition::new("t", 0);
+        let mut t = OffsetTracker::default();
+        t.start_at(tp.clone(), 0);
+        for o in 0..4 {
+            assert!(t.is_due(&rec(o)), "{o} is new");
+            t.handed(&rec(o));
+        }
+        t.finished(&tp, 0);
+        t.give_back(&tp, 1);
+        t.finished(&tp, 3);
+        // Re-read from 1: 1 again; 2 is still with the client, 3 finished.
+        let due: Vec<i64> = (1..5).filter(|&o| t.is_due(&rec(o))).collect();
+        assert_eq!(due, [1, 4]);
+        assert!(!t.is_due(&rec(1)), "given back once, handed out once");
+        t.finished(&tp, 1);
+        t.finished(&tp, 2);
+        assert_eq!(t.committable()[0].offset, 4);
     }
 
     #[test]

@@ -136,7 +136,12 @@ pub async fn events(
     tracing::debug!(%topic, group = ?params.group, ?resume, "SSE stream opened");
 
     let metrics = state.gateway_metrics.clone();
-    let batch = state.settings.driver_limits.poll_batch;
+    // One record per take: a record taken from the driver counts as consumed (its offset is
+    // what the group commits), so the stream takes a record only when the client's
+    // connection has accepted the one before. Taking a batch would commit records read
+    // ahead that never reached the client, and the group would skip them after a
+    // disconnect. The driver still reads ahead from Kafka in batches.
+    let batch = 1;
     let shutdown = state.shutdown.clone();
     let events = stream::unfold(
         (driver, VecDeque::<ConsumedRecord>::new(), slot),

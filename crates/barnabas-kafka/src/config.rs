@@ -188,6 +188,26 @@ mod tests {
         }
     }
 
+    /// README §What it is: acks=all and the idempotent producer, unless the operator says
+    /// otherwise in `[kafka.properties]` (which wins over every default).
+    #[test]
+    fn the_producer_waits_for_all_replicas_idempotently_and_properties_win() {
+        let defaults = KafkaConfig::default().producer_config();
+        assert_eq!(defaults.get("acks"), Some("all"));
+        assert_eq!(defaults.get("enable.idempotence"), Some("true"));
+        assert_eq!(defaults.get("linger.ms"), Some("5"));
+        assert_eq!(defaults.get("compression.type"), Some("none"));
+        let mut config = KafkaConfig::default();
+        config.properties.insert("linger.ms".into(), "20".into());
+        config
+            .properties
+            .insert("compression.type".into(), "zstd".into());
+        let overridden = config.producer_config();
+        assert_eq!(overridden.get("linger.ms"), Some("20"));
+        assert_eq!(overridden.get("compression.type"), Some("zstd"));
+        assert_eq!(overridden.get("acks"), Some("all"));
+    }
+
     #[test]
     fn secret_files_become_properties_and_a_missing_one_is_named() {
         let dir = std::env::temp_dir().join(format!("barnabas-secret-{}", std::process::id()));
