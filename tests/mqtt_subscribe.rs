@@ -1006,7 +1006,7 @@ async fn persistent_sessions_commit_at_puback_and_pubrec_clean_ones_never() {
     let closed = clean.read(&mut [0u8; 1]);
     assert!(matches!(closed, Ok(0)), "{closed:?}");
     assert_eq!(
-        committed("clean-1").await,
+        common::committed_offset(&gw, "mqtt.clean-1", ("commands", 0)).await,
         None,
         "a clean session committed"
     );
