@@ -564,7 +564,7 @@ async fn mqtt5_topic_aliases_no_local_and_message_expiry() {
     };
     /// Next PUBLISH (topic, payload) within `within`.
     async fn next(el: &mut EventLoop, within: Duration) -> Option<(String, String)> {
-        next_v5(el, within).await.map(|p| {
+        next_publish(el, within).await.map(|p| {
             (
                 String::from_utf8_lossy(&p.topic).into_owned(),
                 String::from_utf8_lossy(&p.payload).into_owned(),
@@ -692,25 +692,6 @@ async fn mqtt5_topic_aliases_no_local_and_message_expiry() {
     gw.stop().await;
 }
 
-/// The next PUBLISH a v5 client receives within `within`, driving its event loop; `None` if
-/// none came. Panics on a connection error.
-async fn next_v5(
-    el: &mut rumqttc::v5::EventLoop,
-    within: Duration,
-) -> Option<rumqttc::v5::mqttbytes::v5::Publish> {
-    use rumqttc::v5::{mqttbytes::v5::Packet, Event};
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match tokio::time::timeout(left, el.poll()).await {
-            Err(_) => return None,
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => return Some(p),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("{e:?}"),
-        }
-    }
-}
-
 /// Drives a v5 event loop until its SUBACK; the reason codes.
 async fn suback_v5(
     el: &mut rumqttc::v5::EventLoop,
@@ -819,12 +800,12 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
     );
     rh.subscribe_many([all_plant.clone()]).await.unwrap();
     suback_v5(&mut rh_el).await;
-    let p = next_v5(&mut rh_el, within).await.expect("a delivery");
+    let p = next_publish(&mut rh_el, within).await.expect("a delivery");
     assert_eq!(seen(&p), kept, "Retain Handling 1, new subscription");
     rh.subscribe_many([all_plant]).await.unwrap();
     suback_v5(&mut rh_el).await;
     live("plant/hall/marker", "m1", false).await;
-    let p = next_v5(&mut rh_el, within).await.expect("a delivery");
+    let p = next_publish(&mut rh_el, within).await.expect("a delivery");
     assert_eq!(
         seen(&p),
         marker("m1"),
@@ -840,7 +821,7 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
     .unwrap();
     suback_v5(&mut rh_el).await;
     live("plant/hall/marker", "m2", false).await;
-    let p = next_v5(&mut rh_el, within).await.expect("a delivery");
+    let p = next_publish(&mut rh_el, within).await.expect("a delivery");
     assert_eq!(seen(&p), marker("m2"), "Retain Handling 2");
     rh.subscribe_many([filter(
         "plant/#",
@@ -851,7 +832,7 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
     .await
     .unwrap();
     suback_v5(&mut rh_el).await;
-    let p = next_v5(&mut rh_el, within).await.expect("a delivery");
+    let p = next_publish(&mut rh_el, within).await.expect("a delivery");
     assert_eq!(seen(&p), kept, "Retain Handling 0, existing subscription");
     drop((rh, rh_el));
 
@@ -873,7 +854,7 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
     }
     live("plant/hall/temp", "again", true).await;
     for (_, el, as_published) in &mut rap {
-        let p = next_v5(el, within).await.expect("a delivery");
+        let p = next_publish(el, within).await.expect("a delivery");
         assert_eq!(
             seen(&p),
             (
@@ -909,7 +890,7 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
     live("plant/hall/x", "both", false).await;
     live("plant/hall/x", "end", false).await;
     for payload in ["both", "end"] {
-        let p = next_v5(&mut ov_el, within).await.expect("a delivery");
+        let p = next_publish(&mut ov_el, within).await.expect("a delivery");
         assert_eq!(
             seen(&p),
             ("plant/hall/x".into(), payload.into(), false, 1, vec![1, 2]),
@@ -938,7 +919,7 @@ async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscr
             "the shared subscription got nothing"
         );
         live("plant/hall/marker", "shared", false).await;
-        if let Some(p) = next_v5(&mut sh_el, Duration::from_secs(1)).await {
+        if let Some(p) = next_publish(&mut sh_el, Duration::from_secs(1)).await {
             break p;
         }
     };

@@ -13,21 +13,47 @@ use std::{
 
 use barnabas_core::{ConsumedRecord, ConsumerConfig, ConsumerSession, OffsetReset, Subscription};
 
-/// The next PUBLISH an MQTT client receives within `within`, driving its event loop; `None`
-/// if none came. Panics on a connection error.
-pub async fn next_publish(
-    el: &mut rumqttc::EventLoop,
-    within: Duration,
-) -> Option<rumqttc::Publish> {
-    use rumqttc::{Event, Packet};
+/// An MQTT client's event loop, rumqttc 3.1.1 or 5: its next event, as the PUBLISH it
+/// carries if it is one.
+#[allow(async_fn_in_trait)]
+pub trait Deliveries {
+    type Publish;
+    async fn next_event(&mut self) -> Result<Option<Self::Publish>, String>;
+}
+
+impl Deliveries for rumqttc::EventLoop {
+    type Publish = rumqttc::Publish;
+    async fn next_event(&mut self) -> Result<Option<rumqttc::Publish>, String> {
+        use rumqttc::{Event, Packet};
+        match self.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => Ok(Some(p)),
+            other => other.map(|_| None).map_err(|e| format!("{e:?}")),
+        }
+    }
+}
+
+impl Deliveries for rumqttc::v5::EventLoop {
+    type Publish = rumqttc::v5::mqttbytes::v5::Publish;
+    async fn next_event(&mut self) -> Result<Option<Self::Publish>, String> {
+        use rumqttc::v5::{mqttbytes::v5::Packet, Event};
+        match self.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => Ok(Some(p)),
+            other => other.map(|_| None).map_err(|e| format!("{e:?}")),
+        }
+    }
+}
+
+/// The next PUBLISH an MQTT client (3.1.1 or 5) receives within `within`, driving its event
+/// loop; `None` if none came. Panics on a connection error.
+pub async fn next_publish<E: Deliveries>(el: &mut E, within: Duration) -> Option<E::Publish> {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
-        match tokio::time::timeout(left, el.poll()).await {
+        match tokio::time::timeout(left, el.next_event()).await {
             Err(_) => return None,
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => return Some(p),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("connection error: {e:?}"),
+            Ok(Ok(Some(p))) => return Some(p),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => panic!("connection error: {e}"),
         }
     }
 }
