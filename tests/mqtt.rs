@@ -11,8 +11,9 @@ use std::{
 };
 
 use barnabas::config::MqttMapping;
+use barnabas_core::ConsumedRecord;
 use bytes::Bytes;
-use common::{gateway, read_topic};
+use common::{consumer_of, gateway, poll_until, raw_mqtt, read_topic};
 
 fn mapped(c: &mut barnabas::config::Config) {
     c.mqtt.mapping = vec![MqttMapping {
@@ -76,10 +77,14 @@ async fn publishes_at_every_qos_land_in_kafka_through_the_mapping() {
         .publish("plant/line-1/temp", QoS::AtLeastOnce, false, "unmapped")
         .await
         .unwrap();
-    // QoS 1 acks (2) and the QoS 2 exchange complete.
+    client
+        .publish("devices/d4/telemetry", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
+    // QoS 1 acks (3) and the QoS 2 exchange complete.
     use rumqttc::{Event, Packet};
     let (mut pubacks, mut pubcomps) = (0, 0);
-    while pubacks < 2 || pubcomps < 1 {
+    while pubacks < 3 || pubcomps < 1 {
         match tokio::time::timeout(Duration::from_secs(30), el.poll())
             .await
             .expect("event")
@@ -90,13 +95,36 @@ async fn publishes_at_every_qos_land_in_kafka_through_the_mapping() {
             _ => {}
         }
     }
-    let mut got = read_topic(&gw, "telemetry", 3).await;
+    let mut got = read_topic(&gw, "telemetry", 4).await;
     got.sort_by_key(|r| r.key.clone());
     let keys: Vec<_> = got.iter().map(|r| r.key.clone().unwrap()).collect();
     assert_eq!(
         keys,
-        [Bytes::from("d1"), Bytes::from("d2"), Bytes::from("d3")]
+        [
+            Bytes::from("d1"),
+            Bytes::from("d2"),
+            Bytes::from("d3"),
+            Bytes::from("d4")
+        ]
     );
+    // Where each record came from: its QoS, publisher and (only when set) retain flag.
+    let header = |r: &ConsumedRecord, name: &str| {
+        r.header(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    for (r, qos, retain) in [
+        (&got[0], "0", None),
+        (&got[1], "1", None),
+        (&got[2], "2", None),
+        (&got[3], "1", Some("1".to_owned())),
+    ] {
+        assert_eq!(header(r, "barnabas.mqtt.qos").as_deref(), Some(qos));
+        assert_eq!(
+            header(r, "barnabas.mqtt.client_id").as_deref(),
+            Some("dev-1")
+        );
+        assert_eq!(header(r, "barnabas.mqtt.retain"), retain);
+    }
     assert_eq!(got[1].value, Some(Bytes::from("q1")));
     assert_eq!(
         got[2].header("barnabas.mqtt.topic"),
@@ -158,6 +186,9 @@ async fn mqtt5_properties_become_headers_and_unmapped_topics_are_refused() {
     let props = PublishProperties {
         user_properties: vec![("site".into(), "berlin".into())],
         content_type: Some("application/json".into()),
+        response_topic: Some("devices/d9/replies".into()),
+        correlation_data: Some(Bytes::from("req-7")),
+        message_expiry_interval: Some(600),
         ..Default::default()
     };
     client
@@ -198,10 +229,14 @@ async fn mqtt5_properties_become_headers_and_unmapped_topics_are_refused() {
     );
     let got = read_topic(&gw, "telemetry", 1).await;
     assert_eq!(got[0].header("site"), Some(&Bytes::from("berlin")));
-    assert_eq!(
-        got[0].header("barnabas.mqtt.content_type"),
-        Some(&Bytes::from("application/json"))
-    );
+    for (name, value) in [
+        ("barnabas.mqtt.content_type", "application/json"),
+        ("barnabas.mqtt.response_topic", "devices/d9/replies"),
+        ("barnabas.mqtt.correlation_data", "req-7"),
+        ("barnabas.mqtt.message_expiry", "600"),
+    ] {
+        assert_eq!(got[0].header(name), Some(&Bytes::from(value)), "{name}");
+    }
     gw.stop().await;
 }
 
@@ -346,6 +381,30 @@ async fn keep_alive_expiry_closes_and_publishes_the_will() {
     gw.stop().await;
 }
 
+/// The wills (value) of `key` among `records`.
+fn wills_of<'a>(records: &'a [(ConsumedRecord, Instant)], key: &str) -> Vec<&'a ConsumedRecord> {
+    records
+        .iter()
+        .map(|(r, _)| r)
+        .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
+        .filter(|r| r.value.as_deref() != Some(MARKER.as_bytes()))
+        .collect()
+}
+
+/// A record written after a connection ended, so that a will it had published would be
+/// before it in its partition (same key).
+const MARKER: &str = "marker";
+
+/// Whether a record `key` → `value` is among `records`.
+fn has(records: &[(ConsumedRecord, Instant)], key: &str, value: &str) -> bool {
+    records.iter().any(|(r, _)| {
+        r.key.as_deref() == Some(key.as_bytes()) && r.value.as_deref() == Some(value.as_bytes())
+    })
+}
+
+/// No will on DISCONNECT: the polite client's connection is closed only after its session
+/// ended (a will would be in Kafka by then), so a marker written after that, with the same
+/// key, proves there is none; the abrupt client's will arrives (the positive control).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_will_is_published_on_an_abrupt_close_not_on_disconnect() {
     let gw = gateway::start(mapped).await;
@@ -362,6 +421,7 @@ async fn the_will_is_published_on_an_abrupt_close_not_on_disconnect() {
     s.read_exact(&mut connack).unwrap();
     s.write_all(&[0xe0, 0]).unwrap();
     assert!(read_closed_within(&mut s, Duration::from_secs(5)));
+    common::produce(&gw, "telemetry", "polite", MARKER).await;
     // Abrupt: the socket just goes away.
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(&raw_connect(
@@ -372,10 +432,140 @@ async fn the_will_is_published_on_an_abrupt_close_not_on_disconnect() {
     .unwrap();
     s.read_exact(&mut connack).unwrap();
     drop(s);
-    let got = read_topic(&gw, "telemetry", 1).await;
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].key, Some(Bytes::from("abrupt")));
-    assert_eq!(got[0].value, Some(Bytes::from("lost")));
+    let c = consumer_of(&gw, "telemetry").await;
+    let got = poll_until(c.as_ref(), Duration::from_secs(60), |got| {
+        has(got, "abrupt", "lost") && has(got, "polite", MARKER)
+    })
+    .await;
+    let polite = wills_of(&got, "polite");
+    assert!(polite.is_empty(), "a will after DISCONNECT: {polite:?}");
+    assert_eq!(wills_of(&got, "abrupt").len(), 1);
+    gw.stop().await;
+}
+
+/// v5 CONNECT with a will on `devices/{id}/telemetry` (payload `{id} gone`, delay `delay`).
+fn connect_with_will(id: &str, expiry: u32, delay: u32) -> Vec<u8> {
+    raw_mqtt::connect_v5(
+        id,
+        expiry,
+        Some(raw_mqtt::Will {
+            topic: &format!("devices/{id}/telemetry"),
+            payload: &format!("{id} gone"),
+            delay,
+        }),
+        None,
+    )
+}
+
+/// v5 Will Delay Interval (docs/mqtt.md §wills): a will waits its delay (`late`: 3 s), capped
+/// by the session expiry (`capped`: delay an hour, session 2 s), and is published once; a
+/// client back (Clean Start 0) before the delay — reconnecting after its socket went
+/// (`back-a`), or taking its still-open connection over (`back-b`) — has none published. Markers written after
+/// `late`'s will arrived (its delay had passed for every client) show the absent ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v5_will_waits_its_delay_capped_by_the_session_expiry_and_not_if_the_client_returns() {
+    let gw = gateway::start(mapped).await;
+    let addr = mqtt_addr(&gw);
+    // (The topic exists before its consumer: a subscription waits for a missing one.)
+    gw.gateway
+        .backend()
+        .admin
+        .create_topic("telemetry", None, None)
+        .await
+        .unwrap();
+    let c = consumer_of(&gw, "telemetry").await;
+    let back_a = raw_mqtt::connected(addr, &connect_with_will("back-a", 60, 3));
+    let _back_b = raw_mqtt::connected(addr, &connect_with_will("back-b", 60, 3));
+    let late = raw_mqtt::connected(addr, &connect_with_will("late", 60, 3));
+    let capped = raw_mqtt::connected(addr, &connect_with_will("capped", 2, 3600));
+    // Back with Clean Start 0: the same session.
+    let resume = |id: &str| {
+        let props = raw_mqtt::expiry_property(60);
+        raw_mqtt::connected(
+            addr,
+            &raw_mqtt::connect_v5_props(id, false, &props, None, None),
+        )
+    };
+    drop(back_a);
+    let _back_a = resume("back-a");
+    let _back_b_again = resume("back-b");
+    let dropped = Instant::now();
+    drop(late);
+    drop(capped);
+    let got = poll_until(c.as_ref(), Duration::from_secs(30), |got| {
+        has(got, "late", "late gone") && has(got, "capped", "capped gone")
+    })
+    .await;
+    let at = |key: &str| {
+        got.iter()
+            .find(|(r, _)| r.key.as_deref() == Some(key.as_bytes()))
+            .map(|(_, t)| t.duration_since(dropped))
+            .unwrap()
+    };
+    assert!(
+        at("late") >= Duration::from_secs(3),
+        "published {:?} after the close, before its 3 s delay",
+        at("late")
+    );
+    assert!(
+        at("capped") >= Duration::from_secs(2),
+        "published {:?} after the close, before its session expired (2 s)",
+        at("capped")
+    );
+    for key in ["back-a", "back-b", "late", "capped"] {
+        common::produce(&gw, "telemetry", key, MARKER).await;
+    }
+    let mut all = got;
+    all.extend(
+        poll_until(c.as_ref(), Duration::from_secs(30), |more| {
+            ["back-a", "back-b", "late", "capped"]
+                .iter()
+                .all(|k| has(more, k, MARKER))
+        })
+        .await,
+    );
+    for (key, wills) in [("back-a", 0), ("back-b", 0), ("late", 1), ("capped", 1)] {
+        let got = wills_of(&all, key);
+        assert_eq!(got.len(), wills, "{key}: {got:?}");
+    }
+    gw.stop().await;
+}
+
+/// Wills also on take-over (the v5 connection taken over gets DISCONNECT 0x8E first) and on
+/// v5 DISCONNECT 0x04 (with will message); not on DISCONNECT 0x00, whose connection closes
+/// after its session ended, so a marker written then would follow a will.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_will_is_published_on_take_over_and_on_disconnect_with_will_not_on_a_normal_one() {
+    let gw = gateway::start(mapped).await;
+    let addr = mqtt_addr(&gw);
+    let mut first = raw_mqtt::connected(addr, &connect_with_will("twin", 0, 0));
+    let _second = raw_mqtt::connected(addr, &raw_mqtt::connect_v5("twin", 0, None, None));
+    let (kind, body) = raw_mqtt::read_packet(&mut first).expect("DISCONNECT before the close");
+    assert_eq!(
+        (kind, body.first()),
+        (0xe0, Some(&0x8e)),
+        "DISCONNECT 0x8E (session taken over)"
+    );
+    assert!(read_closed_within(&mut first, Duration::from_secs(5)));
+    let mut leaver = raw_mqtt::connected(addr, &connect_with_will("leaver", 0, 0));
+    leaver.write_all(&[0xe0, 1, 0x04]).unwrap();
+    assert!(read_closed_within(&mut leaver, Duration::from_secs(5)));
+    let mut polite = raw_mqtt::connected(addr, &connect_with_will("polite", 0, 0));
+    polite.write_all(&[0xe0, 1, 0x00]).unwrap();
+    assert!(read_closed_within(&mut polite, Duration::from_secs(5)));
+    common::produce(&gw, "telemetry", "polite", MARKER).await;
+    let c = consumer_of(&gw, "telemetry").await;
+    let got = poll_until(c.as_ref(), Duration::from_secs(30), |got| {
+        has(got, "twin", "twin gone")
+            && has(got, "leaver", "leaver gone")
+            && has(got, "polite", MARKER)
+    })
+    .await;
+    let polite = wills_of(&got, "polite");
+    assert!(
+        polite.is_empty(),
+        "a will after DISCONNECT 0x00: {polite:?}"
+    );
     gw.stop().await;
 }
 
@@ -589,5 +779,92 @@ async fn while_kafka_is_down_publishes_are_refused_and_once_it_is_back_they_are_
             ),
         }
     }
+    gw.stop().await;
+}
+
+/// At most 1 024 publishes per connection wait for Kafka (docs/mqtt.md; our v5 Receive
+/// Maximum); then the socket is not read. With the broker paused (SIGSTOP of its process), a
+/// raw 3.1.1 client's 1 023 unacknowledged QoS 1 publishes leave the socket read (a PINGREQ
+/// after them is answered); one more fills the window, and a PINGREQ after it gets no
+/// PINGRESP while Kafka is paused. Once it resumes every publish is acknowledged in order,
+/// then the PINGREQ is answered, and every record is in Kafka.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_publish_window_stops_reading_the_socket_until_kafka_answers() {
+    const WINDOW: u16 = 1024;
+    let (broker, bootstrap) = common::broker_process();
+    let gw = gateway::start_on(Some(bootstrap), |c| {
+        mapped(c);
+        c.kafka.produce_timeout_ms = 120_000;
+    })
+    .await;
+    let mut s = raw_mqtt::connected(mqtt_addr(&gw), &raw_connect("window", 0, None));
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let topic = "devices/w/telemetry";
+    let puback = |id: u16| {
+        let [hi, lo] = id.to_be_bytes();
+        [0x40, 2, hi, lo]
+    };
+    // Kafka answers: the topic exists, the producer is connected.
+    s.write_all(&raw_mqtt::publish_qos1(topic, WINDOW + 1, b"warm", false))
+        .unwrap();
+    let mut four = [0u8; 4];
+    s.read_exact(&mut four).unwrap();
+    assert_eq!(four, puback(WINDOW + 1));
+
+    broker.signal("STOP");
+    let mut burst = Vec::new();
+    for id in 1..WINDOW {
+        burst.extend(raw_mqtt::publish_qos1(
+            topic,
+            id,
+            id.to_string().as_bytes(),
+            false,
+        ));
+    }
+    burst.extend([0xc0, 0]);
+    s.write_all(&burst).unwrap();
+    let mut two = [0u8; 2];
+    s.read_exact(&mut two).unwrap();
+    assert_eq!(
+        two,
+        [0xd0, 0],
+        "PINGRESP (and no PUBACK: Kafka is paused) below the window"
+    );
+    s.write_all(&raw_mqtt::publish_qos1(topic, WINDOW, b"full", false))
+        .unwrap();
+    s.write_all(&[0xc0, 0]).unwrap();
+    raw_mqtt::assert_silent(
+        &mut s,
+        Duration::from_secs(3),
+        &format!("the socket was read on with {WINDOW} publishes waiting for Kafka"),
+    );
+    broker.signal("CONT");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // Every PUBACK in publish order; the PINGREQ is answered once the window has room again.
+    let (mut next, mut pong) = (1, false);
+    while next <= WINDOW || !pong {
+        let packet = raw_mqtt::read_packet(&mut s).expect("PUBACK or PINGRESP");
+        if packet == (0xd0, vec![]) && !pong {
+            pong = true;
+            continue;
+        }
+        let [hi, lo] = next.to_be_bytes();
+        assert_eq!(
+            packet,
+            (0x40, vec![hi, lo]),
+            "PUBACK {next} in publish order"
+        );
+        next += 1;
+    }
+    let admin = &gw.gateway.backend().admin;
+    let mut total = 0;
+    for p in 0..3 {
+        total += admin.watermarks("telemetry", p).await.unwrap().high;
+    }
+    assert_eq!(
+        total,
+        i64::from(WINDOW) + 1,
+        "every acknowledged publish is in Kafka"
+    );
     gw.stop().await;
 }

@@ -14,39 +14,14 @@ use std::{
 };
 
 use barnabas::config::{AclConfig, Config, MqttMapping};
-use common::{free_addr, free_port, gateway, mosquitto, mosquitto_async, text, Gateway};
+use common::{
+    free_addr, free_port, gateway, mosquitto, mosquitto_async,
+    raw_mqtt::{all, connack, connect_v311, packet, read_packet, string, suback},
+    text, Gateway,
+};
 
 fn addr(gw: &gateway::TestGateway) -> SocketAddr {
     gw.gateway.mqtt_addr().unwrap()
-}
-
-/// Output of a finished mosquitto client, stdout then stderr.
-fn all(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The CONNACK code `mosquitto_sub -d` printed (`received CONNACK (135)`).
-fn connack(out: &str) -> Option<u8> {
-    let at = out.find("received CONNACK (")? + "received CONNACK (".len();
-    out[at..].split(')').next()?.parse().ok()
-}
-
-/// The SUBACK codes `mosquitto_sub -d` printed (`Subscribed (mid: 1): 0, 151`).
-fn suback(out: &str) -> Vec<u8> {
-    out.lines()
-        .find_map(|l| l.strip_prefix("Subscribed (mid: "))
-        .and_then(|rest| rest.split_once("): "))
-        .map(|(_, codes)| {
-            codes
-                .split(", ")
-                .filter_map(|c| c.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Users alice, bob and carol (password = name + `-pw`); ACLs: alice reads and writes
@@ -191,68 +166,11 @@ async fn a_client_barnabas_property_is_dropped_and_crashes_no_subscriber() {
 // ---------------------------------------------------------------------------------------
 // 2. One SUBSCRIBE repeating `#` 70 000 times, a retained message, no PUBACK.
 
-/// A remaining length in MQTT's variable-length encoding.
-fn varint(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut p = vec![first];
-    varint(body.len(), &mut p);
-    p.extend_from_slice(body);
-    p
-}
-
-fn string(s: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// An MQTT 3.1.1 CONNECT (no keep-alive).
-fn connect_v311(client_id: &str, clean: bool) -> Vec<u8> {
-    let mut body = Vec::new();
-    string("MQTT", &mut body);
-    body.push(4);
-    body.push(if clean { 0x02 } else { 0x00 });
-    body.extend_from_slice(&0u16.to_be_bytes());
-    string(client_id, &mut body);
-    packet(0x10, &body)
-}
-
-/// Reads one packet: (first byte, body); `None` at EOF or timeout.
-fn read_packet(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut first = [0u8; 1];
-    s.read_exact(&mut first).ok()?;
-    let (mut len, mut shift) = (0usize, 0);
-    loop {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).ok()?;
-        len |= usize::from(b[0] & 0x7f) << shift;
-        shift += 7;
-        if b[0] & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).ok()?;
-    Some((first[0], body))
-}
-
 /// A raw 3.1.1 connection that got CONNACK 0; `session_present` returned.
 fn raw_connect(addr: SocketAddr, client_id: &str, clean: bool) -> (TcpStream, bool) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&connect_v311(client_id, clean)).unwrap();
+    s.write_all(&connect_v311(client_id, clean, None)).unwrap();
     let (kind, body) = read_packet(&mut s).expect("CONNACK");
     assert_eq!((kind, body[1]), (0x20, 0), "CONNACK accepted");
     (s, body[0] & 1 == 1)
@@ -385,6 +303,79 @@ async fn retained_messages_go_only_to_subscribers_that_may_read_their_topic() {
     let out = mq("mosquitto_sub", a, &args);
     let got = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(got, "devices/bob/commands for-bob\n", "{}", text(&out));
+    gw.stop().await;
+}
+
+/// Read ACLs on subscriptions (docs/security.md §Authorization): a 3.1.1 SUBSCRIBE to a
+/// topic the mapping names and bob may not read gets SUBACK 0x80; through the template rule
+/// (`devices/+/commands` → `commands.{device}`) he is granted, and `commands.carol` is left
+/// out: of carol's command and his own, written in that order, he receives only his own
+/// (nothing more comes within 2 s of it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_v311_subscribe_to_an_unreadable_topic_is_refused_and_a_template_leaves_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway::start(three_users(dir.path())).await;
+    let a = addr(&gw);
+    let publish = |device: &str, payload: &str| {
+        let topic = format!("devices/{device}/commands");
+        let args = with(
+            &["-V", "5", "-q", "1", "-t", &topic, "-m", payload],
+            &login("alice"),
+        );
+        let out = mq("mosquitto_pub", a, &args);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    // Both Kafka topics exist before bob subscribes.
+    publish("carol", "warm");
+    publish("bob", "warm");
+    let bob = login("bob");
+    let out = mq(
+        "mosquitto_sub",
+        a,
+        &with(
+            &[
+                "-V",
+                "311",
+                "-q",
+                "1",
+                "-t",
+                "devices/carol/commands",
+                "-d",
+                "-E",
+            ],
+            &bob,
+        ),
+    );
+    assert_eq!(suback(&all(&out)), [0x80], "{}", all(&out));
+    let mut opts = rumqttc::MqttOptions::new("bob-sub", a.ip().to_string(), a.port());
+    opts.set_credentials("bob", "bob-pw");
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 10);
+    client
+        .subscribe("devices/+/commands", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        if let rumqttc::Event::Incoming(rumqttc::Packet::SubAck(s)) = el.poll().await.unwrap() {
+            assert_eq!(
+                s.return_codes,
+                [rumqttc::SubscribeReasonCode::Success(
+                    rumqttc::QoS::AtLeastOnce
+                )]
+            );
+            break;
+        }
+    }
+    publish("carol", "for-carol");
+    publish("bob", "for-bob");
+    let mut got = Vec::new();
+    while let Some(p) = common::next_publish(&mut el, Duration::from_secs(2)).await {
+        got.push(format!(
+            "{} {}",
+            p.topic,
+            String::from_utf8_lossy(&p.payload)
+        ));
+    }
+    assert_eq!(got, ["devices/bob/commands for-bob"]);
     gw.stop().await;
 }
 
@@ -746,5 +737,93 @@ async fn a_shutdown_publishes_the_wills_of_connected_clients() {
     let records = common::read_topic(&gw, "mqtt", 1).await;
     assert_eq!(records.len(), 1, "the will was written");
     assert_eq!(records[0].value.as_deref(), Some(&b"bye"[..]));
+    gw.stop().await;
+}
+
+/// A will is published with its client's rights (docs/security.md §Authorization): bob, who
+/// may write nothing, leaves a will on `devices/x/commands` (→ `commands.x`) with v5
+/// DISCONNECT 0x04 and nothing of his is written; carol, who may write `commands.*`, leaves
+/// the same will and it is written (the positive control). Each connection is closed after
+/// its will was handled, so alice's marker written then follows any will in the partition.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_will_is_published_with_its_clients_rights() {
+    use common::raw_mqtt::{connect_v5, connected, Will};
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway::start(three_users(dir.path())).await;
+    let a = addr(&gw);
+    for user in ["bob", "carol"] {
+        let password = format!("{user}-pw");
+        let will = Will {
+            topic: "devices/x/commands",
+            payload: &format!("{user}'s will"),
+            delay: 0,
+        };
+        let mut s = connected(
+            a,
+            &connect_v5(
+                &format!("{user}-will"),
+                0,
+                Some(will),
+                Some((user, &password)),
+            ),
+        );
+        s.write_all(&[0xe0, 1, 0x04]).unwrap();
+        let closed = s.read(&mut [0u8; 1]);
+        assert!(matches!(closed, Ok(0)), "{user}: not closed: {closed:?}");
+    }
+    common::produce(&gw, "commands.x", "x", "marker").await;
+    let c = common::consumer_of(&gw, "commands.x").await;
+    let got = common::poll_until(c.as_ref(), Duration::from_secs(30), |got| {
+        got.iter()
+            .any(|(r, _)| r.value.as_deref() == Some(b"marker"))
+    })
+    .await;
+    let values: Vec<String> = got
+        .iter()
+        .filter_map(|(r, _)| r.value.as_deref())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert_eq!(values, ["carol's will", "marker"]);
+    gw.stop().await;
+}
+
+/// `limits.max_subscriptions` (docs/security.md §Limits): a filter beyond it gets SUBACK 0x97
+/// (v5) / 0x80 (3.1.1); a repeated filter is the same subscription and still gets its code.
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_beyond_max_subscriptions_get_quota_exceeded() {
+    let gw = gateway::start(|c| c.limits.max_subscriptions = 2).await;
+    let a = addr(&gw);
+    let filters = ["-t", "a", "-t", "b", "-t", "a", "-t", "c", "-d", "-E"];
+    let out = mosquitto("mosquitto_sub", a, &[&["-V", "5"][..], &filters].concat());
+    assert_eq!(suback(&all(&out)), vec![0, 0, 0, 0x97], "{}", all(&out));
+    let out = mosquitto("mosquitto_sub", a, &[&["-V", "311"][..], &filters].concat());
+    assert_eq!(suback(&all(&out)), vec![0, 0, 0, 0x80], "{}", all(&out));
+    gw.stop().await;
+}
+
+/// `auth.mode = "none"` (docs/security.md §Principals): an MQTT user name still names the
+/// principal, unchecked, so ACLs can be tried out: `alice` with any password may write what
+/// her rule grants (PUBACK 0), a client without a user name (`anonymous`) may not (0x87).
+#[tokio::test(flavor = "multi_thread")]
+async fn with_auth_mode_none_a_user_name_names_the_principal_unchecked() {
+    let gw = gateway::start(|c| {
+        c.acl = vec![AclConfig {
+            principal: "alice".into(),
+            allow: vec!["write:mqtt".into()],
+        }];
+    })
+    .await;
+    let a = addr(&gw);
+    let publish = |login: &[&str]| {
+        let base = ["-V", "5", "-q", "1", "-t", "try/out", "-m", "x", "-d"];
+        all(&mosquitto("mosquitto_pub", a, &[&base[..], login].concat()))
+    };
+    let alice = publish(&["-u", "alice", "-P", "not-checked"]);
+    assert!(alice.contains("received PUBACK (Mid: 1, RC:0)"), "{alice}");
+    let anonymous = publish(&[]);
+    assert!(
+        anonymous.contains("received PUBACK (Mid: 1, RC:135)"),
+        "{anonymous}"
+    );
     gw.stop().await;
 }

@@ -326,18 +326,33 @@ async fn v5_delivery(
             break;
         }
     }
+    // Written 100 s ago with a 3 600 s expiry: 3 500 s or less remain. Before it, on the same
+    // partition, one whose 5 s expired: not delivered.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut expired = Record::new("commands", "expired").with_key("d3");
+    expired
+        .headers
+        .push(Header::new("barnabas.mqtt.message_expiry", "5"));
+    expired.timestamp = Some(now_ms - 10_000);
     let mut record = Record::new("commands", "reboot").with_key("d3");
     record.headers.push(Header::new("trace", "abc-123"));
     record.headers.push(Header::new("span", "s-1"));
-    record
-        .headers
-        .push(Header::new("barnabas.mqtt.payload_format", "1"));
-    gw.gateway
-        .backend()
-        .publisher
-        .publish_one(record)
-        .await
-        .unwrap();
+    for (k, v) in [
+        ("barnabas.mqtt.payload_format", "1"),
+        ("barnabas.mqtt.content_type", "text/plain"),
+        ("barnabas.mqtt.response_topic", "devices/d3/replies"),
+        ("barnabas.mqtt.correlation_data", "req-42"),
+        ("barnabas.mqtt.message_expiry", "3600"),
+    ] {
+        record.headers.push(Header::new(k, v));
+    }
+    record.timestamp = Some(now_ms - 100_000);
+    for r in [expired, record] {
+        gw.gateway.backend().publisher.publish_one(r).await.unwrap();
+    }
     let p = loop {
         if let Event::Incoming(Packet::Publish(p)) =
             tokio::time::timeout(Duration::from_secs(30), el.poll())
@@ -349,6 +364,11 @@ async fn v5_delivery(
         }
     };
     assert_eq!(&p.topic[..], b"devices/d3/commands");
+    assert_eq!(
+        &p.payload[..],
+        b"reboot",
+        "the expired record is not delivered"
+    );
     assert_eq!(
         p.qos,
         QoS::ExactlyOnce,
@@ -385,6 +405,19 @@ async fn mqtt5_subscribers_get_headers_as_user_properties_and_their_subscription
         ]
     );
     assert_eq!(props.payload_format_indicator, Some(1));
+    assert_eq!(props.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(props.response_topic.as_deref(), Some("devices/d3/replies"));
+    assert_eq!(
+        props.correlation_data.as_deref(),
+        Some(b"req-42".as_slice())
+    );
+    let left = props
+        .message_expiry_interval
+        .expect("message expiry interval");
+    assert!(
+        (3_400..=3_500).contains(&left),
+        "the remaining interval of a record written 100 s ago with 3 600 s: {left}"
+    );
 }
 
 /// `mqtt.kafka_metadata = true`: the record's place in Kafka follows the published user
@@ -531,28 +564,15 @@ async fn mqtt5_topic_aliases_no_local_and_message_expiry() {
     };
     /// Next PUBLISH (topic, payload) within `within`.
     async fn next(el: &mut EventLoop, within: Duration) -> Option<(String, String)> {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            match tokio::time::timeout(left, el.poll()).await {
-                Err(_) => return None,
-                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    return Some((
-                        String::from_utf8_lossy(&p.topic).into_owned(),
-                        String::from_utf8_lossy(&p.payload).into_owned(),
-                    ))
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => panic!("{e:?}"),
-            }
-        }
+        next_publish(el, within).await.map(|p| {
+            (
+                String::from_utf8_lossy(&p.topic).into_owned(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            )
+        })
     }
     async fn subscribed(el: &mut EventLoop) {
-        loop {
-            if let Event::Incoming(Packet::SubAck(_)) = el.poll().await.unwrap() {
-                return;
-            }
-        }
+        suback_v5(el).await;
     }
     let gw = gateway::start(mapped).await;
     let a = addr(&gw);
@@ -578,7 +598,10 @@ async fn mqtt5_topic_aliases_no_local_and_message_expiry() {
     tokio::spawn(async move {
         while let Ok(ev) = alice_el.poll().await {
             if let Event::Incoming(Packet::Publish(p)) = ev {
-                let _ = own_tx.send(p.topic);
+                let _ = own_tx.send((
+                    String::from_utf8_lossy(&p.topic).into_owned(),
+                    String::from_utf8_lossy(&p.payload).into_owned(),
+                ));
             }
         }
     });
@@ -636,8 +659,24 @@ async fn mqtt5_topic_aliases_no_local_and_message_expiry() {
             ("chat/keeps".into(), "stays".into()),
         ]
     );
-    // No Local: Alice gets none of her own publishes.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // No Local: Alice's subscription is live — Bob's publish to her topic reaches her — and
+    // none of her own publishes came before it (those to `chat/room` are in its partition,
+    // written earlier) or with it.
+    bob.publish("chat/room", QoS::AtLeastOnce, false, "from bob")
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut bob_el, Duration::from_secs(30)).await,
+        Some(("chat/room".into(), "from bob".into()))
+    );
+    let first = tokio::time::timeout(Duration::from_secs(30), own_rx.recv())
+        .await
+        .expect("Alice's No Local subscription delivers others' publishes");
+    assert_eq!(
+        first,
+        Some(("chat/room".into(), "from bob".into())),
+        "Alice got her own publish"
+    );
     assert!(own_rx.try_recv().is_err(), "Alice got her own publish");
 
     // After the expiry, a new subscriber gets only the retained message that did not expire.
@@ -650,5 +689,398 @@ async fn mqtt5_topic_aliases_no_local_and_message_expiry() {
         Some(("chat/keeps".into(), "stays".into()))
     );
     assert_eq!(next(&mut carol_el, Duration::from_secs(2)).await, None);
+    gw.stop().await;
+}
+
+/// Drives a v5 event loop until its SUBACK; the reason codes.
+async fn suback_v5(
+    el: &mut rumqttc::v5::EventLoop,
+) -> Vec<rumqttc::v5::mqttbytes::v5::SubscribeReasonCode> {
+    use rumqttc::v5::{mqttbytes::v5::Packet, Event};
+    loop {
+        if let Event::Incoming(Packet::SubAck(s)) =
+            tokio::time::timeout(Duration::from_secs(30), el.poll())
+                .await
+                .expect("SUBACK in time")
+                .unwrap()
+        {
+            return s.return_codes;
+        }
+    }
+}
+
+/// A v5 PUBLISH as (topic, payload, retain flag, QoS, subscription identifiers).
+fn seen(p: &rumqttc::v5::mqttbytes::v5::Publish) -> (String, String, bool, u8, Vec<usize>) {
+    let mut ids = p
+        .properties
+        .as_ref()
+        .map(|props| props.subscription_identifiers.clone())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    (
+        String::from_utf8_lossy(&p.topic).into_owned(),
+        String::from_utf8_lossy(&p.payload).into_owned(),
+        p.retain,
+        p.qos as u8,
+        ids,
+    )
+}
+
+/// v5 subscription options (docs/mqtt.md §Sessions, retained messages, wills; §Kafka → MQTT):
+/// Retain Handling 1 sends the retained message for a new subscription only, 2 never, 0 on
+/// every SUBSCRIBE; a shared subscription gets none; Retain As Published keeps the retain
+/// flag of a live retained publish (a subscriber without it sees the flag cleared);
+/// overlapping subscriptions of one client get one PUBLISH at the highest granted QoS with
+/// both subscription identifiers. Each "none came" is checked against a live publish made
+/// afterwards, which the same subscription does get first (retained messages go out before
+/// any record).
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt5_retain_handling_retain_as_published_shared_and_overlapping_subscriptions() {
+    use rumqttc::v5::{
+        mqttbytes::{
+            v5::{Filter, Packet, RetainForwardRule, SubscribeProperties},
+            QoS,
+        },
+        AsyncClient, Event, MqttOptions,
+    };
+    let gw = gateway::start(mapped).await;
+    let a = addr(&gw);
+    let client =
+        |id: &str| AsyncClient::new(MqttOptions::new(id, a.ip().to_string(), a.port()), 10);
+    let filter = |path: &str, qos: QoS, rule: RetainForwardRule, as_published: bool| Filter {
+        path: path.into(),
+        qos,
+        nolocal: false,
+        preserve_retain: as_published,
+        retain_forward_rule: rule,
+    };
+    let within = Duration::from_secs(30);
+    let (publ, mut pub_el) = client("rh-pub");
+    publ.publish("plant/hall/temp", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::PubAck(_)) = pub_el.poll().await.unwrap() {
+            break;
+        }
+    }
+    tokio::spawn(async move { while pub_el.poll().await.is_ok() {} });
+    let live = |topic: &'static str, payload: &'static str, retain: bool| {
+        let publ = publ.clone();
+        async move {
+            publ.publish(topic, QoS::AtLeastOnce, retain, payload)
+                .await
+                .unwrap();
+        }
+    };
+    let kept = (
+        "plant/hall/temp".to_owned(),
+        "kept".to_owned(),
+        true,
+        1,
+        vec![],
+    );
+    let marker = |n: &str| {
+        (
+            "plant/hall/marker".to_owned(),
+            n.to_owned(),
+            false,
+            1,
+            vec![],
+        )
+    };
+
+    // Retain Handling 1, then 1 again, 2 and 0 on one client.
+    let (rh, mut rh_el) = client("rh");
+    let all_plant = filter(
+        "plant/#",
+        QoS::AtLeastOnce,
+        RetainForwardRule::OnNewSubscribe,
+        false,
+    );
+    rh.subscribe_many([all_plant.clone()]).await.unwrap();
+    suback_v5(&mut rh_el).await;
+    let p = next_publish(&mut rh_el, within).await.expect("a delivery");
+    assert_eq!(seen(&p), kept, "Retain Handling 1, new subscription");
+    rh.subscribe_many([all_plant]).await.unwrap();
+    suback_v5(&mut rh_el).await;
+    live("plant/hall/marker", "m1", false).await;
+    let p = next_publish(&mut rh_el, within).await.expect("a delivery");
+    assert_eq!(
+        seen(&p),
+        marker("m1"),
+        "Retain Handling 1, existing subscription"
+    );
+    rh.subscribe_many([filter(
+        "plant/+/temp",
+        QoS::AtLeastOnce,
+        RetainForwardRule::Never,
+        false,
+    )])
+    .await
+    .unwrap();
+    suback_v5(&mut rh_el).await;
+    live("plant/hall/marker", "m2", false).await;
+    let p = next_publish(&mut rh_el, within).await.expect("a delivery");
+    assert_eq!(seen(&p), marker("m2"), "Retain Handling 2");
+    rh.subscribe_many([filter(
+        "plant/#",
+        QoS::AtLeastOnce,
+        RetainForwardRule::OnEverySubscribe,
+        false,
+    )])
+    .await
+    .unwrap();
+    suback_v5(&mut rh_el).await;
+    let p = next_publish(&mut rh_el, within).await.expect("a delivery");
+    assert_eq!(seen(&p), kept, "Retain Handling 0, existing subscription");
+    drop((rh, rh_el));
+
+    // Retain As Published: a live retained publish keeps its flag only for the subscriber
+    // that asked.
+    let mut rap = Vec::new();
+    for (id, as_published) in [("rap-yes", true), ("rap-no", false)] {
+        let (c, mut el) = client(id);
+        c.subscribe_many([filter(
+            "plant/#",
+            QoS::AtLeastOnce,
+            RetainForwardRule::Never,
+            as_published,
+        )])
+        .await
+        .unwrap();
+        suback_v5(&mut el).await;
+        rap.push((c, el, as_published));
+    }
+    live("plant/hall/temp", "again", true).await;
+    for (_, el, as_published) in &mut rap {
+        let p = next_publish(el, within).await.expect("a delivery");
+        assert_eq!(
+            seen(&p),
+            (
+                "plant/hall/temp".into(),
+                "again".into(),
+                *as_published,
+                1,
+                vec![]
+            ),
+            "Retain As Published {as_published}"
+        );
+    }
+    drop(rap);
+
+    // Overlapping subscriptions: QoS 0 with id 1 and QoS 1 with id 2 give one PUBLISH at
+    // QoS 1 with ids 1 and 2; the next PUBLISH is the next record, not a second copy.
+    let (ov, mut ov_el) = client("overlap");
+    for (path, qos, id) in [
+        ("plant/#", QoS::AtMostOnce, 1),
+        ("plant/hall/+", QoS::AtLeastOnce, 2),
+    ] {
+        ov.subscribe_many_with_properties(
+            [filter(path, qos, RetainForwardRule::Never, false)],
+            SubscribeProperties {
+                id: Some(id),
+                user_properties: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+        suback_v5(&mut ov_el).await;
+    }
+    live("plant/hall/x", "both", false).await;
+    live("plant/hall/x", "end", false).await;
+    for payload in ["both", "end"] {
+        let p = next_publish(&mut ov_el, within).await.expect("a delivery");
+        assert_eq!(
+            seen(&p),
+            ("plant/hall/x".into(), payload.into(), false, 1, vec![1, 2]),
+            "one PUBLISH per record for overlapping subscriptions"
+        );
+    }
+    drop((ov, ov_el));
+
+    // A shared subscription asks for retained messages (Retain Handling 0) and gets none:
+    // its first PUBLISH is a live one (the new group starts at the latest offsets once it
+    // has its partitions, so live publishes go on until one arrives).
+    let (sh, mut sh_el) = client("shared");
+    sh.subscribe_many([filter(
+        "$share/g/plant/#",
+        QoS::AtLeastOnce,
+        RetainForwardRule::OnEverySubscribe,
+        false,
+    )])
+    .await
+    .unwrap();
+    suback_v5(&mut sh_el).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the shared subscription got nothing"
+        );
+        live("plant/hall/marker", "shared", false).await;
+        if let Some(p) = next_publish(&mut sh_el, Duration::from_secs(1)).await {
+            break p;
+        }
+    };
+    assert_eq!(
+        seen(&first),
+        marker("shared"),
+        "a shared subscription gets no retained message and starts at the latest offsets"
+    );
+    gw.stop().await;
+}
+
+/// Commits (docs/mqtt.md §Consumer groups and commits), over raw 3.1.1 connections: a
+/// persistent session's QoS 1 delivery is committed once PUBACKed, its QoS 2 delivery at
+/// PUBREC (no PUBCOMP is ever sent); a clean-session subscription, acknowledged the same
+/// way and then ended with DISCONNECT (its socket closes after the session's last commit
+/// would have gone out), has committed nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn persistent_sessions_commit_at_puback_and_pubrec_clean_ones_never() {
+    use common::raw_mqtt::{
+        connect_v311, connected, publish_id_and_payload, read_packet, subscribe,
+    };
+    use std::io::{Read, Write};
+    let gw = gateway::start(mapped).await;
+    common::produce(&gw, "commands", "c", "topic exists").await;
+    let a = addr(&gw);
+    let mut clients = Vec::new();
+    for (id, clean, qos) in [
+        ("clean-1", true, 1),
+        ("keep-1", false, 1),
+        ("keep-2", false, 2),
+    ] {
+        let mut s = connected(a, &connect_v311(id, clean, None));
+        s.write_all(&subscribe("devices/+/commands", qos, false))
+            .unwrap();
+        assert_eq!(read_packet(&mut s), Some((0x90, vec![0, 1, qos])), "{id}");
+        clients.push((id, s, qos));
+    }
+    common::produce(&gw, "commands", "c", "once").await;
+    let high = gw
+        .gateway
+        .backend()
+        .admin
+        .watermarks("commands", 0)
+        .await
+        .unwrap()
+        .high;
+    for (id, s, qos) in &mut clients {
+        let (kind, body) = read_packet(s).expect("PUBLISH");
+        assert_eq!(kind >> 4, 3, "{id}: PUBLISH");
+        let (packet_id, payload) = publish_id_and_payload(&body, false);
+        assert_eq!(payload, b"once", "{id}");
+        let [hi, lo] = packet_id.to_be_bytes();
+        if *qos == 1 {
+            s.write_all(&[0x40, 2, hi, lo]).unwrap();
+        } else {
+            s.write_all(&[0x50, 2, hi, lo]).unwrap();
+            assert_eq!(read_packet(s), Some((0x62, vec![hi, lo])), "PUBREL");
+        }
+    }
+    for group in ["mqtt.keep-1", "mqtt.keep-2"] {
+        common::wait_for_commit(&gw, group, ("commands", 0), high, Duration::from_secs(20)).await;
+    }
+    let (_, clean, _) = &mut clients[0];
+    clean.write_all(&[0xe0, 0]).unwrap();
+    let closed = clean.read(&mut [0u8; 1]);
+    assert!(matches!(closed, Ok(0)), "{closed:?}");
+    assert_eq!(
+        common::committed_offset(&gw, "mqtt.clean-1", ("commands", 0)).await,
+        None,
+        "a clean session committed"
+    );
+    gw.stop().await;
+}
+
+/// Records are fetched only while the client has fewer unacknowledged QoS 1/2 deliveries
+/// than its Receive Maximum, 64 at most and for 3.1.1 (docs/mqtt.md §Kafka → MQTT): of 70
+/// records, a raw v5 client with Receive Maximum 3 that acknowledges nothing gets 3 and no
+/// fourth, a 3.1.1 client 64 and no 65th; one PUBACK lets the next one through.
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_wait_for_the_clients_receive_maximum() {
+    use common::raw_mqtt::{
+        assert_silent, connect_v311, connect_v5_props, connected, publish_id_and_payload,
+        read_packet, subscribe,
+    };
+    use std::io::Write;
+    let gw = gateway::start(mapped).await;
+    common::produce(&gw, "commands", "k", "topic exists").await;
+    let a = addr(&gw);
+    // (v5, window): Receive Maximum 3 (CONNECT property 0x21), and 3.1.1.
+    let mut clients = Vec::new();
+    for (v5, window) in [(true, 3), (false, 64)] {
+        let mut s = if v5 {
+            connected(
+                a,
+                &connect_v5_props("rm-3", true, &[0x21, 0, 3], None, None),
+            )
+        } else {
+            connected(a, &connect_v311("rm-311", true, None))
+        };
+        s.write_all(&subscribe("devices/+/commands", 1, v5))
+            .unwrap();
+        let want = if v5 { vec![0, 1, 0, 1] } else { vec![0, 1, 1] };
+        assert_eq!(read_packet(&mut s), Some((0x90, want)), "SUBACK");
+        clients.push((s, v5, window));
+    }
+    for i in 0..70 {
+        common::produce(&gw, "commands", "k", &format!("r{i}")).await;
+    }
+    for (s, v5, window) in &mut clients {
+        let mut first = None;
+        for i in 0..*window {
+            let (kind, body) = read_packet(s).expect("a delivery");
+            assert_eq!(kind & 0xf6, 0x32, "QoS 1 PUBLISH");
+            let (id, payload) = publish_id_and_payload(&body, *v5);
+            assert_eq!(payload, format!("r{i}").as_bytes());
+            first.get_or_insert(id);
+        }
+        assert_silent(
+            s,
+            Duration::from_secs(2),
+            &format!("a delivery beyond the window of {window}"),
+        );
+        let [hi, lo] = first.unwrap().to_be_bytes();
+        s.write_all(&[0x40, 2, hi, lo]).unwrap();
+        let (_, body) = read_packet(s).expect("the next delivery");
+        let (_, payload) = publish_id_and_payload(&body, *v5);
+        assert_eq!(payload, format!("r{window}").as_bytes());
+    }
+    gw.stop().await;
+}
+
+/// Topics that appear after SUBSCRIBE are picked up (`mqtt.topic_refresh_ms`) and read from
+/// their beginning (docs/mqtt.md §Kafka → MQTT, §Consumer groups and commits): a
+/// subscription to `fleet/+/events` (rule → `fleet.{site}`) made before any such topic
+/// exists gets the record whose write created `fleet.north`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_created_after_subscribe_is_read_from_its_beginning() {
+    let gw = gateway::start(|c| {
+        mapped(c);
+        c.mqtt.mapping.push(MqttMapping {
+            pattern: "fleet/{site}/events".into(),
+            kafka_topic: "fleet.{site}".into(),
+            key: Some("{site}".into()),
+        });
+    })
+    .await;
+    let (sub, mut el) = AsyncClient::new(options(&gw, "fleet-sub"), 10);
+    sub.subscribe("fleet/+/events", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(
+        suback(&mut el).await,
+        [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    common::produce(&gw, "fleet.north", "north", "first").await;
+    let p = next_publish(&mut el, Duration::from_secs(30))
+        .await
+        .expect("the first record of a topic created after SUBSCRIBE");
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("fleet/north/events", &b"first"[..])
+    );
     gw.stop().await;
 }

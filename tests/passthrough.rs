@@ -53,8 +53,12 @@ fn passthrough(dir: &std::path::Path, bootstrap: String) -> impl FnOnce(&mut Con
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
+/// The SASL broker with the gateway's and device-1's SCRAM credentials stored, and a
+/// passthrough gateway on it (`tweak` applied last).
+async fn broker_and_gateway(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut Config),
+) -> (barnabas::embedded::EmbeddedKafka, gateway::TestGateway) {
     if std::env::var_os("RUST_LOG").is_some() {
         barnabas::logging::init(barnabas::cli::LogFormat::Text);
     }
@@ -65,8 +69,19 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
         .await
         .unwrap();
     broker.add_scram_user("device-1", "s3cret").await.unwrap();
+    let configure = passthrough(dir, bootstrap.clone());
+    let gw = gateway::start_on(Some(bootstrap), |c| {
+        configure(c);
+        tweak(c);
+    })
+    .await;
+    (broker, gw)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = gateway::start_on(Some(bootstrap.clone()), passthrough(dir.path(), bootstrap)).await;
+    let (broker, gw) = broker_and_gateway(dir.path(), |_| {}).await;
     let url = |path: &str| format!("{}{path}", gw.base);
     let produce = |login: Vec<String>, value: &'static str| {
         let url = url("/topics/passthrough");
@@ -342,6 +357,117 @@ async fn every_protocol_writes_as_its_client_and_kafka_verifies_the_login() {
     assert!(
         v["error"].as_str().unwrap().contains("unauthorized-access"),
         "{out}"
+    );
+    gw.stop().await;
+    broker.stop().await;
+}
+
+/// Passthrough refusals over MQTT (docs/security.md §Identity passthrough), each exact per
+/// client: an anonymous client (no password, so no Kafka identity) gets v5 PUBACK 0x87 and a
+/// 3.1.1 connection closed without PUBACK, and SUBACK failure 0x80 (both versions); `reader`, whom
+/// Kafka does not know, gets a negative v5 PUBACK and nothing is written (as the gateway it
+/// would be), and as a 3.1.1 subscriber is granted its SUBACK, then disconnected once Kafka
+/// refused its consumer's login. device-1's publish, made between them, is the only record.
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_refusals_under_passthrough_are_exact_per_client() {
+    use common::raw_mqtt::{all, connack, connect_v311, read_packet, suback, subscribe};
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, gw) = broker_and_gateway(dir.path(), |c| c.auth.allow_anonymous = true).await;
+    let mqtt = gw.gateway.mqtt_addr().unwrap();
+    let publish = |version: &'static str, login: &'static [&'static str], message: &'static str| {
+        let mut args = vec![
+            "-V",
+            version,
+            "-q",
+            "1",
+            "-d",
+            "-t",
+            "devices/d/telemetry",
+            "-m",
+            message,
+        ];
+        args.extend_from_slice(login);
+        mosquitto_async("mosquitto_pub", mqtt, &args)
+    };
+    const READER: &[&str] = &["-u", "reader", "-P", "reader-pw"];
+    const DEVICE: &[&str] = &["-u", "device-1", "-P", "s3cret"];
+
+    let out = publish("mqttv5", &[], "anonymous-v5").await;
+    assert_eq!(connack(&all(&out)), Some(0), "{}", all(&out));
+    assert!(
+        all(&out).contains("received PUBACK (Mid: 1, RC:135)"),
+        "{}",
+        all(&out)
+    );
+    let out = publish("mqttv311", &[], "anonymous-v3").await;
+    assert_eq!(connack(&all(&out)), Some(0), "{}", all(&out));
+    assert!(!out.status.success(), "{}", all(&out));
+    assert!(!all(&out).contains("received PUBACK"), "{}", all(&out));
+    let out = publish("mqttv5", DEVICE, "device").await;
+    assert!(
+        all(&out).contains("received PUBACK (Mid: 1, RC:0)"),
+        "{}",
+        all(&out)
+    );
+    let out = publish("mqttv5", READER, "reader-v5").await;
+    let said = all(&out);
+    let rc = said
+        .split("received PUBACK (Mid: 1, RC:")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|rc| rc.parse::<u8>().ok());
+    assert!(rc.is_some_and(|rc| rc >= 0x80), "negative PUBACK: {said}");
+    for version in ["mqttv5", "mqttv311"] {
+        let out = mosquitto_async(
+            "mosquitto_sub",
+            mqtt,
+            &[
+                "-V",
+                version,
+                "-t",
+                "devices/d/telemetry",
+                "-q",
+                "1",
+                "-d",
+                "-E",
+            ],
+        )
+        .await;
+        // The SUBACK failure code (0x80 in both versions: the Kafka consumer was refused).
+        assert_eq!(suback(&all(&out)), [0x80], "{version}: {}", all(&out));
+    }
+    // Only device-1's record was written.
+    let got = read_topic(&gw, "mqtt", 1).await;
+    assert_eq!(got[0].value.as_deref(), Some(b"device".as_slice()));
+    let high = gw
+        .gateway
+        .backend()
+        .admin
+        .watermarks("mqtt", 0)
+        .await
+        .unwrap()
+        .high;
+    assert_eq!(high, 1, "only device-1's publish is in Kafka");
+
+    // reader, MQTT 3.1.1 (raw: mosquitto_sub would reconnect): SUBACK granted, then closed.
+    let mut s = common::raw_mqtt::connected(
+        mqtt,
+        &connect_v311("pt-reader-v3", true, Some(("reader", "reader-pw"))),
+    );
+    s.write_all(&subscribe("devices/d/telemetry", 1, false))
+        .unwrap();
+    assert_eq!(
+        read_packet(&mut s),
+        Some((0x90, vec![0, 1, 1])),
+        "SUBACK granted"
+    );
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let closed = s.read(&mut [0u8; 1]);
+    assert!(
+        matches!(closed, Ok(0)),
+        "a 3.1.1 subscriber whose Kafka login is refused is disconnected: {closed:?}"
     );
     gw.stop().await;
     broker.stop().await;

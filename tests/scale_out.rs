@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{broker, free_addr, next_publish, wait_for_status, Gateway};
+use common::{broker, free_addr, next_publish, raw_mqtt, wait_for_status, Gateway};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
@@ -217,6 +217,17 @@ async fn a_connect_on_one_replica_takes_the_session_over_from_another() {
     assert!(
         !matches!(still, Ok(Err(_))),
         "B's connection was closed too: {still:?}"
+    );
+    // An MQTT 5 connection taken over from another replica is told why: DISCONNECT 0x8E.
+    let mut first = raw_mqtt::connected(a.mqtt, &raw_mqtt::connect_v5("twin5", 0, None, None));
+    let _second = raw_mqtt::connected(b.mqtt, &raw_mqtt::connect_v5("twin5", 0, None, None));
+    first
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    assert_eq!(
+        raw_mqtt::read_packet(&mut first).map(|(kind, body)| (kind, body.first().copied())),
+        Some((0xe0, Some(0x8e))),
+        "DISCONNECT 0x8E (session taken over) from A"
     );
     a.stop();
     b.stop();

@@ -13,21 +13,47 @@ use std::{
 
 use barnabas_core::{ConsumedRecord, ConsumerConfig, ConsumerSession, OffsetReset, Subscription};
 
-/// The next PUBLISH an MQTT client receives within `within`, driving its event loop; `None`
-/// if none came. Panics on a connection error.
-pub async fn next_publish(
-    el: &mut rumqttc::EventLoop,
-    within: Duration,
-) -> Option<rumqttc::Publish> {
-    use rumqttc::{Event, Packet};
+/// An MQTT client's event loop, rumqttc 3.1.1 or 5: its next event, as the PUBLISH it
+/// carries if it is one.
+#[allow(async_fn_in_trait)]
+pub trait Deliveries {
+    type Publish;
+    async fn next_event(&mut self) -> Result<Option<Self::Publish>, String>;
+}
+
+impl Deliveries for rumqttc::EventLoop {
+    type Publish = rumqttc::Publish;
+    async fn next_event(&mut self) -> Result<Option<rumqttc::Publish>, String> {
+        use rumqttc::{Event, Packet};
+        match self.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => Ok(Some(p)),
+            other => other.map(|_| None).map_err(|e| format!("{e:?}")),
+        }
+    }
+}
+
+impl Deliveries for rumqttc::v5::EventLoop {
+    type Publish = rumqttc::v5::mqttbytes::v5::Publish;
+    async fn next_event(&mut self) -> Result<Option<Self::Publish>, String> {
+        use rumqttc::v5::{mqttbytes::v5::Packet, Event};
+        match self.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => Ok(Some(p)),
+            other => other.map(|_| None).map_err(|e| format!("{e:?}")),
+        }
+    }
+}
+
+/// The next PUBLISH an MQTT client (3.1.1 or 5) receives within `within`, driving its event
+/// loop; `None` if none came. Panics on a connection error.
+pub async fn next_publish<E: Deliveries>(el: &mut E, within: Duration) -> Option<E::Publish> {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
-        match tokio::time::timeout(left, el.poll()).await {
+        match tokio::time::timeout(left, el.next_event()).await {
             Err(_) => return None,
-            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => return Some(p),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("connection error: {e:?}"),
+            Ok(Ok(Some(p))) => return Some(p),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => panic!("connection error: {e}"),
         }
     }
 }
@@ -81,6 +107,7 @@ pub fn mosquitto_async(
 
 #[cfg(feature = "embedded-kafka")]
 pub mod gateway;
+pub mod raw_mqtt;
 
 #[cfg(feature = "embedded-kafka")]
 pub mod broker {
@@ -147,8 +174,11 @@ pub async fn poll_n(
     out
 }
 
-/// Reads `n` records of `topic` from the beginning with a fresh group (or what arrived in 60 s).
-pub async fn read_topic(gw: &gateway::TestGateway, topic: &str, n: usize) -> Vec<ConsumedRecord> {
+/// A consumer of `topic` from its beginning, in a fresh group of its own.
+pub async fn consumer_of(
+    gw: &gateway::TestGateway,
+    topic: &str,
+) -> std::sync::Arc<dyn ConsumerSession> {
     let c = gw
         .gateway
         .backend()
@@ -163,9 +193,61 @@ pub async fn read_topic(gw: &gateway::TestGateway, topic: &str, n: usize) -> Vec
     c.subscribe(Subscription::Topics(vec![topic.into()]))
         .await
         .unwrap();
+    c
+}
+
+/// Reads `n` records of `topic` from the beginning with a fresh group (or what arrived in 60 s).
+pub async fn read_topic(gw: &gateway::TestGateway, topic: &str, n: usize) -> Vec<ConsumedRecord> {
+    let c = consumer_of(gw, topic).await;
     let got = poll_n(c.as_ref(), n, Duration::from_secs(60)).await;
     c.close().await.unwrap();
     got
+}
+
+/// Polls `session` until `done` holds for what arrived (each record with the time it came),
+/// or panics after `within` naming what did arrive.
+pub async fn poll_until(
+    session: &dyn ConsumerSession,
+    within: Duration,
+    done: impl Fn(&[(ConsumedRecord, Instant)]) -> bool,
+) -> Vec<(ConsumedRecord, Instant)> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while !done(&out) {
+        let got: Vec<_> = out
+            .iter()
+            .map(|(r, _): &(ConsumedRecord, Instant)| (r.key.clone(), r.value.clone()))
+            .collect();
+        assert!(Instant::now() < deadline, "within {within:?} only {got:?}");
+        let batch = session
+            .poll(100, Duration::from_millis(200))
+            .await
+            .expect("poll");
+        let now = Instant::now();
+        out.extend(batch.into_iter().map(|r| (r, now)));
+    }
+    out
+}
+
+/// An embedded broker in a `barnabas` process of its own (the front ends off but HTTP, for
+/// its readiness), so that a test can pause it with SIGSTOP; its bootstrap address.
+pub fn broker_process() -> (Gateway, String) {
+    let (kafka, http) = (free_addr(), free_addr());
+    let broker = Gateway::spawn(
+        &[
+            "run",
+            &format!("--embedded-kafka={kafka}"),
+            "--http-listen",
+            &http.to_string(),
+            "--mqtt-listen",
+            "off",
+            "--amqp-listen",
+            "off",
+        ],
+        &[],
+    );
+    wait_for_status(http, "/ready", 200, Duration::from_secs(60));
+    (broker, kafka.to_string())
 }
 
 /// What `group` has committed on `topic`'s `partition` (the next offset it will read), as

@@ -226,10 +226,15 @@ impl Sessions {
         if let Some(old) = &old {
             old.kick.cancel();
         }
+        self.cancel_will(client_id);
+        Ok((handle, old))
+    }
+
+    /// Drops the delayed will of `client_id`, if one waits: the client is back in time.
+    pub fn cancel_will(&self, client_id: &str) {
         if let Some(will) = self.wills.lock().ok().and_then(|mut w| w.remove(client_id)) {
             will.cancel();
         }
-        Ok((handle, old))
     }
 
     /// Takes over the live session of `client_id` unless `owner` names it: another replica

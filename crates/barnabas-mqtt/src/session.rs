@@ -183,6 +183,8 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
     if let Some(previous) = previous {
         // Its subscriptions and commits must be stored before this session reads them.
         let _ = tokio::time::timeout(TAKEOVER_WAIT, previous.finished.cancelled()).await;
+        // The client is back before the will delay of the connection it took over.
+        ctx.sessions.cancel_will(&client_id);
     }
     let v5 = info.version == ProtocolVersion::MQTT5;
     let stored = if info.clean {
@@ -269,31 +271,34 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
     }
 
     ctx.metrics.connections.dec();
+    let expiry = expiry.unwrap_or(info.session_expiry);
+    let will = info.will.take().filter(|_| !matches!(end, End::Normal));
+    let delayed = will
+        .as_ref()
+        .is_some_and(|w| w.delay_secs > 0 && expiry > 0);
+    // A delayed will is registered before the session is let go: a connection taking the
+    // session over waits for `finish`, then cancels it (the client is back in time).
+    let cancelled =
+        (delayed && !matches!(end, End::Shutdown)).then(|| ctx.sessions.delay_will(&client_id));
     finish(
         &ctx,
         &client_id,
         &handle,
         subs,
-        expiry.unwrap_or(info.session_expiry),
+        expiry,
         &incoming.awaiting_pubrel(),
     )
     .await;
     let principal = info.principal.clone();
-    let Some(will) = info.will else { return };
-    if matches!(end, End::Normal) {
-        return;
-    }
-    let expiry = expiry.unwrap_or(info.session_expiry);
-    let delayed = will.delay_secs > 0 && expiry > 0;
+    let Some(will) = will else { return };
     if delayed && matches!(end, End::Shutdown) {
         tracing::debug!("delayed will dropped at shutdown");
         return;
     }
-    if delayed {
+    if let Some(cancelled) = cancelled {
         let delay = Duration::from_secs(u64::from(
             will.delay_secs.min(expiry).min(MAX_WILL_DELAY_SECS),
         ));
-        let cancelled = ctx.sessions.delay_will(&client_id);
         let ctx = ctx.clone();
         tokio::spawn(async move {
             tokio::select! {
