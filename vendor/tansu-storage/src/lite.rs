@@ -229,6 +229,29 @@ pub(crate) struct ConnectionManager {
 
 pub(crate) struct PoolConnection {
     connection: Connection,
+
+    /// Statements of the produce and fetch paths, prepared once per connection (parsing them
+    /// again for every record cost more than running them).
+    statements: Mutex<BTreeMap<&'static str, Arc<Statement>>>,
+}
+
+/// A statement from [`PoolConnection::cached`], reset when dropped so that it holds no read
+/// snapshot open between uses. Declare it before the [`Rows`] it gives, so that those are
+/// dropped first.
+struct CachedStatement(Arc<Statement>);
+
+impl Deref for CachedStatement {
+    type Target = Statement;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for CachedStatement {
+    fn drop(&mut self) {
+        self.0.reset();
+    }
 }
 
 impl Debug for PoolConnection {
@@ -305,7 +328,42 @@ impl PoolConnection {
     async fn new(connection: Connection) -> Result<Self> {
         Self::init(&connection).await?;
 
-        Ok(Self { connection })
+        Ok(Self {
+            connection,
+            statements: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The statement of `key` (an `sql/` file) prepared on this connection, once.
+    async fn cached_key(&self, key: &str) -> Result<CachedStatement, libsql::Error> {
+        let sql = SQL
+            .0
+            .get(key)
+            .ok_or(libsql::Error::Misuse(format!("Unknown cache key: {}", key)))?;
+
+        self.cached(sql.as_str()).await
+    }
+
+    /// `sql` prepared on this connection, once.
+    async fn cached(&self, sql: &'static str) -> Result<CachedStatement, libsql::Error> {
+        let found = self
+            .statements
+            .lock()
+            .ok()
+            .and_then(|statements| statements.get(sql).cloned());
+
+        if let Some(statement) = found {
+            statement.reset();
+            return Ok(CachedStatement(statement));
+        }
+
+        let statement = Arc::new(self.connection.prepare(sql).await?);
+
+        if let Ok(mut statements) = self.statements.lock() {
+            _ = statements.insert(sql, statement.clone());
+        }
+
+        Ok(CachedStatement(statement))
     }
 
     #[instrument(skip(self))]
@@ -555,30 +613,42 @@ impl Delegate {
         deflated: &deflated::Batch,
         connection: &PoolConnection,
     ) -> Result<()> {
-        let mut rows = connection
-            .query(
-                "producer_epoch_current_for_producer.sql",
-                (self.cluster.as_str(), deflated.producer_id),
-            )
-            .await?;
+        let current_epoch = {
+            let statement = connection
+                .cached_key("producer_epoch_current_for_producer.sql")
+                .await?;
 
-        if let Some(row) = rows.next().await.inspect_err(|err| error!(?err))? {
-            let current_epoch = row
-                .get::<i32>(0)
-                .inspect_err(|err| error!(self.cluster, deflated.producer_id, ?err))?
-                as i16;
+            let mut rows = statement
+                .query((self.cluster.as_str(), deflated.producer_id))
+                .await?;
 
-            let row = connection
-                .query_one(
-                    "producer_select_for_update.sql",
-                    (
-                        self.cluster.as_str(),
-                        topition.topic(),
-                        topition.partition(),
-                        deflated.producer_id,
-                        deflated.producer_epoch,
-                    ),
-                )
+            match rows.next().await.inspect_err(|err| error!(?err))? {
+                Some(row) => Some(
+                    row.get::<i32>(0)
+                        .inspect_err(|err| error!(self.cluster, deflated.producer_id, ?err))?
+                        as i16,
+                ),
+                None => None,
+            }
+        };
+
+        let Some(current_epoch) = current_epoch else {
+            return Err(Error::Api(ErrorCode::UnknownProducerId));
+        };
+
+        let sequence = {
+            let statement = connection
+                .cached_key("producer_select_for_update.sql")
+                .await?;
+
+            let mut rows = statement
+                .query((
+                    self.cluster.as_str(),
+                    topition.topic(),
+                    topition.partition(),
+                    deflated.producer_id,
+                    deflated.producer_epoch,
+                ))
                 .await
                 .inspect_err(|err| {
                     error!(
@@ -590,75 +660,74 @@ impl Delegate {
                     )
                 })?;
 
-            let sequence = row.get::<i32>(0).inspect_err(|err| error!(?err))?;
+            let row = rows
+                .next()
+                .await?
+                .ok_or(Error::Api(ErrorCode::UnknownProducerId))?;
 
-            debug!(
-                self.cluster,
-                ?topition,
-                deflated.producer_id,
-                deflated.producer_epoch,
-                current_epoch,
-                sequence,
-            );
+            row.get::<i32>(0).inspect_err(|err| error!(?err))?
+        };
 
-            let increment = idempotent_sequence_check(&current_epoch, &sequence, deflated)?;
+        debug!(
+            self.cluster,
+            ?topition,
+            deflated.producer_id,
+            deflated.producer_epoch,
+            current_epoch,
+            sequence,
+        );
 
-            debug!(increment);
+        let increment = idempotent_sequence_check(&current_epoch, &sequence, deflated)?;
 
-            assert_eq!(
-                1,
-                connection
-                    .execute(
-                        "producer_detail_insert.sql",
-                        (
-                            self.cluster.as_str(),
-                            topition.topic(),
-                            topition.partition(),
-                            deflated.producer_id,
-                            deflated.producer_epoch,
-                            increment,
-                        ),
-                    )
-                    .await?
-            );
+        debug!(increment);
 
-            Ok(())
-        } else {
-            Err(Error::Api(ErrorCode::UnknownProducerId))
-        }
-    }
-
-    #[instrument(skip_all)]
-    async fn watermark_select_for_update(
-        &self,
-        topition: &Topition,
-        connection: &PoolConnection,
-    ) -> Result<(Option<i64>, Option<i64>)> {
-        debug!(?topition);
-
-        let mut rows = connection
-            .query(
-                "watermark_select_no_update.sql",
-                (
+        assert_eq!(
+            1,
+            connection
+                .cached_key("producer_detail_insert.sql")
+                .await?
+                .execute((
                     self.cluster.as_str(),
                     topition.topic(),
                     topition.partition(),
-                ),
-            )
+                    deflated.producer_id,
+                    deflated.producer_epoch,
+                    increment,
+                ))
+                .await?
+        );
+
+        Ok(())
+    }
+
+    /// The headers of a record written before `record.h` existed, from the `header` table.
+    async fn legacy_headers(
+        &self,
+        connection: &PoolConnection,
+        topition: &Topition,
+        offset: i64,
+    ) -> Result<Vec<Header>> {
+        let statement = connection.cached(FETCH_LEGACY_HEADERS).await?;
+
+        let mut rows = statement
+            .query((
+                self.cluster.as_str(),
+                topition.topic(),
+                topition.partition(),
+                offset,
+            ))
             .await?;
 
-        if let Some(row) = rows
-            .next()
-            .await
-            .inspect_err(|err| error!(?err, cluster = ?self.cluster, ?topition))?
-        {
-            Ok((
-                row.get::<Option<i64>>(0).inspect_err(|err| error!(?err))?,
-                row.get::<Option<i64>>(1).inspect_err(|err| error!(?err))?,
-            ))
-        } else {
-            Err(Error::Api(ErrorCode::UnknownTopicOrPartition))
+        let mut headers = vec![];
+
+        while let Some(row) = rows.next().await? {
+            headers.push(Header {
+                key: row.get::<Option<Vec<u8>>>(0)?.map(Bytes::from),
+                value: row.get::<Option<Vec<u8>>>(1)?.map(Bytes::from),
+            });
         }
+
+        Ok(headers)
     }
 
     #[instrument(skip_all)]
@@ -682,12 +751,29 @@ impl Delegate {
 
         debug!(after_idempotent_check = elapsed_millis(start));
 
-        let (low, high) = self
-            .watermark_select_for_update(topition, connection)
-            .await
-            .inspect_err(|err| error!(?err))?;
+        let (topition_id, low, high) = {
+            let statement = connection.cached(PRODUCE_WATERMARK).await?;
 
-        debug!(after_watermark_select_for_update = elapsed_millis(start));
+            let mut rows = statement
+                .query((self.cluster.as_str(), topic, partition))
+                .await?;
+
+            if let Some(row) = rows
+                .next()
+                .await
+                .inspect_err(|err| error!(?err, cluster = ?self.cluster, ?topition))?
+            {
+                (
+                    row.get::<i64>(0).inspect_err(|err| error!(?err))?,
+                    row.get::<Option<i64>>(1).inspect_err(|err| error!(?err))?,
+                    row.get::<Option<i64>>(2).inspect_err(|err| error!(?err))?,
+                )
+            } else {
+                return Err(Error::Api(ErrorCode::UnknownTopicOrPartition));
+            }
+        };
+
+        debug!(after_watermark_select = elapsed_millis(start));
 
         debug!(?low, ?high);
 
@@ -750,62 +836,37 @@ impl Delegate {
                     })
                     .inspect(|tansu_lake_sink| debug!(tansu_lake_sink))?)
         {
-            for (delta, record) in inflated.records.iter().enumerate() {
-                debug!(delta, elapsed = elapsed_millis(start));
+            // One prepared statement for the batch's records, each record's headers in its
+            // own row (not one more INSERT per header).
+            let insert = connection.cached(PRODUCE_RECORD_INSERT).await?;
 
+            let (producer_id, producer_epoch) = if transaction_id.is_none() {
+                (None, None)
+            } else {
+                (Some(inflated.producer_id), Some(inflated.producer_epoch))
+            };
+
+            for (delta, record) in inflated.records.iter().enumerate() {
                 let delta = i64::try_from(delta)?;
                 let offset = high.unwrap_or_default() + delta;
-                let key = record.key.as_deref();
-                let value = record.value.as_deref();
 
-                debug!(?delta, ?offset);
+                insert.reset();
 
-                _ = connection
-                    .execute(
-                        "record_insert.sql",
-                        (
-                            self.cluster.as_str(),
-                            topic,
-                            partition,
-                            offset,
-                            inflated.attributes,
-                            if transaction_id.is_none() {
-                                None
-                            } else {
-                                Some(inflated.producer_id)
-                            },
-                            if transaction_id.is_none() {
-                                None
-                            } else {
-                                Some(inflated.producer_epoch)
-                            },
-                            inflated.base_timestamp + record.timestamp_delta,
-                            key,
-                            value,
-                        ),
-                    )
+                _ = insert
+                    .execute((
+                        topition_id,
+                        offset,
+                        inflated.attributes,
+                        producer_id,
+                        producer_epoch,
+                        inflated.base_timestamp + record.timestamp_delta,
+                        record.key.as_deref(),
+                        record.value.as_deref(),
+                        encode_headers(&record.headers),
+                    ))
                     .await
-                    .inspect_err(|err| error!(?err, ?topic, ?partition, ?offset, ?key, ?value))
+                    .inspect_err(|err| error!(?err, ?topic, ?partition, ?offset))
                     .map_err(unique_constraint(ErrorCode::UnknownServerError))?;
-
-                debug!(delta, after_record_insert = elapsed_millis(start));
-
-                for header in record.headers.iter().as_ref() {
-                    let key = header.key.as_deref();
-                    let value = header.value.as_deref();
-
-                    _ = connection
-                        .execute(
-                            "header_insert.sql",
-                            (self.cluster.as_str(), topic, partition, offset, key, value),
-                        )
-                        .await
-                        .inspect_err(|err| {
-                            error!(?err, ?topic, ?partition, ?offset, ?key, ?value);
-                        });
-                }
-
-                debug!(delta, after_header_insert = elapsed_millis(start));
             }
 
             debug!(after_record_insert = elapsed_millis(start));
@@ -839,16 +900,13 @@ impl Delegate {
         }
 
         _ = connection
-            .execute(
-                "watermark_update.sql",
-                (
-                    self.cluster.as_str(),
-                    topic,
-                    partition,
-                    low.unwrap_or_default(),
-                    high.map_or(last_offset_delta + 1, |high| high + last_offset_delta + 1),
-                ),
-            )
+            .cached(PRODUCE_WATERMARK_UPDATE)
+            .await?
+            .execute((
+                topition_id,
+                low.unwrap_or_default(),
+                high.map_or(last_offset_delta + 1, |high| high + last_offset_delta + 1),
+            ))
             .await
             .inspect(|n| debug!(?n, after_watermark_update = elapsed_millis(start)))
             .inspect_err(|err| error!(?err))?;
@@ -1346,6 +1404,136 @@ fn fix_parameters(sql: &str) -> Result<String> {
     Regex::new(r"\$(?<i>\d+)")
         .map(|re| re.replace_all(sql, "?$i").into_owned())
         .map_err(Into::into)
+}
+
+/// A partition's id and watermarks, for a produce (one lookup by name per produce, none per
+/// record).
+const PRODUCE_WATERMARK: &str = "select tp.id, w.low, w.high \
+    from cluster c \
+    join topic t on t.cluster = c.id \
+    join topition tp on tp.topic = t.id \
+    join watermark w on w.topition = tp.id \
+    where c.name = ?1 and t.name = ?2 and tp.partition = ?3";
+
+/// One record, its headers encoded in `h` (see [`encode_headers`]).
+const PRODUCE_RECORD_INSERT: &str = "insert into record \
+    (topition, offset_id, attributes, producer_id, producer_epoch, timestamp, k, v, h) \
+    values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+const PRODUCE_WATERMARK_UPDATE: &str = "update watermark \
+    set low = ?2, high = ?3, last_updated = current_timestamp \
+    where topition = ?1";
+
+/// A partition's records from an offset, below the high watermark, in offset order: the
+/// caller stops reading at its byte budget, so a consumer far behind costs no more than one
+/// that is not.
+const FETCH_RECORDS: &str = "select r.offset_id, r.attributes, r.timestamp, r.k, r.v, \
+    r.producer_id, r.producer_epoch, r.h \
+    from cluster c \
+    join topic t on t.cluster = c.id \
+    join topition tp on tp.topic = t.id \
+    join record r on r.topition = tp.id \
+    where c.name = ?1 and t.name = ?2 and tp.partition = ?3 \
+    and r.offset_id >= ?4 and r.offset_id < ?5 \
+    order by r.offset_id";
+
+/// Headers of a record written before `record.h` existed (they are in the `header` table).
+const FETCH_LEGACY_HEADERS: &str = "select h.k, h.v from header h \
+    where h.topition = (select r.topition from cluster c \
+        join topic t on t.cluster = c.id \
+        join topition tp on tp.topic = t.id \
+        join record r on r.topition = tp.id \
+        where c.name = ?1 and t.name = ?2 and tp.partition = ?3 and r.offset_id = ?4) \
+    and h.offset_id = ?4";
+
+/// A record's headers in one value, as in a Kafka record: a count, then per header its key
+/// and value, each a zig-zag varint length (-1 for null) and the bytes.
+fn encode_headers(headers: &[Header]) -> Vec<u8> {
+    fn varint(buf: &mut Vec<u8>, n: i64) {
+        let mut zz = ((n << 1) ^ (n >> 63)) as u64;
+        while zz >= 0x80 {
+            buf.push((zz as u8) | 0x80);
+            zz >>= 7;
+        }
+        buf.push(zz as u8);
+    }
+
+    fn octets(buf: &mut Vec<u8>, octets: Option<&Bytes>) {
+        if let Some(octets) = octets {
+            varint(buf, octets.len() as i64);
+            buf.extend_from_slice(octets);
+        } else {
+            varint(buf, -1);
+        }
+    }
+
+    let mut buf = Vec::with_capacity(
+        1 + headers
+            .iter()
+            .map(|h| {
+                4 + h.key.as_ref().map_or(0, Bytes::len) + h.value.as_ref().map_or(0, Bytes::len)
+            })
+            .sum::<usize>(),
+    );
+
+    varint(&mut buf, headers.len() as i64);
+
+    for header in headers {
+        octets(&mut buf, header.key.as_ref());
+        octets(&mut buf, header.value.as_ref());
+    }
+
+    buf
+}
+
+/// The headers [`encode_headers`] wrote.
+fn decode_headers(mut encoded: &[u8]) -> Result<Vec<Header>> {
+    fn varint(encoded: &mut &[u8]) -> Result<i64> {
+        let mut zz = 0u64;
+
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = encoded
+                .split_first()
+                .ok_or_else(|| Error::Message("truncated record headers".into()))?;
+            *encoded = rest;
+            zz |= u64::from(byte & 0x7f) << shift;
+
+            if byte & 0x80 == 0 {
+                return Ok(((zz >> 1) as i64) ^ -((zz & 1) as i64));
+            }
+        }
+
+        Err(Error::Message("overlong varint in record headers".into()))
+    }
+
+    fn octets(encoded: &mut &[u8]) -> Result<Option<Bytes>> {
+        let length = varint(encoded)?;
+
+        if length < 0 {
+            return Ok(None);
+        }
+
+        let length = usize::try_from(length)?;
+
+        if length > encoded.len() {
+            return Err(Error::Message("truncated record headers".into()));
+        }
+
+        let (octets, rest) = encoded.split_at(length);
+        *encoded = rest;
+        Ok(Some(Bytes::copy_from_slice(octets)))
+    }
+
+    let count = usize::try_from(varint(&mut encoded)?)?;
+    let mut headers = Vec::with_capacity(count.min(encoded.len()));
+
+    for _ in 0..count {
+        let key = octets(&mut encoded)?;
+        let value = octets(&mut encoded)?;
+        headers.push(Header { key, value });
+    }
+
+    Ok(headers)
 }
 
 #[derive(Clone, Debug)]
@@ -1918,6 +2106,8 @@ impl Builder<String, i32, Url, Url> {
                 .inspect_err(|err| error!(name, ?err));
         }
 
+        migrate(&connection).await?;
+
         let (sender, receiver) = bounded_channel(1);
         let mut server = JoinSet::new();
 
@@ -1952,6 +2142,37 @@ impl Builder<String, i32, Url, Url> {
             inner,
         })
     }
+}
+
+/// Brings a database made by an earlier version up to date: a record's headers move into
+/// `record.h` (older records keep theirs in `header`, read through an index on the record).
+async fn migrate(connection: &Connection) -> Result<()> {
+    let has_h = connection
+        .query(
+            "select count(*) from pragma_table_info('record') where name = 'h'",
+            (),
+        )
+        .await?
+        .next()
+        .await?
+        .map(|row| row.get::<i64>(0))
+        .transpose()?
+        .unwrap_or_default();
+
+    if has_h == 0 {
+        _ = connection
+            .execute("alter table record add column h blob", ())
+            .await?;
+    }
+
+    _ = connection
+        .execute(
+            "create index if not exists header_record on header (topition, offset_id)",
+            (),
+        )
+        .await?;
+
+    Ok(())
 }
 
 fn unique_constraint(error_code: ErrorCode) -> impl Fn(libsql::Error) -> Error {
@@ -2347,228 +2568,137 @@ impl Storage for Delegate {
 
         let c = self.connection().await?;
 
-        let mut records = c
-            .query(
-                "record_fetch.sql",
-                (
-                    self.cluster.as_str(),
-                    topition.topic(),
-                    topition.partition(),
-                    offset,
-                    (max_bytes as i64),
-                    high_watermark,
-                ),
-            )
+        let statement = c.cached(FETCH_RECORDS).await?;
+
+        let mut records = statement
+            .query((
+                self.cluster.as_str(),
+                topition.topic(),
+                topition.partition(),
+                offset,
+                high_watermark,
+            ))
             .await
             .inspect_err(|err| error!(?err))?;
 
         let mut batches = vec![];
+        let mut batch_builder: Option<inflated::Builder> = None;
+        let mut bytes = 0u64;
 
-        if let Some(row) = records.next().await? {
-            let offset_delta = 0;
-            let timestamp_delta = 0;
+        while let Some(row) = records.next().await? {
+            let record_offset = row.get::<i64>(0).inspect_err(|err| error!(?err))?;
 
-            let record_builder = {
-                let mut record_builder = Record::builder()
-                    .offset_delta(offset_delta)
-                    .timestamp_delta(timestamp_delta)
-                    .key(
-                        row.get::<Option<Vec<u8>>>(3)
-                            .map(|o| o.map(Bytes::from))
-                            .inspect(|k| debug!(?k))
-                            .inspect_err(|err| error!(?err))?,
-                    )
-                    .value(
-                        row.get::<Option<Vec<u8>>>(4)
-                            .map(|o| o.map(Bytes::from))
-                            .inspect(|v| debug!(?v))
-                            .inspect_err(|err| error!(?err))?,
-                    );
+            let key = row
+                .get::<Option<Vec<u8>>>(3)
+                .map(|o| o.map(Bytes::from))
+                .inspect_err(|err| error!(?err))?;
 
-                let mut headers = c
-                    .query(
-                        "header_fetch.sql",
-                        (
-                            self.cluster.as_str(),
-                            topition.topic(),
-                            topition.partition(),
-                            offset,
-                        ),
-                    )
-                    .await?;
+            let value = row
+                .get::<Option<Vec<u8>>>(4)
+                .map(|o| o.map(Bytes::from))
+                .inspect_err(|err| error!(?err))?;
 
-                while let Some(header) = headers.next().await? {
-                    let mut header_builder = Header::builder();
+            // As Kafka: at least one record, then no more than max_bytes.
+            let size = key.as_ref().map_or(0, Bytes::len) + value.as_ref().map_or(0, Bytes::len);
+            let size = u64::try_from(size)?;
 
-                    if let Some(k) = header
-                        .get::<Option<Vec<u8>>>(0)
-                        .inspect_err(|err| error!(?err))?
-                    {
-                        header_builder = header_builder.key(Bytes::from(k));
-                    }
-
-                    if let Some(v) = header
-                        .get::<Option<Vec<u8>>>(1)
-                        .inspect_err(|err| error!(?err))?
-                    {
-                        header_builder = header_builder.value(Bytes::from(v));
-                    }
-
-                    record_builder = record_builder.header(header_builder);
-                }
-
-                record_builder
-            };
-
-            let mut batch_builder = inflated::Batch::builder()
-                .base_offset(
-                    row.get::<i64>(0)
-                        .inspect(|base_offset| debug!(base_offset))
-                        .inspect_err(|err| error!(?err))?,
-                )
-                .attributes(
-                    row.get::<Option<i32>>(1)
-                        .map(|attributes| attributes.unwrap_or(0))
-                        .inspect_err(|err| error!(?err))? as i16,
-                )
-                .base_timestamp(
-                    row.get_value(2)
-                        .map_err(Error::from)
-                        .and_then(LiteTimestamp::try_from)
-                        .and_then(|system_time| to_timestamp(&system_time.0).map_err(Into::into))
-                        .inspect_err(|err| error!(?err))?,
-                )
-                .producer_id(
-                    row.get::<Option<i64>>(6)
-                        .map(|producer_id| producer_id.unwrap_or(-1))
-                        .inspect_err(|err| error!(?err))?,
-                )
-                .producer_epoch(
-                    row.get::<Option<i32>>(7)
-                        .map(|producer_epoch| producer_epoch.unwrap_or(-1))
-                        .inspect_err(|err| error!(?err))? as i16,
-                )
-                .record(record_builder)
-                .last_offset_delta(offset_delta);
-
-            while let Some(row) = records.next().await? {
-                let attributes = row
-                    .get::<Option<i32>>(1)
-                    .map(|attributes| attributes.unwrap_or(0))
-                    .inspect_err(|err| error!(?err))? as i16;
-
-                let producer_id = row
-                    .get::<Option<i64>>(6)
-                    .map(|producer_id| producer_id.unwrap_or(-1))
-                    .inspect_err(|err| error!(?err))?;
-                let producer_epoch = row
-                    .get::<Option<i32>>(7)
-                    .map(|producer_epoch| producer_epoch.unwrap_or(-1))
-                    .inspect_err(|err| error!(?err))? as i16;
-
-                if batch_builder.attributes != attributes
-                    || batch_builder.producer_id != producer_id
-                    || batch_builder.producer_epoch != producer_epoch
-                {
-                    batches.push(batch_builder.build().and_then(TryInto::try_into)?);
-
-                    batch_builder = inflated::Batch::builder()
-                        .base_offset(
-                            row.get::<i64>(0)
-                                .inspect(|base_offset| debug!(base_offset))
-                                .inspect_err(|err| error!(?err))?,
-                        )
-                        .base_timestamp(
-                            row.get_value(2)
-                                .map_err(Error::from)
-                                .and_then(LiteTimestamp::try_from)
-                                .and_then(|system_time| {
-                                    to_timestamp(&system_time.0).map_err(Into::into)
-                                })
-                                .inspect_err(|err| error!(?err))?,
-                        )
-                        .attributes(attributes)
-                        .producer_id(producer_id)
-                        .producer_epoch(producer_epoch);
-                }
-
-                let offset = row
-                    .get::<i64>(0)
-                    .inspect(|offset| debug!(offset))
-                    .inspect_err(|err| error!(?err))?;
-                let offset_delta = i32::try_from(offset - batch_builder.base_offset)?;
-
-                let timestamp_delta = row
-                    .get_value(2)
-                    .map_err(Error::from)
-                    .and_then(LiteTimestamp::try_from)
-                    .and_then(|system_time| {
-                        to_timestamp(&system_time.0)
-                            .map(|timestamp| timestamp - batch_builder.base_timestamp)
-                            .map_err(Into::into)
-                    })
-                    .inspect(|timestamp| debug!(?timestamp))
-                    .inspect_err(|err| error!(?err))?;
-
-                let record_builder = {
-                    let mut record_builder = Record::builder()
-                        .offset_delta(offset_delta)
-                        .timestamp_delta(timestamp_delta)
-                        .key(
-                            row.get::<Option<Vec<u8>>>(3)
-                                .map(|o| o.map(Bytes::from))
-                                .inspect(|k| debug!(?k))
-                                .inspect_err(|err| error!(?err))?,
-                        )
-                        .value(
-                            row.get::<Option<Vec<u8>>>(4)
-                                .map(|o| o.map(Bytes::from))
-                                .inspect(|v| debug!(?v))
-                                .inspect_err(|err| error!(?err))?,
-                        );
-
-                    let mut headers = c
-                        .query(
-                            "header_fetch.sql",
-                            (
-                                self.cluster.as_str(),
-                                topition.topic(),
-                                topition.partition(),
-                                offset,
-                            ),
-                        )
-                        .await?;
-
-                    while let Some(header) = headers.next().await? {
-                        let mut header_builder = Header::builder();
-
-                        if let Some(k) = header
-                            .get::<Option<Vec<u8>>>(0)
-                            .inspect_err(|err| error!(?err))?
-                        {
-                            header_builder = header_builder.key(Bytes::from(k));
-                        }
-
-                        if let Some(v) = header
-                            .get::<Option<Vec<u8>>>(1)
-                            .inspect_err(|err| error!(?err))?
-                        {
-                            header_builder = header_builder.value(Bytes::from(v));
-                        }
-
-                        record_builder = record_builder.header(header_builder);
-                    }
-
-                    record_builder
-                };
-
-                batch_builder = batch_builder
-                    .record(record_builder)
-                    .last_offset_delta(offset_delta);
+            if (batch_builder.is_some() || !batches.is_empty())
+                && bytes + size >= u64::from(max_bytes)
+            {
+                break;
             }
 
-            batches.push(batch_builder.build().and_then(TryInto::try_into)?);
-        } else {
+            bytes += size;
+
+            let attributes = row
+                .get::<Option<i32>>(1)
+                .map(|attributes| attributes.unwrap_or(0))
+                .inspect_err(|err| error!(?err))? as i16;
+
+            let timestamp = row
+                .get_value(2)
+                .map_err(Error::from)
+                .and_then(LiteTimestamp::try_from)
+                .and_then(|system_time| to_timestamp(&system_time.0).map_err(Into::into))
+                .inspect_err(|err| error!(?err))?;
+
+            let producer_id = row
+                .get::<Option<i64>>(5)
+                .map(|producer_id| producer_id.unwrap_or(-1))
+                .inspect_err(|err| error!(?err))?;
+
+            let producer_epoch = row
+                .get::<Option<i32>>(6)
+                .map(|producer_epoch| producer_epoch.unwrap_or(-1))
+                .inspect_err(|err| error!(?err))? as i16;
+
+            let headers = match row
+                .get::<Option<Vec<u8>>>(7)
+                .inspect_err(|err| error!(?err))?
+            {
+                Some(encoded) => decode_headers(&encoded)?,
+                None => self.legacy_headers(&c, topition, record_offset).await?,
+            };
+
+            let continues = batch_builder.as_ref().is_some_and(|builder| {
+                builder.attributes == attributes
+                    && builder.producer_id == producer_id
+                    && builder.producer_epoch == producer_epoch
+            });
+
+            let builder = if continues {
+                batch_builder.take().expect("continues a batch")
+            } else {
+                if let Some(builder) = batch_builder.take() {
+                    batches.push(builder.build().and_then(TryInto::try_into)?);
+                }
+
+                inflated::Batch::builder()
+                    .base_offset(record_offset)
+                    .base_timestamp(timestamp)
+                    .attributes(attributes)
+                    .producer_id(producer_id)
+                    .producer_epoch(producer_epoch)
+            };
+
+            let offset_delta = i32::try_from(record_offset - builder.base_offset)?;
+            let timestamp_delta = timestamp - builder.base_timestamp;
+
+            let mut record_builder = Record::builder()
+                .offset_delta(offset_delta)
+                .timestamp_delta(timestamp_delta)
+                .key(key)
+                .value(value);
+
+            for header in headers {
+                let mut header_builder = Header::builder();
+
+                if let Some(k) = header.key {
+                    header_builder = header_builder.key(k);
+                }
+
+                if let Some(v) = header.value {
+                    header_builder = header_builder.value(v);
+                }
+
+                record_builder = record_builder.header(header_builder);
+            }
+
+            batch_builder = Some(
+                builder
+                    .record(record_builder)
+                    .last_offset_delta(offset_delta),
+            );
+        }
+
+        drop(records);
+        drop(statement);
+
+        if let Some(builder) = batch_builder {
+            batches.push(builder.build().and_then(TryInto::try_into)?);
+        }
+
+        if batches.is_empty() {
             batches.push(
                 inflated::Batch::builder()
                     .build()
@@ -2591,17 +2721,22 @@ impl Storage for Delegate {
 
         let c = self.connection().await?;
 
-        let row = c
-            .query_one(
-                "watermark_select.sql",
-                (
-                    self.cluster.as_str(),
-                    topition.topic(),
-                    topition.partition(),
-                ),
-            )
+        let statement = c.cached_key("watermark_select.sql").await?;
+
+        let mut rows = statement
+            .query((
+                self.cluster.as_str(),
+                topition.topic(),
+                topition.partition(),
+            ))
             .await
             .inspect_err(|err| error!(?topition, ?err))?;
+
+        let row = rows
+            .next()
+            .await
+            .inspect_err(|err| error!(?topition, ?err))?
+            .ok_or(Error::Api(ErrorCode::UnknownTopicOrPartition))?;
 
         let log_start = row
             .get::<Option<i64>>(0)

@@ -12,7 +12,10 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::LazyLock,
+    time::{Duration, Instant},
+};
 
 use rama::{Context, Service};
 use tansu_sans_io::{
@@ -24,7 +27,7 @@ use tansu_sans_io::{
     metadata_response::MetadataResponseTopic,
     record::deflated::{Batch, Frame},
 };
-use tokio::time::sleep;
+use tokio::{sync::watch, time::timeout};
 use tracing::{debug, error, instrument};
 
 use crate::{Error, Result, Storage, Topition};
@@ -310,22 +313,30 @@ impl FetchService {
             let start = Instant::now();
             let mut responses = vec![];
             let mut iteration = 0;
-            let mut elapsed = Duration::from_millis(0);
-            let mut bytes = 0;
 
-            while elapsed <= max_wait && bytes <= min_bytes {
-                debug!(?elapsed, ?max_wait, ?bytes, ?min_bytes);
+            // Woken by every produce from here on: a fetch waiting for `min_bytes` answers
+            // as soon as records may have arrived, instead of polling on a timer.
+            let mut produced = PRODUCED.subscribe();
 
-                let enumerate = topics.iter().enumerate();
+            // The request's byte budget, spent afresh on each attempt (an empty attempt
+            // must not use up the budget of the next).
+            let budget = *max_bytes;
+
+            loop {
+                _ = produced.borrow_and_update();
+
+                debug!(?iteration, elapsed = ?start.elapsed(), ?max_wait, ?min_bytes);
+
+                let mut remaining_bytes = budget;
                 responses.clear();
 
-                for (i, fetch) in enumerate {
+                for (i, fetch) in topics.iter().enumerate() {
                     let fetch_response = self
                         .fetch_topic(
                             ctx.clone(),
                             max_wait,
                             min_bytes,
-                            max_bytes,
+                            &mut remaining_bytes,
                             isolation,
                             fetch,
                             i == 0,
@@ -335,34 +346,37 @@ impl FetchService {
                     responses.push(fetch_response);
                 }
 
-                bytes += u32::try_from(responses.byte_size())?;
+                *max_bytes = remaining_bytes;
 
-                let now = Instant::now();
-                elapsed = now.duration_since(start);
-                let remaining = max_wait.saturating_sub(elapsed);
+                let bytes = responses.byte_size();
+                let elapsed = start.elapsed();
 
-                debug!(
-                    ?iteration,
-                    ?max_wait,
-                    ?elapsed,
-                    ?remaining,
-                    ?bytes,
-                    ?min_bytes
-                );
+                debug!(?iteration, ?max_wait, ?elapsed, ?bytes, ?min_bytes);
 
-                sleep(if remaining.as_millis() >= 250 {
-                    remaining / 2
-                } else {
-                    remaining
-                })
-                .await;
+                // As Kafka: answer once min_bytes are available (at once when min_bytes is
+                // 0) or max_wait has passed, and never sleep with records in hand.
+                if bytes >= u64::from(min_bytes) || elapsed >= max_wait {
+                    break;
+                }
 
-                iteration += 1;
+                match timeout(max_wait - elapsed, produced.changed()).await {
+                    Ok(Ok(())) => iteration += 1,
+                    Ok(Err(_)) | Err(_) => break,
+                }
             }
 
             Ok(responses)
         }
     }
+}
+
+/// Bumped after each successful produce ([`produced`]); fetches waiting for `min_bytes`
+/// watch it.
+static PRODUCED: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
+
+/// Tells fetches waiting for `min_bytes` that records may have arrived.
+pub(crate) fn produced() {
+    PRODUCED.send_modify(|generation| *generation = generation.wrapping_add(1));
 }
 
 impl<G> Service<G, FetchRequest> for FetchService

@@ -173,7 +173,10 @@ impl ProduceService {
                         }
                         otherwise => error!(?otherwise),
                     }) {
-                    Ok(offset) => _ = base_offset.get_or_insert(offset),
+                    Ok(offset) => {
+                        super::fetch::produced();
+                        _ = base_offset.get_or_insert(offset)
+                    }
 
                     Err(Error::Api(error_code)) => {
                         debug!(?self, ?error_code);
