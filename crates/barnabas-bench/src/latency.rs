@@ -125,6 +125,24 @@ pub async fn run(t: &Target, rate: u64, count: usize, size: usize) -> Result<Vec
     let mut rows = Vec::new();
     let mut direct_p99 = None;
     for protocol in ["direct", "mqtt-qos1", "amqp", "http"] {
+        if protocol == "mqtt-qos1" {
+            // The broker under mixed load: the direct producer at the same rate while three
+            // consumer groups (subscribed, so their coordinator is busy too) fetch the topic.
+            eprintln!("  e2e-latency: direct ack with {MIXED_GROUPS} groups fetching");
+            let pass = direct(t, rate, count, size, MIXED_GROUPS);
+            let pass = tokio::time::timeout(pass_limit(rate, count), pass)
+                .await
+                .unwrap_or_else(|_| Err(anyhow!("did not finish in time (acks stalled)")));
+            match pass {
+                Ok((ack, recv)) => {
+                    let kind = format!("ack, {MIXED_GROUPS} groups fetching");
+                    rows.push(row("direct", &kind, rate, &ack, None));
+                    let kind = format!("receive, {MIXED_GROUPS} groups");
+                    rows.push(row("direct", &kind, rate, &recv, None));
+                }
+                Err(e) => eprintln!("  e2e-latency: direct with {MIXED_GROUPS} groups failed: {e:#}"),
+            }
+        }
         for receive in [false, true] {
             if protocol == "http" && receive {
                 continue;
@@ -133,14 +151,19 @@ pub async fn run(t: &Target, rate: u64, count: usize, size: usize) -> Result<Vec
                 "  e2e-latency: {protocol} {}",
                 if receive { "receive" } else { "ack" }
             );
-            let pass = match protocol {
-                "direct" => direct(t, rate, count, size, receive).await,
-                "mqtt-qos1" => mqtt(t, rate, count, size, receive).await,
-                "amqp" => amqp(t, rate, count, size, receive).await,
-                _ => http(t, rate, count, size)
-                    .await
-                    .and_then(|h| Ok((h, histogram()?))),
+            let pass = async {
+                match protocol {
+                    "direct" => direct(t, rate, count, size, usize::from(receive)).await,
+                    "mqtt-qos1" => mqtt(t, rate, count, size, receive).await,
+                    "amqp" => amqp(t, rate, count, size, receive).await,
+                    _ => http(t, rate, count, size)
+                        .await
+                        .and_then(|h| Ok((h, histogram()?))),
+                }
             };
+            let pass = tokio::time::timeout(pass_limit(rate, count), pass)
+                .await
+                .unwrap_or_else(|_| Err(anyhow!("did not finish in time (acks stalled)")));
             // A pass that cannot finish is reported and left out; the others still run.
             let (ack, recv) = match pass {
                 Ok(p) => p,
@@ -249,13 +272,26 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{n}", std::process::id())
 }
 
+/// How long one pass may take: its publishing time, a minute of warm-up, the receiver's
+/// drain and a minute of slack. A pass whose acks stall (the embedded broker before issue 27)
+/// is reported as failed instead of holding up the run.
+fn pass_limit(rate: u64, count: usize) -> Duration {
+    Duration::from_secs(count as u64 / rate.max(1) + 120) + DRAIN
+}
+
+/// Consumer groups of the mixed-load pass.
+const MIXED_GROUPS: usize = 3;
+
+/// The direct producer's pass: `groups` = 0 (ack only), 1 (one consumer assigned the
+/// partitions) or more (that many consumer groups subscribed, each receiving every record).
 async fn direct(
     t: &Target,
     rate: u64,
     count: usize,
     size: usize,
-    receive: bool,
+    groups: usize,
 ) -> Result<(Histogram<u64>, Histogram<u64>)> {
+    let receive = groups > 0;
     let kafka = barnabas_kafka::connect(&barnabas_kafka::KafkaConfig {
         bootstrap_servers: t.kafka.clone(),
         ..barnabas_kafka::KafkaConfig::default()
@@ -276,25 +312,46 @@ async fn direct(
             .topic_metadata(&topic)
             .await
             .map_err(|e| anyhow!("{e}"))?;
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &t.kafka)
-            .set("group.id", unique("bench-latency"))
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "10")
-            .create()
-            .context("Kafka consumer")?;
-        let mut tpl = TopicPartitionList::new();
-        for p in &md.partitions {
-            tpl.add_partition_offset(&topic, p.partition, Offset::End)
-                .map_err(|e| anyhow!("{e}"))?;
-        }
-        consumer.assign(&tpl).context("assign")?;
-        let (seen_by_reader, received) = (seen.clone(), received.clone());
-        let reader = tokio::spawn(async move {
-            while let Ok(m) = consumer.recv().await {
-                on_received(m.payload().unwrap_or_default(), &seen_by_reader, &received);
+        let mut readers = Vec::new();
+        // Groups that have seen a warm-up record (all of them: `seen`).
+        let seen_by = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..groups {
+            let consumer: StreamConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &t.kafka)
+                .set("group.id", unique("bench-latency"))
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "latest")
+                .set("fetch.wait.max.ms", "10")
+                .create()
+                .context("Kafka consumer")?;
+            if groups == 1 {
+                let mut tpl = TopicPartitionList::new();
+                for p in &md.partitions {
+                    tpl.add_partition_offset(&topic, p.partition, Offset::End)
+                        .map_err(|e| anyhow!("{e}"))?;
+                }
+                consumer.assign(&tpl).context("assign")?;
+            } else {
+                consumer.subscribe(&[&topic]).context("subscribe")?;
             }
-        });
+            let (seen, seen_by, received) = (seen.clone(), seen_by.clone(), received.clone());
+            readers.push(tokio::spawn(async move {
+                let mine = std::sync::atomic::AtomicBool::new(false);
+                let mut counted = false;
+                while let Ok(m) = consumer.recv().await {
+                    on_received(m.payload().unwrap_or_default(), &mine, &received);
+                    if !counted && mine.load(std::sync::atomic::Ordering::SeqCst) {
+                        counted = true;
+                        let n = seen_by.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        if n == groups {
+                            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                }
+            }));
+        }
+        // One handle for them all: aborting it aborts every reader.
+        let reader = tokio::spawn(abort_all_when_dropped(readers));
         warm_up(&seen, || async {
             publish(WARM_UP)
                 .await
@@ -317,8 +374,23 @@ async fn direct(
         }));
     }
     let ack = collect(sends).await?;
-    let recv = receiver_result(&received, count, reader).await?;
+    let recv = receiver_result(&received, count * groups.max(1), reader).await?;
     Ok((ack, recv))
+}
+
+/// Never ends; when its task is aborted, so are `readers`.
+async fn abort_all_when_dropped(readers: Vec<JoinHandle<()>>) {
+    struct AbortAll(Vec<JoinHandle<()>>);
+    impl Drop for AbortAll {
+        fn drop(&mut self) {
+            for r in &self.0 {
+                r.abort();
+            }
+        }
+    }
+    let readers = AbortAll(readers);
+    std::future::pending::<()>().await;
+    drop(readers);
 }
 
 async fn mqtt(
