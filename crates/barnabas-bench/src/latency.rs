@@ -140,7 +140,9 @@ pub async fn run(t: &Target, rate: u64, count: usize, size: usize) -> Result<Vec
                     let kind = format!("receive, {MIXED_GROUPS} groups");
                     rows.push(row("direct", &kind, rate, &recv, None));
                 }
-                Err(e) => eprintln!("  e2e-latency: direct with {MIXED_GROUPS} groups failed: {e:#}"),
+                Err(e) => {
+                    eprintln!("  e2e-latency: direct with {MIXED_GROUPS} groups failed: {e:#}")
+                }
             }
         }
         for receive in [false, true] {

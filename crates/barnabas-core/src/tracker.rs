@@ -152,7 +152,11 @@ mod tests {
         t.start_at(tp.clone(), 8); // assigned again where the group had got to
         t.handed(&rec(8));
         t.finished(&tp, 8);
-        assert_eq!(t.committable()[0].offset, 9, "5 belongs to the old assignment");
+        assert_eq!(
+            t.committable()[0].offset,
+            9,
+            "5 belongs to the old assignment"
+        );
     }
 
     #[test]
@@ -162,7 +166,10 @@ mod tests {
         t.handed(&rec(5));
         t.forget(&tp);
         t.finished(&tp, 5);
-        assert!(t.committable().is_empty(), "revoked: another member commits it");
+        assert!(
+            t.committable().is_empty(),
+            "revoked: another member commits it"
+        );
     }
 
     #[test]
