@@ -29,6 +29,7 @@ async fn audit_log_and_ui_store_and_a_rebuild_identical_to_the_original() {
             pace: Duration::ZERO,
             drop_halfway_once: true,
             malformed_deploy: false,
+            replay_overlap: 0,
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -27,6 +27,7 @@ async fn fake_node(pace: Duration) -> (SocketAddr, std::collections::HashMap<Str
             pace,
             drop_halfway_once: true,
             malformed_deploy: true,
+            replay_overlap: 0,
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -523,4 +524,77 @@ async fn a_stream_s_retry_sets_the_reconnect_pause_up_to_30_s() {
     wait_for(&gw, "retried", 3, Duration::from_secs(30)).await;
     assert_eq!(ids(&gw, "retried", 3).await, [1, 2, 3]);
     gw.stop().await;
+}
+
+/// docs/sse-sources.md: the resume position lives in Kafka, so a gateway killed (`kill -9`)
+/// in mid-stream loses nothing, and the ids a node replays from before the position asked
+/// for (here 20, as a node whose buffer does not line up would) are skipped: every event
+/// exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_killed_mid_stream_and_a_node_replaying_too_much_lose_and_repeat_nothing() {
+    use barnabas::embedded::{EmbeddedKafka, Storage};
+    let broker = EmbeddedKafka::start(common::free_addr(), None, Storage::Temporary)
+        .await
+        .unwrap();
+    let (app, recs) = fake_node::router(
+        &common::workspace_root().join("examples/casper/data"),
+        fake_node::Behaviour {
+            pace: Duration::from_millis(10),
+            drop_halfway_once: false,
+            malformed_deploy: false,
+            replay_overlap: 20,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("http://{node}/events/sigs");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("barnabas.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sources.sse]]\nurl = \"{url}\"\ntopic = \"casper.sigs\"\nkey = \"event_type\"\n"
+        ),
+    )
+    .unwrap();
+    let bootstrap = broker.bootstrap();
+    let source = || {
+        let http = common::free_addr().to_string();
+        let args = [
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--kafka-bootstrap",
+            &bootstrap,
+            "--http-listen",
+            &http,
+            "--mqtt-listen",
+            "off",
+            "--amqp-listen",
+            "off",
+        ];
+        common::Gateway::spawn(
+            &args,
+            &[("BARNABAS_KAFKA__DEFAULT_REPLICATION_FACTOR", "1")],
+        )
+    };
+    // An in-process gateway without sources, to look at the topic.
+    let reader = gateway::start_on(Some(broker.bootstrap()), |_| {}).await;
+    let mut first = source();
+    wait_for(&reader, "casper.sigs", 60, Duration::from_secs(60)).await;
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(10));
+    let stopped_at = written(&reader, "casper.sigs").await;
+    assert!(
+        stopped_at < 480,
+        "killed in mid-stream, not after it: {stopped_at}"
+    );
+    let mut second = source();
+    wait_for(&reader, "casper.sigs", 480, Duration::from_secs(120)).await;
+    check_exactly_once(&reader, "sigs", &recs["sigs"], &url).await;
+    second.signal("TERM");
+    assert!(second.wait_exit(Duration::from_secs(30)).success());
+    reader.stop().await;
+    broker.stop().await;
 }

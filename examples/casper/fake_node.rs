@@ -50,6 +50,9 @@ pub struct Behaviour {
     pub drop_halfway_once: bool,
     /// Add one malformed event (data that is not JSON, id 1) at the start of `deploys`.
     pub malformed_deploy: bool,
+    /// Replay this many events before the `start_from` asked for, as a node whose event
+    /// buffer does not line up with the client's position would.
+    pub replay_overlap: u64,
 }
 
 #[derive(Clone)]
@@ -86,8 +89,8 @@ async fn events(
     };
     let from: u64 = q
         .get("start_from")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(0, |id| id.saturating_sub(node.behaviour.replay_overlap));
     let chosen: Vec<(String, u64)> = rec
         .events
         .into_iter()

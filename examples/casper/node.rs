@@ -22,6 +22,7 @@ async fn main() {
             pace: Duration::from_millis(2),
             drop_halfway_once: false,
             malformed_deploy: false,
+            replay_overlap: 0,
         },
     );
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");

@@ -94,8 +94,16 @@ fn every_scenario_runs_at_a_tiny_count_and_renders_the_report() {
     );
     for l in latency {
         // Each of the three fetching groups receives every message.
-        let per_message = if l["kind"] == "receive, 3 groups" { 3 } else { 1 };
-        assert_eq!(l["count"], 200 * per_message, "every paced message measured: {l}");
+        let per_message = if l["kind"] == "receive, 3 groups" {
+            3
+        } else {
+            1
+        };
+        assert_eq!(
+            l["count"],
+            200 * per_message,
+            "every paced message measured: {l}"
+        );
         let (p50, p99, max) = (
             l["p50_ms"].as_f64().unwrap(),
             l["p99_ms"].as_f64().unwrap(),
