@@ -90,6 +90,15 @@ pub async fn run(
                     let at = lowest.entry(tp).or_insert(offset);
                     *at = (*at).min(offset);
                 }
+                // A record given back earlier and not sent again yet (its re-read was
+                // overtaken by this rewind) must not be skipped by a seek past it.
+                if let Ok(t) = tracker.lock() {
+                    for (tp, offset) in &mut lowest {
+                        if let Some(first) = t.first_given_back(tp) {
+                            *offset = (*offset).min(first);
+                        }
+                    }
+                }
                 let seeks = lowest
                     .into_iter()
                     .map(|(tp, offset)| (tp, SeekTo::Offset(offset)))

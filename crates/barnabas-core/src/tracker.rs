@@ -67,6 +67,12 @@ impl OffsetTracker {
         }
     }
 
+    /// The lowest offset of `tp` given back and not handed out again yet: a re-read of the
+    /// partition must start there or before, whatever later offset asked for it.
+    pub fn first_given_back(&self, tp: &TopicPartition) -> Option<i64> {
+        self.tracks.get(tp).and_then(|t| t.again.first().copied())
+    }
+
     /// Whether a record read from Kafka is to go to the client: one never handed out, or one
     /// given back. A partition re-read from a given-back record (a seek backwards) also
     /// yields the records after it; those the client has finished or still holds are not
@@ -188,6 +194,8 @@ mod tests {
         let due: Vec<i64> = (1..5).filter(|&o| t.is_due(&rec(o))).collect();
         assert_eq!(due, [1, 4]);
         assert!(!t.is_due(&rec(1)), "given back once, handed out once");
+        t.give_back(&tp, 2);
+        assert_eq!(t.first_given_back(&tp), Some(2));
         t.finished(&tp, 1);
         t.finished(&tp, 2);
         assert_eq!(t.committable()[0].offset, 4);
