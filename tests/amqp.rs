@@ -243,14 +243,7 @@ async fn a_receiver_gets_no_more_than_its_credit_and_commits_what_it_accepted() 
         common::produce(&gw, "credit", &format!("k{i}"), &format!("r{i}")).await;
     }
     let (_conn, mut session) = connect(&gw, "credit-1").await;
-    let mut r = Receiver::builder()
-        .name("five")
-        .source("credit/group.id/g5")
-        .credit_mode(CreditMode::Manual)
-        .auto_accept(false)
-        .attach(&mut session)
-        .await
-        .unwrap();
+    let mut r = manual_receiver(&mut session, "five", "credit/group.id/g5").await;
     r.set_credit(5).await.unwrap();
     let mut held = Vec::new();
     for _ in 0..5 {
@@ -573,6 +566,22 @@ fn data_body(d: &fe2o3_amqp::link::delivery::Delivery<Body<Value>>) -> String {
     }
 }
 
+/// A receiver on `source` that grants credit only when told and settles only when told.
+async fn manual_receiver(
+    session: &mut fe2o3_amqp::session::SessionHandle<()>,
+    name: &str,
+    source: &str,
+) -> Receiver {
+    Receiver::builder()
+        .name(name)
+        .source(source)
+        .credit_mode(CreditMode::Manual)
+        .auto_accept(false)
+        .attach(session)
+        .await
+        .unwrap()
+}
+
 /// The next delivery on `r` within 30 s.
 async fn next_delivery(r: &mut Receiver) -> fe2o3_amqp::link::delivery::Delivery<Body<Value>> {
     tokio::time::timeout(Duration::from_secs(30), r.recv::<Body<Value>>())
@@ -591,14 +600,7 @@ async fn released_and_modified_deliveries_come_again_and_rejected_ones_are_skipp
         common::produce(&gw, "outcomes", "k", &format!("r{i}")).await;
     }
     let (_conn, mut session) = connect(&gw, "outcomes-1").await;
-    let mut r = Receiver::builder()
-        .name("outcomes")
-        .source("outcomes/group.id/og")
-        .credit_mode(CreditMode::Manual)
-        .auto_accept(false)
-        .attach(&mut session)
-        .await
-        .unwrap();
+    let mut r = manual_receiver(&mut session, "outcomes", "outcomes/group.id/og").await;
     r.set_credit(5).await.unwrap();
     let mut first = Vec::new();
     for _ in 0..5 {
@@ -649,14 +651,7 @@ async fn at_most_256_deliveries_wait_for_the_clients_outcome() {
         delivered.unwrap();
     }
     let (_conn, mut session) = connect(&gw, "unsettled-1").await;
-    let mut r = Receiver::builder()
-        .name("greedy")
-        .source("unsettled/group.id/ug")
-        .credit_mode(CreditMode::Manual)
-        .auto_accept(false)
-        .attach(&mut session)
-        .await
-        .unwrap();
+    let mut r = manual_receiver(&mut session, "greedy", "unsettled/group.id/ug").await;
     r.set_credit(300).await.unwrap();
     let mut held = Vec::new();
     // Take what comes until nothing more has come for 3 s.
