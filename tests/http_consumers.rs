@@ -780,6 +780,11 @@ async fn sse_streams_records_and_resumes_from_last_event_id() {
     gw.stop().await;
 }
 
+/// docs/http.md §SSE: a group's commits name what the stream sent, not what the gateway read
+/// ahead from Kafka. Broken to commit what was read (offsets stored at read-ahead instead of at
+/// hand-out) it fails: resumed at 84 where 42 were sent. A stream that took a batch from the
+/// driver before writing it would not be told apart here: it takes the next batch only once the
+/// last is written, and the sockets hold about one fetch (42 records).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_sse_group_commits_what_it_sent() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -815,22 +820,19 @@ async fn an_sse_group_commits_what_it_sent() {
         assert!(n > 0, "the stream ended");
         seen.extend_from_slice(&buf[..n]);
     }
-    drop(stream);
-    // The member commits on leaving the group: what the stream sent, at least the four read
-    // and at most what fits in the sockets' buffers, not what the gateway read ahead.
-    // (Auto-commits run while it streams: wait until the commit stops moving.)
     let tp = ("sseg", 0);
-    let mut resumed =
-        common::wait_for_commit_where(&gw, "ui-store", tp, |at| at >= 4, Duration::from_secs(30))
-            .await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let now = common::committed_offset(&gw, "ui-store", tp).await.unwrap();
-        if now == resumed {
-            break;
-        }
-        resumed = now;
-    }
+    // While the client stalls with its connection open, the gateway goes on reading ahead
+    // from Kafka (up to 8 MiB, 80 of these records) and commits every second: those commits
+    // name what the stream sent (the four read, plus what the sockets' buffers hold), never
+    // the read-ahead. Committing what was read from Kafka would reach 100 or more here.
+    let stalled = settled_commit(&gw, "ui-store", tp).await;
+    assert!(
+        (4..=60).contains(&stalled),
+        "committed {stalled} while the client stalled after reading 4: more than was sent"
+    );
+    drop(stream);
+    // The member commits again on leaving the group: still what the stream sent.
+    let resumed = settled_commit(&gw, "ui-store", tp).await;
     let resp = gw
         .client
         .get(&url)
@@ -844,12 +846,29 @@ async fn an_sse_group_commits_what_it_sent() {
         format!("0:{resumed}"),
         "the group resumes at its commit"
     );
-    eprintln!("figures: the SSE group resumed at offset {resumed} (4 read)");
+    eprintln!(
+        "figures: the SSE group committed {stalled} while stalled, resumed at {resumed} (4 read)"
+    );
     assert!(
         (4..=60).contains(&resumed),
         "resumed at {resumed}: committed more than was sent"
     );
     gw.stop().await;
+}
+
+/// The offset `group` has committed on `tp` once its commits stop moving (at least 4; the
+/// member auto-commits every second, so two reads 1.5 s apart that agree mean it settled).
+async fn settled_commit(gw: &gateway::TestGateway, group: &str, tp: (&str, i32)) -> i64 {
+    let mut at =
+        common::wait_for_commit_where(gw, group, tp, |at| at >= 4, Duration::from_secs(30)).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = common::committed_offset(gw, group, tp).await.unwrap();
+        if now == at {
+            return at;
+        }
+        at = now;
+    }
 }
 
 /// strimzi-kafka-bridge #1151: the bridge's idle-consumer sweep removed entries from the map it
