@@ -208,3 +208,39 @@ fn mqtt_and_http_through_the_gateway_into_apache_kafka_and_back() {
     let loud = common::loud_lines(&log[stop..]);
     assert!(loud.is_empty(), "{loud:#?}");
 }
+
+/// Issue 22's idempotence control, on a broker that checks producer sequence numbers
+/// (librdkafka's mock cluster checks them only for transactional producers, and the
+/// NOT_ENOUGH_REPLICAS case of tests/faults/broker_errors.rs is refused before the append, so
+/// neither can tell). The broker is frozen (SIGSTOP) while a produce request is in flight: the
+/// gateway's producer gives the request up after `socket.timeout.ms` (1 s here), reconnects
+/// and sends it again; once the broker runs it reads both copies. With the gateway's
+/// idempotent producer each record is stored once; the same fault with
+/// `enable.idempotence = false` stores them twice — it is idempotence that keeps them single.
+#[test]
+fn a_produce_retried_after_a_frozen_broker_is_stored_once_only_by_the_idempotent_producer() {
+    let kafka = ApacheKafka::start();
+    let group = format!("-{}", kafka.child.id());
+    let freeze = |frozen: bool| {
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([sig, "--", &group])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    let copies = |topic: &str, idempotent: bool| {
+        common::copies_after_a_frozen_broker(&kafka.bootstrap, &freeze, topic, idempotent)
+    };
+    let idempotent = copies("frozen-idempotent", true);
+    assert!(
+        idempotent.values().all(|&n| n == 1),
+        "the idempotent producer's retry is not stored again: {idempotent:?}"
+    );
+    let plain = copies("frozen-plain", false);
+    assert!(
+        plain.values().any(|&n| n > 1),
+        "without idempotence the same fault stores records twice (the control): {plain:?}"
+    );
+    eprintln!("figures: copies of each record, idempotent {idempotent:?}, not {plain:?}");
+}

@@ -250,6 +250,99 @@ pub fn broker_process() -> (Gateway, String) {
     (broker, kafka.to_string())
 }
 
+/// Issue 22's idempotence control, for any broker a test can freeze: starts a gateway on
+/// `bootstrap` (producer `socket.timeout.ms` 1 s; `enable.idempotence = false` unless
+/// `idempotent`), sends 10 records to `topic` partition 0 in one HTTP request while `freeze(true)`
+/// holds the broker for 4 s (the request in flight times out and is sent again on a new
+/// connection), then `freeze(false)`. Every record must be acknowledged; returns how often
+/// each is stored.
+pub fn copies_after_a_frozen_broker(
+    bootstrap: &str,
+    freeze: &dyn Fn(bool),
+    topic: &str,
+    idempotent: bool,
+) -> std::collections::BTreeMap<String, usize> {
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_addr();
+    let config = dir.path().join("barnabas.toml");
+    let idempotence = if idempotent {
+        ""
+    } else {
+        "\"enable.idempotence\" = \"false\"\n"
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbootstrap_servers = \"{bootstrap}\"\nproduce_timeout_ms = 60000\n\
+             [kafka.properties]\n\"socket.timeout.ms\" = \"1000\"\n{idempotence}\
+             [http]\nlisten = \"{http}\"\n[mqtt]\nlisten = \"off\"\n[amqp]\nlisten = \"off\"\n"
+        ),
+    )
+    .unwrap();
+    let mut gw = Gateway::spawn(&["run", "--config", config.to_str().unwrap()], &[]);
+    gw.wait_for_line("barnabas ready", Duration::from_secs(60));
+    let url = format!("http://{http}/topics/{topic}");
+    // The topic and the producer's id exist before the fault.
+    produce_acknowledged(&url, &["warm".to_owned()]);
+    let late: Vec<String> = (0..10).map(|i| format!("late-{i}")).collect();
+    freeze(true);
+    let sender = std::thread::spawn({
+        let (url, late) = (url.clone(), late.clone());
+        move || produce_acknowledged(&url, &late)
+    });
+    // Frozen long enough for the request in flight to time out and be sent again.
+    std::thread::sleep(Duration::from_secs(4));
+    freeze(false);
+    sender.join().unwrap();
+    gw.signal("TERM");
+    gw.wait_exit(Duration::from_secs(30));
+
+    let values: Vec<String> = serde_json::from_str(&run_python(
+        "kafka_client.py",
+        &["values", bootstrap, topic],
+    ))
+    .unwrap();
+    let mut copies = std::collections::BTreeMap::new();
+    // The json format stores each value as JSON text: "late-0" with its quotes.
+    for v in values
+        .iter()
+        .filter_map(|v| serde_json::from_str::<String>(v).ok())
+    {
+        if late.contains(&v) {
+            *copies.entry(v).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(copies.len(), late.len(), "every record stored: {values:?}");
+    copies
+}
+
+/// Produces `values` to partition 0 in one HTTP request (json format); each must be
+/// acknowledged with an offset.
+pub fn produce_acknowledged(url: &str, values: &[String]) {
+    let records: Vec<_> = values
+        .iter()
+        .map(|v| serde_json::json!({ "partition": 0, "value": v }))
+        .collect();
+    let body = serde_json::json!({ "records": records }).to_string();
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "90", "-X", "POST", url])
+        .args([
+            "-H",
+            "content-type: application/vnd.kafka.json.v2+json",
+            "-d",
+            &body,
+        ])
+        .output()
+        .expect("curl");
+    let answer: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let offsets = answer["offsets"].as_array().cloned().unwrap_or_default();
+    assert!(
+        offsets.len() == values.len() && offsets.iter().all(|o| o["offset"].is_i64()),
+        "every record acknowledged: {answer}"
+    );
+}
+
 /// What `group` has committed on `topic`'s `partition` (the next offset it will read), as
 /// Kafka says now.
 pub async fn committed_offset(

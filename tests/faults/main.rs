@@ -530,3 +530,26 @@ async fn an_amqp_sender_is_held_at_1000_transfers_waiting_for_kafka() {
     drop(session);
     drop(conn);
 }
+
+/// Scenario 7's idempotence case on the embedded broker (tansu, in a process of its own so it
+/// can be frozen with SIGSTOP): a produce request in flight while the broker is frozen times
+/// out and is sent again; the broker reads both. The gateway's idempotent producer has each
+/// record stored once; the same fault without idempotence stores them twice (the control that
+/// shows the fault would duplicate). The same check on Apache Kafka is in tests/apache_kafka.rs.
+#[test]
+fn a_produce_retried_after_the_embedded_broker_froze_is_stored_once_only_when_idempotent() {
+    let (broker, bootstrap) = common::broker_process();
+    let freeze = |frozen: bool| broker.signal(if frozen { "STOP" } else { "CONT" });
+    let idempotent =
+        common::copies_after_a_frozen_broker(&bootstrap, &freeze, "frozen-idempotent", true);
+    assert!(
+        idempotent.values().all(|&n| n == 1),
+        "the idempotent producer's retry is not stored again: {idempotent:?}"
+    );
+    let plain = common::copies_after_a_frozen_broker(&bootstrap, &freeze, "frozen-plain", false);
+    assert!(
+        plain.values().any(|&n| n > 1),
+        "without idempotence the same fault stores records twice (the control): {plain:?}"
+    );
+    eprintln!("figures: copies of each record, idempotent {idempotent:?}, not {plain:?}");
+}

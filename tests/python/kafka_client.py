@@ -3,6 +3,8 @@
 usage:
   kafka_client.py produce BOOTSTRAP TOPIC COUNT       -> JSON list of {partition, offset}
   kafka_client.py consume BOOTSTRAP TOPIC GROUP COUNT -> JSON list of records, then commits
+  kafka_client.py values BOOTSTRAP TOPIC              -> JSON list of every value in the topic
+      (all partitions, read up to each one's high watermark; no group)
   kafka_client.py produce-null-header BOOTSTRAP TOPIC -> one record, value "Simple message",
       headers key1=value1, key-with-null-value=<null>, key3=value3 (strimzi-kafka-bridge #1158)
 """
@@ -11,7 +13,7 @@ import json
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -100,12 +102,38 @@ def consume(bootstrap, topic, group, count):
     print(json.dumps(out))
 
 
+def values(bootstrap, topic):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "values", "enable.auto.commit": False})
+    partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {}
+    for p in partitions:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if high > low:
+            ends[p] = high
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+    out = []
+    deadline = time.time() + 60
+    while ends and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        out.append(text(m.value()))
+        if m.offset() + 1 >= ends.get(m.partition(), 0):
+            ends.pop(m.partition(), None)
+    c.close()
+    if ends:
+        sys.exit(f"did not reach the end of partitions {sorted(ends)}")
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "produce":
         produce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "produce-null-header":
         produce_null_header(sys.argv[2], sys.argv[3])
+    elif cmd == "values":
+        values(sys.argv[2], sys.argv[3])
     elif cmd == "consume":
         consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
