@@ -108,6 +108,23 @@ async fn publish(replica: &Replica, topic: &str, payload: &str, retain: bool) {
     let _ = tokio::time::timeout(Duration::from_secs(2), el.poll()).await;
 }
 
+/// Publishes each `(topic, payload)` at QoS 1 on one connection through `replica` and waits
+/// for all their PUBACKs.
+async fn publish_all(replica: &Replica, records: &[(String, String)]) {
+    let (c, mut el) = replica.client(&format!("pub-{}", uuid::Uuid::new_v4().simple()), true);
+    connack(&mut el).await;
+    for (topic, payload) in records {
+        c.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    for _ in records {
+        until(&mut el, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
+    }
+    c.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), el.poll()).await;
+}
+
 /// Subscribes at QoS 1 and waits for the SUBACK.
 async fn subscribe(c: &AsyncClient, el: &mut EventLoop, filter: &str) {
     c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
@@ -239,48 +256,91 @@ async fn a_shared_subscription_across_replicas_delivers_each_record_once() {
     let bootstrap = kafka.bootstrap();
     let a = Replica::start(&bootstrap);
     let b = Replica::start(&bootstrap);
-    // The default topic exists before the members join.
-    publish(&a, "jobs/0", "probe", false).await;
+    // The MQTT front end's default topic, with two partitions so both members get a share.
+    let (status, body) = call(
+        &a,
+        reqwest::Method::POST,
+        "/admin/topics",
+        V2,
+        Some(serde_json::json!({ "topic_name": "mqtt", "partitions_count": 2 })),
+    )
+    .await;
+    assert!(
+        status == 201 || status == 200,
+        "create topic: {status} {body}"
+    );
+    // Records are keyed by MQTT topic and partitioned by librdkafka's default partitioner
+    // (CRC32 of the key, not the Java client's murmur2): jobs/0 … jobs/19 fall ten on each
+    // partition, but jobs/0 … jobs/3 all on partition 1. Probes therefore go to the same 20
+    // topics as the jobs, so they reach every partition the jobs do, whatever the hash.
+    let topics: Vec<String> = (0..20).map(|i| format!("jobs/{i}")).collect();
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, String)>();
     let mut clients = Vec::new();
-    for (i, replica) in [&a, &b].into_iter().enumerate() {
-        let (c, mut el) = replica.client(&format!("worker-{i}"), true);
+    for (member, replica) in [&a, &b].into_iter().enumerate() {
+        let (c, mut el) = replica.client(&format!("worker-{member}"), true);
         connack(&mut el).await;
         subscribe(&c, &mut el, "$share/workers/jobs/+").await;
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Ok(ev) = el.poll().await {
                 if let Event::Incoming(Packet::Publish(p)) = ev {
-                    let _ = tx.send(String::from_utf8_lossy(&p.payload).into_owned());
+                    let _ = tx.send((member, String::from_utf8_lossy(&p.payload).into_owned()));
                 }
             }
         });
         clients.push(c);
     }
-    // The group is settled once records flow to a member and a later probe still arrives;
-    // a shared group without commits starts at the end of the log when it is assigned.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut settled = 0;
-    while settled < 2 {
+    // The group is settled once both members received probes of the same round, two rounds
+    // in a row: the second round was published after both had their final assignment (a
+    // shared group without commits starts at the end of the log when it is assigned, so
+    // probes published during the rebalance may be missed or, moved with their partition,
+    // come twice).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut both_in_a_row = 0;
+    let mut round = 0;
+    let mut seen = [BTreeSet::new(), BTreeSet::new()];
+    while both_in_a_row < 2 {
         assert!(
             Instant::now() < deadline,
-            "the shared group never received a probe"
+            "both members never got probes of one round twice in a row; topics each got: {seen:?}"
         );
-        publish(&a, "jobs/0", "probe", false).await;
-        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
-            settled += 1;
-            tokio::time::sleep(Duration::from_secs(3)).await;
+        round += 1;
+        let tag = format!("probe-{round}-");
+        let probes: Vec<(String, String)> = topics
+            .iter()
+            .map(|t| (t.clone(), format!("{tag}{t}")))
+            .collect();
+        publish_all(&a, &probes).await;
+        let mut got = [false, false];
+        while let Ok(Some((member, p))) =
+            tokio::time::timeout(Duration::from_secs(2), rx.recv()).await
+        {
+            if let Some(topic) = p.strip_prefix(&tag) {
+                got[member] = true;
+                seen[member].insert(topic.to_owned());
+            }
         }
+        both_in_a_row = if got[0] && got[1] {
+            both_in_a_row + 1
+        } else {
+            0
+        };
     }
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {}
-    let sent: BTreeSet<String> = (1..=20).map(|i| format!("job-{i}")).collect();
-    for job in &sent {
-        publish(&a, "jobs/1", job, false).await;
-    }
+    let sent: BTreeSet<String> = (0..20).map(|i| format!("job-{i}")).collect();
+    let jobs: Vec<(String, String)> = (0..20)
+        .map(|i| (topics[i].clone(), format!("job-{i}")))
+        .collect();
+    publish_all(&a, &jobs).await;
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while got.len() < sent.len() && Instant::now() < deadline {
+    while got
+        .iter()
+        .filter(|(_, p): &&(usize, String)| p.starts_with("job-"))
+        .count()
+        < sent.len()
+        && Instant::now() < deadline
+    {
         if let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
             got.push(p);
         }
@@ -289,10 +349,15 @@ async fn a_shared_subscription_across_replicas_delivers_each_record_once() {
     while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
         got.push(p);
     }
-    got.retain(|p| p.starts_with("job-"));
-    let unique: BTreeSet<String> = got.iter().cloned().collect();
+    got.retain(|(_, p)| p.starts_with("job-"));
+    let unique: BTreeSet<String> = got.iter().map(|(_, p)| p.clone()).collect();
     assert_eq!(unique, sent, "every record delivered");
     assert_eq!(got.len(), sent.len(), "no record delivered twice: {got:?}");
+    let per_member = [0, 1].map(|m| got.iter().filter(|(member, _)| *member == m).count());
+    assert!(
+        per_member[0] > 0 && per_member[1] > 0,
+        "both replicas' members share the load: {per_member:?}"
+    );
     drop(clients);
     a.stop();
     b.stop();
