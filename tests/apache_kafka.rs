@@ -10,88 +10,9 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
-use common::{free_addr, free_port, mosquitto, run_python, text, workspace_root, Gateway};
-
-/// A first run fetches the jars from Maven Central.
-const KAFKA_START: Duration = Duration::from_secs(600);
-
-/// An Apache Kafka broker process (its whole process group is killed on drop).
-struct ApacheKafka {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-    bootstrap: String,
-    _dir: tempfile::TempDir,
-}
-
-impl ApacheKafka {
-    fn start() -> ApacheKafka {
-        use std::os::unix::process::CommandExt;
-        let dir = tempfile::tempdir().unwrap();
-        let (port, controller) = (free_port(), free_port());
-        let mut child = Command::new(workspace_root().join("scripts/kafka/run"))
-            .arg(dir.path().join("kafka"))
-            .args([port.to_string(), controller.to_string()])
-            // Small segments and a fast cleaner, so compaction is observable.
-            .args([
-                "log.segment.bytes=1048576",
-                "log.cleaner.min.cleanable.ratio=0.01",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("scripts/kafka/run");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[apache-kafka] {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let kafka = ApacheKafka {
-            child,
-            log,
-            bootstrap: format!("127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        kafka.wait_ready();
-        kafka
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + KAFKA_START;
-        loop {
-            let log = self.log.lock().unwrap().clone();
-            if log.iter().any(|l| l.contains("kafka ready on")) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Apache Kafka did not start:\n{}",
-                log.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for ApacheKafka {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.wait();
-    }
-}
+use common::{apache::ApacheKafka, free_addr, mosquitto, run_python, text, Gateway};
 
 fn curl(args: &[&str]) -> String {
     let out = Command::new("curl").arg("-s").args(args).output().unwrap();
@@ -220,15 +141,7 @@ fn mqtt_and_http_through_the_gateway_into_apache_kafka_and_back() {
 #[test]
 fn a_produce_retried_after_a_frozen_broker_is_stored_once_only_by_the_idempotent_producer() {
     let kafka = ApacheKafka::start();
-    let group = format!("-{}", kafka.child.id());
-    let freeze = |frozen: bool| {
-        let sig = if frozen { "-STOP" } else { "-CONT" };
-        let status = Command::new("kill")
-            .args([sig, "--", &group])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill {sig}");
-    };
+    let freeze = |frozen: bool| kafka.signal(if frozen { "STOP" } else { "CONT" });
     let copies = |topic: &str, idempotent: bool| {
         common::copies_after_a_frozen_broker(&kafka.bootstrap, &freeze, topic, idempotent)
     };

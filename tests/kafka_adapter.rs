@@ -709,7 +709,8 @@ fn a_runtime_ends_while_a_consumer_of_a_hanging_broker_is_still_closing() {
         .unwrap();
         let config = barnabas_kafka::KafkaConfig {
             bootstrap_servers: relay.addr.to_string(),
-            ..broker::kafka_config(&kafka)
+            default_replication_factor: 1,
+            ..barnabas_kafka::KafkaConfig::default()
         };
         let backend = barnabas_kafka::connect(&config).unwrap();
         assert!(backend

@@ -20,13 +20,22 @@ pub const V2: &str = "application/vnd.kafka.v2+json";
 
 pub struct TestGateway {
     pub gateway: Gateway,
+    /// The Apache Kafka broker of this gateway under `BARNABAS_TEST_KAFKA=apache`.
+    pub apache: Option<super::apache::ApacheKafka>,
     pub base: String,
     pub kafka: String,
     pub client: Client,
 }
 
-/// Starts a gateway with its own embedded broker; `tweak` adjusts the config first.
+/// Starts a gateway with its own broker (embedded; Apache Kafka under
+/// `BARNABAS_TEST_KAFKA=apache`); `tweak` adjusts the config first.
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestGateway {
+    if super::apache::selected() {
+        let apache = super::apache::ApacheKafka::start();
+        let mut gw = start_on(Some(apache.bootstrap.clone()), tweak).await;
+        gw.apache = Some(apache);
+        return gw;
+    }
     start_on(None, tweak).await
 }
 
@@ -70,6 +79,7 @@ pub async fn start_on(bootstrap: Option<String>, tweak: impl FnOnce(&mut Config)
     let base = format!("http://{}", gateway.http_addr().unwrap());
     TestGateway {
         gateway,
+        apache: None,
         base,
         kafka,
         client: Client::new(),

@@ -106,6 +106,7 @@ pub fn mosquitto_async(
 }
 
 #[cfg(feature = "embedded-kafka")]
+pub mod apache;
 pub mod gateway;
 pub mod raw_mqtt;
 
@@ -114,11 +115,39 @@ pub mod broker {
     use barnabas::embedded::{EmbeddedKafka, Storage};
     use barnabas_kafka::KafkaConfig;
 
-    use super::free_addr;
+    use super::{apache::ApacheKafka, free_addr};
 
-    /// Starts a fresh embedded tansu broker (temporary SQLite storage) on a free port.
-    pub async fn start() -> EmbeddedKafka {
-        start_with(Storage::Temporary).await
+    /// A test's own broker: the embedded tansu one, or Apache Kafka when the run asks for it
+    /// (`BARNABAS_TEST_KAFKA=apache`).
+    pub enum TestBroker {
+        Embedded(EmbeddedKafka),
+        Apache(ApacheKafka),
+    }
+
+    impl TestBroker {
+        pub fn bootstrap(&self) -> String {
+            match self {
+                TestBroker::Embedded(b) => b.bootstrap(),
+                TestBroker::Apache(b) => b.bootstrap.clone(),
+            }
+        }
+
+        pub async fn stop(self) {
+            match self {
+                TestBroker::Embedded(b) => b.stop().await,
+                TestBroker::Apache(b) => drop(b),
+            }
+        }
+    }
+
+    /// Starts a fresh broker: embedded tansu (temporary SQLite storage) on a free port, or
+    /// Apache Kafka under `BARNABAS_TEST_KAFKA=apache`.
+    pub async fn start() -> TestBroker {
+        if super::apache::selected() {
+            TestBroker::Apache(ApacheKafka::start())
+        } else {
+            TestBroker::Embedded(start_with(Storage::Temporary).await)
+        }
     }
 
     pub async fn start_with(storage: Storage) -> EmbeddedKafka {
@@ -147,7 +176,7 @@ pub mod broker {
     }
 
     /// Gateway Kafka settings for a test broker.
-    pub fn kafka_config(broker: &EmbeddedKafka) -> KafkaConfig {
+    pub fn kafka_config(broker: &TestBroker) -> KafkaConfig {
         KafkaConfig {
             bootstrap_servers: broker.bootstrap(),
             default_replication_factor: 1,

@@ -363,6 +363,20 @@ fn is_transient(err: &KafkaError) -> bool {
                 | RDKafkaErrorCode::BrokerTransportFailure
                 | RDKafkaErrorCode::AllBrokersDown
                 | RDKafkaErrorCode::PartitionEOF
+                // Kafka's retriable errors, which librdkafka retries by itself: a fresh
+                // Apache Kafka answers NOT_COORDINATOR until it has loaded
+                // __consumer_offsets, and leaders move during a rolling restart.
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::FencedLeaderEpoch
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::KafkaStorageError
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::RebalanceInProgress
         )
     )
 }

@@ -241,6 +241,20 @@ rd_kafka_assignment_apply_offsets(rd_kafka_t *rk,
 
 
 /**
+ * @brief barnabas patch: timer callback that serves the assignment again, so
+ *        that partitions put back on .pending after a failed OffsetFetch are
+ *        queried again.
+ *
+ * @locality rdkafka main thread
+ */
+static void rd_kafka_assignment_offset_fetch_retry_tmr_cb(rd_kafka_timers_t *rkts,
+                                                          void *arg) {
+        rd_kafka_t *rk = arg;
+        rd_kafka_assignment_serve(rk);
+}
+
+
+/**
  * @brief Reply handler for OffsetFetch queries from the assignment code.
  *
  * @param opaque Is a malloced int64_t* containing the assignment version at the
@@ -328,6 +342,39 @@ static void rd_kafka_assignment_handle_OffsetFetch(rd_kafka_t *rk,
 
         /* Apply the fetched offsets to the assignment */
         rd_kafka_assignment_apply_offsets(rk, offsets, err);
+
+        /* barnabas patch (confluentinc/librdkafka#5586): a request-level error
+         * such as NOT_COORDINATOR (a broker that is not, or not yet, the
+         * group's coordinator: a fresh Apache Kafka answers so until it has
+         * loaded __consumer_offsets) carries no partitions, so
+         * apply_offsets() leaves every queried partition on .queried, where
+         * nothing queries it again and its fetcher never starts. Put them
+         * back on .pending and serve the assignment again after a backoff,
+         * by when the coordinator query the error triggered has answered. */
+        if (err && err != RD_KAFKA_RESP_ERR_STALE_MEMBER_EPOCH &&
+            rk->rk_consumer.assignment.queried->cnt > 0) {
+                rd_kafka_topic_partition_t *rktpar;
+                RD_KAFKA_TPLIST_FOREACH(rktpar,
+                                        rk->rk_consumer.assignment.queried) {
+                        if (!rd_kafka_topic_partition_list_find(
+                                rk->rk_consumer.assignment.pending,
+                                rktpar->topic, rktpar->partition))
+                                rd_kafka_topic_partition_list_add_copy(
+                                    rk->rk_consumer.assignment.pending, rktpar);
+                }
+                rd_kafka_dbg(rk, CGRP, "OFFSETFETCH",
+                             "Offset fetch failed (%s): %d partition(s) back "
+                             "to pending, retrying in 500ms",
+                             rd_kafka_err2str(err),
+                             rk->rk_consumer.assignment.queried->cnt);
+                rd_kafka_topic_partition_list_clear(
+                    rk->rk_consumer.assignment.queried);
+                rd_kafka_timer_start_oneshot(
+                    &rk->rk_timers,
+                    &rk->rk_consumer.assignment.offset_fetch_retry_tmr,
+                    rd_true /* restart */, 500 * 1000 /* us */,
+                    rd_kafka_assignment_offset_fetch_retry_tmr_cb, rk);
+        }
 
         rd_kafka_topic_partition_list_destroy(offsets);
 }

@@ -51,6 +51,11 @@ typedef struct rd_kafka_assignment_s {
          *  @locks_required none
          *  @locality rdkafka main thread */
         int64_t version;
+        /** barnabas patch: serves the assignment again after an OffsetFetch
+         *  request failed as a whole (see
+         *  rd_kafka_assignment_handle_OffsetFetch()).
+         *  @locality rdkafka main thread */
+        rd_kafka_timer_t offset_fetch_retry_tmr;
 } rd_kafka_assignment_t;
 
 

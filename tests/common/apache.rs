@@ -1,0 +1,125 @@
+//! Apache Kafka 4.4 (KRaft, one combined broker + controller) started by `scripts/kafka/run`
+//! from jars Maven Central serves: the real broker users put barnabas in front of (issue 23).
+//! tests/apache_kafka.rs always uses it; with `BARNABAS_TEST_KAFKA=apache` the in-process
+//! harness ([`super::gateway::start`], [`super::broker::start`]) gives every test a fresh one
+//! instead of the embedded tansu broker.
+//!
+//! Needs Java 17+ and Maven (the classpath is fetched once per machine into
+//! target/apache-kafka/libs); without them a test fails saying so.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::{free_port, workspace_root};
+
+/// A first run fetches the jars from Maven Central.
+const KAFKA_START: Duration = Duration::from_secs(600);
+
+/// Whether this run's tests use Apache Kafka instead of the embedded broker
+/// (`BARNABAS_TEST_KAFKA=apache`; `tansu` or unset: the embedded one).
+pub fn selected() -> bool {
+    match std::env::var("BARNABAS_TEST_KAFKA").as_deref() {
+        Ok("apache") => true,
+        Ok("tansu") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("BARNABAS_TEST_KAFKA={other}: apache or tansu"),
+    }
+}
+
+/// An Apache Kafka broker process (its whole process group is killed on drop).
+pub struct ApacheKafka {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    pub bootstrap: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ApacheKafka {
+    /// A broker with small segments and a fast log cleaner, so compaction is observable.
+    pub fn start() -> ApacheKafka {
+        Self::start_with(&[
+            "log.segment.bytes=1048576",
+            "log.cleaner.min.cleanable.ratio=0.01",
+        ])
+    }
+
+    /// A broker with these extra server properties (`key=value`).
+    pub fn start_with(properties: &[&str]) -> ApacheKafka {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (port, controller) = (free_port(), free_port());
+        let mut child = Command::new(workspace_root().join("scripts/kafka/run"))
+            .arg(dir.path().join("kafka"))
+            .args([port.to_string(), controller.to_string()])
+            .args(properties)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("scripts/kafka/run");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[apache-kafka] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let kafka = ApacheKafka {
+            child,
+            log,
+            bootstrap: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        kafka.wait_ready();
+        kafka
+    }
+
+    /// Sends `sig` (e.g. `STOP`, `CONT`) to the broker's whole process group.
+    pub fn signal(&self, sig: &str) {
+        let group = format!("-{}", self.child.id());
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), "--", &group])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig} {group}");
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + KAFKA_START;
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if log.iter().any(|l| l.contains("kafka ready on")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Apache Kafka did not start:\n{}",
+                log.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for ApacheKafka {
+    fn drop(&mut self) {
+        self.signal_quietly("KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl ApacheKafka {
+    fn signal_quietly(&self, sig: &str) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), "--", &group])
+            .status();
+    }
+}
