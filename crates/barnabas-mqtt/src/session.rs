@@ -866,12 +866,17 @@ fn to_record(
 
 /// Writes the last will (bounded wait); its failure is logged, there is no one left to tell.
 async fn publish_will(ctx: &Arc<MqttContext>, principal: &Principal, will: Will) {
+    // A will's Message Expiry Interval counts from when it is published (3.1.3.2.4).
+    let expires_at = will
+        .headers
+        .iter()
+        .find(|(k, _)| k == crate::delivery::EXPIRY_HEADER)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
+        .and_then(|secs| {
+            std::time::SystemTime::now().checked_add(Duration::from_secs(u64::from(secs)))
+        });
     let mut headers = origin_headers(&will.topic, will.qos, will.retain);
-    headers.extend(
-        will.user_properties
-            .into_iter()
-            .map(|(k, v)| Header::new(k, v)),
-    );
+    headers.extend(will.headers.into_iter().map(|(k, v)| Header::new(k, v)));
     let retained = will.retain.then(|| Message {
         topic: will.topic.clone(),
         payload: will.payload.clone(),
@@ -879,7 +884,7 @@ async fn publish_will(ctx: &Arc<MqttContext>, principal: &Principal, will: Will)
         retain: true,
         headers: headers.clone(),
         origin_client: None,
-        expires_at: None,
+        expires_at,
     });
     let record = match to_record(ctx, &will.topic, will.payload, headers)
         .and_then(|r| authorize_write(ctx, principal, r))

@@ -64,8 +64,11 @@ pub struct Will {
     pub topic: String,
     /// Payload.
     pub payload: Bytes,
-    /// v5 properties carried into headers.
-    pub user_properties: Vec<(String, String)>,
+    /// v5 will properties as Kafka headers, in the shape [`property_headers`] gives a
+    /// publish's: user properties in order, then payload format indicator, content type,
+    /// response topic, correlation data and message expiry under `barnabas.mqtt.*`, so that
+    /// subscribers get the will with the properties it was set with (3.1.3.2).
+    pub headers: Vec<(String, Bytes)>,
     /// QoS of the will message.
     pub qos: QoS,
     /// Retain flag of the will message.
@@ -163,7 +166,7 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             will: c.last_will.map(|w| Will {
                 topic: w.topic.to_string(),
                 payload: w.message,
-                user_properties: Vec::new(),
+                headers: Vec::new(),
                 qos: w.qos,
                 retain: w.retain,
                 delay_secs: 0,
@@ -183,12 +186,14 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             will: c.last_will.map(|w| Will {
                 topic: w.topic.to_string(),
                 payload: w.message,
-                user_properties: w
-                    .user_properties
-                    .iter()
-                    .filter(|(k, _)| !crate::delivery::is_reserved(k))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                headers: v5_headers(&V5Properties {
+                    user_properties: &w.user_properties,
+                    is_utf8_payload: w.is_utf8_payload.unwrap_or(false),
+                    content_type: w.content_type.as_deref(),
+                    response_topic: w.response_topic.as_deref(),
+                    correlation_data: w.correlation_data.as_ref(),
+                    message_expiry: w.message_expiry_interval,
+                }),
                 qos: w.qos,
                 retain: w.retain,
                 delay_secs: w.will_delay_interval_sec.unwrap_or(0),
@@ -605,46 +610,77 @@ fn ack2(packet_id: NonZeroU16, known: bool) -> v5::PublishAck2 {
     }
 }
 
+/// The v5 properties of a publish or a will that become Kafka headers.
+pub struct V5Properties<'a> {
+    /// User properties, in order.
+    pub user_properties: &'a [(bytestring::ByteString, bytestring::ByteString)],
+    /// Payload Format Indicator 1 (UTF-8).
+    pub is_utf8_payload: bool,
+    /// Content Type.
+    pub content_type: Option<&'a str>,
+    /// Response Topic.
+    pub response_topic: Option<&'a str>,
+    /// Correlation Data.
+    pub correlation_data: Option<&'a Bytes>,
+    /// Message Expiry Interval in seconds.
+    pub message_expiry: Option<std::num::NonZeroU32>,
+}
+
 /// A v5 publish's properties as Kafka headers (user properties as they are; payload format
 /// indicator, content type, response topic and correlation data under `barnabas.mqtt.*`).
 /// User properties named `barnabas.*` are dropped: that namespace is the gateway's, and a
 /// client's copy would shadow the gateway's own header (interface.md §4).
 pub fn property_headers(p: &Publish) -> Vec<(String, Bytes)> {
+    match &p.properties {
+        Some(props) => v5_headers(&V5Properties {
+            user_properties: &props.user_properties,
+            is_utf8_payload: props.is_utf8_payload,
+            content_type: props.content_type.as_deref(),
+            response_topic: props.response_topic.as_deref(),
+            correlation_data: props.correlation_data.as_ref(),
+            message_expiry: props.message_expiry_interval,
+        }),
+        None => Vec::new(),
+    }
+}
+
+/// [`property_headers`] of a publish's or a will's properties: subscribers get them back
+/// as sent, user properties in order [MQTT-3.3.2-17/18], the others forwarded unaltered
+/// [MQTT-3.3.2-4] [MQTT-3.3.2-20] (delivery.rs turns them back into properties).
+pub fn v5_headers(props: &V5Properties<'_>) -> Vec<(String, Bytes)> {
     let mut out = Vec::new();
-    if let Some(props) = &p.properties {
-        for (k, v) in &props.user_properties {
-            if crate::delivery::is_reserved(k) {
-                continue;
-            }
-            out.push((k.to_string(), Bytes::copy_from_slice(v.as_bytes())));
+    for (k, v) in props.user_properties {
+        if crate::delivery::is_reserved(k) {
+            continue;
         }
-        if props.is_utf8_payload {
-            out.push((
-                crate::delivery::PAYLOAD_FORMAT_HEADER.into(),
-                Bytes::from_static(b"1"),
-            ));
-        }
-        if let Some(ct) = &props.content_type {
-            out.push((
-                "barnabas.mqtt.content_type".into(),
-                Bytes::copy_from_slice(ct.as_bytes()),
-            ));
-        }
-        if let Some(rt) = &props.response_topic {
-            out.push((
-                "barnabas.mqtt.response_topic".into(),
-                Bytes::copy_from_slice(rt.as_bytes()),
-            ));
-        }
-        if let Some(cd) = &props.correlation_data {
-            out.push(("barnabas.mqtt.correlation_data".into(), cd.clone()));
-        }
-        if let Some(expiry) = props.message_expiry_interval {
-            out.push((
-                crate::delivery::EXPIRY_HEADER.into(),
-                Bytes::from(expiry.get().to_string()),
-            ));
-        }
+        out.push((k.to_string(), Bytes::copy_from_slice(v.as_bytes())));
+    }
+    if props.is_utf8_payload {
+        out.push((
+            crate::delivery::PAYLOAD_FORMAT_HEADER.into(),
+            Bytes::from_static(b"1"),
+        ));
+    }
+    if let Some(ct) = props.content_type {
+        out.push((
+            "barnabas.mqtt.content_type".into(),
+            Bytes::copy_from_slice(ct.as_bytes()),
+        ));
+    }
+    if let Some(rt) = props.response_topic {
+        out.push((
+            "barnabas.mqtt.response_topic".into(),
+            Bytes::copy_from_slice(rt.as_bytes()),
+        ));
+    }
+    if let Some(cd) = props.correlation_data {
+        out.push(("barnabas.mqtt.correlation_data".into(), cd.clone()));
+    }
+    if let Some(expiry) = props.message_expiry {
+        out.push((
+            crate::delivery::EXPIRY_HEADER.into(),
+            Bytes::from(expiry.get().to_string()),
+        ));
     }
     out
 }
