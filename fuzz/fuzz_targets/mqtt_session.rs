@@ -215,6 +215,7 @@ fn context(shutdown: &CancellationToken) -> Arc<MqttContext> {
             publish_rate: 0,
             max_subscriptions: 16,
             kafka_metadata: true,
+            server_keep_alive: None,
             max_sessions: 16,
             max_consumers_per_connection: 4,
             ws_allowed_origins: Vec::new(),

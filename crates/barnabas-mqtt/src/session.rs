@@ -229,12 +229,19 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
     {
         tracing::warn!(error = %e, "session ownership not recorded in Kafka; another replica may keep an older connection of this client");
     }
+    // v5: the gateway's Server Keep Alive, when configured, replaces the client's
+    // [MQTT-3.2.2-21]; the keep-alive check below then uses it.
+    let server_keep_alive = ctx.settings.server_keep_alive.filter(|_| v5);
+    if let Some(ska) = server_keep_alive {
+        info.keep_alive = ska.get();
+    }
     if conn
         .connack_ok(
             assigned,
             ctx.settings.receive_window,
             max_packet_size(&ctx),
             session_present,
+            server_keep_alive.map(std::num::NonZeroU16::get),
         )
         .await
         .is_err()

@@ -306,13 +306,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         })
     }
 
-    /// CONNACK accepting the connection.
+    /// CONNACK accepting the connection; `server_keep_alive` is the v5 Server Keep Alive
+    /// the client must use instead of its own [MQTT-3.2.2-21] (3.1.1 has no such field).
     pub async fn connack_ok(
         &mut self,
         assigned_id: Option<String>,
         receive_max: u16,
         max_packet: u32,
         session_present: bool,
+        server_keep_alive: Option<u16>,
     ) -> Result<(), WireError> {
         let packet = match self.version {
             ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
@@ -332,6 +334,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     wildcard_subscription_available: true,
                     subscription_identifiers_available: true,
                     shared_subscription_available: true,
+                    server_keepalive_sec: server_keep_alive,
                     ..v5::ConnectAck::default()
                 })))
             }
