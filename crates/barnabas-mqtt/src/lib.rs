@@ -8,6 +8,7 @@
 
 pub mod delivery;
 pub mod filter;
+pub mod outbound;
 pub mod retained;
 pub mod session;
 pub mod state;

@@ -204,6 +204,7 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
         v5,
         window,
         max_packet,
+        info.topic_alias_max,
     );
     let session_present = stored.is_some();
     let mut incoming = Incoming::default();

@@ -30,7 +30,7 @@ use barnabas_core::{
 };
 use rmqtt_codec::types::{Publish, QoS};
 
-use crate::{delivery::Message, filter, store::Subscribed, MqttContext};
+use crate::{delivery::Message, filter, outbound::Outbound, store::Subscribed, MqttContext};
 
 /// Records taken from a consumer per fetch.
 const FETCH_BATCH: usize = 64;
@@ -213,12 +213,15 @@ pub struct Subscriptions {
     outstanding: HashMap<NonZeroU16, Outstanding>,
     last_packet_id: u16,
     window: usize,
-    max_packet: Option<usize>,
+    /// The client's Maximum Packet Size and the topic aliases set towards it.
+    outbound: Outbound,
 }
 
 impl Subscriptions {
     /// No subscriptions yet. `window` bounds unacknowledged QoS 1/2 deliveries (the client's
-    /// Receive Maximum); `max_packet` is the client's Maximum Packet Size.
+    /// Receive Maximum); `max_packet` is the client's Maximum Packet Size and
+    /// `topic_alias_max` its Topic Alias Maximum (v5).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: Arc<MqttContext>,
         principal: Principal,
@@ -227,6 +230,7 @@ impl Subscriptions {
         v5: bool,
         window: usize,
         max_packet: Option<usize>,
+        topic_alias_max: u16,
     ) -> Self {
         Self {
             ctx,
@@ -242,7 +246,7 @@ impl Subscriptions {
             outstanding: HashMap::new(),
             last_packet_id: 0,
             window: window.max(1),
-            max_packet,
+            outbound: Outbound::new(v5, max_packet, topic_alias_max),
         }
     }
 
@@ -722,8 +726,9 @@ impl Subscriptions {
                 })
                 .collect();
             let granted = matching.iter().map(|s| s.qos).max()?;
-            if self.max_packet.is_some_and(|max| m.size_hint() > max) || m.remaining().is_none() {
-                tracing::debug!(topic = %m.topic, "delivery above the client's maximum packet size, or expired; dropped");
+            if m.remaining().is_none() {
+                // Expired: not delivered [MQTT-3.3.2-5].
+                tracing::debug!(topic = %m.topic, "delivery expired; dropped");
                 self.ctx.metrics.dropped_deliveries.inc();
                 return None;
             }
@@ -736,24 +741,48 @@ impl Subscriptions {
             return None;
         };
         let qos = granted.min(message.qos);
-        if qos == QoS::AtMostOnce {
-            self.count_delivery(qos);
+        let packet_id = if qos == QoS::AtMostOnce {
+            None
+        } else {
+            let Some(id) = self.packet_id() else {
+                // Unreachable while `has_room` holds; never lose the record if it does not.
+                self.queue.push_front((feed_id, record));
+                return None;
+            };
+            Some(id)
+        };
+        // A packet too large for the client is not sent; its packet id stays free.
+        let Some(publish) = self
+            .outbound
+            .shape(message.to_publish(qos, packet_id, retain, ids, self.v5))
+        else {
+            self.too_large(&message.topic);
             self.finish(&feed_id, &tp, offset);
-            return Some(message.to_publish(qos, None, retain, ids, self.v5));
-        }
-        let Some(id) = self.packet_id() else {
-            // Unreachable while `has_room` holds; never lose the record if it does not.
-            self.queue.push_front((feed_id, record));
             return None;
         };
         self.count_delivery(qos);
-        self.outstanding.insert(
-            id,
-            Outstanding {
-                origin: Some((feed_id, tp, offset)),
-            },
+        match packet_id {
+            None => self.finish(&feed_id, &tp, offset),
+            Some(id) => {
+                self.outstanding.insert(
+                    id,
+                    Outstanding {
+                        origin: Some((feed_id, tp, offset)),
+                    },
+                );
+            }
+        }
+        Some(publish)
+    }
+
+    /// A delivery above the client's Maximum Packet Size: not sent [MQTT-3.1.2-24], and
+    /// finished as if it had been [MQTT-3.1.2-25], so it holds up nothing behind it.
+    fn too_large(&self, topic: &str) {
+        tracing::debug!(
+            topic,
+            "delivery above the client's maximum packet size; dropped"
         );
-        Some(message.to_publish(qos, Some(id), retain, ids, self.v5))
+        self.ctx.metrics.dropped_deliveries.inc();
     }
 
     /// The PUBLISH of a retained message owed to a new subscription: the topic's retained
@@ -776,11 +805,23 @@ impl Subscriptions {
                 self.retained.push_front((topic.to_owned(), qos, id));
                 return None;
             };
-            self.outstanding.insert(pid, Outstanding { origin: None });
             Some(pid)
         };
+        let Some(publish) = self.outbound.shape(message.to_publish(
+            qos,
+            packet_id,
+            true,
+            id.into_iter().collect(),
+            self.v5,
+        )) else {
+            self.too_large(topic);
+            return None;
+        };
+        if let Some(pid) = packet_id {
+            self.outstanding.insert(pid, Outstanding { origin: None });
+        }
         self.count_delivery(qos);
-        Some(message.to_publish(qos, packet_id, true, id.into_iter().collect(), self.v5))
+        Some(publish)
     }
 
     fn count_delivery(&self, qos: QoS) {

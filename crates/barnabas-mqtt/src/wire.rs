@@ -49,6 +49,9 @@ pub struct ConnectInfo {
     pub session_expiry: u32,
     /// v5 Maximum Packet Size the client accepts.
     pub max_packet: Option<u32>,
+    /// v5 Topic Alias Maximum of the client: how many topic aliases we may set towards it
+    /// (0 = none) [MQTT-3.1.2-26].
+    pub topic_alias_max: u16,
     /// CONNECT user name.
     pub username: Option<String>,
     /// CONNECT password.
@@ -174,6 +177,7 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             receive_max: None,
             session_expiry: if c.clean_session { 0 } else { u32::MAX },
             max_packet: None,
+            topic_alias_max: 0,
             username: c.username.map(|u| u.to_string()),
             password: c.password,
             principal: Principal::anonymous(),
@@ -201,6 +205,7 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             receive_max: c.receive_max,
             session_expiry: c.session_expiry_interval_secs,
             max_packet: c.max_packet_size.map(std::num::NonZeroU32::get),
+            topic_alias_max: c.topic_alias_max,
             username: c.username.map(|u| u.to_string()),
             password: c.password,
             principal: Principal::anonymous(),
