@@ -185,6 +185,7 @@ async fn seed(ctx: &MqttContext) {
             no_local: false,
             retain_as_published: true,
             id: None,
+            since: Default::default(),
         };
         ctx.stored
             .put("fuzz", StoredSession::new(vec![sub], u32::MAX, None));

@@ -300,6 +300,13 @@ impl Subscriptions {
         let mut results = vec![SubscribeResult::Failed; requests.len()];
         let mut retained: BTreeMap<String, (QoS, Option<NonZeroU32>)> = BTreeMap::new();
         let before = self.subs.len();
+        // Partitions the session reads already: a new filter must not get their records
+        // from before its SUBACK.
+        let reading: BTreeSet<TopicPartition> = self
+            .plain
+            .as_ref()
+            .map(|f| f.assigned.keys().cloned().collect())
+            .unwrap_or_default();
         for (i, req) in requests.iter().enumerate() {
             if last.get(req.raw.as_str()) == Some(&i) {
                 results[i] = self.subscribe_one(req, id, &mut retained);
@@ -311,7 +318,10 @@ impl Subscriptions {
             }
         }
         let synced = match self.ctx.catalog.refresh().await {
-            Ok(topics) => self.sync(&topics, Start::Now).await,
+            Ok(topics) => match self.sync(&topics, Start::Now).await {
+                Ok(()) => self.start_new_filters(before, &reading).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = synced {
@@ -356,6 +366,11 @@ impl Subscriptions {
             no_local: req.no_local,
             retain_as_published: req.retain_as_published,
             id,
+            // A replaced subscription keeps where it started [MQTT-3.8.4-3].
+            since: existed
+                .and_then(|i| self.subs.get(i))
+                .map(|(s, _)| s.since.clone())
+                .unwrap_or_default(),
         };
         let send_retained = sub.filter.share.is_none()
             && match req.retain_handling {
@@ -378,6 +393,49 @@ impl Subscriptions {
             None => self.subs.push((sub, sources)),
         }
         SubscribeResult::Granted(req.qos)
+    }
+
+    /// Gives the plain subscriptions added by this SUBSCRIBE (`self.subs[before..]`) their
+    /// start in the partitions the session was `reading` already: the high watermark now,
+    /// before the SUBACK. The session may still be behind in those partitions (a persistent
+    /// session's queue, records fetched but not yet sent); what it reads there from before
+    /// that offset goes to the older subscriptions only, never to the new one (3.8.4: a
+    /// subscription gets what is published after it exists). Partitions added by this
+    /// SUBSCRIBE start at that watermark anyway (`Start::Now`).
+    async fn start_new_filters(
+        &mut self,
+        before: usize,
+        reading: &BTreeSet<TopicPartition>,
+    ) -> Result<(), Error> {
+        let Some(feed) = self.plain.as_ref() else {
+            return Ok(());
+        };
+        let Some(new) = self.subs.get(before..) else {
+            return Ok(());
+        };
+        let overlap: Vec<TopicPartition> = reading
+            .iter()
+            .filter(|tp| feed.assigned.contains_key(*tp))
+            .filter(|tp| {
+                new.iter()
+                    .any(|(s, src)| s.filter.share.is_none() && src.matches(&tp.topic))
+            })
+            .cloned()
+            .collect();
+        for tp in overlap {
+            let high = bounded(self.ctx.admin.watermarks(&tp.topic, tp.partition))
+                .await?
+                .high;
+            for (s, src) in self.subs.iter_mut().skip(before) {
+                if s.filter.share.is_none()
+                    && src.matches(&tp.topic)
+                    && s.since.len() < crate::store::MAX_SINCE
+                {
+                    s.since.insert(tp.clone(), high);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the principal may not read a topic the mapping names for `filter`, or may
@@ -707,6 +765,9 @@ impl Subscriptions {
     pub fn deliver(&mut self, feed_id: FeedId, record: ConsumedRecord) -> Option<Publish> {
         let tp = TopicPartition::new(record.topic.clone(), record.partition);
         let offset = record.offset;
+        if feed_id == FeedId::Plain {
+            self.passed(&tp, offset);
+        }
         let message =
             Message::from_record(&record, &self.ctx.mapper, self.ctx.settings.kafka_metadata);
         let share = match &feed_id {
@@ -722,6 +783,7 @@ impl Subscriptions {
                 .filter(|s| {
                     s.filter.share.as_deref() == share
                         && !(s.no_local && own)
+                        && s.since.get(&tp).is_none_or(|start| offset >= *start)
                         && filter::matches(&s.filter.filter, &m.topic)
                 })
                 .collect();
@@ -773,6 +835,16 @@ impl Subscriptions {
             }
         }
         Some(publish)
+    }
+
+    /// The plain feed reads `offset` of `tp`: subscriptions whose start there is behind it
+    /// no longer need to remember it.
+    fn passed(&mut self, tp: &TopicPartition, offset: i64) {
+        for (s, _) in &mut self.subs {
+            if s.since.get(tp).is_some_and(|start| offset >= *start) {
+                s.since.remove(tp);
+            }
+        }
     }
 
     /// A delivery above the client's Maximum Packet Size: not sent [MQTT-3.1.2-24], and
