@@ -215,7 +215,8 @@ def case_user_properties():
 
 def case_request_response():
     """Payload Format Indicator, Content Type, Response Topic and Correlation Data are
-    forwarded unaltered [MQTT-3.3.2-4] [MQTT-3.3.2-20]; request/response between two
+    forwarded unaltered [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16]
+    [MQTT-3.3.2-20]; request/response between two
     clients (4.10)."""
     req_t, resp_t = topic("rr", "request"), topic("rr", "response")
     responder = Client("rr-responder").connect()
@@ -435,7 +436,8 @@ def check_will(m, t, body):
 
 def case_will_delay():
     """The will is published once, Will Delay Interval after an abnormal close, with its
-    payload and properties (3.1.3.2.2, 3.1.2.5; [MQTT-3.1.2-8])."""
+    payload and properties, user properties in order ([MQTT-3.1.2-8],
+    [MQTT-3.1.3-10]; 3.1.3.2)."""
     t = topic("will", "delay")
     body = "gone 🦉".encode()
     watcher = Client("will-watch").connect()
@@ -457,7 +459,7 @@ def case_will_delay():
 
 def case_will_delay_capped_by_session_expiry():
     """A will whose delay outlasts the session is published when the session ends:
-    after min(Will Delay Interval, Session Expiry Interval) (3.1.3.2.2)."""
+    after min(Will Delay Interval, Session Expiry Interval) ([MQTT-3.1.2-8]; 3.1.3.2.2)."""
     t = topic("will", "capped")
     watcher = Client("will-cap-watch").connect()
     watcher.subscribe(t)
@@ -475,7 +477,7 @@ def case_will_delay_capped_by_session_expiry():
 
 def case_will_cancelled_by_reconnect():
     """A client that reconnects within its Will Delay Interval has no will published
-    (3.1.3.2.2)."""
+    ([MQTT-3.1.2-8]; 3.1.3.2.2)."""
     t = topic("will", "back")
     watcher = Client("will-back-watch").connect()
     watcher.subscribe(t)
@@ -589,7 +591,7 @@ def case_server_keep_alive():
 
 def case_server_topic_aliases():
     """The broker may use topic aliases towards the client, up to the Topic Alias Maximum
-    the client sent [MQTT-3.2.2-17] [MQTT-3.3.2-9] [MQTT-3.3.2-10] (a zero-length topic
+    the client sent [MQTT-3.1.2-26] [MQTT-3.3.2-11], never 0 [MQTT-3.3.2-8] (a zero-length topic
     only with an alias the broker set on this connection)."""
     ts = [topic("alias-out", f"device-{i}", "telemetry") for i in range(3)]
     sub = Client("aout-sub").connect(TopicAliasMaximum=2)

@@ -42,7 +42,7 @@ struct Aliases {
 
 impl Outbound {
     /// For a client of this protocol version, with its v5 Maximum Packet Size and Topic
-    /// Alias Maximum (0 = it accepts no aliases [MQTT-3.3.2-9]).
+    /// Alias Maximum (0 = it accepts no aliases [MQTT-3.1.2-27]).
     pub fn new(v5: bool, max_packet: Option<usize>, topic_alias_max: u16) -> Self {
         let max = if v5 {
             topic_alias_max.min(OUTBOUND_ALIAS_CAP)
@@ -65,12 +65,12 @@ impl Outbound {
     /// Maximum Packet Size: the server must not send it [MQTT-3.1.2-24] and discards it as if
     /// it had been sent [MQTT-3.1.2-25] (the caller finishes the record).
     ///
-    /// Topic aliases [MQTT-3.3.2-10..12]: a topic with an alias goes as a zero-length topic
+    /// Topic aliases (3.3.2.3.4): a topic with an alias goes as a zero-length topic
     /// name plus the alias; a new topic takes a free alias (or the least recently used one,
     /// unused for [`STALE_AFTER`] deliveries, which the server may reassign [3.3.2.3.4]) and
     /// goes with its name and the alias, which
     /// sets it on the client. Aliases stay within 1..=the client's Topic Alias Maximum
-    /// [MQTT-3.3.2-8] [MQTT-3.3.2-9]. An assignment is kept only when its packet is sent.
+    /// [MQTT-3.3.2-8] [MQTT-3.1.2-26] [MQTT-3.3.2-11]. An assignment is kept only when its packet is sent.
     pub fn shape(&mut self, mut publish: Publish) -> Option<Publish> {
         if !self.v5 {
             return Some(publish);

@@ -654,7 +654,8 @@ pub fn property_headers(p: &Publish) -> Vec<(String, Bytes)> {
 
 /// [`property_headers`] of a publish's or a will's properties: subscribers get them back
 /// as sent, user properties in order [MQTT-3.3.2-17/18], the others forwarded unaltered
-/// [MQTT-3.3.2-4] [MQTT-3.3.2-20] (delivery.rs turns them back into properties).
+/// [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-20], and a will's user
+/// properties keep their order [MQTT-3.1.3-10] (delivery.rs turns them back into properties).
 pub fn v5_headers(props: &V5Properties<'_>) -> Vec<(String, Bytes)> {
     let mut out = Vec::new();
     for (k, v) in props.user_properties {
