@@ -245,6 +245,31 @@ fn an_out_of_range_value_is_named() {
     );
 }
 
+/// `mqtt.server_keep_alive_secs` (issue 25): off unless set, from the file or the
+/// environment; a value an MQTT Server Keep Alive (two bytes) cannot hold is named.
+#[test]
+fn the_mqtt_server_keep_alive_is_off_by_default_and_set_by_file_or_env() {
+    let t = effective(&barnabas(&["check-config"], &[]));
+    assert_eq!(get(&t, "mqtt.server_keep_alive_secs").as_integer(), Some(0));
+    let t = effective(&check_file("[mqtt]\nserver_keep_alive_secs = 30\n"));
+    assert_eq!(
+        get(&t, "mqtt.server_keep_alive_secs").as_integer(),
+        Some(30)
+    );
+    let t = effective(&barnabas(
+        &["check-config"],
+        &[("BARNABAS_MQTT__SERVER_KEEP_ALIVE_SECS", "45")],
+    ));
+    assert_eq!(
+        get(&t, "mqtt.server_keep_alive_secs").as_integer(),
+        Some(45)
+    );
+    assert_config_error(
+        &check_file("[mqtt]\nserver_keep_alive_secs = 70000\n"),
+        "server_keep_alive_secs",
+    );
+}
+
 #[test]
 fn a_bad_mqtt_mapping_is_named() {
     let rule = |pattern: &str, topic: &str| {

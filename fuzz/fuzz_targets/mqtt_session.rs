@@ -185,6 +185,7 @@ async fn seed(ctx: &MqttContext) {
             no_local: false,
             retain_as_published: true,
             id: None,
+            since: Default::default(),
         };
         ctx.stored
             .put("fuzz", StoredSession::new(vec![sub], u32::MAX, None));
@@ -215,6 +216,7 @@ fn context(shutdown: &CancellationToken) -> Arc<MqttContext> {
             publish_rate: 0,
             max_subscriptions: 16,
             kafka_metadata: true,
+            server_keep_alive: None,
             max_sessions: 16,
             max_consumers_per_connection: 4,
             ws_allowed_origins: Vec::new(),

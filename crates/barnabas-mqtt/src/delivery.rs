@@ -167,18 +167,6 @@ impl Message {
         }
         props
     }
-
-    /// Encoded size estimate, to honour a client's Maximum Packet Size.
-    pub fn size_hint(&self) -> usize {
-        self.payload.len()
-            + self.topic.len()
-            + self
-                .headers
-                .iter()
-                .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len) + 4)
-                .sum::<usize>()
-            + 16
-    }
 }
 
 /// The record's place in Kafka as `barnabas.kafka.*` headers (see [`Message::from_record`]).

@@ -8,6 +8,7 @@
 
 pub mod delivery;
 pub mod filter;
+pub mod outbound;
 pub mod retained;
 pub mod session;
 pub mod state;
@@ -52,6 +53,11 @@ pub struct MqttSettings {
     pub max_subscriptions: usize,
     /// v5 deliveries also carry `barnabas.kafka.*` user properties (`mqtt.kafka_metadata`).
     pub kafka_metadata: bool,
+    /// Server Keep Alive sent to v5 clients in CONNACK (`mqtt.server_keep_alive_secs`,
+    /// `None` = off): the client must use it instead of its own keep-alive
+    /// [MQTT-3.2.2-21], and the gateway closes a v5 connection silent for 1.5 times it
+    /// (3.1.2.10). 3.1.1 clients keep their own (their CONNACK has no such field).
+    pub server_keep_alive: Option<std::num::NonZeroU16>,
     /// Persistent sessions kept (`limits.max_sessions`): a CONNECT that would add one more is
     /// refused (v5 0x97, 3.1.1 code 3).
     pub max_sessions: usize,

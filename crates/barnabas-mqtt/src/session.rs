@@ -204,6 +204,7 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
         v5,
         window,
         max_packet,
+        info.topic_alias_max,
     );
     let session_present = stored.is_some();
     let mut incoming = Incoming::default();
@@ -229,12 +230,19 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
     {
         tracing::warn!(error = %e, "session ownership not recorded in Kafka; another replica may keep an older connection of this client");
     }
+    // v5: the gateway's Server Keep Alive, when configured, replaces the client's
+    // [MQTT-3.2.2-21]; the keep-alive check below then uses it.
+    let server_keep_alive = ctx.settings.server_keep_alive.filter(|_| v5);
+    if let Some(ska) = server_keep_alive {
+        info.keep_alive = ska.get();
+    }
     if conn
         .connack_ok(
             assigned,
             ctx.settings.receive_window,
             max_packet_size(&ctx),
             session_present,
+            server_keep_alive.map(std::num::NonZeroU16::get),
         )
         .await
         .is_err()
@@ -866,12 +874,17 @@ fn to_record(
 
 /// Writes the last will (bounded wait); its failure is logged, there is no one left to tell.
 async fn publish_will(ctx: &Arc<MqttContext>, principal: &Principal, will: Will) {
+    // A will's Message Expiry Interval counts from when it is published (3.1.3.2.4).
+    let expires_at = will
+        .headers
+        .iter()
+        .find(|(k, _)| k == crate::delivery::EXPIRY_HEADER)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
+        .and_then(|secs| {
+            std::time::SystemTime::now().checked_add(Duration::from_secs(u64::from(secs)))
+        });
     let mut headers = origin_headers(&will.topic, will.qos, will.retain);
-    headers.extend(
-        will.user_properties
-            .into_iter()
-            .map(|(k, v)| Header::new(k, v)),
-    );
+    headers.extend(will.headers.into_iter().map(|(k, v)| Header::new(k, v)));
     let retained = will.retain.then(|| Message {
         topic: will.topic.clone(),
         payload: will.payload.clone(),
@@ -879,7 +892,7 @@ async fn publish_will(ctx: &Arc<MqttContext>, principal: &Principal, will: Will)
         retain: true,
         headers: headers.clone(),
         origin_client: None,
-        expires_at: None,
+        expires_at,
     });
     let record = match to_record(ctx, &will.topic, will.payload, headers)
         .and_then(|r| authorize_write(ctx, principal, r))

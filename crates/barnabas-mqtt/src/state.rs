@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use barnabas_core::{Backend, Header, KeyedLog};
+use barnabas_core::{Backend, Header, KeyedLog, TopicPartition};
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
 use bytes::Bytes;
 use rmqtt_codec::types::QoS;
@@ -273,6 +273,9 @@ struct SubscriptionRecord {
     retain_as_published: bool,
     #[serde(default)]
     id: Option<u32>,
+    /// [`Subscribed::since`]: (Kafka topic, partition, offset).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    since: Vec<(String, i32, i64)>,
 }
 
 impl From<&Subscribed> for SubscriptionRecord {
@@ -286,6 +289,11 @@ impl From<&Subscribed> for SubscriptionRecord {
             no_local: s.no_local,
             retain_as_published: s.retain_as_published,
             id: s.id.map(NonZeroU32::get),
+            since: s
+                .since
+                .iter()
+                .map(|(tp, offset)| (tp.topic.clone(), tp.partition, *offset))
+                .collect(),
         }
     }
 }
@@ -298,6 +306,12 @@ impl SubscriptionRecord {
             no_local: self.no_local,
             retain_as_published: self.retain_as_published,
             id: self.id.and_then(NonZeroU32::new),
+            since: self
+                .since
+                .into_iter()
+                .take(crate::store::MAX_SINCE)
+                .map(|(topic, partition, offset)| (TopicPartition::new(topic, partition), offset))
+                .collect(),
         })
     }
 }
@@ -386,6 +400,7 @@ mod tests {
             no_local: true,
             retain_as_published: false,
             id: NonZeroU32::new(7),
+            since: [(TopicPartition::new("mqtt", 0), 42)].into_iter().collect(),
         };
         let record = SessionRecord {
             owner: "o".into(),
@@ -409,6 +424,7 @@ mod tests {
             (s.qos, s.no_local, s.id),
             (QoS::AtLeastOnce, true, NonZeroU32::new(7))
         );
+        assert_eq!(s.since, subscribed.since);
 
         let expired = SessionRecord {
             expires_at_ms: Some(now_ms() - 1),

@@ -5,12 +5,13 @@
 //! replica follows: a session left on one replica is found on any other, and after a restart.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     num::NonZeroU32,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use barnabas_core::TopicPartition;
 use rmqtt_codec::types::QoS;
 
 use crate::filter::Filter;
@@ -28,7 +29,16 @@ pub struct Subscribed {
     pub retain_as_published: bool,
     /// v5 Subscription Identifier.
     pub id: Option<NonZeroU32>,
+    /// Where this subscription starts in partitions the session was already reading when
+    /// it was made: a record before it was published before the SUBACK and is not this
+    /// subscription's (3.8.4: a subscription gets what is published after it exists).
+    /// Entries are dropped once the session's reading passed them.
+    pub since: BTreeMap<TopicPartition, i64>,
 }
+
+/// Partitions a subscription remembers a start for, at most (a stored record with more is
+/// cut short: the gateway's own records never have more than the cluster's partitions).
+pub const MAX_SINCE: usize = 10_000;
 
 /// A session kept for a client that is not connected.
 #[derive(Debug, Clone)]

@@ -30,7 +30,7 @@ use barnabas_core::{
 };
 use rmqtt_codec::types::{Publish, QoS};
 
-use crate::{delivery::Message, filter, store::Subscribed, MqttContext};
+use crate::{delivery::Message, filter, outbound::Outbound, store::Subscribed, MqttContext};
 
 /// Records taken from a consumer per fetch.
 const FETCH_BATCH: usize = 64;
@@ -213,12 +213,15 @@ pub struct Subscriptions {
     outstanding: HashMap<NonZeroU16, Outstanding>,
     last_packet_id: u16,
     window: usize,
-    max_packet: Option<usize>,
+    /// The client's Maximum Packet Size and the topic aliases set towards it.
+    outbound: Outbound,
 }
 
 impl Subscriptions {
     /// No subscriptions yet. `window` bounds unacknowledged QoS 1/2 deliveries (the client's
-    /// Receive Maximum); `max_packet` is the client's Maximum Packet Size.
+    /// Receive Maximum); `max_packet` is the client's Maximum Packet Size and
+    /// `topic_alias_max` its Topic Alias Maximum (v5).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: Arc<MqttContext>,
         principal: Principal,
@@ -227,6 +230,7 @@ impl Subscriptions {
         v5: bool,
         window: usize,
         max_packet: Option<usize>,
+        topic_alias_max: u16,
     ) -> Self {
         Self {
             ctx,
@@ -242,7 +246,7 @@ impl Subscriptions {
             outstanding: HashMap::new(),
             last_packet_id: 0,
             window: window.max(1),
-            max_packet,
+            outbound: Outbound::new(v5, max_packet, topic_alias_max),
         }
     }
 
@@ -296,6 +300,13 @@ impl Subscriptions {
         let mut results = vec![SubscribeResult::Failed; requests.len()];
         let mut retained: BTreeMap<String, (QoS, Option<NonZeroU32>)> = BTreeMap::new();
         let before = self.subs.len();
+        // Partitions the session reads already: a new filter must not get their records
+        // from before its SUBACK.
+        let reading: BTreeSet<TopicPartition> = self
+            .plain
+            .as_ref()
+            .map(|f| f.assigned.keys().cloned().collect())
+            .unwrap_or_default();
         for (i, req) in requests.iter().enumerate() {
             if last.get(req.raw.as_str()) == Some(&i) {
                 results[i] = self.subscribe_one(req, id, &mut retained);
@@ -307,7 +318,10 @@ impl Subscriptions {
             }
         }
         let synced = match self.ctx.catalog.refresh().await {
-            Ok(topics) => self.sync(&topics, Start::Now).await,
+            Ok(topics) => match self.sync(&topics, Start::Now).await {
+                Ok(()) => self.start_new_filters(before, &reading).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = synced {
@@ -352,6 +366,11 @@ impl Subscriptions {
             no_local: req.no_local,
             retain_as_published: req.retain_as_published,
             id,
+            // A replaced subscription keeps where it started [MQTT-3.8.4-3].
+            since: existed
+                .and_then(|i| self.subs.get(i))
+                .map(|(s, _)| s.since.clone())
+                .unwrap_or_default(),
         };
         let send_retained = sub.filter.share.is_none()
             && match req.retain_handling {
@@ -374,6 +393,49 @@ impl Subscriptions {
             None => self.subs.push((sub, sources)),
         }
         SubscribeResult::Granted(req.qos)
+    }
+
+    /// Gives the plain subscriptions added by this SUBSCRIBE (`self.subs[before..]`) their
+    /// start in the partitions the session was `reading` already: the high watermark now,
+    /// before the SUBACK. The session may still be behind in those partitions (a persistent
+    /// session's queue, records fetched but not yet sent); what it reads there from before
+    /// that offset goes to the older subscriptions only, never to the new one (3.8.4: a
+    /// subscription gets what is published after it exists). Partitions added by this
+    /// SUBSCRIBE start at that watermark anyway (`Start::Now`).
+    async fn start_new_filters(
+        &mut self,
+        before: usize,
+        reading: &BTreeSet<TopicPartition>,
+    ) -> Result<(), Error> {
+        let Some(feed) = self.plain.as_ref() else {
+            return Ok(());
+        };
+        let Some(new) = self.subs.get(before..) else {
+            return Ok(());
+        };
+        let overlap: Vec<TopicPartition> = reading
+            .iter()
+            .filter(|tp| feed.assigned.contains_key(*tp))
+            .filter(|tp| {
+                new.iter()
+                    .any(|(s, src)| s.filter.share.is_none() && src.matches(&tp.topic))
+            })
+            .cloned()
+            .collect();
+        for tp in overlap {
+            let high = bounded(self.ctx.admin.watermarks(&tp.topic, tp.partition))
+                .await?
+                .high;
+            for (s, src) in self.subs.iter_mut().skip(before) {
+                if s.filter.share.is_none()
+                    && src.matches(&tp.topic)
+                    && s.since.len() < crate::store::MAX_SINCE
+                {
+                    s.since.insert(tp.clone(), high);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the principal may not read a topic the mapping names for `filter`, or may
@@ -703,6 +765,9 @@ impl Subscriptions {
     pub fn deliver(&mut self, feed_id: FeedId, record: ConsumedRecord) -> Option<Publish> {
         let tp = TopicPartition::new(record.topic.clone(), record.partition);
         let offset = record.offset;
+        if feed_id == FeedId::Plain {
+            self.passed(&tp, offset);
+        }
         let message =
             Message::from_record(&record, &self.ctx.mapper, self.ctx.settings.kafka_metadata);
         let share = match &feed_id {
@@ -718,12 +783,14 @@ impl Subscriptions {
                 .filter(|s| {
                     s.filter.share.as_deref() == share
                         && !(s.no_local && own)
+                        && s.since.get(&tp).is_none_or(|start| offset >= *start)
                         && filter::matches(&s.filter.filter, &m.topic)
                 })
                 .collect();
             let granted = matching.iter().map(|s| s.qos).max()?;
-            if self.max_packet.is_some_and(|max| m.size_hint() > max) || m.remaining().is_none() {
-                tracing::debug!(topic = %m.topic, "delivery above the client's maximum packet size, or expired; dropped");
+            if m.remaining().is_none() {
+                // Expired: not delivered [MQTT-3.3.2-5].
+                tracing::debug!(topic = %m.topic, "delivery expired; dropped");
                 self.ctx.metrics.dropped_deliveries.inc();
                 return None;
             }
@@ -736,24 +803,58 @@ impl Subscriptions {
             return None;
         };
         let qos = granted.min(message.qos);
-        if qos == QoS::AtMostOnce {
-            self.count_delivery(qos);
+        let packet_id = if qos == QoS::AtMostOnce {
+            None
+        } else {
+            let Some(id) = self.packet_id() else {
+                // Unreachable while `has_room` holds; never lose the record if it does not.
+                self.queue.push_front((feed_id, record));
+                return None;
+            };
+            Some(id)
+        };
+        // A packet too large for the client is not sent; its packet id stays free.
+        let Some(publish) = self
+            .outbound
+            .shape(message.to_publish(qos, packet_id, retain, ids, self.v5))
+        else {
+            self.too_large(&message.topic);
             self.finish(&feed_id, &tp, offset);
-            return Some(message.to_publish(qos, None, retain, ids, self.v5));
-        }
-        let Some(id) = self.packet_id() else {
-            // Unreachable while `has_room` holds; never lose the record if it does not.
-            self.queue.push_front((feed_id, record));
             return None;
         };
         self.count_delivery(qos);
-        self.outstanding.insert(
-            id,
-            Outstanding {
-                origin: Some((feed_id, tp, offset)),
-            },
+        match packet_id {
+            None => self.finish(&feed_id, &tp, offset),
+            Some(id) => {
+                self.outstanding.insert(
+                    id,
+                    Outstanding {
+                        origin: Some((feed_id, tp, offset)),
+                    },
+                );
+            }
+        }
+        Some(publish)
+    }
+
+    /// The plain feed reads `offset` of `tp`: subscriptions whose start there is behind it
+    /// no longer need to remember it.
+    fn passed(&mut self, tp: &TopicPartition, offset: i64) {
+        for (s, _) in &mut self.subs {
+            if s.since.get(tp).is_some_and(|start| offset >= *start) {
+                s.since.remove(tp);
+            }
+        }
+    }
+
+    /// A delivery above the client's Maximum Packet Size: not sent [MQTT-3.1.2-24], and
+    /// finished as if it had been [MQTT-3.1.2-25], so it holds up nothing behind it.
+    fn too_large(&self, topic: &str) {
+        tracing::debug!(
+            topic,
+            "delivery above the client's maximum packet size; dropped"
         );
-        Some(message.to_publish(qos, Some(id), retain, ids, self.v5))
+        self.ctx.metrics.dropped_deliveries.inc();
     }
 
     /// The PUBLISH of a retained message owed to a new subscription: the topic's retained
@@ -776,11 +877,23 @@ impl Subscriptions {
                 self.retained.push_front((topic.to_owned(), qos, id));
                 return None;
             };
-            self.outstanding.insert(pid, Outstanding { origin: None });
             Some(pid)
         };
+        let Some(publish) = self.outbound.shape(message.to_publish(
+            qos,
+            packet_id,
+            true,
+            id.into_iter().collect(),
+            self.v5,
+        )) else {
+            self.too_large(topic);
+            return None;
+        };
+        if let Some(pid) = packet_id {
+            self.outstanding.insert(pid, Outstanding { origin: None });
+        }
         self.count_delivery(qos);
-        Some(message.to_publish(qos, packet_id, true, id.into_iter().collect(), self.v5))
+        Some(publish)
     }
 
     fn count_delivery(&self, qos: QoS) {

@@ -49,6 +49,9 @@ pub struct ConnectInfo {
     pub session_expiry: u32,
     /// v5 Maximum Packet Size the client accepts.
     pub max_packet: Option<u32>,
+    /// v5 Topic Alias Maximum of the client: how many topic aliases we may set towards it
+    /// (0 = none) [MQTT-3.1.2-26].
+    pub topic_alias_max: u16,
     /// CONNECT user name.
     pub username: Option<String>,
     /// CONNECT password.
@@ -64,8 +67,11 @@ pub struct Will {
     pub topic: String,
     /// Payload.
     pub payload: Bytes,
-    /// v5 properties carried into headers.
-    pub user_properties: Vec<(String, String)>,
+    /// v5 will properties as Kafka headers, in the shape [`property_headers`] gives a
+    /// publish's: user properties in order, then payload format indicator, content type,
+    /// response topic, correlation data and message expiry under `barnabas.mqtt.*`, so that
+    /// subscribers get the will with the properties it was set with (3.1.3.2).
+    pub headers: Vec<(String, Bytes)>,
     /// QoS of the will message.
     pub qos: QoS,
     /// Retain flag of the will message.
@@ -163,7 +169,7 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             will: c.last_will.map(|w| Will {
                 topic: w.topic.to_string(),
                 payload: w.message,
-                user_properties: Vec::new(),
+                headers: Vec::new(),
                 qos: w.qos,
                 retain: w.retain,
                 delay_secs: 0,
@@ -171,6 +177,7 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             receive_max: None,
             session_expiry: if c.clean_session { 0 } else { u32::MAX },
             max_packet: None,
+            topic_alias_max: 0,
             username: c.username.map(|u| u.to_string()),
             password: c.password,
             principal: Principal::anonymous(),
@@ -183,12 +190,14 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             will: c.last_will.map(|w| Will {
                 topic: w.topic.to_string(),
                 payload: w.message,
-                user_properties: w
-                    .user_properties
-                    .iter()
-                    .filter(|(k, _)| !crate::delivery::is_reserved(k))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                headers: v5_headers(&V5Properties {
+                    user_properties: &w.user_properties,
+                    is_utf8_payload: w.is_utf8_payload.unwrap_or(false),
+                    content_type: w.content_type.as_deref(),
+                    response_topic: w.response_topic.as_deref(),
+                    correlation_data: w.correlation_data.as_ref(),
+                    message_expiry: w.message_expiry_interval,
+                }),
                 qos: w.qos,
                 retain: w.retain,
                 delay_secs: w.will_delay_interval_sec.unwrap_or(0),
@@ -196,6 +205,7 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             receive_max: c.receive_max,
             session_expiry: c.session_expiry_interval_secs,
             max_packet: c.max_packet_size.map(std::num::NonZeroU32::get),
+            topic_alias_max: c.topic_alias_max,
             username: c.username.map(|u| u.to_string()),
             password: c.password,
             principal: Principal::anonymous(),
@@ -301,13 +311,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         })
     }
 
-    /// CONNACK accepting the connection.
+    /// CONNACK accepting the connection; `server_keep_alive` is the v5 Server Keep Alive
+    /// the client must use instead of its own [MQTT-3.2.2-21] (3.1.1 has no such field).
     pub async fn connack_ok(
         &mut self,
         assigned_id: Option<String>,
         receive_max: u16,
         max_packet: u32,
         session_present: bool,
+        server_keep_alive: Option<u16>,
     ) -> Result<(), WireError> {
         let packet = match self.version {
             ProtocolVersion::MQTT3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
@@ -327,6 +339,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     wildcard_subscription_available: true,
                     subscription_identifiers_available: true,
                     shared_subscription_available: true,
+                    server_keepalive_sec: server_keep_alive,
                     ..v5::ConnectAck::default()
                 })))
             }
@@ -605,46 +618,78 @@ fn ack2(packet_id: NonZeroU16, known: bool) -> v5::PublishAck2 {
     }
 }
 
+/// The v5 properties of a publish or a will that become Kafka headers.
+pub struct V5Properties<'a> {
+    /// User properties, in order.
+    pub user_properties: &'a [(bytestring::ByteString, bytestring::ByteString)],
+    /// Payload Format Indicator 1 (UTF-8).
+    pub is_utf8_payload: bool,
+    /// Content Type.
+    pub content_type: Option<&'a str>,
+    /// Response Topic.
+    pub response_topic: Option<&'a str>,
+    /// Correlation Data.
+    pub correlation_data: Option<&'a Bytes>,
+    /// Message Expiry Interval in seconds.
+    pub message_expiry: Option<std::num::NonZeroU32>,
+}
+
 /// A v5 publish's properties as Kafka headers (user properties as they are; payload format
 /// indicator, content type, response topic and correlation data under `barnabas.mqtt.*`).
 /// User properties named `barnabas.*` are dropped: that namespace is the gateway's, and a
 /// client's copy would shadow the gateway's own header (interface.md §4).
 pub fn property_headers(p: &Publish) -> Vec<(String, Bytes)> {
+    match &p.properties {
+        Some(props) => v5_headers(&V5Properties {
+            user_properties: &props.user_properties,
+            is_utf8_payload: props.is_utf8_payload,
+            content_type: props.content_type.as_deref(),
+            response_topic: props.response_topic.as_deref(),
+            correlation_data: props.correlation_data.as_ref(),
+            message_expiry: props.message_expiry_interval,
+        }),
+        None => Vec::new(),
+    }
+}
+
+/// [`property_headers`] of a publish's or a will's properties: subscribers get them back
+/// as sent, user properties in order [MQTT-3.3.2-17/18], the others forwarded unaltered
+/// [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-20], and a will's user
+/// properties keep their order [MQTT-3.1.3-10] (delivery.rs turns them back into properties).
+pub fn v5_headers(props: &V5Properties<'_>) -> Vec<(String, Bytes)> {
     let mut out = Vec::new();
-    if let Some(props) = &p.properties {
-        for (k, v) in &props.user_properties {
-            if crate::delivery::is_reserved(k) {
-                continue;
-            }
-            out.push((k.to_string(), Bytes::copy_from_slice(v.as_bytes())));
+    for (k, v) in props.user_properties {
+        if crate::delivery::is_reserved(k) {
+            continue;
         }
-        if props.is_utf8_payload {
-            out.push((
-                crate::delivery::PAYLOAD_FORMAT_HEADER.into(),
-                Bytes::from_static(b"1"),
-            ));
-        }
-        if let Some(ct) = &props.content_type {
-            out.push((
-                "barnabas.mqtt.content_type".into(),
-                Bytes::copy_from_slice(ct.as_bytes()),
-            ));
-        }
-        if let Some(rt) = &props.response_topic {
-            out.push((
-                "barnabas.mqtt.response_topic".into(),
-                Bytes::copy_from_slice(rt.as_bytes()),
-            ));
-        }
-        if let Some(cd) = &props.correlation_data {
-            out.push(("barnabas.mqtt.correlation_data".into(), cd.clone()));
-        }
-        if let Some(expiry) = props.message_expiry_interval {
-            out.push((
-                crate::delivery::EXPIRY_HEADER.into(),
-                Bytes::from(expiry.get().to_string()),
-            ));
-        }
+        out.push((k.to_string(), Bytes::copy_from_slice(v.as_bytes())));
+    }
+    if props.is_utf8_payload {
+        out.push((
+            crate::delivery::PAYLOAD_FORMAT_HEADER.into(),
+            Bytes::from_static(b"1"),
+        ));
+    }
+    if let Some(ct) = props.content_type {
+        out.push((
+            "barnabas.mqtt.content_type".into(),
+            Bytes::copy_from_slice(ct.as_bytes()),
+        ));
+    }
+    if let Some(rt) = props.response_topic {
+        out.push((
+            "barnabas.mqtt.response_topic".into(),
+            Bytes::copy_from_slice(rt.as_bytes()),
+        ));
+    }
+    if let Some(cd) = props.correlation_data {
+        out.push(("barnabas.mqtt.correlation_data".into(), cd.clone()));
+    }
+    if let Some(expiry) = props.message_expiry {
+        out.push((
+            crate::delivery::EXPIRY_HEADER.into(),
+            Bytes::from(expiry.get().to_string()),
+        ));
     }
     out
 }

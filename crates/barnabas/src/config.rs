@@ -159,6 +159,11 @@ pub struct MqttConfig {
     /// key as `barnabas.kafka.*` user properties. Off: a subscriber gets a publish's user
     /// properties exactly as published and nothing more (MQTT 5.0, 3.3.2.3.7).
     pub kafka_metadata: bool,
+    /// Server Keep Alive (seconds) the CONNACK tells MQTT 5 clients to use instead of the
+    /// keep-alive they asked for (MQTT 5.0, 3.2.2.3.14); the gateway closes a v5 client
+    /// silent for 1.5 times it. `0` (default) = off: every client keeps its own. MQTT 3.1.1
+    /// clients always keep their own (their CONNACK cannot carry it).
+    pub server_keep_alive_secs: u16,
     /// Browser origins (`https://app.example.com`) allowed to open MQTT over WebSocket;
     /// `[]` (default) = any. A handshake with another `Origin` header gets 403; clients that
     /// send none (not browsers) are unaffected.
@@ -195,6 +200,7 @@ impl Default for MqttConfig {
             mapping: Vec::new(),
             topic_refresh_ms: 2_000,
             kafka_metadata: false,
+            server_keep_alive_secs: 0,
             ws_allowed_origins: Vec::new(),
         }
     }

@@ -378,6 +378,9 @@ impl Gateway {
                     publish_rate: config.limits.publish_rate,
                     max_subscriptions: config.limits.max_subscriptions,
                     kafka_metadata: config.mqtt.kafka_metadata,
+                    server_keep_alive: std::num::NonZeroU16::new(
+                        config.mqtt.server_keep_alive_secs,
+                    ),
                     max_sessions: config.limits.max_sessions,
                     max_consumers_per_connection: config.limits.max_consumers_per_connection,
                     ws_allowed_origins: config.mqtt.ws_allowed_origins.clone(),
