@@ -157,3 +157,121 @@ fn a_produce_retried_after_a_frozen_broker_is_stored_once_only_by_the_idempotent
     );
     eprintln!("figures: copies of each record, idempotent {idempotent:?}, not {plain:?}");
 }
+
+/// Issue 23: the gateway's compacted state topics really compact on Apache Kafka (tansu has no
+/// log cleaner worth trusting), and the state restores from what is left. 4 MQTT topics get
+/// 600 retained publishes each (2 KB, QoS 1: 4.8 MB into `barnabas.mqtt.retained`, keyed by
+/// MQTT topic); the broker rolls 1 MiB segments and its cleaner runs every second, so the
+/// topic must shrink to the active segment plus one record per key. A gateway started
+/// afterwards gives a new subscriber the last retained message of each topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_retained_state_topic_compacts_and_restores_from_what_is_left() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let kafka = ApacheKafka::start();
+    let start_gateway = |mqtt: std::net::SocketAddr| {
+        let mut gw = Gateway::spawn(
+            &[
+                "--kafka-bootstrap",
+                &kafka.bootstrap,
+                "--http-listen",
+                &free_addr().to_string(),
+                "--mqtt-listen",
+                &mqtt.to_string(),
+                "--amqp-listen",
+                "off",
+            ],
+            &[],
+        );
+        gw.wait_for_line("barnabas ready", Duration::from_secs(60));
+        gw
+    };
+    let mqtt = free_addr();
+    let mut gw = start_gateway(mqtt);
+    let (topics, updates) = (4, 600);
+    let payload = |t: usize, n: usize| format!("{t}:{n}:{}", "x".repeat(2_000));
+    let mut options = MqttOptions::new("compactor", "127.0.0.1", mqtt.port());
+    options.set_max_packet_size(64 * 1024, 64 * 1024);
+    let (client, mut el) = AsyncClient::new(options, 100);
+    let publisher = tokio::spawn(async move {
+        for n in 0..updates {
+            for t in 0..topics {
+                client
+                    .publish(
+                        format!("retained/{t}"),
+                        QoS::AtLeastOnce,
+                        true,
+                        payload(t, n),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < topics * updates {
+        match tokio::time::timeout(Duration::from_secs(60), el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            other => panic!("publishing retained messages: {other:?} after {acked} acks"),
+        }
+    }
+    drop(publisher.await.unwrap());
+
+    // Compacted: at most the active segment (< 1 MiB, about 480 of these records) and one
+    // record per key remain of the 2 400 written.
+    let written = topics * updates;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let left = loop {
+        let values: Vec<serde_json::Value> = serde_json::from_str(
+            &common::python_async(
+                "kafka_client.py",
+                &["values", &kafka.bootstrap, "barnabas.mqtt.retained"],
+            )
+            .await,
+        )
+        .unwrap();
+        if values.len() <= written / 3 {
+            break values.len();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "barnabas.mqtt.retained still holds {} of {written} records after 120 s",
+            values.len()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    eprintln!("figures: barnabas.mqtt.retained compacted from {written} records to {left}");
+
+    // A new gateway restores the retained messages from the compacted topic.
+    gw.signal("TERM");
+    gw.wait_exit(Duration::from_secs(30));
+    let mqtt = free_addr();
+    let mut gw = start_gateway(mqtt);
+    let (sub, mut sub_el) =
+        AsyncClient::new(MqttOptions::new("late", "127.0.0.1", mqtt.port()), 100);
+    sub.subscribe("retained/+", QoS::AtLeastOnce).await.unwrap();
+    let mut last = std::collections::BTreeMap::new();
+    while last.len() < topics {
+        match tokio::time::timeout(Duration::from_secs(30), sub_el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                assert!(p.retain, "a retained message comes with the retain flag");
+                last.insert(
+                    p.topic.clone(),
+                    String::from_utf8_lossy(&p.payload).into_owned(),
+                );
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("waiting for retained messages: {other:?}, got {last:?}"),
+        }
+    }
+    for t in 0..topics {
+        assert_eq!(
+            last[&format!("retained/{t}")],
+            payload(t, updates - 1),
+            "the last retained message of retained/{t}"
+        );
+    }
+    gw.signal("TERM");
+    gw.wait_exit(Duration::from_secs(30));
+}

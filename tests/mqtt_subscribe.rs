@@ -88,7 +88,11 @@ async fn a_subscription_gets_kafka_records_on_the_reverse_mapped_topic_until_uns
         .expect("the record is delivered");
     assert_eq!(p.topic, "devices/d7/commands");
     assert_eq!(&p.payload[..], b"open");
-    assert_eq!(p.qos, QoS::ExactlyOnce, "a Kafka client's record counts as QoS 2");
+    assert_eq!(
+        p.qos,
+        QoS::ExactlyOnce,
+        "a Kafka client's record counts as QoS 2"
+    );
     assert!(!p.retain);
 
     // Publishes from another MQTT client: their QoS (0, then 1) caps the delivery's QoS.
@@ -111,8 +115,16 @@ async fn a_subscription_gets_kafka_records_on_the_reverse_mapped_topic_until_uns
     assert_eq!(
         got,
         [
-            ("devices/d8/commands".into(), b"close".to_vec(), QoS::AtMostOnce),
-            ("devices/d9/commands".into(), b"lock".to_vec(), QoS::AtLeastOnce),
+            (
+                "devices/d8/commands".into(),
+                b"close".to_vec(),
+                QoS::AtMostOnce
+            ),
+            (
+                "devices/d9/commands".into(),
+                b"lock".to_vec(),
+                QoS::AtLeastOnce
+            ),
         ]
     );
 
