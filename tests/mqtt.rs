@@ -685,6 +685,63 @@ async fn a_qos2_retransmit_with_dup_is_produced_once() {
     gw.stop().await;
 }
 
+/// docs/mqtt.md §Sessions: QoS 2 publishes awaiting PUBREL are remembered by a persistent
+/// session across a reconnect. The client gets PUBREC, goes away without PUBREL, comes back
+/// to its session and sends the same PUBLISH again (DUP): it is acknowledged, not written a
+/// second time (a session that forgot the packet id would write it again).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_qos2_publish_awaiting_pubrel_is_remembered_across_a_reconnect() {
+    let gw = gateway::start(mapped).await;
+    let addr = mqtt_addr(&gw);
+    let publish = |dup: bool| {
+        let mut body = Vec::new();
+        raw_mqtt::string("devices/kept/telemetry", &mut body);
+        body.extend_from_slice(&9u16.to_be_bytes());
+        body.extend_from_slice(b"kept");
+        raw_mqtt::packet(if dup { 0x3c } else { 0x34 }, &body)
+    };
+    let connect = raw_mqtt::connect_v311("kept", false, None);
+    let mut s = raw_mqtt::connected(addr, &connect);
+    s.write_all(&publish(false)).unwrap();
+    assert_eq!(
+        raw_mqtt::read_packet(&mut s),
+        Some((0x50, vec![0, 9])),
+        "PUBREC"
+    );
+    drop(s); // gone before PUBREL
+
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&connect).unwrap();
+    assert_eq!(
+        raw_mqtt::read_packet(&mut s),
+        Some((0x20, vec![1, 0])),
+        "CONNACK with session present"
+    );
+    s.write_all(&publish(true)).unwrap();
+    assert_eq!(
+        raw_mqtt::read_packet(&mut s),
+        Some((0x50, vec![0, 9])),
+        "PUBREC for the publish sent again"
+    );
+    s.write_all(&[0x62, 2, 0, 9]).unwrap();
+    assert_eq!(
+        raw_mqtt::read_packet(&mut s),
+        Some((0x70, vec![0, 9])),
+        "PUBCOMP"
+    );
+    let admin = &gw.gateway.backend().admin;
+    let mut total = 0;
+    for p in 0..3 {
+        total += admin.watermarks("telemetry", p).await.unwrap().high;
+    }
+    assert_eq!(
+        total, 1,
+        "the QoS 2 publish sent again after the reconnect was written once"
+    );
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn while_kafka_is_down_publishes_are_refused_and_once_it_is_back_they_are_acked_again() {
     use barnabas::embedded::{EmbeddedKafka, Storage};
