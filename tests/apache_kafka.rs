@@ -275,3 +275,137 @@ async fn the_retained_state_topic_compacts_and_restores_from_what_is_left() {
     gw.signal("TERM");
     gw.wait_exit(Duration::from_secs(30));
 }
+
+/// Issue 23: KIP-848's consumer group protocol as a pass-through option
+/// (`[kafka.properties] "group.protocol" = "consumer"`). Two HTTP consumer instances of one
+/// group share a 2-partition topic between them (each gets records, together all 20, none
+/// twice), and an MQTT shared subscription — a group member too — receives what is
+/// published after it joined. Before the fix, every HTTP instance failed to be created
+/// (librdkafka refuses the instances' classic `session.timeout.ms` under this protocol).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kip_848_group_protocol_passes_through_to_every_group_member() {
+    use common::gateway::{self, JSON, V2};
+    use serde_json::json;
+    let kafka = ApacheKafka::start();
+    let gw = gateway::start_on(Some(kafka.bootstrap.clone()), |c| {
+        c.kafka
+            .properties
+            .insert("group.protocol".into(), "consumer".into());
+    })
+    .await;
+    let created = gw
+        .post_json(
+            "/admin/topics",
+            V2,
+            &json!({ "topic_name": "k848", "partitions_count": 2 }),
+        )
+        .await;
+    assert!(created.status.is_success(), "{}", created.text);
+
+    let mut members = Vec::new();
+    for name in ["m1", "m2"] {
+        let instance = gw
+            .consumer(
+                "g848",
+                json!({ "name": name, "format": "json", "auto.offset.reset": "earliest" }),
+            )
+            .await;
+        let a = gw
+            .post_json(
+                &format!("{instance}/subscription"),
+                V2,
+                &json!({ "topics": ["k848"] }),
+            )
+            .await;
+        assert_eq!(a.status, 204, "{}", a.text);
+        members.push(instance);
+    }
+    // The broker assigns one partition to each member (KIP-848 reconciles incrementally).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut counts = Vec::new();
+        for instance in &members {
+            let a = gw.get(&format!("{instance}/subscription"), None).await;
+            assert_eq!(a.status, 200, "{}", a.text);
+            counts.push(a.json["partitions"].as_array().map_or(0, |topics| {
+                topics
+                    .iter()
+                    .filter_map(|t| t["k848"].as_array().map(Vec::len))
+                    .sum::<usize>()
+            }));
+        }
+        if counts == [1, 1] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker never gave each member one partition: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let records: Vec<_> = (0..20)
+        .map(|i| json!({ "partition": i % 2, "value": format!("r{i}") }))
+        .collect();
+    let a = gw
+        .post_json("/topics/k848", JSON, &json!({ "records": records }))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+
+    // Both members poll until the 20 records are in.
+    let mut got: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while got.iter().map(Vec::len).sum::<usize>() < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group read only {got:?}"
+        );
+        for (m, instance) in members.iter().enumerate() {
+            let a = gw
+                .get(&format!("{instance}/records?timeout=1000"), Some(JSON))
+                .await;
+            assert_eq!(a.status, 200, "{}", a.text);
+            for r in a.json.as_array().unwrap() {
+                got[m].push(r["value"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    let mut all: Vec<String> = got.concat();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 20, "every record once: {got:?}");
+    assert!(
+        got.iter().all(|g| !g.is_empty()),
+        "the two members share the partitions: {got:?}"
+    );
+
+    // An MQTT shared subscription is a member of its group under the same protocol.
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mqtt = gw.gateway.mqtt_addr().unwrap();
+    let (sub, mut el) =
+        AsyncClient::new(MqttOptions::new("k848-sub", "127.0.0.1", mqtt.port()), 10);
+    sub.subscribe("$share/k848/jobs/+", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (publ, mut pub_el) =
+        AsyncClient::new(MqttOptions::new("k848-pub", "127.0.0.1", mqtt.port()), 10);
+    tokio::spawn(async move { while pub_el.poll().await.is_ok() {} });
+    // A new shared group starts at the end of the log once assigned: publish until one arrives.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    'received: loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shared subscription never received a job"
+        );
+        publ.publish("jobs/1", QoS::AtLeastOnce, false, "job")
+            .await
+            .unwrap();
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Ok(ev)) = tokio::time::timeout_at(until, el.poll()).await {
+            if let Event::Incoming(Packet::Publish(p)) = ev {
+                assert_eq!(&p.payload[..], b"job");
+                break 'received;
+            }
+        }
+    }
+    gw.stop().await;
+}

@@ -217,7 +217,16 @@ impl KafkaConsumerSession {
                 "enable.auto.offset.store",
                 (!config.explicit_offset_store).to_string(),
             );
+        // With KIP-848's protocol (`group.protocol = "consumer"` among the pass-through
+        // properties) the broker owns session timeouts, heartbeats and assignment, and
+        // librdkafka refuses a consumer that sets them: the front ends' own defaults for the
+        // classic protocol (HTTP instances set `session.timeout.ms`) are left out.
+        let kip848 = cfg.get("group.protocol") == Some("consumer");
         for (k, v) in &config.properties {
+            if kip848 && CLASSIC_GROUP_ONLY.contains(&k.as_str()) {
+                tracing::debug!(property = %k, "not set: the broker owns it under group.protocol=consumer");
+                continue;
+            }
             cfg.set(k, v);
         }
         let consumer: StreamConsumer<SessionContext> = cfg
@@ -350,6 +359,15 @@ fn to_record(m: &BorrowedMessage<'_>) -> ConsumedRecord {
         headers,
     }
 }
+
+/// Consumer properties of the classic group protocol that KIP-848's protocol defines broker
+/// side (librdkafka refuses them with `group.protocol=consumer`).
+const CLASSIC_GROUP_ONLY: [&str; 4] = [
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol.type",
+];
 
 /// Errors met while fetching that do not end a poll: a subscribed topic that does not exist
 /// yet (it is picked up when it appears), a broker that is briefly away (librdkafka retries).
