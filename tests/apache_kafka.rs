@@ -409,3 +409,102 @@ async fn the_kip_848_group_protocol_passes_through_to_every_group_member() {
     }
     gw.stop().await;
 }
+
+/// Issue 23: a broker whose `message.max.bytes` (20 000 here) is below the gateway's own limit
+/// (`limits.max_message_bytes`, 1 MiB by default) refuses a 50 KB record; each protocol
+/// answers that clearly — HTTP a per-record 413 saying Kafka refused it as too large, MQTT v5 a
+/// PUBACK with a failure reason code — and the gateway goes on writing smaller records. With
+/// the broker's limit also in `[kafka.properties] "message.max.bytes"`, librdkafka refuses
+/// the large record itself and a small one in the same request is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_above_the_brokers_message_max_bytes_gets_a_clear_answer_per_protocol() {
+    use common::gateway::{self, JSON};
+    use rumqttc::v5::{
+        mqttbytes::{
+            v5::{Packet, PubAckReason},
+            QoS,
+        },
+        AsyncClient, Event, MqttOptions,
+    };
+    use serde_json::json;
+    let kafka = ApacheKafka::start_with(&["message.max.bytes=20000"]);
+    let big = "x".repeat(50_000);
+    let produce = |gw: &gateway::TestGateway, values: Vec<&str>| {
+        let body =
+            json!({ "records": values.iter().map(|v| json!({ "value": v })).collect::<Vec<_>>() });
+        let gw_url = gw.url("/topics/sizes");
+        let client = gw.client.clone();
+        async move {
+            let resp = client
+                .post(gw_url)
+                .header("content-type", JSON)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let answer: serde_json::Value = resp.json().await.unwrap();
+            answer["offsets"].as_array().cloned().unwrap_or_default()
+        }
+    };
+
+    let gw = gateway::start_on(Some(kafka.bootstrap.clone()), |_| {}).await;
+    let offsets = produce(&gw, vec![&big]).await;
+    eprintln!("figures: HTTP answer for 50 KB: {offsets:?}");
+    assert_eq!(offsets[0]["error_code"], 413, "{offsets:?}");
+    assert!(
+        offsets[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Kafka refused the record as too large")),
+        "the message says what happened: {offsets:?}"
+    );
+    let offsets = produce(&gw, vec!["small"]).await;
+    assert!(
+        offsets[0]["offset"].is_i64(),
+        "smaller records still go: {offsets:?}"
+    );
+
+    let mqtt = gw.gateway.mqtt_addr().unwrap();
+    let mut options = MqttOptions::new("sizes", "127.0.0.1", mqtt.port());
+    options.set_max_packet_size(Some(1024 * 1024));
+    let (client, mut el) = AsyncClient::new(options, 10);
+    client
+        .publish("sizes/big", QoS::AtLeastOnce, false, big.clone())
+        .await
+        .unwrap();
+    let reason = loop {
+        match tokio::time::timeout(Duration::from_secs(60), el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => break ack.reason,
+            // rumqttc reports a PUBACK with a failure reason code as an error.
+            Ok(Err(rumqttc::v5::ConnectionError::MqttState(
+                rumqttc::v5::StateError::PubAckFail { reason },
+            ))) => break reason,
+            Ok(Ok(_)) => {}
+            other => panic!("waiting for the PUBACK: {other:?}"),
+        }
+    };
+    eprintln!("figures: MQTT v5 PUBACK reason for 50 KB: {reason:?}");
+    assert_ne!(
+        reason,
+        PubAckReason::Success,
+        "a refused write is not a success"
+    );
+    gw.stop().await;
+
+    // The broker's limit told to the gateway's producer too: the large record is refused
+    // before it is sent, and does not take the small one in its batch down with it.
+    let gw = gateway::start_on(Some(kafka.bootstrap.clone()), |c| {
+        c.kafka
+            .properties
+            .insert("message.max.bytes".into(), "20000".into());
+    })
+    .await;
+    let offsets = produce(&gw, vec![&big, "small"]).await;
+    eprintln!("figures: HTTP answer with message.max.bytes set: {offsets:?}");
+    assert_eq!(offsets[0]["error_code"], 413, "{offsets:?}");
+    assert!(
+        offsets[1]["offset"].is_i64(),
+        "the small record is written: {offsets:?}"
+    );
+    gw.stop().await;
+}

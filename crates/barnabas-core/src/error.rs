@@ -39,6 +39,11 @@ pub enum Error {
         /// The limit it broke.
         max: usize,
     },
+    /// Kafka refused the record as too large: its own limit (the broker's
+    /// `message.max.bytes`, the topic's `max.message.bytes`) is below the gateway's. Kafka
+    /// does not say the limit, so no sizes are given.
+    #[error("Kafka refused the record as too large ({0}): the broker's or topic's limit is below the gateway's limits.max_message_bytes")]
+    TooLargeForKafka(String),
     /// The request itself is malformed or not allowed in the current state.
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -97,7 +102,7 @@ impl Error {
         match self {
             Error::UnknownTopic(_) | Error::UnknownPartition { .. } => ErrorKind::NotFound,
             Error::InvalidTopic { .. } | Error::Invalid(_) | Error::Config(_) => ErrorKind::Invalid,
-            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::TooLarge { .. } | Error::TooLargeForKafka(_) => ErrorKind::TooLarge,
             Error::IllegalState(_) => ErrorKind::Conflict,
             Error::Unavailable(_) | Error::Timeout(_) => ErrorKind::Unavailable,
             Error::Overloaded => ErrorKind::Overloaded,
@@ -123,6 +128,7 @@ mod tests {
                 ErrorKind::NotFound,
             ),
             (Error::TooLarge { size: 10, max: 5 }, ErrorKind::TooLarge),
+            (Error::TooLargeForKafka("x".into()), ErrorKind::TooLarge),
             (Error::Overloaded, ErrorKind::Overloaded),
             (
                 Error::Timeout(Duration::from_secs(1)),

@@ -24,7 +24,9 @@ pub(crate) fn from_code(code: Code, topic: Option<&str>, partition: Option<i32>)
             topic: topic_name(),
             reason: "rejected by Kafka".into(),
         },
-        Code::MessageSizeTooLarge | Code::InvalidMessageSize => Error::TooLarge { size: 0, max: 0 },
+        Code::MessageSizeTooLarge | Code::InvalidMessageSize => {
+            Error::TooLargeForKafka(format!("{code}"))
+        }
         Code::QueueFull => Error::Overloaded,
         Code::MessageTimedOut | Code::RequestTimedOut | Code::OperationTimedOut => {
             Error::Unavailable(format!("{code}"))
