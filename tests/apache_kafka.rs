@@ -508,3 +508,186 @@ async fn a_record_above_the_brokers_message_max_bytes_gets_a_clear_answer_per_pr
     );
     gw.stop().await;
 }
+
+/// Issue 23: identity passthrough against Kafka's own authorizer. Apache Kafka requires
+/// SASL/SCRAM logins and authorizes with `StandardAuthorizer`; `device-1` may write and read
+/// topic `open` (and read as group `g-open`) but has no ACL on topic `closed`. Through a
+/// passthrough gateway, logged in as device-1: HTTP produce to `open` gets its offset, to
+/// `closed` a per-record 403; an HTTP consumer subscribed to `closed` gets 403 on its poll
+/// while one subscribed to `open` reads; an MQTT v5 publish mapped to `closed` gets PUBACK
+/// 0x87 (not authorized) and one mapped to `open` succeeds. Nothing reaches `closed`.
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_clients_get_exactly_what_kafka_acls_grant_them() {
+    use barnabas::config::MqttMapping;
+    use common::gateway::{self, JSON, V2};
+    use rumqttc::v5::{
+        mqttbytes::{
+            v5::{Packet, PubAckReason},
+            QoS,
+        },
+        AsyncClient, ConnectionError, Event, MqttOptions, StateError,
+    };
+    use serde_json::json;
+    let kafka = ApacheKafka::start_sasl(
+        &[
+            ("admin", "admin-pw"),
+            ("barnabas", "gateway-pw"),
+            ("device-1", "s3cret"),
+        ],
+        &["admin", "barnabas"],
+    );
+    let allow = |resource: &str, name: &str, ops: &str, topics: &[&str]| {
+        let mut args = vec![
+            "allow",
+            &kafka.bootstrap,
+            "admin",
+            "admin-pw",
+            "User:device-1",
+            resource,
+            name,
+            ops,
+        ];
+        args.extend_from_slice(topics);
+        run_python("kafka_client.py", &args);
+    };
+    allow("topic", "open", "write,describe,read", &["open", "closed"]);
+    allow("group", "g-open", "read", &[]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = common::write_test_users(dir.path());
+    let gw = gateway::start_on(Some(kafka.bootstrap.clone()), |c| {
+        c.auth.mode = "users".into();
+        c.auth.users_file = users.display().to_string();
+        c.kafka.identity = "passthrough".into();
+        c.kafka.auto_create_topics = false;
+        for (k, v) in [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-256"),
+            ("sasl.username", "barnabas"),
+            ("sasl.password", "gateway-pw"),
+        ] {
+            c.kafka.properties.insert(k.into(), v.into());
+        }
+        c.mqtt.mapping = ["open", "closed"]
+            .into_iter()
+            .map(|t| MqttMapping {
+                pattern: format!("{t}/{{rest*}}"),
+                kafka_topic: t.into(),
+                key: None,
+            })
+            .collect();
+    })
+    .await;
+    let as_device = |req: reqwest::RequestBuilder| req.basic_auth("device-1", Some("s3cret"));
+
+    // HTTP writes.
+    let produce = |topic: &str| {
+        as_device(gw.client.post(gw.url(&format!("/topics/{topic}"))))
+            .header("content-type", JSON)
+            .body(json!({ "records": [{ "value": format!("to-{topic}") }] }).to_string())
+            .send()
+    };
+    let answer: serde_json::Value = produce("open").await.unwrap().json().await.unwrap();
+    assert!(answer["offsets"][0]["offset"].is_i64(), "{answer}");
+    let answer: serde_json::Value = produce("closed").await.unwrap().json().await.unwrap();
+    assert_eq!(answer["offsets"][0]["error_code"], 403, "{answer}");
+
+    // HTTP reads: a consumer of `closed` is refused at its poll, one of `open` reads.
+    let mut polled = Vec::new();
+    for (name, topic) in [("reads-closed", "closed"), ("reads-open", "open")] {
+        let created = as_device(gw.client.post(gw.url("/consumers/g-open")))
+            .header("content-type", V2)
+            .body(
+                json!({ "name": name, "format": "json", "auto.offset.reset": "earliest" })
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 200);
+        let instance = format!("/consumers/g-open/instances/{name}");
+        let subscribed = as_device(gw.client.post(gw.url(&format!("{instance}/subscription"))))
+            .header("content-type", V2)
+            .body(json!({ "topics": [topic] }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(subscribed.status(), 204);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let outcome = loop {
+            let resp = as_device(
+                gw.client
+                    .get(gw.url(&format!("{instance}/records?timeout=1000"))),
+            )
+            .header("accept", JSON)
+            .send()
+            .await
+            .unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            if status != 200 || body.as_array().is_some_and(|a| !a.is_empty()) {
+                break (status, body);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{topic}: nothing and no refusal"
+            );
+        };
+        polled.push(outcome);
+    }
+    eprintln!("figures: HTTP polls as device-1: {polled:?}");
+    assert_eq!(
+        polled[0].0, 403,
+        "reading `closed` is refused: {:?}",
+        polled[0]
+    );
+    assert_eq!(
+        (polled[1].0, polled[1].1[0]["value"].as_str()),
+        (200, Some("to-open")),
+        "reading `open` is allowed"
+    );
+
+    // MQTT v5 writes as device-1.
+    let mqtt = gw.gateway.mqtt_addr().unwrap();
+    let mut options = MqttOptions::new("device-1", "127.0.0.1", mqtt.port());
+    options.set_credentials("device-1", "s3cret");
+    let (client, mut el) = AsyncClient::new(options, 10);
+    let mut reasons = Vec::new();
+    for topic in ["closed/m", "open/m"] {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, "mqtt")
+            .await
+            .unwrap();
+        let reason = loop {
+            match tokio::time::timeout(Duration::from_secs(60), el.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => break ack.reason,
+                Ok(Err(ConnectionError::MqttState(StateError::PubAckFail { reason }))) => {
+                    break reason
+                }
+                Ok(Ok(_)) => {}
+                other => panic!("waiting for the PUBACK: {other:?}"),
+            }
+        };
+        reasons.push(reason);
+    }
+    assert_eq!(
+        reasons,
+        [PubAckReason::NotAuthorized, PubAckReason::Success],
+        "MQTT: closed refused (0x87), open written"
+    );
+
+    // Nothing reached `closed` (read as the admin).
+    let values: Vec<String> = serde_json::from_str(&run_python(
+        "kafka_client.py",
+        &[
+            "values-sasl",
+            &kafka.bootstrap,
+            "admin",
+            "admin-pw",
+            "closed",
+        ],
+    ))
+    .unwrap();
+    assert!(values.is_empty(), "closed holds {values:?}");
+    gw.stop().await;
+}

@@ -49,13 +49,53 @@ impl ApacheKafka {
 
     /// A broker with these extra server properties (`key=value`).
     pub fn start_with(properties: &[&str]) -> ApacheKafka {
+        let properties: Vec<String> = properties.iter().map(|p| (*p).to_owned()).collect();
+        Self::launch(|_, _| properties, &[])
+    }
+
+    /// A broker that requires SASL/SCRAM-SHA-256 logins (`users`: name, password; stored when
+    /// the storage is formatted) and authorizes with Kafka's `StandardAuthorizer`: a principal
+    /// may do only what an ACL allows, except `super_users`.
+    pub fn start_sasl(users: &[(&str, &str)], super_users: &[&str]) -> ApacheKafka {
+        let (admin, admin_pw) = users[0];
+        let supers: Vec<String> = super_users
+            .iter()
+            .map(|u| format!("User:{u}"))
+            .chain(["User:ANONYMOUS".to_owned()]) // the controller listener (plaintext)
+            .collect();
+        let properties = move |port: u16, controller: u16| {
+            vec![
+                format!("listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
+                format!("advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}"),
+                "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+                "inter.broker.listener.name=SASL_PLAINTEXT".into(),
+                "sasl.enabled.mechanisms=SCRAM-SHA-256".into(),
+                "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256".into(),
+                format!(
+                    "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=\
+                     org.apache.kafka.common.security.scram.ScramLoginModule required \
+                     username=\"{admin}\" password=\"{admin_pw}\";"
+                ),
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
+                format!("super.users={}", supers.join(";")),
+            ]
+        };
+        let scram: Vec<String> = users.iter().map(|(u, p)| format!("{u}={p}")).collect();
+        Self::launch(properties, &[("BARNABAS_KAFKA_SCRAM", &scram.join(" "))])
+    }
+
+    fn launch(
+        properties: impl FnOnce(u16, u16) -> Vec<String>,
+        env: &[(&str, &str)],
+    ) -> ApacheKafka {
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().unwrap();
         let (port, controller) = (free_port(), free_port());
         let mut child = Command::new(workspace_root().join("scripts/kafka/run"))
             .arg(dir.path().join("kafka"))
             .args([port.to_string(), controller.to_string()])
-            .args(properties)
+            .args(properties(port, controller))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

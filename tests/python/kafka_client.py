@@ -5,6 +5,10 @@ usage:
   kafka_client.py consume BOOTSTRAP TOPIC GROUP COUNT -> JSON list of records, then commits
   kafka_client.py values BOOTSTRAP TOPIC              -> JSON list of every value in the topic
       (all partitions, read up to each one's high watermark; no group)
+  kafka_client.py values-sasl BOOTSTRAP USER PASSWORD TOPIC -> the same, SASL/SCRAM-SHA-256 login
+  kafka_client.py allow BOOTSTRAP USER PASSWORD PRINCIPAL topic|group NAME OP[,OP…] [TOPIC…]
+      -> creates the topics (SASL/SCRAM-SHA-256 login as USER), then ALLOW ACLs for PRINCIPAL
+         (e.g. User:alice) on that literal resource; prints "[]"
   kafka_client.py produce-null-header BOOTSTRAP TOPIC -> one record, value "Simple message",
       headers key1=value1, key-with-null-value=<null>, key3=value3 (strimzi-kafka-bridge #1158)
 """
@@ -102,8 +106,12 @@ def consume(bootstrap, topic, group, count):
     print(json.dumps(out))
 
 
-def values(bootstrap, topic):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "values", "enable.auto.commit": False})
+def values(bootstrap, topic, login=None):
+    config = {"bootstrap.servers": bootstrap, "group.id": "values", "enable.auto.commit": False}
+    if login:
+        config.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256",
+                       "sasl.username": login[0], "sasl.password": login[1]})
+    c = Consumer(config)
     partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
     ends = {}
     for p in partitions:
@@ -126,14 +134,46 @@ def values(bootstrap, topic):
     print(json.dumps(out))
 
 
+def allow(bootstrap, user, password, principal, resource, name, ops, topics):
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType,
+                                       ResourcePatternType, ResourceType)
+    admin = AdminClient({
+        "bootstrap.servers": bootstrap,
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": user,
+        "sasl.password": password,
+    })
+    if topics:
+        for fut in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in topics]).values():
+            try:
+                fut.result(timeout=30)
+            except KafkaException as e:
+                if "TOPIC_ALREADY_EXISTS" not in str(e):
+                    raise
+    kind = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}[resource]
+    bindings = [
+        AclBinding(kind, name, ResourcePatternType.LITERAL, principal, "*",
+                   getattr(AclOperation, op.upper()), AclPermissionType.ALLOW)
+        for op in ops.split(",")
+    ]
+    for fut in admin.create_acls(bindings).values():
+        fut.result(timeout=30)
+    print("[]")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "produce":
         produce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "produce-null-header":
         produce_null_header(sys.argv[2], sys.argv[3])
+    elif cmd == "allow":
+        allow(*sys.argv[2:9], sys.argv[9:])
     elif cmd == "values":
         values(sys.argv[2], sys.argv[3])
+    elif cmd == "values-sasl":
+        values(sys.argv[2], sys.argv[5], (sys.argv[3], sys.argv[4]))
     elif cmd == "consume":
         consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
