@@ -515,7 +515,10 @@ async fn a_record_above_the_brokers_message_max_bytes_gets_a_clear_answer_per_pr
 /// passthrough gateway, logged in as device-1: HTTP produce to `open` gets its offset, to
 /// `closed` a per-record 403; an HTTP consumer subscribed to `closed` gets 403 on its poll
 /// while one subscribed to `open` reads; an MQTT v5 publish mapped to `closed` gets PUBACK
-/// 0x87 (not authorized) and one mapped to `open` succeeds. Nothing reaches `closed`.
+/// 0x87 (not authorized) and one mapped to `open` succeeds, a subscription to `closed` is
+/// refused as not authorized; AMQP transfers to `closed` are `rejected` with
+/// `amqp:unauthorized-access`, a receiver of `closed` is closed with it, and `open` works
+/// both ways. Nothing reaches `closed`.
 #[tokio::test(flavor = "multi_thread")]
 async fn passthrough_clients_get_exactly_what_kafka_acls_grant_them() {
     use barnabas::config::MqttMapping;
@@ -560,6 +563,7 @@ async fn passthrough_clients_get_exactly_what_kafka_acls_grant_them() {
         c.auth.users_file = users.display().to_string();
         c.kafka.identity = "passthrough".into();
         c.kafka.auto_create_topics = false;
+        c.amqp.listen = "127.0.0.1:0".into();
         for (k, v) in [
             ("security.protocol", "SASL_PLAINTEXT"),
             ("sasl.mechanism", "SCRAM-SHA-256"),
@@ -675,6 +679,58 @@ async fn passthrough_clients_get_exactly_what_kafka_acls_grant_them() {
         [PubAckReason::NotAuthorized, PubAckReason::Success],
         "MQTT: closed refused (0x87), open written"
     );
+
+    // MQTT v5 reads: a subscription to `closed` is refused once Kafka is asked (DISCONNECT
+    // 0x87 after the SUBACK, or a failed SUBACK).
+    let mut options = MqttOptions::new("device-1-sub", "127.0.0.1", mqtt.port());
+    options.set_credentials("device-1", "s3cret");
+    let (sub, mut sub_el) = AsyncClient::new(options, 10);
+    sub.subscribe("closed/#", QoS::AtLeastOnce).await.unwrap();
+    let refusal = loop {
+        match tokio::time::timeout(Duration::from_secs(60), sub_el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
+                let code = format!("{:?}", ack.return_codes);
+                if !code.contains("Success") {
+                    break format!("SUBACK {code}");
+                }
+            }
+            Ok(Ok(Event::Incoming(Packet::Disconnect(d)))) => {
+                break format!("DISCONNECT {:?}", d.reason_code)
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => panic!("a delivery from closed: {p:?}"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break format!("closed: {e:?}"),
+            Err(_) => panic!("no refusal within 60 s"),
+        }
+    };
+    eprintln!("figures: MQTT v5 subscription to closed: {refusal}");
+    assert!(
+        refusal.contains("NotAuthorized"),
+        "refused as not authorized: {refusal}"
+    );
+
+    // AMQP writes and reads as device-1.
+    let amqp = gw.gateway.amqp_addr().unwrap();
+    let device = format!("amqp://device-1:s3cret@{amqp}");
+    let a = common::proton_try_async(&device, "send", "closed", &[]).await;
+    assert!(
+        !a.ok
+            && a.outcome.as_deref() == Some("rejected")
+            && a.condition.as_deref() == Some("amqp:unauthorized-access"),
+        "AMQP write to closed: {a:?}"
+    );
+    let a = common::proton_try_async(&device, "send", "open", &[]).await;
+    assert!(
+        a.ok && a.outcome.as_deref() == Some("accepted"),
+        "AMQP write to open: {a:?}"
+    );
+    let a = common::proton_try_async(&device, "receive", "closed/group.id/g-open", &[]).await;
+    assert!(
+        !a.ok && a.condition.as_deref() == Some("amqp:unauthorized-access"),
+        "AMQP read of closed: {a:?}"
+    );
+    let a = common::proton_try_async(&device, "receive", "open/group.id/g-open", &[]).await;
+    assert!(a.ok, "AMQP read of open: {a:?}");
 
     // Nothing reached `closed` (read as the admin).
     let values: Vec<String> = serde_json::from_str(&run_python(
