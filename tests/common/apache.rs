@@ -88,13 +88,25 @@ impl ApacheKafka {
         properties: impl FnOnce(u16, u16) -> Vec<String>,
         env: &[(&str, &str)],
     ) -> ApacheKafka {
+        let (port, controller) = (free_port(), free_port());
+        let kafka = Self::spawn(port, controller, properties(port, controller), env);
+        kafka.wait_ready();
+        kafka
+    }
+
+    /// Starts the broker process; [`Self::wait_ready`] waits until it accepts connections.
+    fn spawn(
+        port: u16,
+        controller: u16,
+        properties: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> ApacheKafka {
         use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().unwrap();
-        let (port, controller) = (free_port(), free_port());
         let mut child = Command::new(workspace_root().join("scripts/kafka/run"))
             .arg(dir.path().join("kafka"))
             .args([port.to_string(), controller.to_string()])
-            .args(properties(port, controller))
+            .args(properties)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -107,18 +119,16 @@ impl ApacheKafka {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[apache-kafka] {line}");
+                eprintln!("[apache-kafka:{port}] {line}");
                 sink.lock().unwrap().push(line);
             }
         });
-        let kafka = ApacheKafka {
+        ApacheKafka {
             child,
             log,
             bootstrap: format!("127.0.0.1:{port}"),
             _dir: dir,
-        };
-        kafka.wait_ready();
-        kafka
+        }
     }
 
     /// Sends `sig` (e.g. `STOP`, `CONT`) to the broker's whole process group.
@@ -161,5 +171,57 @@ impl ApacheKafka {
         let _ = Command::new("kill")
             .args([&format!("-{sig}"), "--", &group])
             .status();
+    }
+}
+
+/// A cluster of Apache Kafka nodes, each a combined broker and controller (KRaft), replicating
+/// with `min.insync.replicas=2` and replication factor 3 by default: the replication cases of
+/// issue 23 (one node killed under load, nothing acknowledged lost).
+pub struct ApacheCluster {
+    pub nodes: Vec<ApacheKafka>,
+    /// Every node's address, comma-separated.
+    pub bootstrap: String,
+}
+
+impl ApacheCluster {
+    pub fn start(size: usize) -> ApacheCluster {
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let voters: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
+            .collect();
+        let replicas = size.min(3);
+        let nodes: Vec<ApacheKafka> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(port, controller))| {
+                let properties = vec![
+                    format!("node.id={}", i + 1),
+                    format!("controller.quorum.voters={}", voters.join(",")),
+                    format!("default.replication.factor={replicas}"),
+                    format!("offsets.topic.replication.factor={replicas}"),
+                    format!("transaction.state.log.replication.factor={replicas}"),
+                    format!("min.insync.replicas={}", replicas.min(2)),
+                    "unclean.leader.election.enable=false".into(),
+                ];
+                // Any valid id, the same for every node.
+                ApacheKafka::spawn(
+                    port,
+                    controller,
+                    properties,
+                    &[("BARNABAS_KAFKA_CLUSTER_ID", "MkU3OEVBNTcwNTJENDM2Qg")],
+                )
+            })
+            .collect();
+        for node in &nodes {
+            node.wait_ready();
+        }
+        let bootstrap = nodes
+            .iter()
+            .map(|n| n.bootstrap.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        ApacheCluster { nodes, bootstrap }
     }
 }

@@ -48,12 +48,15 @@ pub async fn start_on(bootstrap: Option<String>, tweak: impl FnOnce(&mut Config)
     config.http.listen = "127.0.0.1:0".into();
     config.mqtt.listen = "127.0.0.1:0".into();
     config.amqp.listen = OFF.into();
+    if bootstrap.is_some() {
+        // One test broker: a `tweak` for a cluster sets more.
+        config.kafka.default_replication_factor = 1;
+    }
     tweak(&mut config);
     let kafka_addr = free_addr();
     let (embedded, kafka) = match bootstrap {
         Some(b) => {
             config.kafka.bootstrap_servers = b.clone();
-            config.kafka.default_replication_factor = 1;
             (None, b)
         }
         None => (
