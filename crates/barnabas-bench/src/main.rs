@@ -77,6 +77,13 @@ struct Args {
     /// …and its process id, to sample its CPU and memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// A running Strimzi Kafka Bridge on the same Kafka (`scripts/strimzi/run`): adds the
+    /// `strimzi-http-produce-1`/`-100` scenarios, the same load through it.
+    #[arg(long)]
+    strimzi: Option<SocketAddr>,
+    /// …and its process id, to sample its CPU and memory.
+    #[arg(long, requires = "strimzi")]
+    strimzi_pid: Option<u32>,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -118,6 +125,9 @@ const THROUGHPUT: [&str; 10] = [
 
 const OTHER: [&str; 2] = ["e2e-latency", "connections"];
 
+/// Run only with `--strimzi`: the HTTP scenarios through a Strimzi Kafka Bridge.
+const STRIMZI: [&str; 2] = ["strimzi-http-produce-1", "strimzi-http-produce-100"];
+
 fn spinner(msg: String) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -143,21 +153,28 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let scenarios: Vec<String> = if args.scenarios.is_empty() {
+        let strimzi: &[&str] = if args.strimzi.is_some() { &STRIMZI } else { &[] };
         THROUGHPUT
             .iter()
+            .chain(strimzi)
             .chain(OTHER.iter())
             .map(|s| (*s).to_owned())
             .collect()
     } else {
         args.scenarios.clone()
     };
+    let is_throughput = |s: &str| THROUGHPUT.contains(&s) || STRIMZI.contains(&s);
     for s in &scenarios {
-        if !THROUGHPUT.contains(&s.as_str()) && !OTHER.contains(&s.as_str()) {
+        if !is_throughput(s) && !OTHER.contains(&s.as_str()) {
             bail!(
-                "unknown scenario '{s}' (known: {}, {})",
+                "unknown scenario '{s}' (known: {}, {}, {})",
                 THROUGHPUT.join(", "),
+                STRIMZI.join(", "),
                 OTHER.join(", ")
             );
+        }
+        if STRIMZI.contains(&s.as_str()) && args.strimzi.is_none() {
+            bail!("scenario '{s}' needs --strimzi (a running Strimzi Kafka Bridge)");
         }
     }
     let wants_mosquitto = scenarios
@@ -227,18 +244,17 @@ async fn main() -> Result<()> {
         conns: args.connections,
         inflight: args.inflight,
     };
-    for s in scenarios
-        .iter()
-        .filter(|s| THROUGHPUT.contains(&s.as_str()))
-    {
+    for s in scenarios.iter().filter(|s| is_throughput(s)) {
         let server_pid = if s.starts_with("mosquitto") {
             mosquitto.as_ref().map(|(p, _)| p.pid)
+        } else if s.starts_with("strimzi") {
+            args.strimzi_pid
         } else {
             pid
         };
         let bar = spinner(format!("{s}: {} × {} B", args.count, args.size));
         let sampler = server_pid.map(Sampler::start);
-        let (messages, seconds) = scenarios::run(s, &target, mosquitto_addr, load).await?;
+        let (messages, seconds) = scenarios::run(s, &target, mosquitto_addr, args.strimzi, load).await?;
         let (cpu, rss) = match sampler {
             Some(sm) => sm.finish().await,
             None => (None, None),

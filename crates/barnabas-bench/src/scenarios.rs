@@ -32,11 +32,13 @@ pub struct Load {
 }
 
 /// Runs one throughput scenario against the gateway (`mosquitto` = the MQTT address of a
-/// local mosquitto for the `mosquitto-*` scenarios). Returns (messages, seconds).
+/// local mosquitto for the `mosquitto-*` scenarios, `strimzi` = the HTTP address of a Strimzi
+/// Kafka Bridge on the same Kafka for the `strimzi-*` ones). Returns (messages, seconds).
 pub async fn run(
     name: &str,
     t: &Target,
     mosquitto: Option<std::net::SocketAddr>,
+    strimzi: Option<std::net::SocketAddr>,
     load: Load,
 ) -> Result<(usize, f64)> {
     let kafka = barnabas_kafka::connect(&barnabas_kafka::KafkaConfig {
@@ -46,6 +48,17 @@ pub async fn run(
     .map_err(|e| anyhow!("kafka client: {e}"))?;
     let payload = vec![b'x'; load.size];
     let mosq = || mosquitto.context("mosquitto not started");
+    let bridge = || strimzi.context("no Strimzi bridge given (--strimzi)");
+    // The bridge creates no topics (and Apache Kafka's auto-create is usually off): its topics
+    // exist before the clock starts. The gateway creates its own, as it does for clients.
+    if let Some(per_request) = name.strip_prefix("strimzi-http-produce-") {
+        let topic = format!("bench-strimzi-{per_request}");
+        kafka
+            .admin
+            .create_topic(&topic, Some(1), Some(1))
+            .await
+            .map_err(|e| anyhow!("creating {topic}: {e}"))?;
+    }
     let started = Instant::now();
     let messages = match name {
         "direct" => direct(&kafka, load.count, &payload, bare).await?,
@@ -55,8 +68,10 @@ pub async fn run(
         "mqtt-qos2" => mqtt(t.mqtt, Some(&kafka), QoS::ExactlyOnce, &payload, load).await?,
         "mosquitto-qos0" => mqtt(mosq()?, None, QoS::AtMostOnce, &payload, load).await?,
         "mosquitto-qos1" => mqtt(mosq()?, None, QoS::AtLeastOnce, &payload, load).await?,
-        "http-produce-1" => http(t, 1, load.count, load.size, load.conns.max(16)).await?,
-        "http-produce-100" => http(t, 100, load.count, load.size, load.conns.max(16)).await?,
+        "http-produce-1" => http(gateway_topic(t, 1), 1, load).await?,
+        "http-produce-100" => http(gateway_topic(t, 100), 100, load).await?,
+        "strimzi-http-produce-1" => http(strimzi_topic(bridge()?, 1), 1, load).await?,
+        "strimzi-http-produce-100" => http(strimzi_topic(bridge()?, 100), 100, load).await?,
         "amqp-send" => amqp(t, load.count, &payload, load.inflight).await?,
         other => bail!("unknown scenario {other}"),
     };
@@ -231,14 +246,20 @@ async fn mqtt(
 
 /// `clients` concurrent HTTP clients POSTing `per_request` records per request (the last
 /// request smaller when `count` is not a multiple), `count` records in all.
-async fn http(
-    t: &Target,
-    per_request: usize,
-    count: usize,
-    size: usize,
-    clients: usize,
-) -> Result<usize> {
-    let url = format!("http://{}/topics/bench-http-{per_request}", t.http);
+/// The gateway's HTTP produce URL for the `http-produce-N` scenarios.
+fn gateway_topic(t: &Target, per_request: usize) -> String {
+    format!("http://{}/topics/bench-http-{per_request}", t.http)
+}
+
+/// The Strimzi bridge's URL for the same scenarios (its own topic, created beforehand).
+fn strimzi_topic(bridge: std::net::SocketAddr, per_request: usize) -> String {
+    format!("http://{bridge}/topics/bench-strimzi-{per_request}")
+}
+
+/// HTTP produce to `url` (the gateway's or the Strimzi bridge's: the same API), `per_request`
+/// records per request from at least 16 clients; counts the records of successful requests.
+async fn http(url: String, per_request: usize, load: Load) -> Result<usize> {
+    let (count, size, clients) = (load.count, load.size, load.conns.max(16));
     let value = "x".repeat(size);
     let body_of = |n: usize| {
         let records: Vec<serde_json::Value> = (0..n)
