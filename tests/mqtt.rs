@@ -685,6 +685,44 @@ async fn a_qos2_retransmit_with_dup_is_produced_once() {
     gw.stop().await;
 }
 
+/// An empty client id: a 3.1.1 client asking for a persistent session is refused with
+/// CONNACK 2 (identifier rejected) [MQTT-3.1.3-8], a clean one is accepted, and an MQTT 5
+/// client gets the id the gateway made up in CONNACK's Assigned Client Identifier
+/// [MQTT-3.2.2-16].
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_client_id_is_refused_for_a_3_1_1_persistent_session_and_assigned_to_v5() {
+    let gw = gateway::start(mapped).await;
+    let addr = mqtt_addr(&gw);
+    let connack = |connect: Vec<u8>| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&connect).unwrap();
+        raw_mqtt::read_packet(&mut s).expect("CONNACK")
+    };
+    assert_eq!(
+        connack(raw_mqtt::connect_v311("", false, None)),
+        (0x20, vec![0, 2]),
+        "3.1.1, empty id, persistent: identifier rejected"
+    );
+    assert_eq!(
+        connack(raw_mqtt::connect_v311("", true, None)),
+        (0x20, vec![0, 0]),
+        "3.1.1, empty id, clean: accepted"
+    );
+    let (kind, body) = connack(raw_mqtt::connect_v5("", 0, None, None));
+    assert_eq!((kind, body[1]), (0x20, 0), "v5, empty id: accepted");
+    // Properties after the flags, the reason code and the properties' length (< 128 here).
+    let props = &body[3..];
+    let at = props
+        .iter()
+        .position(|&b| b == 0x12)
+        .expect("an Assigned Client Identifier property");
+    let len = usize::from(u16::from_be_bytes([props[at + 1], props[at + 2]]));
+    let id = std::str::from_utf8(&props[at + 3..at + 3 + len]).unwrap();
+    assert!(id.starts_with("barnabas-"), "assigned id {id}");
+    gw.stop().await;
+}
+
 /// docs/mqtt.md §Sessions: QoS 2 publishes awaiting PUBREL are remembered by a persistent
 /// session across a reconnect. The client gets PUBREC, goes away without PUBREL, comes back
 /// to its session and sends the same PUBLISH again (DUP): it is acknowledged, not written a

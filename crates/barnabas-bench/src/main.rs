@@ -153,7 +153,11 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let scenarios: Vec<String> = if args.scenarios.is_empty() {
-        let strimzi: &[&str] = if args.strimzi.is_some() { &STRIMZI } else { &[] };
+        let strimzi: &[&str] = if args.strimzi.is_some() {
+            &STRIMZI
+        } else {
+            &[]
+        };
         THROUGHPUT
             .iter()
             .chain(strimzi)
@@ -254,7 +258,8 @@ async fn main() -> Result<()> {
         };
         let bar = spinner(format!("{s}: {} × {} B", args.count, args.size));
         let sampler = server_pid.map(Sampler::start);
-        let (messages, seconds) = scenarios::run(s, &target, mosquitto_addr, args.strimzi, load).await?;
+        let (messages, seconds) =
+            scenarios::run(s, &target, mosquitto_addr, args.strimzi, load).await?;
         let (cpu, rss) = match sampler {
             Some(sm) => sm.finish().await,
             None => (None, None),

@@ -211,6 +211,14 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             principal: Principal::anonymous(),
         },
         Some(Ok(_)) => return Err(WireError::Decode(DecodeError::UnsupportedPacketType)),
+        Some(Err(DecodeError::InvalidClientId)) => {
+            // The codec refuses a 3.1.1 CONNECT with an empty client id and CleanSession 0;
+            // the client must still get CONNACK 0x02 (identifier rejected) before the
+            // connection closes [MQTT-3.1.3-9].
+            let mut conn = Connection { framed, version };
+            let _ = conn.connack_identifier_rejected().await;
+            return Err(WireError::Decode(DecodeError::InvalidClientId));
+        }
         Some(Err(e)) => return Err(WireError::Decode(e)),
         None => return Err(WireError::Closed),
     };
