@@ -25,14 +25,25 @@ pub struct ConsumeFrom {
     pub group: String,
 }
 
+/// The address without leading slashes nor an `amqp://host[:port]/` or `amqps://…/` prefix
+/// (the Event Hubs SDK puts the whole URL in its link addresses).
 fn trimmed(address: &str) -> &str {
-    address.trim_start_matches('/')
+    let path = ["amqps://", "amqp://", "sb://"]
+        .iter()
+        .find_map(|scheme| address.strip_prefix(scheme))
+        .map_or(address, |rest| {
+            rest.split_once('/').map_or("", |(_, path)| path)
+        });
+    path.trim_start_matches('/')
 }
 
 /// Parses a producer link's target address.
 pub fn parse_target(address: &str) -> Result<ProduceTo, String> {
     let address = trimmed(address);
-    let (topic, partition) = match address.split_once("/partitions/") {
+    let split = address
+        .split_once("/partitions/")
+        .or_else(|| address.split_once("/Partitions/"));
+    let (topic, partition) = match split {
         Some((topic, p)) => {
             let p: i32 = p
                 .parse()

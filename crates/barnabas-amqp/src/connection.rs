@@ -183,6 +183,10 @@ async fn serve<IO>(
                 let Some(incoming) = incoming else { break };
                 match SessionAcceptor::builder()
                     .properties(open_properties())
+                    // Not fe2o3-amqp's default u32::MAX, which it leaves out of the begin
+                    // frame as a default value: the Event Hubs SDK then reads no limit at all
+                    // and cannot attach a link.
+                    .handle_max(SESSION_HANDLE_MAX)
                     .build()
                     .accept_incoming_session(incoming, &mut conn).await {
                     Ok(session) => {
@@ -208,6 +212,9 @@ async fn serve<IO>(
     let _ = tokio::time::timeout(crate::CLOSE_WAIT, conn.close()).await;
     ctx.metrics.connections.dec();
 }
+
+/// Highest link handle in a session (65 536 links at once).
+const SESSION_HANDLE_MAX: u32 = 65_535;
 
 /// What a connection's sessions share.
 struct SessionShared {
@@ -280,6 +287,7 @@ async fn serve_session(
         .properties(open_properties())
         .build();
     let mut links = tokio::task::JoinSet::new();
+    let answers = Arc::new(crate::node::AnswerLinks::default());
     loop {
         let attach = tokio::select! {
             _ = conn_done.cancelled() => break,
@@ -338,6 +346,24 @@ async fn serve_session(
                     .in_current_span(),
                 );
             }
+            (Ok(Route::NodeRequests(node)), LinkEndpoint::Receiver(r)) => {
+                tracing::debug!(link = %name, ?node, "request link");
+                links.spawn(
+                    crate::node::serve_requests(
+                        r,
+                        node,
+                        answers.clone(),
+                        ctx.clone(),
+                        principal.clone(),
+                        shutdown.clone(),
+                    )
+                    .in_current_span(),
+                );
+            }
+            (Ok(Route::NodeAnswers(node)), LinkEndpoint::Sender(s)) => {
+                tracing::debug!(link = %name, ?node, "answer link");
+                answers.attach(node, s).await;
+            }
             (Err(refusal), link) => {
                 tracing::debug!(link = %name, reason = ?refusal.description, "attach refused");
                 // The refusal waits for the client's detach; don't hold the session up.
@@ -356,6 +382,7 @@ async fn serve_session(
     }
     // Ending the session ends its links: let them finish first.
     while links.join_next().await.is_some() {}
+    answers.close().await;
     let _ = tokio::time::timeout(crate::CLOSE_WAIT, session.end()).await;
 }
 
@@ -405,6 +432,10 @@ fn authorize(
 enum Route {
     Produce(address::ProduceTo),
     Consume(address::ConsumeFrom, Option<i64>),
+    /// Requests to an Event Hubs node (`$cbs`, `$management`): the client sends.
+    NodeRequests(crate::node::Node),
+    /// Answers from an Event Hubs node: the client receives.
+    NodeAnswers(crate::node::Node),
 }
 
 fn refusal(condition: AmqpError, description: String) -> definitions::Error {
@@ -430,6 +461,9 @@ async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions:
                         "a sender link needs a target address (TOPIC or TOPIC/partitions/N)".into(),
                     )
                 })?;
+            if let Some(node) = crate::node::Node::of(&address) {
+                return Ok(Route::NodeRequests(node));
+            }
             let to =
                 address::parse_target(&address).map_err(|e| refusal(AmqpError::InvalidField, e))?;
             if !ctx.auto_create_topics || to.partition.is_some() {
@@ -477,6 +511,9 @@ async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions:
                     "a receiver link needs a source address (TOPIC/group.id/GROUP)".into(),
                 )
             })?;
+            if let Some(node) = crate::node::Node::of(&address) {
+                return Ok(Route::NodeAnswers(node));
+            }
             let from =
                 address::parse_source(&address).map_err(|e| refusal(AmqpError::InvalidField, e))?;
             let selector = source

@@ -11,6 +11,7 @@ pub mod address;
 pub mod connection;
 pub mod consume;
 pub mod convert;
+pub mod node;
 pub mod produce;
 pub mod sasl;
 
