@@ -74,3 +74,50 @@ async fn cbs_put_token_is_checked_against_the_users_file_with_auth_on() {
     );
     gw.stop().await;
 }
+
+/// `EventHubProducerClient.send_batch` (the batch message format, several events in one
+/// transfer): plain, with a partition key and with a partition id, each event one Kafka record
+/// of topic T — the partition key as the record key (so one partition), the partition id as
+/// the record's partition.
+#[tokio::test(flavor = "multi_thread")]
+async fn producer_client_batches_land_in_kafka_with_key_and_partition() {
+    let gw = gateway::start(with_amqp).await;
+    gw.gateway
+        .backend()
+        .admin
+        .create_topic("hub-send", Some(4), None)
+        .await
+        .unwrap();
+    let a = addr(&gw);
+    assert_eq!(
+        sdk(&["send", &a, "hub-send", "plain", "3"]).await["sent"],
+        3
+    );
+    assert_eq!(
+        sdk(&["send", &a, "hub-send", "key:device-7", "4"]).await["sent"],
+        4
+    );
+    assert_eq!(
+        sdk(&["send", &a, "hub-send", "partition:2", "3"]).await["sent"],
+        3
+    );
+    let records = common::read_topic(&gw, "hub-send", 10).await;
+    assert_eq!(records.len(), 10, "{records:?}");
+    let keyed: Vec<_> = records
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(b"device-7".as_slice()))
+        .collect();
+    assert_eq!(keyed.len(), 4, "{records:?}");
+    assert!(keyed.iter().all(|r| r.partition == keyed[0].partition));
+    let mut keyed_values: Vec<_> = keyed
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    keyed_values.sort();
+    assert_eq!(keyed_values, ["event-0", "event-1", "event-2", "event-3"]);
+    let unkeyed: Vec<_> = records.iter().filter(|r| r.key.is_none()).collect();
+    assert_eq!(unkeyed.len(), 6, "{records:?}");
+    let in_two = unkeyed.iter().filter(|r| r.partition == 2).count();
+    assert!(in_two >= 3, "the 3 events sent to partition 2: {records:?}");
+    gw.stop().await;
+}

@@ -14,7 +14,7 @@ use barnabas_core::{Access, Principal};
 use fe2o3_amqp::{
     acceptor::{
         ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SessionAcceptor,
-        SupportedSenderSettleModes,
+        SupportedReceiverSettleModes, SupportedSenderSettleModes,
     },
     types::{
         definitions::{self, AmqpError, Role},
@@ -284,6 +284,11 @@ async fn serve_session(
         // `rejected` with a reason, instead of the link being closed.
         .max_message_size(ctx.settings.max_transfer_bytes())
         .supported_sender_settle_modes(SupportedSenderSettleModes::All)
+        // Settled once, by the receiver (as Azure Event Hubs does): a sender asking for
+        // `second` is told `first` in the attach. The Event Hubs SDK asks for `second` but
+        // ignores an unsettled disposition, and would wait for its outcome forever.
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(definitions::ReceiverSettleMode::First)
         .properties(open_properties())
         .build();
     let mut links = tokio::task::JoinSet::new();
