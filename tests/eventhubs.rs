@@ -121,3 +121,40 @@ async fn producer_client_batches_land_in_kafka_with_key_and_partition() {
     assert!(in_two >= 3, "the 3 events sent to partition 2: {records:?}");
     gw.stop().await;
 }
+
+/// `get_eventhub_properties` lists the topic's partitions; `get_partition_properties` gives
+/// each one's sequence numbers and offsets from the watermarks.
+#[tokio::test(flavor = "multi_thread")]
+async fn management_reads_hub_and_partition_properties_from_kafka() {
+    let gw = gateway::start(with_amqp).await;
+    gw.gateway
+        .backend()
+        .admin
+        .create_topic("hub-props", Some(3), None)
+        .await
+        .unwrap();
+    let a = addr(&gw);
+    sdk(&["send", &a, "hub-props", "partition:1", "5"]).await;
+    let out = sdk(&["props", &a, "hub-props"]).await;
+    assert_eq!(out["eventhub"]["eventhub_name"], "hub-props", "{out}");
+    assert_eq!(
+        out["eventhub"]["partition_ids"],
+        serde_json::json!(["0", "1", "2"]),
+        "{out}"
+    );
+    let parts = out["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    for p in parts {
+        let id = p["id"].as_str().unwrap();
+        assert_eq!(p["beginning_sequence_number"], 0, "{p}");
+        if id == "1" {
+            assert_eq!(p["is_empty"], false, "{p}");
+            assert_eq!(p["last_enqueued_sequence_number"], 4, "{p}");
+            assert_eq!(p["last_enqueued_offset"], "4", "{p}");
+        } else {
+            assert_eq!(p["is_empty"], true, "{p}");
+            assert_eq!(p["last_enqueued_sequence_number"], -1, "{p}");
+        }
+    }
+    gw.stop().await;
+}
