@@ -158,3 +158,49 @@ async fn management_reads_hub_and_partition_properties_from_kafka() {
     }
     gw.stop().await;
 }
+
+/// `EventHubConsumerClient.receive` on one partition (source
+/// `T/ConsumerGroups/$Default/Partitions/P`): from `-1` (the beginning), from an offset
+/// (exclusive), from a sequence number (exclusive and inclusive) and from `@latest` (only what
+/// is sent after the receiver started), with the Event Hubs annotations on every event.
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_client_receives_from_every_starting_position() {
+    let gw = gateway::start(with_amqp).await;
+    gw.gateway
+        .backend()
+        .admin
+        .create_topic("hub-recv", Some(2), None)
+        .await
+        .unwrap();
+    let a = addr(&gw);
+    sdk(&["send", &a, "hub-recv", "partition:1", "5"]).await;
+    let bodies = |out: &Value| -> Vec<String> {
+        assert_eq!(out["errors"], serde_json::json!([]), "{out}");
+        out["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["body"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = sdk(&["receive", &a, "hub-recv", "1", "-1", "5"]).await;
+    assert_eq!(
+        bodies(&all),
+        ["event-0", "event-1", "event-2", "event-3", "event-4"]
+    );
+    for (i, e) in all["events"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(e["offset"], i.to_string(), "{e}");
+        assert_eq!(e["sequence_number"], i, "{e}");
+        assert!(e["enqueued_time_ms"].as_i64().unwrap() > 0, "{e}");
+    }
+    let from_offset = sdk(&["receive", &a, "hub-recv", "1", "offset:2", "2"]).await;
+    assert_eq!(bodies(&from_offset), ["event-3", "event-4"]);
+    let from_seq = sdk(&["receive", &a, "hub-recv", "1", "seq:3", "1"]).await;
+    assert_eq!(bodies(&from_seq), ["event-4"]);
+    let from_seq_incl = sdk(&["receive", &a, "hub-recv", "1", "seq-incl:3", "2"]).await;
+    assert_eq!(bodies(&from_seq_incl), ["event-3", "event-4"]);
+    let latest = sdk(&["receive", &a, "hub-recv", "1", "@latest", "2"]).await;
+    assert_eq!(bodies(&latest), ["event-1000", "event-1001"]);
+    assert_eq!(latest["events"][0]["sequence_number"], 5);
+    gw.stop().await;
+}

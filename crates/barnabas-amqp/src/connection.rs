@@ -436,7 +436,7 @@ fn authorize(
 
 enum Route {
     Produce(address::ProduceTo),
-    Consume(address::ConsumeFrom, Option<i64>),
+    Consume(address::ConsumeFrom, Option<address::StartAt>),
     /// Requests to an Event Hubs node (`$cbs`, `$management`): the client sends.
     NodeRequests(crate::node::Node),
     /// Answers from an Event Hubs node: the client receives.
@@ -541,10 +541,14 @@ async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions:
                             "the selector filter must be a string".into(),
                         )
                     })?;
-                    Some(
-                        address::parse_offset_filter(&text)
-                            .map_err(|e| refusal(AmqpError::InvalidField, e))?,
-                    )
+                    Some(address::parse_position_filter(&text).map_err(|e| {
+                        let condition = if text.contains("x-opt-enqueued-time") {
+                            AmqpError::NotImplemented
+                        } else {
+                            AmqpError::InvalidField
+                        };
+                        refusal(condition, e)
+                    })?)
                 }
             };
             Ok(Route::Consume(from, start))
