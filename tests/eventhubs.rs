@@ -204,3 +204,46 @@ async fn consumer_client_receives_from_every_starting_position() {
     assert_eq!(latest["events"][0]["sequence_number"], 5);
     gw.stop().await;
 }
+
+/// `EventHubConsumerClient.receive` from an enqueued time: the first event whose Kafka
+/// timestamp is after it (looked up through the Kafka adapter's offsets-by-time).
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_client_receives_from_an_enqueued_time() {
+    let gw = gateway::start(with_amqp).await;
+    gw.gateway
+        .backend()
+        .admin
+        .create_topic("hub-time", Some(2), None)
+        .await
+        .unwrap();
+    let a = addr(&gw);
+    sdk(&["send", &a, "hub-time", "partition:0", "3"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let between = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    sdk(&["send", &a, "hub-time", "partition:0", "2"]).await;
+    let out = sdk(&[
+        "receive",
+        &a,
+        "hub-time",
+        "0",
+        &format!("time:{between}"),
+        "2",
+    ])
+    .await;
+    assert_eq!(out["errors"], serde_json::json!([]), "{out}");
+    let offsets: Vec<_> = out["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["offset"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(offsets, ["3", "4"], "{out}");
+    let from_zero = sdk(&["receive", &a, "hub-time", "0", "time:0", "1"]).await;
+    assert_eq!(from_zero["events"][0]["offset"], "0", "{from_zero}");
+    gw.stop().await;
+}

@@ -35,6 +35,8 @@ pub enum StartAt {
     Offset(i64),
     /// After the last record: only what is written from now on (`@latest`).
     Latest,
+    /// At the first record whose Kafka timestamp is at or after this time (ms).
+    Time(i64),
 }
 
 /// The address without leading slashes nor an `amqp://host[:port]/` or `amqps://…/` prefix
@@ -116,13 +118,26 @@ pub fn parse_source(address: &str) -> Result<ConsumeFrom, String> {
 
 /// Parses an Event Hubs selector filter into where to start: `amqp.annotation.x-opt-offset`
 /// or `amqp.annotation.x-opt-sequence-number` (a Kafka offset is both) `>` or `>=` `'N'`;
-/// `> '-1'` is the beginning, `> '@latest'` the end. The enqueued-time form is refused.
+/// `> '-1'` is the beginning, `> '@latest'` the end; `amqp.annotation.x-opt-enqueued-time`
+/// `> 'MS'` the first record with a Kafka timestamp after that time.
 pub fn parse_position_filter(expr: &str) -> Result<StartAt, String> {
     let trimmed = expr.trim();
-    if trimmed.starts_with("amqp.annotation.x-opt-enqueued-time") {
-        return Err(format!(
-            "filter '{expr}': starting at an enqueued time is not supported (no Kafka lookup by time here); start at an offset or sequence number"
-        ));
+    if let Some(rest) = trimmed.strip_prefix("amqp.annotation.x-opt-enqueued-time") {
+        let bad = || {
+            format!("filter '{expr}' is not of the form amqp.annotation.x-opt-enqueued-time > 'MS' (or >=)")
+        };
+        let rest = rest.trim_start();
+        let (inclusive, value) = match rest.strip_prefix(">=") {
+            Some(v) => (true, v),
+            None => (false, rest.strip_prefix('>').ok_or_else(bad)?),
+        };
+        let ms: i64 = value.trim().trim_matches('\'').parse().map_err(|_| bad())?;
+        let at = if inclusive {
+            Some(ms)
+        } else {
+            ms.checked_add(1)
+        };
+        return Ok(StartAt::Time(at.ok_or_else(bad)?.max(0)));
     }
     let rest = trimmed
         .strip_prefix("amqp.annotation.x-opt-sequence-number")
@@ -221,7 +236,11 @@ mod tests {
             parse_position_filter("amqp.annotation.x-opt-offset > '@latest'"),
             Ok(StartAt::Latest)
         );
-        assert!(parse_position_filter("amqp.annotation.x-opt-enqueued-time > '1'").is_err());
+        assert_eq!(
+            parse_position_filter("amqp.annotation.x-opt-enqueued-time > '1000'"),
+            Ok(StartAt::Time(1001))
+        );
+        assert!(parse_position_filter("amqp.annotation.x-opt-enqueued-time > 'x'").is_err());
         assert_eq!(
             parse_source("amqps://host:5671/hub/ConsumerGroups/$Default/Partitions/3"),
             Ok(ConsumeFrom {

@@ -213,9 +213,17 @@ async fn open(
             poll_batch: 256,
         },
     );
-    let seek_to = |start: StartAt| match start {
-        StartAt::Offset(o) => SeekTo::Offset(o),
-        StartAt::Latest => SeekTo::End,
+    let seek_to = |partition: i32| async move {
+        Ok::<_, barnabas_core::Error>(match start_at {
+            None => SeekTo::Beginning,
+            Some(StartAt::Offset(o)) => SeekTo::Offset(o),
+            Some(StartAt::Latest) => SeekTo::End,
+            Some(StartAt::Time(ms)) => SeekTo::Offset(
+                ctx.admin
+                    .offset_for_time(&from.topic, partition, ms)
+                    .await?,
+            ),
+        })
     };
     if let Some(partition) = from.partition {
         // The Event Hubs form: this one partition, from the filter's position (the
@@ -230,7 +238,7 @@ async fn open(
         driver
             .assign(vec![(
                 TopicPartition::new(from.topic.clone(), partition),
-                Some(start_at.map_or(SeekTo::Beginning, seek_to)),
+                Some(seek_to(partition).await?),
             )])
             .await?;
         return Ok(driver);
@@ -238,21 +246,16 @@ async fn open(
     driver
         .subscribe(Subscription::Topics(vec![from.topic.clone()]))
         .await?;
-    if let Some(start) = start_at {
+    if start_at.is_some() {
         let partitions = ctx.admin.topic_metadata(&from.topic).await?.partitions;
-        driver
-            .seek_when_assigned(
-                partitions
-                    .iter()
-                    .map(|p| {
-                        (
-                            TopicPartition::new(from.topic.clone(), p.partition),
-                            seek_to(start),
-                        )
-                    })
-                    .collect(),
-            )
-            .await?;
+        let mut seeks = Vec::with_capacity(partitions.len());
+        for p in &partitions {
+            seeks.push((
+                TopicPartition::new(from.topic.clone(), p.partition),
+                seek_to(p.partition).await?,
+            ));
+        }
+        driver.seek_when_assigned(seeks).await?;
     }
     Ok(driver)
 }
