@@ -23,16 +23,41 @@ pub struct ConsumeFrom {
     pub topic: String,
     /// Kafka consumer group.
     pub group: String,
+    /// One partition, read without joining the group (the Event Hubs form
+    /// `T/ConsumerGroups/G/Partitions/P`).
+    pub partition: Option<i32>,
 }
 
+/// Where a consumer link starts, from its selector filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// At this offset (the first record delivered has it).
+    Offset(i64),
+    /// After the last record: only what is written from now on (`@latest`).
+    Latest,
+    /// At the first record whose Kafka timestamp is at or after this time (ms).
+    Time(i64),
+}
+
+/// The address without leading slashes nor an `amqp://host[:port]/` or `amqps://…/` prefix
+/// (the Event Hubs SDK puts the whole URL in its link addresses).
 fn trimmed(address: &str) -> &str {
-    address.trim_start_matches('/')
+    let path = ["amqps://", "amqp://", "sb://"]
+        .iter()
+        .find_map(|scheme| address.strip_prefix(scheme))
+        .map_or(address, |rest| {
+            rest.split_once('/').map_or("", |(_, path)| path)
+        });
+    path.trim_start_matches('/')
 }
 
 /// Parses a producer link's target address.
 pub fn parse_target(address: &str) -> Result<ProduceTo, String> {
     let address = trimmed(address);
-    let (topic, partition) = match address.split_once("/partitions/") {
+    let split = address
+        .split_once("/partitions/")
+        .or_else(|| address.split_once("/Partitions/"));
+    let (topic, partition) = match split {
         Some((topic, p)) => {
             let p: i32 = p
                 .parse()
@@ -58,6 +83,25 @@ pub fn parse_target(address: &str) -> Result<ProduceTo, String> {
 /// Parses a consumer link's source address.
 pub fn parse_source(address: &str) -> Result<ConsumeFrom, String> {
     let address = trimmed(address);
+    if let Some((topic, rest)) = address.split_once("/ConsumerGroups/") {
+        let (group, p) = rest.split_once("/Partitions/").ok_or_else(|| {
+            format!("source '{address}' is not of the form TOPIC/ConsumerGroups/GROUP/Partitions/N")
+        })?;
+        validate_topic_name(topic).map_err(|e| e.to_string())?;
+        if group.is_empty() || group.contains('/') {
+            return Err(format!("source '{address}' names no consumer group"));
+        }
+        let partition: i32 = p
+            .parse()
+            .ok()
+            .filter(|p| *p >= 0)
+            .ok_or_else(|| format!("'{p}' in '{address}' is not a partition number"))?;
+        return Ok(ConsumeFrom {
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            partition: Some(partition),
+        });
+    }
     let (topic, group) = address
         .split_once("/group.id/")
         .ok_or_else(|| format!("source '{address}' is not of the form TOPIC/group.id/GROUP"))?;
@@ -68,7 +112,48 @@ pub fn parse_source(address: &str) -> Result<ConsumeFrom, String> {
     Ok(ConsumeFrom {
         topic: topic.to_owned(),
         group: group.to_owned(),
+        partition: None,
     })
+}
+
+/// Parses an Event Hubs selector filter into where to start: `amqp.annotation.x-opt-offset`
+/// or `amqp.annotation.x-opt-sequence-number` (a Kafka offset is both) `>` or `>=` `'N'`;
+/// `> '-1'` is the beginning, `> '@latest'` the end; `amqp.annotation.x-opt-enqueued-time`
+/// `> 'MS'` the first record with a Kafka timestamp after that time.
+pub fn parse_position_filter(expr: &str) -> Result<StartAt, String> {
+    let trimmed = expr.trim();
+    if let Some(rest) = trimmed.strip_prefix("amqp.annotation.x-opt-enqueued-time") {
+        let bad = || {
+            format!("filter '{expr}' is not of the form amqp.annotation.x-opt-enqueued-time > 'MS' (or >=)")
+        };
+        let rest = rest.trim_start();
+        let (inclusive, value) = match rest.strip_prefix(">=") {
+            Some(v) => (true, v),
+            None => (false, rest.strip_prefix('>').ok_or_else(bad)?),
+        };
+        let ms: i64 = value.trim().trim_matches('\'').parse().map_err(|_| bad())?;
+        let at = if inclusive {
+            Some(ms)
+        } else {
+            ms.checked_add(1)
+        };
+        return Ok(StartAt::Time(at.ok_or_else(bad)?.max(0)));
+    }
+    let rest = trimmed
+        .strip_prefix("amqp.annotation.x-opt-sequence-number")
+        .or_else(|| trimmed.strip_prefix("amqp.annotation.x-opt-offset"));
+    let Some(rest) = rest else {
+        return parse_offset_filter(expr).map(StartAt::Offset);
+    };
+    let rest = rest.trim_start();
+    let value = rest
+        .strip_prefix(">=")
+        .or_else(|| rest.strip_prefix('>'))
+        .map(|v| v.trim().trim_matches('\''));
+    if value == Some("@latest") {
+        return Ok(StartAt::Latest);
+    }
+    parse_offset_filter(&format!("amqp.annotation.x-opt-offset {rest}")).map(StartAt::Offset)
 }
 
 /// Parses an offset selector filter into the first offset to deliver.
@@ -89,7 +174,8 @@ pub fn parse_offset_filter(expr: &str) -> Result<i64, String> {
     };
     let value = value.trim().trim_matches('\'');
     let n: i64 = value.parse().map_err(|_| bad())?;
-    Ok(if inclusive { n } else { n + 1 }.max(0))
+    let first = if inclusive { Some(n) } else { n.checked_add(1) };
+    Ok(first.ok_or_else(bad)?.max(0))
 }
 
 #[cfg(test)]
@@ -119,7 +205,8 @@ mod tests {
             parse_source("orders/group.id/audit"),
             Ok(ConsumeFrom {
                 topic: "orders".into(),
-                group: "audit".into()
+                group: "audit".into(),
+                partition: None,
             })
         );
         assert!(parse_source("orders").is_err());
@@ -137,6 +224,31 @@ mod tests {
             Ok(42)
         );
         assert!(parse_offset_filter("amqp.annotation.x-opt-sequence-number > '4'").is_err());
+        assert_eq!(
+            parse_position_filter("amqp.annotation.x-opt-sequence-number > '4'"),
+            Ok(StartAt::Offset(5))
+        );
+        assert_eq!(
+            parse_position_filter("amqp.annotation.x-opt-offset > '-1'"),
+            Ok(StartAt::Offset(0))
+        );
+        assert_eq!(
+            parse_position_filter("amqp.annotation.x-opt-offset > '@latest'"),
+            Ok(StartAt::Latest)
+        );
+        assert_eq!(
+            parse_position_filter("amqp.annotation.x-opt-enqueued-time > '1000'"),
+            Ok(StartAt::Time(1001))
+        );
+        assert!(parse_position_filter("amqp.annotation.x-opt-enqueued-time > 'x'").is_err());
+        assert_eq!(
+            parse_source("amqps://host:5671/hub/ConsumerGroups/$Default/Partitions/3"),
+            Ok(ConsumeFrom {
+                topic: "hub".into(),
+                group: "$Default".into(),
+                partition: Some(3),
+            })
+        );
         assert!(parse_offset_filter("amqp.annotation.x-opt-offset > 'x'").is_err());
     }
 }

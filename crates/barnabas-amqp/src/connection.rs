@@ -14,7 +14,7 @@ use barnabas_core::{Access, Principal};
 use fe2o3_amqp::{
     acceptor::{
         ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SessionAcceptor,
-        SupportedSenderSettleModes,
+        SupportedReceiverSettleModes, SupportedSenderSettleModes,
     },
     types::{
         definitions::{self, AmqpError, Role},
@@ -183,6 +183,10 @@ async fn serve<IO>(
                 let Some(incoming) = incoming else { break };
                 match SessionAcceptor::builder()
                     .properties(open_properties())
+                    // Not fe2o3-amqp's default u32::MAX, which it leaves out of the begin
+                    // frame as a default value: the Event Hubs SDK then reads no limit at all
+                    // and cannot attach a link.
+                    .handle_max(SESSION_HANDLE_MAX)
                     .build()
                     .accept_incoming_session(incoming, &mut conn).await {
                     Ok(session) => {
@@ -208,6 +212,9 @@ async fn serve<IO>(
     let _ = tokio::time::timeout(crate::CLOSE_WAIT, conn.close()).await;
     ctx.metrics.connections.dec();
 }
+
+/// Highest link handle in a session (65 536 links at once).
+const SESSION_HANDLE_MAX: u32 = 65_535;
 
 /// What a connection's sessions share.
 struct SessionShared {
@@ -277,9 +284,15 @@ async fn serve_session(
         // `rejected` with a reason, instead of the link being closed.
         .max_message_size(ctx.settings.max_transfer_bytes())
         .supported_sender_settle_modes(SupportedSenderSettleModes::All)
+        // Settled once, by the receiver (as Azure Event Hubs does): a sender asking for
+        // `second` is told `first` in the attach. The Event Hubs SDK asks for `second` but
+        // ignores an unsettled disposition, and would wait for its outcome forever.
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(definitions::ReceiverSettleMode::First)
         .properties(open_properties())
         .build();
     let mut links = tokio::task::JoinSet::new();
+    let answers = Arc::new(crate::node::AnswerLinks::default());
     loop {
         let attach = tokio::select! {
             _ = conn_done.cancelled() => break,
@@ -338,6 +351,24 @@ async fn serve_session(
                     .in_current_span(),
                 );
             }
+            (Ok(Route::NodeRequests(node)), LinkEndpoint::Receiver(r)) => {
+                tracing::debug!(link = %name, ?node, "request link");
+                links.spawn(
+                    crate::node::serve_requests(
+                        r,
+                        node,
+                        answers.clone(),
+                        ctx.clone(),
+                        principal.clone(),
+                        shutdown.clone(),
+                    )
+                    .in_current_span(),
+                );
+            }
+            (Ok(Route::NodeAnswers(node)), LinkEndpoint::Sender(s)) => {
+                tracing::debug!(link = %name, ?node, "answer link");
+                answers.attach(node, s).await;
+            }
             (Err(refusal), link) => {
                 tracing::debug!(link = %name, reason = ?refusal.description, "attach refused");
                 // The refusal waits for the client's detach; don't hold the session up.
@@ -356,6 +387,7 @@ async fn serve_session(
     }
     // Ending the session ends its links: let them finish first.
     while links.join_next().await.is_some() {}
+    answers.close().await;
     let _ = tokio::time::timeout(crate::CLOSE_WAIT, session.end()).await;
 }
 
@@ -404,7 +436,11 @@ fn authorize(
 
 enum Route {
     Produce(address::ProduceTo),
-    Consume(address::ConsumeFrom, Option<i64>),
+    Consume(address::ConsumeFrom, Option<address::StartAt>),
+    /// Requests to an Event Hubs node (`$cbs`, `$management`): the client sends.
+    NodeRequests(crate::node::Node),
+    /// Answers from an Event Hubs node: the client receives.
+    NodeAnswers(crate::node::Node),
 }
 
 fn refusal(condition: AmqpError, description: String) -> definitions::Error {
@@ -430,6 +466,9 @@ async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions:
                         "a sender link needs a target address (TOPIC or TOPIC/partitions/N)".into(),
                     )
                 })?;
+            if let Some(node) = crate::node::Node::of(&address) {
+                return Ok(Route::NodeRequests(node));
+            }
             let to =
                 address::parse_target(&address).map_err(|e| refusal(AmqpError::InvalidField, e))?;
             if !ctx.auto_create_topics || to.partition.is_some() {
@@ -477,6 +516,9 @@ async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions:
                     "a receiver link needs a source address (TOPIC/group.id/GROUP)".into(),
                 )
             })?;
+            if let Some(node) = crate::node::Node::of(&address) {
+                return Ok(Route::NodeAnswers(node));
+            }
             let from =
                 address::parse_source(&address).map_err(|e| refusal(AmqpError::InvalidField, e))?;
             let selector = source
@@ -499,10 +541,14 @@ async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions:
                             "the selector filter must be a string".into(),
                         )
                     })?;
-                    Some(
-                        address::parse_offset_filter(&text)
-                            .map_err(|e| refusal(AmqpError::InvalidField, e))?,
-                    )
+                    Some(address::parse_position_filter(&text).map_err(|e| {
+                        let condition = if text.contains("x-opt-enqueued-time") {
+                            AmqpError::NotImplemented
+                        } else {
+                            AmqpError::InvalidField
+                        };
+                        refusal(condition, e)
+                    })?)
                 }
             };
             Ok(Route::Consume(from, start))

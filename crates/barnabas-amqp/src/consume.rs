@@ -28,7 +28,10 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::{address::ConsumeFrom, convert, AmqpContext};
+use crate::{
+    address::{ConsumeFrom, StartAt},
+    convert, AmqpContext,
+};
 
 /// Most deliveries waiting for the client's outcome on one link.
 pub const MAX_UNSETTLED: usize = 256;
@@ -46,7 +49,7 @@ type Sent = (
 pub async fn run(
     mut sender: Sender,
     from: ConsumeFrom,
-    start_at: Option<i64>,
+    start_at: Option<StartAt>,
     principal: Principal,
     ctx: Arc<AmqpContext>,
     shutdown: CancellationToken,
@@ -171,6 +174,7 @@ pub async fn run(
 fn link_error(e: &barnabas_core::Error) -> definitions::Error {
     let condition = match e.kind() {
         ErrorKind::Unauthorized => AmqpError::UnauthorizedAccess,
+        ErrorKind::NotFound => AmqpError::NotFound,
         _ => AmqpError::InternalError,
     };
     definitions::Error::new(condition, Some(e.to_string()), None)
@@ -187,7 +191,7 @@ async fn close_link(sender: Sender, error: Option<definitions::Error>) {
 async fn open(
     ctx: &AmqpContext,
     from: &ConsumeFrom,
-    start_at: Option<i64>,
+    start_at: Option<StartAt>,
     principal: Principal,
 ) -> barnabas_core::Result<ConsumerDriver> {
     let session = ctx
@@ -209,24 +213,49 @@ async fn open(
             poll_batch: 256,
         },
     );
+    let seek_to = |partition: i32| async move {
+        Ok::<_, barnabas_core::Error>(match start_at {
+            None => SeekTo::Beginning,
+            Some(StartAt::Offset(o)) => SeekTo::Offset(o),
+            Some(StartAt::Latest) => SeekTo::End,
+            Some(StartAt::Time(ms)) => SeekTo::Offset(
+                ctx.admin
+                    .offset_for_time(&from.topic, partition, ms)
+                    .await?,
+            ),
+        })
+    };
+    if let Some(partition) = from.partition {
+        // The Event Hubs form: this one partition, from the filter's position (the
+        // beginning without one), without joining the group.
+        let partitions = ctx.admin.topic_metadata(&from.topic).await?.partitions;
+        if !partitions.iter().any(|p| p.partition == partition) {
+            return Err(barnabas_core::Error::UnknownPartition {
+                topic: from.topic.clone(),
+                partition,
+            });
+        }
+        driver
+            .assign(vec![(
+                TopicPartition::new(from.topic.clone(), partition),
+                Some(seek_to(partition).await?),
+            )])
+            .await?;
+        return Ok(driver);
+    }
     driver
         .subscribe(Subscription::Topics(vec![from.topic.clone()]))
         .await?;
-    if let Some(offset) = start_at {
+    if start_at.is_some() {
         let partitions = ctx.admin.topic_metadata(&from.topic).await?.partitions;
-        driver
-            .seek_when_assigned(
-                partitions
-                    .iter()
-                    .map(|p| {
-                        (
-                            TopicPartition::new(from.topic.clone(), p.partition),
-                            SeekTo::Offset(offset),
-                        )
-                    })
-                    .collect(),
-            )
-            .await?;
+        let mut seeks = Vec::with_capacity(partitions.len());
+        for p in &partitions {
+            seeks.push((
+                TopicPartition::new(from.topic.clone(), p.partition),
+                seek_to(p.partition).await?,
+            ));
+        }
+        driver.seek_when_assigned(seeks).await?;
     }
     Ok(driver)
 }

@@ -127,6 +127,43 @@ fn body_value(body: &Body<Value>) -> Result<Option<Bytes>, BadMessage> {
     })
 }
 
+/// The message format of an Azure Event Hubs batch: every data section of the body is one
+/// whole encoded message.
+pub const BATCH_MESSAGE_FORMAT: u32 = 0x8001_3700;
+
+/// The records of one transfer: one, or with the Event Hubs batch format, one per message
+/// inside its data sections (a message's own partition key first, else the batch's).
+pub fn to_records(
+    m: &Message<Body<Value>>,
+    message_format: Option<u32>,
+    topic: &str,
+    partition: Option<i32>,
+) -> Result<Vec<Record>, BadMessage> {
+    if message_format != Some(BATCH_MESSAGE_FORMAT) {
+        return to_record(m, topic, partition).map(|r| vec![r]);
+    }
+    let Body::Data(sections) = &m.body else {
+        return Err(BadMessage(
+            "an Event Hubs batch (message format 0x80013700) must carry data sections".into(),
+        ));
+    };
+    let batch_key = annotation(m, "x-opt-partition-key").and_then(value_bytes);
+    let mut records = Vec::with_capacity(sections.len());
+    for (i, section) in sections.iter().enumerate() {
+        use fe2o3_amqp::types::messaging::message::DecodeIntoMessage;
+        let inner = <Body<Value> as DecodeIntoMessage>::decode_message_from_reader(
+            serde_amqp::read::SliceReader::new(&section.0),
+        )
+        .map_err(|e| BadMessage(format!("message {i} of the batch does not decode: {e}")))?;
+        let mut record = to_record(&inner, topic, partition)?;
+        if record.key.is_none() {
+            record.key.clone_from(&batch_key);
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
 /// The Kafka record for a message sent to `topic` (`partition` from the address, if any).
 pub fn to_record(
     m: &Message<Body<Value>>,

@@ -5,12 +5,14 @@
 //! transfers into Kafka records and settles each `accepted` only after Kafka acknowledged it
 //! ([`produce`]); a link the client receives on (source `T/group.id/G`) is a member of Kafka
 //! group `G`, sends within the client's credit and commits what the client settled
-//! ([`consume`]).
+//! ([`consume`]). The Azure Event Hubs SDKs' request/response nodes `$cbs` and `$management`
+//! are answered by [`node`].
 
 pub mod address;
 pub mod connection;
 pub mod consume;
 pub mod convert;
+pub mod node;
 pub mod produce;
 pub mod sasl;
 

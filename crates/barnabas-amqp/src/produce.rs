@@ -112,7 +112,8 @@ pub async fn run(
                             tokio::time::sleep(wait).await;
                         }
                         let info = DeliveryInfo::from(&delivery);
-                        inflight.push_back(produce(&ctx, &to, &principal, delivery.message(), info, &inflight_bytes));
+                        let format = *delivery.message_format();
+                        inflight.push_back(produce(&ctx, &to, &principal, delivery.message(), format, info, &inflight_bytes));
                     }
                     Err(RecvError::MessageDecode(e)) => {
                         let err = definitions::Error::new(AmqpError::DecodeError, Some(e.source.to_string()), None);
@@ -169,16 +170,20 @@ fn produce(
     to: &ProduceTo,
     principal: &Principal,
     message: &fe2o3_amqp::types::messaging::Message<Body<Value>>,
+    message_format: Option<u32>,
     info: DeliveryInfo,
     inflight_bytes: &InFlightBytes,
 ) -> Pending {
-    let record = convert::to_record(message, &to.topic, to.partition);
-    let held = inflight_bytes.hold(record.as_ref().map_or(0, |r| r.payload_size()));
+    let records = convert::to_records(message, message_format, &to.topic, to.partition);
+    let held = inflight_bytes.hold(records.as_ref().map_or(0, |rs| {
+        rs.iter()
+            .fold(0usize, |n, r| n.saturating_add(r.payload_size()))
+    }));
     let ctx = ctx.clone();
     let principal = principal.clone();
     Box::pin(async move {
         let _held = held;
-        let record = match record {
+        let records = match records {
             Ok(r) => r,
             Err(convert::BadMessage(why)) => {
                 return (
@@ -191,7 +196,10 @@ fn produce(
                 )
             }
         };
-        if record.payload_size() > ctx.settings.max_message_bytes {
+        if let Some(record) = records
+            .iter()
+            .find(|r| r.payload_size() > ctx.settings.max_message_bytes)
+        {
             let why = format!(
                 "message of {} bytes is above the limit of {} bytes",
                 record.payload_size(),
@@ -207,20 +215,39 @@ fn produce(
             );
         }
         let started = Instant::now();
-        let result = ctx.publisher.publish_one_as(&principal, record).await;
+        let results = ctx.publisher.publish_as(&principal, records).await;
         let label = GatewayMetrics::label("amqp");
         ctx.gateway_metrics
             .produce_latency
             .get_or_create(&label)
             .observe(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(_) => ctx.gateway_metrics.records_in.get_or_create(&label).inc(),
-            Err(_) => ctx
-                .gateway_metrics
-                .records_failed
-                .get_or_create(&label)
-                .inc(),
+        // The transfer is accepted when every record of it was written; else the first
+        // failure is its outcome.
+        let (mut first_error, mut last_written) = (None, None);
+        for result in results {
+            match result {
+                Ok(d) => {
+                    ctx.gateway_metrics.records_in.get_or_create(&label).inc();
+                    last_written = Some(d);
+                }
+                Err(e) => {
+                    ctx.gateway_metrics
+                        .records_failed
+                        .get_or_create(&label)
+                        .inc();
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let outcome = match (first_error, last_written) {
+            (Some(e), _) => Err(condition_for(&e)),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(definitions::Error::new(
+                AmqpError::DecodeError,
+                Some("the batch holds no message".into()),
+                None,
+            )),
         };
-        (info, result.map_err(|e| condition_for(&e)))
+        (info, outcome)
     })
 }

@@ -222,6 +222,14 @@ pub trait Admin: Send + Sync {
     }
     /// Low and high watermark of one partition.
     async fn watermarks(&self, topic: &str, partition: i32) -> Result<Watermarks>;
+    /// The first offset of a partition whose record timestamp is at or after `timestamp_ms`
+    /// (the high watermark when every record is older). Not every adapter can look it up.
+    async fn offset_for_time(&self, topic: &str, partition: i32, timestamp_ms: i64) -> Result<i64> {
+        let _ = (topic, partition, timestamp_ms);
+        Err(crate::Error::Unavailable(
+            "this Kafka adapter cannot look offsets up by time".into(),
+        ))
+    }
     /// Creates a topic; `partitions`/`replication` of `None` use the configured defaults.
     /// Creating a topic that already exists is not an error.
     async fn create_topic(

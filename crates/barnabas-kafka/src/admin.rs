@@ -18,6 +18,8 @@ use crate::{errors, KafkaConfig};
 /// The gateway's one admin client.
 pub struct KafkaAdmin {
     client: Arc<AdminClient<DefaultClientContext>>,
+    /// For the lookups only a consumer handle offers (offsets by time).
+    lookup_config: rdkafka::ClientConfig,
     default_partitions: i32,
     default_replication: i32,
     timeout: Duration,
@@ -33,6 +35,7 @@ impl KafkaAdmin {
             .map_err(|e| errors::from_kafka(&e, None, None))?;
         Ok(Self {
             client: Arc::new(client),
+            lookup_config: cfg,
             default_partitions: config.default_partitions,
             default_replication: config.default_replication_factor,
             timeout: Duration::from_millis(config.request_timeout_ms),
@@ -197,6 +200,35 @@ impl Admin for KafkaAdmin {
             Ok(Watermarks { low, high })
         })
         .await
+    }
+
+    async fn offset_for_time(&self, topic: &str, partition: i32, timestamp_ms: i64) -> Result<i64> {
+        let high = self.watermarks(topic, partition).await?.high;
+        let cfg = self.lookup_config.clone();
+        let timeout = self.timeout;
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            let consumer: BaseConsumer = cfg
+                .create()
+                .map_err(|e| errors::from_kafka(&e, None, None))?;
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(timestamp_ms))
+                .map_err(|e| errors::from_kafka(&e, Some(&topic), Some(partition)))?;
+            let found = consumer
+                .offsets_for_times(tpl, timeout)
+                .map_err(|e| errors::from_kafka(&e, Some(&topic), Some(partition)))?;
+            match found.find_partition(&topic, partition).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(o)) => Ok(o),
+                // No record at or after that time: the end.
+                Some(rdkafka::Offset::End | rdkafka::Offset::Invalid) | None => Ok(high),
+                Some(other) => Err(Error::Unavailable(format!(
+                    "offset lookup by time answered {other:?}"
+                ))),
+            }
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("offset lookup task failed: {e}")))?
     }
 
     async fn create_topic(
