@@ -420,11 +420,8 @@ async fn the_kip_848_group_protocol_passes_through_to_every_group_member() {
 async fn a_record_above_the_brokers_message_max_bytes_gets_a_clear_answer_per_protocol() {
     use common::gateway::{self, JSON};
     use rumqttc::v5::{
-        mqttbytes::{
-            v5::{Packet, PubAckReason},
-            QoS,
-        },
-        AsyncClient, Event, MqttOptions,
+        mqttbytes::{v5::PubAckReason, QoS},
+        AsyncClient, MqttOptions,
     };
     use serde_json::json;
     let kafka = ApacheKafka::start_with(&["message.max.bytes=20000"]);
@@ -472,17 +469,7 @@ async fn a_record_above_the_brokers_message_max_bytes_gets_a_clear_answer_per_pr
         .publish("sizes/big", QoS::AtLeastOnce, false, big.clone())
         .await
         .unwrap();
-    let reason = loop {
-        match tokio::time::timeout(Duration::from_secs(60), el.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => break ack.reason,
-            // rumqttc reports a PUBACK with a failure reason code as an error.
-            Ok(Err(rumqttc::v5::ConnectionError::MqttState(
-                rumqttc::v5::StateError::PubAckFail { reason },
-            ))) => break reason,
-            Ok(Ok(_)) => {}
-            other => panic!("waiting for the PUBACK: {other:?}"),
-        }
-    };
+    let reason = puback_reason(&mut el).await;
     eprintln!("figures: MQTT v5 PUBACK reason for 50 KB: {reason:?}");
     assert_ne!(
         reason,
@@ -528,7 +515,7 @@ async fn passthrough_clients_get_exactly_what_kafka_acls_grant_them() {
             v5::{Packet, PubAckReason},
             QoS,
         },
-        AsyncClient, ConnectionError, Event, MqttOptions, StateError,
+        AsyncClient, Event, MqttOptions,
     };
     use serde_json::json;
     let kafka = ApacheKafka::start_sasl(
@@ -562,19 +549,8 @@ async fn passthrough_clients_get_exactly_what_kafka_acls_grant_them() {
     let dir = tempfile::tempdir().unwrap();
     let users = common::write_test_users(dir.path());
     let gw = gateway::start_on(Some(kafka.bootstrap.clone()), |c| {
-        c.auth.mode = "users".into();
-        c.auth.users_file = users.display().to_string();
-        c.kafka.identity = "passthrough".into();
+        common::configure_passthrough(c, &users);
         c.kafka.auto_create_topics = false;
-        c.amqp.listen = "127.0.0.1:0".into();
-        for (k, v) in [
-            ("security.protocol", "SASL_PLAINTEXT"),
-            ("sasl.mechanism", "SCRAM-SHA-256"),
-            ("sasl.username", "barnabas"),
-            ("sasl.password", "gateway-pw"),
-        ] {
-            c.kafka.properties.insert(k.into(), v.into());
-        }
         c.mqtt.mapping = ["open", "closed"]
             .into_iter()
             .map(|t| MqttMapping {
@@ -665,17 +641,7 @@ async fn passthrough_clients_get_exactly_what_kafka_acls_grant_them() {
             .publish(topic, QoS::AtLeastOnce, false, "mqtt")
             .await
             .unwrap();
-        let reason = loop {
-            match tokio::time::timeout(Duration::from_secs(60), el.poll()).await {
-                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => break ack.reason,
-                Ok(Err(ConnectionError::MqttState(StateError::PubAckFail { reason }))) => {
-                    break reason
-                }
-                Ok(Ok(_)) => {}
-                other => panic!("waiting for the PUBACK: {other:?}"),
-            }
-        };
-        reasons.push(reason);
+        reasons.push(puback_reason(&mut el).await);
     }
     assert_eq!(
         reasons,
@@ -841,4 +807,22 @@ async fn one_of_three_brokers_killed_under_load_loses_nothing_acknowledged() {
         acked.len()
     );
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+}
+
+/// The reason code of the next v5 PUBACK on `el` (within 60 s). rumqttc reports a PUBACK with
+/// a failure reason code as an error; both come back here as the code.
+async fn puback_reason(
+    el: &mut rumqttc::v5::EventLoop,
+) -> rumqttc::v5::mqttbytes::v5::PubAckReason {
+    use rumqttc::v5::{mqttbytes::v5::Packet, ConnectionError, Event, StateError};
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => return ack.reason,
+            Ok(Err(ConnectionError::MqttState(StateError::PubAckFail { reason }))) => {
+                return reason
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("waiting for the PUBACK: {other:?}"),
+        }
+    }
 }

@@ -36,20 +36,9 @@ fn curl(args: &[&str]) -> (u16, String) {
 fn passthrough(dir: &std::path::Path, bootstrap: String) -> impl FnOnce(&mut Config) {
     let users = common::write_test_users(dir);
     move |c: &mut Config| {
-        c.auth.mode = "users".into();
-        c.auth.users_file = users.display().to_string();
-        c.amqp.listen = "127.0.0.1:0".into();
+        common::configure_passthrough(c, &users);
         c.kafka.bootstrap_servers = bootstrap;
-        c.kafka.identity = "passthrough".into();
         c.kafka.produce_timeout_ms = 4_000;
-        for (k, v) in [
-            ("security.protocol", "SASL_PLAINTEXT"),
-            ("sasl.mechanism", "SCRAM-SHA-256"),
-            ("sasl.username", "barnabas"),
-            ("sasl.password", "gateway-pw"),
-        ] {
-            c.kafka.properties.insert(k.into(), v.into());
-        }
     }
 }
 

@@ -789,6 +789,24 @@ pub fn write_test_users(dir: &std::path::Path) -> PathBuf {
     users
 }
 
+/// A gateway under identity passthrough: clients log in against `users`, reach Kafka as
+/// themselves, and the gateway's own login is `barnabas` / `gateway-pw` over SASL/SCRAM-SHA-256
+/// (the broker must store those credentials); AMQP listens too.
+pub fn configure_passthrough(c: &mut barnabas::config::Config, users: &std::path::Path) {
+    c.auth.mode = "users".into();
+    c.auth.users_file = users.display().to_string();
+    c.amqp.listen = "127.0.0.1:0".into();
+    c.kafka.identity = "passthrough".into();
+    for (k, v) in [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "SCRAM-SHA-256"),
+        ("sasl.username", "barnabas"),
+        ("sasl.password", "gateway-pw"),
+    ] {
+        c.kafka.properties.insert(k.into(), v.into());
+    }
+}
+
 /// curl with `-s -i --max-time 30` and `args`; returns (HTTP status, headers and body as one
 /// text).
 pub fn curl_status(args: &[&str]) -> (u16, String) {
