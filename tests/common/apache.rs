@@ -35,7 +35,16 @@ pub struct ApacheKafka {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
     pub bootstrap: String,
-    _dir: tempfile::TempDir,
+    /// What [`Self::restart`] starts again: ports, extra properties, environment.
+    launch: Launch,
+    dir: tempfile::TempDir,
+}
+
+struct Launch {
+    port: u16,
+    controller: u16,
+    properties: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl ApacheKafka {
@@ -101,13 +110,36 @@ impl ApacheKafka {
         properties: Vec<String>,
         env: &[(&str, &str)],
     ) -> ApacheKafka {
-        use std::os::unix::process::CommandExt;
+        let launch = Launch {
+            port,
+            controller,
+            properties,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
         let dir = tempfile::tempdir().unwrap();
+        let (child, log) = Self::run(&launch, &dir);
+        ApacheKafka {
+            child,
+            log,
+            bootstrap: format!("127.0.0.1:{port}"),
+            launch,
+            dir,
+        }
+    }
+
+    /// `scripts/kafka/run` on `dir` (formatted on the first start only), in a process group
+    /// of its own; its stderr is echoed and kept for [`Self::wait_ready`].
+    fn run(launch: &Launch, dir: &tempfile::TempDir) -> (Child, Arc<Mutex<Vec<String>>>) {
+        use std::os::unix::process::CommandExt;
+        let port = launch.port;
         let mut child = Command::new(workspace_root().join("scripts/kafka/run"))
             .arg(dir.path().join("kafka"))
-            .args([port.to_string(), controller.to_string()])
-            .args(properties)
-            .envs(env.iter().copied())
+            .args([port.to_string(), launch.controller.to_string()])
+            .args(&launch.properties)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -123,12 +155,23 @@ impl ApacheKafka {
                 sink.lock().unwrap().push(line);
             }
         });
-        ApacheKafka {
-            child,
-            log,
-            bootstrap: format!("127.0.0.1:{port}"),
-            _dir: dir,
-        }
+        (child, log)
+    }
+
+    /// `kill -9` of the broker (the JVM and its launcher script).
+    pub fn kill(&mut self) {
+        self.signal_quietly("KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same ports and log directories (after [`Self::kill`]:
+    /// what it had written to disk is all it has), and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, log) = Self::run(&self.launch, &self.dir);
+        self.child = child;
+        self.log = log;
+        self.wait_ready();
     }
 
     /// Sends `sig` (e.g. `STOP`, `CONT`) to the broker's whole process group.

@@ -14,20 +14,31 @@ use barnabas_core::{ConsumerConfig, OffsetReset, Subscription};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{free_addr, wait_for_status, Gateway};
+use crate::common::{
+    apache::{self, ApacheKafka},
+    free_addr, wait_for_status, Gateway,
+};
 
-/// An embedded broker in a process of its own (`barnabas run --embedded-kafka --data-dir`,
-/// front ends off except HTTP for its readiness).
-pub struct BrokerProcess {
-    process: Option<Gateway>,
-    kafka: SocketAddr,
-    http: SocketAddr,
-    data: PathBuf,
+/// The broker the fault scenarios break: an embedded broker in a process of its own
+/// (`barnabas run --embedded-kafka --data-dir`, front ends off except HTTP for its readiness),
+/// or under `BARNABAS_TEST_KAFKA=apache` an Apache Kafka broker (issue 23) — killed, paused and
+/// restarted on the same ports and log directories the same way.
+pub enum BrokerProcess {
+    Embedded {
+        process: Option<Gateway>,
+        kafka: SocketAddr,
+        http: SocketAddr,
+        data: PathBuf,
+    },
+    Apache(ApacheKafka),
 }
 
 impl BrokerProcess {
     pub fn start(data: &Path) -> BrokerProcess {
-        let mut b = BrokerProcess {
+        if apache::selected() {
+            return BrokerProcess::Apache(ApacheKafka::start());
+        }
+        let mut b = BrokerProcess::Embedded {
             process: None,
             kafka: free_addr(),
             http: free_addr(),
@@ -38,43 +49,65 @@ impl BrokerProcess {
     }
 
     pub fn bootstrap(&self) -> String {
-        self.kafka.to_string()
+        match self {
+            BrokerProcess::Embedded { kafka, .. } => kafka.to_string(),
+            BrokerProcess::Apache(a) => a.bootstrap.clone(),
+        }
     }
 
     /// `kill -9`.
     pub fn kill(&mut self) {
-        if let Some(mut p) = self.process.take() {
-            p.signal("KILL");
-            let _ = p.wait_exit(Duration::from_secs(10));
+        match self {
+            BrokerProcess::Embedded { process, .. } => {
+                if let Some(mut p) = process.take() {
+                    p.signal("KILL");
+                    let _ = p.wait_exit(Duration::from_secs(10));
+                }
+            }
+            BrokerProcess::Apache(a) => a.kill(),
         }
     }
 
     /// Sends a signal (`STOP`, `CONT`, …).
     pub fn signal(&self, sig: &str) {
-        if let Some(p) = &self.process {
-            p.signal(sig);
+        match self {
+            BrokerProcess::Embedded {
+                process: Some(p), ..
+            } => p.signal(sig),
+            BrokerProcess::Embedded { process: None, .. } => {}
+            BrokerProcess::Apache(a) => a.signal(sig),
         }
     }
 
     /// Starts it again on the same address and storage.
     pub fn restart(&mut self) {
-        let process = Gateway::spawn(
-            &[
-                "run",
-                &format!("--embedded-kafka={}", self.kafka),
-                "--data-dir",
-                self.data.to_str().unwrap(),
-                "--http-listen",
-                &self.http.to_string(),
-                "--mqtt-listen",
-                "off",
-                "--amqp-listen",
-                "off",
-            ],
-            &[],
-        );
-        wait_for_status(self.http, "/ready", 200, Duration::from_secs(60));
-        self.process = Some(process);
+        match self {
+            BrokerProcess::Embedded {
+                process,
+                kafka,
+                http,
+                data,
+            } => {
+                let started = Gateway::spawn(
+                    &[
+                        "run",
+                        &format!("--embedded-kafka={kafka}"),
+                        "--data-dir",
+                        data.to_str().unwrap(),
+                        "--http-listen",
+                        &http.to_string(),
+                        "--mqtt-listen",
+                        "off",
+                        "--amqp-listen",
+                        "off",
+                    ],
+                    &[],
+                );
+                wait_for_status(*http, "/ready", 200, Duration::from_secs(60));
+                *process = Some(started);
+            }
+            BrokerProcess::Apache(a) => a.restart(),
+        }
     }
 }
 
