@@ -62,11 +62,11 @@ fn age(payload: &[u8]) -> Option<(Duration, u64)> {
 }
 
 /// Microsecond histogram from 1 µs to 100 s, 3 significant digits.
-fn histogram() -> Result<Histogram<u64>> {
+pub(crate) fn histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 100_000_000, 3).map_err(|e| anyhow!("histogram: {e}"))
 }
 
-fn record(h: &mut Histogram<u64>, d: Duration) {
+pub(crate) fn record(h: &mut Histogram<u64>, d: Duration) {
     let us = u64::try_from(d.as_micros())
         .unwrap_or(u64::MAX)
         .clamp(1, h.high());
@@ -196,7 +196,7 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-fn row(
+pub(crate) fn row(
     protocol: &str,
     kind: &str,
     rate: u64,

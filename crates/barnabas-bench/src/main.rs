@@ -12,6 +12,7 @@
 //! address) so its CPU and memory can be read from `/proc` apart from the load's.
 
 mod connections;
+mod http_consume;
 mod latency;
 mod report;
 mod results;
@@ -84,6 +85,14 @@ struct Args {
     /// …and its process id, to sample its CPU and memory.
     #[arg(long, requires = "strimzi")]
     strimzi_pid: Option<u32>,
+    /// Apache Kafka's jars (scripts/kafka/run fetches them into target/apache-kafka/libs):
+    /// adds `direct-java`, the Kafka Java producer's `kafka-producer-perf-test` with the same
+    /// producer settings, beside `direct` (librdkafka).
+    #[arg(long)]
+    kafka_libs: Option<PathBuf>,
+    /// `http-long-poll`: samples per server.
+    #[arg(long, default_value_t = 200)]
+    long_polls: usize,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -110,7 +119,7 @@ pub struct Target {
     pub amqp: SocketAddr,
 }
 
-const THROUGHPUT: [&str; 10] = [
+const THROUGHPUT: [&str; 11] = [
     "direct",
     "direct-mqtt-records",
     "mqtt-qos0",
@@ -118,15 +127,23 @@ const THROUGHPUT: [&str; 10] = [
     "mqtt-qos2",
     "http-produce-1",
     "http-produce-100",
+    "http-consume",
     "amqp-send",
     "mosquitto-qos0",
     "mosquitto-qos1",
 ];
 
-const OTHER: [&str; 2] = ["e2e-latency", "connections"];
+const OTHER: [&str; 3] = ["e2e-latency", "http-long-poll", "connections"];
 
 /// Run only with `--strimzi`: the HTTP scenarios through a Strimzi Kafka Bridge.
-const STRIMZI: [&str; 2] = ["strimzi-http-produce-1", "strimzi-http-produce-100"];
+const STRIMZI: [&str; 3] = [
+    "strimzi-http-produce-1",
+    "strimzi-http-produce-100",
+    "strimzi-http-consume",
+];
+
+/// Run only with `--kafka-libs`: the Kafka Java producer's benchmark beside `direct`.
+const JAVA: [&str; 1] = ["direct-java"];
 
 fn spinner(msg: String) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
@@ -158,8 +175,14 @@ async fn main() -> Result<()> {
         } else {
             &[]
         };
+        let java: &[&str] = if args.kafka_libs.is_some() {
+            &JAVA
+        } else {
+            &[]
+        };
         THROUGHPUT
             .iter()
+            .chain(java)
             .chain(strimzi)
             .chain(OTHER.iter())
             .map(|s| (*s).to_owned())
@@ -167,18 +190,23 @@ async fn main() -> Result<()> {
     } else {
         args.scenarios.clone()
     };
-    let is_throughput = |s: &str| THROUGHPUT.contains(&s) || STRIMZI.contains(&s);
+    let is_throughput =
+        |s: &str| THROUGHPUT.contains(&s) || STRIMZI.contains(&s) || JAVA.contains(&s);
     for s in &scenarios {
         if !is_throughput(s) && !OTHER.contains(&s.as_str()) {
             bail!(
-                "unknown scenario '{s}' (known: {}, {}, {})",
+                "unknown scenario '{s}' (known: {}, {}, {}, {})",
                 THROUGHPUT.join(", "),
                 STRIMZI.join(", "),
+                JAVA.join(", "),
                 OTHER.join(", ")
             );
         }
         if STRIMZI.contains(&s.as_str()) && args.strimzi.is_none() {
             bail!("scenario '{s}' needs --strimzi (a running Strimzi Kafka Bridge)");
+        }
+        if JAVA.contains(&s.as_str()) && args.kafka_libs.is_none() {
+            bail!("scenario '{s}' needs --kafka-libs (Apache Kafka's jars)");
         }
     }
     let wants_mosquitto = scenarios
@@ -248,6 +276,11 @@ async fn main() -> Result<()> {
         conns: args.connections,
         inflight: args.inflight,
     };
+    let baselines = scenarios::Baselines {
+        mosquitto: mosquitto_addr,
+        strimzi: args.strimzi,
+        kafka_libs: args.kafka_libs.clone(),
+    };
     for s in scenarios.iter().filter(|s| is_throughput(s)) {
         let server_pid = if s.starts_with("mosquitto") {
             mosquitto.as_ref().map(|(p, _)| p.pid)
@@ -258,8 +291,7 @@ async fn main() -> Result<()> {
         };
         let bar = spinner(format!("{s}: {} × {} B", args.count, args.size));
         let sampler = server_pid.map(Sampler::start);
-        let (messages, seconds) =
-            scenarios::run(s, &target, mosquitto_addr, args.strimzi, load).await?;
+        let (messages, seconds) = scenarios::run(s, &target, &baselines, load).await?;
         let (cpu, rss) = match sampler {
             Some(sm) => sm.finish().await,
             None => (None, None),
@@ -277,6 +309,7 @@ async fn main() -> Result<()> {
             ratio: None,
             vs_mosquitto: None,
             vs_same_records: None,
+            vs_strimzi: None,
             server_cpu_cores: cpu,
             server_rss_mib: rss,
         });
@@ -290,6 +323,20 @@ async fn main() -> Result<()> {
         ));
         results.latency = latency::run(&target, args.rate, args.latency_count, args.size).await?;
         bar.finish_and_clear();
+    }
+    if scenarios.iter().any(|s| s == "http-long-poll") {
+        let servers = std::iter::once(("http-long-poll", format!("http://{}", target.http))).chain(
+            args.strimzi
+                .map(|s| ("strimzi-http-long-poll", format!("http://{s}"))),
+        );
+        for (name, base) in servers {
+            let bar = spinner(format!("{name}: {} samples", args.long_polls));
+            let row =
+                http_consume::long_poll_latency(&base, "bench-long-poll", args.long_polls, name)
+                    .await?;
+            results.latency.push(row);
+            bar.finish_and_clear();
+        }
     }
     if scenarios.iter().any(|s| s == "connections") {
         if let Some(pid) = pid {
@@ -345,9 +392,19 @@ fn set_ratios(rows: &mut [Throughput]) {
     let mosq0 = rate_of(rows, "mosquitto-qos0");
     let mosq1 = rate_of(rows, "mosquitto-qos1");
     let same_records = rate_of(rows, "direct-mqtt-records");
+    let strimzi: Vec<(String, Option<f64>)> =
+        ["http-produce-1", "http-produce-100", "http-consume"]
+            .iter()
+            .map(|s| ((*s).to_owned(), rate_of(rows, &format!("strimzi-{s}"))))
+            .collect();
     for r in rows.iter_mut() {
         let baseline = match r.scenario.as_str() {
-            "direct" | "mosquitto-qos0" | "mosquitto-qos1" => None,
+            // A consumer's rate divided by a producer's says nothing.
+            "direct"
+            | "mosquitto-qos0"
+            | "mosquitto-qos1"
+            | "http-consume"
+            | "strimzi-http-consume" => None,
             _ => direct.map(|d| ("direct", d)),
         };
         if let Some((name, rate)) = baseline {
@@ -359,6 +416,10 @@ fn set_ratios(rows: &mut [Throughput]) {
             "mqtt-qos1" => mosq1.map(|m| r.msgs_per_s / m),
             _ => None,
         };
+        r.vs_strimzi = strimzi
+            .iter()
+            .find(|(name, _)| *name == r.scenario)
+            .and_then(|(_, rate)| rate.map(|s| r.msgs_per_s / s));
         r.vs_same_records = match r.scenario.as_str() {
             "mqtt-qos0" | "mqtt-qos1" | "mqtt-qos2" => same_records.map(|d| r.msgs_per_s / d),
             _ => None,
@@ -376,7 +437,7 @@ fn print_tables(r: &RunResults) {
     }
     if !r.throughput.is_empty() {
         println!(
-            "{:<19} {:>9} {:>8} {:>10} {:>7} {:>9} {:>9} {:>8} {:>6} {:>7}",
+            "{:<24} {:>9} {:>8} {:>10} {:>7} {:>9} {:>9} {:>8} {:>9} {:>6} {:>7}",
             "scenario",
             "messages",
             "seconds",
@@ -385,12 +446,13 @@ fn print_tables(r: &RunResults) {
             "÷ direct",
             "÷ same rec",
             "÷ mosq",
+            "÷ strimzi",
             "cpu",
             "rss MiB"
         );
         for t in &r.throughput {
             println!(
-                "{:<19} {:>9} {:>8.2} {:>10.0} {:>7.2} {:>9} {:>9} {:>8} {:>6} {:>7}",
+                "{:<24} {:>9} {:>8.2} {:>10.0} {:>7.2} {:>9} {:>9} {:>8} {:>9} {:>6} {:>7}",
                 t.scenario,
                 t.messages,
                 t.seconds,
@@ -399,6 +461,7 @@ fn print_tables(r: &RunResults) {
                 opt(t.ratio, 2),
                 opt(t.vs_same_records, 2),
                 opt(t.vs_mosquitto, 2),
+                opt(t.vs_strimzi, 2),
                 opt(t.server_cpu_cores, 2),
                 opt(t.server_rss_mib, 0),
             );
@@ -406,7 +469,7 @@ fn print_tables(r: &RunResults) {
     }
     if !r.latency.is_empty() {
         println!(
-            "{:<10} {:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}",
+            "{:<22} {:<19} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}",
             "latency",
             "kind",
             "samples",
@@ -419,7 +482,7 @@ fn print_tables(r: &RunResults) {
         );
         for l in &r.latency {
             println!(
-                "{:<10} {:<8} {:>8} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>10}",
+                "{:<22} {:<19} {:>8} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>10}",
                 l.protocol,
                 l.kind,
                 l.count,

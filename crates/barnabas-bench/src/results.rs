@@ -77,6 +77,10 @@ pub struct Throughput {
     /// the same key and headers the MQTT front end writes), same run: the gateway's own share.
     #[serde(default)]
     pub vs_same_records: Option<f64>,
+    /// For the gateway's HTTP rows: `msgs_per_s` ÷ the Strimzi Kafka Bridge's in the same
+    /// scenario, same run (`--strimzi`).
+    #[serde(default)]
+    pub vs_strimzi: Option<f64>,
     /// The measured server process's CPU use during the scenario, in cores (1.0 = one core).
     pub server_cpu_cores: Option<f64>,
     /// The measured server process's peak resident memory during the scenario, MiB.

@@ -37,10 +37,10 @@ pub struct Load {
 pub async fn run(
     name: &str,
     t: &Target,
-    mosquitto: Option<std::net::SocketAddr>,
-    strimzi: Option<std::net::SocketAddr>,
+    baselines: &Baselines,
     load: Load,
 ) -> Result<(usize, f64)> {
+    let (mosquitto, strimzi) = (baselines.mosquitto, baselines.strimzi);
     let kafka = barnabas_kafka::connect(&barnabas_kafka::KafkaConfig {
         bootstrap_servers: t.kafka.clone(),
         ..barnabas_kafka::KafkaConfig::default()
@@ -59,10 +59,26 @@ pub async fn run(
             .await
             .map_err(|e| anyhow!("creating {topic}: {e}"))?;
     }
+    // The consumers' scenarios read one topic the direct producer filled first.
+    if name.ends_with("http-consume") {
+        fill(&kafka, CONSUMED, load.count, &payload).await?;
+    }
+    if name == "direct-java" {
+        let libs = baselines
+            .kafka_libs
+            .as_deref()
+            .context("direct-java needs --kafka-libs")?;
+        return java_producer(libs, &t.kafka, &kafka, load).await;
+    }
+    if let Some(base) = consumer_base(name, t, strimzi) {
+        return crate::http_consume::drain(&base?, CONSUMED, load.count).await;
+    }
     let started = Instant::now();
     let messages = match name {
-        "direct" => direct(&kafka, load.count, &payload, bare).await?,
-        "direct-mqtt-records" => direct(&kafka, load.count, &payload, like_mqtt).await?,
+        "direct" => direct(&kafka, "bench-direct", load.count, &payload, bare).await?,
+        "direct-mqtt-records" => {
+            direct(&kafka, "bench-direct", load.count, &payload, like_mqtt).await?
+        }
         "mqtt-qos0" => mqtt(t.mqtt, Some(&kafka), QoS::AtMostOnce, &payload, load).await?,
         "mqtt-qos1" => mqtt(t.mqtt, Some(&kafka), QoS::AtLeastOnce, &payload, load).await?,
         "mqtt-qos2" => mqtt(t.mqtt, Some(&kafka), QoS::ExactlyOnce, &payload, load).await?,
@@ -76,6 +92,102 @@ pub async fn run(
         other => bail!("unknown scenario {other}"),
     };
     Ok((messages, started.elapsed().as_secs_f64()))
+}
+
+/// What the scenarios compare against, beside the direct producer: a local mosquitto (its
+/// MQTT address, for `mosquitto-*`), a Strimzi Kafka Bridge on the same Kafka (its HTTP
+/// address, for `strimzi-*`), Apache Kafka's jars (for `direct-java`).
+#[derive(Debug, Clone, Default)]
+pub struct Baselines {
+    pub mosquitto: Option<std::net::SocketAddr>,
+    pub strimzi: Option<std::net::SocketAddr>,
+    pub kafka_libs: Option<std::path::PathBuf>,
+}
+
+/// The topic the `*http-consume` scenarios read.
+const CONSUMED: &str = "bench-consume";
+
+/// The HTTP base URL a `*http-consume` scenario reads through (`None`: not such a scenario).
+fn consumer_base(
+    name: &str,
+    t: &Target,
+    strimzi: Option<std::net::SocketAddr>,
+) -> Option<Result<String>> {
+    match name {
+        "http-consume" => Some(Ok(format!("http://{}", t.http))),
+        "strimzi-http-consume" => Some(
+            strimzi
+                .map(|s| format!("http://{s}"))
+                .context("no Strimzi bridge given (--strimzi)"),
+        ),
+        _ => None,
+    }
+}
+
+/// Makes `topic` hold at least `count` records (bare values, the direct producer's).
+async fn fill(kafka: &Backend, topic: &str, count: usize, payload: &[u8]) -> Result<()> {
+    let held = usize::try_from(stored(kafka, topic).await?).unwrap_or(0);
+    if held < count {
+        direct(kafka, topic, count - held, payload, bare).await?;
+    }
+    Ok(())
+}
+
+/// The Kafka Java producer's own benchmark (`kafka-producer-perf-test`, the class
+/// `org.apache.kafka.tools.ProducerPerformance` from the jars in `libs`) with the gateway's
+/// producer settings (acks=all, idempotent, linger 5 ms) to the same broker. The rate is the
+/// tool's own figure (the JVM's start is not counted); returns (records, seconds).
+async fn java_producer(
+    libs: &std::path::Path,
+    bootstrap: &str,
+    kafka: &Backend,
+    load: Load,
+) -> Result<(usize, f64)> {
+    const TOPIC: &str = "bench-direct-java";
+    // The same partitions as the gateway gives `bench-direct` (auto-create may be off).
+    if kafka.admin.topic_metadata(TOPIC).await.is_err() {
+        kafka
+            .admin
+            .create_topic(TOPIC, None, None)
+            .await
+            .map_err(|e| anyhow!("creating {TOPIC}: {e}"))?;
+    }
+    let mut command = std::process::Command::new("java");
+    command
+        .args(["-Xmx512m", "-cp", &format!("{}/*", libs.display())])
+        .arg("org.apache.kafka.tools.ProducerPerformance")
+        .args(["--topic", TOPIC, "--throughput", "-1"])
+        .args(["--num-records", &load.count.to_string()])
+        .args(["--record-size", &load.size.to_string()])
+        .arg("--producer-props")
+        .arg(format!("bootstrap.servers={bootstrap}"))
+        .args(["acks=all", "enable.idempotence=true", "linger.ms=5"]);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .context("running java (kafka-producer-perf-test)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "kafka-producer-perf-test: {}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The last line: "N records sent, R records/sec (…)".
+    let rate = stdout
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(" records sent, ")?;
+            rest.split_once(" records/sec")?
+                .0
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .with_context(|| format!("no rate in kafka-producer-perf-test's output:\n{stdout}"))?;
+    Ok((load.count, load.count as f64 / rate.max(1e-9)))
 }
 
 /// `direct`'s record: a bare value, as a plain Kafka producer writes it.
@@ -103,6 +215,7 @@ fn like_mqtt(topic: &str, payload: &[u8]) -> Record {
 /// straight to the broker, up to 10 000 records in flight; `make` builds each record.
 async fn direct(
     kafka: &Backend,
+    topic: &str,
     count: usize,
     payload: &[u8],
     make: fn(&str, &[u8]) -> Record,
@@ -118,7 +231,7 @@ async fn direct(
     // The topic exists before timing matters (one write creates it).
     kafka
         .publisher
-        .publish_one(make("bench-direct", payload))
+        .publish_one(make(topic, payload))
         .await
         .map_err(|e| anyhow!("direct produce: {e}"))?;
     let mut acked = 1;
@@ -130,7 +243,7 @@ async fn direct(
             }
         }
         let publisher = kafka.publisher.clone();
-        let record = make("bench-direct", payload);
+        let record = make(topic, payload);
         inflight.push(Box::pin(async move { publisher.publish_one(record).await }));
     }
     while let Some(r) = inflight.next().await {
