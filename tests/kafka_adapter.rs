@@ -575,7 +575,8 @@ async fn the_driver_reads_ahead_only_up_to_its_bound_and_loses_nothing() {
         max_bytes: 1 << 20,
         poll_batch: 5,
     };
-    let driver = ConsumerDriver::spawn(session.clone(), limits);
+    let counted = std::sync::Arc::new(CountsPauses::new(session.clone()));
+    let driver = ConsumerDriver::spawn(counted.clone(), limits);
     driver
         .subscribe(Subscription::Topics(vec!["bp".into()]))
         .await
@@ -597,6 +598,10 @@ async fn the_driver_reads_ahead_only_up_to_its_bound_and_loses_nothing() {
     assert!(
         position <= 30,
         "read-ahead stopped at its bound, position {position}"
+    );
+    assert!(
+        counted.pauses() >= 1,
+        "a client that does not read is paused"
     );
 
     // Fetching drains the buffer and resumes reading: all 500, in order, once.
@@ -625,6 +630,152 @@ async fn the_driver_reads_ahead_only_up_to_its_bound_and_loses_nothing() {
         vec![(TopicPartition::new("bp", 0), Some(500))]
     );
     driver.close().await.unwrap();
+}
+
+/// A client that keeps fetching never gets its partitions paused: pausing makes librdkafka
+/// drop its prefetched records and wait for the fetch in flight (up to 500 ms) before it
+/// fetches again, so a driver that paused whenever its small buffer filled stalled a reading
+/// HTTP consumer every 500 records (2 000 records/s where Strimzi's bridge read 120 000).
+/// Broken to pause at once when full (as before): 10 pauses here, and 6 s instead of 1 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_keeps_reading_is_never_paused_and_gets_everything_once() {
+    use barnabas_core::{ConsumerDriver, DriverLimits, Fetched};
+
+    let kafka = broker::start().await;
+    let backend = barnabas_kafka::connect(&broker::kafka_config(&kafka)).unwrap();
+    let records: Vec<Record> = (0..500)
+        .map(|i| Record::new("steady", format!("{i}")))
+        .collect();
+    assert!(backend
+        .publisher
+        .publish(records)
+        .await
+        .iter()
+        .all(Result::is_ok));
+    let session = backend
+        .consumers
+        .create(ConsumerConfig {
+            explicit_offset_store: true,
+            ..group("g-steady")
+        })
+        .await
+        .unwrap();
+    let limits = DriverLimits {
+        max_records: 20,
+        max_bytes: 1 << 20,
+        poll_batch: 5,
+    };
+    let counted = std::sync::Arc::new(CountsPauses::new(session));
+    let driver = ConsumerDriver::spawn(counted.clone(), limits);
+    driver
+        .subscribe(Subscription::Topics(vec!["steady".into()]))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while got.len() < 500 {
+        assert!(std::time::Instant::now() < deadline, "only {}", got.len());
+        match driver
+            .fetch(10, None, Duration::from_secs(1))
+            .await
+            .unwrap()
+        {
+            Fetched::Records(batch) => got.extend(batch.into_iter().map(|r| r.offset)),
+            Fetched::TooLarge { .. } => panic!("no byte limit was set"),
+        }
+    }
+    assert_eq!(got, (0..500).collect::<Vec<i64>>());
+    assert_eq!(counted.pauses(), 0, "a reading client was paused");
+    driver.close().await.unwrap();
+}
+
+/// A consumer session that counts the driver's pauses and otherwise is the one it wraps.
+struct CountsPauses {
+    inner: std::sync::Arc<dyn barnabas_core::ConsumerSession>,
+    pauses: std::sync::atomic::AtomicUsize,
+}
+
+impl CountsPauses {
+    fn new(inner: std::sync::Arc<dyn barnabas_core::ConsumerSession>) -> Self {
+        Self {
+            inner,
+            pauses: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn pauses(&self) -> usize {
+        self.pauses.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl barnabas_core::ConsumerSession for CountsPauses {
+    async fn subscribe(&self, s: Subscription) -> barnabas_core::Result<()> {
+        self.inner.subscribe(s).await
+    }
+    async fn assign_at(
+        &self,
+        ps: Vec<(TopicPartition, Option<barnabas_core::SeekTo>)>,
+    ) -> barnabas_core::Result<()> {
+        self.inner.assign_at(ps).await
+    }
+    async fn unsubscribe(&self) -> barnabas_core::Result<()> {
+        self.inner.unsubscribe().await
+    }
+    fn subscription(&self) -> Option<Subscription> {
+        self.inner.subscription()
+    }
+    async fn assignment(&self) -> barnabas_core::Result<Vec<TopicPartition>> {
+        self.inner.assignment().await
+    }
+    async fn poll(
+        &self,
+        max: usize,
+        timeout: Duration,
+    ) -> barnabas_core::Result<Vec<barnabas_core::ConsumedRecord>> {
+        self.inner.poll(max, timeout).await
+    }
+    async fn commit(&self, r: CommitRequest) -> barnabas_core::Result<()> {
+        self.inner.commit(r).await
+    }
+    async fn committed(&self) -> barnabas_core::Result<Vec<(TopicPartition, Option<i64>)>> {
+        self.inner.committed().await
+    }
+    async fn committed_offsets(
+        &self,
+        ps: Vec<TopicPartition>,
+    ) -> barnabas_core::Result<Vec<(TopicPartition, Option<i64>)>> {
+        self.inner.committed_offsets(ps).await
+    }
+    async fn seek(
+        &self,
+        ps: Vec<(TopicPartition, barnabas_core::SeekTo)>,
+    ) -> barnabas_core::Result<()> {
+        self.inner.seek(ps).await
+    }
+    async fn positions(&self) -> barnabas_core::Result<Vec<(TopicPartition, Option<i64>)>> {
+        self.inner.positions().await
+    }
+    fn store_offsets(
+        &self,
+        o: &[barnabas_core::TopicPartitionOffset],
+    ) -> barnabas_core::Result<()> {
+        self.inner.store_offsets(o)
+    }
+    async fn pause(&self, ps: Vec<TopicPartition>) -> barnabas_core::Result<()> {
+        self.pauses
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.pause(ps).await
+    }
+    async fn resume(&self, ps: Vec<TopicPartition>) -> barnabas_core::Result<()> {
+        self.inner.resume(ps).await
+    }
+    fn rebalance_generation(&self) -> u64 {
+        self.inner.rebalance_generation()
+    }
+    async fn close(&self) -> barnabas_core::Result<()> {
+        self.inner.close().await
+    }
 }
 
 /// A TCP relay to a broker, on threads of its own (outliving any runtime), that can be made

@@ -2,9 +2,10 @@
 //!
 //! REST proxies poll Kafka only when their HTTP client polls, so a group rebalance waits for
 //! every client's next request and an idle client gets evicted from its group. Here one task
-//! per consumer (an actor) keeps the Kafka consumer polled all the time, reads ahead into a
-//! bounded buffer, pauses its partitions when the buffer is full (still polling, so rebalances
-//! complete), and hands buffered records to whoever fetches. Every command on the consumer
+//! per consumer (an actor) keeps the Kafka consumer polled, reads ahead into a bounded buffer,
+//! and hands buffered records to whoever fetches. When the buffer is full it stops polling
+//! for at most a second ([`PAUSE_AFTER`]: a reading client makes room sooner), then pauses its
+//! partitions and polls on, so rebalances complete while a client does not read. Every command on the consumer
 //! goes through the same task, so a seek or a rebalance never races with a read.
 //!
 //! Offsets are stored (for commit-all and auto-commit) only when records are handed over,
@@ -63,6 +64,17 @@ pub enum Fetched {
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
+/// How long a full buffer waits for its client to make room before the partitions are
+/// paused. Pausing is not free: librdkafka drops what it prefetched for a paused partition
+/// and, on resume, fetches again only after the fetch in flight returns (up to
+/// `fetch.wait.max.ms`, 500 ms by default). Paused at once, a client that keeps reading
+/// stalled that long every buffer's worth of records (HTTP polls of 500 records at 2 000
+/// records/s against Strimzi's 120 000). So a full buffer first only stops the polling, which
+/// a reading client ends within milliseconds; a client that has not made room by then gets
+/// its partitions paused and the polling (and with it any rebalance) goes on. Meanwhile
+/// librdkafka's own prefetch stays bounded by `queued.max.messages.kbytes`.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
 enum Command {
     Subscribe(Subscription, Reply<()>),
     Assign(Vec<(TopicPartition, Option<SeekTo>)>, Reply<()>),
@@ -103,6 +115,7 @@ impl ConsumerDriver {
             generation: 0,
             active: false,
             paused: false,
+            full_since: None,
             pending_seeks: BTreeMap::new(),
             failing: None,
         };
@@ -204,6 +217,8 @@ struct Actor {
     /// Subscribed or assigned: worth polling.
     active: bool,
     paused: bool,
+    /// When the buffer became full while not paused: the polling waits (see [`PAUSE_AFTER`]).
+    full_since: Option<Instant>,
     /// Seeks to apply when their partition gets assigned.
     pending_seeks: BTreeMap<TopicPartition, SeekTo>,
     /// The poll error logged last, so a lasting one (a refused login) is logged once, not
@@ -215,6 +230,7 @@ impl Actor {
     async fn run(mut self) {
         loop {
             let next_deadline = self.waiters.iter().map(|w| w.deadline).min();
+            let holding = self.full_since.filter(|_| !self.paused);
             tokio::select! {
                 biased;
                 cmd = self.rx.recv() => match cmd {
@@ -226,7 +242,8 @@ impl Actor {
                     Some(cmd) => self.handle(cmd).await,
                 },
                 _ = sleep_until(next_deadline), if next_deadline.is_some() => self.expire_waiters(),
-                polled = self.session.poll(self.limits.poll_batch, Duration::from_millis(200)), if self.active => {
+                _ = sleep_until(holding.map(|t| t + PAUSE_AFTER)), if holding.is_some() => self.pause_assigned().await,
+                polled = self.session.poll(self.limits.poll_batch, Duration::from_millis(200)), if self.active && holding.is_none() => {
                     match polled {
                         Ok(records) => {
                             if self.failing.take().is_some() {
@@ -304,7 +321,7 @@ impl Actor {
         }
     }
 
-    /// Records read from Kafka: buffer them, reconcile with a rebalance, pause when full.
+    /// Records read from Kafka: buffer them, reconcile with a rebalance, note when full.
     async fn take_in(&mut self, records: Vec<ConsumedRecord>) {
         for r in records {
             self.buffered_bytes += record_size(&r);
@@ -317,15 +334,8 @@ impl Actor {
         } else {
             self.apply_pending_seeks().await;
         }
-        if !self.paused
-            && (self.buffer.len() >= self.limits.max_records
-                || self.buffered_bytes >= self.limits.max_bytes)
-        {
-            if let Ok(assigned) = self.session.assignment().await {
-                if self.session.pause(assigned).await.is_ok() {
-                    self.paused = true;
-                }
-            }
+        if !self.paused && self.is_full() {
+            self.full_since.get_or_insert_with(Instant::now);
         }
         self.serve_waiters().await;
     }
@@ -388,6 +398,7 @@ impl Actor {
     fn clear_buffer(&mut self) {
         self.buffer.clear();
         self.buffered_bytes = 0;
+        self.full_since = None;
     }
 
     /// Drops what was read ahead for these partitions (they are about to be repositioned).
@@ -404,7 +415,28 @@ impl Actor {
         self.buffered_bytes = self.buffer.iter().map(record_size).sum();
     }
 
+    /// Whether the buffer holds as much as it may.
+    fn is_full(&self) -> bool {
+        self.buffer.len() >= self.limits.max_records || self.buffered_bytes >= self.limits.max_bytes
+    }
+
+    /// The client did not make room in [`PAUSE_AFTER`]: pause its partitions, poll on.
+    async fn pause_assigned(&mut self) {
+        if let Ok(assigned) = self.session.assignment().await {
+            if self.session.pause(assigned).await.is_ok() {
+                self.paused = true;
+                return;
+            }
+        }
+        // Not paused: poll on anyway (the buffer may overshoot by a poll) rather than hold
+        // the rebalances back; the next full buffer tries again.
+        self.full_since = None;
+    }
+
     async fn maybe_resume(&mut self) {
+        if !self.is_full() {
+            self.full_since = None;
+        }
         if self.paused
             && self.buffer.len() < self.limits.max_records / 2
             && self.buffered_bytes < self.limits.max_bytes / 2
