@@ -1013,3 +1013,54 @@ async fn a_polls_timeout_and_max_bytes_do_not_carry_over() {
     gw.delete(&c).await;
     gw.stop().await;
 }
+
+/// docs/http.md §SSE: "without `group`, it reads with a private group and commits nothing".
+/// Two streams without `group` on a one-partition topic each get every record (members of one
+/// group would split it: one of them would get nothing), and once they have sent everything
+/// and closed, no group Kafka knows but the `group=` one has an offset committed on the topic
+/// (ListGroups, then OffsetFetch per group, asked with confluent-kafka), while that stream,
+/// read beside them the same way, has committed all it sent.
+///
+/// Broken to: both "private" streams opened with one `group=shared` (a group they share), the
+/// first got no record within 30 s; one opened with `group=privx` (a group that commits), the
+/// check saw `{"privx":{"0":3},"sse-named":{"0":3}}`.
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_without_a_group_reads_with_a_private_group_and_commits_nothing() {
+    let gw = gateway::start(|c| c.http.sse_keep_alive_ms = 200).await;
+    produce(&gw, "ssep", (0..3).map(|i| json!({ "n": i }))).await;
+    let open = |query: &'static str| {
+        gw.client
+            .get(gw.url(&format!("/topics/ssep/events?from=earliest{query}")))
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    let private_a = open("").await.unwrap();
+    let private_b = open("").await.unwrap();
+    let named = open("&group=sse-named").await.unwrap();
+    for resp in [&private_a, &private_b, &named] {
+        assert_eq!(resp.status(), 200);
+    }
+    let (a, b, n) = tokio::join!(
+        read_events(private_a, 3, Duration::from_secs(30)),
+        read_events(private_b, 3, Duration::from_secs(30)),
+        read_events(named, 3, Duration::from_secs(30)),
+    );
+    let ids = |events: &[(String, String)]| events.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    for (who, events) in [("first private", &a.0), ("second private", &b.0), ("named", &n.0)] {
+        assert_eq!(ids(events), ["0:0", "0:1", "0:2"], "{who} stream: {events:?}");
+    }
+    // The streams are dropped (closed) above; the named one commits on leaving its group.
+    common::wait_for_commit(&gw, "sse-named", ("ssep", 0), 3, Duration::from_secs(30)).await;
+    // Give a private group's auto-commit (1 s for group streams) time to have happened.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen: Value = serde_json::from_str(
+        &common::python_async("group_offsets.py", &[&gw.kafka, "ssep"]).await,
+    )
+    .unwrap();
+    assert_eq!(
+        seen["committed"],
+        json!({"sse-named": {"0": 3}}),
+        "only the named stream's group committed: {seen}"
+    );
+    gw.stop().await;
+}
