@@ -826,3 +826,43 @@ async fn annotations_body_kinds_and_properties_map_both_ways() {
     );
     gw.stop().await;
 }
+
+/// docs/amqp.md §Connections: "max-frame-size 64 KiB (larger messages go as multi-frame
+/// transfers), channel-max 255, idle time-out 60 s". python3-qpid-proton reads the three from
+/// the gateway's Open frame (its transport's remote settings), then sends a 300 000-byte
+/// message: with frames traced (PN_TRACE_FRM) it goes out as at least five TRANSFER frames of
+/// at most 64 KiB, is accepted, and the Kafka record holds the whole body.
+///
+/// Broken to: the Open frame's values are what the assertions compare, so another frame size,
+/// channel-max or idle time-out in `run.rs` fails them; with a frame size above the message
+/// (the max-frame-size of the gateway's Open bounds the frames the client sends it) it would
+/// go as one TRANSFER. Seen failing with the size asserted as 65 535, and with the transfers
+/// asserted as 1 (there were 5).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_open_frame_offers_64_kib_frames_255_channels_and_60_s_and_large_messages_span_frames(
+) {
+    const SIZE: usize = 300_000;
+    let gw = gateway::start(with_amqp).await;
+    let url = format!("amqp://{}", amqp_addr(&gw));
+    let size = SIZE.to_string();
+    let out = common::system_python_async("amqp_open.py", &[&url, "big-frames", &size]).await;
+    let seen: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(seen["max_frame_size"], 65_536, "{seen}");
+    assert_eq!(seen["channel_max"], 255, "{seen}");
+    assert_eq!(seen["idle_timeout_ms"], 60_000, "{seen}");
+    assert_eq!(seen["accepted"], true, "{seen}");
+    let transfers = seen["transfers"].as_u64().unwrap();
+    assert!(
+        transfers as usize > SIZE / 65_536,
+        "{SIZE} bytes in {transfers} TRANSFER frames of at most 64 KiB: {seen}"
+    );
+    let got = read_topic(&gw, "big-frames", 1).await;
+    assert_eq!(got.len(), 1);
+    let want: Vec<u8> = b"0123456789".iter().copied().cycle().take(SIZE).collect();
+    assert!(
+        got[0].value.as_deref() == Some(&want[..]),
+        "the record holds the whole body ({:?} bytes)",
+        got[0].value.as_ref().map(|v| v.len())
+    );
+    gw.stop().await;
+}
