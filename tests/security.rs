@@ -777,3 +777,70 @@ async fn max_connections_answers_server_busy_and_recovers() {
     );
     gw.stop().await;
 }
+
+/// docs/security.md §Limits: "The HTTP listener speaks HTTP/1.1 only". curl (built with HTTP/2,
+/// checked first) gets `HTTP/1.1 200` over HTTP/1.1; asked for HTTP/2 with prior knowledge it
+/// gets no HTTP/2 answer and fails; offering the h2c upgrade it gets a plain `HTTP/1.1 200`, no
+/// `101 Switching Protocols`; and the HTTP/2 connection preface with a SETTINGS frame, sent on
+/// a bare TCP connection, gets no SETTINGS frame back (the connection is closed unanswered).
+///
+/// Broken to: not run against a build with HTTP/2 (hyper and axum are built without their
+/// `http2` features, so there is nothing to switch on without a crate edit). By reasoning: a
+/// listener serving HTTP/1 and 2 (axum::serve with `http2`, hyper-util's auto builder) answers
+/// the prior-knowledge request with `HTTP/2 200` and the preface with a SETTINGS frame (type
+/// 4), which the second and fourth checks refuse.
+#[test]
+fn the_http_listener_speaks_http_1_1_only() {
+    use std::io::{Read, Write};
+
+    let version = Command::new("curl").arg("-V").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains("HTTP2"),
+        "this curl cannot speak HTTP/2, so it proves nothing: {}",
+        text(&version)
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let gw = rt.block_on(gateway::start(|_| {}));
+    let url = gw.url("/healthy");
+
+    let (status, answer) = curl(&["--http1.1", &url]);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let h2 = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--http2-prior-knowledge", &url])
+        .output()
+        .unwrap();
+    assert!(
+        !h2.status.success() && !String::from_utf8_lossy(&h2.stdout).contains("HTTP/2"),
+        "HTTP/2 with prior knowledge was answered: {}",
+        text(&h2)
+    );
+
+    let (status, answer) = curl(&["--http2", &url]);
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && !answer.contains("101"),
+        "the h2c upgrade was taken: {answer}"
+    );
+
+    let addr = gw.gateway.http_addr().unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // The client preface, then an empty SETTINGS frame (length 0, type 4, flags 0, stream 0).
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let mut back = Vec::new();
+    let _ = tcp.read_to_end(&mut back);
+    assert!(
+        !(back.len() >= 9 && back[3] == 0x04),
+        "a SETTINGS frame came back: {back:?}"
+    );
+    assert!(
+        back.is_empty() || back.starts_with(b"HTTP/1.1"),
+        "not an HTTP/1.1 answer: {:?}",
+        String::from_utf8_lossy(&back)
+    );
+    rt.block_on(gw.stop());
+}
