@@ -839,8 +839,7 @@ async fn annotations_body_kinds_and_properties_map_both_ways() {
 /// go as one TRANSFER. Seen failing with the size asserted as 65 535, and with the transfers
 /// asserted as 1 (there were 5).
 #[tokio::test(flavor = "multi_thread")]
-async fn the_open_frame_offers_64_kib_frames_255_channels_and_60_s_and_large_messages_span_frames(
-) {
+async fn open_offers_64_kib_frames_255_channels_60_s_and_big_messages_span_frames() {
     const SIZE: usize = 300_000;
     let gw = gateway::start(with_amqp).await;
     let url = format!("amqp://{}", amqp_addr(&gw));

@@ -542,7 +542,9 @@ async fn the_embedded_broker_gets_topics_with_one_replica_per_partition() {
         })
         .await;
         let topic = format!("replicas-{want}");
-        let a = gw.post_json(&format!("/topics/{topic}"), JSON, &records).await;
+        let a = gw
+            .post_json(&format!("/topics/{topic}"), JSON, &records)
+            .await;
         assert_eq!(a.status, 200, "{}", a.text);
         assert!(a.json["offsets"][0]["offset"].is_i64(), "{}", a.text);
         assert_eq!(

@@ -1045,18 +1045,26 @@ async fn sse_without_a_group_reads_with_a_private_group_and_commits_nothing() {
         read_events(private_b, 3, Duration::from_secs(30)),
         read_events(named, 3, Duration::from_secs(30)),
     );
-    let ids = |events: &[(String, String)]| events.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
-    for (who, events) in [("first private", &a.0), ("second private", &b.0), ("named", &n.0)] {
-        assert_eq!(ids(events), ["0:0", "0:1", "0:2"], "{who} stream: {events:?}");
+    let ids =
+        |events: &[(String, String)]| events.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    for (who, events) in [
+        ("first private", &a.0),
+        ("second private", &b.0),
+        ("named", &n.0),
+    ] {
+        assert_eq!(
+            ids(events),
+            ["0:0", "0:1", "0:2"],
+            "{who} stream: {events:?}"
+        );
     }
     // The streams are dropped (closed) above; the named one commits on leaving its group.
     common::wait_for_commit(&gw, "sse-named", ("ssep", 0), 3, Duration::from_secs(30)).await;
     // Give a private group's auto-commit (1 s for group streams) time to have happened.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let seen: Value = serde_json::from_str(
-        &common::python_async("group_offsets.py", &[&gw.kafka, "ssep"]).await,
-    )
-    .unwrap();
+    let seen: Value =
+        serde_json::from_str(&common::python_async("group_offsets.py", &[&gw.kafka, "ssep"]).await)
+            .unwrap();
     assert_eq!(
         seen["committed"],
         json!({"sse-named": {"0": 3}}),

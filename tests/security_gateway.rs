@@ -1265,14 +1265,23 @@ async fn internal_topics_are_never_read_as_data_by_subscriptions() {
     // Written with the gateway's own producer (a client could not write them at all), keyed
     // by the MQTT topic the rule (no key template) reads them back to.
     for topic in INTERNAL {
-        common::produce(&gw, topic, &format!("spy/{topic}"), &format!("state of {topic}")).await;
+        common::produce(
+            &gw,
+            topic,
+            &format!("spy/{topic}"),
+            &format!("state of {topic}"),
+        )
+        .await;
     }
     // Long enough for the catalog to have seen them (refreshed every 300 ms).
     tokio::time::sleep(Duration::from_secs(1)).await;
     common::produce(&gw, "plain", "spy/plain", "data").await;
     let mut got = Vec::new();
     while let Some(p) = common::next_publish(&mut el, Duration::from_secs(3)).await {
-        got.push((p.topic.clone(), String::from_utf8_lossy(&p.payload).into_owned()));
+        got.push((
+            p.topic.clone(),
+            String::from_utf8_lossy(&p.payload).into_owned(),
+        ));
     }
     assert_eq!(
         got,
@@ -1296,12 +1305,13 @@ async fn internal_topics_are_never_read_as_data_by_subscriptions() {
         )
         .await;
     assert_eq!(a.status, 204, "{}", a.text);
-    let mut records = gw
-        .poll_records(&instance, gateway::BINARY, 1)
-        .await;
+    let mut records = gw.poll_records(&instance, gateway::BINARY, 1).await;
     for _ in 0..3 {
         let a = gw
-            .get(&format!("{instance}/records?timeout=1000"), Some(gateway::BINARY))
+            .get(
+                &format!("{instance}/records?timeout=1000"),
+                Some(gateway::BINARY),
+            )
             .await;
         assert_eq!(a.status, 200, "{}", a.text);
         records.extend(a.json.as_array().unwrap().iter().cloned());
@@ -1312,7 +1322,10 @@ async fn internal_topics_are_never_read_as_data_by_subscriptions() {
         .collect();
     assert_eq!(topics, ["plain"], "HTTP records of topic_pattern .*");
     // The pattern had internal data to find: the topics exist and hold records.
-    for topic in INTERNAL.iter().chain(&["barnabas.http.consumers", "barnabas.mqtt.sessions"]) {
+    for topic in INTERNAL
+        .iter()
+        .chain(&["barnabas.http.consumers", "barnabas.mqtt.sessions"])
+    {
         let w = gw
             .gateway
             .backend()
