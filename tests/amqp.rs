@@ -865,3 +865,99 @@ async fn open_offers_64_kib_frames_255_channels_60_s_and_big_messages_span_frame
     );
     gw.stop().await;
 }
+
+/// The condition of a rejected outcome (panics on any other outcome).
+fn rejected_condition(o: Outcome) -> (String, String) {
+    match o {
+        Outcome::Rejected(r) => {
+            let e = r.error.expect("a rejected transfer carries a condition");
+            (
+                format!("{:?}", e.condition),
+                e.description.unwrap_or_default(),
+            )
+        }
+        other => panic!("expected rejected, got {other:?}"),
+    }
+}
+
+/// docs/amqp.md §Links the client sends on: a transfer Kafka does not take is settled
+/// `rejected` with a condition and a description — `amqp:not-found` for a partition the topic
+/// does not have (annotation `x-opt-kafka-partition` 7 of a one-partition topic), and
+/// `amqp:internal-error` when Kafka does not answer (the broker, a process of its own, stopped
+/// with SIGSTOP; `kafka.produce_timeout_ms` 3 s). The link still works for the next transfer
+/// once the broker is back, and nothing rejected was written.
+///
+/// Broken to: a transfer settled `accepted` (or `released`) instead fails `rejected_condition`;
+/// the conditions are compared by name. Seen failing with the not-found case expecting
+/// `InternalError`.
+#[tokio::test(flavor = "multi_thread")]
+async fn transfers_kafka_does_not_take_are_rejected_with_their_condition() {
+    let (broker, bootstrap) = common::broker_process();
+    let gw = gateway::start_on(Some(bootstrap), |c| {
+        with_amqp(c);
+        c.kafka.produce_timeout_ms = 3_000;
+    })
+    .await;
+    gw.gateway
+        .backend()
+        .admin
+        .create_topic("refusals", Some(1), None)
+        .await
+        .unwrap();
+    let (_conn, mut session) = connect(&gw, "refused-sender").await;
+    let mut sender = Sender::attach(&mut session, "refusals", "refusals")
+        .await
+        .unwrap();
+    let o = sender
+        .send(Message::builder().value("first".to_string()).build())
+        .await
+        .unwrap();
+    assert!(o.is_accepted(), "{o:?}");
+
+    let to_seven = Message::builder()
+        .message_annotations(
+            MessageAnnotations::builder()
+                .insert("x-opt-kafka-partition", 7i32)
+                .build(),
+        )
+        .value("nowhere".to_string())
+        .build();
+    let (condition, description) = rejected_condition(sender.send(to_seven).await.unwrap());
+    assert_eq!(condition, "AmqpError(NotFound)", "{description}");
+    assert!(!description.is_empty());
+
+    broker.signal("STOP");
+    let (condition, description) = rejected_condition(
+        sender
+            .send(Message::builder().value("unanswered".to_string()).build())
+            .await
+            .unwrap(),
+    );
+    broker.signal("CONT");
+    assert_eq!(condition, "AmqpError(InternalError)", "{description}");
+    assert!(!description.is_empty());
+
+    let o = sender
+        .send(Message::builder().value("after".to_string()).build())
+        .await
+        .unwrap();
+    assert!(o.is_accepted(), "{o:?}");
+    let values: Vec<Bytes> = read_topic(&gw, "refusals", 2)
+        .await
+        .into_iter()
+        .filter_map(|r| r.value)
+        .collect();
+    assert_eq!(values, [Bytes::from("first"), Bytes::from("after")]);
+    let end = gw
+        .gateway
+        .backend()
+        .admin
+        .watermarks("refusals", 0)
+        .await
+        .unwrap()
+        .high;
+    assert_eq!(end, 2, "nothing rejected was written");
+    drop(sender);
+    gw.stop().await;
+    drop(broker);
+}
