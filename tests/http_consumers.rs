@@ -1072,3 +1072,92 @@ async fn sse_without_a_group_reads_with_a_private_group_and_commits_nothing() {
     );
     gw.stop().await;
 }
+
+/// docs/design/scale-out.md §Failure cases (HTTP): "Kafka unavailable: create, subscribe and
+/// assign answer an error (the catalog write is not acknowledged within 5 s) rather than
+/// creating an instance other replicas cannot find". The broker is a process of its own,
+/// stopped with SIGSTOP: creating an instance, subscribing one made before and assigning
+/// another each answer a 5xx JSON error (after the 5 s bound each), and the refused instance
+/// is not served (404). Once the broker is back, the earlier instance subscribes (204).
+///
+/// Not asserted, because it contradicts the promise (docs/claims.md says so): the refused
+/// create's catalog record is not withdrawn, so when the stopped broker resumes it is written
+/// after all; from then on the name is taken (create: 409) but never served (records,
+/// subscription and DELETE: 404, as this replica never adopts back an instance it owned);
+/// by `route_to_owner`, another replica would forward to this one and relay the same 404.
+///
+/// Broken to: not run against a build without the 5 s bound (a crate edit). By reasoning: a
+/// create that did not wait for its catalog write would answer 200 during the outage, and one
+/// that waited without a bound would not answer within the test's 60 s slow-timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn while_kafka_is_unavailable_create_subscribe_and_assign_answer_an_error() {
+    let (broker, bootstrap) = common::broker_process();
+    let gw = gateway::start_on(Some(bootstrap), |_| {}).await;
+    produce(&gw, "outage", [json!("before")]).await;
+    let before = gw
+        .consumer("outage-g", json!({"name": "before", "format": "json"}))
+        .await;
+    let assigned = gw
+        .consumer("outage-g", json!({"name": "assigned", "format": "json"}))
+        .await;
+
+    broker.signal("STOP");
+    let started = Instant::now();
+    let create = gw
+        .post_json(
+            "/consumers/outage-g",
+            V2,
+            &json!({"name": "during", "format": "json"}),
+        )
+        .await;
+    let subscribe = gw
+        .post_json(
+            &format!("{before}/subscription"),
+            V2,
+            &json!({"topics": ["outage"]}),
+        )
+        .await;
+    let assign = gw
+        .post_json(
+            &format!("{assigned}/assignments"),
+            V2,
+            &json!({"partitions": [{"topic": "outage", "partition": 0}]}),
+        )
+        .await;
+    let took = started.elapsed();
+    let during = gw
+        .get(
+            "/consumers/outage-g/instances/during/records?timeout=100",
+            Some(JSON),
+        )
+        .await;
+    broker.signal("CONT");
+    for (what, a) in [
+        ("create", &create),
+        ("subscribe", &subscribe),
+        ("assign", &assign),
+    ] {
+        assert!(
+            a.status.is_server_error() && a.json["error_code"] == a.status.as_u16(),
+            "{what} while Kafka is stopped: {} {}",
+            a.status,
+            a.text
+        );
+    }
+    assert_eq!(during.status, 404, "the refused instance: {}", during.text);
+    assert!(
+        took < Duration::from_secs(45),
+        "three refusals took {took:?}"
+    );
+
+    let a = gw
+        .post_json(
+            &format!("{before}/subscription"),
+            V2,
+            &json!({"topics": ["outage"]}),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    gw.stop().await;
+    drop(broker);
+}
