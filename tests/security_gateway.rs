@@ -1358,3 +1358,106 @@ async fn internal_topics_are_never_read_as_data_by_subscriptions() {
     gw.delete(&instance).await;
     gw.stop().await;
 }
+
+/// docs/design/scale-out.md §Failure cases: "Kafka unavailable: CONNECT still answers after
+/// the 3 s catch-up bound …; retained publishes get a negative ack (v5 reason code, v3
+/// connection closed) when their retained copy cannot be stored". The broker is a process of
+/// its own, stopped with SIGSTOP (`kafka.produce_timeout_ms` 3 s): a persistent v5 session's
+/// CONNECT gets its CONNACK (success) within 20 s, its retained QoS 1 publish a PUBACK with a
+/// failure reason code (0x80), and a v3.1.1 client's retained QoS 1 publish no PUBACK but a
+/// closed connection. (A refusal does not mean nothing was written: a produce request the
+/// stopped broker had already received is stored when it resumes — seen here, one of the two
+/// refused records was in `rooms` afterwards — as the at-least-once contract allows.)
+///
+/// Broken to: not run without the bounds (a crate edit). By reasoning: a CONNECT waiting for
+/// the catch-up without a bound gets no CONNACK while the broker is stopped (the first
+/// assertion), and a retained publish acknowledged without its records fails the second.
+#[tokio::test(flavor = "multi_thread")]
+async fn while_kafka_is_stopped_connect_answers_and_retained_publishes_are_refused() {
+    use rumqttc::v5::{
+        mqttbytes::{v5::Packet, QoS},
+        ConnectionError, Event, StateError,
+    };
+
+    let (broker, bootstrap) = common::broker_process();
+    let gw = gateway::start_on(Some(bootstrap), |c| {
+        c.kafka.produce_timeout_ms = 3_000;
+        c.mqtt.mapping = vec![MqttMapping {
+            pattern: "rooms/{room}".into(),
+            kafka_topic: "rooms".into(),
+            key: Some("{room}".into()),
+        }];
+    })
+    .await;
+    common::produce(&gw, "rooms", "hall", "before").await;
+    let addr = gw.gateway.mqtt_addr().unwrap();
+
+    broker.signal("STOP");
+    let mut opts = rumqttc::v5::MqttOptions::new("outage-v5", addr.ip().to_string(), addr.port());
+    opts.set_clean_start(false);
+    let mut properties = rumqttc::v5::mqttbytes::v5::ConnectProperties::new();
+    properties.session_expiry_interval = Some(600);
+    opts.set_connect_properties(properties);
+    opts.set_connection_timeout(30);
+    let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 10);
+    let started = Instant::now();
+    let connack = loop {
+        match tokio::time::timeout(Duration::from_secs(20), el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(c)))) => break c,
+            Ok(Ok(_)) => {}
+            other => panic!("no CONNACK while Kafka is stopped: {other:?}"),
+        }
+    };
+    assert_eq!(
+        connack.code,
+        rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success,
+        "{connack:?}"
+    );
+    let connected_after = started.elapsed();
+    client
+        .publish("rooms/hall", QoS::AtLeastOnce, true, "retained v5")
+        .await
+        .unwrap();
+    let refused = loop {
+        match tokio::time::timeout(Duration::from_secs(30), el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(a)))) => panic!("acknowledged: {a:?}"),
+            Ok(Ok(_)) => {}
+            Ok(Err(ConnectionError::MqttState(StateError::PubAckFail { reason }))) => break reason,
+            other => panic!("no negative PUBACK: {other:?}"),
+        }
+    };
+
+    let (v3, mut v3_el) = rumqttc::AsyncClient::new(
+        rumqttc::MqttOptions::new("outage-v3", addr.ip().to_string(), addr.port()),
+        10,
+    );
+    v3_el.network_options.set_connection_timeout(30);
+    v3.publish(
+        "rooms/lobby",
+        rumqttc::QoS::AtLeastOnce,
+        true,
+        "retained v3",
+    )
+    .await
+    .unwrap();
+    let v3_end = loop {
+        match tokio::time::timeout(Duration::from_secs(30), v3_el.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(a)))) => {
+                panic!("v3.1.1 acknowledged: {a:?}")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break format!("{e:?}"),
+            Err(_) => panic!("v3.1.1: neither PUBACK nor close in 30 s"),
+        }
+    };
+    broker.signal("CONT");
+    eprintln!("CONNACK after {connected_after:?}; v5 PUBACK {refused:?}; v3.1.1 {v3_end}");
+    assert!(
+        connected_after >= Duration::from_secs(2),
+        "{connected_after:?}"
+    );
+
+    drop(client);
+    gw.stop().await;
+    drop(broker);
+}
