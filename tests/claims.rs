@@ -90,3 +90,103 @@ fn references_and_definitions_are_read_as_written() {
     assert!(defines("    pub fn c<T>(", "c"));
     assert!(!defines("fn a_bc() {", "a_b"));
 }
+
+/// README.md §Testing and docs/reliability.md §Fuzzing: "`./scripts/test` … runs nextest then
+/// every fuzz target; CI runs exactly that", and "CI runs every fuzz target for 20 s after the
+/// suite; a crash fails it". CI's entry point (`.ci/run`) runs nothing but `./scripts/test`;
+/// scripts/test starts `./scripts/fuzz` with 20 s (unless `BARNABAS_FUZZ_SECONDS`) after both
+/// nextest runs, and folds its exit status into its own. scripts/fuzz itself is run, in a copy
+/// of its directory layout, with a stand-in `cargo` first on `PATH` that lists two targets and
+/// makes one of them crash: both are run for the seconds given, and the script fails; with no
+/// crash it succeeds.
+///
+/// Broken to: the stand-in crashing no target is the check seen the other way (exit 0); a
+/// scripts/fuzz that ignored a failing target would exit 0 with the crash too, and one that ran
+/// a fixed list would miss `beta`. scripts/test and .ci/run are read, not run (scripts/test
+/// installs packages): reordering the fuzz step before the suite, or dropping its status,
+/// fails the text checks.
+#[test]
+fn ci_runs_scripts_test_which_fuzzes_every_target_after_the_suite_and_fails_on_a_crash() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let root = common::workspace_root();
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap();
+
+    let ci = read(".ci/run");
+    let commands: Vec<&str> = ci
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "set -euo pipefail",
+            "cd \"$(dirname \"$0\")/..\"",
+            "exec ./scripts/test"
+        ],
+        ".ci/run runs exactly scripts/test"
+    );
+
+    let test = read("scripts/test");
+    let at = |needle: &str| {
+        test.find(needle)
+            .unwrap_or_else(|| panic!("scripts/test lacks {needle:?}"))
+    };
+    let suite = at("cargo nextest run --workspace --no-fail-fast 2>&1 | tee");
+    let apache = at("BARNABAS_TEST_KAFKA=apache cargo nextest run --workspace");
+    let fuzz = at(r#"./scripts/fuzz "${BARNABAS_FUZZ_SECONDS:-20}" || fuzz_status=$?"#);
+    assert!(
+        suite < fuzz && apache < fuzz,
+        "fuzzing comes after the suite"
+    );
+    let verdict = at("((status)) || status=$fuzz_status");
+    assert!(fuzz < verdict);
+    assert!(test.trim_end().ends_with(r#"exit "$status""#));
+
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tree.path().join("scripts")).unwrap();
+    std::fs::create_dir_all(tree.path().join("fuzz")).unwrap();
+    std::fs::copy(root.join("scripts/fuzz"), tree.path().join("scripts/fuzz")).unwrap();
+    let bin = tree.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let cargo = bin.join("cargo");
+    std::fs::write(
+        &cargo,
+        "#!/bin/sh\n\
+         echo \"$*\" >> \"$CARGO_LOG\"\n\
+         case \"$1 $2\" in\n\
+           \"fuzz --version\") echo cargo-fuzz 0.12.0 ;;\n\
+           \"fuzz list\") printf 'alpha\\nbeta\\n' ;;\n\
+           \"fuzz run\") if [ \"$3\" = \"$CRASH\" ]; then echo '==1== ERROR: libFuzzer: deadly signal'; exit 77; fi ;;\n\
+         esac\n\
+         exit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    for (crash, want_ok) in [("beta", false), ("none", true)] {
+        let log = tree.path().join(format!("cargo-{crash}.log"));
+        let out = std::process::Command::new("bash")
+            .arg(tree.path().join("scripts/fuzz"))
+            .arg("20")
+            .env("PATH", &path)
+            .env("CARGO_LOG", &log)
+            .env("CRASH", crash)
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            out.status.success(),
+            want_ok,
+            "scripts/fuzz with {crash} crashing: {}\ncargo was called: {calls}",
+            common::text(&out)
+        );
+        for target in ["alpha", "beta"] {
+            assert!(
+                calls.contains(&format!("fuzz run {target} -- -max_total_time=20 ")),
+                "{target} fuzzed for 20 s: {calls}"
+            );
+        }
+    }
+}
