@@ -1161,3 +1161,64 @@ async fn while_kafka_is_unavailable_create_subscribe_and_assign_answer_an_error(
     gw.stop().await;
     drop(broker);
 }
+
+/// docs/design/scale-out.md §HTTP consumers on any replica: a request is forwarded to the
+/// instance's owner "marked `x-barnabas-forwarded` (a forwarded request is never forwarded
+/// again)". Two replicas on one broker, an instance created on `a`: a poll through `b` is
+/// forwarded and answered by `a` (200), while the same poll through `b` already marked as
+/// forwarded is answered by `b` itself (404: it does not hold the instance), neither forwarded
+/// on nor adopted — `b` still forwards an unmarked poll afterwards, and `a` still serves it.
+///
+/// Broken to: a replica that forwarded marked requests too would answer the marked poll 200
+/// (from `a`), one that adopted would take the instance over; seen failing with the marked
+/// poll expected 200 (it was 404).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forwarded_request_is_never_forwarded_again() {
+    let a = gateway::start(|_| {}).await;
+    let b = gateway::start_on(Some(a.kafka.clone()), |_| {}).await;
+    let instance = a
+        .consumer("fwd-g", json!({"name": "held", "format": "json"}))
+        .await;
+    let subscribed = a
+        .post_json(
+            &format!("{instance}/subscription"),
+            V2,
+            &json!({"topics": ["fwd"]}),
+        )
+        .await;
+    assert_eq!(subscribed.status, 204, "{}", subscribed.text);
+    let records = format!("{instance}/records?timeout=100");
+    // Through b: forwarded to a (b learns of the instance from the catalog within moments).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = b.get(&records, Some(JSON)).await;
+        if got.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b never served a's instance: {} {}",
+            got.status,
+            got.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let marked = b
+        .client
+        .get(b.url(&records))
+        .header("accept", JSON)
+        .header("x-barnabas-forwarded", "another-replica")
+        .send()
+        .await
+        .unwrap();
+    let status = marked.status().as_u16();
+    let text = marked.text().await.unwrap_or_default();
+    assert_eq!(status, 404, "a marked request answered by b itself: {text}");
+    assert!(text.contains("\"error_code\":404"), "{text}");
+    for (via, gw) in [("b", &b), ("a", &a)] {
+        let got = gw.get(&records, Some(JSON)).await;
+        assert_eq!(got.status, 200, "still served via {via}: {}", got.text);
+    }
+    b.stop().await;
+    a.stop().await;
+}
