@@ -1542,3 +1542,114 @@ async fn replayed_session_records_do_not_close_newer_connections() {
     drop(client);
     gw.stop().await;
 }
+
+/// The records of `topic` (one partition) as they stand now, from its beginning.
+async fn all_records(gw: &gateway::TestGateway, topic: &str) -> Vec<barnabas_core::ConsumedRecord> {
+    let end = gw
+        .gateway
+        .backend()
+        .admin
+        .watermarks(topic, 0)
+        .await
+        .unwrap()
+        .high;
+    read_topic(gw, topic, usize::try_from(end).unwrap()).await
+}
+
+/// docs/design/scale-out.md §MQTT: "DISCONNECT / connection loss: … a session with expiry 0
+/// writes a tombstone. Records still in flight to Kafka are completed first." A v5 client
+/// with a session expiry of 0 (persistent sessions write `connected: false` instead) publishes
+/// 200 QoS 0 messages — never acknowledged, so still in flight when it sends DISCONNECT right
+/// after — and disconnects: every one of them is in Kafka, and the last record of its key in
+/// `barnabas.mqtt.sessions` is a tombstone (no value), after the ownership record its CONNECT
+/// wrote. A client with expiry 600 beside it, for contrast, ends with a `connected: false`
+/// record.
+///
+/// Broken to: a DISCONNECT that dropped what was in flight loses QoS 0 records (fewer than
+/// 200); one that wrote no tombstone leaves the ownership record last. Seen failing with the
+/// tombstone expected for the expiry-600 client (its last record has a value).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disconnect_with_expiry_0_writes_a_tombstone_and_drops_nothing_in_flight() {
+    use rumqttc::v5::{
+        mqttbytes::{v5::Packet, QoS},
+        Event,
+    };
+
+    let gw = gateway::start(|c| {
+        c.mqtt.mapping = vec![MqttMapping {
+            pattern: "burst/{id}".into(),
+            kafka_topic: "burst".into(),
+            key: Some("{id}".into()),
+        }];
+    })
+    .await;
+    let addr = gw.gateway.mqtt_addr().unwrap();
+    for (id, expiry) in [("gone-at-once", 0u32), ("kept-600", 600)] {
+        let mut opts = rumqttc::v5::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        opts.set_clean_start(expiry == 0);
+        let mut properties = rumqttc::v5::mqttbytes::v5::ConnectProperties::new();
+        properties.session_expiry_interval = Some(expiry);
+        opts.set_connect_properties(properties);
+        let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 300);
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), el.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
+                Ok(Ok(_)) => {}
+                other => panic!("no CONNACK: {other:?}"),
+            }
+        }
+        if expiry == 0 {
+            for i in 0..200 {
+                client
+                    .publish(
+                        format!("burst/{id}"),
+                        QoS::AtMostOnce,
+                        false,
+                        format!("m{i}"),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        client.disconnect().await.unwrap();
+        // Drive the event loop until the connection is closed.
+        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(10), el.poll()).await {}
+    }
+    let burst = read_topic(&gw, "burst", 200).await;
+    assert_eq!(
+        burst.len(),
+        200,
+        "every QoS 0 record written before the DISCONNECT"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sessions = all_records(&gw, "barnabas.mqtt.sessions").await;
+        let last = |id: &str| {
+            sessions
+                .iter()
+                .rev()
+                .find(|r| r.key.as_deref() == Some(id.as_bytes()))
+                .map(|r| r.value.clone())
+        };
+        let gone = last("gone-at-once");
+        let kept = last("kept-600");
+        let kept_disconnected = kept.clone().flatten().is_some_and(|v| {
+            serde_json::from_slice::<serde_json::Value>(&v).unwrap()["connected"] == false
+        });
+        let seen = sessions
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(b"gone-at-once".as_slice()))
+            .count();
+        if gone == Some(None) && kept_disconnected {
+            assert!(seen >= 2, "an ownership record, then the tombstone: {seen}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "last session records: gone-at-once {gone:?}, kept-600 {kept:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.stop().await;
+}
