@@ -1653,3 +1653,116 @@ async fn a_disconnect_with_expiry_0_writes_a_tombstone_and_drops_nothing_in_flig
     }
     gw.stop().await;
 }
+
+/// A replica process with MQTT and HTTP on free ports against `bootstrap`: (process, MQTT
+/// address).
+fn mqtt_replica(bootstrap: &str) -> (common::Gateway, std::net::SocketAddr) {
+    let (http, mqtt) = (common::free_addr(), common::free_addr());
+    let process = common::Gateway::spawn(
+        &[
+            "run",
+            "--kafka-bootstrap",
+            bootstrap,
+            "--http-listen",
+            &http.to_string(),
+            "--mqtt-listen",
+            &mqtt.to_string(),
+            "--amqp-listen",
+            "off",
+        ],
+        &[("BARNABAS_KAFKA__DEFAULT_REPLICATION_FACTOR", "1")],
+    );
+    common::wait_for_status(http, "/ready", 200, Duration::from_secs(30));
+    (process, mqtt)
+}
+
+/// A persistent MQTT 3.1.1 session at `addr` (manual acks): client, event loop, and whether
+/// the CONNACK said the session was present.
+async fn persistent(
+    addr: std::net::SocketAddr,
+    id: &str,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop, bool) {
+    let mut opts = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 10);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), el.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(c)))) => {
+                return (client, el, c.session_present)
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("no CONNACK from {addr}: {other:?}"),
+        }
+    }
+}
+
+/// docs/design/scale-out.md §Failure cases: "A replica dies with clients connected: they
+/// reconnect elsewhere, take their sessions over, unacknowledged deliveries come again". Two
+/// replica processes on one broker; a persistent 3.1.1 session on `a` subscribes at QoS 1,
+/// gets a record written through `b` and does not acknowledge it; `a` is killed (SIGKILL).
+/// The client connects to `b` with the same id: the session is present, and the
+/// unacknowledged record is delivered again (then acknowledged, nothing more comes).
+///
+/// Broken to: a session not stored in Kafka would not be present on `b` (the CONNACK flag), a
+/// delivery committed before its PUBACK would not come again. Seen failing with the record
+/// acknowledged on `a` before the kill (no second delivery within 45 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_of_a_killed_replica_resume_elsewhere_and_get_unacknowledged_deliveries_again() {
+    let gw = gateway::start(|_| {}).await;
+    let (mut a, a_mqtt) = mqtt_replica(&gw.kafka);
+    let (b, b_mqtt) = mqtt_replica(&gw.kafka);
+
+    let (client, mut el, _) = persistent(a_mqtt, "survivor").await;
+    client
+        .subscribe("fleet/+/status", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), el.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+    let (publisher, mut pub_el, _) = persistent(b_mqtt, "publisher").await;
+    publisher
+        .publish(
+            "fleet/7/status",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            "unacked",
+        )
+        .await
+        .unwrap();
+    tokio::spawn(async move { while pub_el.poll().await.is_ok() {} });
+    let first = common::next_publish(&mut el, Duration::from_secs(30))
+        .await
+        .expect("the record, delivered by a");
+    assert_eq!(&first.payload[..], b"unacked");
+
+    a.signal("KILL");
+    let _ = a.wait_exit(Duration::from_secs(10));
+    drop(el);
+    drop(client);
+
+    let (client, mut el, present) = persistent(b_mqtt, "survivor").await;
+    assert!(present, "b resumes the session a held");
+    let again = common::next_publish(&mut el, Duration::from_secs(45))
+        .await
+        .expect("the unacknowledged delivery again, from b");
+    assert_eq!(
+        (again.topic.as_str(), &again.payload[..]),
+        ("fleet/7/status", &b"unacked"[..])
+    );
+    client.ack(&again).await.unwrap();
+    assert!(
+        common::next_publish(&mut el, Duration::from_secs(3))
+            .await
+            .is_none(),
+        "nothing more"
+    );
+    drop(client);
+    drop(b);
+    gw.stop().await;
+}
