@@ -885,7 +885,9 @@ fn rejected_condition(o: Outcome) -> (String, String) {
 /// does not have (annotation `x-opt-kafka-partition` 7 of a one-partition topic), and
 /// `amqp:internal-error` when Kafka does not answer (the broker, a process of its own, stopped
 /// with SIGSTOP; `kafka.produce_timeout_ms` 3 s). The link still works for the next transfer
-/// once the broker is back, and nothing rejected was written.
+/// once the broker is back; the record for the missing partition was never written (the
+/// unanswered one may be, when the stopped broker had its request already: a rejection after
+/// a time-out does not mean not written).
 ///
 /// Broken to: a transfer settled `accepted` (or `released`) instead fails `rejected_condition`;
 /// the conditions are compared by name. Seen failing with the not-found case expecting
@@ -942,12 +944,6 @@ async fn transfers_kafka_does_not_take_are_rejected_with_their_condition() {
         .await
         .unwrap();
     assert!(o.is_accepted(), "{o:?}");
-    let values: Vec<Bytes> = read_topic(&gw, "refusals", 2)
-        .await
-        .into_iter()
-        .filter_map(|r| r.value)
-        .collect();
-    assert_eq!(values, [Bytes::from("first"), Bytes::from("after")]);
     let end = gw
         .gateway
         .backend()
@@ -956,7 +952,18 @@ async fn transfers_kafka_does_not_take_are_rejected_with_their_condition() {
         .await
         .unwrap()
         .high;
-    assert_eq!(end, 2, "nothing rejected was written");
+    let values: Vec<Bytes> = read_topic(&gw, "refusals", usize::try_from(end).unwrap())
+        .await
+        .into_iter()
+        .filter_map(|r| r.value)
+        .collect();
+    // The unanswered transfer may still be stored once the broker resumes (its produce request
+    // was already with the broker); the one for a missing partition never is.
+    let stored: Vec<&[u8]> = values.iter().map(|v| &v[..]).collect();
+    assert!(
+        stored == [&b"first"[..], b"after"] || stored == [&b"first"[..], b"unanswered", b"after"],
+        "stored: {values:?}"
+    );
     drop(sender);
     gw.stop().await;
     drop(broker);
