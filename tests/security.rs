@@ -862,8 +862,10 @@ fn the_http_listener_speaks_http_1_1_only() {
 ///
 /// Broken to: with more slots than 64, more than 64 answers (the count is asserted exactly);
 /// without the 2 s bound the 64 slots stay taken by clients that never close and the last
-/// connection gets nothing. Seen failing with the last connection opened 1 s after the burst
-/// instead of 3 s (still within the deadline: closed at once, no answer).
+/// connections get nothing (tried until 10 s after the burst). Seen failing with a single
+/// last connection opened 1 s after the burst instead of 3 s (still within the deadline:
+/// closed at once, no answer); the retries exist because under the full Apache Kafka pass the
+/// burst was accepted late enough that a single try at 3 s failed twice.
 #[test]
 fn busy_answers_are_at_most_64_at_once_each_within_2_s() {
     use std::{
@@ -910,10 +912,18 @@ fn busy_answers_are_at_most_64_at_once_each_within_2_s() {
     );
 
     // The 64 clients are still connected (`flood` is alive); their answers' deadline frees the
-    // slots.
+    // slots. A new connection from 3 s after the burst on gets its 503 again — tried until
+    // 10 s after it (on a loaded machine the gateway may accept the burst late, so its 2 s
+    // run late too); without the deadline the slots stay taken and no try is answered.
     std::thread::sleep(Duration::from_millis(3000).saturating_sub(burst.elapsed()));
-    let mut late = TcpStream::connect(addr).unwrap();
-    let (got, _) = outcome(&mut late, Instant::now());
+    let got = loop {
+        let mut late = TcpStream::connect(addr).unwrap();
+        let (got, _) = outcome(&mut late, Instant::now());
+        if got.starts_with("HTTP/1.1 503") || burst.elapsed() > Duration::from_secs(10) {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(
         got.starts_with("HTTP/1.1 503"),
         "a busy answer once the 2 s deadline passed: {got:?}"
