@@ -1078,13 +1078,15 @@ async fn sse_without_a_group_reads_with_a_private_group_and_commits_nothing() {
 /// creating an instance other replicas cannot find". The broker is a process of its own,
 /// stopped with SIGSTOP: creating an instance, subscribing one made before and assigning
 /// another each answer a 5xx JSON error (after the 5 s bound each), and the refused instance
-/// is not served (404). Once the broker is back, the earlier instance subscribes (204).
-///
-/// Not asserted, because it contradicts the promise (docs/claims.md says so): the refused
-/// create's catalog record is not withdrawn, so when the stopped broker resumes it is written
-/// after all; from then on the name is taken (create: 409) but never served (records,
-/// subscription and DELETE: 404, as this replica never adopts back an instance it owned);
-/// by `route_to_owner`, another replica would forward to this one and relay the same 404.
+/// is not served (404). Once the broker is back, the earlier instance subscribes (204), and
+/// the refused name can be created and used after all (200, 204, 204): the stopped broker
+/// stores the refused create's catalog record when it resumes, and before the fix that name
+/// was taken (create: 409) but never served (records, subscription and DELETE: 404, this
+/// replica never adopting back an instance it owned). Now a record naming this very process
+/// for an instance it does not hold no longer blocks a create. Seen failing before the fix:
+/// the second create answered 409; and with the refused create also withdrawing its record
+/// (a tombstone written in the background), the late tombstone closed the instance created
+/// again (its subscription: 404) — so the record is left and only stops blocking.
 ///
 /// Broken to: not run against a build without the 5 s bound (a crate edit). By reasoning: a
 /// create that did not wait for its catalog write would answer 200 during the outage, and one
@@ -1158,6 +1160,19 @@ async fn while_kafka_is_unavailable_create_subscribe_and_assign_answer_an_error(
         )
         .await;
     assert_eq!(a.status, 204, "{}", a.text);
+    let again = gw
+        .consumer("outage-g", json!({"name": "during", "format": "json"}))
+        .await;
+    let a = gw
+        .post_json(
+            &format!("{again}/subscription"),
+            V2,
+            &json!({"topics": ["outage"]}),
+        )
+        .await;
+    assert_eq!(a.status, 204, "the refused name, created again: {}", a.text);
+    let deleted = gw.delete(&again).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
     gw.stop().await;
     drop(broker);
 }

@@ -145,8 +145,12 @@ pub async fn create(
             "consumer name must be non-empty and contain no '/'",
         ));
     }
+    // A catalog record naming this very process for an instance it does not hold is a dead
+    // name (a create refused while Kafka was away whose record Kafka stored after all, a
+    // delete whose tombstone was not written): nobody serves it, so it may be created again.
+    let recorded = state.cluster.lookup(&group, &name).await;
     if state.consumers.contains(&group, &name)
-        || state.cluster.lookup(&group, &name).await.is_some()
+        || recorded.is_some_and(|r| !state.cluster.is_own(&r))
     {
         return Err(ApiError::conflict(
             "A consumer instance with the specified name already exists in the Kafka Bridge.",
@@ -171,6 +175,9 @@ pub async fn create(
     if let Err(e) = state.cluster.publish(&instance, Mode::Idle).await {
         let _ = state.consumers.remove(&group, &name);
         let _ = instance.driver.close().await;
+        // Its record may still be stored when Kafka comes back; it names this process for
+        // an instance it does not hold, which does not block a new create (above). Not
+        // withdrawn: a late tombstone would close an instance created again meanwhile.
         return Err(e);
     }
     tracing::info!(%group, %name, format = format.name(), "consumer instance created");
