@@ -9,8 +9,9 @@
 //! written beside the gateway would not. Every test runs on the embedded broker and on Apache
 //! Kafka (`BARNABAS_TEST_KAFKA=apache`).
 //!
-//! The Kafka consumer is kafka-clients 4.3.1: 4.4.0 cannot read from the embedded broker
-//! (scripts/java-clients/pom.xml says why).
+//! The Kafka consumer is kafka-clients 4.4.0, whose ApiVersions v5 the embedded broker answers
+//! with UNSUPPORTED_VERSION (vendor/README.md, tansu-broker fix 2; the last test checks that on
+//! the wire).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -713,5 +714,102 @@ async fn kafka_java_consumer_reads_http_records_with_key_partition_and_headers()
     assert_eq!(j["key"], r#""j""#, "{j}");
     assert_eq!(j["partition"], 1, "{j}");
     assert_eq!(j["headers"], json!([]), "{j}");
+    gw.stop().await;
+}
+
+/// What kafka-clients 4.4 (the Kafka consumer above) needs of a broker, on the wire: an
+/// ApiVersions request of a version the broker does not know (4.4 sends v5, with a cluster id
+/// and node id; the embedded broker knows v0-4) is answered, as KIP-511 says, by an
+/// ApiVersionsResponse v0 with UNSUPPORTED_VERSION (35) and the ApiVersions versions it does
+/// know, and the connection stays open for the client's retry at the highest of them. (The
+/// embedded broker used to read such a request as v4, fail and close the connection, and the
+/// client reconnected for ever.)
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_broker_answers_an_api_versions_request_of_an_unknown_version_and_keeps_the_connection(
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One ApiVersions request (client id "barnabas-test"; from v5 on with `cluster` and node
+    /// 1 as kafka-clients 4.4 sends to a known node, or neither), its answer after the size.
+    async fn api_versions(
+        conn: &mut tokio::net::TcpStream,
+        version: i16,
+        correlation_id: i32,
+        cluster: Option<&str>,
+    ) -> Vec<u8> {
+        let mut frame = vec![0, 0, 0, 0];
+        frame.extend(18i16.to_be_bytes());
+        frame.extend(version.to_be_bytes());
+        frame.extend(correlation_id.to_be_bytes());
+        frame.extend(13i16.to_be_bytes());
+        frame.extend(b"barnabas-test");
+        if version >= 3 {
+            frame.push(0); // request header v2: no tagged fields
+            for s in ["barnabas-test", "0.1.0"] {
+                frame.push(u8::try_from(s.len() + 1).unwrap()); // compact string
+                frame.extend(s.as_bytes());
+            }
+            if version >= 5 {
+                // ClusterId (compact nullable string) and NodeId (KIP-1242).
+                match cluster {
+                    Some(id) => {
+                        frame.push(u8::try_from(id.len() + 1).unwrap());
+                        frame.extend(id.as_bytes());
+                        frame.extend(1i32.to_be_bytes());
+                    }
+                    None => {
+                        frame.push(0);
+                        frame.extend((-1i32).to_be_bytes());
+                    }
+                }
+            }
+            frame.push(0); // no tagged fields
+        }
+        let size = i32::try_from(frame.len() - 4).unwrap();
+        frame[..4].copy_from_slice(&size.to_be_bytes());
+        conn.write_all(&frame).await.unwrap();
+        let mut size = [0u8; 4];
+        tokio::time::timeout(WITHIN, conn.read_exact(&mut size))
+            .await
+            .expect("an answer in time")
+            .unwrap_or_else(|e| panic!("ApiVersions v{version}: no answer, {e}"));
+        let mut answer = vec![0u8; usize::try_from(i32::from_be_bytes(size)).unwrap()];
+        conn.read_exact(&mut answer).await.unwrap();
+        assert_eq!(answer[..4], correlation_id.to_be_bytes(), "correlation id");
+        answer[4..].to_vec()
+    }
+    let i16_at = |b: &[u8], at: usize| i16::from_be_bytes([b[at], b[at + 1]]);
+
+    let gw = gateway::start(|_| {}).await;
+    let mut conn = tokio::net::TcpStream::connect(&gw.kafka).await.unwrap();
+
+    // v0 (every broker knows it): error code, then [api_key min max] with an INT32 count.
+    let v0 = api_versions(&mut conn, 0, 1, None).await;
+    assert_eq!(i16_at(&v0, 0), 0, "error code");
+    let count = usize::try_from(i32::from_be_bytes(v0[2..6].try_into().unwrap())).unwrap();
+    let max = (0..count)
+        .map(|i| 6 + 6 * i)
+        .find(|&at| i16_at(&v0, at) == 18)
+        .map(|at| i16_at(&v0, at + 4))
+        .expect("ApiVersions among the broker's APIs");
+    assert!(max >= 3, "ApiVersions max v{max}");
+
+    // One version more: UNSUPPORTED_VERSION in a v0 answer, naming ApiVersions' own range.
+    let newer = api_versions(&mut conn, max + 1, 2, Some("some-cluster")).await;
+    assert_eq!(i16_at(&newer, 0), 35, "UNSUPPORTED_VERSION: {newer:?}");
+    let count = i32::from_be_bytes(newer[2..6].try_into().unwrap());
+    assert!(count >= 1, "{newer:?}");
+    let ours = (0..usize::try_from(count).unwrap())
+        .map(|i| 6 + 6 * i)
+        .find(|&at| i16_at(&newer, at) == 18)
+        .unwrap_or_else(|| panic!("ApiVersions' range in {newer:?}"));
+    assert_eq!(
+        (i16_at(&newer, ours + 2), i16_at(&newer, ours + 4)),
+        (0, max)
+    );
+
+    // The same connection, at the version it named: answered (error code 0).
+    let retried = api_versions(&mut conn, max, 3, None).await;
+    assert_eq!(i16_at(&retried, 0), 0, "v{max}: {retried:?}");
     gw.stop().await;
 }
