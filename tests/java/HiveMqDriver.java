@@ -26,10 +26,10 @@ public class HiveMqDriver {
     public static void main(String[] args) {
         try {
             if (args.length >= 5 && args[0].equals("publish") && (args.length - 5) % 3 == 0) {
-                watchdog(60_000);
+                Drivers.watchdog("HiveMqDriver", 60_000);
                 if (args[3].equals("5")) publish5(args); else publish3(args);
             } else if (args.length == 9 && args[0].equals("subscribe")) {
-                watchdog(Long.parseLong(args[8]));
+                Drivers.watchdog("HiveMqDriver", Long.parseLong(args[8]));
                 if (args[3].equals("5")) subscribe5(args); else subscribe3(args);
             } else {
                 throw new IllegalArgumentException("usage: HiveMqDriver.java publish HOST PORT 5|3 CLIENT_ID [QOS TOPIC PAYLOAD]… | "
@@ -81,14 +81,14 @@ public class HiveMqDriver {
     }
 
     static void published(String payload, String topic, MqttQos qos) {
-        System.out.println("{\"published\":" + q(payload) + ",\"topic\":" + q(topic) + ",\"qos\":" + qos.getCode() + "}");
+        System.out.println("{\"published\":" + Drivers.q(payload) + ",\"topic\":" + Drivers.q(topic) + ",\"qos\":" + qos.getCode() + "}");
     }
 
     static void subscribe5(String[] args) throws InterruptedException {
         Mqtt5BlockingClient c = client5(args);
         try (Mqtt5BlockingClient.Mqtt5Publishes publishes = c.publishes(MqttGlobalPublishFilter.ALL)) {
             var ack = c.subscribeWith().topicFilter(args[5]).qos(MqttQos.fromCode(Integer.parseInt(args[6]))).send();
-            System.out.println("{\"subscribed\":" + q(args[5]) + ",\"granted\":" + ack.getReasonCodes().get(0).getCode() + "}");
+            System.out.println("{\"subscribed\":" + Drivers.q(args[5]) + ",\"granted\":" + ack.getReasonCodes().get(0).getCode() + "}");
             int count = Integer.parseInt(args[7]);
             for (int got = 0; ; got++) {
                 Optional<Mqtt5Publish> m = got < count ? Optional.of(publishes.receive()) : publishes.receive(500, TimeUnit.MILLISECONDS);
@@ -97,10 +97,10 @@ public class HiveMqDriver {
                 StringBuilder props = new StringBuilder("[");
                 for (Mqtt5UserProperty u : p.getUserProperties().asList()) {
                     if (props.length() > 1) props.append(',');
-                    props.append('[').append(q(u.getName().toString())).append(',').append(q(u.getValue().toString())).append(']');
+                    props.append('[').append(Drivers.q(u.getName().toString())).append(',').append(Drivers.q(u.getValue().toString())).append(']');
                 }
-                System.out.println("{\"topic\":" + q(p.getTopic().toString()) + ",\"payload\":"
-                        + q(new String(p.getPayloadAsBytes(), StandardCharsets.UTF_8)) + ",\"qos\":" + p.getQos().getCode()
+                System.out.println("{\"topic\":" + Drivers.q(p.getTopic().toString()) + ",\"payload\":"
+                        + Drivers.q(new String(p.getPayloadAsBytes(), StandardCharsets.UTF_8)) + ",\"qos\":" + p.getQos().getCode()
                         + ",\"retained\":" + p.isRetain() + ",\"user_properties\":" + props.append(']') + "}");
             }
         }
@@ -111,45 +111,17 @@ public class HiveMqDriver {
         Mqtt3BlockingClient c = client3(args);
         try (Mqtt3BlockingClient.Mqtt3Publishes publishes = c.publishes(MqttGlobalPublishFilter.ALL)) {
             var ack = c.subscribeWith().topicFilter(args[5]).qos(MqttQos.fromCode(Integer.parseInt(args[6]))).send();
-            System.out.println("{\"subscribed\":" + q(args[5]) + ",\"granted\":" + ack.getReturnCodes().get(0).getCode() + "}");
+            System.out.println("{\"subscribed\":" + Drivers.q(args[5]) + ",\"granted\":" + ack.getReturnCodes().get(0).getCode() + "}");
             int count = Integer.parseInt(args[7]);
             for (int got = 0; ; got++) {
                 Optional<Mqtt3Publish> m = got < count ? Optional.of(publishes.receive()) : publishes.receive(500, TimeUnit.MILLISECONDS);
                 if (m.isEmpty()) break;
                 Mqtt3Publish p = m.get();
-                System.out.println("{\"topic\":" + q(p.getTopic().toString()) + ",\"payload\":"
-                        + q(new String(p.getPayloadAsBytes(), StandardCharsets.UTF_8)) + ",\"qos\":" + p.getQos().getCode()
+                System.out.println("{\"topic\":" + Drivers.q(p.getTopic().toString()) + ",\"payload\":"
+                        + Drivers.q(new String(p.getPayloadAsBytes(), StandardCharsets.UTF_8)) + ",\"qos\":" + p.getQos().getCode()
                         + ",\"retained\":" + p.isRetain() + ",\"user_properties\":[]}");
             }
         }
         c.disconnect();
-    }
-
-    /** A JSON string (or null). */
-    static String q(String s) {
-        if (s == null) return "null";
-        StringBuilder b = new StringBuilder("\"");
-        for (char c : s.toCharArray()) {
-            if (c == '"' || c == '\\') b.append('\\').append(c);
-            else if (c < 0x20) b.append(String.format("\\u%04x", (int) c));
-            else b.append(c);
-        }
-        return b.append('"').toString();
-    }
-
-    /** Ends the process (exit 2) if it is still running after `ms`, whatever a client waits for. */
-    static void watchdog(long ms) {
-        Thread t = new Thread(() -> {
-            try {
-                Thread.sleep(ms);
-            } catch (InterruptedException e) {
-                return;
-            }
-            System.err.println("HiveMqDriver: timed out after " + ms + " ms");
-            System.out.flush();
-            Runtime.getRuntime().halt(2);
-        });
-        t.setDaemon(true);
-        t.start();
     }
 }

@@ -30,7 +30,7 @@ public class KafkaConsumerDriver {
                 throw new IllegalArgumentException("usage: KafkaConsumerDriver.java BOOTSTRAP TOPIC COUNT TIMEOUT_MS");
             }
             long timeoutMs = Long.parseLong(args[3]);
-            watchdog(timeoutMs);
+            Drivers.watchdog("KafkaConsumerDriver", timeoutMs);
             read(args[0], args[1], Integer.parseInt(args[2]), timeoutMs);
             System.exit(0);
         } catch (Throwable e) {
@@ -64,11 +64,11 @@ public class KafkaConsumerDriver {
                     StringBuilder headers = new StringBuilder("[");
                     for (Header h : r.headers()) {
                         if (headers.length() > 1) headers.append(',');
-                        headers.append('[').append(q(h.key())).append(',').append(q(text(h.value()))).append(']');
+                        headers.append('[').append(Drivers.q(h.key())).append(',').append(Drivers.q(text(h.value()))).append(']');
                     }
                     headers.append(']');
                     System.out.println("{\"partition\":" + r.partition() + ",\"offset\":" + r.offset()
-                            + ",\"key\":" + q(text(r.key())) + ",\"value\":" + q(text(r.value()))
+                            + ",\"key\":" + Drivers.q(text(r.key())) + ",\"value\":" + Drivers.q(text(r.value()))
                             + ",\"headers\":" + headers + "}");
                     got++;
                 }
@@ -87,33 +87,5 @@ public class KafkaConsumerDriver {
 
     static String text(byte[] b) {
         return b == null ? null : new String(b, StandardCharsets.UTF_8);
-    }
-
-    /** A JSON string (or null). */
-    static String q(String s) {
-        if (s == null) return "null";
-        StringBuilder b = new StringBuilder("\"");
-        for (char c : s.toCharArray()) {
-            if (c == '"' || c == '\\') b.append('\\').append(c);
-            else if (c < 0x20) b.append(String.format("\\u%04x", (int) c));
-            else b.append(c);
-        }
-        return b.append('"').toString();
-    }
-
-    /** Ends the process (exit 2) if it is still running after `ms`, whatever a client waits for. */
-    static void watchdog(long ms) {
-        Thread t = new Thread(() -> {
-            try {
-                Thread.sleep(ms);
-            } catch (InterruptedException e) {
-                return;
-            }
-            System.err.println("KafkaConsumerDriver: timed out after " + ms + " ms");
-            System.out.flush();
-            Runtime.getRuntime().halt(2);
-        });
-        t.setDaemon(true);
-        t.start();
     }
 }

@@ -24,10 +24,10 @@ public class PahoDriver {
     public static void main(String[] args) {
         try {
             if (args.length >= 3 && args[0].equals("publish") && (args.length - 3) % 3 == 0) {
-                watchdog(60_000);
+                Drivers.watchdog("PahoDriver", 60_000);
                 publish(args);
             } else if (args.length == 7 && args[0].equals("subscribe")) {
-                watchdog(Long.parseLong(args[6]));
+                Drivers.watchdog("PahoDriver", Long.parseLong(args[6]));
                 subscribe(args[1], args[2], args[3], Integer.parseInt(args[4]), Integer.parseInt(args[5]));
             } else {
                 throw new IllegalArgumentException("usage: PahoDriver.java publish URL CLIENT_ID [QOS TOPIC PAYLOAD]… | "
@@ -61,7 +61,7 @@ public class PahoDriver {
             m.setQos(qos);
             // Blocks until the QoS 1/2 handshake completed (or throws).
             client.publish(args[i + 1], m);
-            System.out.println("{\"published\":" + q(args[i + 2]) + ",\"topic\":" + q(args[i + 1]) + ",\"qos\":" + qos + "}");
+            System.out.println("{\"published\":" + Drivers.q(args[i + 2]) + ",\"topic\":" + Drivers.q(args[i + 1]) + ",\"qos\":" + qos + "}");
         }
         client.disconnect(5_000);
         client.close();
@@ -78,8 +78,8 @@ public class PahoDriver {
 
             public void messageArrived(String topic, MqttMessage m) {
                 synchronized (System.out) {
-                    System.out.println("{\"topic\":" + q(topic) + ",\"payload\":"
-                            + q(new String(m.getPayload(), StandardCharsets.UTF_8)) + ",\"qos\":" + m.getQos()
+                    System.out.println("{\"topic\":" + Drivers.q(topic) + ",\"payload\":"
+                            + Drivers.q(new String(m.getPayload(), StandardCharsets.UTF_8)) + ",\"qos\":" + m.getQos()
                             + ",\"retained\":" + m.isRetained() + ",\"duplicate\":" + m.isDuplicate() + "}");
                 }
                 all.countDown();
@@ -89,39 +89,11 @@ public class PahoDriver {
         });
         IMqttToken sub = client.subscribeWithResponse(new String[] {filter}, new int[] {qos});
         sub.waitForCompletion(10_000);
-        System.out.println("{\"subscribed\":" + q(filter) + ",\"granted\":" + sub.getGrantedQos()[0] + "}");
+        System.out.println("{\"subscribed\":" + Drivers.q(filter) + ",\"granted\":" + sub.getGrantedQos()[0] + "}");
         all.await();
         // Anything beyond COUNT (a duplicate, an extra record) is printed in this time.
         TimeUnit.MILLISECONDS.sleep(500);
         client.disconnect(5_000);
         client.close();
-    }
-
-    /** A JSON string (or null). */
-    static String q(String s) {
-        if (s == null) return "null";
-        StringBuilder b = new StringBuilder("\"");
-        for (char c : s.toCharArray()) {
-            if (c == '"' || c == '\\') b.append('\\').append(c);
-            else if (c < 0x20) b.append(String.format("\\u%04x", (int) c));
-            else b.append(c);
-        }
-        return b.append('"').toString();
-    }
-
-    /** Ends the process (exit 2) if it is still running after `ms`, whatever a client waits for. */
-    static void watchdog(long ms) {
-        Thread t = new Thread(() -> {
-            try {
-                Thread.sleep(ms);
-            } catch (InterruptedException e) {
-                return;
-            }
-            System.err.println("PahoDriver: timed out after " + ms + " ms");
-            System.out.flush();
-            Runtime.getRuntime().halt(2);
-        });
-        t.setDaemon(true);
-        t.start();
     }
 }

@@ -28,11 +28,11 @@ public class QpidJmsDriver {
     public static void main(String[] args) {
         try {
             if (args.length >= 3 && args[0].equals("send")) {
-                watchdog(60_000);
+                Drivers.watchdog("QpidJmsDriver", 60_000);
                 send(args);
             } else if (args.length == 5 && args[0].equals("receive")) {
                 long timeoutMs = Long.parseLong(args[4]);
-                watchdog(timeoutMs);
+                Drivers.watchdog("QpidJmsDriver", timeoutMs);
                 receive(args[1], args[2], Integer.parseInt(args[3]));
             } else {
                 throw new IllegalArgumentException("usage: QpidJmsDriver.java send URL ADDRESS PAYLOAD… | "
@@ -57,7 +57,7 @@ public class QpidJmsDriver {
                 m.setStringProperty("client", "qpid-jms");
                 m.setJMSCorrelationID("corr-" + n);
                 p.send(m);
-                System.out.println("{\"sent\":" + q(args[i]) + ",\"message_id\":" + q(m.getJMSMessageID()) + "}");
+                System.out.println("{\"sent\":" + Drivers.q(args[i]) + ",\"message_id\":" + Drivers.q(m.getJMSMessageID()) + "}");
             }
         }
     }
@@ -86,39 +86,11 @@ public class QpidJmsDriver {
                 for (Enumeration<?> names = m.getPropertyNames(); names.hasMoreElements(); ) {
                     String name = names.nextElement().toString();
                     if (props.length() > 1) props.append(',');
-                    props.append(q(name)).append(':').append(q(String.valueOf(m.getObjectProperty(name))));
+                    props.append(Drivers.q(name)).append(':').append(Drivers.q(String.valueOf(m.getObjectProperty(name))));
                 }
-                System.out.println("{\"type\":" + q(type) + ",\"body\":" + q(body) + ",\"message_id\":" + q(m.getJMSMessageID())
-                        + ",\"correlation_id\":" + q(m.getJMSCorrelationID()) + ",\"properties\":" + props.append('}') + "}");
+                System.out.println("{\"type\":" + Drivers.q(type) + ",\"body\":" + Drivers.q(body) + ",\"message_id\":" + Drivers.q(m.getJMSMessageID())
+                        + ",\"correlation_id\":" + Drivers.q(m.getJMSCorrelationID()) + ",\"properties\":" + props.append('}') + "}");
             }
         }
-    }
-
-    /** A JSON string (or null). */
-    static String q(String s) {
-        if (s == null) return "null";
-        StringBuilder b = new StringBuilder("\"");
-        for (char c : s.toCharArray()) {
-            if (c == '"' || c == '\\') b.append('\\').append(c);
-            else if (c < 0x20) b.append(String.format("\\u%04x", (int) c));
-            else b.append(c);
-        }
-        return b.append('"').toString();
-    }
-
-    /** Ends the process (exit 2) if it is still running after `ms`, whatever a client waits for. */
-    static void watchdog(long ms) {
-        Thread t = new Thread(() -> {
-            try {
-                Thread.sleep(ms);
-            } catch (InterruptedException e) {
-                return;
-            }
-            System.err.println("QpidJmsDriver: timed out after " + ms + " ms");
-            System.out.flush();
-            Runtime.getRuntime().halt(2);
-        });
-        t.setDaemon(true);
-        t.start();
     }
 }

@@ -39,10 +39,10 @@ public class VertxAmqpDriver {
     public static void main(String[] args) {
         try {
             if (args.length >= 4 && args[0].equals("send") && (args.length - 4) % 3 == 0) {
-                watchdog(60_000);
+                Drivers.watchdog("VertxAmqpDriver", 60_000);
                 send(args);
             } else if (args.length == 6 && args[0].equals("receive")) {
-                watchdog(Long.parseLong(args[5]));
+                Drivers.watchdog("VertxAmqpDriver", Long.parseLong(args[5]));
                 receive(args[1], Integer.parseInt(args[2]), args[3], Integer.parseInt(args[4]));
             } else {
                 throw new IllegalArgumentException("usage: VertxAmqpDriver.java send HOST PORT ADDRESS [KEY PARTITION PAYLOAD]… | "
@@ -90,7 +90,7 @@ public class VertxAmqpDriver {
             m.setMessageAnnotations(new MessageAnnotations(annotations));
             // Fails unless the outcome is `accepted`.
             await(sender.sendWithAck(AmqpMessage.create(m).build()));
-            System.out.println("{\"sent\":" + q(args[i + 2]) + "}");
+            System.out.println("{\"sent\":" + Drivers.q(args[i + 2]) + "}");
         }
         await(sender.close());
         await(c.close());
@@ -114,15 +114,15 @@ public class VertxAmqpDriver {
             StringBuilder props = new StringBuilder("{");
             m.applicationProperties().forEach(e -> {
                 if (props.length() > 1) props.append(',');
-                props.append(q(e.getKey())).append(':').append(q(String.valueOf(e.getValue())));
+                props.append(Drivers.q(e.getKey())).append(':').append(Drivers.q(String.valueOf(e.getValue())));
             });
-            System.out.println("{\"body\":" + q(m.bodyAsBinary().toString(StandardCharsets.UTF_8))
-                    + ",\"topic\":" + q(text(ann.get(Symbol.valueOf("x-opt-kafka-topic"))))
+            System.out.println("{\"body\":" + Drivers.q(m.bodyAsBinary().toString(StandardCharsets.UTF_8))
+                    + ",\"topic\":" + Drivers.q(text(ann.get(Symbol.valueOf("x-opt-kafka-topic"))))
                     + ",\"partition\":" + ann.get(Symbol.valueOf("x-opt-kafka-partition"))
                     + ",\"offset\":" + ann.get(Symbol.valueOf("x-opt-kafka-offset"))
-                    + ",\"key\":" + q(text(ann.get(Symbol.valueOf("x-opt-kafka-key"))))
-                    + ",\"message_id\":" + q(m.id()) + ",\"correlation_id\":" + q(m.correlationId())
-                    + ",\"subject\":" + q(m.subject()) + ",\"content_type\":" + q(m.contentType())
+                    + ",\"key\":" + Drivers.q(text(ann.get(Symbol.valueOf("x-opt-kafka-key"))))
+                    + ",\"message_id\":" + Drivers.q(m.id()) + ",\"correlation_id\":" + Drivers.q(m.correlationId())
+                    + ",\"subject\":" + Drivers.q(m.subject()) + ",\"content_type\":" + Drivers.q(m.contentType())
                     + ",\"properties\":" + props.append('}') + "}");
         }
         await(receiver.close());
@@ -134,33 +134,5 @@ public class VertxAmqpDriver {
         if (v == null) return null;
         if (v instanceof Binary b) return new String(b.getArray(), b.getArrayOffset(), b.getLength(), StandardCharsets.UTF_8);
         return v.toString();
-    }
-
-    /** A JSON string (or null). */
-    static String q(String s) {
-        if (s == null) return "null";
-        StringBuilder b = new StringBuilder("\"");
-        for (char c : s.toCharArray()) {
-            if (c == '"' || c == '\\') b.append('\\').append(c);
-            else if (c < 0x20) b.append(String.format("\\u%04x", (int) c));
-            else b.append(c);
-        }
-        return b.append('"').toString();
-    }
-
-    /** Ends the process (exit 2) if it is still running after `ms`, whatever a client waits for. */
-    static void watchdog(long ms) {
-        Thread t = new Thread(() -> {
-            try {
-                Thread.sleep(ms);
-            } catch (InterruptedException e) {
-                return;
-            }
-            System.err.println("VertxAmqpDriver: timed out after " + ms + " ms");
-            System.out.flush();
-            Runtime.getRuntime().halt(2);
-        });
-        t.setDaemon(true);
-        t.start();
     }
 }
