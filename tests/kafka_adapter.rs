@@ -546,47 +546,91 @@ async fn a_subscription_to_a_missing_topic_waits_for_it_without_creating_it() {
     assert_eq!(got[0].value, Some(Bytes::from("arrived")));
 }
 
+/// What the two driver tests share: 500 records on `topic`, and a driver with a read-ahead of
+/// 20 records (polls of 5) over a consumer of `group` subscribed to it, its pauses counted.
+struct SmallDriver {
+    _kafka: broker::TestBroker,
+    driver: barnabas_core::ConsumerDriver,
+    session: std::sync::Arc<dyn barnabas_core::ConsumerSession>,
+    counted: std::sync::Arc<CountsPauses>,
+}
+
+impl SmallDriver {
+    async fn over_500_records(topic: &str, group_id: &str) -> SmallDriver {
+        use barnabas_core::{ConsumerDriver, DriverLimits};
+
+        let kafka = broker::start().await;
+        let backend = barnabas_kafka::connect(&broker::kafka_config(&kafka)).unwrap();
+        let records: Vec<Record> = (0..500)
+            .map(|i| Record::new(topic, format!("{i}")))
+            .collect();
+        assert!(backend
+            .publisher
+            .publish(records)
+            .await
+            .iter()
+            .all(Result::is_ok));
+        let session = backend
+            .consumers
+            .create(ConsumerConfig {
+                explicit_offset_store: true,
+                ..group(group_id)
+            })
+            .await
+            .unwrap();
+        let limits = DriverLimits {
+            max_records: 20,
+            max_bytes: 1 << 20,
+            poll_batch: 5,
+        };
+        let counted = std::sync::Arc::new(CountsPauses::new(session.clone()));
+        let driver = ConsumerDriver::spawn(counted.clone(), limits);
+        driver
+            .subscribe(Subscription::Topics(vec![topic.into()]))
+            .await
+            .unwrap();
+        SmallDriver {
+            _kafka: kafka,
+            driver,
+            session,
+            counted,
+        }
+    }
+
+    /// Fetches `batch` records at a time until all 500 came (bounded); their offsets.
+    async fn fetch_all(&self, batch: usize) -> Vec<i64> {
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + WAIT;
+        while got.len() < 500 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} records",
+                got.len()
+            );
+            match self
+                .driver
+                .fetch(batch, None, Duration::from_secs(1))
+                .await
+                .unwrap()
+            {
+                barnabas_core::Fetched::Records(b) => got.extend(b.into_iter().map(|r| r.offset)),
+                barnabas_core::Fetched::TooLarge { .. } => panic!("no byte limit was set"),
+            }
+        }
+        got
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_driver_reads_ahead_only_up_to_its_bound_and_loses_nothing() {
-    use barnabas_core::{ConsumerDriver, DriverLimits, Fetched};
-
-    let kafka = broker::start().await;
-    let backend = barnabas_kafka::connect(&broker::kafka_config(&kafka)).unwrap();
-    let records: Vec<Record> = (0..500)
-        .map(|i| Record::new("bp", format!("{i}")))
-        .collect();
-    assert!(backend
-        .publisher
-        .publish(records)
-        .await
-        .iter()
-        .all(Result::is_ok));
-
-    let session = backend
-        .consumers
-        .create(ConsumerConfig {
-            explicit_offset_store: true,
-            ..group("g-bp")
-        })
-        .await
-        .unwrap();
-    let limits = DriverLimits {
-        max_records: 20,
-        max_bytes: 1 << 20,
-        poll_batch: 5,
-    };
-    let counted = std::sync::Arc::new(CountsPauses::new(session.clone()));
-    let driver = ConsumerDriver::spawn(counted.clone(), limits);
-    driver
-        .subscribe(Subscription::Topics(vec!["bp".into()]))
-        .await
-        .unwrap();
+    let t = SmallDriver::over_500_records("bp", "g-bp").await;
 
     // Nobody fetches: the driver fills its buffer, pauses, and stops advancing.
     let mut position = 0;
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        position = session
+        position = t
+            .session
             .positions()
             .await
             .unwrap()
@@ -600,36 +644,19 @@ async fn the_driver_reads_ahead_only_up_to_its_bound_and_loses_nothing() {
         "read-ahead stopped at its bound, position {position}"
     );
     assert!(
-        counted.pauses() >= 1,
+        t.counted.pauses() >= 1,
         "a client that does not read is paused"
     );
 
     // Fetching drains the buffer and resumes reading: all 500, in order, once.
-    let mut got = Vec::new();
-    let deadline = std::time::Instant::now() + WAIT;
-    while got.len() < 500 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "only {} records",
-            got.len()
-        );
-        match driver
-            .fetch(50, None, Duration::from_secs(1))
-            .await
-            .unwrap()
-        {
-            Fetched::Records(batch) => got.extend(batch.into_iter().map(|r| r.offset)),
-            Fetched::TooLarge { .. } => panic!("no byte limit was set"),
-        }
-    }
-    assert_eq!(got, (0..500).collect::<Vec<i64>>());
+    assert_eq!(t.fetch_all(50).await, (0..500).collect::<Vec<i64>>());
     // What was handed out is what "commit all consumed" commits.
-    driver.commit(CommitRequest::AllConsumed).await.unwrap();
+    t.driver.commit(CommitRequest::AllConsumed).await.unwrap();
     assert_eq!(
-        session.committed().await.unwrap(),
+        t.session.committed().await.unwrap(),
         vec![(TopicPartition::new("bp", 0), Some(500))]
     );
-    driver.close().await.unwrap();
+    t.driver.close().await.unwrap();
 }
 
 /// A client that keeps fetching never gets its partitions paused: pausing makes librdkafka
@@ -639,54 +666,10 @@ async fn the_driver_reads_ahead_only_up_to_its_bound_and_loses_nothing() {
 /// Broken to pause at once when full (as before): 10 pauses here, and 6 s instead of 1 s.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_keeps_reading_is_never_paused_and_gets_everything_once() {
-    use barnabas_core::{ConsumerDriver, DriverLimits, Fetched};
-
-    let kafka = broker::start().await;
-    let backend = barnabas_kafka::connect(&broker::kafka_config(&kafka)).unwrap();
-    let records: Vec<Record> = (0..500)
-        .map(|i| Record::new("steady", format!("{i}")))
-        .collect();
-    assert!(backend
-        .publisher
-        .publish(records)
-        .await
-        .iter()
-        .all(Result::is_ok));
-    let session = backend
-        .consumers
-        .create(ConsumerConfig {
-            explicit_offset_store: true,
-            ..group("g-steady")
-        })
-        .await
-        .unwrap();
-    let limits = DriverLimits {
-        max_records: 20,
-        max_bytes: 1 << 20,
-        poll_batch: 5,
-    };
-    let counted = std::sync::Arc::new(CountsPauses::new(session));
-    let driver = ConsumerDriver::spawn(counted.clone(), limits);
-    driver
-        .subscribe(Subscription::Topics(vec!["steady".into()]))
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let deadline = std::time::Instant::now() + WAIT;
-    while got.len() < 500 {
-        assert!(std::time::Instant::now() < deadline, "only {}", got.len());
-        match driver
-            .fetch(10, None, Duration::from_secs(1))
-            .await
-            .unwrap()
-        {
-            Fetched::Records(batch) => got.extend(batch.into_iter().map(|r| r.offset)),
-            Fetched::TooLarge { .. } => panic!("no byte limit was set"),
-        }
-    }
-    assert_eq!(got, (0..500).collect::<Vec<i64>>());
-    assert_eq!(counted.pauses(), 0, "a reading client was paused");
-    driver.close().await.unwrap();
+    let t = SmallDriver::over_500_records("steady", "g-steady").await;
+    assert_eq!(t.fetch_all(10).await, (0..500).collect::<Vec<i64>>());
+    assert_eq!(t.counted.pauses(), 0, "a reading client was paused");
+    t.driver.close().await.unwrap();
 }
 
 /// A consumer session that counts the driver's pauses and otherwise is the one it wraps.
