@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{broker, free_addr, next_publish, raw_mqtt, wait_for_status, Gateway};
+use common::{broker, next_publish, raw_mqtt, Gateway};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
@@ -27,22 +27,7 @@ struct Replica {
 
 impl Replica {
     fn start(bootstrap: &str) -> Replica {
-        let (http, mqtt) = (free_addr(), free_addr());
-        let process = Gateway::spawn(
-            &[
-                "run",
-                "--kafka-bootstrap",
-                bootstrap,
-                "--http-listen",
-                &http.to_string(),
-                "--mqtt-listen",
-                &mqtt.to_string(),
-                "--amqp-listen",
-                "off",
-            ],
-            &[("BARNABAS_KAFKA__DEFAULT_REPLICATION_FACTOR", "1")],
-        );
-        wait_for_status(http, "/ready", 200, Duration::from_secs(30));
+        let (process, http, mqtt) = common::replica_process(bootstrap);
         Replica {
             process,
             mqtt,

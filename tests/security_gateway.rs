@@ -1665,28 +1665,6 @@ async fn a_disconnect_with_expiry_0_writes_a_tombstone_and_drops_nothing_in_flig
     gw.stop().await;
 }
 
-/// A replica process with MQTT and HTTP on free ports against `bootstrap`: (process, MQTT
-/// address).
-fn mqtt_replica(bootstrap: &str) -> (common::Gateway, std::net::SocketAddr) {
-    let (http, mqtt) = (common::free_addr(), common::free_addr());
-    let process = common::Gateway::spawn(
-        &[
-            "run",
-            "--kafka-bootstrap",
-            bootstrap,
-            "--http-listen",
-            &http.to_string(),
-            "--mqtt-listen",
-            &mqtt.to_string(),
-            "--amqp-listen",
-            "off",
-        ],
-        &[("BARNABAS_KAFKA__DEFAULT_REPLICATION_FACTOR", "1")],
-    );
-    common::wait_for_status(http, "/ready", 200, Duration::from_secs(30));
-    (process, mqtt)
-}
-
 /// A persistent MQTT 3.1.1 session at `addr` (manual acks): client, event loop, and whether
 /// the CONNACK said the session was present.
 async fn persistent(
@@ -1721,8 +1699,8 @@ async fn persistent(
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_of_a_killed_replica_resume_elsewhere_and_get_unacknowledged_deliveries_again() {
     let gw = gateway::start(|_| {}).await;
-    let (mut a, a_mqtt) = mqtt_replica(&gw.kafka);
-    let (b, b_mqtt) = mqtt_replica(&gw.kafka);
+    let (mut a, _, a_mqtt) = common::replica_process(&gw.kafka);
+    let (b, _, b_mqtt) = common::replica_process(&gw.kafka);
 
     let (client, mut el, _) = persistent(a_mqtt, "survivor").await;
     client

@@ -632,6 +632,28 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// A gateway process against `bootstrap` with HTTP and MQTT on free ports (AMQP off), once
+/// ready: one replica of a scale-out test. Returns (process, HTTP address, MQTT address).
+pub fn replica_process(bootstrap: &str) -> (Gateway, SocketAddr, SocketAddr) {
+    let (http, mqtt) = (free_addr(), free_addr());
+    let process = Gateway::spawn(
+        &[
+            "run",
+            "--kafka-bootstrap",
+            bootstrap,
+            "--http-listen",
+            &http.to_string(),
+            "--mqtt-listen",
+            &mqtt.to_string(),
+            "--amqp-listen",
+            "off",
+        ],
+        &[("BARNABAS_KAFKA__DEFAULT_REPLICATION_FACTOR", "1")],
+    );
+    wait_for_status(http, "/ready", 200, Duration::from_secs(30));
+    (process, http, mqtt)
+}
+
 /// Polls `GET path` until it answers `want` (bounded).
 pub fn wait_for_status(addr: SocketAddr, path: &str, want: u16, within: Duration) {
     let deadline = Instant::now() + within;
