@@ -97,8 +97,9 @@ impl ApacheKafka {
         properties: impl FnOnce(u16, u16) -> Vec<String>,
         env: &[(&str, &str)],
     ) -> ApacheKafka {
-        let (port, controller) = (free_port(), free_port());
-        let kafka = Self::spawn(port, controller, properties(port, controller), env);
+        let ports = distinct_free_ports(2);
+        let (port, controller) = (ports[0], ports[1]);
+        let mut kafka = Self::spawn(port, controller, properties(port, controller), env);
         kafka.wait_ready();
         kafka
     }
@@ -184,16 +185,19 @@ impl ApacheKafka {
         assert!(status.success(), "kill -{sig} {group}");
     }
 
-    fn wait_ready(&self) {
+    /// Waits until the broker accepts connections; fails at once if its process ended.
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + KAFKA_START;
         loop {
             let log = self.log.lock().unwrap().clone();
             if log.iter().any(|l| l.contains("kafka ready on")) {
                 return;
             }
+            let ended = self.child.try_wait().ok().flatten();
             assert!(
-                Instant::now() < deadline,
-                "Apache Kafka did not start:\n{}",
+                ended.is_none() && Instant::now() < deadline,
+                "Apache Kafka did not start ({}):\n{}",
+                ended.map_or_else(|| "timed out".to_owned(), |s| s.to_string()),
                 log.join("\n")
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -228,14 +232,15 @@ pub struct ApacheCluster {
 
 impl ApacheCluster {
     pub fn start(size: usize) -> ApacheCluster {
-        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let free = distinct_free_ports(2 * size);
+        let ports: Vec<(u16, u16)> = free.chunks(2).map(|p| (p[0], p[1])).collect();
         let voters: Vec<String> = ports
             .iter()
             .enumerate()
             .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
             .collect();
         let replicas = size.min(3);
-        let nodes: Vec<ApacheKafka> = ports
+        let mut nodes: Vec<ApacheKafka> = ports
             .iter()
             .enumerate()
             .map(|(i, &(port, controller))| {
@@ -257,7 +262,7 @@ impl ApacheCluster {
                 )
             })
             .collect();
-        for node in &nodes {
+        for node in &mut nodes {
             node.wait_ready();
         }
         let bootstrap = nodes
@@ -267,4 +272,17 @@ impl ApacheCluster {
             .join(",");
         ApacheCluster { nodes, bootstrap }
     }
+}
+
+/// `n` different free ports: two [`free_port`] calls can return the same port (each binds
+/// port 0 and lets it go), and a broker given one port for two listeners does not start.
+fn distinct_free_ports(n: usize) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::with_capacity(n);
+    while ports.len() < n {
+        let p = free_port();
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    ports
 }
