@@ -826,3 +826,81 @@ async fn puback_reason(
         }
     }
 }
+
+/// Issue 22: a retained publish is acknowledged only once both of its records are in Kafka —
+/// the data record and the retained copy in `barnabas.mqtt.retained`. The gateway logs in to
+/// Kafka (SASL/SCRAM, StandardAuthorizer) as a user that may do everything on every topic and
+/// group except write `barnabas.mqtt.retained` (a DENY ACL), so Kafka refuses every retained
+/// copy while data records go through. A plain QoS 1 publish is acknowledged; a retained one
+/// gets a v5 PUBACK failure although its data record was stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retained_publish_whose_retained_copy_kafka_refuses_gets_a_negative_puback() {
+    use common::gateway;
+    use rumqttc::v5::{
+        mqttbytes::{v5::PubAckReason, QoS},
+        AsyncClient, MqttOptions,
+    };
+    let kafka = ApacheKafka::start_sasl(&[("admin", "admin-pw"), ("gw", "gw-pw")], &["admin"]);
+    let acl = |verb: &str, resource: &str, name: &str, ops: &str| {
+        run_python(
+            "kafka_client.py",
+            &[
+                verb,
+                &kafka.bootstrap,
+                "admin",
+                "admin-pw",
+                "User:gw",
+                resource,
+                name,
+                ops,
+            ],
+        );
+    };
+    acl("allow", "topic", "*", "all");
+    acl("allow", "group", "*", "all");
+    acl("deny", "topic", "barnabas.mqtt.retained", "write");
+    let gw = gateway::start_on(Some(kafka.bootstrap.clone()), |c| {
+        for (k, v) in [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-256"),
+            ("sasl.username", "gw"),
+            ("sasl.password", "gw-pw"),
+        ] {
+            c.kafka.properties.insert(k.into(), v.into());
+        }
+    })
+    .await;
+    let mqtt = gw.gateway.mqtt_addr().unwrap();
+    let (client, mut el) =
+        AsyncClient::new(MqttOptions::new("keeper", "127.0.0.1", mqtt.port()), 10);
+    client
+        .publish("state/plain", QoS::AtLeastOnce, false, "plain")
+        .await
+        .unwrap();
+    assert_eq!(puback_reason(&mut el).await, PubAckReason::Success);
+    client
+        .publish("state/kept", QoS::AtLeastOnce, true, "kept")
+        .await
+        .unwrap();
+    let reason = puback_reason(&mut el).await;
+    eprintln!("figures: PUBACK of a retained publish whose retained copy was refused: {reason:?}");
+    assert_ne!(
+        reason,
+        PubAckReason::Success,
+        "the retained copy was never stored, so the publish is not acknowledged"
+    );
+    let values: Vec<serde_json::Value> = serde_json::from_str(
+        &common::python_async(
+            "kafka_client.py",
+            &["values-sasl", &kafka.bootstrap, "admin", "admin-pw", "mqtt"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        values,
+        vec![serde_json::json!("plain"), serde_json::json!("kept")],
+        "both data records were written: the negative answer is the retained copy's"
+    );
+    gw.stop().await;
+}

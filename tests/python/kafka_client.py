@@ -8,7 +8,10 @@ usage:
   kafka_client.py values-sasl BOOTSTRAP USER PASSWORD TOPIC -> the same, SASL/SCRAM-SHA-256 login
   kafka_client.py allow BOOTSTRAP USER PASSWORD PRINCIPAL topic|group NAME OP[,OP…] [TOPIC…]
       -> creates the topics (SASL/SCRAM-SHA-256 login as USER), then ALLOW ACLs for PRINCIPAL
-         (e.g. User:alice) on that literal resource; prints "[]"
+         (e.g. User:alice) on that literal resource (`*`: every one); prints "[]"
+  kafka_client.py deny …the same…   -> DENY ACLs instead (they win over any ALLOW)
+  kafka_client.py create-topic BOOTSTRAP TOPIC [KEY=VALUE…] -> creates a one-partition topic
+      with those topic configs (e.g. min.insync.replicas=2); prints "[]"
   kafka_client.py produce-null-header BOOTSTRAP TOPIC -> one record, value "Simple message",
       headers key1=value1, key-with-null-value=<null>, key3=value3 (strimzi-kafka-bridge #1158)
 """
@@ -31,6 +34,15 @@ def ensure_topic(bootstrap, topic):
         except KafkaException as e:
             if "TOPIC_ALREADY_EXISTS" not in str(e):
                 raise
+
+
+def create_topic(bootstrap, topic, configs):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config = dict(c.split("=", 1) for c in configs)
+    new = NewTopic(topic, num_partitions=1, replication_factor=1, config=config)
+    for fut in admin.create_topics([new]).values():
+        fut.result(timeout=30)
+    print("[]")
 
 
 def produce(bootstrap, topic, count):
@@ -134,7 +146,7 @@ def values(bootstrap, topic, login=None):
     print(json.dumps(out))
 
 
-def allow(bootstrap, user, password, principal, resource, name, ops, topics):
+def allow(bootstrap, user, password, principal, resource, name, ops, topics, permission="ALLOW"):
     from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType,
                                        ResourcePatternType, ResourceType)
     admin = AdminClient({
@@ -154,7 +166,7 @@ def allow(bootstrap, user, password, principal, resource, name, ops, topics):
     kind = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}[resource]
     bindings = [
         AclBinding(kind, name, ResourcePatternType.LITERAL, principal, "*",
-                   getattr(AclOperation, op.upper()), AclPermissionType.ALLOW)
+                   getattr(AclOperation, op.upper()), getattr(AclPermissionType, permission))
         for op in ops.split(",")
     ]
     for fut in admin.create_acls(bindings).values():
@@ -166,10 +178,14 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "produce":
         produce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif cmd == "create-topic":
+        create_topic(sys.argv[2], sys.argv[3], sys.argv[4:])
     elif cmd == "produce-null-header":
         produce_null_header(sys.argv[2], sys.argv[3])
     elif cmd == "allow":
         allow(*sys.argv[2:9], sys.argv[9:])
+    elif cmd == "deny":
+        allow(*sys.argv[2:9], sys.argv[9:], permission="DENY")
     elif cmd == "values":
         values(sys.argv[2], sys.argv[3])
     elif cmd == "values-sasl":

@@ -81,8 +81,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(DefaultBodyLimit::max(body_limit));
+    let api = answer_panics(api)
         .layer(TraceLayer::new_for_http())
         .with_state(state.clone());
     let api = match cors {
@@ -100,6 +100,13 @@ pub fn router(state: AppState) -> Router {
         state.shutdown.clone(),
     );
     api
+}
+
+/// A handler that panics is answered `500` with the JSON error body, and only its request is
+/// lost: the connection and every other request go on (without this layer hyper would drop
+/// the connection with no answer).
+fn answer_panics<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.layer(CatchPanicLayer::custom(error::panic_response))
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
@@ -144,4 +151,39 @@ pub async fn serve(
     ));
     server::serve_streams(incoming, router, header_read_timeout, shutdown).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_handler_panic_is_answered_500_json_and_the_router_keeps_serving() {
+        let app = answer_panics(
+            Router::new()
+                .route("/boom", get(|| async { panic!("a handler bug") as &str }))
+                .route("/fine", get(|| async { "fine" })),
+        );
+        let request = |path: &str| {
+            axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let answer = app.clone().oneshot(request("/boom")).await.unwrap();
+        assert_eq!(answer.status(), 500);
+        assert_eq!(
+            answer.headers()["content-type"],
+            "application/vnd.kafka.v2+json"
+        );
+        let body = axum::body::to_bytes(answer.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error_code"], 500, "{body}");
+        assert!(body["message"].is_string(), "{body}");
+        let answer = app.oneshot(request("/fine")).await.unwrap();
+        assert_eq!(answer.status(), 200);
+    }
 }

@@ -145,3 +145,38 @@ fn decode_hex32(s: &str) -> Option<[u8; 32]> {
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The file holds the token's digest only; a presented token is hashed and its digest
+    /// looked up, so neither the file's text nor a near miss gets in.
+    #[test]
+    fn a_bearer_token_is_known_by_its_digest_only() {
+        let token = "tok-0123456789abcdef";
+        let digest = hex(&Sha256::digest(token.as_bytes()));
+        let users = Users::from_file(UsersFile {
+            user: vec![UserEntry {
+                name: "sensor".into(),
+                password_hash: None,
+                tokens_sha256: vec![digest.clone()],
+            }],
+        })
+        .unwrap();
+        assert_eq!(users.user_of_token(token), Some("sensor"));
+        assert_eq!(users.user_of_token("tok-0123456789abcdeF"), None);
+        assert_eq!(users.user_of_token("tok-0123456789abcde"), None);
+        assert_eq!(
+            users.user_of_token(&digest),
+            None,
+            "the file's text is no token"
+        );
+        assert_eq!(users.user_of_token(""), None);
+    }
+}
