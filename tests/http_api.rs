@@ -487,6 +487,40 @@ async fn the_documented_differences_from_strimzi_hold() {
     assert_eq!(got[0].key, None, "a null key is no key");
     assert_eq!(got[0].value.as_deref(), Some(b"1".as_slice()));
     assert_eq!(got[1].value, None, "a null value is a Kafka null");
+    // A null value is a Kafka null in the binary and text formats too.
+    for (format, topic) in [(BINARY, "differs-binary"), (TEXT, "differs-text")] {
+        let a = gw
+            .post_json(
+                &format!("/topics/{topic}"),
+                format,
+                &json!({"records": [{"value": null}]}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{format}: {}", a.text);
+        let got = common::read_topic(&gw, topic, 1).await;
+        assert_eq!(got[0].value, None, "{format}: a null value is a Kafka null");
+    }
+    // json-format numbers and booleans are accepted and stored as their JSON text.
+    let a = gw
+        .post_json(
+            "/topics/differs-scalars",
+            JSON,
+            &json!({"records": [{"key": 12, "value": true}, {"key": false, "value": 3.5}]}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let got = common::read_topic(&gw, "differs-scalars", 2).await;
+    let stored: Vec<_> = got
+        .iter()
+        .map(|r| (r.key.as_deref(), r.value.as_deref()))
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            (Some(b"12".as_slice()), Some(b"true".as_slice())),
+            (Some(b"false".as_slice()), Some(b"3.5".as_slice())),
+        ]
+    );
 
     let a = gw
         .post_json(

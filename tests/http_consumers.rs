@@ -190,6 +190,10 @@ async fn consumer_lifecycle_and_its_errors() {
         .assert_error(409);
     assert_eq!(gw.delete(c).await.status, 204);
     gw.delete(c).await.assert_error(404);
+    // Strimzi's document gives `DELETE …/subscription` (and it alone) `application/json`.
+    gw.delete(&format!("{c}/subscription"))
+        .await
+        .assert_error_as(404, "application/json");
     gw.get(&format!("{c}/records"), Some(JSON))
         .await
         .assert_error(404);
@@ -777,6 +781,30 @@ async fn sse_streams_records_and_resumes_from_last_event_id() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 406);
+
+    // `data:` is UTF-8 text as it is, other bytes base64, `null` for a tombstone.
+    let a = gw
+        .post_json(
+            "/topics/sse",
+            BINARY,
+            &json!({"records": [
+                {"value": B64.encode(b"\xff\xfe\xfd")},
+                {"value": null},
+                {"value": B64.encode("plain text, é")},
+            ]}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let resp = open(Some("0:5"), "from=earliest").await.unwrap();
+    let (events, _) = read_events(resp, 3, Duration::from_secs(30)).await;
+    assert_eq!(
+        events,
+        vec![
+            ("0:6".to_owned(), "//79".to_owned()),
+            ("0:7".to_owned(), "null".to_owned()),
+            ("0:8".to_owned(), "plain text, é".to_owned()),
+        ]
+    );
     gw.stop().await;
 }
 

@@ -106,9 +106,16 @@ impl Answer {
             .unwrap_or("")
     }
 
-    /// Asserts an error answer: this status, the JSON error shape, a message.
+    /// Asserts an error answer: this status, the JSON error shape, a message, with the
+    /// content type of every error but `DELETE …/subscription`'s (`application/vnd.kafka.v2+json`).
     pub fn assert_error(&self, status: u16) -> &Self {
+        self.assert_error_as(status, V2)
+    }
+
+    /// [`Self::assert_error`] with this content type.
+    pub fn assert_error_as(&self, status: u16, content_type: &str) -> &Self {
         assert_eq!(self.status.as_u16(), status, "{}", self.text);
+        assert_eq!(self.content_type(), content_type, "{}", self.text);
         assert_eq!(self.json["error_code"], status, "error body: {}", self.text);
         assert!(
             self.json["message"].as_str().is_some_and(|m| !m.is_empty()),
