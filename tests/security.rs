@@ -95,12 +95,17 @@ async fn http_clients_authenticate_with_basic_or_bearer_and_acls_apply() {
     assert_eq!(curl(&[&url("/healthy")]).0, 200);
     assert_eq!(curl(&[&url("/ready")]).0, 200);
     let (_, metrics) = curl(&[&url("/metrics")]);
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.contains("auth_failures") && l.contains("protocol=\"http\"")),
-        "failed logins counted"
-    );
+    // Failed logins counted by reason: the request without credentials, the wrong password
+    // and the unknown token.
+    for counted in [
+        r#"barnabas_auth_failures_total{protocol="http",reason="no_credentials"} 1"#,
+        r#"barnabas_auth_failures_total{protocol="http",reason="bad_credentials"} 2"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == counted),
+            "{counted} in:\n{metrics}"
+        );
+    }
 
     // Right password or token: written; a topic the ACL does not grant: 403.
     let (status, text) = produce(&["-u", "device-1:s3cret"], "telemetry");
@@ -226,6 +231,16 @@ async fn mqtt_clients_log_in_with_connect_credentials_and_acls_apply() {
         );
         assert_eq!(connack(&all(&wrong)), Some(wrong_code), "{}", text(&wrong));
     }
+    let metrics = gw.get("/metrics", None).await.text;
+    for counted in [
+        r#"barnabas_auth_failures_total{protocol="mqtt",reason="no_credentials"} 2"#,
+        r#"barnabas_auth_failures_total{protocol="mqtt",reason="bad_credentials"} 2"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == counted),
+            "{counted} in:\n{metrics}"
+        );
+    }
 
     // Right credentials: written, in both versions.
     let creds = ["-u", "device-1", "-P", "s3cret"];
@@ -344,6 +359,12 @@ async fn amqp_clients_log_in_with_sasl_plain_and_acls_apply() {
         wrong.sasl_outcome.as_deref(),
         Some("auth"),
         "a wrong password: {wrong:?}"
+    );
+    let metrics = gw.get("/metrics", None).await.text;
+    let counted = r#"barnabas_auth_failures_total{protocol="amqp",reason="bad_credentials"} 1"#;
+    assert!(
+        metrics.lines().any(|l| l == counted),
+        "{counted} in:\n{metrics}"
     );
     // SASL PLAIN with the right password: a producer link on a granted topic works, one on
     // a topic the ACL does not grant is refused with amqp:unauthorized-access.
