@@ -626,11 +626,38 @@ def case_server_topic_aliases():
     return f"{used} of {len(got)} deliveries by alias only, aliases {sorted(aliases)}"
 
 
+def case_session_expiry():
+    """A session outlives its connection for its Session Expiry Interval and no longer: back
+    within it, the session is present with what was queued for it; back after it, a new
+    session with no subscription ([MQTT-3.1.2-23], 3.1.2.11.2; [MQTT-3.2.2-2], [MQTT-3.2.2-3])."""
+    t = topic("session-expiry")
+    pub = Client("sexp-pub").connect()
+    sub = Client("sexp-sub").connect(SessionExpiryInterval=2)
+    sub.subscribe(t)
+    sub.disconnect()
+    pub.publish(t, b"kept")
+    sub.connect(clean_start=False, SessionExpiryInterval=2)
+    check(sub.session_present, "back within the expiry interval: no session present")
+    got = sub.receive(1)
+    check(payloads(got) == [b"kept"], f"within the interval got {payloads(got)}")
+    sub.disconnect()
+    time.sleep(4)  # the 2 s interval, with room: expiry is the condition under test
+    pub.publish(t, b"after-expiry")
+    sub.connect(clean_start=False, SessionExpiryInterval=0)
+    check(not sub.session_present, "the session outlived its 2 s expiry interval")
+    got = sub.quiet(1.5)
+    check(got == [], f"an expired session still received {payloads(got)}")
+    sub.disconnect()
+    pub.disconnect()
+    return "kept within 2 s, gone after 4 s"
+
+
 CASES = [
     ("user_properties", case_user_properties),
     ("request_response", case_request_response),
     ("message_expiry", case_message_expiry),
     ("new_subscription_only_after_suback", case_new_subscription_only_after_suback),
+    ("session_expiry", case_session_expiry),
     ("client_topic_aliases", case_client_topic_aliases),
     ("maximum_packet_size", case_maximum_packet_size),
     ("receive_maximum", case_receive_maximum),
