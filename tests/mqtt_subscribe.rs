@@ -149,6 +149,44 @@ async fn a_subscription_gets_kafka_records_on_the_reverse_mapped_topic_until_uns
     gw.stop().await;
 }
 
+/// docs/mqtt.md §Kafka → MQTT: a record no rule explains is skipped, and the subscription
+/// goes on. Kafka clients write three records in a row to `commands` (rule
+/// `devices/{device}/commands`, key `{device}`): one without a key and one whose key is two
+/// levels fit no MQTT topic and are not delivered; the third, keyed `d7`, is.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_no_rule_explains_are_skipped_and_the_subscription_goes_on() {
+    use barnabas_core::Record;
+    let gw = gateway::start(mapped).await;
+    common::produce(&gw, "commands", "d0", "before").await;
+    let (sub, mut sub_el) = AsyncClient::new(options(&gw, "skipper"), 10);
+    // `#`: a record given any MQTT topic at all (the Kafka topic's name, say) would match.
+    sub.subscribe("#", QoS::AtLeastOnce).await.unwrap();
+    assert_eq!(
+        suback(&mut sub_el).await,
+        [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    let publisher = &gw.gateway.backend().publisher;
+    for record in [
+        Record::new("commands", "no key"),
+        Record::new("commands", "two levels").with_key("d1/extra".to_owned()),
+        Record::new("commands", "explained").with_key("d7".to_owned()),
+    ] {
+        publisher
+            .publish_one(record.with_partition(0))
+            .await
+            .unwrap();
+    }
+    let p = next_publish(&mut sub_el, Duration::from_secs(30))
+        .await
+        .expect("the explained record is delivered");
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("devices/d7/commands", b"explained".as_slice()),
+        "the first delivery is the record a rule explains: the two before it were skipped"
+    );
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn default_topic_records_go_back_to_their_mqtt_topic_and_retained_ones_wait_for_subscribers()
 {
