@@ -1249,17 +1249,11 @@ async fn on_stop_a_link_settles_what_it_took_and_detaches_and_the_connection_clo
 /// docs/amqp.md §Links the client sends on: "When the gateway stops, … answers transfers
 /// still arriving `released` (not written: the client may send them again)". In
 /// [`stop_while_sending`] every transfer the client sent must get an outcome, `accepted` or
-/// `released`, some `released`, and none of those written.
-///
-/// FAILS on the current gateway (so ignored; issue 22 round 3): the stopping link lowers its
-/// credit to 0 (`receiver.set_credit(0)` in `produce.rs`) before it reads the transfers the
-/// client sent within the credit it had, and fe2o3-amqp answers each of those `recv` with
-/// `TransferLimitExceeded`: the release loop ends at the first, and the client's transfers
-/// get no outcome (`LinkStateError(RemoteClosed)` when the link closes). With the credit
-/// mode set to manual and the link drained (`receiver.drain()`) instead of `set_credit(0)`,
-/// tried locally, the test passed three runs out of three (about 50 released each).
+/// `released`, some `released`, and none of those written. (It failed before issue 22's
+/// third round: the stopping link lowered its credit to 0, and fe2o3-amqp answered every
+/// transfer the client had sent within its old credit with `TransferLimitExceeded`, which
+/// ended the release loop: those transfers got no outcome at all. The link is drained now.)
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "fails: a stopping producer link's set_credit(0) makes fe2o3-amqp refuse the transfers still arriving (TransferLimitExceeded) instead of releasing them"]
 async fn on_stop_transfers_the_link_has_not_taken_are_released_not_written() {
     let seen = stop_while_sending("stop-release").await;
     let stored: BTreeSet<&String> = seen.stored.iter().collect();

@@ -134,8 +134,11 @@ pub async fn run(
     if shutdown.is_cancelled() {
         // Transfers already on their way when the stop began are answered `released` (not
         // written; the client may send them again elsewhere) instead of left without an
-        // outcome when the link closes.
-        let _ = receiver.set_credit(0).await;
+        // outcome when the link closes. Drained, not set to credit 0: transfers the client sent
+        // within the credit it had stay valid (at credit 0 fe2o3-amqp refuses them as over the
+        // limit and ends the link), and in manual mode releasing them grants no new credit.
+        receiver.set_credit_mode(fe2o3_amqp::link::CreditMode::Manual);
+        let _ = receiver.drain().await;
         while let Ok(Ok(delivery)) =
             tokio::time::timeout(RELEASE_WAIT, receiver.recv::<Body<Value>>()).await
         {
