@@ -195,9 +195,11 @@ impl GatewayProcess {
     }
 }
 
-/// Client load running in the background, recording every message acknowledged positively.
+/// Client load running in the background, recording every message acknowledged positively
+/// and every one answered negatively.
 pub struct Load {
     acked: Arc<Mutex<Vec<String>>>,
+    refused: Arc<Mutex<Vec<String>>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -206,6 +208,12 @@ impl Load {
     /// What was acknowledged so far.
     pub fn acked(&self) -> Vec<String> {
         self.acked.lock().unwrap().clone()
+    }
+
+    /// What was answered negatively so far: MQTT 3.1.1 the connection closed without a
+    /// PUBACK; HTTP a per-record error or an error status.
+    pub fn refused(&self) -> Vec<String> {
+        self.refused.lock().unwrap().clone()
     }
 
     /// Stops the load; what was acknowledged.
@@ -219,9 +227,13 @@ impl Load {
 /// MQTT 3.1.1 QoS 1 publishes `{prefix}-{n}` one after the other (each waits for its PUBACK
 /// or the connection's end), with a new connection after an error.
 pub fn mqtt_load(addr: SocketAddr, prefix: &str) -> Load {
-    let acked = Arc::new(Mutex::new(Vec::new()));
+    let (acked, refused) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
     let stop = CancellationToken::new();
     let (record, token, prefix) = (acked.clone(), stop.clone(), prefix.to_owned());
+    let record_refused = refused.clone();
     let task = tokio::spawn(async move {
         let mut n = 0u64;
         'connections: while !token.is_cancelled() {
@@ -247,32 +259,47 @@ pub fn mqtt_load(addr: SocketAddr, prefix: &str) -> Load {
                 {
                     continue 'connections;
                 }
-                // Until its PUBACK, or an error (then it counts as not acknowledged).
-                let acked_it = loop {
+                // Until its PUBACK, or an error: a closed connection is 3.1.1's refusal, no
+                // answer within 30 s none at all (neither counts as acknowledged).
+                let answer = loop {
                     match tokio::time::timeout(Duration::from_secs(30), el.poll()).await {
-                        Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => break true,
+                        Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => break Some(true),
                         Ok(Ok(_)) => continue,
-                        Ok(Err(_)) | Err(_) => break false,
+                        Ok(Err(_)) => break Some(false),
+                        Err(_) => break None,
                     }
                 };
-                if acked_it {
-                    record.lock().unwrap().push(payload);
-                } else {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue 'connections;
+                match answer {
+                    Some(true) => record.lock().unwrap().push(payload),
+                    refusal => {
+                        if refusal.is_some() {
+                            record_refused.lock().unwrap().push(payload);
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue 'connections;
+                    }
                 }
             }
         }
     });
-    Load { acked, stop, task }
+    Load {
+        acked,
+        refused,
+        stop,
+        task,
+    }
 }
 
 /// HTTP produce of one record `{prefix}-{n}` per request to `topic`, one after the other;
 /// a 200 is an acknowledgement.
 pub fn http_load(addr: SocketAddr, topic: &str) -> Load {
-    let acked = Arc::new(Mutex::new(Vec::new()));
+    let (acked, refused) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
     let stop = CancellationToken::new();
     let (record, token, topic) = (acked.clone(), stop.clone(), topic.to_owned());
+    let record_refused = refused.clone();
     let task = tokio::spawn(async move {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(40))
@@ -294,13 +321,24 @@ pub fn http_load(addr: SocketAddr, topic: &str) -> Load {
                     let body: serde_json::Value = a.json().await.unwrap_or_default();
                     if body["offsets"][0]["offset"].is_i64() {
                         record.lock().unwrap().push(value);
+                    } else if body["offsets"][0]["error_code"].is_i64() {
+                        record_refused.lock().unwrap().push(value);
                     }
                 }
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                Ok(_) => {
+                    record_refused.lock().unwrap().push(value);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
     });
-    Load { acked, stop, task }
+    Load {
+        acked,
+        refused,
+        stop,
+        task,
+    }
 }
 
 /// Every value in `topic` (read from the beginning until 5 s pass without a new record).
@@ -726,7 +764,16 @@ pub fn drain_sse(s: &TcpStream, last_id: &str, within: Duration) -> usize {
 pub struct AmqpLoad {
     child: std::process::Child,
     acked: Arc<Mutex<Vec<String>>>,
-    reader: std::thread::JoinHandle<()>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A test that fails before [`AmqpLoad::stop`] does not leave its sender running (it would
+/// load the machine for the tests after it).
+impl Drop for AmqpLoad {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl AmqpLoad {
@@ -752,7 +799,7 @@ impl AmqpLoad {
         AmqpLoad {
             child,
             acked,
-            reader,
+            reader: Some(reader),
         }
     }
 
@@ -764,7 +811,9 @@ impl AmqpLoad {
     pub fn stop(mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = self.reader.join();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
         let acked = self.acked.lock().unwrap().clone();
         acked
     }

@@ -17,13 +17,18 @@ use common::wait_for_status;
 use harness::{fd_count, http_load, metric, mqtt_load, BrokerProcess, GatewayProcess};
 
 /// Scenario 1: the broker is killed (`kill -9`) under load and restarted 5 s later with its
-/// storage: acked ⊆ stored, `/ready` is 503 while it is gone and 204 after, and the clients
-/// carry on through the same gateway.
+/// storage: acked ⊆ stored, `/ready` is 503 while it is gone and 200 after, publishes Kafka
+/// does not acknowledge within `kafka.produce_timeout_ms` (2 s here; the default 30 s would
+/// outlast this outage) get negative answers, and the clients carry on through the same
+/// gateway.
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_killed_and_restarted_loses_nothing_acknowledged() {
     let data = tempfile::tempdir().unwrap();
     let mut broker = BrokerProcess::start(data.path());
-    let gateway = GatewayProcess::start(&broker.bootstrap());
+    let gateway = GatewayProcess::start_with_config(
+        &broker.bootstrap(),
+        "[kafka]\nproduce_timeout_ms = 2000\n",
+    );
     let mqtt = mqtt_load(gateway.mqtt, "faults-mqtt");
     let http = http_load(gateway.http, "faults-http");
     let amqp = harness::AmqpLoad::start(gateway.amqp, "faults-amqp");
@@ -45,6 +50,18 @@ async fn broker_killed_and_restarted_loses_nothing_acknowledged() {
     .unwrap();
     let (mqtt_before, http_before) = (mqtt.acked().len(), http.acked().len());
     let amqp_before = amqp.acked().len();
+    let (mqtt_refused, http_refused) = (mqtt.refused(), http.refused());
+    eprintln!(
+        "figures: broker kill: refused while it was gone: MQTT {}, HTTP {}",
+        mqtt_refused.len(),
+        http_refused.len()
+    );
+    assert!(
+        !mqtt_refused.is_empty() && !http_refused.is_empty(),
+        "publishes while the broker was gone got negative answers: MQTT {}, HTTP {}",
+        mqtt_refused.len(),
+        http_refused.len()
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mqtt_acked = mqtt.stop().await;
     let http_acked = http.stop().await;
