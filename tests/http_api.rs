@@ -449,6 +449,58 @@ async fn operator_endpoints_and_json_errors_everywhere() {
     gw.stop().await;
 }
 
+/// The edges of a produce request (mutation testing, issue 22): a request of more records
+/// than `limits.publish_rate` allows per second is 413, one of exactly that many is written;
+/// timestamp 0 is a timestamp, -1 is refused (422); a request without records names a topic
+/// and partition that must exist — 404 for a missing or invalid topic and a missing
+/// partition, 200 with no offsets for ones that exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn produce_edges_rate_burst_timestamps_and_empty_requests() {
+    let gw = gateway::start(|c| c.limits.publish_rate = 10).await;
+    // Ten records, the first at timestamp 0 (the epoch is a timestamp).
+    let records = |n: usize| {
+        let mut records: Vec<_> = (0..n).map(|i| json!({ "value": i })).collect();
+        records[0]["timestamp"] = json!(0);
+        json!({ "records": records })
+    };
+    gw.post_json("/topics/edges", JSON, &records(11))
+        .await
+        .assert_error(413);
+    let a = gw.post_json("/topics/edges", JSON, &records(10)).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert!(
+        a.json["offsets"]
+            .as_array()
+            .is_some_and(|o| o.len() == 10 && o.iter().all(|o| o["offset"].is_i64())),
+        "{}",
+        a.text
+    );
+    gw.post_json(
+        "/topics/edges",
+        JSON,
+        &json!({"records": [{"value": "before", "timestamp": -1}]}),
+    )
+    .await
+    .assert_error(422);
+
+    // No records: the path must name what exists.
+    for path in [
+        "/topics/no-such-topic",
+        "/topics/bad$name",
+        "/topics/edges/partitions/7",
+    ] {
+        gw.post_json(path, JSON, &json!({"records": []}))
+            .await
+            .assert_error(404);
+    }
+    for path in ["/topics/edges", "/topics/edges/partitions/0"] {
+        let a = gw.post_json(path, JSON, &json!({"records": []})).await;
+        assert_eq!(a.status, 200, "{path}: {}", a.text);
+        assert_eq!(a.json["offsets"], json!([]), "{path}: {}", a.text);
+    }
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_flow_driven_by_curl() {
     let gw = gateway::start(|_| {}).await;
