@@ -1022,3 +1022,49 @@ async fn unknown_users_cost_a_real_hash_and_verified_passwords_are_remembered() 
     );
     gw.stop().await;
 }
+
+/// docs/security.md §Principals: failed logins from one address are slowed — the first two
+/// answered at once, the third after 250 ms, the fourth after 500 ms — and a success clears
+/// them. Wrong bearer tokens (no password hash to pay for) over HTTP from 127.0.0.1; the
+/// delays are lower bounds, and the failure after the success is compared with the second
+/// (1 s) it would have waited without the reset.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_logins_from_one_address_are_slowed_and_a_success_clears_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway::start(secured(dir.path())).await;
+    let login = |token: &'static str| {
+        let request = gw.client.get(gw.url("/topics")).bearer_auth(token).send();
+        async move {
+            let started = std::time::Instant::now();
+            let status = request.await.unwrap().status().as_u16();
+            (status, started.elapsed())
+        }
+    };
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let (status, took) = login("wrong-token").await;
+        assert_eq!(status, 401);
+        waits.push(took);
+    }
+    eprintln!("figures: four failed logins answered after {waits:?}");
+    assert!(
+        waits[2] >= std::time::Duration::from_millis(250),
+        "the third failure waits 250 ms: {waits:?}"
+    );
+    assert!(
+        waits[3] >= std::time::Duration::from_millis(500),
+        "the fourth waits 500 ms: {waits:?}"
+    );
+    assert_eq!(
+        login("token-1").await.0,
+        200,
+        "the right token still gets in"
+    );
+    let (status, after_success) = login("wrong-token").await;
+    assert_eq!(status, 401);
+    assert!(
+        after_success < std::time::Duration::from_secs(1),
+        "a success cleared the failures (the fifth would wait 1 s): {after_success:?}"
+    );
+    gw.stop().await;
+}
