@@ -33,9 +33,42 @@ fn start_embedded(extra: &[&str]) -> (Gateway, std::net::SocketAddr, String) {
     (gw, http, kafka)
 }
 
+/// The TCP ports process `pid` listens on: its socket inodes (`/proc/PID/fd`) looked up
+/// among the listening sockets of `/proc/net/tcp` and `tcp6`.
+fn listening_ports(pid: u32) -> std::collections::BTreeSet<u16> {
+    let inodes: std::collections::BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut ports = std::collections::BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address rem_address st … inode (the 10th field); 0A = LISTEN.
+            if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
+                let port = f[1].rsplit(':').next().unwrap();
+                ports.insert(u16::from_str_radix(port, 16).unwrap());
+            }
+        }
+    }
+    ports
+}
+
+/// Also README.md §Configuration's `"off"`: with MQTT and AMQP off, the process listens on
+/// exactly two ports, HTTP's and the embedded broker's.
 #[test]
 fn ready_line_probes_and_sigterm_exit_zero() {
-    let (mut gw, http, _) = start_embedded(&[]);
+    let (mut gw, http, kafka) = start_embedded(&[]);
+    let kafka_port: u16 = kafka.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(
+        listening_ports(gw.child.id()),
+        [http.port(), kafka_port].into_iter().collect(),
+        "only HTTP and the embedded broker listen"
+    );
     assert_eq!(http_get(http, "/ready").0, 200);
     assert_eq!(http_get(http, "/healthy").0, 200);
     let (status, body) = http_get(http, "/");
