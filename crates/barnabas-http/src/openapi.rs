@@ -27,6 +27,8 @@ mod tests {
         let sources = [include_str!("lib.rs"), include_str!("consumers/mod.rs")];
         let mut out = BTreeSet::new();
         for src in sources {
+            // Routes of the files' own test modules are not served.
+            let src = src.split("#[cfg(test)]").next().unwrap_or(src);
             for chunk in src.split(".route(").skip(1) {
                 let Some(path) = chunk.split('"').nth(1) else {
                     continue;
