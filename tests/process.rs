@@ -344,3 +344,41 @@ fn without_data_dir_nothing_is_kept() {
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(STOP).code(), Some(0));
 }
+
+/// docs/embedded-kafka.md §Storage: a data directory whose path the embedded broker cannot
+/// address (a space, a `#`) is refused at start — the process exits non-zero and says why —
+/// instead of the broker writing its log somewhere else.
+#[test]
+fn a_data_dir_the_embedded_broker_cannot_address_is_refused_at_start() {
+    let root = tempfile::tempdir().unwrap();
+    for name in ["with space", "hash#tag"] {
+        let dir = root.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (http, kafka) = (free_addr(), format!("127.0.0.1:{}", free_port()));
+        let mut gw = Gateway::spawn(
+            &[
+                &format!("--embedded-kafka={kafka}"),
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--http-listen",
+                &http.to_string(),
+                "--mqtt-listen",
+                "off",
+                "--amqp-listen",
+                "off",
+            ],
+            &[],
+        );
+        let status = gw.wait_exit(START);
+        let log = gw.stderr().join("\n");
+        assert!(!status.success(), "{name}: started anyway:\n{log}");
+        assert!(
+            log.contains("cannot address") && log.contains(name),
+            "{name}: the refusal names the path and why:\n{log}"
+        );
+        assert!(
+            std::fs::read_dir(&dir).unwrap().next().is_none(),
+            "{name}: nothing written into the refused directory"
+        );
+    }
+}
