@@ -562,6 +562,42 @@ async fn clients_without_a_password_are_refused_amqp_and_sse_under_passthrough()
     broker.stop().await;
 }
 
+/// An AMQP transfer reaches Kafka logged in as its client: `reader` logs in to the gateway
+/// (SASL PLAIN) but Kafka does not know it, so its transfer is settled `rejected` (Kafka
+/// refused the login) and nothing is written, where the gateway's own login (which Kafka
+/// takes) would have written it; device-1's transfer after it is `accepted` and is the only
+/// record in the topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_amqp_transfer_is_written_as_its_client_and_refused_when_kafka_refuses_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, gw) = broker_and_gateway(dir.path(), |_| {}).await;
+    let amqp = gw.gateway.amqp_addr().unwrap();
+    let reader = format!("amqp://reader:reader-pw@{amqp}");
+    let device = format!("amqp://device-1:s3cret@{amqp}");
+
+    let a = common::proton_try_async(&reader, "send", "pt-as-client", &[]).await;
+    assert!(
+        !a.ok && a.outcome.as_deref() == Some("rejected") && a.condition.is_some(),
+        "reader's transfer, Kafka not knowing reader: {a:?}"
+    );
+    let a = common::proton_try_async(&device, "send", "pt-as-client", &[]).await;
+    assert!(
+        a.ok && a.outcome.as_deref() == Some("accepted"),
+        "device-1's transfer: {a:?}"
+    );
+    let high = gw
+        .gateway
+        .backend()
+        .admin
+        .watermarks("pt-as-client", 0)
+        .await
+        .unwrap()
+        .high;
+    assert_eq!(high, 1, "only device-1's transfer is in the topic");
+    gw.stop().await;
+    broker.stop().await;
+}
+
 /// Passthrough logs clients in with SASL: a `security.protocol` other than SASL_PLAINTEXT or
 /// SASL_SSL (or none) is a start-up error naming the key; the two SASL ones pass.
 #[test]
