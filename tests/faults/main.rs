@@ -179,6 +179,86 @@ async fn gateway_sigterm_under_load_exits_cleanly_and_loses_nothing_acknowledged
     harness::assert_stored(&broker.bootstrap(), "faults-term-http", &http_acked).await;
 }
 
+/// Scenario 3, the answers: writes in flight when SIGTERM arrives are answered before the
+/// gateway exits. The broker is paused (SIGSTOP) so that 20 MQTT QoS 1 publishes and an HTTP
+/// produce are waiting for Kafka; the gateway gets SIGTERM; a second later the broker goes on
+/// — every publish gets its PUBACK and the HTTP request its offsets, then the gateway exits 0.
+/// A gateway that closed its connections at the signal would leave them unanswered.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_in_flight_at_sigterm_are_answered_before_the_gateway_exits() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let data = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(data.path());
+    let mut gateway = GatewayProcess::start(&broker.bootstrap());
+    let (client, mut el) = AsyncClient::new(
+        MqttOptions::new("term-inflight", "127.0.0.1", gateway.mqtt.port()),
+        100,
+    );
+    client
+        .publish("term/inflight", QoS::AtLeastOnce, false, "warm-up")
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("warm-up: {other:?}"),
+        }
+    }
+    let http = reqwest::Client::new();
+    let produce = |value: &'static str| {
+        http.post(format!("http://{}/topics/term-inflight", gateway.http))
+            .header("content-type", "application/vnd.kafka.json.v2+json")
+            .body(serde_json::json!({ "records": [{ "value": value }] }).to_string())
+            .send()
+    };
+    assert_eq!(produce("warm-up").await.unwrap().status(), 200);
+
+    broker.signal("STOP");
+    let in_flight_http = tokio::spawn(produce("in flight"));
+    for n in 0..20 {
+        client
+            .publish("term/inflight", QoS::AtLeastOnce, false, format!("{n}"))
+            .await
+            .unwrap();
+    }
+    let acks = tokio::spawn(async move {
+        let mut acks = 0;
+        while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(60), el.poll()).await {
+            if let Event::Incoming(Packet::PubAck(_)) = event {
+                acks += 1;
+            }
+        }
+        acks
+    });
+    // All 20 read by the gateway (1 warm-up + 20), so they are in flight at the signal.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(gateway.http, "barnabas_mqtt_publishes_total").await != Some(21.0) {
+        assert!(std::time::Instant::now() < deadline, "publishes not read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gateway.process.signal("TERM");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.signal("CONT");
+    let status =
+        tokio::task::spawn_blocking(move || gateway.process.wait_exit(Duration::from_secs(30)))
+            .await
+            .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(
+        acks.await.unwrap(),
+        20,
+        "every publish in flight at SIGTERM got its PUBACK"
+    );
+    let answer = in_flight_http.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(
+        body["offsets"][0]["offset"].is_i64(),
+        "the HTTP produce in flight at SIGTERM got its offset: {body}"
+    );
+}
+
 /// Scenario 4: `kill -9` of a gateway running its embedded broker with `--data-dir`: after a
 /// restart on the same directory every acknowledged message is there.
 #[tokio::test(flavor = "multi_thread")]

@@ -415,6 +415,36 @@ async fn finish(
     handle.finished.cancel();
 }
 
+/// Answers every publish still waiting for Kafka, in order, before the connection ends (the
+/// client's DISCONNECT, or the gateway's stop): they were read, so they are answered — each
+/// bounded by the produce timeout. MQTT 3.1.1 has no negative ack: after its first refusal
+/// the rest go unanswered, as the connection closes.
+async fn answer_in_flight<T: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<T>,
+    inflight: &mut FuturesOrdered<Pending>,
+    qos2: &mut HashMap<NonZeroU16, bool>,
+    v5: bool,
+) {
+    let mut answering = true;
+    while let Some((ack, result)) = inflight.next().await {
+        let Some((is_qos2, id)) = ack else { continue };
+        if is_qos2 {
+            if result.is_ok() {
+                qos2.insert(id, true);
+            } else {
+                qos2.remove(&id);
+            }
+        }
+        let reason = result
+            .as_ref()
+            .map_or_else(reason_for, |_| PubReason::Success);
+        answering &= v5 || reason == PubReason::Success;
+        if answering && conn.ack(is_qos2, id, reason).await.is_err() {
+            answering = false;
+        }
+    }
+}
+
 async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<T>,
     ctx: &Arc<MqttContext>,
@@ -446,6 +476,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 return (End::Abnormal, None);
             }
             _ = shutdown.cancelled() => {
+                answer_in_flight(conn, inflight, qos2, v5).await;
                 conn.disconnect(DisconnectReasonCode::ServerShuttingDown).await;
                 return (End::Shutdown, None);
             }
@@ -605,21 +636,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                     Inbound::Disconnect { with_will, session_expiry } => {
-                        // Answer what is still in flight first: those publishes were accepted.
-                        while let Some((ack, result)) = inflight.next().await {
-                            if let Some((true, id)) = ack {
-                                if result.is_ok() {
-                                    qos2.insert(id, true);
-                                } else {
-                                    qos2.remove(&id);
-                                }
-                            }
-                            let Some((is_qos2, id)) = ack else { continue };
-                            let reason = result.as_ref().map_or_else(reason_for, |_| PubReason::Success);
-                            if v5 || reason == PubReason::Success {
-                                let _ = conn.ack(is_qos2, id, reason).await;
-                            }
-                        }
+                        answer_in_flight(conn, inflight, qos2, v5).await;
                         let end = if with_will { End::Abnormal } else { End::Normal };
                         return (end, session_expiry);
                     }
