@@ -598,3 +598,128 @@ async fn a_gateway_killed_mid_stream_and_a_node_replaying_too_much_lose_and_repe
     reader.stop().await;
     broker.stop().await;
 }
+
+/// A source whose key rule is a JSON pointer (`key = "/BlockAdded/block_hash"`) keys each
+/// record by the value at that pointer in the event's data: a string as it is, any other
+/// JSON value as its JSON text; an event without a value there is written without a key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_pointer_key_rule_keys_each_record_by_the_value_at_the_pointer() {
+    let node = ScriptedNode::start(|_, start_from, mut s| async move {
+        stream_head(&mut s).await;
+        let events = [
+            r#"{"BlockAdded":{"block_hash":"h-1","height":1}}"#,
+            r#"{"BlockAdded":{"block_hash":"h-2","height":2}}"#,
+            r#"{"BlockAdded":{"block_hash":42,"height":3}}"#,
+            r#"{"BlockAdded":{"height":4}}"#,
+        ];
+        for (id, data) in (1u64..).zip(events) {
+            if id < start_from.unwrap_or(1) {
+                continue;
+            }
+            let event = format!("data: {data}\nid: {id}\n\n");
+            if s.write_all(event.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        let _ = s.read(&mut [0u8; 1]).await;
+    })
+    .await;
+    let url = node.url();
+    let gw = gateway::start(|c| {
+        c.sources.sse = vec![SseSource {
+            key: "/BlockAdded/block_hash".into(),
+            ..source(url, "pointer", 120_000)
+        }];
+    })
+    .await;
+    wait_for(&gw, "pointer", 4, Duration::from_secs(60)).await;
+    let got = read_topic(&gw, "pointer", 4).await;
+    let keys: Vec<(u64, Option<String>)> = got
+        .iter()
+        .map(|r| {
+            let id = std::str::from_utf8(r.header("sse.id").unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            let key = r
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            (id, key)
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (1, Some("h-1".to_owned())),
+            (2, Some("h-2".to_owned())),
+            (3, Some("42".to_owned())),
+            (4, None),
+        ],
+        "the key of each event is the value at /BlockAdded/block_hash"
+    );
+    gw.stop().await;
+}
+
+/// Events are written one at a time, each acknowledged before the next, so the topic never
+/// has a gap: event 6 is too large for Kafka (`message.max.bytes` = 2000) on the node's
+/// first two connections. The source does not go on to event 7 but breaks off and resumes at
+/// 6; once the node sends a 6 Kafka takes (third connection), 6..=10 follow. A consumer
+/// reading the topic as it fills sees, at offset n, the event with id n + 1 — at every
+/// moment, not only at the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_event_is_not_skipped_and_the_topic_holds_the_ids_in_order_without_a_gap() {
+    let node = ScriptedNode::start(|index, start_from, mut s| async move {
+        stream_head(&mut s).await;
+        for id in start_from.unwrap_or(1)..=10 {
+            let event = if id == 6 && index < 2 {
+                let pad = "x".repeat(5_000);
+                format!(
+                    "data: {{\"BlockAdded\":{{\"height\":{id},\"pad\":\"{pad}\"}}}}\nid: {id}\n\n"
+                )
+            } else {
+                sse_event(id, None)
+            };
+            if s.write_all(event.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        let _ = s.read(&mut [0u8; 1]).await;
+    })
+    .await;
+    let url = node.url();
+    let gw = gateway::start(|c| {
+        c.kafka
+            .properties
+            .insert("message.max.bytes".into(), "2000".into());
+        c.sources.sse = vec![source(url, "ordered", 120_000)];
+    })
+    .await;
+    let consumer = common::consumer_of(&gw, "ordered").await;
+    let got = common::poll_until(consumer.as_ref(), Duration::from_secs(90), |got| {
+        for (n, (r, _)) in got.iter().enumerate() {
+            let id: u64 = std::str::from_utf8(r.header("sse.id").unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(
+                (r.partition, r.offset, id),
+                (0, n as i64, n as u64 + 1),
+                "offset {n} holds event {}: a gap or a write out of order",
+                n + 1
+            );
+        }
+        got.len() >= 10
+    })
+    .await;
+    consumer.close().await.unwrap();
+    assert_eq!(got.len(), 10);
+    let seen: Vec<Option<u64>> = node.seen().iter().map(|s| s.1).collect();
+    assert_eq!(
+        seen,
+        [None, Some(6), Some(6)],
+        "the source resumed at the refused event 6 until Kafka took it"
+    );
+    assert_eq!(written(&gw, "ordered").await, 10, "nothing written twice");
+    gw.stop().await;
+}
