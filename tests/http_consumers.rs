@@ -1180,9 +1180,21 @@ async fn while_kafka_is_unavailable_create_subscribe_and_assign_answer_an_error(
         "three refusals took {took:?}"
     );
 
+    // The refused subscribe and assign changed nothing: each instance is idle, so it may now
+    // be assigned or subscribed (before the fix, the refused change stayed in place: 409).
+    let a = gw.get(&format!("{before}/subscription"), Some(V2)).await;
+    assert_eq!(a.json["topics"], json!([]), "{}", a.text);
     let a = gw
         .post_json(
-            &format!("{before}/subscription"),
+            &format!("{before}/assignments"),
+            V2,
+            &json!({"partitions": [{"topic": "outage", "partition": 0}]}),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    let a = gw
+        .post_json(
+            &format!("{assigned}/subscription"),
             V2,
             &json!({"topics": ["outage"]}),
         )

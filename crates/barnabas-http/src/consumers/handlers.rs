@@ -266,9 +266,43 @@ pub(super) async fn open_instance(
 
 /// Records a changed subscription or assignment so that a replica adopting the instance
 /// reads the same.
+/// Records what the instance now reads (`mode`, already applied to its driver), here and in
+/// the cluster catalog. When the catalog write fails (Kafka unavailable), the driver and the
+/// mode go back to what they were: the client was answered an error, so the instance is as
+/// it last saw it succeed, and its next subscribe or assign is not refused as exclusive.
 async fn record_mode(state: &AppState, instance: &Instance, mode: Mode) -> ApiResult<()> {
+    let before = instance.mode();
     instance.set_mode(mode.clone());
-    state.cluster.publish(instance, mode).await
+    let Err(e) = state.cluster.publish(instance, mode).await else {
+        return Ok(());
+    };
+    let restored = match &before {
+        Mode::Idle => instance.driver.unsubscribe().await,
+        Mode::Topics { topics } => {
+            instance
+                .driver
+                .subscribe(Subscription::Topics(topics.clone()))
+                .await
+        }
+        Mode::Pattern { pattern } => {
+            instance
+                .driver
+                .subscribe(Subscription::Pattern(pattern.clone()))
+                .await
+        }
+        Mode::Assigned { partitions } => {
+            let partitions = partitions
+                .iter()
+                .map(|(topic, partition)| (TopicPartition::new(topic.clone(), *partition), None))
+                .collect();
+            instance.driver.assign(partitions).await
+        }
+    };
+    if let Err(undo) = restored {
+        tracing::warn!(error = %undo, "consumer instance not put back after a refused change");
+    }
+    instance.set_mode(before);
+    Err(e)
 }
 
 /// `scheme://host:port/…/consumers/{group}/instances/{name}`, honouring `Forwarded`,
