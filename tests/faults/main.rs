@@ -565,30 +565,58 @@ async fn no_client_is_answered_before_kafka_acknowledged_the_write() {
 /// them is accepted and the sender carries on.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_amqp_sender_is_held_at_1000_transfers_waiting_for_kafka() {
+    let held = held_amqp_sender("held", 1_200, 2).await;
+    assert!(
+        (1..=1_000).contains(&held),
+        "{held} transfers went out while Kafka was paused (at most 1 000 may wait)"
+    );
+}
+
+/// The same for bytes: at most 16 MiB per link wait for Kafka, so a sender of 100 KB
+/// messages facing a paused broker is held far below the 1 000 transfers its credit allows —
+/// at 16 MiB of them in the gateway, plus what the socket buffers and the link's channel hold.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_amqp_sender_of_large_messages_is_held_at_16_mib_waiting_for_kafka() {
+    let held = held_amqp_sender("held-bytes", 600, 100_000).await;
+    eprintln!("figures: 100 KB transfers sent while Kafka was paused: {held}");
+    assert!(
+        (160..=400).contains(&held),
+        "{held} transfers of 100 KB went out while Kafka was paused (16 MiB is 168)"
+    );
+}
+
+/// Sends `count` messages of `size` bytes on one link while the broker is paused; returns
+/// how many went out before the sender was held (3 s without a transfer), after checking
+/// that once the broker resumed every one was accepted and stored.
+async fn held_amqp_sender(address: &str, count: usize, size: usize) -> usize {
     use fe2o3_amqp::{types::messaging::Message, Connection, Sender, Session};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let data = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(data.path());
     let gateway = GatewayProcess::start(&broker.bootstrap());
     let mut conn = Connection::builder()
-        .container_id("held")
+        .container_id(address)
         .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Anonymous)
         .open(format!("amqp://{}", gateway.amqp).as_str())
         .await
         .unwrap();
     let mut session = Session::begin(&mut conn).await.unwrap();
-    let mut sender = Sender::attach(&mut session, "held", "held").await.unwrap();
+    let mut sender = Sender::attach(&mut session, address, address)
+        .await
+        .unwrap();
     let warm = sender.send(Message::builder().value("warm".to_owned()).build());
     assert!(warm.await.unwrap().is_accepted(), "the topic exists");
 
+    let rss_before = harness::rss_kib(gateway.pid());
     broker.signal("STOP");
-    // The sender sends as fast as the gateway's credit lets it; `sent` counts transfers out.
+    // The sender sends as fast as the gateway lets it; `sent` counts transfers out.
     let sent = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = sent.clone();
     let sending = tokio::spawn(async move {
         let mut outcomes = Vec::new();
-        for i in 0..1_200 {
-            let m = Message::builder().value(format!("m{i}")).build();
+        for i in 0..count {
+            let value = format!("m{i}:{}", "x".repeat(size));
+            let m = Message::builder().value(value).build();
             outcomes.push(sender.send_batchable(m).await.unwrap());
             counter.store(i + 1, Ordering::SeqCst);
         }
@@ -599,14 +627,14 @@ async fn an_amqp_sender_is_held_at_1000_transfers_waiting_for_kafka() {
         (sender, accepted)
     });
     // Wait until the count stops moving (3 s without a transfer).
-    let mut last = usize::MAX;
-    while sent.load(Ordering::SeqCst) != last {
-        last = sent.load(Ordering::SeqCst);
+    let mut held = usize::MAX;
+    while sent.load(Ordering::SeqCst) != held {
+        held = sent.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
-    assert!(
-        (1..=1_000).contains(&last),
-        "{last} transfers went out while Kafka was paused (at most 1 000 may wait)"
+    eprintln!(
+        "figures: {address}: gateway RSS {rss_before} → {} KiB while held",
+        harness::rss_kib(gateway.pid())
     );
     broker.signal("CONT");
     let (sender, accepted) = tokio::time::timeout(Duration::from_secs(120), sending)
@@ -614,18 +642,20 @@ async fn an_amqp_sender_is_held_at_1000_transfers_waiting_for_kafka() {
         .expect("the sender carried on once Kafka resumed")
         .unwrap();
     assert_eq!(
-        accepted, 1_200,
+        accepted, count,
         "every transfer accepted after Kafka resumed"
     );
-    let stored = harness::read_all(&broker.bootstrap(), "held").await;
+    let stored = harness::read_all(&broker.bootstrap(), address).await;
+    let last = format!("m{}:", count - 1);
     assert!(
-        stored.contains("m0") && stored.contains("m1199"),
-        "{}",
+        stored.iter().any(|v| v.starts_with("m0:")) && stored.iter().any(|v| v.starts_with(&last)),
+        "{} stored",
         stored.len()
     );
     drop(sender);
     drop(session);
     drop(conn);
+    held
 }
 
 /// Scenario 7's idempotence case on the embedded broker (tansu, in a process of its own so it

@@ -2,9 +2,9 @@
 //! `accepted` only after Kafka acknowledged it, or `rejected` with a condition saying why.
 //!
 //! Dispositions go out in the order transfers came in (records keep their order in Kafka
-//! too). At most [`MAX_IN_FLIGHT`] transfers (the link credit we grant, renewed by
-//! fe2o3-amqp as transfers are settled) and [`MAX_INFLIGHT_BYTES`] are in flight, so a slow
-//! Kafka slows the sender instead of filling memory.
+//! too). At most [`MAX_IN_FLIGHT`] transfers and about [`MAX_INFLIGHT_BYTES`] are in flight
+//! (the link credit we grant by hand, see [`Credit`]), so a slow Kafka slows the sender
+//! instead of filling memory.
 
 use std::{
     future::Future,
@@ -37,6 +37,54 @@ type Pending =
 /// for Kafka's batching to work for one busy sender (200, fe2o3-amqp's default, held one
 /// link to a quarter of a direct producer's rate on the embedded broker).
 const MAX_IN_FLIGHT: u32 = 1000;
+
+/// The link credit, granted by hand so that what the client may send stays within both
+/// bounds: at most `cap` transfers and about [`MAX_INFLIGHT_BYTES`] waiting for Kafka.
+/// fe2o3-amqp takes every transfer the credit allows off the socket whether or not the link
+/// reads it, so the credit is the only bound on what a link holds. A transfer's size is not
+/// known before it arrives: the credit assumes the largest size seen lately, at first the
+/// largest a transfer may be — a sender of large messages gets a few transfers of credit at
+/// a time, one of small messages the whole `cap` within a few dozen transfers.
+struct Credit {
+    cap: u32,
+    /// What the client may still send.
+    held: u32,
+    /// The size assumed for the next transfers: the largest seen, shrinking by 1/16 per
+    /// smaller transfer.
+    size: usize,
+}
+
+impl Credit {
+    fn new(cap: u32, largest: usize) -> Self {
+        Self {
+            cap,
+            held: 0,
+            size: largest.max(1),
+        }
+    }
+
+    /// A transfer of `bytes` arrived.
+    fn received(&mut self, bytes: usize) {
+        self.held = self.held.saturating_sub(1);
+        self.size = bytes.max(self.size - self.size / 16).max(1);
+    }
+
+    /// The credit to grant now, if the client's is worth topping up (down to half of what
+    /// may be granted, as fe2o3-amqp's own mode does), with `count` transfers and `bytes`
+    /// waiting for Kafka.
+    fn top_up(&mut self, count: usize, bytes: usize) -> Option<u32> {
+        let by_count = (self.cap as usize).saturating_sub(count);
+        let by_bytes = MAX_INFLIGHT_BYTES.saturating_sub(bytes) / self.size;
+        let mut want = u32::try_from(by_count.min(by_bytes)).unwrap_or(self.cap);
+        if count == 0 {
+            want = want.max(1); // a transfer above the byte bound still gets through alone
+        }
+        (want > self.held.saturating_mul(2) || (self.held == 0 && want > 0)).then(|| {
+            self.held = want;
+            want
+        })
+    }
+}
 
 /// How long a stopping producer link waits for more in-flight transfers to release.
 const RELEASE_WAIT: Duration = Duration::from_millis(200);
@@ -85,14 +133,19 @@ pub async fn run(
     let mut inflight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let inflight_bytes = InFlightBytes::default();
     // A rate-limited connection gets at most one second's worth of credit per link.
-    let credit = match ctx.settings.publish_rate {
+    let cap = match ctx.settings.publish_rate {
         0 => MAX_IN_FLIGHT,
         per_second => per_second.clamp(1, MAX_IN_FLIGHT),
     };
-    if let Err(e) = receiver.set_credit(credit).await {
-        tracing::debug!(error = ?e, "could not grant the link credit");
-    }
+    let mut credit = Credit::new(cap, ctx.settings.max_message_bytes);
+    receiver.set_credit_mode(fe2o3_amqp::link::CreditMode::Manual);
     loop {
+        if let Some(grant) = credit.top_up(inflight.len(), inflight_bytes.current()) {
+            if let Err(e) = receiver.set_credit(grant).await {
+                tracing::debug!(error = ?e, "could not grant the link credit");
+                break;
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some((info, result)) = inflight.next(), if !inflight.is_empty() => {
@@ -100,8 +153,7 @@ pub async fn run(
                     break;
                 }
             }
-            received = receiver.recv::<Body<Value>>(), if inflight.len() < credit as usize
-                && inflight_bytes.current() < MAX_INFLIGHT_BYTES => {
+            received = receiver.recv::<Body<Value>>() => {
                 match received {
                     Ok(delivery) => {
                         // Over `limits.publish_rate`: hold this transfer (and so its
@@ -113,9 +165,12 @@ pub async fn run(
                         }
                         let info = DeliveryInfo::from(&delivery);
                         let format = *delivery.message_format();
+                        let before = inflight_bytes.current();
                         inflight.push_back(produce(&ctx, &to, &principal, delivery.message(), format, info, &inflight_bytes));
+                        credit.received(inflight_bytes.current().saturating_sub(before));
                     }
                     Err(RecvError::MessageDecode(e)) => {
+                        credit.received(0);
                         let err = definitions::Error::new(AmqpError::DecodeError, Some(e.source.to_string()), None);
                         let _ = receiver.reject(e.info, err).await;
                     }
@@ -136,8 +191,7 @@ pub async fn run(
         // written; the client may send them again elsewhere) instead of left without an
         // outcome when the link closes. Drained, not set to credit 0: transfers the client sent
         // within the credit it had stay valid (at credit 0 fe2o3-amqp refuses them as over the
-        // limit and ends the link), and in manual mode releasing them grants no new credit.
-        receiver.set_credit_mode(fe2o3_amqp::link::CreditMode::Manual);
+        // limit and ends the link), and the credit is manual: releasing them grants none.
         let _ = receiver.drain().await;
         while let Ok(Ok(delivery)) =
             tokio::time::timeout(RELEASE_WAIT, receiver.recv::<Body<Value>>()).await
@@ -253,4 +307,42 @@ fn produce(
         };
         (info, outcome)
     })
+}
+
+#[cfg(test)]
+mod credit_tests {
+    use super::*;
+
+    /// Large transfers get credit by the byte bound, small ones the count cap after a few
+    /// dozen; nothing is granted while the bounds are used up, and a lone transfer above the
+    /// byte bound still gets one.
+    #[test]
+    fn credit_follows_both_bounds() {
+        let mut credit = Credit::new(1000, 1024 * 1024);
+        assert_eq!(credit.top_up(0, 0), Some(16), "16 MiB of 1 MiB transfers");
+        assert_eq!(credit.top_up(0, 0), None, "still held: no top-up");
+        for _ in 0..16 {
+            credit.received(100);
+        }
+        let mut granted = credit.top_up(16, 1600);
+        for _ in 0..100 {
+            credit.received(100);
+            granted = credit.top_up(0, 0).or(granted);
+        }
+        assert_eq!(granted, Some(1000), "small transfers: the whole cap");
+        let mut full = Credit::new(1000, 100);
+        assert_eq!(full.top_up(1000, 0), None, "1 000 waiting: no credit");
+        assert_eq!(
+            full.top_up(0, MAX_INFLIGHT_BYTES),
+            Some(1),
+            "bytes used up, none waiting"
+        );
+        let mut huge = Credit::new(1000, 2 * MAX_INFLIGHT_BYTES);
+        assert_eq!(
+            huge.top_up(0, 0),
+            Some(1),
+            "a transfer above the bound alone"
+        );
+        assert_eq!(huge.top_up(1, 0), None);
+    }
 }
