@@ -1024,6 +1024,79 @@ async fn transfers_kafka_does_not_take_are_rejected_with_their_condition() {
     drop(broker);
 }
 
+/// docs/amqp.md §Links the client sends on: `amqp:resource-limit-exceeded` when the producer's
+/// queue stays full (librdkafka's `queue.buffering.max.messages` 5 here, the broker paused:
+/// five transfers wait in the queue, the sixth finds no room within the gateway's 5 s
+/// patience). The queued five are accepted once the broker goes on; the refused one is not
+/// written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_refused_for_a_full_producer_queue_is_rejected_resource_limit_exceeded() {
+    let (broker, bootstrap) = common::broker_process();
+    let gw = gateway::start_on(Some(bootstrap), |c| {
+        with_amqp(c);
+        c.kafka
+            .properties
+            .insert("queue.buffering.max.messages".into(), "5".into());
+    })
+    .await;
+    let (_conn, mut session) = connect(&gw, "overloaded-sender").await;
+    let mut sender = Sender::attach(&mut session, "overloads", "overloads")
+        .await
+        .unwrap();
+    let o = sender
+        .send(Message::builder().value("first".to_string()).build())
+        .await
+        .unwrap();
+    assert!(o.is_accepted(), "{o:?}");
+    broker.signal("STOP");
+    let mut outcomes = Vec::new();
+    for i in 0..6 {
+        let m = Message::builder().value(format!("queued-{i}")).build();
+        outcomes.push(sender.send_batchable(m).await.unwrap());
+    }
+    // The sixth is refused once the gateway's patience for queue room is over: counted failed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = gw.get("/metrics", None).await.text;
+        if metrics
+            .lines()
+            .any(|l| l == r#"barnabas_records_failed_total{protocol="amqp"} 1"#)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    broker.signal("CONT");
+    let mut settled = Vec::new();
+    for o in outcomes {
+        settled.push(o.await.unwrap());
+    }
+    for o in &settled[..5] {
+        assert!(o.is_accepted(), "a queued transfer: {o:?}");
+    }
+    let (condition, description) = rejected_condition(settled[5].clone());
+    assert_eq!(
+        condition, "AmqpError(ResourceLimitExceeded)",
+        "{description}"
+    );
+    let values: Vec<Bytes> = read_topic(&gw, "overloads", 6)
+        .await
+        .into_iter()
+        .filter_map(|r| r.value)
+        .collect();
+    assert_eq!(values.len(), 6, "first and the five queued: {values:?}");
+    assert!(!values
+        .iter()
+        .any(|v| &v[..] == b"queued-5" || &v[..] == b"nowhere"));
+    drop(sender);
+    gw.stop().await;
+    drop(broker);
+}
+
 /// docs/amqp.md §Links the client sends on: unsettled transfers are settled "in the order they
 /// arrived". python-qpid-proton sends 300 transfers at once (the link credit is 1 000) to a
 /// three-partition topic; every seventh is above `limits.max_message_bytes`, so its
