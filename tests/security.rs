@@ -54,6 +54,13 @@ fn secured(dir: &std::path::Path) -> impl FnOnce(&mut Config) {
 }
 
 /// curl; returns (status, headers and body as one text).
+/// Asserts that each of `wanted` is a line of the Prometheus text `metrics`.
+fn assert_metric_lines(metrics: &str, wanted: &[&str]) {
+    for line in wanted {
+        assert!(metrics.lines().any(|l| l == *line), "{line} in:\n{metrics}");
+    }
+}
+
 fn curl(args: &[&str]) -> (u16, String) {
     common::curl_status(args)
 }
@@ -97,15 +104,13 @@ async fn http_clients_authenticate_with_basic_or_bearer_and_acls_apply() {
     let (_, metrics) = curl(&[&url("/metrics")]);
     // Failed logins counted by reason: the request without credentials, the wrong password
     // and the unknown token.
-    for counted in [
-        r#"barnabas_auth_failures_total{protocol="http",reason="no_credentials"} 1"#,
-        r#"barnabas_auth_failures_total{protocol="http",reason="bad_credentials"} 2"#,
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == counted),
-            "{counted} in:\n{metrics}"
-        );
-    }
+    assert_metric_lines(
+        &metrics,
+        &[
+            r#"barnabas_auth_failures_total{protocol="http",reason="no_credentials"} 1"#,
+            r#"barnabas_auth_failures_total{protocol="http",reason="bad_credentials"} 2"#,
+        ],
+    );
 
     // Right password or token: written; a topic the ACL does not grant: 403.
     let (status, text) = produce(&["-u", "device-1:s3cret"], "telemetry");
@@ -232,15 +237,13 @@ async fn mqtt_clients_log_in_with_connect_credentials_and_acls_apply() {
         assert_eq!(connack(&all(&wrong)), Some(wrong_code), "{}", text(&wrong));
     }
     let metrics = gw.get("/metrics", None).await.text;
-    for counted in [
-        r#"barnabas_auth_failures_total{protocol="mqtt",reason="no_credentials"} 2"#,
-        r#"barnabas_auth_failures_total{protocol="mqtt",reason="bad_credentials"} 2"#,
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == counted),
-            "{counted} in:\n{metrics}"
-        );
-    }
+    assert_metric_lines(
+        &metrics,
+        &[
+            r#"barnabas_auth_failures_total{protocol="mqtt",reason="no_credentials"} 2"#,
+            r#"barnabas_auth_failures_total{protocol="mqtt",reason="bad_credentials"} 2"#,
+        ],
+    );
 
     // Right credentials: written, in both versions.
     let creds = ["-u", "device-1", "-P", "s3cret"];
@@ -361,10 +364,9 @@ async fn amqp_clients_log_in_with_sasl_plain_and_acls_apply() {
         "a wrong password: {wrong:?}"
     );
     let metrics = gw.get("/metrics", None).await.text;
-    let counted = r#"barnabas_auth_failures_total{protocol="amqp",reason="bad_credentials"} 1"#;
-    assert!(
-        metrics.lines().any(|l| l == counted),
-        "{counted} in:\n{metrics}"
+    assert_metric_lines(
+        &metrics,
+        &[r#"barnabas_auth_failures_total{protocol="amqp",reason="bad_credentials"} 1"#],
     );
     // SASL PLAIN with the right password: a producer link on a granted topic works, one on
     // a topic the ACL does not grant is refused with amqp:unauthorized-access.
