@@ -211,10 +211,9 @@ pub async fn serve_tls(listener: TcpListener, ctx: Arc<AmqpContext>, shutdown: C
                     tracing::error!("AMQPS listener without a TLS configuration");
                     return;
                 };
-                match tokio::time::timeout(ctx.settings.open_timeout, tls.accept(stream)).await {
-                    Ok(Ok((stream, cn))) => connection::run(stream, peer, cn, ctx, shutdown).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                let deadline = ctx.settings.open_timeout;
+                if let Some((stream, cn)) = tls.accept_within(stream, deadline, peer).await {
+                    connection::run(stream, peer, cn, ctx, shutdown).await;
                 }
             }
         },

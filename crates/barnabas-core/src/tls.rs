@@ -66,8 +66,34 @@ impl TlsAcceptor {
         Ok(())
     }
 
-    /// The server handshake on `io` (the caller bounds it with the handshake deadline); also
-    /// returns the subject CN of a verified client certificate, if the client sent one.
+    /// [`Self::accept`] bounded by `deadline`, the way every TLS listener runs it: `None`
+    /// when the handshake failed or took too long (logged at debug with `peer`; the
+    /// connection is then dropped), so a client that never finishes cannot hold a slot.
+    pub async fn accept_within<IO>(
+        &self,
+        io: IO,
+        deadline: std::time::Duration,
+        peer: std::net::SocketAddr,
+    ) -> Option<(TlsStream<IO>, Option<String>)>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        match tokio::time::timeout(deadline, self.accept(io)).await {
+            Ok(Ok(accepted)) => Some(accepted),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                None
+            }
+        }
+    }
+
+    /// The server handshake on `io` (the caller bounds it with the handshake deadline, see
+    /// [`Self::accept_within`]); also returns the subject CN of a verified client
+    /// certificate, if the client sent one.
     pub async fn accept<IO>(&self, io: IO) -> io::Result<(TlsStream<IO>, Option<String>)>
     where
         IO: AsyncRead + AsyncWrite + Unpin,

@@ -42,12 +42,10 @@ pub async fn serve_tls(
         move |stream, addr, slot| {
             let (tls, tx) = (tls.clone(), tx.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_DEADLINE, tls.accept(stream)).await {
-                    Ok(Ok((stream, cert_cn))) => {
-                        let _ = tx.send((stream, TlsPeer { addr, cert_cn }, slot)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                if let Some((stream, cert_cn)) =
+                    tls.accept_within(stream, HANDSHAKE_DEADLINE, addr).await
+                {
+                    let _ = tx.send((stream, TlsPeer { addr, cert_cn }, slot)).await;
                 }
             });
             std::future::ready(true)

@@ -368,18 +368,10 @@ pub async fn serve(
                             tracing::error!("MQTT TLS listener without a TLS configuration");
                             return;
                         };
-                        let (stream, cn) =
-                            match tokio::time::timeout(deadline, tls.accept(stream)).await {
-                                Ok(Ok(accepted)) => accepted,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
+                        let Some((stream, cn)) = tls.accept_within(stream, deadline, peer).await
+                        else {
+                            return;
+                        };
                         if transport == Transport::Tls {
                             session::run(stream, peer, cn, ctx, shutdown).await;
                         } else {
