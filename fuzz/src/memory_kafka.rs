@@ -75,6 +75,15 @@ impl Publisher for MemoryPublisher {
             .collect()
     }
 
+    /// One in-memory log for everyone: the fuzzed front ends' principals do not matter here.
+    async fn publish_as(
+        &self,
+        _principal: &barnabas_core::Principal,
+        records: Vec<Record>,
+    ) -> Vec<Result<Delivered>> {
+        self.publish(records).await
+    }
+
     async fn flush(&self, _timeout: Duration) -> Result<()> {
         Ok(())
     }
@@ -137,7 +146,8 @@ impl ConsumerSession for MemorySession {
             // Patterns read nothing here: the session code around them is what is fuzzed.
             Subscription::Pattern(_) => Vec::new(),
         };
-        let starts: Vec<(String, i64)> = topics.iter().map(|t| (t.clone(), self.start(t))).collect();
+        let starts: Vec<(String, i64)> =
+            topics.iter().map(|t| (t.clone(), self.start(t))).collect();
         let mut s = self.state()?;
         s.positions = starts.into_iter().collect();
         s.subscription = Some(subscription);

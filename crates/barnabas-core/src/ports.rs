@@ -28,17 +28,15 @@ pub trait Publisher: Send + Sync {
             .unwrap_or_else(|| Err(crate::Error::Invalid("publisher returned no result".into())))
     }
 
-    /// Writes `records` on behalf of `principal`: the same as [`publish`](Self::publish)
-    /// for the gateway's own identity towards Kafka (the default); with identity passthrough
-    /// the records reach Kafka logged in as the principal, so Kafka's own ACLs apply.
+    /// Writes `records` on behalf of `principal`. Every publisher says what it does with the
+    /// principal (no default that would drop it unnoticed): one that logs in to Kafka as the
+    /// gateway writes them as [`publish`](Self::publish) does; with identity passthrough the
+    /// records reach Kafka logged in as the principal, so Kafka's own ACLs apply.
     async fn publish_as(
         &self,
         principal: &crate::Principal,
         records: Vec<Record>,
-    ) -> Vec<Result<Delivered>> {
-        let _ = principal;
-        self.publish(records).await
-    }
+    ) -> Vec<Result<Delivered>>;
 
     /// [`publish_as`](Self::publish_as) for one record.
     async fn publish_one_as(

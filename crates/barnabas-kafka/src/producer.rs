@@ -306,6 +306,16 @@ impl barnabas_core::Publisher for KafkaPublisher {
         results
     }
 
+    /// The gateway's own login writes for every principal (the gateway's ACLs were checked
+    /// before; [`crate::PassthroughPublisher`] is the publisher that writes as the client).
+    async fn publish_as(
+        &self,
+        _principal: &barnabas_core::Principal,
+        records: Vec<Record>,
+    ) -> Vec<Result<Delivered>> {
+        self.publish(records).await
+    }
+
     async fn flush(&self, timeout: Duration) -> Result<()> {
         let producer = self.producer();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
