@@ -35,8 +35,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let outgoing = convert::to_message(&consumed);
     let bytes = serde_amqp::to_vec(&Serializable(outgoing)).expect("a delivered message encodes");
-    let back = <Body<Value>>::decode_message_from_reader(serde_amqp::read::SliceReader::new(&bytes))
-        .expect("a delivered message decodes");
+    let back =
+        <Body<Value>>::decode_message_from_reader(serde_amqp::read::SliceReader::new(&bytes))
+            .expect("a delivered message decodes");
     let again = convert::to_record(&back, "fuzz", None).expect("a delivered message converts");
-    assert_eq!(again.value.unwrap_or_default(), consumed.value.unwrap_or_default(), "value survives delivery");
+    assert_eq!(
+        again.value.unwrap_or_default(),
+        consumed.value.unwrap_or_default(),
+        "value survives delivery"
+    );
 });
