@@ -47,7 +47,7 @@ impl std::fmt::Debug for TlsAcceptor {
 
 impl TlsAcceptor {
     /// Loads the files; the error names the file and what is wrong with it.
-    pub fn load(files: TlsFiles) -> Result<Arc<Self>, String> {
+    pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
         let acceptor = build(&files)?;
         Ok(Arc::new(Self {
             files,
@@ -57,7 +57,7 @@ impl TlsAcceptor {
 
     /// Reads the files again (SIGHUP). New handshakes use the new certificate; on an error
     /// the previous one stays in use.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), TlsError> {
         let acceptor = build(&self.files)?;
         match self.current.write() {
             Ok(mut current) => *current = acceptor,
@@ -113,48 +113,71 @@ impl TlsAcceptor {
     }
 }
 
-fn build(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
+/// Why a TLS configuration could not be loaded; it names the setting and file to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file a setting names could not be read or used.
+    #[error("{setting} {}: {reason}", path.display())]
+    File {
+        /// The setting (`tls.cert_file`, `tls.key_file`, `tls.client_ca_file`).
+        setting: &'static str,
+        /// The file it names.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the protocol versions (not expected with its safe defaults).
+    #[error("TLS: {0}")]
+    Protocol(String),
+}
+
+impl TlsError {
+    fn file(setting: &'static str, path: &std::path::Path, reason: impl ToString) -> Self {
+        TlsError::File {
+            setting,
+            path: path.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+fn build(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let cert_error = |e: &dyn std::fmt::Display| TlsError::file("tls.cert_file", &files.cert, e);
+    let key_error = |e: &dyn std::fmt::Display| TlsError::file("tls.key_file", &files.key, e);
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|i| i.collect::<Result<_, _>>())
-        .map_err(|e| format!("tls.cert_file {}: {e}", files.cert.display()))?;
+        .map_err(|e| cert_error(&e))?;
     if certs.is_empty() {
-        return Err(format!(
-            "tls.cert_file {}: no PEM certificate in it",
-            files.cert.display()
-        ));
+        return Err(cert_error(&"no PEM certificate in it"));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("tls.key_file {}: {e}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| key_error(&e))?;
     // Named explicitly: with both of rustls' providers compiled in (other crates enable
     // ring), there is no process default to fall back on.
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?;
+        .map_err(|e| TlsError::Protocol(e.to_string()))?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
+            let ca_error = |e: &dyn std::fmt::Display| TlsError::file("tls.client_ca_file", ca, e);
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("tls.client_ca_file {}: {e}", ca.display()))?
-            {
-                let cert = cert.map_err(|e| format!("tls.client_ca_file {}: {e}", ca.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("tls.client_ca_file {}: {e}", ca.display()))?;
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| ca_error(&e))? {
+                let cert = cert.map_err(|e| ca_error(&e))?;
+                roots.add(cert).map_err(|e| ca_error(&e))?;
             }
             // Clients without a certificate may still log in with a password; a certificate
             // that is sent must verify.
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .allow_unauthenticated()
                 .build()
-                .map_err(|e| format!("tls.client_ca_file {}: {e}", ca.display()))?;
+                .map_err(|e| ca_error(&e))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
     let config = builder
         .with_single_cert(certs, key)
-        .map_err(|e| format!("tls.key_file {}: {e}", files.key.display()))?;
+        .map_err(|e| key_error(&e))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -466,7 +466,7 @@ impl Config {
                 .then(|| self.tls.client_ca_file.clone().into()),
         })
         .map(Some)
-        .map_err(ConfigError)
+        .map_err(|e| ConfigError(e.to_string()))
     }
 
     /// The authenticator `[auth]` and `[[acl]]` describe (reads the users file).
