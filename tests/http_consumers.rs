@@ -94,6 +94,22 @@ async fn consumer_lifecycle_and_its_errors() {
     gw.post_json("/consumers/g1", V2, &json!({"isolation.level": "dirty"}))
         .await
         .assert_error(422);
+    for (name, level) in [("rc", "read_committed"), ("ru", "read_uncommitted")] {
+        let a = gw
+            .post_json(
+                "/consumers/g-iso",
+                V2,
+                &json!({"name": name, "isolation.level": level}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{level}: {}", a.text);
+    }
+    // A name is a path segment: not empty, no '/'.
+    for name in ["", "a/b"] {
+        gw.post_json("/consumers/g1", V2, &json!({ "name": name }))
+            .await
+            .assert_error(422);
+    }
     // An unknown field is invalid input (422, documented), malformed JSON 400 (interface §3).
     gw.post_json("/consumers/g1", V2, &json!({"colour": "blue"}))
         .await
@@ -236,6 +252,26 @@ async fn base_uri_follows_forwarding_headers() {
         v["base_uri"],
         "https://gw.example:8443/bridge/consumers/fw/instances/b"
     );
+    // A host without a port gets the scheme's, an IPv6 literal included (its last ':' is
+    // inside the brackets); an unknown scheme is refused.
+    let create = |name: &'static str, host: &'static str, proto: &'static str| {
+        gw.client
+            .post(gw.url("/consumers/fw"))
+            .header("content-type", V2)
+            .header("x-forwarded-host", host)
+            .header("x-forwarded-proto", proto)
+            .body(json!({ "name": name }).to_string())
+            .send()
+    };
+    let v: Value = create("c", "[::1]", "https")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["base_uri"], "https://[::1]:443/consumers/fw/instances/c");
+    let refused = create("d", "gw.example", "gopher").await.unwrap();
+    assert_eq!(refused.status(), 400);
     gw.stop().await;
 }
 
