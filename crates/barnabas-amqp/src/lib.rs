@@ -47,7 +47,7 @@ pub struct AmqpSettings {
     pub max_connections: usize,
     /// Transfers per second per connection (`limits.publish_rate`, 0 = no limit), over all
     /// its sender links: above it a transfer is taken in only when a token is there, so its
-    /// settlement, and with it the link credit fe2o3-amqp renews, comes later and the client's
+    /// settlement, and with it the credit the link tops up, comes later and the client's
     /// sender waits for credit. A link's credit is also capped at one second's worth.
     pub publish_rate: u32,
     /// Receiver links (each a Kafka consumer) one connection may hold at once

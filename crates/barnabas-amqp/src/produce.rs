@@ -41,16 +41,18 @@ const MAX_IN_FLIGHT: u32 = 1000;
 /// The link credit, granted by hand so that what the client may send stays within both
 /// bounds: at most `cap` transfers and about [`MAX_INFLIGHT_BYTES`] waiting for Kafka.
 /// fe2o3-amqp takes every transfer the credit allows off the socket whether or not the link
-/// reads it, so the credit is the only bound on what a link holds. A transfer's size is not
-/// known before it arrives: the credit assumes the largest size seen lately, at first the
-/// largest a transfer may be — a sender of large messages gets a few transfers of credit at
-/// a time, one of small messages the whole `cap` within a few dozen transfers.
+/// reads it, so the credit is what bounds a link's memory. A transfer's size is not known
+/// before it arrives: the credit assumes the largest size seen lately, at first the largest
+/// a transfer may be — a sender of large messages gets a few transfers of credit at a time,
+/// one of small messages the whole `cap` within a few batches. Limits of the estimate: the
+/// 200 credits fe2o3-amqp's acceptor grants at attach are not sized (its builder has no
+/// credit setting; they are used up before the first top-up), and a client that switches
+/// from small to large messages overshoots once by up to the credit it holds — so the hard
+/// bound stays `cap` × the largest transfer.
 struct Credit {
     cap: u32,
-    /// What the client may still send.
-    held: u32,
-    /// The size assumed for the next transfers: the largest seen, shrinking by 1/16 per
-    /// smaller transfer.
+    /// The size assumed for the next transfers: the largest seen, shrinking by a quarter per
+    /// smaller transfer (from 1 MiB to 16 KiB within 15 transfers).
     size: usize,
 }
 
@@ -58,31 +60,26 @@ impl Credit {
     fn new(cap: u32, largest: usize) -> Self {
         Self {
             cap,
-            held: 0,
             size: largest.max(1),
         }
     }
 
     /// A transfer of `bytes` arrived.
     fn received(&mut self, bytes: usize) {
-        self.held = self.held.saturating_sub(1);
-        self.size = bytes.max(self.size - self.size / 16).max(1);
+        self.size = bytes.max(self.size - self.size / 4).max(1);
     }
 
-    /// The credit to grant now, if the client's is worth topping up (down to half of what
-    /// may be granted, as fe2o3-amqp's own mode does), with `count` transfers and `bytes`
-    /// waiting for Kafka.
-    fn top_up(&mut self, count: usize, bytes: usize) -> Option<u32> {
+    /// The credit to grant now, if the client's (`held`, as fe2o3-amqp counts it) is worth
+    /// topping up — down to half of what may be granted, as fe2o3-amqp's own mode does —
+    /// with `count` transfers and `bytes` waiting for Kafka. Never less than `held`.
+    fn top_up(&self, held: u32, count: usize, bytes: usize) -> Option<u32> {
         let by_count = (self.cap as usize).saturating_sub(count);
         let by_bytes = MAX_INFLIGHT_BYTES.saturating_sub(bytes) / self.size;
         let mut want = u32::try_from(by_count.min(by_bytes)).unwrap_or(self.cap);
         if count == 0 {
             want = want.max(1); // a transfer above the byte bound still gets through alone
         }
-        (want > self.held.saturating_mul(2) || (self.held == 0 && want > 0)).then(|| {
-            self.held = want;
-            want
-        })
+        (want > held.saturating_mul(2) || (held == 0 && want > 0)).then_some(want)
     }
 }
 
@@ -140,7 +137,9 @@ pub async fn run(
     let mut credit = Credit::new(cap, ctx.settings.max_message_bytes);
     receiver.set_credit_mode(fe2o3_amqp::link::CreditMode::Manual);
     loop {
-        if let Some(grant) = credit.top_up(inflight.len(), inflight_bytes.current()) {
+        if let Some(grant) =
+            credit.top_up(receiver.credit(), inflight.len(), inflight_bytes.current())
+        {
             if let Err(e) = receiver.set_credit(grant).await {
                 tracing::debug!(error = ?e, "could not grant the link credit");
                 break;
@@ -157,7 +156,8 @@ pub async fn run(
                 match received {
                     Ok(delivery) => {
                         // Over `limits.publish_rate`: hold this transfer (and so its
-                        // settlement and the credit renewed with it) until its token is there.
+                        // settlement and the credit topped up after it) until its token is
+                        // there.
                         let wait = wait_for_token(&rate);
                         if !wait.is_zero() {
                             ctx.metrics.throttled.inc();
@@ -314,35 +314,45 @@ mod credit_tests {
     use super::*;
 
     /// Large transfers get credit by the byte bound, small ones the count cap after a few
-    /// dozen; nothing is granted while the bounds are used up, and a lone transfer above the
-    /// byte bound still gets one.
+    /// batches; nothing is granted while the bounds are used up or the client holds enough,
+    /// and a lone transfer above the byte bound still gets one.
     #[test]
     fn credit_follows_both_bounds() {
         let mut credit = Credit::new(1000, 1024 * 1024);
-        assert_eq!(credit.top_up(0, 0), Some(16), "16 MiB of 1 MiB transfers");
-        assert_eq!(credit.top_up(0, 0), None, "still held: no top-up");
-        for _ in 0..16 {
-            credit.received(100);
-        }
-        let mut granted = credit.top_up(16, 1600);
+        assert_eq!(
+            credit.top_up(0, 0, 0),
+            Some(16),
+            "16 MiB of 1 MiB transfers"
+        );
+        assert_eq!(credit.top_up(16, 0, 0), None, "still held: no top-up");
+        assert_eq!(
+            credit.top_up(200, 0, 0),
+            None,
+            "never less than the client holds"
+        );
+        let (mut held, mut largest_grant) = (16, 16);
         for _ in 0..100 {
             credit.received(100);
-            granted = credit.top_up(0, 0).or(granted);
+            held -= 1;
+            if let Some(grant) = credit.top_up(held, 0, 0) {
+                held = grant;
+                largest_grant = largest_grant.max(grant);
+            }
         }
-        assert_eq!(granted, Some(1000), "small transfers: the whole cap");
-        let mut full = Credit::new(1000, 100);
-        assert_eq!(full.top_up(1000, 0), None, "1 000 waiting: no credit");
+        assert_eq!(largest_grant, 1000, "small transfers: the whole cap");
+        let full = Credit::new(1000, 100);
+        assert_eq!(full.top_up(0, 1000, 0), None, "1 000 waiting: no credit");
         assert_eq!(
-            full.top_up(0, MAX_INFLIGHT_BYTES),
+            full.top_up(0, 0, MAX_INFLIGHT_BYTES),
             Some(1),
             "bytes used up, none waiting"
         );
-        let mut huge = Credit::new(1000, 2 * MAX_INFLIGHT_BYTES);
+        let huge = Credit::new(1000, 2 * MAX_INFLIGHT_BYTES);
         assert_eq!(
-            huge.top_up(0, 0),
+            huge.top_up(0, 0, 0),
             Some(1),
             "a transfer above the bound alone"
         );
-        assert_eq!(huge.top_up(1, 0), None);
+        assert_eq!(huge.top_up(0, 1, 0), None);
     }
 }

@@ -417,10 +417,12 @@ async fn finish(
 
 /// Answers every publish still waiting for Kafka, in order, before the connection ends (the
 /// client's DISCONNECT, or the gateway's stop): they were read, so they are answered — each
-/// bounded by the produce timeout. MQTT 3.1.1 has no negative ack: after its first refusal
-/// the rest go unanswered, as the connection closes.
+/// bounded by the produce timeout, and each answer's write by [`ANSWER_WRITE_WAIT`] (a client
+/// that stopped reading is not answered further). MQTT 3.1.1 has no negative ack: after its
+/// first refusal the rest go unanswered, as the connection closes.
 async fn answer_in_flight<T: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<T>,
+    ctx: &MqttContext,
     inflight: &mut FuturesOrdered<Pending>,
     qos2: &mut HashMap<NonZeroU16, bool>,
     v5: bool,
@@ -438,12 +440,19 @@ async fn answer_in_flight<T: AsyncRead + AsyncWrite + Unpin>(
         let reason = result
             .as_ref()
             .map_or_else(reason_for, |_| PubReason::Success);
+        if reason != PubReason::Success {
+            ctx.metrics.negative_acks.inc();
+        }
         answering &= v5 || reason == PubReason::Success;
-        if answering && conn.ack(is_qos2, id, reason).await.is_err() {
-            answering = false;
+        if answering {
+            let sent = tokio::time::timeout(ANSWER_WRITE_WAIT, conn.ack(is_qos2, id, reason));
+            answering = matches!(sent.await, Ok(Ok(())));
         }
     }
 }
+
+/// How long one answer to a departing client may take to write.
+const ANSWER_WRITE_WAIT: Duration = Duration::from_secs(5);
 
 async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<T>,
@@ -476,7 +485,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 return (End::Abnormal, None);
             }
             _ = shutdown.cancelled() => {
-                answer_in_flight(conn, inflight, qos2, v5).await;
+                answer_in_flight(conn, ctx, inflight, qos2, v5).await;
                 conn.disconnect(DisconnectReasonCode::ServerShuttingDown).await;
                 return (End::Shutdown, None);
             }
@@ -636,7 +645,7 @@ async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                     Inbound::Disconnect { with_will, session_expiry } => {
-                        answer_in_flight(conn, inflight, qos2, v5).await;
+                        answer_in_flight(conn, ctx, inflight, qos2, v5).await;
                         let end = if with_will { End::Abnormal } else { End::Normal };
                         return (end, session_expiry);
                     }

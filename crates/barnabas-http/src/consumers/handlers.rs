@@ -270,6 +270,8 @@ pub(super) async fn open_instance(
 /// the cluster catalog. When the catalog write fails (Kafka unavailable), the driver and the
 /// mode go back to what they were: the client was answered an error, so the instance is as
 /// it last saw it succeed, and its next subscribe or assign is not refused as exclusive.
+/// (Partitions assigned by hand come back at their committed offsets; a write that timed out
+/// may still land in the catalog, where the instance's next change overwrites it.)
 async fn record_mode(state: &AppState, instance: &Instance, mode: Mode) -> ApiResult<()> {
     let before = instance.mode();
     instance.set_mode(mode.clone());
@@ -298,10 +300,13 @@ async fn record_mode(state: &AppState, instance: &Instance, mode: Mode) -> ApiRe
             instance.driver.assign(partitions).await
         }
     };
-    if let Err(undo) = restored {
-        tracing::warn!(error = %undo, "consumer instance not put back after a refused change");
+    match restored {
+        Ok(()) => instance.set_mode(before),
+        // The driver kept the new state: so does the mode, so that the two agree.
+        Err(undo) => {
+            tracing::warn!(error = %undo, "consumer instance not put back after a refused change")
+        }
     }
-    instance.set_mode(before);
     Err(e)
 }
 
