@@ -404,7 +404,12 @@ async fn topic_patterns_are_not_checked_as_globs() {
             .await
         }
     };
-    for regex in ["public.x|secret", "public.*", "(public|secret).x", r"public\wx"] {
+    for regex in [
+        "public.x|secret",
+        "public.*",
+        "(public|secret).x",
+        r"public\wx",
+    ] {
         let (status, answer) = subscribe(regex).await;
         assert_eq!(status, 403, "{regex}: {answer}");
     }
