@@ -70,8 +70,8 @@ impl Credit {
     }
 
     /// The credit to grant now, if the client's (`held`, as fe2o3-amqp counts it) is worth
-    /// topping up — down to half of what may be granted, as fe2o3-amqp's own mode does —
-    /// with `count` transfers and `bytes` waiting for Kafka. Never less than `held`.
+    /// topping up, with `count` transfers and `bytes` waiting for Kafka. Never less than
+    /// `held`.
     fn top_up(&self, held: u32, count: usize, bytes: usize) -> Option<u32> {
         let by_count = (self.cap as usize).saturating_sub(count);
         let by_bytes = MAX_INFLIGHT_BYTES.saturating_sub(bytes) / self.size;
@@ -79,7 +79,10 @@ impl Credit {
         if count == 0 {
             want = want.max(1); // a transfer above the byte bound still gets through alone
         }
-        (want > held.saturating_mul(2) || (held == 0 && want > 0)).then_some(want)
+        // Worth a flow frame: the client is out, or an eighth of the cap (half of a small
+        // `want`) more can be granted — often enough to keep a busy link's pipeline full.
+        let step = (self.cap / 8).min(want / 2).max(1);
+        (want > held && (held == 0 || want - held >= step)).then_some(want)
     }
 }
 
