@@ -219,6 +219,69 @@ async fn consumer_lifecycle_and_its_errors() {
     gw.stop().await;
 }
 
+/// The edges of a consumer's positions and subscription (the handlers.rs mutants the HTTP
+/// tests missed): a commit and a seek at offset 0 of partition 1 are taken, partition -1 or
+/// offset -1 is a position that cannot exist (404); subscribing to `[]` unsubscribes; a
+/// subscription to a topic not assigned yet is listed by `GET …/subscription`.
+#[tokio::test(flavor = "multi_thread")]
+async fn positions_and_subscriptions_at_their_edges() {
+    let gw = gateway::start(|_| {}).await;
+    let a = gw
+        .post_json(
+            "/admin/topics",
+            V2,
+            &json!({"topic_name": "edges", "partitions_count": 2}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let c = gw
+        .consumer("g-edges", json!({"name": "e", "format": "json"}))
+        .await;
+    let a = gw
+        .post_json(
+            &format!("{c}/assignments"),
+            V2,
+            &json!({"partitions": [{"topic": "edges", "partition": 1}]}),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    let at = |partition: i64, offset: i64| json!({"offsets": [{"topic": "edges", "partition": partition, "offset": offset}]});
+    for path in ["offsets", "positions"] {
+        let a = gw.post_json(&format!("{c}/{path}"), V2, &at(1, 0)).await;
+        assert_eq!(a.status, 204, "{path} at 1/0: {}", a.text);
+        for (partition, offset) in [(-1, 0), (1, -1)] {
+            gw.post_json(&format!("{c}/{path}"), V2, &at(partition, offset))
+                .await
+                .assert_error(404);
+        }
+    }
+    // Back to idle, then subscribe: `[]` unsubscribes, a topic not assigned yet is listed.
+    let a = gw
+        .post_json(&format!("{c}/assignments"), V2, &json!({"partitions": []}))
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    let a = gw
+        .post_json(
+            &format!("{c}/subscription"),
+            V2,
+            &json!({"topics": ["not-yet"]}),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    let a = gw.get(&format!("{c}/subscription"), Some(V2)).await;
+    assert_eq!(a.json["topics"], json!(["not-yet"]), "{}", a.text);
+    let a = gw
+        .post_json(&format!("{c}/subscription"), V2, &json!({"topics": []}))
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    let a = gw.get(&format!("{c}/subscription"), Some(V2)).await;
+    assert_eq!(a.json["topics"], json!([]), "{}", a.text);
+    gw.get(&format!("{c}/records"), Some(JSON))
+        .await
+        .assert_error(409);
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn base_uri_follows_forwarding_headers() {
     let gw = gateway::start(|_| {}).await;
