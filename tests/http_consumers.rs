@@ -282,6 +282,68 @@ async fn positions_and_subscriptions_at_their_edges() {
     gw.stop().await;
 }
 
+/// `POST …/offsets` commits the offsets given, exactly; an empty list (like no body) commits
+/// what the instance consumed; a topic Kafka does not have is 404 (the commit handler's
+/// mutants).
+#[tokio::test(flavor = "multi_thread")]
+async fn explicit_offsets_are_committed_as_given_and_an_empty_list_commits_what_was_consumed() {
+    let gw = gateway::start(|_| {}).await;
+    let a = gw
+        .post_json(
+            "/admin/topics",
+            V2,
+            &json!({"topic_name": "commits", "partitions_count": 1}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    produce(&gw, "commits", (0..5).map(|i| json!(i))).await;
+    let c = gw
+        .consumer(
+            "g-commits",
+            json!({"name": "c", "format": "json", "auto.offset.reset": "earliest", "enable.auto.commit": false}),
+        )
+        .await;
+    let a = gw
+        .post_json(
+            &format!("{c}/subscription"),
+            V2,
+            &json!({"topics": ["commits"]}),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    assert_eq!(gw.poll_records(&c, JSON, 5).await.len(), 5);
+    let tp = ("commits", 0);
+    let a = gw
+        .post_json(
+            &format!("{c}/offsets"),
+            V2,
+            &json!({"offsets": [{"topic": "commits", "partition": 0, "offset": 2}]}),
+        )
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    assert_eq!(
+        common::committed_offset(&gw, "g-commits", tp).await,
+        Some(2)
+    );
+    let a = gw
+        .post_json(&format!("{c}/offsets"), V2, &json!({"offsets": []}))
+        .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    assert_eq!(
+        common::committed_offset(&gw, "g-commits", tp).await,
+        Some(5)
+    );
+    // A commit Kafka refuses for a topic it does not have is a 404, not a server error.
+    gw.post_json(
+        &format!("{c}/offsets"),
+        V2,
+        &json!({"offsets": [{"topic": "no-such-topic", "partition": 0, "offset": 1}]}),
+    )
+    .await
+    .assert_error(404);
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn base_uri_follows_forwarding_headers() {
     let gw = gateway::start(|_| {}).await;
