@@ -15,7 +15,7 @@ use rmqtt_codec::{
     MqttCodec, MqttPacket,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Decoder, Framed, FramedParts};
 
 use crate::subscriptions::{SubscribeRequest, SubscribeResult};
 
@@ -144,22 +144,68 @@ pub struct Connection<T> {
     version: ProtocolVersion,
 }
 
+/// The first packet's version sniffer, which also refuses a first packet whose declared
+/// length is above `max_packet` as soon as its fixed header is in. rmqtt-codec's sniffer waits
+/// for the protocol name first, so a client that announced a 256 MB packet and sent nothing
+/// more held its connection until the handshake deadline.
+struct FirstPacket {
+    max_packet: u32,
+}
+
+impl Decoder for FirstPacket {
+    type Item = ProtocolVersion;
+    type Error = DecodeError;
+
+    fn decode(
+        &mut self,
+        src: &mut bytes::BytesMut,
+    ) -> Result<Option<ProtocolVersion>, DecodeError> {
+        if let Some(size) = declared_length(src) {
+            if size > self.max_packet {
+                return Err(DecodeError::MaxSizeExceeded {
+                    size,
+                    max: self.max_packet,
+                });
+            }
+        }
+        VersionCodec.decode(src)
+    }
+}
+
+/// The remaining length a fixed header declares, once its bytes are in (`None` before, and
+/// for a length of more than four bytes, which the codec refuses as malformed).
+fn declared_length(packet: &[u8]) -> Option<u32> {
+    let mut length = 0u32;
+    for (i, byte) in packet.get(1..)?.iter().take(4).enumerate() {
+        length |= u32::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(length);
+        }
+    }
+    None
+}
+
 /// Reads the CONNECT (the caller bounds this with the handshake deadline).
 pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
     io: T,
     max_packet: u32,
 ) -> Result<(Connection<T>, ConnectInfo), WireError> {
-    let mut framed = Framed::new(io, MqttCodec::Version(VersionCodec));
-    let version = match framed.next().await {
-        Some(Ok((MqttPacket::Version(v), _))) => v,
-        Some(Ok(_)) => return Err(WireError::Decode(DecodeError::UnsupportedPacketType)),
+    let mut sniffing = Framed::new(io, FirstPacket { max_packet });
+    let version = match sniffing.next().await {
+        Some(Ok(v)) => v,
         Some(Err(e)) => return Err(WireError::Decode(e)),
         None => return Err(WireError::Closed),
     };
-    *framed.codec_mut() = match version {
+    let codec = match version {
         ProtocolVersion::MQTT3 => MqttCodec::V3(v3::Codec::new(max_packet)),
         ProtocolVersion::MQTT5 => MqttCodec::V5(v5::Codec::new(max_packet, 0)),
     };
+    // The bytes read so far stay: the CONNECT is decoded from them by the version's codec.
+    let sniffed = sniffing.into_parts();
+    let mut parts = FramedParts::new(sniffed.io, codec);
+    parts.read_buf = sniffed.read_buf;
+    parts.write_buf = sniffed.write_buf;
+    let mut framed = Framed::from_parts(parts);
     let info = match framed.next().await {
         Some(Ok((MqttPacket::V3(v3::Packet::Connect(c)), _))) => ConnectInfo {
             version,
@@ -700,4 +746,23 @@ pub fn v5_headers(props: &V5Properties<'_>) -> Vec<(String, Bytes)> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fixed_header_declares_its_remaining_length() {
+        assert_eq!(declared_length(&[0x10]), None);
+        assert_eq!(declared_length(&[0x10, 0x00]), Some(0));
+        assert_eq!(declared_length(&[0x10, 0x7f]), Some(127));
+        assert_eq!(declared_length(&[0x10, 0x80, 0x01]), Some(128));
+        assert_eq!(declared_length(&[0x10, 0xff, 0xff]), None, "not all in yet");
+        assert_eq!(
+            declared_length(&[0x10, 0xff, 0xff, 0xff, 0x7f]),
+            Some(268_435_455)
+        );
+        assert_eq!(declared_length(&[0x10, 0xff, 0xff, 0xff, 0xff, 0x01]), None);
+    }
 }
