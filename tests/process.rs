@@ -13,8 +13,16 @@ use common::{free_addr, free_port, http_get, poll_n, run_python, wait_for_status
 const START: Duration = Duration::from_secs(60);
 const STOP: Duration = Duration::from_secs(30);
 
-/// Starts `barnabas` with an embedded broker on a free port; returns (process, http, kafka).
+/// Starts `barnabas` with an embedded broker on a free port; returns (process, http, kafka)
+/// once it is ready.
 fn start_embedded(extra: &[&str]) -> (Gateway, std::net::SocketAddr, String) {
+    let (mut gw, http, kafka) = spawn_embedded(extra);
+    gw.wait_for_line("barnabas ready", START);
+    (gw, http, kafka)
+}
+
+/// [`start_embedded`] without waiting for it to be ready.
+fn spawn_embedded(extra: &[&str]) -> (Gateway, std::net::SocketAddr, String) {
     let http = free_addr();
     let kafka = format!("127.0.0.1:{}", free_port());
     let mut args = vec![
@@ -28,9 +36,7 @@ fn start_embedded(extra: &[&str]) -> (Gateway, std::net::SocketAddr, String) {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut gw = Gateway::spawn(&refs, &[]);
-    gw.wait_for_line("barnabas ready", START);
-    (gw, http, kafka)
+    (Gateway::spawn(&refs, &[]), http, kafka)
 }
 
 /// The TCP ports process `pid` listens on: its socket inodes (`/proc/PID/fd`) looked up
@@ -354,21 +360,7 @@ fn a_data_dir_the_embedded_broker_cannot_address_is_refused_at_start() {
     for name in ["with space", "hash#tag"] {
         let dir = root.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let (http, kafka) = (free_addr(), format!("127.0.0.1:{}", free_port()));
-        let mut gw = Gateway::spawn(
-            &[
-                &format!("--embedded-kafka={kafka}"),
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--http-listen",
-                &http.to_string(),
-                "--mqtt-listen",
-                "off",
-                "--amqp-listen",
-                "off",
-            ],
-            &[],
-        );
+        let (mut gw, _, _) = spawn_embedded(&["--data-dir", dir.to_str().unwrap()]);
         let status = gw.wait_exit(START);
         let log = gw.stderr().join("\n");
         assert!(!status.success(), "{name}: started anyway:\n{log}");
