@@ -9,6 +9,13 @@ use barnabas::{
 };
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: the gateway allocates and frees small buffers per
+/// message on every runtime thread and on librdkafka's, and glibc's arenas serialised those on
+/// their locks — a third of the process's CPU under MQTT QoS 1 load went to malloc, free and
+/// the futex waits behind them (docs/benchmarks.md, issue 26).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
