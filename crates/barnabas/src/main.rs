@@ -9,10 +9,11 @@ use barnabas::{
 };
 use clap::Parser;
 
-/// mimalloc instead of glibc's malloc: the gateway allocates and frees small buffers per
-/// message on every runtime thread and on librdkafka's, and glibc's arenas serialised those on
-/// their locks — a third of the process's CPU under MQTT QoS 1 load went to malloc, free and
-/// the futex waits behind them (docs/benchmarks.md, issue 26).
+/// jemalloc instead of glibc's malloc: the gateway allocates and frees small buffers per
+/// message on every runtime thread, and glibc's arenas serialised those on their locks — a
+/// third of the process's CPU under MQTT QoS 1 load went to malloc, free and the futex waits
+/// behind them (docs/benchmarks.md, issue 26). mimalloc was as fast for MQTT but held up to
+/// three times the RSS and slowed the embedded broker.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
