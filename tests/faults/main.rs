@@ -424,6 +424,50 @@ async fn consumers_that_stop_reading_do_not_grow_memory_or_slow_others() {
     assert!(sse_events.await.unwrap() >= 2_001);
 }
 
+/// CONNECT → CONNACK waits for no Kafka round trip (issue 26: a reconnect storm was paced by
+/// one Kafka write per CONNECT): with the broker paused, an MQTT 3.1.1 clean-session CONNECT
+/// is still accepted at once. Before, the CONNACK waited for the sessions topic's catch-up
+/// (3 s) and for the ownership write (5 s), so it came 8 s late. A resumed session still reads
+/// what the other replicas wrote, and waits (bounded) for Kafka as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_session_is_accepted_while_kafka_is_paused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(data.path());
+    let gateway = GatewayProcess::start(&broker.bootstrap());
+    let mqtt = gateway.mqtt;
+    let connack = |client_id: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(mqtt).await.unwrap();
+        let mut connect = vec![0x10, u8::try_from(12 + client_id.len()).unwrap()];
+        connect.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0]);
+        connect.push(u8::try_from(client_id.len()).unwrap());
+        connect.extend_from_slice(client_id.as_bytes());
+        s.write_all(&connect).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut ack = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut ack))
+            .await
+            .expect("no CONNACK in 20 s")
+            .unwrap();
+        (ack, started.elapsed(), s)
+    };
+    let (warm, _, _warm) = connack("warm-client").await;
+    assert_eq!(warm, [0x20, 2, 0, 0]);
+
+    broker.signal("STOP");
+    let (ack, took, _held) = connack("while-paused").await;
+    broker.signal("CONT");
+    assert_eq!(
+        ack,
+        [0x20, 2, 0, 0],
+        "CONNACK refused while Kafka was paused"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "the CONNACK waited for Kafka: {took:?}"
+    );
+}
+
 /// "Acknowledged only after Kafka acknowledged the write", per protocol and QoS (issue 22):
 /// with the broker paused (SIGSTOP, its sockets open, nothing answered), a stock client's
 /// publish waits: mosquitto_pub QoS 1 (PUBACK) and QoS 2 (PUBREC), curl's produce (200) and

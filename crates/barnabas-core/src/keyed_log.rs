@@ -11,7 +11,11 @@
 //! when the follower reads it. [`KeyedLog::caught_up`] waits until this replica has applied
 //! everything written so far, by any replica.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -34,6 +38,9 @@ pub struct KeyedLog {
     /// The partitions the follower reads, once it has assigned them (`None` before, and
     /// while it restarts after an error).
     following: watch::Sender<Option<Vec<i32>>>,
+    /// The last catch-up round: when it read the high watermarks, and whether this replica
+    /// reached them. Held while a round runs, so concurrent callers share rounds.
+    last_round: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 /// How long the follower waits between attempts while Kafka does not answer.
@@ -54,6 +61,7 @@ impl KeyedLog {
             backend,
             applied: watch::channel(HashMap::new()).0,
             following: watch::channel(None).0,
+            last_round: tokio::sync::Mutex::new(None),
         });
         let follower = log.clone();
         tokio::spawn(async move {
@@ -161,29 +169,51 @@ impl KeyedLog {
     /// Waits until this replica applied everything written to the log so far, by any replica
     /// (bounded by `timeout`). `false` when it could not get there in time, or Kafka does not
     /// answer: the caller then works with what it has.
+    ///
+    /// Concurrent callers share the work (a reconnect storm asks this once per CONNECT, and a
+    /// watermark query per caller made every CONNECT wait behind the others' queries, issue
+    /// 26): one round at a time reads the high watermarks and waits for the follower to reach
+    /// them, and a caller takes the answer of the first round that *started* after it called
+    /// — that round saw every write that completed before the call — running one itself when
+    /// none has.
     pub async fn caught_up(&self, timeout: Duration) -> bool {
+        let called = Instant::now();
         let work = async {
-            let mut following = self.following.subscribe();
-            let Ok(partitions) = following.wait_for(Option::is_some).await.map(|p| p.clone())
-            else {
-                return false;
-            };
-            let mut targets = Vec::new();
-            for p in partitions.unwrap_or_default() {
-                match self.backend.admin.watermarks(&self.topic, p).await {
-                    Ok(w) => targets.push((p, w.high)),
-                    Err(_) => return false,
+            let mut last = self.last_round.lock().await;
+            if let Some((started, reached)) = *last {
+                if started >= called {
+                    return reached;
                 }
             }
-            // Each partition's next offset to apply has reached its high watermark.
-            let reached = |applied: &HashMap<i32, i64>| {
-                targets
-                    .iter()
-                    .all(|(p, high)| *high <= 0 || applied.get(p).is_some_and(|at| at >= high))
-            };
-            self.applied.subscribe().wait_for(reached).await.is_ok()
+            let started = Instant::now();
+            let reached = self.catch_up_round().await;
+            *last = Some((started, reached));
+            reached
         };
         tokio::time::timeout(timeout, work).await.unwrap_or(false)
+    }
+
+    /// One catch-up round: reads each followed partition's high watermark, then waits until
+    /// the follower applied up to it.
+    async fn catch_up_round(&self) -> bool {
+        let mut following = self.following.subscribe();
+        let Ok(partitions) = following.wait_for(Option::is_some).await.map(|p| p.clone()) else {
+            return false;
+        };
+        let mut targets = Vec::new();
+        for p in partitions.unwrap_or_default() {
+            match self.backend.admin.watermarks(&self.topic, p).await {
+                Ok(w) => targets.push((p, w.high)),
+                Err(_) => return false,
+            }
+        }
+        // Each partition's next offset to apply has reached its high watermark.
+        let reached = |applied: &HashMap<i32, i64>| {
+            targets
+                .iter()
+                .all(|(p, high)| *high <= 0 || applied.get(p).is_some_and(|at| at >= high))
+        };
+        self.applied.subscribe().wait_for(reached).await.is_ok()
     }
 }
 

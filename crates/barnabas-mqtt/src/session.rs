@@ -214,39 +214,39 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
             tracing::warn!(error = %e, "stored subscriptions not resumed yet; they follow when Kafka answers");
         }
     }
-    // Naming this connection the session's owner closes the client's connection on any other
-    // replica (session take-over across replicas), and keeps the subscriptions resumable.
-    if let Err(e) = ctx
-        .state
-        .save_session(
-            &client_id,
-            &handle,
-            true,
-            &subs.subscribed(),
-            info.session_expiry,
-            &incoming.awaiting_pubrel(),
-        )
-        .await
-    {
-        tracing::warn!(error = %e, "session ownership not recorded in Kafka; another replica may keep an older connection of this client");
-    }
     // v5: the gateway's Server Keep Alive, when configured, replaces the client's
     // [MQTT-3.2.2-21]; the keep-alive check below then uses it.
     let server_keep_alive = ctx.settings.server_keep_alive.filter(|_| v5);
     if let Some(ska) = server_keep_alive {
         info.keep_alive = ska.get();
     }
-    if conn
-        .connack_ok(
-            assigned,
-            ctx.settings.receive_window,
-            max_packet_size(&ctx),
-            session_present,
-            server_keep_alive.map(std::num::NonZeroU16::get),
-        )
-        .await
-        .is_err()
-    {
+    // Naming this connection the session's owner closes the client's connection on any other
+    // replica (session take-over across replicas), and keeps the subscriptions resumable. The
+    // CONNACK does not wait for that write (a reconnect storm would be paced by Kafka round
+    // trips, issue 26): the two go out together, and the session reads no packet before the
+    // record is written, so nothing it writes later can overtake it. A CONNACK never promised
+    // the record: a refused write was, and is, only logged.
+    let (subscribed, awaiting) = (subs.subscribed(), incoming.awaiting_pubrel());
+    let owned = ctx.state.save_session(
+        &client_id,
+        &handle,
+        true,
+        &subscribed,
+        info.session_expiry,
+        &awaiting,
+    );
+    let connack = conn.connack_ok(
+        assigned,
+        ctx.settings.receive_window,
+        max_packet_size(&ctx),
+        session_present,
+        server_keep_alive.map(std::num::NonZeroU16::get),
+    );
+    let (owned, connack) = tokio::join!(owned, connack);
+    if let Err(e) = owned {
+        tracing::warn!(error = %e, "session ownership not recorded in Kafka; another replica may keep an older connection of this client");
+    }
+    if connack.is_err() {
         let awaiting = incoming.awaiting_pubrel();
         finish(
             &ctx,
@@ -259,6 +259,7 @@ async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
         .await;
         return;
     }
+    conn.release_empty_buffers();
     ctx.metrics.connections.inc();
     tracing::debug!(version = ?info.version, keep_alive = info.keep_alive, session_present, "connected");
 
@@ -335,8 +336,13 @@ async fn claim_session<T: AsyncRead + AsyncWrite + Unpin>(
         .auth
         .checks_credentials()
         .then(|| info.principal.name.clone());
-    // The client may have left its session on another replica a moment ago.
-    if !ctx.state.sessions_caught_up().await {
+    // The client may have left its session on another replica a moment ago. That matters when
+    // this connection resumes or keeps a session, or when the id may be another principal's;
+    // a clean session without credentials (every client the same principal) reads nothing the
+    // other replicas wrote, so its CONNACK waits for no Kafka round trip (issue 26).
+    let reads_shared_state =
+        !info.clean || info.session_expiry > 0 || ctx.auth.checks_credentials();
+    if reads_shared_state && !ctx.state.sessions_caught_up().await {
         tracing::debug!("sessions topic not caught up; deciding on what this replica knows");
     }
     let held = ctx.stored.get(&info.client_id);
