@@ -355,36 +355,24 @@ pub async fn serve(
         shutdown.clone(),
         |stream, peer| {
             let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-            sessions.track_future(async move {
-                let deadline = ctx.settings.connect_timeout;
+            // One boxed future per transport: a task holding the `match` of all four would
+            // be as large as the largest (WebSocket over TLS), 14 KiB, for every connection.
+            let session: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
                 match transport {
-                    Transport::Tcp => session::run(stream, peer, None, ctx, shutdown).await,
-                    Transport::WebSocket => match websocket(stream, &ctx).await {
-                        Ok(io) => session::run(io, peer, None, ctx, shutdown).await,
-                        Err(e) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
-                    },
-                    Transport::Tls | Transport::SecureWebSocket => {
-                        let Some(tls) = ctx.tls.clone() else {
-                            tracing::error!("MQTT TLS listener without a TLS configuration");
-                            return;
-                        };
-                        let Some((stream, cn)) = tls.accept_within(stream, deadline, peer).await
-                        else {
-                            return;
-                        };
-                        if transport == Transport::Tls {
-                            session::run(stream, peer, cn, ctx, shutdown).await;
-                        } else {
-                            match websocket(stream, &ctx).await {
-                                Ok(io) => session::run(io, peer, cn, ctx, shutdown).await,
-                                Err(e) => {
-                                    tracing::debug!(%peer, error = %e, "WebSocket handshake failed")
-                                }
+                    Transport::Tcp => Box::pin(session::run(stream, peer, None, ctx, shutdown)),
+                    Transport::WebSocket => Box::pin(async move {
+                        match websocket(stream, &ctx).await {
+                            Ok(io) => session::run(io, peer, None, ctx, shutdown).await,
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "WebSocket handshake failed")
                             }
                         }
+                    }),
+                    Transport::Tls | Transport::SecureWebSocket => {
+                        Box::pin(tls_session(stream, peer, transport, ctx, shutdown))
                     }
-                }
-            })
+                };
+            sessions.track_future(session)
         },
         |stream| {
             let ctx = ctx.clone();
@@ -405,6 +393,33 @@ pub async fn serve(
 
 /// How long shutdown waits for MQTT sessions to end.
 const SESSIONS_DRAIN: Duration = Duration::from_secs(10);
+
+/// An MQTT session over TLS (`mqtts`) or WebSocket over TLS (`mqtt-wss`), once the TLS
+/// handshake is over within the CONNECT deadline.
+async fn tls_session(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    transport: Transport,
+    ctx: Arc<MqttContext>,
+    shutdown: CancellationToken,
+) {
+    let Some(tls) = ctx.tls.clone() else {
+        tracing::error!("MQTT TLS listener without a TLS configuration");
+        return;
+    };
+    let deadline = ctx.settings.connect_timeout;
+    let Some((stream, cn)) = tls.accept_within(stream, deadline, peer).await else {
+        return;
+    };
+    if transport == Transport::Tls {
+        session::run(stream, peer, cn, ctx, shutdown).await;
+    } else {
+        match websocket(stream, &ctx).await {
+            Ok(io) => session::run(io, peer, cn, ctx, shutdown).await,
+            Err(e) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
+        }
+    }
+}
 
 /// A connection over `limits.max_connections`: its CONNECT (over plain TCP or WebSocket) is
 /// answered CONNACK "server busy" (v5 0x89, v3.1.1 3), so the client knows to come back later.
