@@ -437,7 +437,7 @@ fn print_tables(r: &RunResults) {
     }
     if !r.throughput.is_empty() {
         println!(
-            "{:<24} {:>9} {:>8} {:>10} {:>7} {:>9} {:>9} {:>8} {:>9} {:>6} {:>7}",
+            "{:<24} {:>9} {:>8} {:>10} {:>7} {:>9} {:>9} {:>8} {:>9} {:>6} {:>8} {:>7}",
             "scenario",
             "messages",
             "seconds",
@@ -448,11 +448,12 @@ fn print_tables(r: &RunResults) {
             "÷ mosq",
             "÷ strimzi",
             "cpu",
+            "cpu s/100k",
             "rss MiB"
         );
         for t in &r.throughput {
             println!(
-                "{:<24} {:>9} {:>8.2} {:>10.0} {:>7.2} {:>9} {:>9} {:>8} {:>9} {:>6} {:>7}",
+                "{:<24} {:>9} {:>8.2} {:>10.0} {:>7.2} {:>9} {:>9} {:>8} {:>9} {:>6} {:>8} {:>7}",
                 t.scenario,
                 t.messages,
                 t.seconds,
@@ -463,6 +464,7 @@ fn print_tables(r: &RunResults) {
                 opt(t.vs_mosquitto, 2),
                 opt(t.vs_strimzi, 2),
                 opt(t.server_cpu_cores, 2),
+                opt(t.server_cpu_s_per_100k(), 2),
                 opt(t.server_rss_mib, 0),
             );
         }

@@ -87,6 +87,16 @@ pub struct Throughput {
     pub server_rss_mib: Option<f64>,
 }
 
+impl Throughput {
+    /// CPU seconds the server process spent per 100 000 messages (its cores × the time
+    /// 100 000 messages took at the measured rate): the cost per message, apart from how
+    /// many cores the box had left for it. With the embedded broker it includes the broker.
+    pub fn server_cpu_s_per_100k(&self) -> Option<f64> {
+        let cores = self.server_cpu_cores?;
+        (self.msgs_per_s > 0.0).then(|| cores * 100_000.0 / self.msgs_per_s)
+    }
+}
+
 /// Latency of one protocol at a fixed publish rate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Latency {
@@ -132,4 +142,30 @@ pub struct Connections {
     pub connack_p50_ms: f64,
     /// CONNECT → CONNACK, 99th percentile, ms.
     pub connack_p99_ms: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_per_100k_messages_is_cores_over_the_rate() {
+        let t = Throughput {
+            msgs_per_s: 120_000.0,
+            server_cpu_cores: Some(1.2),
+            ..Throughput::default()
+        };
+        let per_100k = t.server_cpu_s_per_100k().unwrap();
+        assert!((per_100k - 1.0).abs() < 1e-9, "{per_100k}");
+        let unsampled = Throughput {
+            server_cpu_cores: None,
+            ..t.clone()
+        };
+        assert_eq!(unsampled.server_cpu_s_per_100k(), None);
+        let nothing = Throughput {
+            msgs_per_s: 0.0,
+            ..t
+        };
+        assert_eq!(nothing.server_cpu_s_per_100k(), None);
+    }
 }
