@@ -145,6 +145,7 @@ pub struct Connections {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
