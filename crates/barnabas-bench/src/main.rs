@@ -28,6 +28,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use results::{RunResults, Throughput};
 use server::{Sampler, ServerProcess};
 
+/// The gateway's allocator (jemalloc, `crates/barnabas/src/main.rs`) in the load generator
+/// too: the direct baseline runs in this process, and glibc's malloc would hold it back where
+/// the gateway is not (records with headers are allocated per message).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Command line.
 #[derive(Parser, Debug)]
 #[command(
