@@ -423,6 +423,18 @@ pub struct Storm {
     pub connacks: usize,
 }
 
+/// A raw MQTT 3.1.1 CONNECT: clean session, keep-alive `keep_alive_secs`, client id
+/// `client_id` (short: one byte of remaining length).
+pub fn connect_packet(client_id: &str, keep_alive_secs: u16) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 2];
+    body.extend_from_slice(&keep_alive_secs.to_be_bytes());
+    body.extend_from_slice(&u16::try_from(client_id.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap()];
+    packet.extend(body);
+    packet
+}
+
 /// `clients` MQTT connects (CONNECT, CONNACK, close) in parallel batches, then `silent`
 /// connections that never send anything and are left open.
 pub async fn storm(addr: SocketAddr, clients: usize, silent: usize) -> Storm {
@@ -435,13 +447,7 @@ pub async fn storm(addr: SocketAddr, clients: usize, silent: usize) -> Storm {
                         return false;
                     };
                     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                    let id = format!("storm-{batch}-{i}");
-                    // MQTT 3.1.1 CONNECT, clean session, keep-alive 30 s.
-                    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 30];
-                    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-                    body.extend_from_slice(id.as_bytes());
-                    let mut packet = vec![0x10, body.len() as u8];
-                    packet.extend(body);
+                    let packet = connect_packet(&format!("storm-{batch}-{i}"), 30);
                     if s.write_all(&packet).is_err() {
                         return false;
                     }
@@ -523,12 +529,7 @@ pub async fn produce_bulk(bootstrap: &str, topic: &str, count: usize, size: usiz
 /// A raw MQTT 3.1.1 client that subscribes at QoS 1 and then never reads its socket.
 pub fn stalled_subscriber(addr: SocketAddr, filter: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
-    let id = b"stalled";
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, id.len() as u8];
-    body.extend_from_slice(id);
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend(body);
-    s.write_all(&packet).unwrap();
+    s.write_all(&connect_packet("stalled", 60)).unwrap();
     let mut sub = vec![0, 1, 0, filter.len() as u8];
     sub.extend_from_slice(filter.as_bytes());
     sub.push(1);

@@ -438,11 +438,9 @@ async fn a_clean_session_is_accepted_while_kafka_is_paused() {
     let mqtt = gateway.mqtt;
     let connack = |client_id: &'static str| async move {
         let mut s = tokio::net::TcpStream::connect(mqtt).await.unwrap();
-        let mut connect = vec![0x10, u8::try_from(12 + client_id.len()).unwrap()];
-        connect.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0]);
-        connect.push(u8::try_from(client_id.len()).unwrap());
-        connect.extend_from_slice(client_id.as_bytes());
-        s.write_all(&connect).await.unwrap();
+        s.write_all(&harness::connect_packet(client_id, 60))
+            .await
+            .unwrap();
         let started = std::time::Instant::now();
         let mut ack = [0u8; 4];
         tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut ack))

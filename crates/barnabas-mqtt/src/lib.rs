@@ -360,14 +360,9 @@ pub async fn serve(
             let session: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
                 match transport {
                     Transport::Tcp => Box::pin(session::run(stream, peer, None, ctx, shutdown)),
-                    Transport::WebSocket => Box::pin(async move {
-                        match websocket(stream, &ctx).await {
-                            Ok(io) => session::run(io, peer, None, ctx, shutdown).await,
-                            Err(e) => {
-                                tracing::debug!(%peer, error = %e, "WebSocket handshake failed")
-                            }
-                        }
-                    }),
+                    Transport::WebSocket => {
+                        Box::pin(websocket_session(stream, peer, None, ctx, shutdown))
+                    }
                     Transport::Tls | Transport::SecureWebSocket => {
                         Box::pin(tls_session(stream, peer, transport, ctx, shutdown))
                     }
@@ -414,10 +409,24 @@ async fn tls_session(
     if transport == Transport::Tls {
         session::run(stream, peer, cn, ctx, shutdown).await;
     } else {
-        match websocket(stream, &ctx).await {
-            Ok(io) => session::run(io, peer, cn, ctx, shutdown).await,
-            Err(e) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
-        }
+        websocket_session(stream, peer, cn, ctx, shutdown).await;
+    }
+}
+
+/// An MQTT session over WebSocket (`mqtt-ws`, or `mqtt-wss` once TLS is done), once the
+/// upgrade is over within the CONNECT deadline.
+async fn websocket_session<S>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    cert_cn: Option<String>,
+    ctx: Arc<MqttContext>,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match websocket(stream, &ctx).await {
+        Ok(io) => session::run(io, peer, cert_cn, ctx, shutdown).await,
+        Err(e) => tracing::debug!(%peer, error = %e, "WebSocket handshake failed"),
     }
 }
 

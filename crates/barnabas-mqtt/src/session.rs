@@ -343,8 +343,7 @@ async fn claim_session<T: AsyncRead + AsyncWrite + Unpin>(
     // this connection resumes or keeps a session, or when the id may be another principal's;
     // a clean session without credentials (every client the same principal) reads nothing the
     // other replicas wrote, so its CONNACK waits for no Kafka round trip (issue 26).
-    let reads_shared_state =
-        !info.clean || info.session_expiry > 0 || ctx.auth.checks_credentials();
+    let reads_shared_state = !info.clean || info.session_expiry > 0 || principal.is_some();
     if reads_shared_state && !ctx.state.sessions_caught_up().await {
         tracing::debug!("sessions topic not caught up; deciding on what this replica knows");
     }
