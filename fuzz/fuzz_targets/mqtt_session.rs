@@ -25,7 +25,7 @@ use barnabas_core::{
     Authenticator, GatewayMetrics, Header, MetricsRegistry, Record, TopicCatalog, TopicMapper,
 };
 use barnabas_mqtt::{
-    delivery::{Message, EXPIRY_HEADER, TOPIC_HEADER},
+    convert::{Message, EXPIRY_HEADER, TOPIC_HEADER},
     filter::Filter,
     retained::RetainedStore,
     state::MqttState,

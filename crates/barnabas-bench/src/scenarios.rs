@@ -4,7 +4,7 @@ use std::{collections::VecDeque, time::Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use barnabas_core::{Backend, Record};
-use barnabas_mqtt::delivery;
+use barnabas_mqtt::convert;
 use fe2o3_amqp::{
     sasl_profile::SaslProfile,
     types::{
@@ -204,9 +204,9 @@ fn like_mqtt(topic: &str, payload: &[u8]) -> Record {
     let mut record = Record::new(topic, payload.to_vec());
     record.key = Some(bytes::Bytes::from_static(MQTT_TOPIC.as_bytes()));
     record.headers = vec![
-        barnabas_core::Header::new(delivery::TOPIC_HEADER, MQTT_TOPIC),
-        barnabas_core::Header::new(delivery::QOS_HEADER, "1"),
-        barnabas_core::Header::new(delivery::CLIENT_HEADER, "bench-0-0"),
+        barnabas_core::Header::new(convert::TOPIC_HEADER, MQTT_TOPIC),
+        barnabas_core::Header::new(convert::QOS_HEADER, "1"),
+        barnabas_core::Header::new(convert::CLIENT_HEADER, "bench-0-0"),
     ];
     record
 }

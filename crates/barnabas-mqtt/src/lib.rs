@@ -1,12 +1,12 @@
 //! barnabas' MQTT 3.1.1 / 5.0 front end.
 //!
 //! One task per connection ([`session`]) over rmqtt-codec ([`wire`]): PUBLISHes become Kafka
-//! records through the topic-mapping rules and are acknowledged (PUBACK/PUBREC) only after
-//! Kafka acknowledged them, in arrival order. SUBSCRIBE filters are read back through the
+//! records through the topic-mapping rules ([`convert`], both ways) and are acknowledged
+//! (PUBACK/PUBREC) only after Kafka acknowledged them, in arrival order. SUBSCRIBE filters are read back through the
 //! same rules ([`subscriptions`]): records are delivered from Kafka as fast as the client
 //! acknowledges them, and committed only once it did.
 
-pub mod delivery;
+pub mod convert;
 pub mod filter;
 pub mod outbound;
 pub mod retained;

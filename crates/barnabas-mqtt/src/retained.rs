@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
-use crate::{delivery::Message, filter};
+use crate::{convert::Message, filter};
 
 /// Most retained topics kept; beyond it new retained topics are not stored (and logged).
 const MAX_RETAINED: usize = 100_000;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    delivery::Message,
+    convert::Message,
     filter::Filter,
     retained::RetainedStore,
     store::{SessionStore, StoredSession, Subscribed},

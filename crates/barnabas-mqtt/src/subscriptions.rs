@@ -28,10 +28,23 @@ use barnabas_core::{
     DriverLimits, Error, Fetched, OffsetReset, OffsetTracker, Principal, SeekTo, Sources,
     Subscription, TopicList, TopicPartition, TopicPartitionOffset,
 };
-use rmqtt_codec::types::{Publish, QoS};
+use rmqtt_codec::{
+    types::{Publish, QoS},
+    version::ProtocolVersion,
+};
 
-use crate::{delivery::Message, filter, outbound::Outbound, store::Subscribed, MqttContext};
+use crate::{
+    convert::Message,
+    filter,
+    outbound::Outbound,
+    store::Subscribed,
+    wire::{ConnectInfo, SubscribeRequest, SubscribeResult},
+    MqttContext,
+};
 
+/// Unacknowledged QoS 1/2 deliveries per client at most (capped further by its Receive
+/// Maximum): Kafka is the queue, so a deeper window would only hold records in memory.
+pub const DELIVERY_WINDOW: u16 = 64;
 /// Records taken from a consumer per fetch.
 const FETCH_BATCH: usize = 64;
 /// How long one fetch waits before it is renewed.
@@ -51,36 +64,6 @@ pub enum FeedId {
     Plain,
     /// The consumer of a share group.
     Shared(String),
-}
-
-/// What one SUBSCRIBE filter asked for.
-#[derive(Debug, Clone)]
-pub struct SubscribeRequest {
-    /// The filter as sent.
-    pub raw: String,
-    /// Requested QoS.
-    pub qos: QoS,
-    /// v5 No Local: not the client's own publishes.
-    pub no_local: bool,
-    /// v5 Retain As Published.
-    pub retain_as_published: bool,
-    /// v5 Retain Handling (0 send, 1 send if new, 2 do not send).
-    pub retain_handling: u8,
-}
-
-/// The answer to one SUBSCRIBE filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubscribeResult {
-    /// Granted at this QoS.
-    Granted(QoS),
-    /// Not a valid filter (v5 0x8F).
-    InvalidFilter,
-    /// Kafka could not be reached to set it up (v5 0x80).
-    Failed,
-    /// The principal may not read a topic the filter maps to (v5 0x87, v3 0x80).
-    NotAuthorized,
-    /// The client holds `limits.max_subscriptions` filters already (v5 0x97, v3 0x80).
-    QuotaExceeded,
 }
 
 /// What to deliver next: a record from Kafka, or a retained message for a new subscription.
@@ -218,20 +201,21 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    /// No subscriptions yet. `window` bounds unacknowledged QoS 1/2 deliveries (the client's
-    /// Receive Maximum); `max_packet` is the client's Maximum Packet Size and
-    /// `topic_alias_max` its Topic Alias Maximum (v5).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        ctx: Arc<MqttContext>,
-        principal: Principal,
-        client_id: &str,
-        persistent: bool,
-        v5: bool,
-        window: usize,
-        max_packet: Option<usize>,
-        topic_alias_max: u16,
-    ) -> Self {
+    /// No subscriptions yet, for the client that sent `connect`: its principal reads, its
+    /// Session Expiry says whether the subscriptions outlive the connection, its Receive
+    /// Maximum (capped at [`DELIVERY_WINDOW`]) bounds unacknowledged QoS 1/2 deliveries, and
+    /// its Maximum Packet Size and Topic Alias Maximum shape what is sent (v5).
+    pub fn new(ctx: Arc<MqttContext>, connect: &ConnectInfo) -> Self {
+        let principal = connect.principal.clone();
+        let client_id = connect.client_id.as_str();
+        let persistent = connect.session_expiry > 0;
+        let v5 = connect.version == ProtocolVersion::MQTT5;
+        let window = connect
+            .receive_max
+            .map_or(DELIVERY_WINDOW, |r| r.get().min(DELIVERY_WINDOW));
+        let window = usize::from(window);
+        let max_packet = connect.max_packet.and_then(|m| usize::try_from(m).ok());
+        let topic_alias_max = connect.topic_alias_max;
         Self {
             ctx,
             principal,
@@ -987,8 +971,9 @@ impl Subscriptions {
         }
     }
 
-    /// Commits what was acknowledged and closes the consumers.
-    pub async fn close(mut self) {
+    /// Commits what was acknowledged and closes the consumers, once, when the session ends;
+    /// the subscriptions stay listed ([`Self::subscribed`]) for the session to keep.
+    pub async fn close(&mut self) {
         if let Some(mut feed) = self.plain.take() {
             commit_now(&mut feed).await;
             feed.close().await;

@@ -17,8 +17,6 @@ use rmqtt_codec::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Decoder, Framed, FramedParts};
 
-use crate::subscriptions::{SubscribeRequest, SubscribeResult};
-
 /// Why a connection ends from the wire's side.
 #[derive(Debug)]
 pub enum WireError {
@@ -67,7 +65,7 @@ pub struct Will {
     pub topic: String,
     /// Payload.
     pub payload: Bytes,
-    /// v5 will properties as Kafka headers, in the shape [`property_headers`] gives a
+    /// v5 will properties as Kafka headers, in the shape [`crate::convert::property_headers`] gives a
     /// publish's: user properties in order, then payload format indicator, content type,
     /// response topic, correlation data and message expiry under `barnabas.mqtt.*`, so that
     /// subscribers get the will with the properties it was set with (3.1.3.2).
@@ -121,6 +119,49 @@ pub struct SubscribePacket {
     pub id: Option<std::num::NonZeroU32>,
     /// The filters and their options.
     pub requests: Vec<SubscribeRequest>,
+}
+
+/// What one SUBSCRIBE filter asked for.
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest {
+    /// The filter as sent.
+    pub raw: String,
+    /// Requested QoS.
+    pub qos: QoS,
+    /// v5 No Local: not the client's own publishes.
+    pub no_local: bool,
+    /// v5 Retain As Published.
+    pub retain_as_published: bool,
+    /// v5 Retain Handling (0 send, 1 send if new, 2 do not send).
+    pub retain_handling: u8,
+}
+
+/// The answer to one SUBSCRIBE filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeResult {
+    /// Granted at this QoS.
+    Granted(QoS),
+    /// Not a valid filter (v5 0x8F).
+    InvalidFilter,
+    /// Kafka could not be reached to set it up (v5 0x80).
+    Failed,
+    /// The principal may not read a topic the filter maps to (v5 0x87, v3 0x80).
+    NotAuthorized,
+    /// The client holds `limits.max_subscriptions` filters already (v5 0x97, v3 0x80).
+    QuotaExceeded,
+}
+
+/// Topic Alias Maximum we offer v5 clients (CONNACK); a PUBLISH naming a higher alias is
+/// refused (0x94).
+pub const TOPIC_ALIAS_MAX: u16 = 32;
+
+/// The answer a QoS 1 or QoS 2 PUBLISH waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// QoS 1: PUBACK.
+    PubAck(NonZeroU16),
+    /// QoS 2: PUBREC (PUBREL and PUBCOMP follow).
+    PubRec(NonZeroU16),
 }
 
 /// The outcome of a publish, for its ack.
@@ -236,7 +277,7 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             will: c.last_will.map(|w| Will {
                 topic: w.topic.to_string(),
                 payload: w.message,
-                headers: v5_headers(&V5Properties {
+                headers: crate::convert::v5_headers(&crate::convert::V5Properties {
                     user_properties: &w.user_properties,
                     is_utf8_payload: w.is_utf8_payload.unwrap_or(false),
                     content_type: w.content_type.as_deref(),
@@ -402,7 +443,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     max_qos: QoS::ExactlyOnce,
                     max_packet_size: Some(max_packet),
                     assigned_client_id: assigned_id.map(Into::into),
-                    topic_alias_max: crate::session::TOPIC_ALIAS_MAX,
+                    topic_alias_max: TOPIC_ALIAS_MAX,
                     retain_available: true,
                     wildcard_subscription_available: true,
                     subscription_identifiers_available: true,
@@ -508,12 +549,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     /// PUBACK (QoS 1) or PUBREC (QoS 2). v3 has no negative acks: the caller closes instead.
-    pub async fn ack(
-        &mut self,
-        qos2: bool,
-        packet_id: NonZeroU16,
-        reason: PubReason,
-    ) -> Result<(), WireError> {
+    pub async fn ack(&mut self, ack: Ack, reason: PubReason) -> Result<(), WireError> {
+        let (qos2, packet_id) = match ack {
+            Ack::PubAck(id) => (false, id),
+            Ack::PubRec(id) => (true, id),
+        };
         let packet = match self.version {
             ProtocolVersion::MQTT3 if qos2 => {
                 MqttPacket::V3(v3::Packet::PublishReceived { packet_id })
@@ -684,82 +724,6 @@ fn ack2(packet_id: NonZeroU16, known: bool) -> v5::PublishAck2 {
         properties: Vec::new(),
         reason_string: None,
     }
-}
-
-/// The v5 properties of a publish or a will that become Kafka headers.
-pub struct V5Properties<'a> {
-    /// User properties, in order.
-    pub user_properties: &'a [(bytestring::ByteString, bytestring::ByteString)],
-    /// Payload Format Indicator 1 (UTF-8).
-    pub is_utf8_payload: bool,
-    /// Content Type.
-    pub content_type: Option<&'a str>,
-    /// Response Topic.
-    pub response_topic: Option<&'a str>,
-    /// Correlation Data.
-    pub correlation_data: Option<&'a Bytes>,
-    /// Message Expiry Interval in seconds.
-    pub message_expiry: Option<std::num::NonZeroU32>,
-}
-
-/// A v5 publish's properties as Kafka headers (user properties as they are; payload format
-/// indicator, content type, response topic and correlation data under `barnabas.mqtt.*`).
-/// User properties named `barnabas.*` are dropped: that namespace is the gateway's, and a
-/// client's copy would shadow the gateway's own header (interface.md §4).
-pub fn property_headers(p: &Publish) -> Vec<(String, Bytes)> {
-    match &p.properties {
-        Some(props) => v5_headers(&V5Properties {
-            user_properties: &props.user_properties,
-            is_utf8_payload: props.is_utf8_payload,
-            content_type: props.content_type.as_deref(),
-            response_topic: props.response_topic.as_deref(),
-            correlation_data: props.correlation_data.as_ref(),
-            message_expiry: props.message_expiry_interval,
-        }),
-        None => Vec::new(),
-    }
-}
-
-/// [`property_headers`] of a publish's or a will's properties: subscribers get them back
-/// as sent, user properties in order [MQTT-3.3.2-17/18], the others forwarded unaltered
-/// [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-20], and a will's user
-/// properties keep their order [MQTT-3.1.3-10] (delivery.rs turns them back into properties).
-pub fn v5_headers(props: &V5Properties<'_>) -> Vec<(String, Bytes)> {
-    let mut out = Vec::new();
-    for (k, v) in props.user_properties {
-        if crate::delivery::is_reserved(k) {
-            continue;
-        }
-        out.push((k.to_string(), Bytes::copy_from_slice(v.as_bytes())));
-    }
-    if props.is_utf8_payload {
-        out.push((
-            crate::delivery::PAYLOAD_FORMAT_HEADER.into(),
-            Bytes::from_static(b"1"),
-        ));
-    }
-    if let Some(ct) = props.content_type {
-        out.push((
-            "barnabas.mqtt.content_type".into(),
-            Bytes::copy_from_slice(ct.as_bytes()),
-        ));
-    }
-    if let Some(rt) = props.response_topic {
-        out.push((
-            "barnabas.mqtt.response_topic".into(),
-            Bytes::copy_from_slice(rt.as_bytes()),
-        ));
-    }
-    if let Some(cd) = props.correlation_data {
-        out.push(("barnabas.mqtt.correlation_data".into(), cd.clone()));
-    }
-    if let Some(expiry) = props.message_expiry {
-        out.push((
-            crate::delivery::EXPIRY_HEADER.into(),
-            Bytes::from(expiry.get().to_string()),
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

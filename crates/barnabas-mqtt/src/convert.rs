@@ -1,12 +1,15 @@
-//! Kafka records (and retained messages) as outgoing PUBLISH packets: the MQTT topic they
-//! go to, the QoS they may be delivered at, and their headers as v5 properties.
+//! MQTT ↔ Kafka, both ways, in one place (as the AMQP front end's `convert.rs`): a PUBLISH
+//! (or a will) becomes a record through the topic-mapping rules, its origin and v5
+//! properties as `barnabas.mqtt.*` headers; a record read from Kafka (or a retained
+//! message) becomes an outgoing PUBLISH — the MQTT topic it goes to, the QoS it may be
+//! delivered at, and its headers as v5 properties again.
 
 use std::{
     num::{NonZeroU16, NonZeroU32},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use barnabas_core::{ConsumedRecord, Header, TopicMapper};
+use barnabas_core::{ConsumedRecord, Error, Header, Record, TopicMapper};
 use bytes::Bytes;
 use rmqtt_codec::{
     types::{Publish, QoS},
@@ -36,6 +39,104 @@ const CORRELATION_DATA: &str = "barnabas.mqtt.correlation_data";
 pub fn is_reserved(key: &str) -> bool {
     key.get(..9)
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case("barnabas."))
+}
+
+/// The headers saying where a record came from: its MQTT topic, QoS and retain flag.
+pub fn origin_headers(topic: &str, qos: QoS, retain: bool) -> Vec<Header> {
+    let mut headers = vec![
+        Header::new(TOPIC_HEADER, topic.to_owned()),
+        Header::new(QOS_HEADER, (qos as u8).to_string()),
+    ];
+    if retain {
+        headers.push(Header::new(RETAIN_HEADER, "1"));
+    }
+    headers
+}
+
+/// The Kafka record for a publish to `topic`, through the mapping rules; a topic no rule
+/// maps (and no default topic) is refused.
+pub fn to_record(
+    mapper: &TopicMapper,
+    topic: &str,
+    payload: Bytes,
+    headers: Vec<Header>,
+) -> Result<Record, Error> {
+    let resolved = mapper.resolve(topic)?.ok_or_else(|| Error::InvalidTopic {
+        topic: topic.to_owned(),
+        reason: "no mapping rule matches and no default topic is configured".into(),
+    })?;
+    Ok(Record {
+        topic: resolved.kafka_topic,
+        partition: None,
+        key: Some(resolved.key.into()),
+        value: Some(payload),
+        headers,
+        timestamp: None,
+    })
+}
+
+/// The v5 properties of a publish or a will that become Kafka headers.
+pub struct V5Properties<'a> {
+    /// User properties, in order.
+    pub user_properties: &'a [(bytestring::ByteString, bytestring::ByteString)],
+    /// Payload Format Indicator 1 (UTF-8).
+    pub is_utf8_payload: bool,
+    /// Content Type.
+    pub content_type: Option<&'a str>,
+    /// Response Topic.
+    pub response_topic: Option<&'a str>,
+    /// Correlation Data.
+    pub correlation_data: Option<&'a Bytes>,
+    /// Message Expiry Interval in seconds.
+    pub message_expiry: Option<std::num::NonZeroU32>,
+}
+
+/// A v5 publish's properties as Kafka headers (user properties as they are; payload format
+/// indicator, content type, response topic and correlation data under `barnabas.mqtt.*`).
+/// User properties named `barnabas.*` are dropped: that namespace is the gateway's, and a
+/// client's copy would shadow the gateway's own header (interface.md §4).
+pub fn property_headers(p: &Publish) -> Vec<(String, Bytes)> {
+    match &p.properties {
+        Some(props) => v5_headers(&V5Properties {
+            user_properties: &props.user_properties,
+            is_utf8_payload: props.is_utf8_payload,
+            content_type: props.content_type.as_deref(),
+            response_topic: props.response_topic.as_deref(),
+            correlation_data: props.correlation_data.as_ref(),
+            message_expiry: props.message_expiry_interval,
+        }),
+        None => Vec::new(),
+    }
+}
+
+/// [`property_headers`] of a publish's or a will's properties: subscribers get them back
+/// as sent, user properties in order [MQTT-3.3.2-17/18], the others forwarded unaltered
+/// [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-20], and a will's user
+/// properties keep their order [MQTT-3.1.3-10] (delivery.rs turns them back into properties).
+pub fn v5_headers(props: &V5Properties<'_>) -> Vec<(String, Bytes)> {
+    let mut out = Vec::new();
+    for (k, v) in props.user_properties {
+        if is_reserved(k) {
+            continue;
+        }
+        out.push((k.to_string(), Bytes::copy_from_slice(v.as_bytes())));
+    }
+    if props.is_utf8_payload {
+        out.push((PAYLOAD_FORMAT_HEADER.into(), Bytes::from_static(b"1")));
+    }
+    if let Some(ct) = props.content_type {
+        out.push((CONTENT_TYPE.into(), Bytes::copy_from_slice(ct.as_bytes())));
+    }
+    if let Some(rt) = props.response_topic {
+        out.push((RESPONSE_TOPIC.into(), Bytes::copy_from_slice(rt.as_bytes())));
+    }
+    if let Some(cd) = props.correlation_data {
+        out.push((CORRELATION_DATA.into(), cd.clone()));
+    }
+    if let Some(expiry) = props.message_expiry {
+        out.push((EXPIRY_HEADER.into(), Bytes::from(expiry.get().to_string())));
+    }
+    out
 }
 
 /// When a record read from Kafka expires: its timestamp plus its expiry header. Anything
