@@ -22,15 +22,14 @@ use std::{
 };
 
 use barnabas_core::{
-    Authenticator, GatewayMetrics, Header, MetricsRegistry, Record, TopicCatalog, TopicMapper,
+    Authenticator, GatewayMetrics, Header, MetricsRegistry, Principal, Record, Services,
+    TopicMapper,
 };
 use barnabas_mqtt::{
     convert::{Message, EXPIRY_HEADER, TOPIC_HEADER},
     filter::Filter,
-    retained::RetainedStore,
-    state::MqttState,
-    store::{SessionStore, StoredSession, Subscribed},
-    MqttContext, MqttMetrics, MqttSettings, Sessions,
+    store::{StoredSession, Subscribed},
+    MqttContext, MqttSettings,
 };
 use libfuzzer_sys::fuzz_target;
 use rmqtt_codec::types::QoS;
@@ -177,7 +176,7 @@ async fn seed(ctx: &MqttContext) {
         .with_key("a/b")
         .with_header(EXPIRY_HEADER, "18446744073709551615")
         .with_header(TOPIC_HEADER, "a/b");
-    let _ = ctx.backend_publisher.publish_one(record).await;
+    let _ = ctx.publisher.publish_one_as(&Principal::anonymous(), record).await;
     if let Some(filter) = Filter::parse("#") {
         let sub = Subscribed {
             filter,
@@ -193,47 +192,32 @@ async fn seed(ctx: &MqttContext) {
 }
 
 fn context(shutdown: &CancellationToken) -> Arc<MqttContext> {
-    let backend = barnabas_fuzz::memory_kafka::backend();
     let registry = MetricsRegistry::new();
-    let live = Arc::new(Sessions::default());
-    let retained = Arc::new(RetainedStore::default());
-    let stored = Arc::new(SessionStore::default());
-    let state = MqttState::follow(
-        &backend,
-        live.clone(),
-        stored.clone(),
-        retained.clone(),
-        shutdown.clone(),
-    );
-    Arc::new(MqttContext {
-        backend_publisher: backend.publisher.clone(),
-        mapper: TopicMapper::new(&[], "mqtt").expect("the default mapping compiles"),
-        settings: MqttSettings {
-            max_message_bytes: 65_536,
-            connect_timeout: Duration::from_secs(5),
-            receive_window: 16,
-            max_connections: 16,
-            publish_rate: 0,
-            max_subscriptions: 16,
-            kafka_metadata: true,
-            server_keep_alive: None,
-            max_sessions: 16,
-            max_consumers_per_connection: 4,
-            ws_allowed_origins: Vec::new(),
-        },
-        metrics: MqttMetrics::new(&registry),
+    let services = Services {
+        backend: barnabas_fuzz::memory_kafka::backend(),
         gateway_metrics: GatewayMetrics::new(&registry),
-        sessions: live,
-        consumers: backend.consumers.clone(),
-        admin: backend.admin.clone(),
-        catalog: TopicCatalog::spawn(backend.admin.clone(), Duration::from_millis(500)),
-        retained,
-        stored,
-        state,
+        registry,
         auth: Arc::new(Authenticator::open()),
         throttle: Arc::default(),
         tls: None,
-    })
+    };
+    let settings = MqttSettings {
+        max_message_bytes: 65_536,
+        connect_timeout: Duration::from_secs(5),
+        receive_window: 16,
+        max_connections: 16,
+        publish_rate: 0,
+        max_subscriptions: 16,
+        kafka_metadata: true,
+        server_keep_alive: None,
+        max_sessions: 16,
+        max_consumers_per_connection: 4,
+        ws_allowed_origins: Vec::new(),
+        max_retained_bytes: usize::MAX,
+        topic_refresh: Duration::from_millis(500),
+    };
+    let mapper = TopicMapper::new(&[], "mqtt").expect("the default mapping compiles");
+    MqttContext::new(&services, mapper, settings, shutdown)
 }
 
 fuzz_target!(|data: &[u8]| {

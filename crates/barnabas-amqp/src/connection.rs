@@ -471,7 +471,7 @@ async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions:
             }
             let to =
                 address::parse_target(&address).map_err(|e| refusal(AmqpError::InvalidField, e))?;
-            if !ctx.auto_create_topics || to.partition.is_some() {
+            if !ctx.settings.auto_create_topics || to.partition.is_some() {
                 match ctx.admin.topic_metadata(&to.topic).await {
                     Ok(md) => {
                         if let Some(p) = to.partition {
@@ -483,7 +483,9 @@ async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions:
                             }
                         }
                     }
-                    Err(barnabas_core::Error::UnknownTopic(_)) if ctx.auto_create_topics => {
+                    Err(barnabas_core::Error::UnknownTopic(_))
+                        if ctx.settings.auto_create_topics =>
+                    {
                         return Err(refusal(
                             AmqpError::NotFound,
                             format!(

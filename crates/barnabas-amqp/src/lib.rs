@@ -18,7 +18,7 @@ pub mod sasl;
 
 use std::{sync::Arc, time::Duration};
 
-use barnabas_core::{Admin, ConsumerFactory, GatewayMetrics, MetricsRegistry, Publisher};
+use barnabas_core::{Admin, ConsumerFactory, GatewayMetrics, MetricsRegistry, Services};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -54,6 +54,8 @@ pub struct AmqpSettings {
     /// (`limits.max_consumers_per_connection`); one more is refused with
     /// `amqp:resource-limit-exceeded`.
     pub max_consumers_per_connection: usize,
+    /// Whether a write may create its topic (`kafka.auto_create_topics`).
+    pub auto_create_topics: bool,
 }
 
 impl AmqpSettings {
@@ -157,14 +159,12 @@ impl AmqpMetrics {
 
 /// What every connection shares.
 pub struct AmqpContext {
-    /// The process-wide producer.
-    pub publisher: Arc<dyn Publisher>,
+    /// The process-wide producer, counted as `amqp`.
+    pub publisher: barnabas_core::MeteredPublisher,
     /// Makes the consumers behind receiver links.
     pub consumers: Arc<dyn ConsumerFactory>,
     /// Topic checks for attaches.
     pub admin: Arc<dyn Admin>,
-    /// Whether a write may create its topic (`kafka.auto_create_topics`).
-    pub auto_create_topics: bool,
     /// Settings.
     pub settings: AmqpSettings,
     /// AMQP metrics.
@@ -177,6 +177,48 @@ pub struct AmqpContext {
     pub throttle: Arc<barnabas_core::auth::FailureThrottle>,
     /// The TLS server side of the AMQPS listener.
     pub tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
+}
+
+impl AmqpContext {
+    /// The front end's shared state, built from the process's `services`.
+    pub fn new(services: &Services, settings: AmqpSettings) -> Arc<Self> {
+        Arc::new(Self {
+            publisher: services.publisher("amqp"),
+            consumers: services.backend.consumers.clone(),
+            admin: services.backend.admin.clone(),
+            settings,
+            metrics: AmqpMetrics::new(&services.registry),
+            gateway_metrics: services.gateway_metrics.clone(),
+            auth: services.auth.clone(),
+            throttle: services.throttle.clone(),
+            tls: services.tls.clone(),
+        })
+    }
+}
+
+/// The AMQP front end's listeners, bound by the caller; either may be off.
+#[derive(Default)]
+pub struct AmqpListeners {
+    /// `amqp.listen`: AMQP over TCP.
+    pub tcp: Option<TcpListener>,
+    /// `amqp.tls_listen`: AMQPS.
+    pub tls: Option<TcpListener>,
+}
+
+/// Starts the AMQP front end: one task per listener, joining `tasks`; each stops accepting
+/// at `shutdown`.
+pub fn start(
+    ctx: &Arc<AmqpContext>,
+    listeners: AmqpListeners,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: &CancellationToken,
+) {
+    if let Some(listener) = listeners.tcp {
+        tasks.spawn(serve(listener, ctx.clone(), shutdown.clone()));
+    }
+    if let Some(listener) = listeners.tls {
+        tasks.spawn(serve_tls(listener, ctx.clone(), shutdown.clone()));
+    }
 }
 
 /// Accepts connections until `shutdown`, one task each, at most `max_connections`. Each

@@ -6,16 +6,9 @@
 //! (the link credit we grant by hand, see [`Credit`]), so a slow Kafka slows the sender
 //! instead of filling memory.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use barnabas_core::{
-    Delivered, Error, ErrorKind, GatewayMetrics, InFlightBytes, Principal, MAX_INFLIGHT_BYTES,
-};
+use barnabas_core::{Delivered, Error, ErrorKind, InFlightBytes, Principal, MAX_INFLIGHT_BYTES};
 use fe2o3_amqp::{
     link::{delivery::DeliveryInfo, RecvError},
     types::{
@@ -274,27 +267,14 @@ fn produce(
                 )),
             );
         }
-        let started = Instant::now();
         let results = ctx.publisher.publish_as(&principal, records).await;
-        let label = GatewayMetrics::label("amqp");
-        ctx.gateway_metrics
-            .produce_latency
-            .get_or_create(&label)
-            .observe(started.elapsed().as_secs_f64());
         // The transfer is accepted when every record of it was written; else the first
         // failure is its outcome.
         let (mut first_error, mut last_written) = (None, None);
         for result in results {
             match result {
-                Ok(d) => {
-                    ctx.gateway_metrics.records_in.get_or_create(&label).inc();
-                    last_written = Some(d);
-                }
+                Ok(d) => last_written = Some(d),
                 Err(e) => {
-                    ctx.gateway_metrics
-                        .records_failed
-                        .get_or_create(&label)
-                        .inc();
                     first_error.get_or_insert(e);
                 }
             }

@@ -15,10 +15,12 @@ pub mod internal;
 pub mod keyed_log;
 pub mod listener;
 pub mod mapping;
+pub mod metered;
 pub mod metrics;
 pub mod ports;
 pub mod rate;
 pub mod record;
+pub mod services;
 pub mod tls;
 pub mod topic;
 pub mod tracker;
@@ -33,6 +35,7 @@ pub use internal::InternalTopics;
 pub use keyed_log::{Apply, KeyedLog};
 pub use listener::{accept_connections, serve_connections};
 pub use mapping::{FilterLevel, MappingRule, Resolved, Sources, TopicMapper};
+pub use metered::MeteredPublisher;
 pub use metrics::{GatewayMetrics, MetricsRegistry};
 pub use ports::{
     Admin, Backend, CommitRequest, ConsumerConfig, ConsumerFactory, ConsumerSession, OffsetReset,
@@ -42,5 +45,6 @@ pub use record::{
     ConsumedRecord, Delivered, Header, PartitionMetadata, Record, TopicMetadata, TopicPartition,
     TopicPartitionOffset, Watermarks,
 };
+pub use services::Services;
 pub use topic::validate_topic_name;
 pub use tracker::OffsetTracker;

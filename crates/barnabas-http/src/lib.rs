@@ -85,10 +85,26 @@ pub fn router(state: AppState) -> Router {
     let api = answer_panics(api)
         .layer(TraceLayer::new_for_http())
         .with_state(state.clone());
-    let api = match cors {
+    match cors {
         Some(cors) => api.layer(cors),
         None => api,
-    };
+    }
+}
+
+/// The HTTP front end's listeners, bound by the caller (a busy port is a start-up error);
+/// either may be off.
+#[derive(Default)]
+pub struct HttpListeners {
+    /// `http.listen`.
+    pub plain: Option<TcpListener>,
+    /// `http.tls_listen` (served with `state.tls`).
+    pub tls: Option<TcpListener>,
+}
+
+/// Starts the HTTP front end: the tasks behind consumer instances (the idle reaper, and
+/// following every replica's instances) until `state.shutdown`, and one task per listener,
+/// joining `tasks`.
+pub fn start(state: &AppState, listeners: HttpListeners, tasks: &mut tokio::task::JoinSet<()>) {
     state.consumers.start_reaper(
         state.settings.consumer_idle_timeout,
         state.cluster.clone(),
@@ -99,7 +115,41 @@ pub fn router(state: AppState) -> Router {
         state.consumers.clone(),
         state.shutdown.clone(),
     );
-    api
+    let (header_read_timeout, max_connections) = (
+        state.settings.header_read_timeout,
+        state.settings.max_connections,
+    );
+    if let (Some(listener), Some(tls)) = (listeners.tls, state.tls.clone()) {
+        let (router, token) = (router(state.clone()), state.shutdown.clone());
+        tasks.spawn(async move {
+            let served = serve_tls(
+                listener,
+                router,
+                tls,
+                header_read_timeout,
+                max_connections,
+                token,
+            );
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "HTTPS listener failed");
+            }
+        });
+    }
+    if let Some(listener) = listeners.plain {
+        let (router, token) = (router(state.clone()), state.shutdown.clone());
+        tasks.spawn(async move {
+            let served = serve(
+                listener,
+                router,
+                header_read_timeout,
+                max_connections,
+                token,
+            );
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        });
+    }
 }
 
 /// A handler that panics is answered `500` with the JSON error body, and only its request is

@@ -1,15 +1,13 @@
 //! `POST /topics/{topic}` and `POST /topics/{topic}/partitions/{partition}`: records in, one
 //! answer per record, sent only after Kafka acknowledged (or refused) every one of them.
 
-use std::time::Instant;
-
 use axum::{
     extract::{rejection::QueryRejection, Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Extension,
 };
-use barnabas_core::{Access, ErrorKind, GatewayMetrics, Header, Principal, Record};
+use barnabas_core::{Access, ErrorKind, Header, Principal, Record};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -187,23 +185,12 @@ async fn produce(
         return Err(ApiError::too_many_requests(retry));
     }
 
-    let publisher = state.backend.publisher.clone();
-    let metrics = state.gateway_metrics.clone();
     if is_async {
-        let principal = principal.clone();
-        tokio::spawn(async move {
-            let results = publisher.publish_as(&principal, records).await;
-            count(&metrics, &results);
-        });
+        let (publisher, principal) = (state.publisher.clone(), principal.clone());
+        tokio::spawn(async move { publisher.publish_as(&principal, records).await });
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let started = Instant::now();
-    let results = publisher.publish_as(principal, records).await;
-    metrics
-        .produce_latency
-        .get_or_create(&GatewayMetrics::label("http"))
-        .observe(started.elapsed().as_secs_f64());
-    count(&metrics, &results);
+    let results = state.publisher.publish_as(principal, records).await;
     let offsets: Vec<Value> = results
         .into_iter()
         .map(|r| match r {
@@ -238,16 +225,6 @@ async fn exists(state: &AppState, topic: &str, partition: Option<i32>) -> ApiRes
         )),
         _ => Ok(()),
     }
-}
-
-fn count(metrics: &GatewayMetrics, results: &[barnabas_core::Result<barnabas_core::Delivered>]) {
-    let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
-    let label = GatewayMetrics::label("http");
-    metrics.records_in.get_or_create(&label).inc_by(ok);
-    metrics
-        .records_failed
-        .get_or_create(&label)
-        .inc_by(results.len() as u64 - ok);
 }
 
 fn to_record(

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use barnabas_core::{
     auth::FailureThrottle, Authenticator, Backend, DriverLimits, GatewayMetrics, MetricsRegistry,
-    Readiness,
+    Readiness, Services,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +36,10 @@ pub struct HttpSettings {
     pub max_consumers_per_principal: usize,
     /// Most partitions `POST /admin/topics` creates a topic with (422 above).
     pub max_topic_partitions: i32,
+    /// How long a request's headers may take to arrive (`http.header_read_timeout_ms`).
+    pub header_read_timeout: Duration,
+    /// Connections accepted at once (`limits.max_connections`); one more is answered 503.
+    pub max_connections: usize,
 }
 
 impl Default for HttpSettings {
@@ -50,6 +54,8 @@ impl Default for HttpSettings {
             publish_rate: 0,
             max_consumers_per_principal: 1_000,
             max_topic_partitions: 1_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
         }
     }
 }
@@ -59,6 +65,8 @@ impl Default for HttpSettings {
 pub struct AppState {
     /// Kafka.
     pub backend: Backend,
+    /// The process-wide producer, counted as `http`.
+    pub publisher: barnabas_core::MeteredPublisher,
     /// Flipped by the binary's Kafka watcher; `/ready` reports it.
     pub readiness: Readiness,
     /// Reported by `GET /` as `bridge_version`.
@@ -77,7 +85,7 @@ pub struct AppState {
     pub http_metrics: HttpMetrics,
     /// Cancelled at shutdown: long-polls answer and SSE streams end, so draining finishes.
     pub shutdown: CancellationToken,
-    /// Authentication and ACLs (open by default; see [`AppState::with_auth`]).
+    /// Authentication and ACLs, shared with the other front ends.
     pub auth: Arc<Authenticator>,
     /// Delays answers to repeated failed logins per client address.
     pub throttle: Arc<FailureThrottle>,
@@ -85,46 +93,41 @@ pub struct AppState {
     pub rates: Arc<barnabas_core::rate::KeyedRates>,
     /// Open SSE streams per principal (`limits.max_consumers_per_principal`).
     pub sse_streams: Arc<crate::quota::StreamCounts>,
+    /// The TLS server side of the HTTPS listener.
+    pub tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
 }
 
 impl AppState {
-    /// Builds the state and registers the HTTP metrics.
+    /// Builds the state from the process's `services` and registers the HTTP metrics;
+    /// `version` is reported by `GET /`, `readiness` by `/ready`.
     pub fn new(
-        backend: Backend,
+        services: &Services,
         readiness: Readiness,
         version: &'static str,
         settings: HttpSettings,
-        registry: MetricsRegistry,
-        gateway_metrics: GatewayMetrics,
         shutdown: CancellationToken,
     ) -> Self {
-        let http_metrics = HttpMetrics::new(&registry);
+        let http_metrics = HttpMetrics::new(&services.registry);
         let consumers = Arc::new(Registry::new(http_metrics.consumer_instances.clone()));
         let cluster = Arc::new(Cluster::new(settings.advertised_url.clone()));
         let rates = Arc::new(barnabas_core::rate::KeyedRates::new(settings.publish_rate));
         Self {
             cluster,
-            backend,
+            publisher: services.publisher("http"),
+            backend: services.backend.clone(),
             readiness,
             version,
             settings: Arc::new(settings),
             consumers,
-            registry,
-            gateway_metrics,
+            registry: services.registry.clone(),
+            gateway_metrics: services.gateway_metrics.clone(),
             http_metrics,
             shutdown,
             rates,
             sse_streams: Arc::default(),
-            auth: Arc::new(Authenticator::open()),
-            throttle: Arc::new(FailureThrottle::default()),
+            auth: services.auth.clone(),
+            throttle: services.throttle.clone(),
+            tls: services.tls.clone(),
         }
-    }
-
-    /// The same state with this authenticator (and failed-login throttle), shared with the
-    /// other front ends so a principal is the same everywhere.
-    pub fn with_auth(mut self, auth: Arc<Authenticator>, throttle: Arc<FailureThrottle>) -> Self {
-        self.auth = auth;
-        self.throttle = throttle;
-        self
     }
 }

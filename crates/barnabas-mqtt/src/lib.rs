@@ -24,7 +24,7 @@ use std::{
 };
 
 use barnabas_core::{
-    Admin, ConsumerFactory, GatewayMetrics, MetricsRegistry, Publisher, TopicCatalog, TopicMapper,
+    Admin, ConsumerFactory, GatewayMetrics, MetricsRegistry, Services, TopicCatalog, TopicMapper,
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -67,6 +67,11 @@ pub struct MqttSettings {
     /// Browser origins allowed to open MQTT over WebSocket (`mqtt.ws_allowed_origins`); empty
     /// = any. A handshake whose `Origin` is not listed is refused with 403.
     pub ws_allowed_origins: Vec<String>,
+    /// Payload bytes of retained messages kept (`limits.max_retained_bytes`).
+    pub max_retained_bytes: usize,
+    /// How often the cluster's topics are listed for wildcard subscriptions
+    /// (`mqtt.topic_refresh_ms`).
+    pub topic_refresh: Duration,
 }
 
 impl MqttSettings {
@@ -287,8 +292,8 @@ impl Sessions {
 
 /// What every session shares.
 pub struct MqttContext {
-    /// The process-wide producer.
-    pub backend_publisher: Arc<dyn Publisher>,
+    /// The process-wide producer, counted as `mqtt`.
+    pub publisher: barnabas_core::MeteredPublisher,
     /// Topic-mapping rules.
     pub mapper: TopicMapper,
     /// Settings.
@@ -317,6 +322,97 @@ pub struct MqttContext {
     pub throttle: Arc<barnabas_core::auth::FailureThrottle>,
     /// The TLS server side of the `mqtts` and `wss` listeners.
     pub tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
+}
+
+impl MqttContext {
+    /// The front end's shared state, built from the process's `services`: from now until
+    /// `shutdown` it follows the sessions and retained topics every replica writes, and
+    /// lists the cluster's topics every `settings.topic_refresh`.
+    pub fn new(
+        services: &Services,
+        mapper: TopicMapper,
+        settings: MqttSettings,
+        shutdown: &CancellationToken,
+    ) -> Arc<Self> {
+        let backend = &services.backend;
+        let sessions = Arc::new(Sessions::default());
+        let retained = Arc::new(retained::RetainedStore::new(settings.max_retained_bytes));
+        let stored = Arc::new(store::SessionStore::default());
+        let state = state::MqttState::follow(
+            backend,
+            sessions.clone(),
+            stored.clone(),
+            retained.clone(),
+            shutdown.clone(),
+        );
+        Arc::new(Self {
+            publisher: services.publisher("mqtt"),
+            mapper,
+            catalog: TopicCatalog::spawn(backend.admin.clone(), settings.topic_refresh),
+            settings,
+            metrics: MqttMetrics::new(&services.registry),
+            gateway_metrics: services.gateway_metrics.clone(),
+            sessions,
+            consumers: backend.consumers.clone(),
+            admin: backend.admin.clone(),
+            retained,
+            stored,
+            state,
+            auth: services.auth.clone(),
+            throttle: services.throttle.clone(),
+            tls: services.tls.clone(),
+        })
+    }
+}
+
+/// The MQTT front end's listeners, bound by the caller (a busy port is a start-up error);
+/// any may be off.
+#[derive(Default)]
+pub struct MqttListeners {
+    /// `mqtt.listen`: MQTT over TCP.
+    pub tcp: Option<TcpListener>,
+    /// `mqtt.ws_listen`: MQTT over WebSocket.
+    pub websocket: Option<TcpListener>,
+    /// `mqtt.tls_listen`: MQTT over TLS.
+    pub tls: Option<TcpListener>,
+    /// `mqtt.wss_listen`: MQTT over WebSocket over TLS.
+    pub secure_websocket: Option<TcpListener>,
+}
+
+impl MqttListeners {
+    /// Whether any listener is on.
+    pub fn any(&self) -> bool {
+        self.tcp.is_some()
+            || self.websocket.is_some()
+            || self.tls.is_some()
+            || self.secure_websocket.is_some()
+    }
+}
+
+/// Starts the MQTT front end: one task per listener, joining `tasks`; each stops accepting
+/// at `shutdown` and returns once its sessions ended.
+pub fn start(
+    ctx: &Arc<MqttContext>,
+    listeners: MqttListeners,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: &CancellationToken,
+) {
+    let MqttListeners {
+        tcp,
+        websocket,
+        tls,
+        secure_websocket,
+    } = listeners;
+    for (listener, transport) in [
+        (tcp, Transport::Tcp),
+        (websocket, Transport::WebSocket),
+        (tls, Transport::Tls),
+        (secure_websocket, Transport::SecureWebSocket),
+    ] {
+        if let Some(listener) = listener {
+            tasks.spawn(serve(listener, transport, ctx.clone(), shutdown.clone()));
+        }
+    }
 }
 
 /// How clients reach a listener.

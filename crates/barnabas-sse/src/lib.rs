@@ -60,3 +60,31 @@ impl SourceMetrics {
         m
     }
 }
+
+impl SourceContext {
+    /// What every source shares, built from the process's `services`.
+    pub fn new(services: &barnabas_core::Services) -> Self {
+        Self {
+            publisher: services.backend.publisher.clone(),
+            consumers: services.backend.consumers.clone(),
+            admin: services.backend.admin.clone(),
+            metrics: SourceMetrics::new(&services.registry),
+        }
+    }
+}
+
+/// Starts one task per source, joining `tasks`, each running until `shutdown`.
+pub fn start(
+    services: &barnabas_core::Services,
+    sources: Vec<SourceSpec>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    if sources.is_empty() {
+        return;
+    }
+    let ctx = SourceContext::new(services);
+    for spec in sources {
+        tasks.spawn(run(spec, ctx.clone(), shutdown.clone()));
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use barnabas_core::{Backend, DriverLimits, GatewayMetrics, MetricsRegistry, Readiness};
+use barnabas_core::{Backend, DriverLimits, GatewayMetrics, MetricsRegistry, Readiness, Services};
 use barnabas_kafka::KafkaConfig;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -243,7 +243,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts everything the plan names. Fails with `Failure::Config` for an address that
-    /// cannot be bound or a Kafka property librdkafka rejects.
+    /// cannot be bound or a Kafka property librdkafka rejects; every part of the config is
+    /// checked before anything starts.
     pub async fn start(plan: Plan) -> Result<Self, Failure> {
         let Plan { config, embedded } = plan;
         for warning in config.warnings() {
@@ -252,244 +253,62 @@ impl Gateway {
         let mut kafka = config.kafka.clone();
         kafka.resolve_secret_files().map_err(Failure::Config)?;
         tune_producer_limits(&mut kafka, config.limits.max_message_bytes);
-
         #[cfg(feature = "embedded-kafka")]
-        let embedded = match embedded {
-            Some(plan) => {
-                let broker = start_embedded(&plan).await?;
-                kafka.bootstrap_servers = broker.bootstrap();
-                if kafka.default_replication_factor == -1 {
-                    kafka.default_replication_factor = 1; // a single-node broker
-                }
-                Some(broker)
-            }
-            None => None,
-        };
+        let embedded = start_embedded_for(embedded, &mut kafka).await?;
         #[cfg(not(feature = "embedded-kafka"))]
-        if embedded.is_some() {
-            return Err(Failure::Config(
-                "this build has no embedded Kafka broker (built without feature `embedded-kafka`): set kafka.bootstrap_servers or --kafka-bootstrap".into(),
-            ));
-        }
+        refuse_embedded(embedded)?;
 
-        let http_listener = bind("http.listen", &config.http.listen).await?;
-        let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let mqtt_listener = bind("mqtt.listen", &config.mqtt.listen).await?;
-        let mqtt_addr = mqtt_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let mqtt_ws_listener = bind("mqtt.ws_listen", &config.mqtt.ws_listen).await?;
-        let mqtt_ws_addr = mqtt_ws_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let amqp_listener = bind("amqp.listen", &config.amqp.listen).await?;
-        let amqp_addr = amqp_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let https_listener = bind("http.tls_listen", &config.http.tls_listen).await?;
-        let mqtts_listener = bind("mqtt.tls_listen", &config.mqtt.tls_listen).await?;
-        let wss_listener = bind("mqtt.wss_listen", &config.mqtt.wss_listen).await?;
-        let amqps_listener = bind("amqp.tls_listen", &config.amqp.tls_listen).await?;
-        let tls = config.tls_acceptor()?;
-        let mapper = config.mqtt.mapper()?;
-
-        let backend = barnabas_kafka::connect(&kafka)
-            .map_err(|e| Failure::Config(format!("kafka.properties: {e}")))?;
+        let listeners = Listeners::bind(&config).await?;
+        let (mapper, sources) = (config.mqtt.mapper()?, sse_sources(&config)?);
+        let services = services(&config, &kafka)?;
         let readiness = Readiness::new();
+        let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
-        let shutdown = CancellationToken::new();
-        let registry = MetricsRegistry::new();
-        let gateway_metrics = GatewayMetrics::new(&registry);
-        // One principal model for every front end.
-        let auth = std::sync::Arc::new(config.authenticator()?);
-        let throttle = std::sync::Arc::new(barnabas_core::auth::FailureThrottle::default());
-        let http_state = barnabas_http::AppState::new(
-            backend.clone(),
+        let http_settings = http_settings(&config, listeners.http_addr);
+        let http = barnabas_http::AppState::new(
+            &services,
             readiness.clone(),
             crate::VERSION,
-            http_settings(&config, http_addr),
-            registry.clone(),
-            gateway_metrics.clone(),
+            http_settings,
             shutdown.clone(),
-        )
-        .with_auth(auth.clone(), throttle.clone());
-        let header_read_timeout = Duration::from_millis(config.http.header_read_timeout_ms.max(1));
-        let max_connections = config.limits.max_connections;
-        if let (Some(listener), Some(tls)) = (https_listener, tls.clone()) {
-            let router = barnabas_http::router(http_state.clone());
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                if let Err(e) = barnabas_http::serve_tls(
-                    listener,
-                    router,
-                    tls,
-                    header_read_timeout,
-                    max_connections,
-                    token,
-                )
-                .await
-                {
-                    tracing::error!(error = %e, "HTTPS listener failed");
-                }
-            });
+        );
+        barnabas_http::start(&http, listeners.http, &mut tasks);
+        if listeners.mqtt.any() {
+            let ctx = barnabas_mqtt::MqttContext::new(
+                &services,
+                mapper,
+                mqtt_settings(&config),
+                &shutdown,
+            );
+            barnabas_mqtt::start(&ctx, listeners.mqtt, &mut tasks, &shutdown);
         }
-        if let Some(tls) = tls.clone() {
+        if listeners.amqp.tcp.is_some() || listeners.amqp.tls.is_some() {
+            let ctx = barnabas_amqp::AmqpContext::new(&services, amqp_settings(&config));
+            barnabas_amqp::start(&ctx, listeners.amqp, &mut tasks, &shutdown);
+        }
+        barnabas_sse::start(&services, sources, &mut tasks, &shutdown);
+        if let Some(tls) = services.tls.clone() {
             tasks.spawn(reload_tls_on_sighup(tls, shutdown.clone()));
         }
-        if let Some(listener) = http_listener {
-            let router = barnabas_http::router(http_state.clone());
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                if let Err(e) = barnabas_http::serve(
-                    listener,
-                    router,
-                    header_read_timeout,
-                    max_connections,
-                    token,
-                )
-                .await
-                {
-                    tracing::error!(error = %e, "HTTP listener failed");
-                }
-            });
-        }
-
-        if mqtt_listener.is_some()
-            || mqtt_ws_listener.is_some()
-            || mqtts_listener.is_some()
-            || wss_listener.is_some()
-        {
-            let live = std::sync::Arc::new(barnabas_mqtt::Sessions::default());
-            let retained = std::sync::Arc::new(barnabas_mqtt::retained::RetainedStore::new(
-                config.limits.max_retained_bytes,
-            ));
-            let stored = std::sync::Arc::new(barnabas_mqtt::store::SessionStore::default());
-            // Sessions and retained messages live in compacted topics every replica follows.
-            let state = barnabas_mqtt::state::MqttState::follow(
-                &backend,
-                live.clone(),
-                stored.clone(),
-                retained.clone(),
-                shutdown.clone(),
-            );
-            let ctx = std::sync::Arc::new(barnabas_mqtt::MqttContext {
-                backend_publisher: backend.publisher.clone(),
-                mapper,
-                settings: barnabas_mqtt::MqttSettings {
-                    max_message_bytes: config.limits.max_message_bytes,
-                    connect_timeout: Duration::from_secs(5),
-                    receive_window: 1024,
-                    max_connections: config.limits.max_connections,
-                    publish_rate: config.limits.publish_rate,
-                    max_subscriptions: config.limits.max_subscriptions,
-                    kafka_metadata: config.mqtt.kafka_metadata,
-                    server_keep_alive: std::num::NonZeroU16::new(
-                        config.mqtt.server_keep_alive_secs,
-                    ),
-                    max_sessions: config.limits.max_sessions,
-                    max_consumers_per_connection: config.limits.max_consumers_per_connection,
-                    ws_allowed_origins: config.mqtt.ws_allowed_origins.clone(),
-                },
-                metrics: barnabas_mqtt::MqttMetrics::new(&registry),
-                gateway_metrics: gateway_metrics.clone(),
-                sessions: live,
-                consumers: backend.consumers.clone(),
-                admin: backend.admin.clone(),
-                catalog: barnabas_core::TopicCatalog::spawn(
-                    backend.admin.clone(),
-                    Duration::from_millis(config.mqtt.topic_refresh_ms.max(100)),
-                ),
-                retained,
-                stored,
-                state,
-                auth: auth.clone(),
-                throttle: throttle.clone(),
-                tls: tls.clone(),
-            });
-            for (listener, transport) in [
-                (mqtt_listener, barnabas_mqtt::Transport::Tcp),
-                (mqtt_ws_listener, barnabas_mqtt::Transport::WebSocket),
-                (mqtts_listener, barnabas_mqtt::Transport::Tls),
-                (wss_listener, barnabas_mqtt::Transport::SecureWebSocket),
-            ] {
-                if let Some(listener) = listener {
-                    tasks.spawn(barnabas_mqtt::serve(
-                        listener,
-                        transport,
-                        ctx.clone(),
-                        shutdown.clone(),
-                    ));
-                }
-            }
-        }
-
-        if amqp_listener.is_some() || amqps_listener.is_some() {
-            let ctx = std::sync::Arc::new(barnabas_amqp::AmqpContext {
-                publisher: backend.publisher.clone(),
-                consumers: backend.consumers.clone(),
-                admin: backend.admin.clone(),
-                auto_create_topics: config.kafka.auto_create_topics,
-                settings: barnabas_amqp::AmqpSettings {
-                    max_message_bytes: config.limits.max_message_bytes,
-                    max_frame_size: 65_536,
-                    channel_max: 255,
-                    idle_timeout_ms: 60_000,
-                    open_timeout: Duration::from_secs(5),
-                    max_connections: config.limits.max_connections,
-                    publish_rate: config.limits.publish_rate,
-                    max_consumers_per_connection: config.limits.max_consumers_per_connection,
-                },
-                metrics: barnabas_amqp::AmqpMetrics::new(&registry),
-                gateway_metrics: gateway_metrics.clone(),
-                auth: auth.clone(),
-                throttle: throttle.clone(),
-                tls: tls.clone(),
-            });
-            if let Some(listener) = amqp_listener {
-                tasks.spawn(barnabas_amqp::serve(
-                    listener,
-                    ctx.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            if let Some(listener) = amqps_listener {
-                tasks.spawn(barnabas_amqp::serve_tls(listener, ctx, shutdown.clone()));
-            }
-        }
-
-        if !config.sources.sse.is_empty() {
-            let ctx = barnabas_sse::SourceContext {
-                publisher: backend.publisher.clone(),
-                consumers: backend.consumers.clone(),
-                admin: backend.admin.clone(),
-                metrics: barnabas_sse::SourceMetrics::new(&registry),
-            };
-            for source in &config.sources.sse {
-                let spec = barnabas_sse::SourceSpec {
-                    url: source.url.clone(),
-                    topic: source.topic.clone(),
-                    key: barnabas_sse::KeyRule::parse(&source.key).map_err(|e| {
-                        Failure::Config(format!("sources.sse key '{}': {e}", source.key))
-                    })?,
-                    idle_timeout: Duration::from_millis(source.idle_timeout_ms),
-                };
-                tasks.spawn(barnabas_sse::run(spec, ctx.clone(), shutdown.clone()));
-            }
-        }
-
         tasks.spawn(watch_kafka(
-            backend.clone(),
+            services.backend.clone(),
             readiness.clone(),
             shutdown.clone(),
-            http_addr,
+            listeners.http_addr,
             kafka.bootstrap_servers.clone(),
         ));
 
         Ok(Self {
             shutdown,
             tasks,
-            backend,
-            http: http_state,
+            backend: services.backend,
+            http,
             readiness,
-            http_addr,
-            mqtt_addr,
-            mqtt_ws_addr,
-            amqp_addr,
+            http_addr: listeners.http_addr,
+            mqtt_addr: listeners.mqtt_addr,
+            mqtt_ws_addr: listeners.mqtt_ws_addr,
+            amqp_addr: listeners.amqp_addr,
             #[cfg(feature = "embedded-kafka")]
             embedded,
         })
@@ -599,6 +418,118 @@ fn http_settings(
         publish_rate: config.limits.publish_rate,
         max_consumers_per_principal: config.limits.max_consumers_per_principal,
         max_topic_partitions: config.limits.max_topic_partitions,
+        header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms.max(1)),
+        max_connections: config.limits.max_connections,
+    }
+}
+
+/// The process-wide pieces every front end is built with: the Kafka clients, the metrics,
+/// one principal model (authenticator and failed-login throttle) and one TLS configuration.
+fn services(config: &Config, kafka: &KafkaConfig) -> Result<Services, Failure> {
+    let tls = config.tls_acceptor()?;
+    let auth = std::sync::Arc::new(config.authenticator()?);
+    let backend = barnabas_kafka::connect(kafka)
+        .map_err(|e| Failure::Config(format!("kafka.properties: {e}")))?;
+    let registry = MetricsRegistry::new();
+    Ok(Services {
+        backend,
+        gateway_metrics: GatewayMetrics::new(&registry),
+        registry,
+        auth,
+        throttle: std::sync::Arc::default(),
+        tls,
+    })
+}
+
+/// The MQTT front end's settings from `[mqtt]` and `[limits]`.
+fn mqtt_settings(config: &Config) -> barnabas_mqtt::MqttSettings {
+    let limits = &config.limits;
+    barnabas_mqtt::MqttSettings {
+        max_message_bytes: limits.max_message_bytes,
+        connect_timeout: Duration::from_secs(5),
+        receive_window: 1024,
+        max_connections: limits.max_connections,
+        publish_rate: limits.publish_rate,
+        max_subscriptions: limits.max_subscriptions,
+        kafka_metadata: config.mqtt.kafka_metadata,
+        server_keep_alive: std::num::NonZeroU16::new(config.mqtt.server_keep_alive_secs),
+        max_sessions: limits.max_sessions,
+        max_consumers_per_connection: limits.max_consumers_per_connection,
+        ws_allowed_origins: config.mqtt.ws_allowed_origins.clone(),
+        max_retained_bytes: limits.max_retained_bytes,
+        topic_refresh: Duration::from_millis(config.mqtt.topic_refresh_ms.max(100)),
+    }
+}
+
+/// The AMQP front end's settings from `[limits]` and `[kafka]`.
+fn amqp_settings(config: &Config) -> barnabas_amqp::AmqpSettings {
+    let limits = &config.limits;
+    barnabas_amqp::AmqpSettings {
+        max_message_bytes: limits.max_message_bytes,
+        max_frame_size: 65_536,
+        channel_max: 255,
+        idle_timeout_ms: 60_000,
+        open_timeout: Duration::from_secs(5),
+        max_connections: limits.max_connections,
+        publish_rate: limits.publish_rate,
+        max_consumers_per_connection: limits.max_consumers_per_connection,
+        auto_create_topics: config.kafka.auto_create_topics,
+    }
+}
+
+/// The SSE sources of `[[sources.sse]]`.
+fn sse_sources(config: &Config) -> Result<Vec<barnabas_sse::SourceSpec>, Failure> {
+    let spec = |source: &config::SseSource| {
+        let key = barnabas_sse::KeyRule::parse(&source.key)
+            .map_err(|e| Failure::Config(format!("sources.sse key '{}': {e}", source.key)))?;
+        Ok(barnabas_sse::SourceSpec {
+            url: source.url.clone(),
+            topic: source.topic.clone(),
+            key,
+            idle_timeout: Duration::from_millis(source.idle_timeout_ms),
+        })
+    };
+    config.sources.sse.iter().map(spec).collect()
+}
+
+/// Every listener the config turns on, bound before anything starts (a busy port is a
+/// start-up error naming its key), and where the ones the caller may ask about are bound.
+struct Listeners {
+    http: barnabas_http::HttpListeners,
+    mqtt: barnabas_mqtt::MqttListeners,
+    amqp: barnabas_amqp::AmqpListeners,
+    http_addr: Option<SocketAddr>,
+    mqtt_addr: Option<SocketAddr>,
+    mqtt_ws_addr: Option<SocketAddr>,
+    amqp_addr: Option<SocketAddr>,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> Result<Self, Failure> {
+        let http = barnabas_http::HttpListeners {
+            plain: bind("http.listen", &config.http.listen).await?,
+            tls: bind("http.tls_listen", &config.http.tls_listen).await?,
+        };
+        let mqtt = barnabas_mqtt::MqttListeners {
+            tcp: bind("mqtt.listen", &config.mqtt.listen).await?,
+            websocket: bind("mqtt.ws_listen", &config.mqtt.ws_listen).await?,
+            tls: bind("mqtt.tls_listen", &config.mqtt.tls_listen).await?,
+            secure_websocket: bind("mqtt.wss_listen", &config.mqtt.wss_listen).await?,
+        };
+        let amqp = barnabas_amqp::AmqpListeners {
+            tcp: bind("amqp.listen", &config.amqp.listen).await?,
+            tls: bind("amqp.tls_listen", &config.amqp.tls_listen).await?,
+        };
+        let addr = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        Ok(Self {
+            http_addr: addr(&http.plain),
+            mqtt_addr: addr(&mqtt.tcp),
+            mqtt_ws_addr: addr(&mqtt.websocket),
+            amqp_addr: addr(&amqp.tcp),
+            http,
+            mqtt,
+            amqp,
+        })
     }
 }
 
@@ -610,6 +541,32 @@ fn tune_producer_limits(kafka: &mut KafkaConfig, max_message_bytes: usize) {
         .properties
         .entry("message.max.bytes".into())
         .or_insert_with(|| (max_message_bytes.max(1_000_000) + 65_536).to_string());
+}
+
+/// The embedded broker, when the plan asks for one: `kafka` then points at it.
+#[cfg(feature = "embedded-kafka")]
+async fn start_embedded_for(
+    plan: Option<EmbeddedPlan>,
+    kafka: &mut KafkaConfig,
+) -> Result<Option<crate::embedded::EmbeddedKafka>, Failure> {
+    let Some(plan) = plan else { return Ok(None) };
+    let broker = start_embedded(&plan).await?;
+    kafka.bootstrap_servers = broker.bootstrap();
+    if kafka.default_replication_factor == -1 {
+        kafka.default_replication_factor = 1; // a single-node broker
+    }
+    Ok(Some(broker))
+}
+
+/// A build without the embedded broker cannot follow a plan that needs it.
+#[cfg(not(feature = "embedded-kafka"))]
+fn refuse_embedded(plan: Option<EmbeddedPlan>) -> Result<(), Failure> {
+    match plan {
+        Some(_) => Err(Failure::Config(
+            "this build has no embedded Kafka broker (built without feature `embedded-kafka`): set kafka.bootstrap_servers or --kafka-bootstrap".into(),
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(feature = "embedded-kafka")]

@@ -2,10 +2,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -141,7 +138,6 @@ impl Instance {
 pub struct Registry {
     instances: Mutex<HashMap<(String, String), Arc<Instance>>>,
     live: Gauge,
-    reaper: AtomicBool,
 }
 
 impl Registry {
@@ -150,7 +146,6 @@ impl Registry {
         Self {
             instances: Mutex::new(HashMap::new()),
             live,
-            reaper: AtomicBool::new(false),
         }
     }
 
@@ -237,7 +232,7 @@ impl Registry {
         });
     }
 
-    /// Starts (once) the task that deletes instances idle longer than `timeout`, from this
+    /// Starts the task that deletes instances idle longer than `timeout`, from this
     /// replica and from the `cluster`'s catalog, until `shutdown`: the cluster holds Kafka
     /// clients, which must be gone before an embedded broker stops.
     pub fn start_reaper(
@@ -246,9 +241,6 @@ impl Registry {
         cluster: Arc<Cluster>,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
-        if self.reaper.swap(true, Ordering::SeqCst) {
-            return;
-        }
         let registry = Arc::downgrade(self);
         let every = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
         tokio::spawn(async move {

@@ -143,7 +143,7 @@ async fn publish_will(ctx: &Arc<MqttContext>, principal: &Principal, will: Will)
             return;
         }
     };
-    let written = ctx.backend_publisher.publish_one_as(principal, record);
+    let written = ctx.publisher.publish_one_as(principal, record);
     match tokio::time::timeout(WILL_WRITE_WAIT, written).await {
         Ok(Ok(d)) => {
             tracing::debug!(offset = d.offset, topic = %will.topic, "will published");

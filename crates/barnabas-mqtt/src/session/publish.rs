@@ -4,17 +4,14 @@
 
 use std::{collections::HashMap, future::Future, num::NonZeroU16, pin::Pin, sync::Arc};
 
-use barnabas_core::{Access, Error, ErrorKind, GatewayMetrics, HeldBytes, Principal, Record};
+use barnabas_core::{Access, Error, ErrorKind, HeldBytes, Principal, Record};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use rmqtt_codec::{
     types::{Publish, QoS},
     v5::DisconnectReasonCode,
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    time::Instant,
-};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Answer, MqttSession, SessionEnd};
 use crate::{
@@ -208,7 +205,7 @@ fn produce(
             Ok(r) => r,
             Err(e) => return (ack, Err(e)),
         };
-        let result = publish_metered(&ctx, &principal, record).await;
+        let result = ctx.publisher.publish_one_as(&principal, record).await;
         drop(held);
         let result = match (result, retained) {
             (Ok(d), Some(message)) => ctx.state.retain(&message).await.map(|()| {
@@ -239,30 +236,6 @@ fn retained_copy(p: &Publish, topic: &str, headers: &[Header]) -> Message {
                 .checked_add(std::time::Duration::from_secs(u64::from(secs.get())))
         }),
     }
-}
-
-/// Writes one record as the client, with the gateway's produce metrics.
-async fn publish_metered(
-    ctx: &MqttContext,
-    principal: &Principal,
-    record: Record,
-) -> Result<barnabas_core::Delivered, Error> {
-    let started = Instant::now();
-    let result = ctx
-        .backend_publisher
-        .publish_one_as(principal, record)
-        .await;
-    let metrics = &ctx.gateway_metrics;
-    let label = GatewayMetrics::label("mqtt");
-    metrics
-        .produce_latency
-        .get_or_create(&label)
-        .observe(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => metrics.records_in.get_or_create(&label).inc(),
-        Err(_) => metrics.records_failed.get_or_create(&label).inc(),
-    };
-    result
 }
 
 /// A retained publish the retained store has no room for (`limits.max_retained_bytes`, or
