@@ -1221,7 +1221,7 @@ fn failed_logins_are_logged_with_peer_and_user_never_the_password() {
     );
     assert_eq!(a.sasl_outcome.as_deref(), Some("auth"), "{a:?}");
     for (protocol, needle) in [
-        ("HTTP", "HTTP authentication failed"),
+        ("HTTP", "HTTP login refused"),
         ("MQTT", "MQTT login refused"),
         ("AMQP", "AMQP login refused"),
     ] {

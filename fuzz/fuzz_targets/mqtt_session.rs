@@ -198,7 +198,6 @@ fn context(shutdown: &CancellationToken) -> Arc<MqttContext> {
         gateway_metrics: GatewayMetrics::new(&registry),
         registry,
         auth: Arc::new(Authenticator::open()),
-        throttle: Arc::default(),
         tls: None,
     };
     let settings = MqttSettings {

@@ -95,7 +95,7 @@ async fn serve<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
     // An address that failed to log in lately waits before it may try again.
-    let penalty = ctx.throttle.penalty(peer.ip());
+    let penalty = ctx.auth.penalty(peer.ip());
     if !penalty.is_zero() {
         tokio::time::sleep(penalty).await;
     }
@@ -165,9 +165,13 @@ async fn serve<IO>(
             return;
         }
     };
-    if !principal.anonymous {
-        ctx.throttle.succeeded(peer.ip());
-    }
+    let user = login.user();
+    ctx.auth.record_login(
+        "amqp",
+        Some(peer.ip()),
+        user.as_deref(),
+        &Ok(principal.clone()),
+    );
     tracing::Span::current().record("principal", tracing::field::display(&principal.name));
     ctx.metrics.connections.inc();
     let conn_done = CancellationToken::new();
@@ -391,18 +395,17 @@ async fn serve_session(
     let _ = tokio::time::timeout(crate::CLOSE_WAIT, session.end()).await;
 }
 
-/// Counts, logs (peer and user name, without the secret) and penalises a refused login.
+/// Records a login refused in the SASL exchange (counted, logged without the secret); the
+/// delay it earns is served when the address connects again.
 fn refused_login(
     ctx: &AmqpContext,
     peer: std::net::SocketAddr,
     user: Option<&str>,
     error: barnabas_core::AuthError,
 ) {
-    ctx.gateway_metrics.auth_failed("amqp", error);
-    tracing::info!(%peer, user = ?user, %error, "AMQP login refused");
-    if error == barnabas_core::AuthError::BadCredentials {
-        ctx.throttle.failed(peer.ip());
-    }
+    let _ = ctx
+        .auth
+        .record_login("amqp", Some(peer.ip()), user, &Err(error));
 }
 
 /// The route, if the principal may use it: a producer link needs `write` on its topic, a

@@ -173,8 +173,6 @@ pub struct AmqpContext {
     pub gateway_metrics: GatewayMetrics,
     /// Authentication (SASL) and topic/group ACLs, shared with the other front ends.
     pub auth: Arc<barnabas_core::Authenticator>,
-    /// Slows down addresses that keep failing to log in.
-    pub throttle: Arc<barnabas_core::auth::FailureThrottle>,
     /// The TLS server side of the AMQPS listener.
     pub tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
 }
@@ -190,7 +188,6 @@ impl AmqpContext {
             metrics: AmqpMetrics::new(&services.registry),
             gateway_metrics: services.gateway_metrics.clone(),
             auth: services.auth.clone(),
-            throttle: services.throttle.clone(),
             tls: services.tls.clone(),
         })
     }

@@ -113,21 +113,6 @@ impl GatewayMetrics {
         metrics
     }
 
-    /// Counts a refused login.
-    pub fn auth_failed(&self, protocol: &str, error: crate::AuthError) {
-        let reason = match error {
-            crate::AuthError::BadCredentials => "bad_credentials",
-            crate::AuthError::NotAuthorized => "no_credentials",
-            crate::AuthError::Busy => "busy",
-        };
-        self.auth_failures
-            .get_or_create(&AuthFailureLabels {
-                protocol: protocol.to_owned(),
-                reason: reason.to_owned(),
-            })
-            .inc();
-    }
-
     /// The label for a front end.
     pub fn label(protocol: &str) -> ProtocolLabel {
         ProtocolLabel {

@@ -3,14 +3,13 @@
 use std::sync::Arc;
 
 use crate::{
-    auth::FailureThrottle, tls::TlsAcceptor, Authenticator, Backend, GatewayMetrics,
-    MeteredPublisher, MetricsRegistry,
+    tls::TlsAcceptor, Authenticator, Backend, GatewayMetrics, MeteredPublisher, MetricsRegistry,
 };
 
 /// What the binary makes once and hands to each front end's `start`: one Kafka backend, one
 /// metrics registry (and the data-path families the front ends share), one authenticator
-/// and failed-login throttle (a principal is the same, and a guessing address is slowed
-/// down, on every protocol), one TLS server configuration (reloaded on SIGHUP for every
+/// (a principal is the same, and a guessing address is slowed down, on every protocol —
+/// it keeps the failed-login throttle), one TLS server configuration (reloaded on SIGHUP for every
 /// listener at once).
 #[derive(Clone)]
 pub struct Services {
@@ -22,8 +21,6 @@ pub struct Services {
     pub gateway_metrics: GatewayMetrics,
     /// Logins and ACLs.
     pub auth: Arc<Authenticator>,
-    /// Slows down addresses that keep failing to log in.
-    pub throttle: Arc<FailureThrottle>,
     /// The TLS server side of every TLS listener, when TLS is configured.
     pub tls: Option<Arc<TlsAcceptor>>,
 }

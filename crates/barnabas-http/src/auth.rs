@@ -65,36 +65,22 @@ pub async fn authenticate(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .or(tls_peer.as_ref().map(|p| p.addr.ip()));
-    // Named in the log of a refused login (the password never is).
-    let user = match &credentials {
-        Ok(Credentials::Password { user, .. }) => Some((*user).to_owned()),
-        _ => None,
-    };
     let outcome = match credentials {
-        Err(()) => Err(AuthError::BadCredentials),
-        Ok(c) => state.auth.authenticate_off_loop(c).await,
+        Ok(c) => state.auth.login("http", peer, c).await,
+        // An Authorization header that is not Basic or Bearer: bad credentials.
+        Err(()) => {
+            let refused = Err(AuthError::BadCredentials);
+            let delay = state.auth.record_login("http", peer, None, &refused);
+            tokio::time::sleep(delay).await;
+            refused
+        }
     };
     match outcome {
         Ok(principal) => {
-            if let Some(ip) = peer {
-                if !principal.anonymous {
-                    state.throttle.succeeded(ip);
-                }
-            }
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Err(e) => {
-            state.gateway_metrics.auth_failed("http", e);
-            tracing::info!(peer = ?peer, user = ?user, error = %e, "HTTP authentication failed");
-            if let (Some(ip), AuthError::BadCredentials) = (peer, e) {
-                let delay = state.throttle.failed(ip);
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-            }
-            unauthorized(e)
-        }
+        Err(e) => unauthorized(e),
     }
 }
 

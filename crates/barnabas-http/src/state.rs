@@ -3,8 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use barnabas_core::{
-    auth::FailureThrottle, Authenticator, Backend, DriverLimits, GatewayMetrics, MetricsRegistry,
-    Readiness, Services,
+    Authenticator, Backend, DriverLimits, GatewayMetrics, MetricsRegistry, Readiness, Services,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -87,8 +86,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Authentication and ACLs, shared with the other front ends.
     pub auth: Arc<Authenticator>,
-    /// Delays answers to repeated failed logins per client address.
-    pub throttle: Arc<FailureThrottle>,
     /// Produce-rate buckets per principal.
     pub rates: Arc<barnabas_core::rate::KeyedRates>,
     /// Open SSE streams per principal (`limits.max_consumers_per_principal`).
@@ -126,7 +123,6 @@ impl AppState {
             rates,
             sse_streams: Arc::default(),
             auth: services.auth.clone(),
-            throttle: services.throttle.clone(),
             tls: services.tls.clone(),
         }
     }

@@ -318,8 +318,6 @@ pub struct MqttContext {
     pub state: state::MqttState,
     /// Authentication and topic ACLs, shared with the other front ends.
     pub auth: Arc<barnabas_core::Authenticator>,
-    /// Delays answers to repeated failed logins per client address.
-    pub throttle: Arc<barnabas_core::auth::FailureThrottle>,
     /// The TLS server side of the `mqtts` and `wss` listeners.
     pub tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
 }
@@ -359,7 +357,6 @@ impl MqttContext {
             stored,
             state,
             auth: services.auth.clone(),
-            throttle: services.throttle.clone(),
             tls: services.tls.clone(),
         })
     }

@@ -427,16 +427,18 @@ fn http_settings(
 /// one principal model (authenticator and failed-login throttle) and one TLS configuration.
 fn services(config: &Config, kafka: &KafkaConfig) -> Result<Services, Failure> {
     let tls = config.tls_acceptor()?;
-    let auth = std::sync::Arc::new(config.authenticator()?);
+    let registry = MetricsRegistry::new();
+    let gateway_metrics = GatewayMetrics::new(&registry);
+    let auth = config
+        .authenticator()?
+        .counting_failures_in(&gateway_metrics);
     let backend = barnabas_kafka::connect(kafka)
         .map_err(|e| Failure::Config(format!("kafka.properties: {e}")))?;
-    let registry = MetricsRegistry::new();
     Ok(Services {
         backend,
-        gateway_metrics: GatewayMetrics::new(&registry),
+        gateway_metrics,
         registry,
-        auth,
-        throttle: std::sync::Arc::default(),
+        auth: std::sync::Arc::new(auth),
         tls,
     })
 }

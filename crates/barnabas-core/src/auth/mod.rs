@@ -7,6 +7,7 @@
 //! principal; the front end then asks it before every publish, subscription and group join.
 
 mod acl;
+mod login;
 mod throttle;
 mod users;
 
@@ -189,6 +190,10 @@ pub struct Authenticator {
     internal: InternalTopics,
     /// Slots for argon2 verifications running at once (see [`AuthError::Busy`]).
     password_checks: Arc<Semaphore>,
+    /// Failed logins per address, and the delay they earn ([`Authenticator::login`]).
+    throttle: FailureThrottle,
+    /// Refused logins, by protocol and reason.
+    failures: login::FailureCounts,
 }
 
 impl Default for Authenticator {
@@ -202,6 +207,8 @@ impl Default for Authenticator {
             keep_passwords: false,
             internal: InternalTopics::default(),
             password_checks: Arc::new(Semaphore::new(default_password_checks())),
+            throttle: FailureThrottle::default(),
+            failures: login::FailureCounts::default(),
         }
     }
 }

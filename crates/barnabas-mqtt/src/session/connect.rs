@@ -186,8 +186,8 @@ async fn handshake<T: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// The principal the CONNECT's credentials prove, or why they do not. Failed logins are
-/// counted, logged without the secret, and answered later the more often an address fails.
+/// The principal the CONNECT's credentials prove, or why they do not (the refusal counted,
+/// logged and answered later the more often the address fails: [`barnabas_core::Authenticator::login`]).
 async fn authenticate(
     ctx: &Arc<MqttContext>,
     info: &ConnectInfo,
@@ -198,29 +198,9 @@ async fn authenticate(
     if let (None, Some(cn)) = (&info.username, cert_cn) {
         return ctx.auth.authenticate(Credentials::Certificate(cn));
     }
-    let user = info.username.clone();
-    let password = info.password.clone().unwrap_or_default();
-    let outcome = ctx
-        .auth
-        .authenticate_off_loop(Credentials::login(user.as_deref(), &password))
-        .await;
-    match outcome {
-        Ok(principal) => {
-            if !principal.anonymous {
-                ctx.throttle.succeeded(peer.ip());
-            }
-            Ok(principal)
-        }
-        Err(e) => {
-            ctx.gateway_metrics.auth_failed("mqtt", e);
-            tracing::info!(%peer, user = ?user, client_id = %info.client_id, error = %e, "MQTT login refused");
-            if e == AuthError::BadCredentials {
-                let delay = ctx.throttle.failed(peer.ip());
-                tokio::time::sleep(delay).await;
-            }
-            Err(e)
-        }
-    }
+    let password = info.password.as_deref().unwrap_or_default();
+    let credentials = Credentials::login(info.username.as_deref(), password);
+    ctx.auth.login("mqtt", Some(peer.ip()), credentials).await
 }
 
 /// Gives a client that sent no client id one of its own (told to a v5 client in CONNACK:
