@@ -6,9 +6,9 @@
 //! (the link credit we grant by hand, see [`Credit`]), so a slow Kafka slows the sender
 //! instead of filling memory.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use barnabas_core::{Delivered, Error, ErrorKind, InFlightBytes, Principal, MAX_INFLIGHT_BYTES};
+use barnabas_core::{Delivered, Error, ErrorKind, OrderedWindow, Principal, MAX_INFLIGHT_BYTES};
 use fe2o3_amqp::{
     link::{delivery::DeliveryInfo, RecvError},
     types::{
@@ -18,13 +18,12 @@ use fe2o3_amqp::{
     },
     Receiver,
 };
-use futures::{stream::FuturesOrdered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::{address::ProduceTo, convert, AmqpContext};
 
-type Pending =
-    Pin<Box<dyn Future<Output = (DeliveryInfo, Result<Delivered, definitions::Error>)> + Send>>;
+/// What Kafka answered for one transfer, with what its disposition needs.
+type Answer = (DeliveryInfo, Result<Delivered, definitions::Error>);
 
 /// Most transfers waiting for Kafka on one link, and the link credit granted: deep enough
 /// for Kafka's batching to work for one busy sender (200, fe2o3-amqp's default, held one
@@ -123,8 +122,7 @@ pub async fn run(
     rate: SharedRate,
     shutdown: CancellationToken,
 ) {
-    let mut inflight: FuturesOrdered<Pending> = FuturesOrdered::new();
-    let inflight_bytes = InFlightBytes::default();
+    let mut inflight: OrderedWindow<Answer> = OrderedWindow::default();
     // A rate-limited connection gets at most one second's worth of credit per link.
     let cap = match ctx.settings.publish_rate {
         0 => MAX_IN_FLIGHT,
@@ -133,9 +131,7 @@ pub async fn run(
     let mut credit = Credit::new(cap, ctx.settings.max_message_bytes);
     receiver.set_credit_mode(fe2o3_amqp::link::CreditMode::Manual);
     loop {
-        if let Some(grant) =
-            credit.top_up(receiver.credit(), inflight.len(), inflight_bytes.current())
-        {
+        if let Some(grant) = credit.top_up(receiver.credit(), inflight.len(), inflight.bytes()) {
             if let Err(e) = receiver.set_credit(grant).await {
                 tracing::debug!(error = ?e, "could not grant the link credit");
                 break;
@@ -161,9 +157,9 @@ pub async fn run(
                         }
                         let info = DeliveryInfo::from(&delivery);
                         let format = *delivery.message_format();
-                        let before = inflight_bytes.current();
-                        inflight.push_back(produce(&ctx, &to, &principal, delivery.message(), format, info, &inflight_bytes));
-                        credit.received(inflight_bytes.current().saturating_sub(before));
+                        let (bytes, write) = produce(&ctx, &to, &principal, delivery.message(), format, info);
+                        inflight.push(bytes, write);
+                        credit.received(bytes);
                     }
                     Err(RecvError::MessageDecode(e)) => {
                         credit.received(0);
@@ -218,6 +214,8 @@ async fn settle(
     sent.map_err(|e| tracing::debug!(error = ?e, "disposition not sent"))
 }
 
+/// A transfer's records and their write: the payload bytes it holds, and the future that
+/// resolves once Kafka answered every record.
 fn produce(
     ctx: &Arc<AmqpContext>,
     to: &ProduceTo,
@@ -225,17 +223,15 @@ fn produce(
     message: &fe2o3_amqp::types::messaging::Message<Body<Value>>,
     message_format: Option<u32>,
     info: DeliveryInfo,
-    inflight_bytes: &InFlightBytes,
-) -> Pending {
+) -> (usize, impl Future<Output = Answer> + Send + 'static) {
     let records = convert::to_records(message, message_format, &to.topic, to.partition);
-    let held = inflight_bytes.hold(records.as_ref().map_or(0, |rs| {
+    let bytes = records.as_ref().map_or(0, |rs| {
         rs.iter()
             .fold(0usize, |n, r| n.saturating_add(r.payload_size()))
-    }));
+    });
     let ctx = ctx.clone();
     let principal = principal.clone();
-    Box::pin(async move {
-        let _held = held;
+    let write = async move {
         let records = match records {
             Ok(r) => r,
             Err(convert::BadMessage(why)) => {
@@ -289,7 +285,8 @@ fn produce(
             )),
         };
         (info, outcome)
-    })
+    };
+    (bytes, write)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub use catalog::{TopicCatalog, TopicList};
 pub use driver::{ConsumerDriver, DriverLimits, Fetched};
 pub use error::{Error, ErrorKind, Result};
 pub use health::Readiness;
-pub use inflight::{HeldBytes, InFlightBytes, MAX_INFLIGHT_BYTES};
+pub use inflight::{HeldBytes, InFlightBytes, OrderedWindow, MAX_INFLIGHT_BYTES};
 pub use internal::InternalTopics;
 pub use keyed_log::{Apply, KeyedLog};
 pub use listener::{accept_connections, serve_connections};

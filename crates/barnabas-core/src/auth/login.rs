@@ -128,6 +128,10 @@ mod tests {
             assert!(text.contains(line), "{line} not in {text}");
         }
         auth.record_login("amqp", Some(ip), Some("u"), &Ok(Principal::named("u")));
-        assert_eq!(auth.penalty(ip), Duration::ZERO, "a success clears the address");
+        assert_eq!(
+            auth.penalty(ip),
+            Duration::ZERO,
+            "a success clears the address"
+        );
     }
 }

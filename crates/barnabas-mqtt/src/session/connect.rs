@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use barnabas_core::{AuthError, Credentials, InFlightBytes, Principal};
+use barnabas_core::{AuthError, Credentials, Principal};
 use rmqtt_codec::version::ProtocolVersion;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -101,7 +101,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             incoming: Incoming::default(),
             shutdown,
             aliases: std::collections::HashMap::new(),
-            inflight_bytes: InFlightBytes::default(),
         }
     }
 

@@ -5,7 +5,6 @@
 use std::{sync::Arc, time::Duration};
 
 use barnabas_core::{Header, Principal};
-use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{publish::authorize_write, MqttSession, SessionEnd};
@@ -29,7 +28,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     pub(super) async fn end(mut self, end: SessionEnd) {
         // Publishes read before the connection ended are still written (each bounded by the
         // produce timeout); nobody is left to acknowledge them.
-        while let Some((ack, result)) = self.incoming.inflight.next().await {
+        while let Some((ack, result)) = self.incoming.window.next().await {
             self.incoming.settled(ack, result.is_ok());
         }
         self.ctx.metrics.connections.dec();

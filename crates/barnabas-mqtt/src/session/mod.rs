@@ -17,8 +17,7 @@ mod publish;
 use std::{collections::HashMap, num::NonZeroU16, sync::Arc, time::Duration};
 use tracing::Instrument;
 
-use barnabas_core::{rate::TokenBucket, Delivered, Error, InFlightBytes, MAX_INFLIGHT_BYTES};
-use futures::StreamExt;
+use barnabas_core::{rate::TokenBucket, Delivered, Error};
 use rmqtt_codec::{v5::DisconnectReasonCode, version::ProtocolVersion};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -136,8 +135,6 @@ struct MqttSession<T> {
     aliases: HashMap<NonZeroU16, bytestring::ByteString>,
     /// `limits.publish_rate`.
     rate: Option<TokenBucket>,
-    /// Payload bytes of the publishes waiting for Kafka.
-    inflight_bytes: InFlightBytes,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
@@ -146,10 +143,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     }
 
     /// Whether the socket is read: not while the client's publishes waiting for Kafka fill
-    /// the window (`receive_window` of them, or [`MAX_INFLIGHT_BYTES`]) — its sends back up.
+    /// the window (`receive_window` of them, or `MAX_INFLIGHT_BYTES`) — its sends back up.
     fn reads(&self) -> bool {
-        self.incoming.inflight.len() < usize::from(self.ctx.settings.receive_window)
-            && self.inflight_bytes.current() < MAX_INFLIGHT_BYTES
+        let window = usize::from(self.ctx.settings.receive_window);
+        self.incoming.window.has_room(window)
     }
 
     /// The session's loop: one event at a time, each to its handler. Rare events (SUBSCRIBE,
@@ -179,7 +176,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
                     self.subs.commit();
                     Ok(())
                 }
-                Some((ack, result)) = self.incoming.inflight.next(), if !self.incoming.inflight.is_empty() => {
+                Some((ack, result)) = self.incoming.window.next(), if !self.incoming.window.is_empty() => {
                     self.on_kafka_answer(ack, result).await
                 }
                 packet = self.conn.next(), if self.reads() => self.on_packet(packet).await,

@@ -2,11 +2,9 @@
 //! duplicates), mapped and written, and answered — PUBACK/PUBREC once Kafka acknowledged,
 //! in the order the PUBLISHes arrived.
 
-use std::{collections::HashMap, future::Future, num::NonZeroU16, pin::Pin, sync::Arc};
+use std::{collections::HashMap, future::Future, num::NonZeroU16, sync::Arc};
 
-use barnabas_core::{Access, Error, ErrorKind, HeldBytes, Principal, Record};
-use futures::stream::FuturesOrdered;
-use futures::StreamExt;
+use barnabas_core::{Access, Error, ErrorKind, OrderedWindow, Principal, Record};
 use rmqtt_codec::{
     types::{Publish, QoS},
     v5::DisconnectReasonCode,
@@ -21,9 +19,6 @@ use crate::{
 };
 use barnabas_core::Header;
 
-/// A publish on its way to Kafka; resolves to its [`Answer`].
-type Pending = Pin<Box<dyn Future<Output = Answer> + Send>>;
-
 /// QoS 2 packet ids awaiting PUBREL kept with a session, at most (a client may have
 /// 65 535; only a misbehaving one has more than our Receive Maximum).
 const MAX_AWAITING_PUBREL: usize = 1024;
@@ -37,7 +32,7 @@ const ANSWER_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(5)
 /// after a reconnect is acknowledged, not written twice.
 #[derive(Default)]
 pub(super) struct Incoming {
-    pub(super) inflight: FuturesOrdered<Pending>,
+    pub(super) window: OrderedWindow<Answer>,
     pub(super) qos2: HashMap<NonZeroU16, bool>,
 }
 
@@ -112,9 +107,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         };
         let label = crate::QosLabel { qos: p.qos as u8 };
         self.ctx.metrics.publishes.get_or_create(&label).inc();
-        let held = self.inflight_bytes.hold(p.payload.len());
-        let pending = produce(&self.ctx, &p, ack, &self.info, held);
-        self.incoming.inflight.push_back(pending);
+        let write = produce(&self.ctx, &p, ack, &self.info);
+        self.incoming.window.push(p.payload.len(), write);
         Ok(())
     }
 
@@ -149,7 +143,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     pub(super) async fn answer_in_flight(&mut self) {
         let v5 = self.v5();
         let mut answering = true;
-        while let Some((ack, result)) = self.incoming.inflight.next().await {
+        while let Some((ack, result)) = self.incoming.window.next().await {
             let Some(ack) = ack else { continue };
             self.incoming.settled(Some(ack), result.is_ok());
             let reason = result
@@ -184,8 +178,7 @@ fn produce(
     p: &Publish,
     ack: Option<Ack>,
     info: &ConnectInfo,
-    held: HeldBytes,
-) -> Pending {
+) -> impl Future<Output = Answer> + Send + 'static {
     let topic = p.topic.to_string();
     let mut headers = convert::origin_headers(&topic, p.qos, p.retain);
     headers.push(Header::new(CLIENT_HEADER, info.client_id.clone()));
@@ -200,13 +193,12 @@ fn produce(
         .and_then(|r| admit_retained(ctx, &topic, p.retain, p.payload.len()).map(|()| r));
     let principal = info.principal.clone();
     let ctx = ctx.clone();
-    Box::pin(async move {
+    async move {
         let record = match record {
             Ok(r) => r,
             Err(e) => return (ack, Err(e)),
         };
         let result = ctx.publisher.publish_one_as(&principal, record).await;
-        drop(held);
         let result = match (result, retained) {
             (Ok(d), Some(message)) => ctx.state.retain(&message).await.map(|()| {
                 ctx.retained.set(message);
@@ -215,7 +207,7 @@ fn produce(
             (result, _) => result,
         };
         (ack, result)
-    })
+    }
 }
 
 /// A retained publish as the retained store keeps it; its v5 Message Expiry counts from now.
