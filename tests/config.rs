@@ -86,6 +86,7 @@ fn defaults_are_the_documented_ones() {
         get(&t, "http.consumer_idle_timeout_ms").as_integer(),
         Some(300_000)
     );
+    assert_eq!(get(&t, "tls.handshake_timeout_ms").as_integer(), Some(5_000));
     assert_eq!(get(&t, "kafka.auto_create_topics").as_bool(), Some(true));
     assert_eq!(get(&t, "kafka.default_partitions").as_integer(), Some(1));
     assert_eq!(
@@ -286,6 +287,14 @@ fn a_bad_mqtt_mapping_is_named() {
     assert_config_error(&check_file(&rule("devices/+/t", "t")), "mqtt.mapping[0]");
     let ok = check_file(&rule("devices/{device}/{rest*}", "telemetry.{device}"));
     assert_eq!(ok.code, 0, "{}", ok.stderr);
+}
+
+#[test]
+fn a_zero_tls_handshake_deadline_is_refused() {
+    assert_config_error(
+        &check_file("[tls]\nhandshake_timeout_ms = 0\n"),
+        "tls.handshake_timeout_ms",
+    );
 }
 
 #[test]

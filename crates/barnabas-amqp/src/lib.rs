@@ -250,8 +250,7 @@ pub async fn serve_tls(listener: TcpListener, ctx: Arc<AmqpContext>, shutdown: C
                     tracing::error!("AMQPS listener without a TLS configuration");
                     return;
                 };
-                let deadline = ctx.settings.open_timeout;
-                if let Some((stream, cn)) = tls.accept_within(stream, deadline, peer).await {
+                if let Some((stream, cn)) = tls.accept_within(stream, peer).await {
                     connection::run(stream, peer, cn, ctx, shutdown).await;
                 }
             }

@@ -35,6 +35,8 @@ pub struct TlsFiles {
 pub struct TlsAcceptor {
     files: TlsFiles,
     current: RwLock<tokio_rustls::TlsAcceptor>,
+    /// How long a handshake may take on any TLS listener (`tls.handshake_timeout_ms`).
+    handshake_deadline: std::time::Duration,
 }
 
 impl std::fmt::Debug for TlsAcceptor {
@@ -46,12 +48,17 @@ impl std::fmt::Debug for TlsAcceptor {
 }
 
 impl TlsAcceptor {
-    /// Loads the files; the error names the file and what is wrong with it.
-    pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
+    /// Loads the files; the error names the file and what is wrong with it. Every handshake
+    /// gets `handshake_deadline` ([`Self::accept_within`]).
+    pub fn load(
+        files: TlsFiles,
+        handshake_deadline: std::time::Duration,
+    ) -> Result<Arc<Self>, TlsError> {
         let acceptor = build(&files)?;
         Ok(Arc::new(Self {
             files,
             current: RwLock::new(acceptor),
+            handshake_deadline,
         }))
     }
 
@@ -66,19 +73,18 @@ impl TlsAcceptor {
         Ok(())
     }
 
-    /// [`Self::accept`] bounded by `deadline`, the way every TLS listener runs it: `None`
-    /// when the handshake failed or took too long (logged at debug with `peer`; the
-    /// connection is then dropped), so a client that never finishes cannot hold a slot.
+    /// [`Self::accept`] bounded by the handshake deadline, the way every TLS listener runs
+    /// it: `None` when the handshake failed or took too long (logged at debug with `peer`;
+    /// the connection is then dropped), so a client that never finishes cannot hold a slot.
     pub async fn accept_within<IO>(
         &self,
         io: IO,
-        deadline: std::time::Duration,
         peer: std::net::SocketAddr,
     ) -> Option<(TlsStream<IO>, Option<String>)>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        match tokio::time::timeout(deadline, self.accept(io)).await {
+        match tokio::time::timeout(self.handshake_deadline, self.accept(io)).await {
             Ok(Ok(accepted)) => Some(accepted),
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");

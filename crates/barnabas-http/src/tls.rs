@@ -9,9 +9,6 @@ use barnabas_core::tls::TlsAcceptor;
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// Longest TLS handshake.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
-
 /// Who is on the other end of an HTTPS connection.
 #[derive(Debug, Clone)]
 pub struct TlsPeer {
@@ -42,9 +39,7 @@ pub async fn serve_tls(
         move |stream, addr, slot| {
             let (tls, tx) = (tls.clone(), tx.clone());
             tokio::spawn(async move {
-                if let Some((stream, cert_cn)) =
-                    tls.accept_within(stream, HANDSHAKE_DEADLINE, addr).await
-                {
+                if let Some((stream, cert_cn)) = tls.accept_within(stream, addr).await {
                     let _ = tx.send((stream, TlsPeer { addr, cert_cn }, slot)).await;
                 }
             });

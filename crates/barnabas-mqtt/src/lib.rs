@@ -495,8 +495,7 @@ async fn tls_session(
         tracing::error!("MQTT TLS listener without a TLS configuration");
         return;
     };
-    let deadline = ctx.settings.connect_timeout;
-    let Some((stream, cn)) = tls.accept_within(stream, deadline, peer).await else {
+    let Some((stream, cn)) = tls.accept_within(stream, peer).await else {
         return;
     };
     if transport == Transport::Tls {

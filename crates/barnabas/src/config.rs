@@ -41,7 +41,7 @@ pub struct Config {
 }
 
 /// `[tls]`: one server certificate for every TLS listener; SIGHUP reloads the files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain.
@@ -51,6 +51,21 @@ pub struct TlsConfig {
     /// PEM CA certificates of client certificates (mutual TLS; the principal is the subject
     /// CN); `""` = client certificates are not requested.
     pub client_ca_file: String,
+    /// How long a TLS handshake may take on every TLS listener (HTTPS, MQTT/TLS, MQTT over
+    /// secure WebSocket, AMQPS) before the connection is closed, so that a client that never
+    /// finishes cannot hold a connection slot.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            handshake_timeout_ms: 5_000,
+        }
+    }
 }
 
 /// `[auth]`.
@@ -383,6 +398,11 @@ impl Config {
                 "limits.max_message_bytes: must be above 0".into(),
             ));
         }
+        if self.tls.handshake_timeout_ms == 0 {
+            return Err(ConfigError(
+                "tls.handshake_timeout_ms: must be above 0".into(),
+            ));
+        }
         if self.http.consumer_idle_timeout_ms == 0 {
             return Err(ConfigError(
                 "http.consumer_idle_timeout_ms: must be above 0".into(),
@@ -459,14 +479,16 @@ impl Config {
                 )));
             }
         }
-        barnabas_core::tls::TlsAcceptor::load(barnabas_core::tls::TlsFiles {
+        let files = barnabas_core::tls::TlsFiles {
             cert: self.tls.cert_file.clone().into(),
             key: self.tls.key_file.clone().into(),
             client_ca: (!self.tls.client_ca_file.is_empty())
                 .then(|| self.tls.client_ca_file.clone().into()),
-        })
-        .map(Some)
-        .map_err(|e| ConfigError(e.to_string()))
+        };
+        let deadline = std::time::Duration::from_millis(self.tls.handshake_timeout_ms);
+        barnabas_core::tls::TlsAcceptor::load(files, deadline)
+            .map(Some)
+            .map_err(|e| ConfigError(e.to_string()))
     }
 
     /// The authenticator `[auth]` and `[[acl]]` describe (reads the users file).
