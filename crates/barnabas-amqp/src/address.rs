@@ -7,6 +7,59 @@
 
 use barnabas_core::validate_topic_name;
 
+/// A link address or selector filter the gateway cannot serve; the attach is refused with
+/// `amqp:invalid-field` and this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// A partition that is not a number ≥ 0.
+    #[error("'{partition}' in '{address}' is not a partition number")]
+    BadPartition {
+        /// The partition as written.
+        partition: String,
+        /// The whole address.
+        address: String,
+    },
+    /// A target of another shape.
+    #[error("target '{0}' is neither TOPIC nor TOPIC/partitions/N")]
+    NotATarget(String),
+    /// A source of another shape.
+    #[error("source '{0}' is not of the form TOPIC/group.id/GROUP")]
+    NotASource(String),
+    /// An Event Hubs source of another shape.
+    #[error("source '{0}' is not of the form TOPIC/ConsumerGroups/GROUP/Partitions/N")]
+    NotAnEventHubsSource(String),
+    /// A source without a group.
+    #[error("source '{0}' names no consumer group")]
+    NoGroup(String),
+    /// A topic name Kafka cannot hold.
+    #[error("{0}")]
+    BadTopic(String),
+    /// A selector filter of another shape (`form` says which was expected).
+    #[error("filter '{expr}' is not of the form {form} (or >=)")]
+    BadFilter {
+        /// The filter as written.
+        expr: String,
+        /// The form expected.
+        form: &'static str,
+    },
+}
+
+/// [`validate_topic_name`] as an [`AddressError`].
+fn valid_topic(topic: &str) -> Result<(), AddressError> {
+    validate_topic_name(topic).map_err(|e| AddressError::BadTopic(e.to_string()))
+}
+
+/// A partition number ≥ 0.
+fn partition(p: &str, address: &str) -> Result<i32, AddressError> {
+    p.parse()
+        .ok()
+        .filter(|p| *p >= 0)
+        .ok_or_else(|| AddressError::BadPartition {
+            partition: p.to_owned(),
+            address: address.to_owned(),
+        })
+}
+
 /// Where a producer link writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceTo {
@@ -52,28 +105,19 @@ fn trimmed(address: &str) -> &str {
 }
 
 /// Parses a producer link's target address.
-pub fn parse_target(address: &str) -> Result<ProduceTo, String> {
+pub fn parse_target(address: &str) -> Result<ProduceTo, AddressError> {
     let address = trimmed(address);
     let split = address
         .split_once("/partitions/")
         .or_else(|| address.split_once("/Partitions/"));
     let (topic, partition) = match split {
-        Some((topic, p)) => {
-            let p: i32 = p
-                .parse()
-                .ok()
-                .filter(|p| *p >= 0)
-                .ok_or_else(|| format!("'{p}' in '{address}' is not a partition number"))?;
-            (topic, Some(p))
-        }
+        Some((topic, p)) => (topic, Some(partition(p, address)?)),
         None => (address, None),
     };
     if topic.contains('/') {
-        return Err(format!(
-            "target '{address}' is neither TOPIC nor TOPIC/partitions/N"
-        ));
+        return Err(AddressError::NotATarget(address.to_owned()));
     }
-    validate_topic_name(topic).map_err(|e| e.to_string())?;
+    valid_topic(topic)?;
     Ok(ProduceTo {
         topic: topic.to_owned(),
         partition,
@@ -81,33 +125,28 @@ pub fn parse_target(address: &str) -> Result<ProduceTo, String> {
 }
 
 /// Parses a consumer link's source address.
-pub fn parse_source(address: &str) -> Result<ConsumeFrom, String> {
+pub fn parse_source(address: &str) -> Result<ConsumeFrom, AddressError> {
     let address = trimmed(address);
     if let Some((topic, rest)) = address.split_once("/ConsumerGroups/") {
-        let (group, p) = rest.split_once("/Partitions/").ok_or_else(|| {
-            format!("source '{address}' is not of the form TOPIC/ConsumerGroups/GROUP/Partitions/N")
-        })?;
-        validate_topic_name(topic).map_err(|e| e.to_string())?;
+        let (group, p) = rest
+            .split_once("/Partitions/")
+            .ok_or_else(|| AddressError::NotAnEventHubsSource(address.to_owned()))?;
+        valid_topic(topic)?;
         if group.is_empty() || group.contains('/') {
-            return Err(format!("source '{address}' names no consumer group"));
+            return Err(AddressError::NoGroup(address.to_owned()));
         }
-        let partition: i32 = p
-            .parse()
-            .ok()
-            .filter(|p| *p >= 0)
-            .ok_or_else(|| format!("'{p}' in '{address}' is not a partition number"))?;
         return Ok(ConsumeFrom {
             topic: topic.to_owned(),
             group: group.to_owned(),
-            partition: Some(partition),
+            partition: Some(partition(p, address)?),
         });
     }
     let (topic, group) = address
         .split_once("/group.id/")
-        .ok_or_else(|| format!("source '{address}' is not of the form TOPIC/group.id/GROUP"))?;
-    validate_topic_name(topic).map_err(|e| e.to_string())?;
+        .ok_or_else(|| AddressError::NotASource(address.to_owned()))?;
+    valid_topic(topic)?;
     if group.is_empty() {
-        return Err(format!("source '{address}' names no consumer group"));
+        return Err(AddressError::NoGroup(address.to_owned()));
     }
     Ok(ConsumeFrom {
         topic: topic.to_owned(),
@@ -120,11 +159,12 @@ pub fn parse_source(address: &str) -> Result<ConsumeFrom, String> {
 /// or `amqp.annotation.x-opt-sequence-number` (a Kafka offset is both) `>` or `>=` `'N'`;
 /// `> '-1'` is the beginning, `> '@latest'` the end; `amqp.annotation.x-opt-enqueued-time`
 /// `> 'MS'` the first record with a Kafka timestamp after that time.
-pub fn parse_position_filter(expr: &str) -> Result<StartAt, String> {
+pub fn parse_position_filter(expr: &str) -> Result<StartAt, AddressError> {
     let trimmed = expr.trim();
     if let Some(rest) = trimmed.strip_prefix("amqp.annotation.x-opt-enqueued-time") {
-        let bad = || {
-            format!("filter '{expr}' is not of the form amqp.annotation.x-opt-enqueued-time > 'MS' (or >=)")
+        let bad = || AddressError::BadFilter {
+            expr: expr.to_owned(),
+            form: "amqp.annotation.x-opt-enqueued-time > 'MS'",
         };
         let rest = rest.trim_start();
         let (inclusive, value) = match rest.strip_prefix(">=") {
@@ -157,9 +197,11 @@ pub fn parse_position_filter(expr: &str) -> Result<StartAt, String> {
 }
 
 /// Parses an offset selector filter into the first offset to deliver.
-pub fn parse_offset_filter(expr: &str) -> Result<i64, String> {
-    let bad =
-        || format!("filter '{expr}' is not of the form amqp.annotation.x-opt-offset > 'N' (or >=)");
+pub fn parse_offset_filter(expr: &str) -> Result<i64, AddressError> {
+    let bad = || AddressError::BadFilter {
+        expr: expr.to_owned(),
+        form: "amqp.annotation.x-opt-offset > 'N'",
+    };
     let rest = expr
         .trim()
         .strip_prefix("amqp.annotation.x-opt-offset")

@@ -472,8 +472,8 @@ async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions:
             if let Some(node) = crate::node::Node::of(&address) {
                 return Ok(Route::NodeRequests(node));
             }
-            let to =
-                address::parse_target(&address).map_err(|e| refusal(AmqpError::InvalidField, e))?;
+            let to = address::parse_target(&address)
+                .map_err(|e| refusal(AmqpError::InvalidField, e.to_string()))?;
             if !ctx.settings.auto_create_topics || to.partition.is_some() {
                 match ctx.admin.topic_metadata(&to.topic).await {
                     Ok(md) => {
@@ -524,8 +524,8 @@ async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions:
             if let Some(node) = crate::node::Node::of(&address) {
                 return Ok(Route::NodeAnswers(node));
             }
-            let from =
-                address::parse_source(&address).map_err(|e| refusal(AmqpError::InvalidField, e))?;
+            let from = address::parse_source(&address)
+                .map_err(|e| refusal(AmqpError::InvalidField, e.to_string()))?;
             let selector = source
                 .and_then(|s| s.filter.as_ref())
                 .and_then(|f| f.get("apache.org:selector-filter:string"));
@@ -552,7 +552,7 @@ async fn route(ctx: &AmqpContext, attach: &Attach) -> Result<Route, definitions:
                         } else {
                             AmqpError::InvalidField
                         };
-                        refusal(condition, e)
+                        refusal(condition, e.to_string())
                     })?)
                 }
             };

@@ -67,7 +67,7 @@ pub fn is_gateway_header(key: &str) -> bool {
 pub fn drop_gateway_headers(
     headers: &mut Vec<Header>,
     mqtt_topic_allowed: bool,
-) -> Result<usize, String> {
+) -> Result<usize, BadMqttTopicHeader> {
     let before = headers.len();
     let mut problem = None;
     headers.retain(|h| {
@@ -83,26 +83,51 @@ pub fn drop_gateway_headers(
         false
     });
     match problem {
-        Some(e) => Err(format!("header {MQTT_TOPIC_HEADER}: {e}")),
+        Some(e) => Err(BadMqttTopicHeader(e)),
         None => Ok(before - headers.len()),
     }
 }
 
+/// A client's [`MQTT_TOPIC_HEADER`] that holds no valid MQTT topic name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("header {MQTT_TOPIC_HEADER}: {0}")]
+pub struct BadMqttTopicHeader(pub BadTopicName);
+
+/// Why bytes are not an MQTT topic name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadTopicName {
+    /// Not UTF-8.
+    #[error("not valid UTF-8")]
+    NotUtf8,
+    /// Empty.
+    #[error("empty MQTT topic name")]
+    Empty,
+    /// Above 65 535 bytes.
+    #[error("longer than {MAX_MQTT_TOPIC_BYTES} bytes")]
+    TooLong,
+    /// Holds NUL.
+    #[error("contains NUL")]
+    Nul,
+    /// Holds `+` or `#`.
+    #[error("an MQTT topic name has no wildcards ('+', '#')")]
+    Wildcard,
+}
+
 /// An MQTT topic *name* (what a PUBLISH carries): 1–65535 bytes of UTF-8, no NUL, no
 /// wildcard.
-pub fn validate_mqtt_topic_name(raw: &[u8]) -> Result<(), String> {
-    let name = std::str::from_utf8(raw).map_err(|_| "not valid UTF-8".to_owned())?;
+pub fn validate_mqtt_topic_name(raw: &[u8]) -> Result<(), BadTopicName> {
+    let name = std::str::from_utf8(raw).map_err(|_| BadTopicName::NotUtf8)?;
     if name.is_empty() {
-        return Err("empty MQTT topic name".into());
+        return Err(BadTopicName::Empty);
     }
     if name.len() > MAX_MQTT_TOPIC_BYTES {
-        return Err(format!("longer than {MAX_MQTT_TOPIC_BYTES} bytes"));
+        return Err(BadTopicName::TooLong);
     }
     if name.contains('\0') {
-        return Err("contains NUL".into());
+        return Err(BadTopicName::Nul);
     }
     if name.contains(['+', '#']) {
-        return Err("an MQTT topic name has no wildcards ('+', '#')".into());
+        return Err(BadTopicName::Wildcard);
     }
     Ok(())
 }

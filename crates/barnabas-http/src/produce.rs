@@ -254,7 +254,7 @@ fn to_record(
     }
     // `barnabas.*` headers are the gateway's (interface §4): dropped, except the MQTT topic a
     // producer may address (`default_topic` records), which must be a valid topic name.
-    barnabas_core::internal::drop_gateway_headers(&mut headers, true)?;
+    barnabas_core::internal::drop_gateway_headers(&mut headers, true).map_err(|e| e.to_string())?;
     Ok(Record {
         topic: topic.to_owned(),
         partition: path_partition.or(r.partition),

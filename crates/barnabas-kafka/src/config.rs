@@ -76,9 +76,33 @@ impl Default for KafkaConfig {
     }
 }
 
+/// A `[kafka]` section the gateway cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaConfigError {
+    /// `identity` is neither `gateway` nor `passthrough`.
+    #[error("kafka.identity must be \"gateway\" or \"passthrough\", not {0:?}")]
+    UnknownIdentity(String),
+    /// Identity passthrough without a SASL `security.protocol` (the value found).
+    #[error(
+        "kafka.identity = \"passthrough\" logs clients in to Kafka with SASL: set \
+         kafka.properties.\"security.protocol\" to SASL_PLAINTEXT or SASL_SSL (now {0:?})"
+    )]
+    PassthroughWithoutSasl(Option<String>),
+    /// A `secret_files` entry that cannot be read (never its content).
+    #[error("kafka.secret_files.\"{property}\": cannot read {path}: {source}")]
+    SecretFile {
+        /// The property it fills.
+        property: String,
+        /// The file.
+        path: String,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+}
+
 impl KafkaConfig {
     /// Checks `identity` (and that passthrough has a SASL login to pass the identity in).
-    pub fn validate_identity(&self) -> Result<(), String> {
+    pub fn validate_identity(&self) -> Result<(), KafkaConfigError> {
         match self.identity.as_str() {
             IDENTITY_GATEWAY => Ok(()),
             IDENTITY_PASSTHROUGH => {
@@ -90,17 +114,11 @@ impl KafkaConfig {
                 if protocol == "SASL_PLAINTEXT" || protocol == "SASL_SSL" {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "kafka.identity = \"passthrough\" logs clients in to Kafka with SASL: set \
-                         kafka.properties.\"security.protocol\" to SASL_PLAINTEXT or SASL_SSL \
-                         (now {:?})",
-                        self.properties.get("security.protocol")
-                    ))
+                    let now = self.properties.get("security.protocol").cloned();
+                    Err(KafkaConfigError::PassthroughWithoutSasl(now))
                 }
             }
-            other => Err(format!(
-                "kafka.identity must be \"gateway\" or \"passthrough\", not {other:?}"
-            )),
+            other => Err(KafkaConfigError::UnknownIdentity(other.to_owned())),
         }
     }
 
@@ -125,11 +143,18 @@ impl KafkaConfig {
 
     /// Reads every `secret_files` entry into `properties`; the error names the property and
     /// the file (never the content).
-    pub fn resolve_secret_files(&mut self) -> Result<(), String> {
+    pub fn resolve_secret_files(&mut self) -> Result<(), KafkaConfigError> {
         for (property, path) in std::mem::take(&mut self.secret_files) {
-            let value = std::fs::read_to_string(&path).map_err(|e| {
-                format!("kafka.secret_files.\"{property}\": cannot read {path}: {e}")
-            })?;
+            let value = match std::fs::read_to_string(&path) {
+                Ok(value) => value,
+                Err(source) => {
+                    return Err(KafkaConfigError::SecretFile {
+                        property,
+                        path,
+                        source,
+                    })
+                }
+            };
             let value = value.strip_suffix('\n').unwrap_or(&value);
             let value = value.strip_suffix('\r').unwrap_or(value);
             self.properties.insert(property, value.to_owned());
@@ -230,7 +255,7 @@ mod tests {
         missing
             .secret_files
             .insert("sasl.password".into(), "/nonexistent/secret".into());
-        let err = missing.resolve_secret_files().unwrap_err();
+        let err = missing.resolve_secret_files().unwrap_err().to_string();
         assert!(
             err.contains("sasl.password") && err.contains("/nonexistent/secret"),
             "{err}"

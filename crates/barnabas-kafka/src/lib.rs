@@ -13,7 +13,7 @@ mod passthrough;
 mod producer;
 
 pub use admin::KafkaAdmin;
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, KafkaConfigError};
 pub use consumer::{KafkaConsumerFactory, KafkaConsumerSession};
 pub use passthrough::PassthroughPublisher;
 pub use producer::KafkaPublisher;
@@ -29,7 +29,7 @@ use barnabas_core::Backend;
 pub fn connect(config: &KafkaConfig) -> Result<Backend, barnabas_core::Error> {
     config
         .validate_identity()
-        .map_err(barnabas_core::Error::Config)?;
+        .map_err(|e| barnabas_core::Error::Config(e.to_string()))?;
     let admin = Arc::new(KafkaAdmin::new(config)?);
     let gateway = Arc::new(KafkaPublisher::new(config, admin.clone())?);
     let publisher: Arc<dyn barnabas_core::Publisher> = if config.passthrough() {

@@ -563,7 +563,7 @@ where
 async fn websocket<S>(
     stream: S,
     ctx: &MqttContext,
-) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, String>
+) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, ws::UpgradeError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -576,5 +576,5 @@ where
         ),
     )
     .await
-    .map_err(|_| "timed out".to_owned())?
+    .map_err(|_| ws::UpgradeError::TimedOut)?
 }

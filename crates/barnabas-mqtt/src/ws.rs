@@ -31,6 +31,18 @@ fn origin_allowed(req: &Request, allowed: &[String]) -> bool {
     }
 }
 
+/// Why a WebSocket upgrade did not give an MQTT byte stream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// The HTTP upgrade failed or was refused (wrong path, Origin not allowed, not
+    /// WebSocket).
+    #[error("{0}")]
+    Handshake(Box<tokio_tungstenite::tungstenite::Error>),
+    /// Not done within the CONNECT deadline.
+    #[error("timed out")]
+    TimedOut,
+}
+
 /// Completes the WebSocket handshake (path `/mqtt`, answering subprotocol `mqtt` when the
 /// client offers it, `Origin` one of `allowed_origins` when any are set) and returns the
 /// connection as a byte stream for the MQTT codec.
@@ -38,7 +50,7 @@ pub async fn upgrade<S>(
     stream: S,
     max_message_bytes: usize,
     allowed_origins: Vec<String>,
-) -> Result<impl AsyncRead + AsyncWrite + Unpin, String>
+) -> Result<impl AsyncRead + AsyncWrite + Unpin, UpgradeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -74,7 +86,7 @@ where
     config.max_frame_size = config.max_message_size;
     let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| UpgradeError::Handshake(Box::new(e)))?;
     let (sink, source) = ws.split();
     let reader = StreamReader::new(source.filter_map(|m| {
         futures::future::ready(match m {

@@ -41,15 +41,18 @@ pub enum KeyRule {
     Pointer(String),
 }
 
+/// A `key` that is neither `event_type` nor a JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is neither event_type nor a JSON pointer starting with '/'")]
+pub struct BadKeyRule(pub String);
+
 impl KeyRule {
     /// `event_type` or a JSON pointer (starting with `/`).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, BadKeyRule> {
         match text {
             "event_type" => Ok(Self::EventType),
             p if p.starts_with('/') => Ok(Self::Pointer(p.to_owned())),
-            other => Err(format!(
-                "'{other}' is neither event_type nor a JSON pointer starting with '/'"
-            )),
+            other => Err(BadKeyRule(other.to_owned())),
         }
     }
 }

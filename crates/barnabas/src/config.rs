@@ -343,6 +343,12 @@ fn default_sse_idle_timeout_ms() -> u64 {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+impl From<barnabas_kafka::KafkaConfigError> for ConfigError {
+    fn from(e: barnabas_kafka::KafkaConfigError) -> Self {
+        Self(e.to_string())
+    }
+}
+
 impl Config {
     /// Loads the layers. `overrides` are the command-line flags, already in config shape.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
@@ -379,7 +385,7 @@ impl Config {
                 "kafka.bootstrap_servers: must name at least one host:port".into(),
             ));
         }
-        self.kafka.validate_identity().map_err(ConfigError)?;
+        self.kafka.validate_identity()?;
         if self.kafka.default_partitions < 1 {
             return Err(ConfigError(format!(
                 "kafka.default_partitions: must be at least 1, not {}",
@@ -426,10 +432,7 @@ impl Config {
         self.mqtt.mapper()?;
         self.authenticator()?;
         self.tls_acceptor()?;
-        self.kafka
-            .clone()
-            .resolve_secret_files()
-            .map_err(ConfigError)?;
+        self.kafka.clone().resolve_secret_files()?;
         for (i, source) in self.sources.sse.iter().enumerate() {
             if !source.url.starts_with("http://") {
                 return Err(ConfigError(format!(

@@ -251,7 +251,9 @@ impl Gateway {
             tracing::warn!("{warning}");
         }
         let mut kafka = config.kafka.clone();
-        kafka.resolve_secret_files().map_err(Failure::Config)?;
+        kafka
+            .resolve_secret_files()
+            .map_err(|e| Failure::Config(e.to_string()))?;
         tune_producer_limits(&mut kafka, config.limits.max_message_bytes);
         #[cfg(feature = "embedded-kafka")]
         let embedded = start_embedded_for(embedded, &mut kafka).await?;

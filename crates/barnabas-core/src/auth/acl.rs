@@ -28,16 +28,26 @@ pub struct Acl {
     rules: Vec<AclRule>,
 }
 
+/// A grant that is not `write:`, `read:` or `group:`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("acl for {principal:?}: {grant:?} is not write:TOPIC, read:TOPIC or group:GROUP")]
+pub struct BadGrant {
+    /// The rule's principal.
+    pub principal: String,
+    /// The grant as written.
+    pub grant: String,
+}
+
 impl Acl {
     /// The rules; a grant that is not `write:`, `read:` or `group:` is an error naming it.
-    pub fn new(rules: Vec<AclRule>) -> Result<Self, String> {
+    pub fn new(rules: Vec<AclRule>) -> Result<Self, BadGrant> {
         for rule in &rules {
             for grant in &rule.allow {
                 if parse(grant).is_none() {
-                    return Err(format!(
-                        "acl for {:?}: {grant:?} is not write:TOPIC, read:TOPIC or group:GROUP",
-                        rule.principal
-                    ));
+                    return Err(BadGrant {
+                        principal: rule.principal.clone(),
+                        grant: grant.clone(),
+                    });
                 }
             }
         }

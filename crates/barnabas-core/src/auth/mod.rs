@@ -11,9 +11,9 @@ mod login;
 mod throttle;
 mod users;
 
-pub use acl::{Access, Acl, AclRule};
+pub use acl::{Access, Acl, AclRule, BadGrant};
 pub use throttle::FailureThrottle;
-pub use users::{hash_password, sha256_hex, UserEntry, Users, UsersFile};
+pub use users::{hash_password, sha256_hex, HashError, UserEntry, Users, UsersError, UsersFile};
 
 use std::{
     collections::HashMap,

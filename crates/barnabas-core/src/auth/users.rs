@@ -45,23 +45,60 @@ pub struct Users {
     decoy: Option<String>,
 }
 
+/// What is wrong with a users file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsersError {
+    /// Not TOML of the users file's shape.
+    #[error("{0}")]
+    Toml(String),
+    /// A `[[user]]` without `name`.
+    #[error("a [[user]] without a name")]
+    NoName,
+    /// A `password_hash` argon2 cannot read.
+    #[error("user {user:?}: password_hash is not a PHC string ({reason})")]
+    BadHash {
+        /// The user.
+        user: String,
+        /// What argon2 said.
+        reason: String,
+    },
+    /// A `tokens_sha256` entry that is not 64 hex digits.
+    #[error("user {user:?}: {token:?} is not a hex SHA-256 digest")]
+    BadToken {
+        /// The user.
+        user: String,
+        /// The entry as written.
+        token: String,
+    },
+    /// The same name twice.
+    #[error("user {0:?} is listed twice")]
+    Twice(String),
+}
+
+/// A password argon2 could not hash (a salt too short or too long).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot hash the password: {0}")]
+pub struct HashError(String);
+
 impl Users {
     /// Checks and indexes a users file; the error names the user and the problem.
-    pub fn from_file(file: UsersFile) -> Result<Self, String> {
+    pub fn from_file(file: UsersFile) -> Result<Self, UsersError> {
         let mut users = Users::default();
         for u in file.user {
             if u.name.is_empty() {
-                return Err("a [[user]] without a name".into());
+                return Err(UsersError::NoName);
             }
             if let Some(h) = &u.password_hash {
-                PasswordHash::new(h).map_err(|e| {
-                    format!("user {:?}: password_hash is not a PHC string ({e})", u.name)
+                PasswordHash::new(h).map_err(|e| UsersError::BadHash {
+                    user: u.name.clone(),
+                    reason: e.to_string(),
                 })?;
                 users.decoy.get_or_insert_with(|| h.clone());
             }
             for t in &u.tokens_sha256 {
-                let digest = decode_hex32(t).ok_or_else(|| {
-                    format!("user {:?}: {t:?} is not a hex SHA-256 digest", u.name)
+                let digest = decode_hex32(t).ok_or_else(|| UsersError::BadToken {
+                    user: u.name.clone(),
+                    token: t.clone(),
                 })?;
                 users.tokens.insert(digest, u.name.clone());
             }
@@ -70,15 +107,15 @@ impl Users {
                 .insert(u.name.clone(), u.password_hash)
                 .is_some()
             {
-                return Err(format!("user {:?} is listed twice", u.name));
+                return Err(UsersError::Twice(u.name));
             }
         }
         Ok(users)
     }
 
     /// Parses the TOML text of a users file.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        let file: UsersFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_toml(text: &str) -> Result<Self, UsersError> {
+        let file: UsersFile = toml::from_str(text).map_err(|e| UsersError::Toml(e.to_string()))?;
         Self::from_file(file)
     }
 
@@ -119,12 +156,12 @@ impl Users {
 }
 
 /// The argon2id PHC string of `password` with `salt` (at least 8 random bytes).
-pub fn hash_password(password: &[u8], salt: &[u8]) -> Result<String, String> {
-    let salt = SaltString::encode_b64(salt).map_err(|e| e.to_string())?;
+pub fn hash_password(password: &[u8], salt: &[u8]) -> Result<String, HashError> {
+    let salt = SaltString::encode_b64(salt).map_err(|e| HashError(e.to_string()))?;
     Argon2::default()
         .hash_password(password, &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(|e| HashError(e.to_string()))
 }
 
 /// Hex SHA-256 of `data` (what `tokens_sha256` holds).
