@@ -86,7 +86,10 @@ fn defaults_are_the_documented_ones() {
         get(&t, "http.consumer_idle_timeout_ms").as_integer(),
         Some(300_000)
     );
-    assert_eq!(get(&t, "tls.handshake_timeout_ms").as_integer(), Some(5_000));
+    assert_eq!(
+        get(&t, "tls.handshake_timeout_ms").as_integer(),
+        Some(5_000)
+    );
     assert_eq!(get(&t, "kafka.auto_create_topics").as_bool(), Some(true));
     assert_eq!(get(&t, "kafka.default_partitions").as_integer(), Some(1));
     assert_eq!(

@@ -39,6 +39,16 @@ const WRITE_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait, at CONNECT and SUBSCRIBE, for other replicas' writes to arrive here.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 
+/// Whether a session's client is connected (its record names the connection holding it), or
+/// gone with the session kept for its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Held by a live connection.
+    Connected,
+    /// Left behind, kept until it expires.
+    Disconnected,
+}
+
 /// The two followed logs and the stores they feed.
 pub struct MqttState {
     sessions_log: Arc<KeyedLog>,
@@ -117,17 +127,18 @@ impl MqttState {
         self.retained_log.caught_up(CATCH_UP_WAIT).await
     }
 
-    /// Records the session of `client_id` as held by connection `owner` (`connected`) or left
-    /// behind by it, with its subscriptions and expiry.
+    /// Records the session of `client_id` as held by connection `owner` or left behind by it
+    /// (`presence`), with its subscriptions and expiry.
     pub async fn save_session(
         &self,
         client_id: &str,
         owner: &SessionHandle,
-        connected: bool,
+        presence: Presence,
         subscriptions: &[Subscribed],
         expiry_secs: u32,
         awaiting_pubrel: &[u16],
     ) -> barnabas_core::Result<()> {
+        let connected = presence == Presence::Connected;
         let record = SessionRecord {
             owner: owner.owner.clone(),
             since_ms: owner.since_ms,

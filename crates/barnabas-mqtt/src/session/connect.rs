@@ -136,7 +136,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         let owned = self.ctx.state.save_session(
             &self.info.client_id,
             &self.handle,
-            true,
+            crate::state::Presence::Connected,
             &subscribed,
             self.info.session_expiry,
             &awaiting,

@@ -92,7 +92,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
                 let saved = ctx.state.save_session(
                     client_id,
                     handle,
-                    false,
+                    crate::state::Presence::Disconnected,
                     &subscribed,
                     expiry,
                     &awaiting_pubrel,

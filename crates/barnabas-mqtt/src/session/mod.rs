@@ -278,7 +278,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         let saved = self.ctx.state.save_session(
             &self.info.client_id,
             &self.handle,
-            true,
+            crate::state::Presence::Connected,
             &subscribed,
             self.info.session_expiry,
             &[],
