@@ -44,7 +44,9 @@ impl BusyAnswers {
 }
 
 /// Accepts connections on `listener` until `shutdown`, running `handle` for each in its own
-/// task (so a panic in one connection's code ends only that connection). `protocol` names the
+/// task (so a panic in one connection's code ends only that connection), then waits for
+/// those tasks to end (each sees `shutdown` too; the caller bounds the wait, as mini-redis's
+/// listener does — connection tasks are never left detached). `protocol` names the
 /// listener in logs. A connection beyond `max_connections` gets `busy` instead (the
 /// protocol's "server busy" answer, under [`BUSY_DEADLINE`], at most [`BUSY_ANSWERS`] at once,
 /// else closed at once): the client learns why, and retries later or elsewhere.
@@ -61,6 +63,7 @@ pub async fn serve_connections<F, Fut, B, BFut>(
     B: Fn(TcpStream) -> BFut,
     BFut: Future<Output = ()> + Send + 'static,
 {
+    let connections = tokio_util::task::TaskTracker::new();
     accept_connections(
         listener,
         protocol,
@@ -70,7 +73,7 @@ pub async fn serve_connections<F, Fut, B, BFut>(
             let _ = stream.set_nodelay(true);
             tracing::trace!(protocol, %peer, "connection");
             let connection = handle(stream, peer);
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let _slot = slot;
                 connection.await;
             });
@@ -82,6 +85,8 @@ pub async fn serve_connections<F, Fut, B, BFut>(
         },
     )
     .await;
+    connections.close();
+    connections.wait().await;
 }
 
 /// The accept loop under the connection limit that every listener shares: accept errors

@@ -440,7 +440,8 @@ pub async fn serve(
         Transport::Tls => "mqtts",
         Transport::SecureWebSocket => "mqtt-wss",
     };
-    let sessions = tokio_util::task::TaskTracker::new();
+    // Returns once every session ended (storing its state, publishing its client's will),
+    // before the caller flushes the producer.
     barnabas_core::serve_connections(
         listener,
         protocol,
@@ -460,7 +461,7 @@ pub async fn serve(
                         Box::pin(tls_session(stream, peer, transport, ctx, shutdown))
                     }
                 };
-            sessions.track_future(session)
+            session
         },
         |stream| {
             let ctx = ctx.clone();
@@ -468,19 +469,7 @@ pub async fn serve(
         },
     )
     .await;
-    // Shutting down: the sessions end (storing their state, publishing their clients'
-    // wills) before the caller flushes the producer.
-    sessions.close();
-    if tokio::time::timeout(SESSIONS_DRAIN, sessions.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("MQTT sessions still ending at shutdown; their wills may be lost");
-    }
 }
-
-/// How long shutdown waits for MQTT sessions to end.
-const SESSIONS_DRAIN: Duration = Duration::from_secs(10);
 
 /// An MQTT session over TLS (`mqtts`) or WebSocket over TLS (`mqtt-wss`), once the TLS
 /// handshake is over within the CONNECT deadline.
