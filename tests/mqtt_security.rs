@@ -569,6 +569,24 @@ async fn sessions_retained_bytes_consumers_and_will_payloads_are_bounded() {
     assert_eq!(connack(&all(&out)), Some(0x95), "{}", all(&out));
     let out = mosquitto("mosquitto_sub", a, &[&["-V", "311"][..], &will].concat());
     assert_ne!(connack(&all(&out)), Some(0), "{}", all(&out));
+    // One of exactly max_message_bytes is a will like any other (the bound is "above").
+    let limit = "w".repeat(1000);
+    let will_at_limit = [
+        "--will-topic",
+        "w/x",
+        "--will-payload",
+        &limit,
+        "-t",
+        "x",
+        "-d",
+        "-E",
+    ];
+    let out = mosquitto(
+        "mosquitto_sub",
+        a,
+        &[&["-V", "5"][..], &will_at_limit].concat(),
+    );
+    assert_eq!(connack(&all(&out)), Some(0), "{}", all(&out));
 
     // Sessions: two persistent ones fit, a third is refused; clean ones and the two known
     // client ids still connect.
