@@ -702,7 +702,13 @@ async fn at_most_256_deliveries_wait_for_the_clients_outcome() {
     let records = (0..300)
         .map(|i| barnabas_core::Record::new("unsettled", format!("u{i}")))
         .collect();
-    for delivered in gw.gateway.backend().publisher.publish(records).await {
+    for delivered in gw
+        .gateway
+        .backend()
+        .publisher
+        .publish(barnabas_core::Identity::Gateway, records)
+        .await
+    {
         delivered.unwrap();
     }
     let (_conn, mut session) = connect(&gw, "unsettled-1").await;
@@ -1371,7 +1377,13 @@ async fn an_offset_selector_filter_starts_every_partition_at_that_offset() {
             })
         })
         .collect();
-    for delivered in gw.gateway.backend().publisher.publish(records).await {
+    for delivered in gw
+        .gateway
+        .backend()
+        .publisher
+        .publish(barnabas_core::Identity::Gateway, records)
+        .await
+    {
         delivered.unwrap();
     }
     let (_conn, mut session) = connect(&gw, "from-offset").await;

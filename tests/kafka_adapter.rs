@@ -47,7 +47,10 @@ async fn produce_consume_round_trip_keeps_keys_headers_and_timestamps() {
     let mut all = records.clone();
     all.push(with_null_header);
 
-    let acks = backend.publisher.publish(all.clone()).await;
+    let acks = backend
+        .publisher
+        .publish(barnabas_core::Identity::Gateway, all.clone())
+        .await;
     assert_eq!(acks.len(), 21);
     let offsets: Vec<i64> = acks.iter().map(|a| a.as_ref().unwrap().offset).collect();
     assert_eq!(
@@ -87,7 +90,10 @@ async fn a_burst_of_separate_writes_to_a_new_topic_all_succeed() {
         let publisher = backend.publisher.clone();
         async move {
             publisher
-                .publish_one(Record::new("burst", format!("v{i}")))
+                .publish_one(
+                    barnabas_core::Identity::Gateway,
+                    Record::new("burst", format!("v{i}")),
+                )
                 .await
         }
     });
@@ -115,10 +121,10 @@ async fn tombstones_and_explicit_partitions_are_written_as_asked() {
     tombstone.topic = "parts".into();
     let acks = backend
         .publisher
-        .publish(vec![
-            Record::new("parts", "p1").with_partition(1),
-            tombstone,
-        ])
+        .publish(
+            barnabas_core::Identity::Gateway,
+            vec![Record::new("parts", "p1").with_partition(1), tombstone],
+        )
         .await;
     assert_eq!(acks[0].as_ref().unwrap().partition, 1);
     assert_eq!(acks[1].as_ref().unwrap().partition, 2);
@@ -143,7 +149,7 @@ async fn committed_offsets_are_where_a_new_session_of_the_group_resumes() {
         .collect();
     assert!(backend
         .publisher
-        .publish(batch)
+        .publish(barnabas_core::Identity::Gateway, batch)
         .await
         .iter()
         .all(Result::is_ok));
@@ -191,7 +197,10 @@ async fn committed_offsets_are_where_a_new_session_of_the_group_resumes() {
     // Session 3 sees only what was produced after session 2's commit.
     assert!(backend
         .publisher
-        .publish_one(Record::new("resume", "10"))
+        .publish_one(
+            barnabas_core::Identity::Gateway,
+            Record::new("resume", "10")
+        )
         .await
         .is_ok());
     let s3 = backend.consumers.create(group("g-resume")).await.unwrap();
@@ -257,7 +266,7 @@ async fn two_sessions_in_one_group_split_the_partitions() {
         .collect();
     assert!(backend
         .publisher
-        .publish(records)
+        .publish(barnabas_core::Identity::Gateway, records)
         .await
         .iter()
         .all(Result::is_ok));
@@ -280,7 +289,7 @@ async fn watermarks_are_correct_after_batched_produces() {
     };
     assert!(backend
         .publisher
-        .publish(batch(50))
+        .publish(barnabas_core::Identity::Gateway, batch(50))
         .await
         .iter()
         .all(Result::is_ok));
@@ -288,7 +297,7 @@ async fn watermarks_are_correct_after_batched_produces() {
     assert_eq!((w.low, w.high), (0, 50));
     assert!(backend
         .publisher
-        .publish(batch(50))
+        .publish(barnabas_core::Identity::Gateway, batch(50))
         .await
         .iter()
         .all(Result::is_ok));
@@ -306,7 +315,10 @@ async fn watermarks_are_correct_after_batched_produces() {
     let keyed: Vec<Record> = (0..1000)
         .map(|i| Record::new("marks3", "x").with_key(format!("device-{i}")))
         .collect();
-    let acks = backend.publisher.publish(keyed).await;
+    let acks = backend
+        .publisher
+        .publish(barnabas_core::Identity::Gateway, keyed)
+        .await;
     let mut per_partition = [0i64; 3];
     for ack in &acks {
         per_partition[ack.as_ref().unwrap().partition as usize] += 1;
@@ -344,7 +356,10 @@ async fn writes_create_missing_topics_with_the_default_partitions() {
         .contains(&"fresh".to_string()));
     let ack = backend
         .publisher
-        .publish_one(Record::new("fresh", "hello"))
+        .publish_one(
+            barnabas_core::Identity::Gateway,
+            Record::new("fresh", "hello"),
+        )
         .await
         .unwrap();
     assert_eq!(ack.offset, 0);
@@ -367,7 +382,10 @@ async fn writes_create_missing_topics_with_the_default_partitions() {
     // A partition beyond the topic's is a clear error, not a produce that hangs.
     let err = backend
         .publisher
-        .publish_one(Record::new("fresh", "x").with_partition(5))
+        .publish_one(
+            barnabas_core::Identity::Gateway,
+            Record::new("fresh", "x").with_partition(5),
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -380,7 +398,10 @@ async fn writes_create_missing_topics_with_the_default_partitions() {
     // So is a name Kafka cannot hold.
     let err = backend
         .publisher
-        .publish_one(Record::new("devices/1", "x"))
+        .publish_one(
+            barnabas_core::Identity::Gateway,
+            Record::new("devices/1", "x"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidTopic { .. }), "{err:?}");
@@ -396,7 +417,10 @@ async fn with_auto_create_off_a_write_to_a_missing_topic_is_unknown_topic() {
     let started = std::time::Instant::now();
     let results = backend
         .publisher
-        .publish(vec![Record::new("absent", "a"), Record::new("absent", "b")])
+        .publish(
+            barnabas_core::Identity::Gateway,
+            vec![Record::new("absent", "a"), Record::new("absent", "b")],
+        )
         .await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -424,7 +448,10 @@ async fn with_auto_create_off_a_write_to_a_missing_topic_is_unknown_topic() {
         .unwrap();
     assert!(backend
         .publisher
-        .publish_one(Record::new("present", "ok"))
+        .publish_one(
+            barnabas_core::Identity::Gateway,
+            Record::new("present", "ok")
+        )
         .await
         .is_ok());
 }
@@ -438,7 +465,7 @@ async fn seek_and_positions_move_the_read_position() {
         .collect();
     assert!(backend
         .publisher
-        .publish(batch)
+        .publish(barnabas_core::Identity::Gateway, batch)
         .await
         .iter()
         .all(Result::is_ok));
@@ -467,7 +494,7 @@ async fn seek_and_positions_move_the_read_position() {
         .is_empty());
     assert!(backend
         .publisher
-        .publish_one(Record::new("seek", "new"))
+        .publish_one(barnabas_core::Identity::Gateway, Record::new("seek", "new"))
         .await
         .is_ok());
     assert_eq!(poll_n(c.as_ref(), 1, WAIT).await[0].offset, 10);
@@ -490,7 +517,7 @@ async fn a_pattern_subscription_reads_matching_topics_only() {
     for t in ["casper.main", "casper.sigs", "other"] {
         assert!(backend
             .publisher
-            .publish_one(Record::new(t, t))
+            .publish_one(barnabas_core::Identity::Gateway, Record::new(t, t))
             .await
             .is_ok());
     }
@@ -538,7 +565,10 @@ async fn a_subscription_to_a_missing_topic_waits_for_it_without_creating_it() {
 
     assert!(backend
         .publisher
-        .publish_one(Record::new("later", "arrived"))
+        .publish_one(
+            barnabas_core::Identity::Gateway,
+            Record::new("later", "arrived")
+        )
         .await
         .is_ok());
     let got = poll_n(c.as_ref(), 1, WAIT).await;
@@ -566,7 +596,7 @@ impl SmallDriver {
             .collect();
         assert!(backend
             .publisher
-            .publish(records)
+            .publish(barnabas_core::Identity::Gateway, records)
             .await
             .iter()
             .all(Result::is_ok));
@@ -849,7 +879,10 @@ fn a_runtime_ends_while_a_consumer_of_a_hanging_broker_is_still_closing() {
         let backend = barnabas_kafka::connect(&config).unwrap();
         assert!(backend
             .publisher
-            .publish_one(Record::new("hanging", "one"))
+            .publish_one(
+                barnabas_core::Identity::Gateway,
+                Record::new("hanging", "one")
+            )
             .await
             .is_ok());
         let consumer = backend.consumers.create(group("g-hang")).await.unwrap();

@@ -172,7 +172,7 @@ async fn records_no_rule_explains_are_skipped_and_the_subscription_goes_on() {
         Record::new("commands", "explained").with_key("d7".to_owned()),
     ] {
         publisher
-            .publish_one(record.with_partition(0))
+            .publish_one(barnabas_core::Identity::Gateway, record.with_partition(0))
             .await
             .unwrap();
     }
@@ -412,7 +412,12 @@ async fn v5_delivery(
     }
     record.timestamp = Some(now_ms - 100_000);
     for r in [expired, record] {
-        gw.gateway.backend().publisher.publish_one(r).await.unwrap();
+        gw.gateway
+            .backend()
+            .publisher
+            .publish_one(barnabas_core::Identity::Gateway, r)
+            .await
+            .unwrap();
     }
     let p = loop {
         if let Event::Incoming(Packet::Publish(p)) =

@@ -49,7 +49,12 @@ struct MemoryPublisher(Arc<Log>);
 
 #[async_trait]
 impl Publisher for MemoryPublisher {
-    async fn publish(&self, records: Vec<Record>) -> Vec<Result<Delivered>> {
+    /// One in-memory log for everyone: the fuzzed front ends' principals do not matter here.
+    async fn publish(
+        &self,
+        _identity: barnabas_core::Identity<'_>,
+        records: Vec<Record>,
+    ) -> Vec<Result<Delivered>> {
         let mut topics = self.0.topics();
         records
             .into_iter()
@@ -73,15 +78,6 @@ impl Publisher for MemoryPublisher {
                 })
             })
             .collect()
-    }
-
-    /// One in-memory log for everyone: the fuzzed front ends' principals do not matter here.
-    async fn publish_as(
-        &self,
-        _principal: &barnabas_core::Principal,
-        records: Vec<Record>,
-    ) -> Vec<Result<Delivered>> {
-        self.publish(records).await
     }
 
     async fn flush(&self, _timeout: Duration) -> Result<()> {

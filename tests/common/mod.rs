@@ -443,7 +443,10 @@ pub async fn produce(gw: &gateway::TestGateway, topic: &str, key: &str, value: &
     gw.gateway
         .backend()
         .publisher
-        .publish_one(barnabas_core::Record::new(topic, value.to_owned()).with_key(key.to_owned()))
+        .publish_one(
+            barnabas_core::Identity::Gateway,
+            barnabas_core::Record::new(topic, value.to_owned()).with_key(key.to_owned()),
+        )
         .await
         .unwrap();
 }

@@ -520,7 +520,11 @@ pub async fn produce_bulk(bootstrap: &str, topic: &str, count: usize, size: usiz
                 timestamp: None,
             })
             .collect();
-        for r in backend.publisher.publish(records).await {
+        for r in backend
+            .publisher
+            .publish(barnabas_core::Identity::Gateway, records)
+            .await
+        {
             r.unwrap();
         }
     }

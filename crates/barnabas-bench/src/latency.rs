@@ -303,7 +303,11 @@ async fn direct(
     let publish = |seq: u64| {
         let publisher = kafka.publisher.clone();
         let record = Record::new(topic.clone(), stamped(seq, size));
-        async move { publisher.publish_one(record).await }
+        async move {
+            publisher
+                .publish_one(barnabas_core::Identity::Gateway, record)
+                .await
+        }
     };
     publish(WARM_UP).await.map_err(|e| anyhow!("{e}"))?;
     let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -231,7 +231,7 @@ async fn direct(
     // The topic exists before timing matters (one write creates it).
     kafka
         .publisher
-        .publish_one(make(topic, payload))
+        .publish_one(barnabas_core::Identity::Gateway, make(topic, payload))
         .await
         .map_err(|e| anyhow!("direct produce: {e}"))?;
     let mut acked = 1;
@@ -244,7 +244,11 @@ async fn direct(
         }
         let publisher = kafka.publisher.clone();
         let record = make(topic, payload);
-        inflight.push(Box::pin(async move { publisher.publish_one(record).await }));
+        inflight.push(Box::pin(async move {
+            publisher
+                .publish_one(barnabas_core::Identity::Gateway, record)
+                .await
+        }));
     }
     while let Some(r) = inflight.next().await {
         r.map_err(|e| anyhow!("direct produce: {e}"))?;

@@ -157,7 +157,14 @@ impl KeyedLog {
             headers: Vec::new(),
             timestamp: None,
         };
-        match tokio::time::timeout(timeout, self.backend.publisher.publish_one(record)).await {
+        match tokio::time::timeout(
+            timeout,
+            self.backend
+                .publisher
+                .publish_one(crate::Identity::Gateway, record),
+        )
+        .await
+        {
             Ok(delivered) => delivered.map(|d| d.offset),
             Err(_) => Err(Error::Unavailable(format!(
                 "Kafka did not acknowledge the write to {} within {timeout:?}",

@@ -38,8 +38,8 @@ pub use mapping::{FilterLevel, MappingRule, Resolved, Sources, TopicMapper};
 pub use metered::MeteredPublisher;
 pub use metrics::{GatewayMetrics, MetricsRegistry};
 pub use ports::{
-    Admin, Backend, CommitRequest, ConsumerConfig, ConsumerFactory, ConsumerSession, OffsetReset,
-    Publisher, SeekTo, Subscription,
+    Admin, Backend, CommitRequest, ConsumerConfig, ConsumerFactory, ConsumerSession, Identity,
+    OffsetReset, Publisher, SeekTo, Subscription,
 };
 pub use record::{
     ConsumedRecord, Delivered, Header, PartitionMetadata, Record, TopicMetadata, TopicPartition,

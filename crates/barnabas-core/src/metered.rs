@@ -10,10 +10,10 @@ use tokio::time::Instant;
 
 use crate::{
     metrics::{GatewayMetrics, ProtocolLabel},
-    Delivered, Principal, Publisher, Record, Result,
+    Delivered, Identity, Principal, Publisher, Record, Result,
 };
 
-/// [`Publisher::publish_as`] with `barnabas_produce_latency_seconds`,
+/// [`Publisher::publish`] as a client, with `barnabas_produce_latency_seconds`,
 /// `barnabas_records_produced` and `barnabas_records_failed` under one `protocol` label.
 #[derive(Clone)]
 pub struct MeteredPublisher {
@@ -37,7 +37,7 @@ impl MeteredPublisher {
         }
     }
 
-    /// Writes `records` on behalf of `principal` ([`Publisher::publish_as`]): one result per
+    /// Writes `records` on behalf of `principal` ([`Identity::Client`]): one result per
     /// record, in order, each counted.
     pub async fn publish_as(
         &self,
@@ -45,7 +45,10 @@ impl MeteredPublisher {
         records: Vec<Record>,
     ) -> Vec<Result<Delivered>> {
         let started = Instant::now();
-        let results = self.publisher.publish_as(principal, records).await;
+        let results = self
+            .publisher
+            .publish(Identity::Client(principal), records)
+            .await;
         let written = results.iter().filter(|r| r.is_ok()).count();
         self.count(started, written, results.len() - written);
         results
@@ -54,7 +57,10 @@ impl MeteredPublisher {
     /// [`Self::publish_as`] for one record.
     pub async fn publish_one_as(&self, principal: &Principal, record: Record) -> Result<Delivered> {
         let started = Instant::now();
-        let result = self.publisher.publish_one_as(principal, record).await;
+        let result = self
+            .publisher
+            .publish_one(Identity::Client(principal), record)
+            .await;
         let written = usize::from(result.is_ok());
         self.count(started, written, 1 - written);
         result

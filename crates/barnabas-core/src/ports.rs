@@ -12,39 +12,31 @@ use crate::{
     Watermarks,
 };
 
+/// Whose login a write reaches Kafka with.
+#[derive(Debug, Clone, Copy)]
+pub enum Identity<'a> {
+    /// The gateway's own: its state topics, SSE sources, anything no client stands behind.
+    Gateway,
+    /// A client's: with identity passthrough the records reach Kafka logged in as this
+    /// principal (Kafka's own ACLs apply); otherwise as the gateway, after the gateway's ACLs
+    /// allowed the principal the write.
+    Client(&'a crate::Principal),
+}
+
 /// Writes records to Kafka and reports each one's fate only after the broker acknowledged it.
 #[async_trait]
 pub trait Publisher: Send + Sync {
-    /// Writes all records, as one pipelined batch, and returns one result per record in the
-    /// same order. A record's `Ok` means Kafka acknowledged it (acks=all); an `Err` means it
-    /// was not written. Records to the same partition keep their relative order.
-    async fn publish(&self, records: Vec<Record>) -> Vec<Result<Delivered>>;
+    /// Writes all records as `identity`, as one pipelined batch, and returns one result per
+    /// record in the same order. A record's `Ok` means Kafka acknowledged it (acks=all); an
+    /// `Err` means it was not written. Records to the same partition keep their relative
+    /// order. Every publisher says what it does with the identity (there is no default that
+    /// would drop a client's unnoticed).
+    async fn publish(&self, identity: Identity<'_>, records: Vec<Record>)
+        -> Vec<Result<Delivered>>;
 
-    /// Convenience for the one-record case most protocol publishes are.
-    async fn publish_one(&self, record: Record) -> Result<Delivered> {
-        let mut results = self.publish(vec![record]).await;
-        results
-            .pop()
-            .unwrap_or_else(|| Err(crate::Error::Invalid("publisher returned no result".into())))
-    }
-
-    /// Writes `records` on behalf of `principal`. Every publisher says what it does with the
-    /// principal (no default that would drop it unnoticed): one that logs in to Kafka as the
-    /// gateway writes them as [`publish`](Self::publish) does; with identity passthrough the
-    /// records reach Kafka logged in as the principal, so Kafka's own ACLs apply.
-    async fn publish_as(
-        &self,
-        principal: &crate::Principal,
-        records: Vec<Record>,
-    ) -> Vec<Result<Delivered>>;
-
-    /// [`publish_as`](Self::publish_as) for one record.
-    async fn publish_one_as(
-        &self,
-        principal: &crate::Principal,
-        record: Record,
-    ) -> Result<Delivered> {
-        let mut results = self.publish_as(principal, vec![record]).await;
+    /// [`publish`](Self::publish) for the one record most protocol publishes are.
+    async fn publish_one(&self, identity: Identity<'_>, record: Record) -> Result<Delivered> {
+        let mut results = self.publish(identity, vec![record]).await;
         results
             .pop()
             .unwrap_or_else(|| Err(crate::Error::Invalid("publisher returned no result".into())))

@@ -18,7 +18,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use barnabas_core::{Delivered, Error, Principal, Publisher, Record, Result, Secret};
+use barnabas_core::{Delivered, Error, Identity, Principal, Publisher, Record, Result, Secret};
 
 use crate::{admin::KafkaAdmin, config::KafkaConfig, producer::KafkaPublisher};
 
@@ -181,18 +181,18 @@ fn close(publisher: Arc<KafkaPublisher>) {
 
 #[async_trait]
 impl Publisher for PassthroughPublisher {
-    /// The gateway's own writes (state topics): its own identity.
-    async fn publish(&self, records: Vec<Record>) -> Vec<Result<Delivered>> {
-        self.gateway.publish(records).await
-    }
-
-    async fn publish_as(
+    /// The gateway's own writes (state topics) with its own login; a client's with the
+    /// client's, through a producer logged in as it.
+    async fn publish(
         &self,
-        principal: &Principal,
+        identity: Identity<'_>,
         records: Vec<Record>,
     ) -> Vec<Result<Delivered>> {
+        let Identity::Client(principal) = identity else {
+            return self.gateway.publish(identity, records).await;
+        };
         match self.producer_for(principal) {
-            Ok(producer) => producer.publish(records).await,
+            Ok(producer) => producer.publish(identity, records).await,
             Err(e) => records.iter().map(|_| Err(e.clone())).collect(),
         }
     }

@@ -264,7 +264,14 @@ fn delivered(
 
 #[async_trait]
 impl barnabas_core::Publisher for KafkaPublisher {
-    async fn publish(&self, records: Vec<Record>) -> Vec<Result<Delivered>> {
+    /// Writes with this producer's own login whatever the identity: the gateway's (its ACLs
+    /// were checked before), or the client's own login when this is one of
+    /// [`crate::PassthroughPublisher`]'s per-principal producers.
+    async fn publish(
+        &self,
+        _identity: barnabas_core::Identity<'_>,
+        records: Vec<Record>,
+    ) -> Vec<Result<Delivered>> {
         // Queue everything first (pipelining), then wait for all reports together.
         let mut pending = Vec::with_capacity(records.len());
         for record in &records {
@@ -304,16 +311,6 @@ impl barnabas_core::Publisher for KafkaPublisher {
             self.replace_if_fatal();
         }
         results
-    }
-
-    /// The gateway's own login writes for every principal (the gateway's ACLs were checked
-    /// before; [`crate::PassthroughPublisher`] is the publisher that writes as the client).
-    async fn publish_as(
-        &self,
-        _principal: &barnabas_core::Principal,
-        records: Vec<Record>,
-    ) -> Vec<Result<Delivered>> {
-        self.publish(records).await
     }
 
     async fn flush(&self, timeout: Duration) -> Result<()> {

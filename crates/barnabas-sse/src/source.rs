@@ -238,7 +238,9 @@ async fn write(
         headers,
         timestamp: None,
     };
-    ctx.publisher.publish_one(record).await?;
+    ctx.publisher
+        .publish_one(barnabas_core::Identity::Gateway, record)
+        .await?;
     ctx.metrics.events.get_or_create(&label).inc();
     Ok(id)
 }
