@@ -702,15 +702,7 @@ async fn at_most_256_deliveries_wait_for_the_clients_outcome() {
     let records = (0..300)
         .map(|i| barnabas_core::Record::new("unsettled", format!("u{i}")))
         .collect();
-    for delivered in gw
-        .gateway
-        .backend()
-        .publisher
-        .publish(barnabas_core::Identity::Gateway, records)
-        .await
-    {
-        delivered.unwrap();
-    }
+    common::produce_all(&gw, records).await;
     let (_conn, mut session) = connect(&gw, "unsettled-1").await;
     let mut r = manual_receiver(&mut session, "greedy", "unsettled/group.id/ug").await;
     r.set_credit(300).await.unwrap();
@@ -1377,15 +1369,7 @@ async fn an_offset_selector_filter_starts_every_partition_at_that_offset() {
             })
         })
         .collect();
-    for delivered in gw
-        .gateway
-        .backend()
-        .publisher
-        .publish(barnabas_core::Identity::Gateway, records)
-        .await
-    {
-        delivered.unwrap();
-    }
+    common::produce_all(&gw, records).await;
     let (_conn, mut session) = connect(&gw, "from-offset").await;
     let source = Source::builder()
         .address("from-offset/group.id/fresh")

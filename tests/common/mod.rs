@@ -437,6 +437,20 @@ fn uuid_ish() -> u128 {
         .as_nanos()
 }
 
+/// Writes `records` with the gateway's own producer (a Kafka client) and checks that Kafka
+/// acknowledged every one.
+pub async fn produce_all(gw: &gateway::TestGateway, records: Vec<barnabas_core::Record>) {
+    let written = gw
+        .gateway
+        .backend()
+        .publisher
+        .publish(barnabas_core::Identity::Gateway, records)
+        .await;
+    for delivered in written {
+        delivered.expect("Kafka acknowledged the record");
+    }
+}
+
 /// Writes one keyed record with the gateway's own producer (a Kafka client) and waits for
 /// Kafka's ack.
 pub async fn produce(gw: &gateway::TestGateway, topic: &str, key: &str, value: &str) {
