@@ -105,6 +105,11 @@ pub struct HttpListeners {
 /// following every replica's instances) until `state.shutdown`, and one task per listener,
 /// joining `tasks`.
 pub fn start(state: &AppState, listeners: HttpListeners, tasks: &mut tokio::task::JoinSet<()>) {
+    // Without a listener there are no consumer instances to reap or to follow: no Kafka
+    // consumer of the instances topic either.
+    if listeners.plain.is_none() && listeners.tls.is_none() {
+        return;
+    }
     state.consumers.start_reaper(
         state.settings.consumer_idle_timeout,
         state.cluster.clone(),

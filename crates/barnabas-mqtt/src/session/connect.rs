@@ -69,6 +69,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             session.finish(expiry).await;
             return None;
         }
+        // The keep-alive counts from the CONNACK: the client cannot speak before it.
+        session.deadline = session.keep_alive.map(|k| Instant::now() + k);
         session.conn.release_empty_buffers();
         session.ctx.metrics.connections.inc();
         tracing::debug!(version = ?session.info.version, keep_alive = session.info.keep_alive, session_present, "connected");
@@ -92,7 +94,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         Self {
             subs: Subscriptions::new(ctx.clone(), &info),
             rate: barnabas_core::rate::TokenBucket::per_second(ctx.settings.publish_rate),
-            deadline: keep_alive.map(|k| Instant::now() + k),
+            deadline: None,
             keep_alive,
             conn,
             ctx,
