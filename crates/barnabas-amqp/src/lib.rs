@@ -202,6 +202,13 @@ pub struct AmqpListeners {
     pub tls: Option<TcpListener>,
 }
 
+impl AmqpListeners {
+    /// Whether any listener is on.
+    pub fn any(&self) -> bool {
+        self.tcp.is_some() || self.tls.is_some()
+    }
+}
+
 /// Starts the AMQP front end: one task per listener, joining `tasks`; each stops accepting
 /// at `shutdown`.
 pub fn start(

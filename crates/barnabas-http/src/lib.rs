@@ -101,13 +101,20 @@ pub struct HttpListeners {
     pub tls: Option<TcpListener>,
 }
 
+impl HttpListeners {
+    /// Whether any listener is on.
+    pub fn any(&self) -> bool {
+        self.plain.is_some() || self.tls.is_some()
+    }
+}
+
 /// Starts the HTTP front end: the tasks behind consumer instances (the idle reaper, and
 /// following every replica's instances) until `state.shutdown`, and one task per listener,
 /// joining `tasks`.
 pub fn start(state: &AppState, listeners: HttpListeners, tasks: &mut tokio::task::JoinSet<()>) {
     // Without a listener there are no consumer instances to reap or to follow: no Kafka
     // consumer of the instances topic either.
-    if listeners.plain.is_none() && listeners.tls.is_none() {
+    if !listeners.any() {
         return;
     }
     state.consumers.start_reaper(
@@ -125,36 +132,39 @@ pub fn start(state: &AppState, listeners: HttpListeners, tasks: &mut tokio::task
         state.settings.max_connections,
     );
     if let (Some(listener), Some(tls)) = (listeners.tls, state.tls.clone()) {
-        let (router, token) = (router(state.clone()), state.shutdown.clone());
-        tasks.spawn(async move {
-            let served = serve_tls(
-                listener,
-                router,
-                tls,
-                header_read_timeout,
-                max_connections,
-                token,
-            );
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, "HTTPS listener failed");
-            }
-        });
+        let served = serve_tls(
+            listener,
+            router(state.clone()),
+            tls,
+            header_read_timeout,
+            max_connections,
+            state.shutdown.clone(),
+        );
+        spawn_listener(tasks, "HTTPS", served);
     }
     if let Some(listener) = listeners.plain {
-        let (router, token) = (router(state.clone()), state.shutdown.clone());
-        tasks.spawn(async move {
-            let served = serve(
-                listener,
-                router,
-                header_read_timeout,
-                max_connections,
-                token,
-            );
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, "HTTP listener failed");
-            }
-        });
+        let served = serve(
+            listener,
+            router(state.clone()),
+            header_read_timeout,
+            max_connections,
+            state.shutdown.clone(),
+        );
+        spawn_listener(tasks, "HTTP", served);
     }
+}
+
+/// Runs one listener's serve loop in `tasks`; a listener that fails is logged as `name`.
+fn spawn_listener(
+    tasks: &mut tokio::task::JoinSet<()>,
+    name: &'static str,
+    served: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+) {
+    tasks.spawn(async move {
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "{name} listener failed");
+        }
+    });
 }
 
 /// A handler that panics is answered `500` with the JSON error body, and only its request is

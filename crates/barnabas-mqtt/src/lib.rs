@@ -2,9 +2,9 @@
 //!
 //! One task per connection ([`session`]) over rmqtt-codec ([`wire`]): PUBLISHes become Kafka
 //! records through the topic-mapping rules ([`convert`], both ways) and are acknowledged
-//! (PUBACK/PUBREC) only after Kafka acknowledged them, in arrival order. SUBSCRIBE filters are read back through the
-//! same rules ([`subscriptions`]): records are delivered from Kafka as fast as the client
-//! acknowledges them, and committed only once it did.
+//! (PUBACK/PUBREC) only after Kafka acknowledged them, in arrival order. SUBSCRIBE filters
+//! are read back through the same rules ([`subscriptions`]): records are delivered from
+//! Kafka as fast as the client acknowledges them, and committed only once it did.
 
 pub mod convert;
 pub mod filter;

@@ -285,7 +285,7 @@ impl Gateway {
             );
             barnabas_mqtt::start(&ctx, listeners.mqtt, &mut tasks, &shutdown);
         }
-        if listeners.amqp.tcp.is_some() || listeners.amqp.tls.is_some() {
+        if listeners.amqp.any() {
             let ctx = barnabas_amqp::AmqpContext::new(&services, amqp_settings(&config));
             barnabas_amqp::start(&ctx, listeners.amqp, &mut tasks, &shutdown);
         }

@@ -6,10 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use barnabas_core::{AuthError, Credentials, Principal};
 use rmqtt_codec::version::ProtocolVersion;
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    time::Instant,
-};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::{publish::Incoming, MqttSession};
@@ -70,7 +67,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             return None;
         }
         // The keep-alive counts from the CONNACK: the client cannot speak before it.
-        session.deadline = session.keep_alive.map(|k| Instant::now() + k);
+        session.renew_keep_alive();
         session.conn.release_empty_buffers();
         session.ctx.metrics.connections.inc();
         tracing::debug!(version = ?session.info.version, keep_alive = session.info.keep_alive, session_present, "connected");

@@ -187,6 +187,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         }
     }
 
+    /// The client spoke (or was just let in): it has 1.5 × its keep-alive until it must again.
+    fn renew_keep_alive(&mut self) {
+        self.deadline = self.keep_alive.map(|k| Instant::now() + k);
+    }
+
     /// Tells a v5 client why the connection closes (3.1.1 has no server DISCONNECT).
     async fn close(&mut self, reason: DisconnectReasonCode) -> SessionEnd {
         self.conn.disconnect(reason).await;
@@ -209,7 +214,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             }
             Err(WireError::Closed | WireError::Io(_)) => return Err(SessionEnd::Lost),
         };
-        self.deadline = self.keep_alive.map(|k| Instant::now() + k);
+        self.renew_keep_alive();
         match packet {
             Inbound::Publish(p) => self.on_publish(p).await,
             Inbound::PubRel(id) => self.on_pubrel(id).await,
