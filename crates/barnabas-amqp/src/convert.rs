@@ -174,40 +174,12 @@ pub fn to_record(
     let key = annotation(m, "x-opt-kafka-key")
         .or_else(|| annotation(m, "x-opt-partition-key"))
         .and_then(value_bytes);
-    let partition = match (partition, annotation(m, "x-opt-kafka-partition")) {
-        (Some(p), _) => Some(p),
-        (None, None) => None,
-        (None, Some(v)) => Some(
-            value_bytes(v)
-                .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<i32>().ok())
-                .ok_or_else(|| {
-                    BadMessage(format!(
-                        "x-opt-kafka-partition {v:?} is not a partition number"
-                    ))
-                })?,
-        ),
-    };
-    let mut headers = Vec::new();
-    if let Some(props) = &m.properties {
-        if let Some(id) = &props.message_id {
-            headers.push(Header::new(MESSAGE_ID, message_id_bytes(id)));
-        }
-        if let Some(id) = &props.correlation_id {
-            headers.push(Header::new(CORRELATION_ID, message_id_bytes(id)));
-        }
-        if let Some(ct) = &props.content_type {
-            headers.push(Header::new(CONTENT_TYPE, ct.as_str().to_owned()));
-        }
-        if let Some(s) = &props.subject {
-            headers.push(Header::new(SUBJECT, s.clone()));
-        }
-        if let Some(r) = &props.reply_to {
-            headers.push(Header::new(REPLY_TO, r.clone()));
-        }
-        if let Some(t) = &props.to {
-            headers.push(Header::new(TO, t.clone()));
-        }
-    }
+    let partition = record_partition(m, partition)?;
+    let mut headers = m
+        .properties
+        .as_ref()
+        .map(property_headers)
+        .unwrap_or_default();
     if let Some(ap) = &m.application_properties {
         // `barnabas.*` headers are the gateway's (interface §4): a client's never shadows them.
         let own =
@@ -230,8 +202,76 @@ pub fn to_record(
     })
 }
 
+/// The partition a message goes to: the address's, else its `x-opt-kafka-partition`
+/// annotation (which must be a number), else none (the producer's partitioner picks).
+fn record_partition(
+    m: &Message<Body<Value>>,
+    partition: Option<i32>,
+) -> Result<Option<i32>, BadMessage> {
+    if partition.is_some() {
+        return Ok(partition);
+    }
+    let Some(v) = annotation(m, "x-opt-kafka-partition") else {
+        return Ok(None);
+    };
+    value_bytes(v)
+        .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<i32>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            BadMessage(format!(
+                "x-opt-kafka-partition {v:?} is not a partition number"
+            ))
+        })
+}
+
+/// The `amqp.*` headers keeping a message's standard properties, for [`to_message`] to give
+/// back as properties.
+fn property_headers(props: &Properties) -> Vec<Header> {
+    let mut headers = Vec::new();
+    if let Some(id) = &props.message_id {
+        headers.push(Header::new(MESSAGE_ID, message_id_bytes(id)));
+    }
+    if let Some(id) = &props.correlation_id {
+        headers.push(Header::new(CORRELATION_ID, message_id_bytes(id)));
+    }
+    if let Some(ct) = &props.content_type {
+        headers.push(Header::new(CONTENT_TYPE, ct.as_str().to_owned()));
+    }
+    if let Some(s) = &props.subject {
+        headers.push(Header::new(SUBJECT, s.clone()));
+    }
+    if let Some(r) = &props.reply_to {
+        headers.push(Header::new(REPLY_TO, r.clone()));
+    }
+    if let Some(t) = &props.to {
+        headers.push(Header::new(TO, t.clone()));
+    }
+    headers
+}
+
 /// The message delivering a record to a receiver link.
 pub fn to_message(r: &ConsumedRecord) -> Message<Data> {
+    let (props, app) = header_properties(&r.headers);
+    let builder = Message::builder().message_annotations(record_annotations(r));
+    let builder = if r.headers.is_empty() {
+        builder
+    } else {
+        builder.application_properties(app)
+    };
+    let builder = match props {
+        Some(props) => builder.properties(props),
+        None => builder,
+    };
+    builder
+        .data(Binary::from(
+            r.value.as_ref().map(|v| v.to_vec()).unwrap_or_default(),
+        ))
+        .build()
+}
+
+/// The annotations saying where a record lives, in Kafka's terms and in Event Hubs' (whose
+/// offset and sequence number are both the Kafka offset), with its timestamp and key.
+fn record_annotations(r: &ConsumedRecord) -> MessageAnnotations {
     let key_value = |k: &Bytes| match std::str::from_utf8(k) {
         Ok(s) => Value::String(s.to_owned()),
         Err(_) => Value::Binary(Binary::from(k.to_vec())),
@@ -252,10 +292,17 @@ pub fn to_message(r: &ConsumedRecord) -> Message<Data> {
             .insert("x-opt-kafka-key", key_value(k))
             .insert("x-opt-partition-key", key_value(k));
     }
+    ma.build()
+}
+
+/// A record's headers as message properties: the `amqp.*` ones [`property_headers`] made
+/// back into the standard properties (`None` when there are none), the others application
+/// properties.
+fn header_properties(headers: &[Header]) -> (Option<Properties>, ApplicationProperties) {
     let mut props = Properties::builder();
     let mut app = ApplicationProperties::builder();
     let mut has_props = false;
-    for h in &r.headers {
+    for h in headers {
         let text = h
             .value
             .as_ref()
@@ -279,20 +326,5 @@ pub fn to_message(r: &ConsumedRecord) -> Message<Data> {
         }
         has_props = true;
     }
-    let builder = Message::builder().message_annotations(ma.build());
-    let builder = if r.headers.is_empty() {
-        builder
-    } else {
-        builder.application_properties(app.build())
-    };
-    let builder = if has_props {
-        builder.properties(props.build())
-    } else {
-        builder
-    };
-    builder
-        .data(Binary::from(
-            r.value.as_ref().map(|v| v.to_vec()).unwrap_or_default(),
-        ))
-        .build()
+    (has_props.then(|| props.build()), app.build())
 }

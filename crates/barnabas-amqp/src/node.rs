@@ -11,7 +11,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use barnabas_core::{Credentials, Principal};
+use barnabas_core::{Credentials, Principal, TopicMetadata};
 use fe2o3_amqp::{
     types::{
         messaging::{ApplicationProperties, Body, Message, Properties},
@@ -26,6 +26,14 @@ use crate::AmqpContext;
 
 /// How long a request waits for its session's answer link to be attached.
 const ANSWER_LINK_WAIT: Duration = Duration::from_secs(5);
+
+/// A node's answer to a request: its `status-code`, `status-description` and body.
+type NodeAnswer = (i32, String, Value);
+
+/// An answer without a body, for a request that failed: its status code and why.
+fn failed(code: i32, description: impl Into<String>) -> NodeAnswer {
+    (code, description.into(), Value::Null)
+}
 
 /// A request/response node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -235,20 +243,12 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// Answers a `$cbs` request: `put-token` is `202 Accepted` when auth is off (any token) or
 /// the token proves a user ([`token_principal`]), `401` otherwise.
-async fn put_token(ctx: &AmqpContext, message: &Message<Body<Value>>) -> (i32, String, Value) {
+async fn put_token(ctx: &AmqpContext, message: &Message<Body<Value>>) -> NodeAnswer {
     if property(message, "operation") != Some("put-token") {
-        return (
-            400,
-            "the $cbs node answers operation put-token only".into(),
-            Value::Null,
-        );
+        return failed(400, "the $cbs node answers operation put-token only");
     }
     let Some(token) = body_text(message) else {
-        return (
-            400,
-            "put-token needs the token as a string body".into(),
-            Value::Null,
-        );
+        return failed(400, "put-token needs the token as a string body");
     };
     if !ctx.auth.checks_credentials() {
         return (202, "Accepted".into(), Value::Null);
@@ -260,113 +260,117 @@ async fn put_token(ctx: &AmqpContext, message: &Message<Body<Value>>) -> (i32, S
         }
         None => {
             tracing::info!("CBS token refused");
-            (
-                401,
-                "the token is not a bearer token of the users file".into(),
-                Value::Null,
-            )
+            failed(401, "the token is not a bearer token of the users file")
         }
     }
 }
 
 /// Answers a `$management` request: `READ` of `com.microsoft:eventhub` (partition ids) or
-/// `com.microsoft:partition` (sequence numbers and offsets from the watermarks).
+/// `com.microsoft:partition` (sequence numbers and offsets from the watermarks), for a topic
+/// the principal may read.
 async fn management(
     ctx: &AmqpContext,
     principal: &Principal,
     message: &Message<Body<Value>>,
-) -> (i32, String, Value) {
+) -> NodeAnswer {
     if property(message, "operation") != Some("READ") {
-        return (
-            400,
-            "the $management node answers operation READ only".into(),
-            Value::Null,
-        );
+        return failed(400, "the $management node answers operation READ only");
     }
     let Some(name) = property(message, "name") else {
-        return (400, "READ needs a name".into(), Value::Null);
+        return failed(400, "READ needs a name");
     };
     if barnabas_core::validate_topic_name(name).is_err() {
-        return (400, format!("'{name}' is not a topic name"), Value::Null);
+        return failed(400, format!("'{name}' is not a topic name"));
     }
     if !ctx
         .auth
         .allows(principal, barnabas_core::Access::Read(name))
     {
-        return (
+        return failed(
             401,
             format!("principal '{}' may not describe '{name}'", principal.name),
-            Value::Null,
         );
     }
     let md = match ctx.admin.topic_metadata(name).await {
         Ok(md) => md,
         Err(barnabas_core::Error::UnknownTopic(_)) => {
-            return (404, format!("topic '{name}' does not exist"), Value::Null)
+            return failed(404, format!("topic '{name}' does not exist"))
         }
-        Err(e) => return (500, e.to_string(), Value::Null),
+        Err(e) => return failed(500, e.to_string()),
     };
-    let mut map = OrderedMap::new();
-    map.insert(Value::from("name"), Value::from(name));
     match property(message, "type") {
-        Some("com.microsoft:eventhub") => {
-            let ids: Vec<Value> = md
-                .partitions
-                .iter()
-                .map(|p| Value::String(p.partition.to_string()))
-                .collect();
-            // Kafka does not keep a topic's creation time.
-            map.insert(
-                Value::from("created_at"),
-                Value::Timestamp(Timestamp::from_milliseconds(0)),
-            );
-            map.insert(
-                Value::from("partition_count"),
-                Value::Int(i32::try_from(ids.len()).unwrap_or(i32::MAX)),
-            );
-            map.insert(Value::from("partition_ids"), Value::List(ids));
-            (200, "OK".into(), Value::Map(map))
-        }
-        Some("com.microsoft:partition") => {
-            let Some(partition) = property(message, "partition").and_then(|p| p.parse::<i32>().ok())
-            else {
-                return (400, "READ of a partition needs its number".into(), Value::Null);
-            };
-            if !md.partitions.iter().any(|p| p.partition == partition) {
-                return (
-                    404,
-                    format!("topic '{name}' has no partition {partition}"),
-                    Value::Null,
-                );
-            }
-            let w = match ctx.admin.watermarks(name, partition).await {
-                Ok(w) => w,
-                Err(e) => return (500, e.to_string(), Value::Null),
-            };
-            let last = w.high.checked_sub(1).unwrap_or(-1).max(-1);
-            let empty = w.high <= w.low;
-            map.insert(Value::from("partition"), Value::from(partition.to_string()));
-            map.insert(Value::from("begin_sequence_number"), Value::Long(w.low));
-            map.insert(
-                Value::from("last_enqueued_sequence_number"),
-                Value::Long(if empty { w.low.saturating_sub(1) } else { last }),
-            );
-            map.insert(
-                Value::from("last_enqueued_offset"),
-                Value::from(if empty { "-1".to_owned() } else { last.to_string() }),
-            );
-            // Not tracked: reading the last record's timestamp would cost a fetch.
-            map.insert(
-                Value::from("last_enqueued_time_utc"),
-                Value::Timestamp(Timestamp::from_milliseconds(0)),
-            );
-            map.insert(Value::from("is_partition_empty"), Value::Bool(empty));
-            (200, "OK".into(), Value::Map(map))
-        }
-        other => (
+        Some("com.microsoft:eventhub") => eventhub_properties(name, &md),
+        Some("com.microsoft:partition") => partition_properties(ctx, name, &md, message).await,
+        other => failed(
             400,
             format!("READ of type {other:?} is not supported (com.microsoft:eventhub or com.microsoft:partition)"),
-            Value::Null,
         ),
     }
+}
+
+/// The `com.microsoft:eventhub` properties of topic `name`: its partition ids.
+fn eventhub_properties(name: &str, md: &TopicMetadata) -> NodeAnswer {
+    let ids: Vec<Value> = md
+        .partitions
+        .iter()
+        .map(|p| Value::String(p.partition.to_string()))
+        .collect();
+    let mut map = OrderedMap::new();
+    map.insert(Value::from("name"), Value::from(name));
+    // Kafka does not keep a topic's creation time.
+    map.insert(
+        Value::from("created_at"),
+        Value::Timestamp(Timestamp::from_milliseconds(0)),
+    );
+    map.insert(
+        Value::from("partition_count"),
+        Value::Int(i32::try_from(ids.len()).unwrap_or(i32::MAX)),
+    );
+    map.insert(Value::from("partition_ids"), Value::List(ids));
+    (200, "OK".into(), Value::Map(map))
+}
+
+/// The `com.microsoft:partition` properties of the partition of topic `name` the request
+/// names, from its watermarks (a Kafka offset serves as both sequence number and offset).
+async fn partition_properties(
+    ctx: &AmqpContext,
+    name: &str,
+    md: &TopicMetadata,
+    message: &Message<Body<Value>>,
+) -> NodeAnswer {
+    let Some(partition) = property(message, "partition").and_then(|p| p.parse::<i32>().ok()) else {
+        return failed(400, "READ of a partition needs its number");
+    };
+    if !md.partitions.iter().any(|p| p.partition == partition) {
+        return failed(404, format!("topic '{name}' has no partition {partition}"));
+    }
+    let w = match ctx.admin.watermarks(name, partition).await {
+        Ok(w) => w,
+        Err(e) => return failed(500, e.to_string()),
+    };
+    let last = w.high.checked_sub(1).unwrap_or(-1).max(-1);
+    let empty = w.high <= w.low;
+    let mut map = OrderedMap::new();
+    map.insert(Value::from("name"), Value::from(name));
+    map.insert(Value::from("partition"), Value::from(partition.to_string()));
+    map.insert(Value::from("begin_sequence_number"), Value::Long(w.low));
+    map.insert(
+        Value::from("last_enqueued_sequence_number"),
+        Value::Long(if empty { w.low.saturating_sub(1) } else { last }),
+    );
+    map.insert(
+        Value::from("last_enqueued_offset"),
+        Value::from(if empty {
+            "-1".to_owned()
+        } else {
+            last.to_string()
+        }),
+    );
+    // Not tracked: reading the last record's timestamp would cost a fetch.
+    map.insert(
+        Value::from("last_enqueued_time_utc"),
+        Value::Timestamp(Timestamp::from_milliseconds(0)),
+    );
+    map.insert(Value::from("is_partition_empty"), Value::Bool(empty));
+    (200, "OK".into(), Value::Map(map))
 }

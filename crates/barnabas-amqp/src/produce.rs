@@ -6,11 +6,16 @@
 //! (the link credit we grant by hand, see [`Credit`]), so a slow Kafka slows the sender
 //! instead of filling memory.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, ops::ControlFlow, sync::Arc, time::Duration};
 
-use barnabas_core::{Delivered, Error, ErrorKind, OrderedWindow, Principal, MAX_INFLIGHT_BYTES};
+use barnabas_core::{
+    Delivered, Error, ErrorKind, OrderedWindow, Principal, Record, MAX_INFLIGHT_BYTES,
+};
 use fe2o3_amqp::{
-    link::{delivery::DeliveryInfo, RecvError},
+    link::{
+        delivery::{Delivery, DeliveryInfo},
+        RecvError,
+    },
     types::{
         definitions::{self, AmqpError, LinkError},
         messaging::Body,
@@ -54,6 +59,16 @@ impl Credit {
             cap,
             size: largest.max(1),
         }
+    }
+
+    /// A new link's credit. A rate-limited connection gets at most one second's worth of
+    /// credit per link.
+    fn for_link(settings: &crate::AmqpSettings) -> Self {
+        let cap = match settings.publish_rate {
+            0 => MAX_IN_FLIGHT,
+            per_second => per_second.clamp(1, MAX_IN_FLIGHT),
+        };
+        Self::new(cap, settings.max_message_bytes)
     }
 
     /// A transfer of `bytes` arrived.
@@ -122,88 +137,159 @@ pub async fn run(
     rate: SharedRate,
     shutdown: CancellationToken,
 ) {
-    let mut inflight: OrderedWindow<Answer> = OrderedWindow::default();
-    // A rate-limited connection gets at most one second's worth of credit per link.
-    let cap = match ctx.settings.publish_rate {
-        0 => MAX_IN_FLIGHT,
-        per_second => per_second.clamp(1, MAX_IN_FLIGHT),
-    };
-    let mut credit = Credit::new(cap, ctx.settings.max_message_bytes);
     receiver.set_credit_mode(fe2o3_amqp::link::CreditMode::Manual);
-    loop {
-        if let Some(grant) = credit.top_up(receiver.credit(), inflight.len(), inflight.bytes()) {
-            if let Err(e) = receiver.set_credit(grant).await {
-                tracing::debug!(error = ?e, "could not grant the link credit");
+    let mut link = ProducerLink {
+        receiver,
+        inflight: OrderedWindow::default(),
+        credit: Credit::for_link(&ctx.settings),
+        rate,
+        to,
+        principal,
+        ctx,
+        shutdown,
+    };
+    link.run().await;
+    link.close().await;
+}
+
+/// A sender link: takes transfers in within the credit it grants, and answers them in order
+/// as Kafka acknowledges their records.
+struct ProducerLink {
+    receiver: Receiver,
+    /// Transfers waiting for Kafka, answered in the order they came in.
+    inflight: OrderedWindow<Answer>,
+    credit: Credit,
+    /// The connection's publish-rate budget.
+    rate: SharedRate,
+    /// Where the records go, and as whom they are written.
+    to: ProduceTo,
+    principal: Principal,
+    ctx: Arc<AmqpContext>,
+    shutdown: CancellationToken,
+}
+
+impl ProducerLink {
+    /// Takes transfers in and answers them until the client detaches, the link fails or
+    /// the gateway stops.
+    async fn run(&mut self) {
+        loop {
+            if self.grant_credit().await.is_break() {
+                break;
+            }
+            let step = tokio::select! {
+                _ = self.shutdown.cancelled() => ControlFlow::Break(()),
+                Some((info, result)) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    settle(&self.receiver, &self.ctx, info, result).await
+                }
+                received = self.receiver.recv::<Body<Value>>() => self.on_received(received).await,
+            };
+            if step.is_break() {
                 break;
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some((info, result)) = inflight.next(), if !inflight.is_empty() => {
-                if settle(&receiver, &ctx, info, result).await.is_err() {
-                    break;
-                }
-            }
-            received = receiver.recv::<Body<Value>>() => {
-                match received {
-                    Ok(delivery) => {
-                        // Over `limits.publish_rate`: hold this transfer (and so its
-                        // settlement and the credit topped up after it) until its token is
-                        // there.
-                        let wait = wait_for_token(&rate);
-                        if !wait.is_zero() {
-                            ctx.metrics.throttled.inc();
-                            tokio::time::sleep(wait).await;
-                        }
-                        let info = DeliveryInfo::from(&delivery);
-                        let format = *delivery.message_format();
-                        let (bytes, write) = produce(&ctx, &to, &principal, delivery.message(), format, info);
-                        inflight.push(bytes, write);
-                        credit.received(bytes);
-                    }
-                    Err(RecvError::MessageDecode(e)) => {
-                        credit.received(0);
-                        let err = definitions::Error::new(AmqpError::DecodeError, Some(e.source.to_string()), None);
-                        let _ = receiver.reject(e.info, err).await;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = ?e, "producer link ended");
-                        break;
-                    }
-                }
+    }
+
+    /// Tops the client's credit up when [`Credit::top_up`] says it is worth a flow frame;
+    /// breaks when it cannot be granted (the link is gone).
+    async fn grant_credit(&mut self) -> ControlFlow<()> {
+        let held = self.receiver.credit();
+        let grant = self
+            .credit
+            .top_up(held, self.inflight.len(), self.inflight.bytes());
+        if let Some(grant) = grant {
+            if let Err(e) = self.receiver.set_credit(grant).await {
+                tracing::debug!(error = ?e, "could not grant the link credit");
+                return ControlFlow::Break(());
             }
         }
+        ControlFlow::Continue(())
     }
-    // What was received is answered before the link goes: those writes were accepted.
-    while let Some((info, result)) = inflight.next().await {
-        let _ = settle(&receiver, &ctx, info, result).await;
+
+    /// A transfer arrived: its write joins the window, or it is rejected with
+    /// `amqp:decode-error` when it does not decode; breaks on any other receive error (the
+    /// link ended).
+    async fn on_received(
+        &mut self,
+        received: Result<Delivery<Body<Value>>, RecvError>,
+    ) -> ControlFlow<()> {
+        match received {
+            Ok(delivery) => self.take_in(delivery).await,
+            Err(RecvError::MessageDecode(e)) => {
+                self.credit.received(0);
+                let err = rejection(AmqpError::DecodeError, e.source.to_string());
+                let _ = self.receiver.reject(e.info, err).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = ?e, "producer link ended");
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
     }
-    if shutdown.is_cancelled() {
-        // Transfers already on their way when the stop began are answered `released` (not
-        // written; the client may send them again elsewhere) instead of left without an
-        // outcome when the link closes. Drained, not set to credit 0: transfers the client sent
-        // within the credit it had stay valid (at credit 0 fe2o3-amqp refuses them as over the
-        // limit and ends the link), and the credit is manual: releasing them grants none.
-        let _ = receiver.drain().await;
+
+    /// Starts writing a transfer's records, once the publish rate lets it in.
+    async fn take_in(&mut self, delivery: Delivery<Body<Value>>) {
+        // Over `limits.publish_rate`: hold this transfer (and so its settlement and the
+        // credit topped up after it) until its token is there.
+        let wait = wait_for_token(&self.rate);
+        if !wait.is_zero() {
+            self.ctx.metrics.throttled.inc();
+            tokio::time::sleep(wait).await;
+        }
+        let info = DeliveryInfo::from(&delivery);
+        let format = *delivery.message_format();
+        let (bytes, write) = produce(
+            &self.ctx,
+            &self.to,
+            &self.principal,
+            delivery.message(),
+            format,
+            info,
+        );
+        self.inflight.push(bytes, write);
+        self.credit.received(bytes);
+    }
+
+    /// Answers what is in flight and closes the link.
+    async fn close(mut self) {
+        // What was received is answered before the link goes: those writes were accepted.
+        while let Some((info, result)) = self.inflight.next().await {
+            let _ = settle(&self.receiver, &self.ctx, info, result).await;
+        }
+        if self.shutdown.is_cancelled() {
+            self.release_arriving().await;
+        }
+        self.ctx
+            .metrics
+            .links
+            .get_or_create(&crate::DirectionLabel::produce())
+            .dec();
+        let _ = tokio::time::timeout(crate::CLOSE_WAIT, self.receiver.close()).await;
+    }
+
+    /// Transfers already on their way when the stop began are answered `released` (not
+    /// written; the client may send them again elsewhere) instead of left without an outcome
+    /// when the link closes. Drained, not set to credit 0: transfers the client sent within
+    /// the credit it had stay valid (at credit 0 fe2o3-amqp refuses them as over the limit
+    /// and ends the link), and the credit is manual: releasing them grants none.
+    async fn release_arriving(&mut self) {
+        let _ = self.receiver.drain().await;
         while let Ok(Ok(delivery)) =
-            tokio::time::timeout(RELEASE_WAIT, receiver.recv::<Body<Value>>()).await
+            tokio::time::timeout(RELEASE_WAIT, self.receiver.recv::<Body<Value>>()).await
         {
-            let _ = receiver.release(&delivery).await;
+            let _ = self.receiver.release(&delivery).await;
         }
     }
-    ctx.metrics
-        .links
-        .get_or_create(&crate::DirectionLabel::produce())
-        .dec();
-    let _ = tokio::time::timeout(crate::CLOSE_WAIT, receiver.close()).await;
 }
 
+/// Sends a transfer's disposition: `accepted`, or `rejected` with its condition (counted);
+/// breaks when it cannot be sent (the link is gone).
 async fn settle(
     receiver: &Receiver,
     ctx: &AmqpContext,
     info: DeliveryInfo,
     result: Result<Delivered, definitions::Error>,
-) -> Result<(), ()> {
+) -> ControlFlow<()> {
     let sent = match result {
         Ok(_) => receiver.accept(info).await,
         Err(condition) => {
@@ -211,7 +297,18 @@ async fn settle(
             receiver.reject(info, condition).await
         }
     };
-    sent.map_err(|e| tracing::debug!(error = ?e, "disposition not sent"))
+    match sent {
+        Ok(_) => ControlFlow::Continue(()),
+        Err(e) => {
+            tracing::debug!(error = ?e, "disposition not sent");
+            ControlFlow::Break(())
+        }
+    }
+}
+
+/// A `rejected` outcome's error: `condition`, and why.
+fn rejection(condition: impl Into<definitions::ErrorCondition>, why: String) -> definitions::Error {
+    definitions::Error::new(condition, Some(why), None)
 }
 
 /// A transfer's records and their write: the payload bytes it holds, and the future that
@@ -232,61 +329,49 @@ fn produce(
     let ctx = ctx.clone();
     let principal = principal.clone();
     let write = async move {
-        let records = match records {
-            Ok(r) => r,
-            Err(convert::BadMessage(why)) => {
-                return (
-                    info,
-                    Err(definitions::Error::new(
-                        AmqpError::DecodeError,
-                        Some(why),
-                        None,
-                    )),
-                )
-            }
-        };
-        if let Some(record) = records
-            .iter()
-            .find(|r| r.payload_size() > ctx.settings.max_message_bytes)
-        {
-            let why = format!(
-                "message of {} bytes is above the limit of {} bytes",
-                record.payload_size(),
-                ctx.settings.max_message_bytes
-            );
-            return (
-                info,
-                Err(definitions::Error::new(
-                    LinkError::MessageSizeExceeded,
-                    Some(why),
-                    None,
-                )),
-            );
-        }
-        let results = ctx.publisher.publish_as(&principal, records).await;
-        // The transfer is accepted when every record of it was written; else the first
-        // failure is its outcome.
-        let (mut first_error, mut last_written) = (None, None);
-        for result in results {
-            match result {
-                Ok(d) => last_written = Some(d),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        let outcome = match (first_error, last_written) {
-            (Some(e), _) => Err(condition_for(&e)),
-            (None, Some(d)) => Ok(d),
-            (None, None) => Err(definitions::Error::new(
-                AmqpError::DecodeError,
-                Some("the batch holds no message".into()),
-                None,
-            )),
+        let outcome = match records {
+            Ok(records) => write(&ctx, &principal, records).await,
+            Err(convert::BadMessage(why)) => Err(rejection(AmqpError::DecodeError, why)),
         };
         (info, outcome)
     };
     (bytes, write)
+}
+
+/// Writes a transfer's records, unless one is above `limits.max_message_bytes`
+/// (`amqp:link:message-size-exceeded`, nothing written). The transfer is accepted when every
+/// record of it was written; else the first failure is its outcome.
+async fn write(
+    ctx: &AmqpContext,
+    principal: &Principal,
+    records: Vec<Record>,
+) -> Result<Delivered, definitions::Error> {
+    let limit = ctx.settings.max_message_bytes;
+    if let Some(record) = records.iter().find(|r| r.payload_size() > limit) {
+        let why = format!(
+            "message of {} bytes is above the limit of {limit} bytes",
+            record.payload_size(),
+        );
+        return Err(rejection(LinkError::MessageSizeExceeded, why));
+    }
+    let results = ctx.publisher.publish_as(principal, records).await;
+    let (mut first_error, mut last_written) = (None, None);
+    for result in results {
+        match result {
+            Ok(d) => last_written = Some(d),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match (first_error, last_written) {
+        (Some(e), _) => Err(condition_for(&e)),
+        (None, Some(d)) => Ok(d),
+        (None, None) => Err(rejection(
+            AmqpError::DecodeError,
+            "the batch holds no message".into(),
+        )),
+    }
 }
 
 #[cfg(test)]
