@@ -8,29 +8,32 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, OnceLock},
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, OnceLock,
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, Context, Result};
-use barnabas_core::Record;
+use barnabas_core::{Backend, Record};
 use fe2o3_amqp::{
-    sasl_profile::SaslProfile,
     types::{
         messaging::{Body, Message, Outcome},
         primitives::{Binary, Value},
     },
-    Connection, Receiver, Sender, Session,
+    Receiver, Sender,
 };
 use hdrhistogram::Histogram;
 use rdkafka::{
     consumer::{Consumer, StreamConsumer},
     ClientConfig, Message as _, Offset, TopicPartitionList,
 };
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::task::JoinHandle;
 
-use crate::{results::Latency, Target};
+use crate::{amqp::AmqpSession, results::Latency, Target};
 
 /// Marks warm-up messages (sent until a receiver sees one; not measured).
 const WARM_UP: u64 = u64::MAX;
@@ -84,13 +87,13 @@ type Received = Arc<Mutex<Histogram<u64>>>;
 
 /// Keeps sending warm-up messages with `send` until `received` holds one, so a receiver's
 /// start position is settled before timing starts.
-async fn warm_up<F, Fut>(seen: &Arc<std::sync::atomic::AtomicBool>, mut send: F) -> Result<()>
+async fn warm_up<F, Fut>(seen: &Arc<AtomicBool>, mut send: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
     let started = Instant::now();
-    while !seen.load(std::sync::atomic::Ordering::SeqCst) {
+    while !seen.load(Ordering::SeqCst) {
         if started.elapsed() > Duration::from_secs(60) {
             return Err(anyhow!("receiver saw nothing in 60 s of warm-up"));
         }
@@ -101,10 +104,10 @@ where
 }
 
 /// Records a received payload: warm-ups raise `seen`, the rest go into the histogram.
-fn on_received(payload: &[u8], seen: &std::sync::atomic::AtomicBool, hist: &Received) -> bool {
+fn on_received(payload: &[u8], seen: &AtomicBool, hist: &Received) -> bool {
     match age(payload) {
         Some((_, WARM_UP)) => {
-            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            seen.store(true, Ordering::SeqCst);
             false
         }
         Some((d, _)) => {
@@ -117,6 +120,13 @@ fn on_received(payload: &[u8], seen: &std::sync::atomic::AtomicBool, hist: &Rece
     }
 }
 
+/// The (ack, receive) latencies of one pass; the receive histogram is empty in a pass
+/// without a receiver.
+type Pass = (Histogram<u64>, Histogram<u64>);
+
+/// The protocols, in the order `e2e-latency` measures them.
+const PROTOCOLS: [&str; 4] = ["direct", "mqtt-qos1", "amqp", "http"];
+
 /// Runs every protocol at `rate` msgs/s for `count` messages each, twice: once with no
 /// receiver (the `ack` rows), once with one (the `receive` rows). The passes are apart
 /// because a consumer fetching from a partition slows produces to it on the embedded broker
@@ -124,26 +134,9 @@ fn on_received(payload: &[u8], seen: &std::sync::atomic::AtomicBool, hist: &Rece
 pub async fn run(t: &Target, rate: u64, count: usize, size: usize) -> Result<Vec<Latency>> {
     let mut rows = Vec::new();
     let mut direct_p99 = None;
-    for protocol in ["direct", "mqtt-qos1", "amqp", "http"] {
+    for protocol in PROTOCOLS {
         if protocol == "mqtt-qos1" {
-            // The broker under mixed load: the direct producer at the same rate while three
-            // consumer groups (subscribed, so their coordinator is busy too) fetch the topic.
-            eprintln!("  e2e-latency: direct ack with {MIXED_GROUPS} groups fetching");
-            let pass = direct(t, rate, count, size, MIXED_GROUPS);
-            let pass = tokio::time::timeout(pass_limit(rate, count), pass)
-                .await
-                .unwrap_or_else(|_| Err(anyhow!("did not finish in time (acks stalled)")));
-            match pass {
-                Ok((ack, recv)) => {
-                    let kind = format!("ack, {MIXED_GROUPS} groups fetching");
-                    rows.push(row("direct", &kind, rate, &ack, None));
-                    let kind = format!("receive, {MIXED_GROUPS} groups");
-                    rows.push(row("direct", &kind, rate, &recv, None));
-                }
-                Err(e) => {
-                    eprintln!("  e2e-latency: direct with {MIXED_GROUPS} groups failed: {e:#}")
-                }
-            }
+            rows.extend(mixed_load(t, rate, count, size).await);
         }
         for receive in [false, true] {
             if protocol == "http" && receive {
@@ -153,21 +146,9 @@ pub async fn run(t: &Target, rate: u64, count: usize, size: usize) -> Result<Vec
                 "  e2e-latency: {protocol} {}",
                 if receive { "receive" } else { "ack" }
             );
-            let pass = async {
-                match protocol {
-                    "direct" => direct(t, rate, count, size, usize::from(receive)).await,
-                    "mqtt-qos1" => mqtt(t, rate, count, size, receive).await,
-                    "amqp" => amqp(t, rate, count, size, receive).await,
-                    _ => http(t, rate, count, size)
-                        .await
-                        .and_then(|h| Ok((h, histogram()?))),
-                }
-            };
-            let pass = tokio::time::timeout(pass_limit(rate, count), pass)
-                .await
-                .unwrap_or_else(|_| Err(anyhow!("did not finish in time (acks stalled)")));
+            let pass = pass(t, protocol, rate, count, size, receive);
             // A pass that cannot finish is reported and left out; the others still run.
-            let (ack, recv) = match pass {
+            let (ack, recv) = match within_limit(rate, count, pass).await {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("  e2e-latency: {protocol} pass failed: {e:#}");
@@ -190,6 +171,59 @@ pub async fn run(t: &Target, rate: u64, count: usize, size: usize) -> Result<Vec
         }
     }
     Ok(rows)
+}
+
+/// The broker under mixed load: the direct producer at the same rate while
+/// [`MIXED_GROUPS`] consumer groups (subscribed, so their coordinator is busy too) fetch the
+/// topic. Its two rows, or none when the pass fails (which is reported).
+async fn mixed_load(t: &Target, rate: u64, count: usize, size: usize) -> Vec<Latency> {
+    eprintln!("  e2e-latency: direct ack with {MIXED_GROUPS} groups fetching");
+    let pass = direct(t, rate, count, size, MIXED_GROUPS);
+    match within_limit(rate, count, pass).await {
+        Ok((ack, recv)) => {
+            let ack_kind = format!("ack, {MIXED_GROUPS} groups fetching");
+            let recv_kind = format!("receive, {MIXED_GROUPS} groups");
+            vec![
+                row("direct", &ack_kind, rate, &ack, None),
+                row("direct", &recv_kind, rate, &recv, None),
+            ]
+        }
+        Err(e) => {
+            eprintln!("  e2e-latency: direct with {MIXED_GROUPS} groups failed: {e:#}");
+            Vec::new()
+        }
+    }
+}
+
+/// One pass of `protocol`, with a receiver of the same protocol or without (HTTP has
+/// none: its consumers are measured by `http-long-poll`).
+async fn pass(
+    t: &Target,
+    protocol: &str,
+    rate: u64,
+    count: usize,
+    size: usize,
+    receive: bool,
+) -> Result<Pass> {
+    match protocol {
+        "direct" => direct(t, rate, count, size, usize::from(receive)).await,
+        "mqtt-qos1" => mqtt(t, rate, count, size, receive).await,
+        "amqp" => amqp(t, rate, count, size, receive).await,
+        _ => http(t, rate, count, size)
+            .await
+            .and_then(|h| Ok((h, histogram()?))),
+    }
+}
+
+/// `pass`, failed when it runs past [`pass_limit`].
+async fn within_limit(
+    rate: u64,
+    count: usize,
+    pass: impl Future<Output = Result<Pass>>,
+) -> Result<Pass> {
+    tokio::time::timeout(pass_limit(rate, count), pass)
+        .await
+        .unwrap_or_else(|_| Err(anyhow!("did not finish in time (acks stalled)")))
 }
 
 fn ms(us: u64) -> f64 {
@@ -236,6 +270,22 @@ async fn collect(sends: Vec<JoinHandle<Option<Duration>>>) -> Result<Histogram<u
     Ok(h)
 }
 
+/// Sends `count` messages paced at `rate` msgs/s: `send(i)` starts message `i` and returns
+/// the task that yields its latency (`None`: it failed). Returns those latencies.
+async fn paced(
+    rate: u64,
+    count: usize,
+    mut send: impl AsyncFnMut(u64) -> Result<JoinHandle<Option<Duration>>>,
+) -> Result<Histogram<u64>> {
+    let start = Instant::now();
+    let mut sends = Vec::with_capacity(count);
+    for i in 0..count {
+        pace(start, i, rate).await;
+        sends.push(send(i as u64).await?);
+    }
+    collect(sends).await
+}
+
 /// Waits until `hist` holds `want` samples or [`DRAIN`] passes, then returns it.
 async fn drained(hist: &Received, want: usize) -> Result<Histogram<u64>> {
     let deadline = Instant::now() + DRAIN;
@@ -269,8 +319,8 @@ async fn receiver_result(
 
 /// A name no other pass of this run uses (client ids, topics, groups).
 fn unique(prefix: &str) -> String {
-    static PASS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = PASS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    static PASS: AtomicU64 = AtomicU64::new(0);
+    let n = PASS.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{}-{n}", std::process::id())
 }
 
@@ -286,14 +336,7 @@ const MIXED_GROUPS: usize = 3;
 
 /// The direct producer's pass: `groups` = 0 (ack only), 1 (one consumer assigned the
 /// partitions) or more (that many consumer groups subscribed, each receiving every record).
-async fn direct(
-    t: &Target,
-    rate: u64,
-    count: usize,
-    size: usize,
-    groups: usize,
-) -> Result<(Histogram<u64>, Histogram<u64>)> {
-    let receive = groups > 0;
+async fn direct(t: &Target, rate: u64, count: usize, size: usize, groups: usize) -> Result<Pass> {
     let kafka = barnabas_kafka::connect(&barnabas_kafka::KafkaConfig {
         bootstrap_servers: t.kafka.clone(),
         ..barnabas_kafka::KafkaConfig::default()
@@ -310,54 +353,10 @@ async fn direct(
         }
     };
     publish(WARM_UP).await.map_err(|e| anyhow!("{e}"))?;
-    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = Arc::new(AtomicBool::new(false));
     let received: Received = Arc::new(Mutex::new(histogram()?));
-    let reader = if receive {
-        let md = kafka
-            .admin
-            .topic_metadata(&topic)
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
-        let mut readers = Vec::new();
-        // Groups that have seen a warm-up record (all of them: `seen`).
-        let seen_by = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        for _ in 0..groups {
-            let consumer: StreamConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &t.kafka)
-                .set("group.id", unique("bench-latency"))
-                .set("enable.auto.commit", "false")
-                .set("auto.offset.reset", "latest")
-                .set("fetch.wait.max.ms", "10")
-                .create()
-                .context("Kafka consumer")?;
-            if groups == 1 {
-                let mut tpl = TopicPartitionList::new();
-                for p in &md.partitions {
-                    tpl.add_partition_offset(&topic, p.partition, Offset::End)
-                        .map_err(|e| anyhow!("{e}"))?;
-                }
-                consumer.assign(&tpl).context("assign")?;
-            } else {
-                consumer.subscribe(&[&topic]).context("subscribe")?;
-            }
-            let (seen, seen_by, received) = (seen.clone(), seen_by.clone(), received.clone());
-            readers.push(tokio::spawn(async move {
-                let mine = std::sync::atomic::AtomicBool::new(false);
-                let mut counted = false;
-                while let Ok(m) = consumer.recv().await {
-                    on_received(m.payload().unwrap_or_default(), &mine, &received);
-                    if !counted && mine.load(std::sync::atomic::Ordering::SeqCst) {
-                        counted = true;
-                        let n = seen_by.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                        if n == groups {
-                            seen.store(true, std::sync::atomic::Ordering::SeqCst);
-                        }
-                    }
-                }
-            }));
-        }
-        // One handle for them all: aborting it aborts every reader.
-        let reader = tokio::spawn(abort_all_when_dropped(readers));
+    let reader = if groups > 0 {
+        let reader = direct_readers(t, &kafka, &topic, groups, &seen, &received).await?;
         warm_up(&seen, || async {
             publish(WARM_UP)
                 .await
@@ -369,19 +368,93 @@ async fn direct(
     } else {
         None
     };
-    let start = Instant::now();
-    let mut sends = Vec::with_capacity(count);
-    for i in 0..count {
-        pace(start, i, rate).await;
-        let fut = publish(i as u64);
-        sends.push(tokio::spawn(async move {
+    let ack = paced(rate, count, async |i| {
+        let fut = publish(i);
+        Ok(tokio::spawn(async move {
             let t0 = Instant::now();
             fut.await.ok().map(|_| t0.elapsed())
-        }));
-    }
-    let ack = collect(sends).await?;
+        }))
+    })
+    .await?;
     let recv = receiver_result(&received, count * groups.max(1), reader).await?;
     Ok((ack, recv))
+}
+
+/// `groups` readers of `topic`, each in a consumer group of its own: one assigned the
+/// partitions, or more subscribed (so the group coordinator works too). `seen` rises once
+/// every group has read a warm-up record. Returns one handle for them all: aborting it
+/// aborts every reader.
+async fn direct_readers(
+    t: &Target,
+    kafka: &Backend,
+    topic: &str,
+    groups: usize,
+    seen: &Arc<AtomicBool>,
+    received: &Received,
+) -> Result<JoinHandle<()>> {
+    let md = kafka
+        .admin
+        .topic_metadata(topic)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut readers = Vec::new();
+    // Groups that have seen a warm-up record (all of them: `seen`).
+    let seen_by = Arc::new(AtomicUsize::new(0));
+    for _ in 0..groups {
+        let consumer = latency_consumer(t)?;
+        if groups == 1 {
+            let mut tpl = TopicPartitionList::new();
+            for p in &md.partitions {
+                tpl.add_partition_offset(topic, p.partition, Offset::End)
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
+            consumer.assign(&tpl).context("assign")?;
+        } else {
+            consumer.subscribe(&[topic]).context("subscribe")?;
+        }
+        let (seen, seen_by, received) = (seen.clone(), seen_by.clone(), received.clone());
+        readers.push(tokio::spawn(read_group(
+            consumer, groups, seen, seen_by, received,
+        )));
+    }
+    Ok(tokio::spawn(abort_all_when_dropped(readers)))
+}
+
+/// A Kafka consumer in a group of its own, starting at the latest offset, whose fetches
+/// the broker answers within 10 ms (librdkafka's default wait, 500 ms, would hold records
+/// back and show in every receive latency).
+fn latency_consumer(t: &Target) -> Result<StreamConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &t.kafka)
+        .set("group.id", unique("bench-latency"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .context("Kafka consumer")
+}
+
+/// One group's reader: records each measured record in `received`; the group counts in
+/// `seen_by` at its first warm-up, and the last of the `groups` to do so raises `seen`.
+async fn read_group(
+    consumer: StreamConsumer,
+    groups: usize,
+    seen: Arc<AtomicBool>,
+    seen_by: Arc<AtomicUsize>,
+    received: Received,
+) {
+    let mine = AtomicBool::new(false);
+    let mut counted = false;
+    while let Ok(m) = consumer.recv().await {
+        on_received(m.payload().unwrap_or_default(), &mine, &received);
+        if !counted && mine.load(Ordering::SeqCst) {
+            counted = true;
+            let n = seen_by.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == groups {
+                seen.store(true, Ordering::SeqCst);
+            }
+        }
+    }
 }
 
 /// Never ends; when its task is aborted, so are `readers`.
@@ -399,83 +472,31 @@ async fn abort_all_when_dropped(readers: Vec<JoinHandle<()>>) {
     drop(readers);
 }
 
-async fn mqtt(
-    t: &Target,
-    rate: u64,
-    count: usize,
-    size: usize,
-    receive: bool,
-) -> Result<(Histogram<u64>, Histogram<u64>)> {
+/// Sends not yet acknowledged, oldest first: whether each is measured, and when it was sent.
+type Sent = Arc<Mutex<VecDeque<(bool, Instant)>>>;
+
+/// QoS 1 publishes, timed to their PUBACK, and with `receive` to a QoS 1 subscriber.
+async fn mqtt(t: &Target, rate: u64, count: usize, size: usize, receive: bool) -> Result<Pass> {
     let topic = format!("bench/latency/{}", std::process::id());
-    let options = |id: &str| {
-        let mut o = MqttOptions::new(id, t.mqtt.ip().to_string(), t.mqtt.port());
-        o.set_keep_alive(Duration::from_secs(60));
-        o.set_inflight(u16::MAX);
-        o
-    };
     let no_recv = !receive;
-    let seen = Arc::new(std::sync::atomic::AtomicBool::new(no_recv));
+    let seen = Arc::new(AtomicBool::new(no_recv));
     let received: Received = Arc::new(Mutex::new(histogram()?));
     // The subscriber (none in the ack pass: see `run`).
     let reader = if receive {
-        let (sub, mut sub_loop) = AsyncClient::new(options(&unique("bench-lat-sub")), 1024);
-        // CONNACK may be slow right after heavy load (the default allows 5 s).
-        sub_loop.network_options.set_connection_timeout(30);
-        sub.subscribe(topic.as_str(), QoS::AtLeastOnce)
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
-        loop {
-            match sub_loop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => break,
-                Ok(_) => {}
-                Err(e) => return Err(anyhow!("subscriber: {e:?}")),
-            }
-        }
-        let (seen_by_reader, received) = (seen.clone(), received.clone());
-        Some(tokio::spawn(async move {
-            let _keep = sub;
-            while let Ok(ev) = sub_loop.poll().await {
-                if let Event::Incoming(Packet::Publish(p)) = ev {
-                    on_received(&p.payload, &seen_by_reader, &received);
-                }
-            }
-        }))
+        Some(mqtt_subscriber(t, &topic, &seen, &received).await?)
     } else {
         None
     };
     // The publisher: acks come back in publish order, so each PUBACK is the oldest send.
-    let (publ, mut pub_loop) = AsyncClient::new(options(&unique("bench-lat-pub")), 1024);
-    pub_loop.network_options.set_connection_timeout(30);
-    let sent: Arc<Mutex<VecDeque<(bool, Instant)>>> = Arc::default();
+    let (publ, mut pub_loop) = mqtt_client(t, &unique("bench-lat-pub"));
+    let sent: Sent = Arc::default();
     let acked = Arc::new(Mutex::new(histogram()?));
     // Connected before timing starts.
-    loop {
-        match pub_loop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
-            Ok(_) => {}
-            Err(e) => return Err(anyhow!("publisher: {e:?}")),
-        }
-    }
-    let acker = {
-        let (sent, acked) = (sent.clone(), acked.clone());
-        tokio::spawn(async move {
-            loop {
-                let ev = match pub_loop.poll().await {
-                    Ok(ev) => ev,
-                    Err(e) => {
-                        eprintln!("  mqtt publisher connection failed: {e:?}");
-                        break;
-                    }
-                };
-                if let Event::Incoming(Packet::PubAck(_)) = ev {
-                    let front = sent.lock().ok().and_then(|mut s| s.pop_front());
-                    if let (Some((true, t0)), Ok(mut h)) = (front, acked.lock()) {
-                        record(&mut h, t0.elapsed());
-                    }
-                }
-            }
-        })
-    };
+    until_packet(&mut pub_loop, "publisher", |p| {
+        matches!(p, Packet::ConnAck(_))
+    })
+    .await?;
+    let acker = tokio::spawn(time_pubacks(pub_loop, sent.clone(), acked.clone()));
     let send = |seq: u64, measured: bool| {
         let (publ, sent, topic) = (publ.clone(), sent.clone(), topic.clone());
         async move {
@@ -499,23 +520,86 @@ async fn mqtt(
     Ok((ack, recv))
 }
 
-async fn amqp(
+/// An MQTT client of the gateway, not yet connected (its event loop connects when polled).
+fn mqtt_client(t: &Target, id: &str) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(id, t.mqtt.ip().to_string(), t.mqtt.port());
+    options.set_keep_alive(Duration::from_secs(60));
+    options.set_inflight(u16::MAX);
+    let (client, mut events) = AsyncClient::new(options, 1024);
+    // CONNACK may be slow right after heavy load (the default allows 5 s).
+    events.network_options.set_connection_timeout(30);
+    (client, events)
+}
+
+/// Polls `events` until a packet that is `wanted` arrives, so the client is ready before
+/// timing starts; a connection error fails, named after `who`.
+async fn until_packet(
+    events: &mut EventLoop,
+    who: &str,
+    wanted: fn(&Packet) -> bool,
+) -> Result<()> {
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(packet)) if wanted(&packet) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(anyhow!("{who}: {e:?}")),
+        }
+    }
+}
+
+/// A QoS 1 subscriber to `topic`, subscribed (SUBACK) before it returns, recording what it
+/// receives.
+async fn mqtt_subscriber(
     t: &Target,
-    rate: u64,
-    count: usize,
-    size: usize,
-    receive: bool,
-) -> Result<(Histogram<u64>, Histogram<u64>)> {
-    let url = format!("amqp://{}", t.amqp);
-    let topic = unique("bench-latency-amqp");
-    let mut conn = Connection::builder()
-        .container_id(unique("bench-lat-amqp"))
-        .sasl_profile(SaslProfile::Anonymous)
-        .open(url.as_str())
+    topic: &str,
+    seen: &Arc<AtomicBool>,
+    received: &Received,
+) -> Result<JoinHandle<()>> {
+    let (sub, mut sub_loop) = mqtt_client(t, &unique("bench-lat-sub"));
+    sub.subscribe(topic, QoS::AtLeastOnce)
         .await
-        .context("AMQP connection")?;
-    let mut session = Session::begin(&mut conn).await.context("AMQP session")?;
-    let mut sender = Sender::attach(&mut session, "lat-send", topic.as_str())
+        .map_err(|e| anyhow!("{e}"))?;
+    until_packet(&mut sub_loop, "subscriber", |p| {
+        matches!(p, Packet::SubAck(_))
+    })
+    .await?;
+    let (seen_by_reader, received) = (seen.clone(), received.clone());
+    Ok(tokio::spawn(async move {
+        let _keep = sub;
+        while let Ok(ev) = sub_loop.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = ev {
+                on_received(&p.payload, &seen_by_reader, &received);
+            }
+        }
+    }))
+}
+
+/// The publisher's event loop: each PUBACK answers the oldest send in `sent`, whose time
+/// to it goes into `acked` when that send is measured.
+async fn time_pubacks(mut events: EventLoop, sent: Sent, acked: Received) {
+    loop {
+        let ev = match events.poll().await {
+            Ok(ev) => ev,
+            Err(e) => {
+                eprintln!("  mqtt publisher connection failed: {e:?}");
+                break;
+            }
+        };
+        if let Event::Incoming(Packet::PubAck(_)) = ev {
+            let front = sent.lock().ok().and_then(|mut s| s.pop_front());
+            if let (Some((true, t0)), Ok(mut h)) = (front, acked.lock()) {
+                record(&mut h, t0.elapsed());
+            }
+        }
+    }
+}
+
+/// Transfers sent unsettled, timed to their `accepted`, and with `receive` to a receiver
+/// in a consumer group of its own.
+async fn amqp(t: &Target, rate: u64, count: usize, size: usize, receive: bool) -> Result<Pass> {
+    let topic = unique("bench-latency-amqp");
+    let mut link = AmqpSession::open(t.amqp, unique("bench-lat-amqp")).await?;
+    let mut sender = Sender::attach(&mut link.session, "lat-send", topic.as_str())
         .await
         .context("AMQP sender")?;
     let message = |seq: u64| {
@@ -529,39 +613,10 @@ async fn amqp(
         .await
         .context("AMQP send")?;
     first.await.map_err(|e| anyhow!("{e:?}"))?;
-    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = Arc::new(AtomicBool::new(false));
     let received: Received = Arc::new(Mutex::new(histogram()?));
     let reader = if receive {
-        let mut rconn = Connection::builder()
-            .container_id(unique("bench-lat-amqp-recv"))
-            .sasl_profile(SaslProfile::Anonymous)
-            .open(url.as_str())
-            .await
-            .context("AMQP connection")?;
-        let mut rsession = Session::begin(&mut rconn).await.context("AMQP session")?;
-        let mut receiver = Receiver::builder()
-            .name("lat-recv")
-            .source(format!("{topic}/group.id/{}", unique("bench-lat")))
-            .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Auto(1000))
-            .attach(&mut rsession)
-            .await
-            .context("AMQP receiver")?;
-        let (seen_by_reader, received) = (seen.clone(), received.clone());
-        let reader = tokio::spawn(async move {
-            while let Ok(d) = receiver.recv::<Body<Value>>().await {
-                if let Body::Data(b) = &d.message().body {
-                    if let Some(first) = b.first() {
-                        on_received(&first.0, &seen_by_reader, &received);
-                    }
-                }
-                if receiver.accept(&d).await.is_err() {
-                    break;
-                }
-            }
-            let _ = receiver.close().await;
-            let _ = rsession.end().await;
-            let _ = rconn.close().await;
-        });
+        let reader = amqp_receiver(t, &topic, &seen, &received).await?;
         // The new group starts at the earliest offset: the first warm-up is already there,
         // so nothing more needs sending while the receiver joins.
         warm_up(&seen, || async { Ok(()) }).await?;
@@ -569,25 +624,54 @@ async fn amqp(
     } else {
         None
     };
-    let start = Instant::now();
-    let mut sends = Vec::with_capacity(count);
-    for i in 0..count {
-        pace(start, i, rate).await;
+    let ack = paced(rate, count, async |i| {
         let t0 = Instant::now();
         let fut = sender
-            .send_batchable(message(i as u64))
+            .send_batchable(message(i))
             .await
             .context("AMQP send")?;
-        sends.push(tokio::spawn(async move {
+        Ok(tokio::spawn(async move {
             matches!(fut.await, Ok(Outcome::Accepted(_))).then(|| t0.elapsed())
-        }));
-    }
-    let ack = collect(sends).await?;
+        }))
+    })
+    .await?;
     let recv = receiver_result(&received, count, reader).await?;
     let _ = sender.close().await;
-    let _ = session.end().await;
-    let _ = conn.close().await;
+    link.close().await;
     Ok((ack, recv))
+}
+
+/// A receiver of `topic` in a new consumer group, on a connection of its own, recording
+/// and accepting what it receives.
+async fn amqp_receiver(
+    t: &Target,
+    topic: &str,
+    seen: &Arc<AtomicBool>,
+    received: &Received,
+) -> Result<JoinHandle<()>> {
+    let mut link = AmqpSession::open(t.amqp, unique("bench-lat-amqp-recv")).await?;
+    let mut receiver = Receiver::builder()
+        .name("lat-recv")
+        .source(format!("{topic}/group.id/{}", unique("bench-lat")))
+        .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Auto(1000))
+        .attach(&mut link.session)
+        .await
+        .context("AMQP receiver")?;
+    let (seen_by_reader, received) = (seen.clone(), received.clone());
+    Ok(tokio::spawn(async move {
+        while let Ok(d) = receiver.recv::<Body<Value>>().await {
+            if let Body::Data(b) = &d.message().body {
+                if let Some(first) = b.first() {
+                    on_received(&first.0, &seen_by_reader, &received);
+                }
+            }
+            if receiver.accept(&d).await.is_err() {
+                break;
+            }
+        }
+        let _ = receiver.close().await;
+        link.close().await;
+    }))
 }
 
 /// One record per POST; requests overlap as the rate needs (up to 512 at once).
@@ -608,20 +692,17 @@ async fn http(t: &Target, rate: u64, count: usize, size: usize) -> Result<Histog
         return Err(anyhow!("HTTP {}", first.status()));
     }
     let limit = Arc::new(tokio::sync::Semaphore::new(512));
-    let start = Instant::now();
-    let mut sends = Vec::with_capacity(count);
-    for i in 0..count {
-        pace(start, i, rate).await;
+    paced(rate, count, async |i| {
         let permit = limit.clone().acquire_owned().await?;
         let t0 = Instant::now();
-        let fut = post(i as u64);
-        sends.push(tokio::spawn(async move {
+        let fut = post(i);
+        Ok(tokio::spawn(async move {
             let ok = fut.await.map(|r| r.status().is_success()).unwrap_or(false);
             drop(permit);
             ok.then(|| t0.elapsed())
-        }));
-    }
-    collect(sends).await
+        }))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! The gateway runs as its own process (started here with its embedded broker, or given by
 //! address) so its CPU and memory can be read from `/proc` apart from the load's.
 
+mod amqp;
 mod connections;
 mod http_consume;
 mod latency;
@@ -19,7 +20,11 @@ mod results;
 mod scenarios;
 mod server;
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -151,37 +156,36 @@ const STRIMZI: [&str; 3] = [
 /// Run only with `--kafka-libs`: the Kafka Java producer's benchmark beside `direct`.
 const JAVA: [&str; 1] = ["direct-java"];
 
-fn spinner(msg: String) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.set_message(msg);
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    bar
+/// A scenario name that counts messages (a row of the throughput table).
+fn is_throughput(s: &str) -> bool {
+    THROUGHPUT.contains(&s) || STRIMZI.contains(&s) || JAVA.contains(&s)
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
-    if let Some(saved) = &args.from_json {
-        let results: RunResults = serde_json::from_str(
-            &std::fs::read_to_string(saved)
-                .with_context(|| format!("reading {}", saved.display()))?,
-        )?;
-        if let Some(docs) = &args.report {
-            report::render(&results, docs)?;
+impl Args {
+    /// The scenarios to run: those named, or every one this run can do (the Strimzi and Java
+    /// ones only when their server or jars were given). All are checked before anything
+    /// starts, so a misspelt name fails at once instead of after minutes of load.
+    fn scenarios(&self) -> Result<Vec<String>> {
+        let scenarios = if self.scenarios.is_empty() {
+            self.default_scenarios()
+        } else {
+            self.scenarios.clone()
+        };
+        for s in &scenarios {
+            self.check_scenario(s)?;
         }
-        return Ok(());
+        Ok(scenarios)
     }
-    let scenarios: Vec<String> = if args.scenarios.is_empty() {
-        let strimzi: &[&str] = if args.strimzi.is_some() {
+
+    /// Every scenario, in run order: throughput first (the optional baselines beside the
+    /// ones they compare with), then the others.
+    fn default_scenarios(&self) -> Vec<String> {
+        let strimzi: &[&str] = if self.strimzi.is_some() {
             &STRIMZI
         } else {
             &[]
         };
-        let java: &[&str] = if args.kafka_libs.is_some() {
+        let java: &[&str] = if self.kafka_libs.is_some() {
             &JAVA
         } else {
             &[]
@@ -193,13 +197,11 @@ async fn main() -> Result<()> {
             .chain(OTHER.iter())
             .map(|s| (*s).to_owned())
             .collect()
-    } else {
-        args.scenarios.clone()
-    };
-    let is_throughput =
-        |s: &str| THROUGHPUT.contains(&s) || STRIMZI.contains(&s) || JAVA.contains(&s);
-    for s in &scenarios {
-        if !is_throughput(s) && !OTHER.contains(&s.as_str()) {
+    }
+
+    /// Fails on an unknown scenario, or one whose server or jars were not given.
+    fn check_scenario(&self, s: &str) -> Result<()> {
+        if !is_throughput(s) && !OTHER.contains(&s) {
             bail!(
                 "unknown scenario '{s}' (known: {}, {}, {}, {})",
                 THROUGHPUT.join(", "),
@@ -208,173 +210,184 @@ async fn main() -> Result<()> {
                 OTHER.join(", ")
             );
         }
-        if STRIMZI.contains(&s.as_str()) && args.strimzi.is_none() {
+        if STRIMZI.contains(&s) && self.strimzi.is_none() {
             bail!("scenario '{s}' needs --strimzi (a running Strimzi Kafka Bridge)");
         }
-        if JAVA.contains(&s.as_str()) && args.kafka_libs.is_none() {
+        if JAVA.contains(&s) && self.kafka_libs.is_none() {
             bail!("scenario '{s}' needs --kafka-libs (Apache Kafka's jars)");
         }
+        Ok(())
     }
-    let wants_mosquitto = scenarios
-        .iter()
-        .any(|s| s.starts_with("mosquitto") || s == "connections");
 
-    let mut results = RunResults {
-        machine: server::machine(),
-        versions: results::Versions {
-            barnabas: env!("CARGO_PKG_VERSION").to_owned(),
-            tansu: "0.6.0".to_owned(),
-            librdkafka: rdkafka::util::get_rdkafka_version().1,
-            mosquitto: if wants_mosquitto {
-                server::mosquitto_version()
-            } else {
-                None
-            },
-        },
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        engine: if args.kafka.is_some() {
-            "external".to_owned()
-        } else {
-            args.engine.clone()
-        },
-        payload_bytes: args.size,
-        ..RunResults::default()
-    };
+    /// The running gateway given by `--kafka`, `--http`, `--mqtt` and `--amqp`, if it was.
+    fn given_gateway(&self) -> Option<Target> {
+        match (&self.kafka, self.http, self.mqtt, self.amqp) {
+            (Some(kafka), Some(http), Some(mqtt), Some(amqp)) => Some(Target {
+                kafka: kafka.clone(),
+                http,
+                mqtt,
+                amqp,
+            }),
+            _ => None,
+        }
+    }
 
-    // The gateway: started here, or given.
-    let (gateway, target, pid): (Option<ServerProcess>, Target, Option<u32>) =
-        match (&args.kafka, args.http, args.mqtt, args.amqp) {
-            (Some(kafka), Some(http), Some(mqtt), Some(amqp)) => (
-                None,
-                Target {
-                    kafka: kafka.clone(),
-                    http,
-                    mqtt,
-                    amqp,
+    /// The results before anything is measured: what the run is on and what it runs
+    /// (mosquitto's version only when a scenario starts it).
+    fn new_results(&self, wants_mosquitto: bool) -> RunResults {
+        RunResults {
+            machine: server::machine(),
+            versions: results::Versions {
+                barnabas: env!("CARGO_PKG_VERSION").to_owned(),
+                tansu: "0.6.0".to_owned(),
+                librdkafka: rdkafka::util::get_rdkafka_version().1,
+                mosquitto: if wants_mosquitto {
+                    server::mosquitto_version()
+                } else {
+                    None
                 },
-                args.server_pid,
-            ),
-            _ => {
-                let bin = args
-                    .gateway_bin
-                    .clone()
-                    .unwrap_or_else(server::default_gateway_bin);
-                let (process, target, ready_ms) = server::start_gateway(&bin, &args.engine).await?;
-                eprintln!(
-                    "barnabas (embedded {} broker) ready in {ready_ms:.0} ms",
-                    args.engine
-                );
-                results.ready_ms = Some(ready_ms);
-                let pid = process.pid;
-                (Some(process), target, Some(pid))
-            }
-        };
-    let mosquitto = if wants_mosquitto {
-        Some(server::start_mosquitto().await?)
-    } else {
-        None
-    };
-    let mosquitto_addr = mosquitto.as_ref().map(|(_, a)| *a);
-
-    let load = scenarios::Load {
-        count: args.count,
-        size: args.size,
-        conns: args.connections,
-        inflight: args.inflight,
-    };
-    let baselines = scenarios::Baselines {
-        mosquitto: mosquitto_addr,
-        strimzi: args.strimzi,
-        kafka_libs: args.kafka_libs.clone(),
-    };
-    for s in scenarios.iter().filter(|s| is_throughput(s)) {
-        let server_pid = if s.starts_with("mosquitto") {
-            mosquitto.as_ref().map(|(p, _)| p.pid)
-        } else if s.starts_with("strimzi") {
-            args.strimzi_pid
-        } else {
-            pid
-        };
-        let bar = spinner(format!("{s}: {} × {} B", args.count, args.size));
-        let sampler = server_pid.map(Sampler::start);
-        let (messages, seconds) = scenarios::run(s, &target, &baselines, load).await?;
-        let (cpu, rss) = match sampler {
-            Some(sm) => sm.finish().await,
-            None => (None, None),
-        };
-        bar.finish_and_clear();
-        let msgs_per_s = messages as f64 / seconds.max(1e-9);
-        eprintln!("{s}: {messages} in {seconds:.2} s = {msgs_per_s:.0} msgs/s");
-        results.throughput.push(Throughput {
-            scenario: s.clone(),
-            baseline: None,
-            messages,
-            seconds,
-            msgs_per_s,
-            mb_per_s: msgs_per_s * args.size as f64 / 1e6,
-            ratio: None,
-            vs_mosquitto: None,
-            vs_same_records: None,
-            vs_strimzi: None,
-            server_cpu_cores: cpu,
-            server_rss_mib: rss,
-        });
+            },
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            engine: if self.kafka.is_some() {
+                "external".to_owned()
+            } else {
+                self.engine.clone()
+            },
+            payload_bytes: self.size,
+            ..RunResults::default()
+        }
     }
-    set_ratios(&mut results.throughput);
+}
 
-    if scenarios.iter().any(|s| s == "e2e-latency") {
-        let bar = spinner(format!(
+/// The servers under load: the gateway (started here unless given) and a local mosquitto
+/// when a scenario compares with it. Kept together so they stop together, after the last
+/// scenario.
+struct Servers {
+    /// The gateway's process when the bench started it (a given gateway is left running).
+    gateway: Option<ServerProcess>,
+    /// Where the gateway listens.
+    target: Target,
+    /// The gateway's process id, to sample (`None`: given without `--server-pid`).
+    pid: Option<u32>,
+    /// Start → ready of a gateway started here, ms.
+    ready_ms: Option<f64>,
+    /// mosquitto's process and MQTT address, when a scenario needs it.
+    mosquitto: Option<(ServerProcess, SocketAddr)>,
+}
+
+impl Servers {
+    /// Starts the gateway (unless given) and, if `wants_mosquitto`, mosquitto.
+    async fn start(args: &Args, wants_mosquitto: bool) -> Result<Self> {
+        let mut servers = match args.given_gateway() {
+            Some(target) => Self {
+                gateway: None,
+                target,
+                pid: args.server_pid,
+                ready_ms: None,
+                mosquitto: None,
+            },
+            None => Self::start_gateway(args).await?,
+        };
+        if wants_mosquitto {
+            servers.mosquitto = Some(server::start_mosquitto().await?);
+        }
+        Ok(servers)
+    }
+
+    /// The `barnabas` binary with its embedded broker, started here.
+    async fn start_gateway(args: &Args) -> Result<Self> {
+        let bin = args
+            .gateway_bin
+            .clone()
+            .unwrap_or_else(server::default_gateway_bin);
+        let (process, target, ready_ms) = server::start_gateway(&bin, &args.engine).await?;
+        eprintln!(
+            "barnabas (embedded {} broker) ready in {ready_ms:.0} ms",
+            args.engine
+        );
+        Ok(Self {
+            pid: Some(process.pid),
+            gateway: Some(process),
+            target,
+            ready_ms: Some(ready_ms),
+            mosquitto: None,
+        })
+    }
+
+    /// The process a throughput scenario loads, whose CPU and memory its row reports.
+    fn pid_for(&self, scenario: &str, strimzi_pid: Option<u32>) -> Option<u32> {
+        if scenario.starts_with("mosquitto") {
+            self.mosquitto.as_ref().map(|(p, _)| p.pid)
+        } else if scenario.starts_with("strimzi") {
+            strimzi_pid
+        } else {
+            self.pid
+        }
+    }
+
+    /// Stops what the bench started: mosquitto, then the gateway.
+    async fn stop(self) {
+        if let Some((process, _)) = self.mosquitto {
+            process.stop().await;
+        }
+        if let Some(process) = self.gateway {
+            process.stop().await;
+        }
+    }
+}
+
+/// A spinner on stderr showing `msg` and the time it has been running.
+fn spinner(msg: String) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(msg);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+/// Runs `work` under a spinner showing `msg`, so a scenario that takes minutes shows it
+/// is alive; the spinner is gone when the work ends.
+async fn with_spinner<T>(msg: String, work: impl Future<Output = Result<T>>) -> Result<T> {
+    let bar = spinner(msg);
+    let out = work.await;
+    bar.finish_and_clear();
+    out
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(saved) = &args.from_json {
+        return rerender(saved, args.report.as_deref());
+    }
+    let scenarios = args.scenarios()?;
+    let wants = |name: &str| scenarios.iter().any(|s| s == name);
+    let wants_mosquitto =
+        wants("connections") || scenarios.iter().any(|s| s.starts_with("mosquitto"));
+
+    let mut results = args.new_results(wants_mosquitto);
+    let servers = Servers::start(&args, wants_mosquitto).await?;
+    results.ready_ms = servers.ready_ms;
+    run_throughput(&args, &scenarios, &servers, &mut results).await?;
+    if wants("e2e-latency") {
+        let msg = format!(
             "e2e-latency: {} msgs/s × {} per protocol",
             args.rate, args.latency_count
-        ));
-        results.latency = latency::run(&target, args.rate, args.latency_count, args.size).await?;
-        bar.finish_and_clear();
-    }
-    if scenarios.iter().any(|s| s == "http-long-poll") {
-        let servers = std::iter::once(("http-long-poll", format!("http://{}", target.http))).chain(
-            args.strimzi
-                .map(|s| ("strimzi-http-long-poll", format!("http://{s}"))),
         );
-        for (name, base) in servers {
-            let bar = spinner(format!("{name}: {} samples", args.long_polls));
-            let row =
-                http_consume::long_poll_latency(&base, "bench-long-poll", args.long_polls, name)
-                    .await?;
-            results.latency.push(row);
-            bar.finish_and_clear();
-        }
+        let run = latency::run(&servers.target, args.rate, args.latency_count, args.size);
+        results.latency = with_spinner(msg, run).await?;
     }
-    if scenarios.iter().any(|s| s == "connections") {
-        if let Some(pid) = pid {
-            let bar = spinner(format!(
-                "connections: {} idle MQTT connections to barnabas",
-                args.idle
-            ));
-            results
-                .connections
-                .push(connections::run("barnabas", target.mqtt, pid, args.idle).await?);
-            bar.finish_and_clear();
-        } else {
-            eprintln!("connections: no --server-pid, the gateway's memory cannot be read: skipped");
-        }
-        if let Some((process, addr)) = &mosquitto {
-            let bar = spinner(format!(
-                "connections: {} idle MQTT connections to mosquitto",
-                args.idle
-            ));
-            results
-                .connections
-                .push(connections::run("mosquitto", *addr, process.pid, args.idle).await?);
-            bar.finish_and_clear();
-        }
+    if wants("http-long-poll") {
+        run_long_polls(&args, &servers.target, &mut results).await?;
     }
+    if wants("connections") {
+        run_connections(&args, &servers, &mut results).await?;
+    }
+    servers.stop().await;
 
-    if let Some((process, _)) = mosquitto {
-        process.stop().await;
-    }
-    if let Some(process) = gateway {
-        process.stop().await;
-    }
     print_tables(&results);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)
@@ -382,6 +395,115 @@ async fn main() -> Result<()> {
     }
     if let Some(docs) = &args.report {
         report::render(&results, docs)?;
+    }
+    Ok(())
+}
+
+/// `--from-json`: the report again from a saved run, measuring nothing.
+fn rerender(saved: &Path, docs: Option<&Path>) -> Result<()> {
+    let results: RunResults = serde_json::from_str(
+        &std::fs::read_to_string(saved).with_context(|| format!("reading {}", saved.display()))?,
+    )?;
+    if let Some(docs) = docs {
+        report::render(&results, docs)?;
+    }
+    Ok(())
+}
+
+/// The throughput scenarios among `scenarios`, in order, then each row's ratios to its
+/// baselines (which are only known once all have run).
+async fn run_throughput(
+    args: &Args,
+    scenarios: &[String],
+    servers: &Servers,
+    results: &mut RunResults,
+) -> Result<()> {
+    let load = scenarios::Load {
+        count: args.count,
+        size: args.size,
+        conns: args.connections,
+        inflight: args.inflight,
+    };
+    let baselines = scenarios::Baselines {
+        mosquitto: servers.mosquitto.as_ref().map(|(_, a)| *a),
+        strimzi: args.strimzi,
+        kafka_libs: args.kafka_libs.clone(),
+    };
+    for s in scenarios.iter().filter(|s| is_throughput(s)) {
+        let server_pid = servers.pid_for(s, args.strimzi_pid);
+        let msg = format!("{s}: {} × {} B", load.count, load.size);
+        let measured = measure_throughput(s, &servers.target, &baselines, load, server_pid);
+        let row = with_spinner(msg, measured).await?;
+        eprintln!(
+            "{s}: {} in {:.2} s = {:.0} msgs/s",
+            row.messages, row.seconds, row.msgs_per_s
+        );
+        results.throughput.push(row);
+    }
+    set_ratios(&mut results.throughput);
+    Ok(())
+}
+
+/// One throughput scenario, with the CPU and peak memory of the server it loads (process
+/// `server_pid`) sampled meanwhile. The row's ratios are left for [`set_ratios`].
+async fn measure_throughput(
+    scenario: &str,
+    target: &Target,
+    baselines: &scenarios::Baselines,
+    load: scenarios::Load,
+    server_pid: Option<u32>,
+) -> Result<Throughput> {
+    let sampler = server_pid.map(Sampler::start);
+    let (messages, seconds) = scenarios::run(scenario, target, baselines, load).await?;
+    let (cpu, rss) = match sampler {
+        Some(sm) => sm.finish().await,
+        None => (None, None),
+    };
+    let msgs_per_s = messages as f64 / seconds.max(1e-9);
+    Ok(Throughput {
+        scenario: scenario.to_owned(),
+        messages,
+        seconds,
+        msgs_per_s,
+        mb_per_s: msgs_per_s * load.size as f64 / 1e6,
+        server_cpu_cores: cpu,
+        server_rss_mib: rss,
+        ..Throughput::default()
+    })
+}
+
+/// `http-long-poll`: a long poll's time to return a new record, on the gateway and on the
+/// Strimzi bridge when one was given.
+async fn run_long_polls(args: &Args, target: &Target, results: &mut RunResults) -> Result<()> {
+    let servers = std::iter::once(("http-long-poll", format!("http://{}", target.http))).chain(
+        args.strimzi
+            .map(|s| ("strimzi-http-long-poll", format!("http://{s}"))),
+    );
+    for (name, base) in servers {
+        let msg = format!("{name}: {} samples", args.long_polls);
+        let poll = http_consume::long_poll_latency(&base, "bench-long-poll", args.long_polls, name);
+        results.latency.push(with_spinner(msg, poll).await?);
+    }
+    Ok(())
+}
+
+/// `connections`: idle MQTT connections held against the gateway (when its process is
+/// known, to read its memory) and against mosquitto.
+async fn run_connections(args: &Args, servers: &Servers, results: &mut RunResults) -> Result<()> {
+    let barnabas = servers
+        .pid
+        .map(|pid| ("barnabas", servers.target.mqtt, pid));
+    if barnabas.is_none() {
+        eprintln!("connections: no --server-pid, the gateway's memory cannot be read: skipped");
+    }
+    let mosquitto = servers
+        .mosquitto
+        .as_ref()
+        .map(|(process, addr)| ("mosquitto", *addr, process.pid));
+    for (name, addr, pid) in barnabas.into_iter().chain(mosquitto) {
+        let msg = format!("connections: {} idle MQTT connections to {name}", args.idle);
+        let held = connections::run(name, addr, pid, args.idle);
+        results.connections.push(with_spinner(msg, held).await?);
     }
     Ok(())
 }
@@ -437,76 +559,79 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
 }
 
+/// The results on stdout, one table per kind of scenario.
 fn print_tables(r: &RunResults) {
     if let Some(ms) = r.ready_ms {
         println!("start → ready: {ms:.0} ms");
     }
     if !r.throughput.is_empty() {
-        println!(
-            "{:<24} {:>9} {:>8} {:>10} {:>7} {:>9} {:>9} {:>8} {:>9} {:>6} {:>8} {:>7}",
-            "scenario",
-            "messages",
-            "seconds",
-            "msgs/s",
-            "MB/s",
-            "÷ direct",
-            "÷ same rec",
-            "÷ mosq",
-            "÷ strimzi",
-            "cpu",
-            "cpu s/100k",
-            "rss MiB"
-        );
-        for t in &r.throughput {
-            println!(
-                "{:<24} {:>9} {:>8.2} {:>10.0} {:>7.2} {:>9} {:>9} {:>8} {:>9} {:>6} {:>8} {:>7}",
-                t.scenario,
-                t.messages,
-                t.seconds,
-                t.msgs_per_s,
-                t.mb_per_s,
-                opt(t.ratio, 2),
-                opt(t.vs_same_records, 2),
-                opt(t.vs_mosquitto, 2),
-                opt(t.vs_strimzi, 2),
-                opt(t.server_cpu_cores, 2),
-                opt(t.server_cpu_s_per_100k(), 2),
-                opt(t.server_rss_mib, 0),
-            );
-        }
+        print_throughput(&r.throughput);
     }
     if !r.latency.is_empty() {
-        println!(
-            "{:<22} {:<19} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}",
-            "latency",
-            "kind",
-            "samples",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "p99.9",
-            "max ms",
-            "p99 added"
-        );
-        for l in &r.latency {
-            println!(
-                "{:<22} {:<19} {:>8} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>10}",
-                l.protocol,
-                l.kind,
-                l.count,
-                l.p50_ms,
-                l.p90_ms,
-                l.p99_ms,
-                l.p999_ms,
-                l.max_ms,
-                opt(l.p99_added_ms, 2),
-            );
-        }
+        print_latency(&r.latency);
     }
     for c in &r.connections {
         println!(
             "connections {:<10} {:>6} held: {:.2} KiB each, CONNACK p50 {:.2} ms p99 {:.2} ms",
             c.server, c.connections, c.kib_per_connection, c.connack_p50_ms, c.connack_p99_ms
+        );
+    }
+}
+
+fn print_throughput(rows: &[Throughput]) {
+    println!(
+        "{:<24} {:>9} {:>8} {:>10} {:>7} {:>9} {:>9} {:>8} {:>9} {:>6} {:>8} {:>7}",
+        "scenario",
+        "messages",
+        "seconds",
+        "msgs/s",
+        "MB/s",
+        "÷ direct",
+        "÷ same rec",
+        "÷ mosq",
+        "÷ strimzi",
+        "cpu",
+        "cpu s/100k",
+        "rss MiB"
+    );
+    for t in rows {
+        let [same_records, mosquitto, strimzi, cpu, cpu_per_100k] =
+            t.comparisons_and_cpu().map(|v| opt(v, 2));
+        println!(
+            "{:<24} {:>9} {:>8.2} {:>10.0} {:>7.2} {:>9} {:>9} {:>8} {:>9} {:>6} {:>8} {:>7}",
+            t.scenario,
+            t.messages,
+            t.seconds,
+            t.msgs_per_s,
+            t.mb_per_s,
+            opt(t.ratio, 2),
+            same_records,
+            mosquitto,
+            strimzi,
+            cpu,
+            cpu_per_100k,
+            opt(t.server_rss_mib, 0),
+        );
+    }
+}
+
+fn print_latency(rows: &[results::Latency]) {
+    println!(
+        "{:<22} {:<19} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}",
+        "latency", "kind", "samples", "p50 ms", "p90 ms", "p99 ms", "p99.9", "max ms", "p99 added"
+    );
+    for l in rows {
+        println!(
+            "{:<22} {:<19} {:>8} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>10}",
+            l.protocol,
+            l.kind,
+            l.count,
+            l.p50_ms,
+            l.p90_ms,
+            l.p99_ms,
+            l.p999_ms,
+            l.max_ms,
+            opt(l.p99_added_ms, 2),
         );
     }
 }

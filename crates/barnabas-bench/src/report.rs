@@ -11,7 +11,10 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
-use plotters::coord::ranged1d::SegmentValue;
+use plotters::chart::MeshStyle;
+use plotters::coord::ranged1d::{SegmentValue, SegmentedCoord, ValueFormatter};
+use plotters::coord::types::{RangedCoordf64, RangedCoordi32};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -171,118 +174,233 @@ impl BarKind {
     }
 }
 
+/// The drawing area of one SVG plot.
+type Root<'s> = DrawingArea<SVGBackend<'s>, Shift>;
+
+/// The throughput plot's chart: x = msgs/s, y = one segment per row.
+type BarChart<'a, 's> =
+    ChartContext<'a, SVGBackend<'s>, Cartesian2d<RangedCoordf64, SegmentedCoord<RangedCoordi32>>>;
+
+/// An SVG of `size` pixels on white, drawn by `draw`: the frame every plot shares.
+fn svg_plot(size: (u32, u32), draw: impl FnOnce(&Root<'_>) -> Result<()>) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE)?;
+        draw(&root)?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+/// A chart on `root` laid out like every plot (caption, margin, x label band), with
+/// `y_label_px` pixels for the y labels; the caller picks the coordinates.
+fn chart_on<'a, 'b, 's>(
+    root: &'a Root<'s>,
+    caption: &str,
+    y_label_px: u32,
+) -> ChartBuilder<'a, 'b, SVGBackend<'s>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(caption, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(y_label_px);
+    builder
+}
+
+/// `chart`'s mesh with its labels in the plots' fonts; the caller adds its axes' texts and
+/// draws it.
+fn styled_mesh<'a, 'c, 's, X, Y>(
+    chart: &'c mut ChartContext<'a, SVGBackend<'s>, Cartesian2d<X, Y>>,
+) -> MeshStyle<'a, 'c, X, Y, SVGBackend<'s>>
+where
+    X: Ranged + ValueFormatter<X::ValueType>,
+    Y: Ranged + ValueFormatter<Y::ValueType>,
+{
+    let mut mesh = chart.configure_mesh();
+    mesh.label_style((FONT, 13)).axis_desc_style((FONT, 14));
+    mesh
+}
+
+/// Draws `chart`'s legend at `position`, boxed the same in every plot.
+fn draw_legend<'a, 's: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'s>, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// Draws one line of a line plot, in `colour`, with its legend entry `label`.
+fn draw_line<X, Y>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<X, Y>>,
+    points: impl IntoIterator<Item = (f64, f64)>,
+    colour: RGBColor,
+    label: impl Into<String>,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+    Ok(())
+}
+
+/// The colour of the `i`th line of a plot.
+fn line_colour(i: usize) -> RGBColor {
+    LINE_COLOURS[i % LINE_COLOURS.len()]
+}
+
 /// Horizontal bars of msgs/s, one per scenario in run order (first on top), each labelled
 /// with its rate and its ratio to its baseline. `None` when there are no rows.
 fn throughput_svg(rows: &[Throughput], payload_bytes: usize) -> Result<Option<String>> {
     if rows.is_empty() {
         return Ok(None);
     }
-    let n = rows.len();
     let kinds: Vec<BarKind> = BarKind::ALL
         .into_iter()
         .filter(|k| rows.iter().any(|r| BarKind::of(r) == *k))
         .collect();
-    // Empty rows on top keep the legend (about 20 px an entry) clear of the bars.
-    let row_px = 36;
-    let legend_rows = (kinds.len() * 20 + 16).div_ceil(row_px);
-    let segments = n + legend_rows;
-    let height = u32::try_from(120 + segments * row_px).unwrap_or(u32::MAX);
-    let max = rows
-        .iter()
-        .map(|r| finite_or_zero(r.msgs_per_s))
-        .fold(0.0, f64::max);
-    let x_max = if max > 0.0 { max * 1.6 } else { 1.0 };
-    let name_chars = rows
-        .iter()
-        .map(|r| r.scenario.chars().count())
-        .max()
-        .unwrap_or(0);
-    let label_px = u32::try_from(20 + name_chars * 8).unwrap_or(200);
-    let names: Vec<&str> = rows.iter().map(|r| r.scenario.as_str()).collect();
-    // Segment `y` from the bottom holds row `n - 1 - y`; segments at or above `n` are free.
-    let name_at = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(y) => usize::try_from(*y)
-            .ok()
-            .filter(|y| *y < n)
-            .map(|y| names[n - 1 - y].to_string())
-            .unwrap_or_default(),
-        _ => String::new(),
-    };
-    let segment_of = |i: usize| i32::try_from(n - 1 - i).unwrap_or(0);
-
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("Produce throughput, {payload_bytes}-byte payloads"),
-                (FONT, 20),
-            )
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(label_px)
-            .build_cartesian_2d(
-                0f64..x_max,
-                (0..i32::try_from(segments).unwrap_or(i32::MAX)).into_segmented(),
-            )?;
-        chart
-            .configure_mesh()
+    let layout = BarLayout::of(rows, kinds.len());
+    let caption = format!("Produce throughput, {payload_bytes}-byte payloads");
+    let svg = svg_plot((WIDTH, layout.height), |root| {
+        let segments = i32::try_from(layout.segments).unwrap_or(i32::MAX);
+        let mut chart = chart_on(root, &caption, layout.label_px)
+            .build_cartesian_2d(0f64..layout.x_max, (0..segments).into_segmented())?;
+        styled_mesh(&mut chart)
             .disable_y_mesh()
             .x_max_light_lines(1)
-            .y_labels(segments)
-            .y_label_formatter(&name_at)
+            .y_labels(layout.segments)
+            .y_label_formatter(&|v| layout.name_at(rows, v))
             .x_label_formatter(&|v| thousands(*v))
             .x_desc("messages / s")
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
             .draw()?;
-
         for kind in &kinds {
-            let bars = rows
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| BarKind::of(r) == *kind)
-                .map(|(i, r)| {
-                    let y = segment_of(i);
-                    let mut bar = Rectangle::new(
-                        [
-                            (0.0, SegmentValue::Exact(y)),
-                            (finite_or_zero(r.msgs_per_s), SegmentValue::Exact(y + 1)),
-                        ],
-                        kind.colour().filled(),
-                    );
-                    bar.set_margin(7, 7, 0, 0);
-                    bar
-                });
-            let colour = kind.colour();
-            chart
-                .draw_series(bars)?
-                .label(kind.legend())
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled())
-                });
+            draw_bars(&mut chart, rows, &layout, *kind)?;
         }
-
-        let label_style =
-            TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-        chart.draw_series(rows.iter().enumerate().map(|(i, r)| {
-            EmptyElement::at((
-                finite_or_zero(r.msgs_per_s),
-                SegmentValue::CenterOf(segment_of(i)),
-            )) + Text::new(bar_label(r), (6, 0), label_style.clone())
-        }))?;
-
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()?;
-        root.present()?;
-    }
+        draw_bar_labels(&mut chart, rows, &layout)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
+    })?;
     Ok(Some(svg))
+}
+
+/// The throughput plot's geometry: a row of [`BarLayout::ROW_PX`] per bar, the first on
+/// top, under empty rows that keep the legend clear of the bars.
+struct BarLayout {
+    /// Bars, one per throughput row.
+    bars: usize,
+    /// Rows of the y axis: the bars, then the empty ones above them.
+    segments: usize,
+    /// The plot's height, pixels.
+    height: u32,
+    /// The x axis' end: room right of the longest bar for its label.
+    x_max: f64,
+    /// Width of the scenario names' band, pixels.
+    label_px: u32,
+}
+
+impl BarLayout {
+    /// Height of one bar's row, pixels.
+    const ROW_PX: usize = 36;
+
+    /// The layout for `rows` under a legend of `legend_entries` entries.
+    fn of(rows: &[Throughput], legend_entries: usize) -> Self {
+        // The empty rows on top hold the legend (about 20 px an entry).
+        let legend_rows = (legend_entries * 20 + 16).div_ceil(Self::ROW_PX);
+        let segments = rows.len() + legend_rows;
+        let max = rows
+            .iter()
+            .map(|r| finite_or_zero(r.msgs_per_s))
+            .fold(0.0, f64::max);
+        let name_chars = rows
+            .iter()
+            .map(|r| r.scenario.chars().count())
+            .max()
+            .unwrap_or(0);
+        Self {
+            bars: rows.len(),
+            segments,
+            height: u32::try_from(120 + segments * Self::ROW_PX).unwrap_or(u32::MAX),
+            x_max: if max > 0.0 { max * 1.6 } else { 1.0 },
+            label_px: u32::try_from(20 + name_chars * 8).unwrap_or(200),
+        }
+    }
+
+    /// The y segment of row `i`: segments count from the bottom, the first row is on top.
+    fn segment_of(&self, i: usize) -> i32 {
+        i32::try_from(self.bars - 1 - i).unwrap_or(0)
+    }
+
+    /// The y axis label at `v`: the scenario of the bar centred there, none elsewhere (the
+    /// segments at or above `bars` are the legend's).
+    fn name_at(&self, rows: &[Throughput], v: &SegmentValue<i32>) -> String {
+        match v {
+            SegmentValue::CenterOf(y) => usize::try_from(*y)
+                .ok()
+                .filter(|y| *y < self.bars)
+                .map(|y| rows[self.bars - 1 - y].scenario.to_string())
+                .unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// The bars of the rows of one `kind`, in its colour, with its legend entry.
+fn draw_bars(
+    chart: &mut BarChart<'_, '_>,
+    rows: &[Throughput],
+    layout: &BarLayout,
+    kind: BarKind,
+) -> Result<()> {
+    let bars = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| BarKind::of(r) == kind)
+        .map(|(i, r)| {
+            let y = layout.segment_of(i);
+            let mut bar = Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(y)),
+                    (finite_or_zero(r.msgs_per_s), SegmentValue::Exact(y + 1)),
+                ],
+                kind.colour().filled(),
+            );
+            bar.set_margin(7, 7, 0, 0);
+            bar
+        });
+    let colour = kind.colour();
+    chart
+        .draw_series(bars)?
+        .label(kind.legend())
+        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled()));
+    Ok(())
+}
+
+/// Each bar's [`bar_label`], just right of its end.
+fn draw_bar_labels(
+    chart: &mut BarChart<'_, '_>,
+    rows: &[Throughput],
+    layout: &BarLayout,
+) -> Result<()> {
+    let label_style =
+        TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    chart.draw_series(rows.iter().enumerate().map(|(i, r)| {
+        EmptyElement::at((
+            finite_or_zero(r.msgs_per_s),
+            SegmentValue::CenterOf(layout.segment_of(i)),
+        )) + Text::new(bar_label(r), (6, 0), label_style.clone())
+    }))?;
+    Ok(())
 }
 
 /// A bar's label: its rate and its ratios to its baselines
@@ -311,39 +429,17 @@ fn mosquitto_for(scenario: &str) -> String {
 /// Latency CDFs, one line per (protocol, kind) row, x = ms on a log scale. `None` when no
 /// row has a CDF point.
 fn latency_svg(rows: &[Latency]) -> Result<Option<String>> {
-    let positive = || {
-        rows.iter()
-            .flat_map(|r| r.cdf.iter())
-            .map(|(_, ms)| *ms)
-            .filter(|ms| ms.is_finite() && *ms > 0.0)
-    };
-    let (Some(lo), Some(hi)) = (positive().reduce(f64::min), positive().reduce(f64::max)) else {
+    let Some((x_lo, x_hi)) = latency_axis(rows) else {
         return Ok(None);
     };
-    let x_lo = 10f64.powf(lo.log10().floor());
-    let mut x_hi = 10f64.powf(hi.log10().ceil());
-    if x_hi <= x_lo {
-        x_hi = x_lo * 10.0;
-    }
-
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 540)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Latency CDF", (FONT, 20))
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
+    let svg = svg_plot((WIDTH, 540), |root| {
+        let mut chart = chart_on(root, "Latency CDF", 60)
             .build_cartesian_2d((x_lo..x_hi).log_scale(), 0f64..1.0)?;
-        chart
-            .configure_mesh()
+        styled_mesh(&mut chart)
             .x_desc("latency, ms (log scale)")
             .y_desc("fraction of messages at or below")
             .x_label_formatter(&|v| axis_number(*v))
             .y_label_formatter(&|v| format!("{v:.1}"))
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
             .draw()?;
         for (i, row) in rows.iter().enumerate() {
             let points: Vec<(f64, f64)> = row
@@ -355,29 +451,31 @@ fn latency_svg(rows: &[Latency]) -> Result<Option<String>> {
             if points.is_empty() {
                 continue;
             }
-            let colour = LINE_COLOURS[i % LINE_COLOURS.len()];
-            chart
-                .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
-                .label(format!(
-                    "{} {} @ {}/s",
-                    row.protocol,
-                    row.kind,
-                    thousands(row.rate as f64)
-                ))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                });
+            let rate = thousands(row.rate as f64);
+            let label = format!("{} {} @ {rate}/s", row.protocol, row.kind);
+            draw_line(&mut chart, points, line_colour(i), label)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()?;
-        root.present()?;
-    }
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })?;
     Ok(Some(svg))
+}
+
+/// The latency plot's x range: whole decades around every positive CDF point (at least one
+/// decade). `None` when there is no such point.
+fn latency_axis(rows: &[Latency]) -> Option<(f64, f64)> {
+    let positive = || {
+        rows.iter()
+            .flat_map(|r| r.cdf.iter())
+            .map(|(_, ms)| *ms)
+            .filter(|ms| ms.is_finite() && *ms > 0.0)
+    };
+    let (lo, hi) = (positive().reduce(f64::min)?, positive().reduce(f64::max)?);
+    let x_lo = 10f64.powf(lo.log10().floor());
+    let mut x_hi = 10f64.powf(hi.log10().ceil());
+    if x_hi <= x_lo {
+        x_hi = x_lo * 10.0;
+    }
+    Some((x_lo, x_hi))
 }
 
 /// Server RSS against connections held open, one line per server, starting at
@@ -386,17 +484,7 @@ fn connections_svg(rows: &[Connections]) -> Result<Option<String>> {
     if rows.is_empty() {
         return Ok(None);
     }
-    let lines: Vec<Vec<(f64, f64)>> = rows
-        .iter()
-        .map(|r| {
-            let mut points: Vec<(f64, f64)> = std::iter::once((0.0, r.rss_before_mib))
-                .chain(r.rss_points.iter().map(|&(c, mib)| (c as f64, mib)))
-                .filter(|(c, mib)| c.is_finite() && mib.is_finite())
-                .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            points
-        })
-        .collect();
+    let lines: Vec<Vec<(f64, f64)>> = rows.iter().map(rss_line).collect();
     let x_max = lines
         .iter()
         .flatten()
@@ -407,52 +495,42 @@ fn connections_svg(rows: &[Connections]) -> Result<Option<String>> {
     let x_max = if x_max > 0.0 { x_max * 1.05 } else { 1.0 };
     let y_max = if y_max > 0.0 { y_max * 1.15 } else { 1.0 };
 
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 500)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Server memory with idle MQTT connections", (FONT, 20))
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
+    let svg = svg_plot((WIDTH, 500), |root| {
+        let mut chart = chart_on(root, "Server memory with idle MQTT connections", 60)
             .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
-        chart
-            .configure_mesh()
+        styled_mesh(&mut chart)
             .max_light_lines(1)
             .x_desc("connections open")
             .y_desc("server RSS, MiB")
             .x_label_formatter(&|v| thousands(*v))
             .y_label_formatter(&|v| axis_number(*v))
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
             .draw()?;
         for (i, (row, points)) in rows.iter().zip(&lines).enumerate() {
-            let colour = LINE_COLOURS[i % LINE_COLOURS.len()];
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    colour.stroke_width(2),
-                ))?
-                .label(row.server.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                });
+            let colour = line_colour(i);
+            draw_line(
+                &mut chart,
+                points.iter().copied(),
+                colour,
+                row.server.as_str(),
+            )?;
             chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()?;
-        root.present()?;
-    }
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
+    })?;
     Ok(Some(svg))
 }
 
-/// The generated section's markdown (without the marker lines), ending in a newline.
+/// One server's (connections, RSS MiB) points in connection order, from (0, RSS before),
+/// leaving out any that are not finite.
+fn rss_line(row: &Connections) -> Vec<(f64, f64)> {
+    let mut points: Vec<(f64, f64)> = std::iter::once((0.0, row.rss_before_mib))
+        .chain(row.rss_points.iter().map(|&(c, mib)| (c as f64, mib)))
+        .filter(|(c, mib)| c.is_finite() && mib.is_finite())
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    points
+}
+
 /// How a markdown table column is aligned.
 #[derive(Clone, Copy)]
 enum Align {
@@ -484,15 +562,50 @@ fn table(
     Ok(())
 }
 
+/// The generated section's markdown (without the marker lines), ending in a newline.
 fn section(r: &RunResults, plots: &Plots) -> Result<String> {
     let mut s = String::new();
     writeln!(
         s,
         "<!-- Generated by barnabas-bench from a run's results: edits between the markers are overwritten. -->"
     )?;
+    heading(&mut s, "Run")?;
+    run_facts(&mut s, r)?;
+    heading(&mut s, "Throughput")?;
+    if r.throughput.is_empty() {
+        not_run(&mut s, "throughput")?;
+    } else {
+        throughput_table(&mut s, &r.throughput, plots.throughput)?;
+    }
+    heading(&mut s, "Latency")?;
+    if r.latency.is_empty() {
+        not_run(&mut s, "latency")?;
+    } else {
+        latency_table(&mut s, &r.latency, plots.latency)?;
+    }
+    heading(&mut s, "Idle connections")?;
+    if r.connections.is_empty() {
+        not_run(&mut s, "idle-connection")?;
+    } else {
+        connections_table(&mut s, &r.connections, plots.connections)?;
+    }
+    Ok(s)
+}
+
+/// A `###` heading, set apart by blank lines.
+fn heading(s: &mut String, title: &str) -> std::fmt::Result {
     writeln!(s)?;
-    writeln!(s, "### Run")?;
-    writeln!(s)?;
+    writeln!(s, "### {title}")?;
+    writeln!(s)
+}
+
+/// Says that the run had no scenario of a `kind`, where its table would be.
+fn not_run(s: &mut String, kind: &str) -> std::fmt::Result {
+    writeln!(s, "_Not run: this run had no {kind} scenario._")
+}
+
+/// What the run was on and what it ran, as a list, then its command line.
+fn run_facts(s: &mut String, r: &RunResults) -> Result<()> {
     let m = &r.machine;
     writeln!(
         s,
@@ -526,133 +639,127 @@ fn section(r: &RunResults, plots: &Plots) -> Result<String> {
     writeln!(s)?;
     let fence = fence_for(&r.command);
     writeln!(s, "{fence}sh\n{}\n{fence}", r.command.trim_end())?;
+    Ok(())
+}
 
-    writeln!(s)?;
-    writeln!(s, "### Throughput")?;
-    writeln!(s)?;
-    if r.throughput.is_empty() {
-        writeln!(s, "_Not run: this run had no throughput scenario._")?;
-    } else {
-        table(
-            &mut s,
-            &[
-                ("scenario", Left),
-                ("msgs/s", Right),
-                ("MB/s", Right),
-                ("ratio", Right),
-                ("baseline", Left),
-                ("÷ same records", Right),
-                ("÷ mosquitto", Right),
-                ("÷ Strimzi", Right),
-                ("server CPU cores", Right),
-                ("server CPU s / 100k msgs", Right),
-                ("server RSS MiB", Right),
-            ],
-            r.throughput.iter().map(|t| {
-                vec![
-                    cell(&t.scenario),
-                    thousands(t.msgs_per_s),
-                    fixed(t.mb_per_s, 1),
-                    opt_fixed(t.ratio, 2),
-                    t.baseline.as_deref().map_or_else(|| "–".to_string(), cell),
-                    opt_fixed(t.vs_same_records, 2),
-                    opt_fixed(t.vs_mosquitto, 2),
-                    opt_fixed(t.vs_strimzi, 2),
-                    opt_fixed(t.server_cpu_cores, 2),
-                    opt_fixed(t.server_cpu_s_per_100k(), 2),
-                    opt_fixed(t.server_rss_mib, 1),
-                ]
-            }),
-        )?;
-        if plots.throughput {
-            writeln!(s)?;
-            writeln!(s, "![Throughput per scenario](bench/{THROUGHPUT_SVG})")?;
-        }
-    }
+/// The throughput table's columns.
+const THROUGHPUT_COLUMNS: [(&str, Align); 11] = [
+    ("scenario", Left),
+    ("msgs/s", Right),
+    ("MB/s", Right),
+    ("ratio", Right),
+    ("baseline", Left),
+    ("÷ same records", Right),
+    ("÷ mosquitto", Right),
+    ("÷ Strimzi", Right),
+    ("server CPU cores", Right),
+    ("server CPU s / 100k msgs", Right),
+    ("server RSS MiB", Right),
+];
 
-    writeln!(s)?;
-    writeln!(s, "### Latency")?;
-    writeln!(s)?;
-    if r.latency.is_empty() {
-        writeln!(s, "_Not run: this run had no latency scenario._")?;
-    } else {
-        table(
-            &mut s,
-            &[
-                ("protocol", Left),
-                ("kind", Left),
-                ("rate (msgs/s)", Right),
-                ("samples", Right),
-                ("p50 ms", Right),
-                ("p90 ms", Right),
-                ("p99 ms", Right),
-                ("p99.9 ms", Right),
-                ("max ms", Right),
-                ("p99 added over direct (ms)", Right),
-            ],
-            r.latency.iter().map(|l| {
-                vec![
-                    cell(&l.protocol),
-                    cell(&l.kind),
-                    thousands(l.rate as f64),
-                    thousands(l.count as f64),
-                    ms_cell(l.p50_ms),
-                    ms_cell(l.p90_ms),
-                    ms_cell(l.p99_ms),
-                    ms_cell(l.p999_ms),
-                    ms_cell(l.max_ms),
-                    l.p99_added_ms.filter(|ms| ms.is_finite()).map_or_else(
-                        || "–".to_string(),
-                        |ms| {
-                            let sign = if ms < 0.0 { "−" } else { "+" };
-                            format!("{sign}{}", ms_cell(ms.abs()))
-                        },
-                    ),
-                ]
-            }),
-        )?;
+/// The throughput rows, then their plot when there is one.
+fn throughput_table(s: &mut String, rows: &[Throughput], plotted: bool) -> Result<()> {
+    table(
+        s,
+        &THROUGHPUT_COLUMNS,
+        rows.iter().map(|t| {
+            let mut cells = vec![
+                cell(&t.scenario),
+                thousands(t.msgs_per_s),
+                fixed(t.mb_per_s, 1),
+                opt_fixed(t.ratio, 2),
+                t.baseline.as_deref().map_or_else(|| "–".to_string(), cell),
+            ];
+            cells.extend(t.comparisons_and_cpu().map(|v| opt_fixed(v, 2)));
+            cells.push(opt_fixed(t.server_rss_mib, 1));
+            cells
+        }),
+    )?;
+    if plotted {
         writeln!(s)?;
-        if plots.latency {
-            writeln!(s, "![Latency CDF per protocol](bench/{LATENCY_SVG})")?;
-        } else {
-            writeln!(s, "_No CDF points were recorded, so there is no plot._")?;
-        }
+        writeln!(s, "![Throughput per scenario](bench/{THROUGHPUT_SVG})")?;
     }
+    Ok(())
+}
 
+/// The latency table's columns.
+const LATENCY_COLUMNS: [(&str, Align); 10] = [
+    ("protocol", Left),
+    ("kind", Left),
+    ("rate (msgs/s)", Right),
+    ("samples", Right),
+    ("p50 ms", Right),
+    ("p90 ms", Right),
+    ("p99 ms", Right),
+    ("p99.9 ms", Right),
+    ("max ms", Right),
+    ("p99 added over direct (ms)", Right),
+];
+
+/// The latency rows, then their plot, or why there is none.
+fn latency_table(s: &mut String, rows: &[Latency], plotted: bool) -> Result<()> {
+    table(
+        s,
+        &LATENCY_COLUMNS,
+        rows.iter().map(|l| {
+            vec![
+                cell(&l.protocol),
+                cell(&l.kind),
+                thousands(l.rate as f64),
+                thousands(l.count as f64),
+                ms_cell(l.p50_ms),
+                ms_cell(l.p90_ms),
+                ms_cell(l.p99_ms),
+                ms_cell(l.p999_ms),
+                ms_cell(l.max_ms),
+                l.p99_added_ms.filter(|ms| ms.is_finite()).map_or_else(
+                    || "–".to_string(),
+                    |ms| {
+                        let sign = if ms < 0.0 { "−" } else { "+" };
+                        format!("{sign}{}", ms_cell(ms.abs()))
+                    },
+                ),
+            ]
+        }),
+    )?;
     writeln!(s)?;
-    writeln!(s, "### Idle connections")?;
-    writeln!(s)?;
-    if r.connections.is_empty() {
-        writeln!(s, "_Not run: this run had no idle-connection scenario._")?;
+    if plotted {
+        writeln!(s, "![Latency CDF per protocol](bench/{LATENCY_SVG})")?;
     } else {
-        table(
-            &mut s,
-            &[
-                ("server", Left),
-                ("connections", Right),
-                ("KiB per connection", Right),
-                ("CONNACK p50 ms", Right),
-                ("CONNACK p99 ms", Right),
-            ],
-            r.connections.iter().map(|c| {
-                vec![
-                    cell(&c.server),
-                    thousands(c.connections as f64),
-                    fixed(c.kib_per_connection, 1),
-                    ms_cell(c.connack_p50_ms),
-                    ms_cell(c.connack_p99_ms),
-                ]
-            }),
-        )?;
-        if plots.connections {
-            writeln!(s)?;
-            writeln!(
-                s,
-                "![Server RSS against idle connections](bench/{CONNECTIONS_SVG})"
-            )?;
-        }
+        writeln!(s, "_No CDF points were recorded, so there is no plot._")?;
     }
-    Ok(s)
+    Ok(())
+}
+
+/// The idle-connection rows, then their plot when there is one.
+fn connections_table(s: &mut String, rows: &[Connections], plotted: bool) -> Result<()> {
+    table(
+        s,
+        &[
+            ("server", Left),
+            ("connections", Right),
+            ("KiB per connection", Right),
+            ("CONNACK p50 ms", Right),
+            ("CONNACK p99 ms", Right),
+        ],
+        rows.iter().map(|c| {
+            vec![
+                cell(&c.server),
+                thousands(c.connections as f64),
+                fixed(c.kib_per_connection, 1),
+                ms_cell(c.connack_p50_ms),
+                ms_cell(c.connack_p99_ms),
+            ]
+        }),
+    )?;
+    if plotted {
+        writeln!(s)?;
+        writeln!(
+            s,
+            "![Server RSS against idle connections](bench/{CONNECTIONS_SVG})"
+        )?;
+    }
+    Ok(())
 }
 
 /// Puts `section` between the marker lines of `existing`, keeping everything outside them

@@ -95,6 +95,20 @@ impl Throughput {
         let cores = self.server_cpu_cores?;
         (self.msgs_per_s > 0.0).then(|| cores * 100_000.0 / self.msgs_per_s)
     }
+
+    /// The row's ratios to the other baselines (÷ same records, ÷ mosquitto, ÷ Strimzi) and
+    /// the server's CPU (cores, [`server_cpu_s_per_100k`](Self::server_cpu_s_per_100k)):
+    /// columns that the printed table and the report both show in this order, each to two
+    /// decimals.
+    pub fn comparisons_and_cpu(&self) -> [Option<f64>; 5] {
+        [
+            self.vs_same_records,
+            self.vs_mosquitto,
+            self.vs_strimzi,
+            self.server_cpu_cores,
+            self.server_cpu_s_per_100k(),
+        ]
+    }
 }
 
 /// Latency of one protocol at a fixed publish rate.

@@ -6,17 +6,16 @@ use anyhow::{anyhow, bail, Context, Result};
 use barnabas_core::{Backend, Record};
 use barnabas_mqtt::convert;
 use fe2o3_amqp::{
-    sasl_profile::SaslProfile,
     types::{
         messaging::{Message, Outcome},
         primitives::Binary,
     },
-    Connection, Sender, Session,
+    Sender,
 };
 use futures::{stream::FuturesUnordered, StreamExt};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
-use crate::Target;
+use crate::{amqp::AmqpSession, Target};
 
 /// Load settings shared by the throughput scenarios.
 #[derive(Debug, Clone, Copy)]
@@ -302,63 +301,94 @@ async fn mqtt(
         );
         opts.set_keep_alive(std::time::Duration::from_secs(60));
         opts.set_inflight(u16::try_from(load.inflight).unwrap_or(u16::MAX));
-        let (client, mut el) = AsyncClient::new(opts, load.inflight.max(128));
-        let payload = payload.to_vec();
-        let topic = format!("devices/bench-{i}/telemetry");
-        tasks.push(tokio::spawn(async move {
-            let publisher = tokio::spawn(async move {
-                for _ in 0..each {
-                    if client
-                        .publish(topic.as_str(), qos, false, payload.clone())
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                client
-            });
-            // Until every publish is answered (QoS 1/2) or sent (QoS 0), then a clean
-            // DISCONNECT, so the gateway ends the session normally.
-            let mut done = 0;
-            while done < each {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) if qos == QoS::AtLeastOnce => done += 1,
-                    Ok(Event::Incoming(Packet::PubComp(_))) if qos == QoS::ExactlyOnce => done += 1,
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_)))
-                        if qos == QoS::AtMostOnce =>
-                    {
-                        done += 1
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Err(anyhow!("connection {i}: {e:?}")),
-                }
-            }
-            let client = publisher.await.map_err(|e| anyhow!("{e}"))?;
-            client.disconnect().await.map_err(|e| anyhow!("{e}"))?;
-            loop {
-                match el.poll().await {
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-            Ok::<usize, anyhow::Error>(done)
-        }));
+        let (client, events) = AsyncClient::new(opts, load.inflight.max(128));
+        let share = Share {
+            topic: format!("devices/bench-{i}/telemetry"),
+            qos,
+            payload: payload.to_vec(),
+            count: each,
+        };
+        tasks.push(tokio::spawn(publish_share(i, client, events, share)));
     }
     let mut total = 0;
     for task in tasks {
         total += task.await.map_err(|e| anyhow!("{e}"))??;
     }
     if let (QoS::AtMostOnce, Some(kafka)) = (qos, kafka) {
-        // QoS 0 has no ack: the run ends when Kafka holds them (or what arrived in 60 s).
-        let deadline = Instant::now() + std::time::Duration::from_secs(60);
-        let want = before + total as i64;
-        while stored(kafka, topic_kafka).await? < want && Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        total = usize::try_from(stored(kafka, topic_kafka).await? - before).unwrap_or(0);
+        total = stored_since(kafka, topic_kafka, before, total).await?;
     }
     Ok(total)
+}
+
+/// What one MQTT connection of a throughput scenario publishes: `count` times `payload` to
+/// `topic` at `qos`.
+struct Share {
+    topic: String,
+    qos: QoS,
+    payload: Vec<u8>,
+    count: usize,
+}
+
+/// Connection `i` publishes its `share` and counts the publishes answered (QoS 1/2) or sent
+/// (QoS 0), then disconnects.
+async fn publish_share(
+    i: usize,
+    client: AsyncClient,
+    mut el: EventLoop,
+    share: Share,
+) -> Result<usize> {
+    let Share {
+        topic,
+        qos,
+        payload,
+        count: each,
+    } = share;
+    let publisher = tokio::spawn(async move {
+        for _ in 0..each {
+            if client
+                .publish(topic.as_str(), qos, false, payload.clone())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        client
+    });
+    // Until every publish is answered (QoS 1/2) or sent (QoS 0), then a clean
+    // DISCONNECT, so the gateway ends the session normally.
+    let mut done = 0;
+    while done < each {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) if qos == QoS::AtLeastOnce => done += 1,
+            Ok(Event::Incoming(Packet::PubComp(_))) if qos == QoS::ExactlyOnce => done += 1,
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) if qos == QoS::AtMostOnce => {
+                done += 1
+            }
+            Ok(_) => {}
+            Err(e) => return Err(anyhow!("connection {i}: {e:?}")),
+        }
+    }
+    let client = publisher.await.map_err(|e| anyhow!("{e}"))?;
+    client.disconnect().await.map_err(|e| anyhow!("{e}"))?;
+    loop {
+        match el.poll().await {
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(done)
+}
+
+/// Records Kafka added to `topic` since it held `before`, once it holds the `sent` QoS 0
+/// publishes (which have no ack) or 60 s have passed.
+async fn stored_since(kafka: &Backend, topic: &str, before: i64, sent: usize) -> Result<usize> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let want = before + sent as i64;
+    while stored(kafka, topic).await? < want && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(usize::try_from(stored(kafka, topic).await? - before).unwrap_or(0))
 }
 
 /// `clients` concurrent HTTP clients POSTing `per_request` records per request (the last
@@ -425,14 +455,8 @@ async fn http(url: String, per_request: usize, load: Load) -> Result<usize> {
 
 /// One AMQP link sending unsettled, at most `inflight` waiting for `accepted`.
 async fn amqp(t: &Target, count: usize, payload: &[u8], inflight: usize) -> Result<usize> {
-    let mut conn = Connection::builder()
-        .container_id("barnabas-bench")
-        .sasl_profile(SaslProfile::Anonymous)
-        .open(format!("amqp://{}", t.amqp).as_str())
-        .await
-        .context("AMQP connection")?;
-    let mut session = Session::begin(&mut conn).await.context("AMQP session")?;
-    let mut sender = Sender::attach(&mut session, "bench", "bench-amqp")
+    let mut link = AmqpSession::open(t.amqp, "barnabas-bench").await?;
+    let mut sender = Sender::attach(&mut link.session, "bench", "bench-amqp")
         .await
         .context("AMQP link")?;
     let mut pending = VecDeque::with_capacity(inflight);
@@ -456,7 +480,6 @@ async fn amqp(t: &Target, count: usize, payload: &[u8], inflight: usize) -> Resu
         }
     }
     let _ = sender.close().await;
-    let _ = session.end().await;
-    let _ = conn.close().await;
+    link.close().await;
     Ok(accepted)
 }

@@ -27,6 +27,18 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// Takes charge of `child`, whose stderr goes to `log` inside `dir` (kept until the
+    /// process is dropped, so the log and the server's files outlive the start).
+    fn new(child: Child, log: PathBuf, dir: tempfile::TempDir) -> Self {
+        let pid = child.id();
+        Self {
+            child,
+            pid,
+            log,
+            _dir: dir,
+        }
+    }
+
     /// Asks the process to stop and waits up to 10 s for it.
     pub async fn stop(mut self) {
         let _ = std::process::Command::new("kill")
@@ -128,13 +140,7 @@ pub async fn start_gateway(bin: &Path, engine: &str) -> Result<(ServerProcess, T
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let pid = child.id();
-    let mut server = ServerProcess {
-        child,
-        pid,
-        log,
-        _dir: dir,
-    };
+    let mut server = ServerProcess::new(child, log, dir);
     let http = reqwest::Client::new();
     let ready = format!("http://{}/ready", target.http);
     server
@@ -186,13 +192,7 @@ pub async fn start_mosquitto() -> Result<(ServerProcess, SocketAddr)> {
         .map_err(|e| {
             anyhow!("cannot start mosquitto ({e}): install it (Debian package `mosquitto`)")
         })?;
-    let pid = child.id();
-    let mut server = ServerProcess {
-        child,
-        pid,
-        log,
-        _dir: dir,
-    };
+    let mut server = ServerProcess::new(child, log, dir);
     server
         .wait_until(
             "mosquitto",
