@@ -29,37 +29,12 @@ pub async fn authenticate(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let basic = header.as_deref().and_then(|h| {
-        let (scheme, rest) = h.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("basic").then_some(rest.trim())
-    });
-    let decoded = basic.and_then(|b| B64.decode(b).ok());
+    let basic = header.as_deref().and_then(basic_pair);
     let tls_peer = request
         .extensions()
         .get::<ConnectInfo<TlsPeer>>()
         .map(|c| c.0.clone());
-    let credentials = match (header.as_deref(), decoded.as_deref()) {
-        // A verified client certificate names the principal when no header does.
-        (None, _) => Ok(match tls_peer.as_ref().and_then(|p| p.cert_cn.as_deref()) {
-            Some(cn) => Credentials::Certificate(cn),
-            None => Credentials::None,
-        }),
-        (Some(_), Some(pair)) => match pair.iter().position(|b| *b == b':') {
-            Some(at) => std::str::from_utf8(&pair[..at])
-                .map(|user| Credentials::Password {
-                    user,
-                    password: &pair[at + 1..],
-                })
-                .map_err(|_| ()),
-            None => Err(()),
-        },
-        (Some(h), None) => match h.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                Ok(Credentials::Bearer(token.trim()))
-            }
-            _ => Err(()),
-        },
-    };
+    let credentials = credentials(header.as_deref(), basic.as_deref(), tls_peer.as_ref());
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -81,6 +56,48 @@ pub async fn authenticate(
             next.run(request).await
         }
         Err(e) => unauthorized(e),
+    }
+}
+
+/// The decoded `user:password` of a Basic `Authorization` header; `None` for another scheme
+/// or a value that is not base64.
+fn basic_pair(header: &str) -> Option<Vec<u8>> {
+    let (scheme, rest) = header.split_once(' ')?;
+    let encoded = scheme
+        .eq_ignore_ascii_case("basic")
+        .then_some(rest.trim())?;
+    B64.decode(encoded).ok()
+}
+
+/// What the caller presents: the `Authorization` header (`basic`, its decoded pair when it is
+/// Basic), else a verified client certificate, else nothing. `Err` for a header that is neither
+/// a Basic `user:password` nor a Bearer token, which is refused as bad credentials.
+fn credentials<'a>(
+    header: Option<&'a str>,
+    basic: Option<&'a [u8]>,
+    tls_peer: Option<&'a TlsPeer>,
+) -> Result<Credentials<'a>, ()> {
+    match (header, basic) {
+        // A verified client certificate names the principal when no header does.
+        (None, _) => Ok(match tls_peer.and_then(|p| p.cert_cn.as_deref()) {
+            Some(cn) => Credentials::Certificate(cn),
+            None => Credentials::None,
+        }),
+        (Some(_), Some(pair)) => match pair.iter().position(|b| *b == b':') {
+            Some(at) => std::str::from_utf8(&pair[..at])
+                .map(|user| Credentials::Password {
+                    user,
+                    password: &pair[at + 1..],
+                })
+                .map_err(|_| ()),
+            None => Err(()),
+        },
+        (Some(h), None) => match h.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                Ok(Credentials::Bearer(token.trim()))
+            }
+            _ => Err(()),
+        },
     }
 }
 

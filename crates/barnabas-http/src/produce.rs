@@ -82,9 +82,7 @@ pub async fn to_topic(
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<Response> {
-    crate::auth::check(&state, &principal, Access::Write(&topic))?;
-    let is_async = ProduceParams::is_async(params)?;
-    produce(state, &principal, topic, None, is_async, &headers, &body).await
+    produce(state, &principal, topic, None, params, &headers, &body).await
 }
 
 /// `POST /topics/{topic}/partitions/{partition}`.
@@ -97,14 +95,12 @@ pub async fn to_partition(
     Body(body): Body,
 ) -> ApiResult<Response> {
     let partition = parse_partition(&partition)?;
-    crate::auth::check(&state, &principal, Access::Write(&topic))?;
-    let is_async = ProduceParams::is_async(params)?;
     produce(
         state,
         &principal,
         topic,
         Some(partition),
-        is_async,
+        params,
         &headers,
         &body,
     )
@@ -123,15 +119,55 @@ pub fn parse_partition(raw: &str) -> ApiResult<i32> {
     })
 }
 
+/// Both produce routes, once the path is read: 403 unless the principal may write to the
+/// topic, then the records checked, rate-limited and sent.
 async fn produce(
     state: AppState,
     principal: &Principal,
     topic: String,
     path_partition: Option<i32>,
-    is_async: bool,
+    params: Params,
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<Response> {
+    crate::auth::check(&state, principal, Access::Write(&topic))?;
+    let is_async = ProduceParams::is_async(params)?;
+    let records = records_of(&topic, path_partition, headers, body)?;
+    if records.is_empty() {
+        // Nothing to send, but the path still names a topic (and partition) that must exist.
+        exists(&state, &topic, path_partition).await?;
+    }
+    take_rate(&state, principal, records.len())?;
+    if is_async {
+        let (publisher, principal) = (state.publisher.clone(), principal.clone());
+        tokio::spawn(async move { publisher.publish_as(&principal, records).await });
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let results = state.publisher.publish_as(principal, records).await;
+    let offsets: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(d) => json!({ "partition": d.partition, "offset": d.offset }),
+            Err(e) => {
+                json!({ "error_code": status_for(e.kind()).as_u16(), "message": e.to_string() })
+            }
+        })
+        .collect();
+    Ok(crate::format::v2_json(
+        StatusCode::OK,
+        &json!({ "offsets": offsets }),
+    ))
+}
+
+/// The request's records, ready for Kafka, or why not: 415 for a content type that names no
+/// embedded format, 400 for no body or malformed JSON, 422 for a body or a record that is
+/// invalid (the record's index in the message). All are refused before anything is sent.
+fn records_of(
+    topic: &str,
+    path_partition: Option<i32>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Vec<Record>> {
     let media = content_type(headers);
     let format = Format::from_content_type(&media).ok_or_else(|| {
         ApiError::new(
@@ -154,56 +190,34 @@ async fn produce(
             "'partition' and 'timestamp' are not allowed in the body when the path names the partition",
         ));
     }
-    if records.is_empty() {
-        // Nothing to send, but the path still names a topic (and partition) that must exist.
-        exists(&state, &topic, path_partition).await?;
-    }
-    let records = records
+    records
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            to_record(&topic, path_partition, format, r)
+            to_record(topic, path_partition, format, r)
                 .map_err(|m| ApiError::unprocessable(format!("records[{i}]: {m}")))
         })
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect()
+}
+
+/// Takes `count` records from the principal's `limits.publish_rate` bucket: 413 for more than
+/// the bucket holds, 429 (with when to retry) when it is spent.
+fn take_rate(state: &AppState, principal: &Principal, count: usize) -> ApiResult<()> {
     // One request may not carry more than a full bucket (one second's worth): it could never
     // be within the rate, and taking it into debt would let it through at once.
     let burst = state.settings.publish_rate as usize;
-    if burst > 0 && records.len() > burst {
+    if burst > 0 && count > burst {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "{} records in one request; at most {burst} (limits.publish_rate, records per second) per request",
-                records.len()
+                "{count} records in one request; at most {burst} (limits.publish_rate, records per second) per request"
             ),
         ));
     }
-    if let Err(retry) = state
+    state
         .rates
-        .try_take(&state.auth.owner_name(principal), records.len())
-    {
-        return Err(ApiError::too_many_requests(retry));
-    }
-
-    if is_async {
-        let (publisher, principal) = (state.publisher.clone(), principal.clone());
-        tokio::spawn(async move { publisher.publish_as(&principal, records).await });
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    let results = state.publisher.publish_as(principal, records).await;
-    let offsets: Vec<Value> = results
-        .into_iter()
-        .map(|r| match r {
-            Ok(d) => json!({ "partition": d.partition, "offset": d.offset }),
-            Err(e) => {
-                json!({ "error_code": status_for(e.kind()).as_u16(), "message": e.to_string() })
-            }
-        })
-        .collect();
-    Ok(crate::format::v2_json(
-        StatusCode::OK,
-        &json!({ "offsets": offsets }),
-    ))
+        .try_take(&state.auth.owner_name(principal), count)
+        .map_err(ApiError::too_many_requests)
 }
 
 /// 404 unless `topic` (and `partition`) exist; an invalid name is a topic that does not.

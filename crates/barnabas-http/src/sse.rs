@@ -6,7 +6,7 @@
 //! position. A slow client is not buffered for: the stream is pulled by the connection, so
 //! the consumer's read-ahead fills and its partitions pause.
 
-use std::{collections::VecDeque, convert::Infallible, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, ops::ControlFlow, time::Duration};
 
 use axum::{
     extract::{Path, Query, State},
@@ -22,10 +22,11 @@ use barnabas_core::{
     Principal, SeekTo, Subscription, TopicPartition,
 };
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
-use futures::stream;
+use futures::{stream, Stream};
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
-use crate::{error::ApiError, AppState};
+use crate::{error::ApiError, quota::StreamSlot, AppState};
 
 /// `?group=&from=`.
 #[derive(Deserialize)]
@@ -101,6 +102,35 @@ pub async fn events(
         .transpose()?;
     // Each stream is a Kafka consumer: counted with the principal's consumer instances.
     let slot = crate::quota::take_stream(&state, state.auth.owner_name(&principal))?;
+    let driver = open_consumer(&state, &principal, &topic, &params, reset, resume).await?;
+    tracing::debug!(%topic, group = ?params.group, ?resume, "SSE stream opened");
+    let stream = RecordStream {
+        driver,
+        pending: VecDeque::new(),
+        _slot: slot,
+        metrics: state.gateway_metrics.clone(),
+        shutdown: state.shutdown.clone(),
+    };
+    Ok(Sse::new(stream.events())
+        .keep_alive(
+            KeepAlive::new()
+                .interval(state.settings.sse_keep_alive)
+                .text("keep-alive"),
+        )
+        .into_response())
+}
+
+/// The stream's Kafka consumer, subscribed to `topic` and, when the client resumes, moved to
+/// just after `resume`. With `?group=` it is a member of that group and commits what it has
+/// sent; without, it reads with a private group and commits nothing.
+async fn open_consumer(
+    state: &AppState,
+    principal: &Principal,
+    topic: &str,
+    params: &SseParams,
+    reset: OffsetReset,
+    resume: Option<(i32, i64)>,
+) -> Result<ConsumerDriver, ApiError> {
     let (group_id, commits) = match &params.group {
         Some(g) if !g.is_empty() => (g.clone(), true),
         _ => (format!("barnabas-sse-{}", uuid::Uuid::new_v4()), false),
@@ -123,71 +153,88 @@ pub async fn events(
         .await?;
     let driver = ConsumerDriver::spawn(session, state.settings.driver_limits);
     driver
-        .subscribe(Subscription::Topics(vec![topic.clone()]))
+        .subscribe(Subscription::Topics(vec![topic.to_owned()]))
         .await?;
     if let Some((partition, offset)) = resume {
         driver
             .seek_when_assigned(vec![(
-                TopicPartition::new(topic.clone(), partition),
+                TopicPartition::new(topic, partition),
                 SeekTo::Offset(offset + 1),
             )])
             .await?;
     }
-    tracing::debug!(%topic, group = ?params.group, ?resume, "SSE stream opened");
+    Ok(driver)
+}
 
-    let metrics = state.gateway_metrics.clone();
-    // One record per take: a record taken from the driver counts as consumed (its offset is
-    // what the group commits), so the stream takes a record only when the client's
-    // connection has accepted the one before. Taking a batch would commit records read
-    // ahead that never reached the client, and the group would skip them after a
-    // disconnect. The driver still reads ahead from Kafka in batches.
-    let batch = 1;
-    let shutdown = state.shutdown.clone();
-    let events = stream::unfold(
-        (driver, VecDeque::<ConsumedRecord>::new(), slot),
-        move |(driver, mut pending, slot)| {
-            let metrics = metrics.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                loop {
-                    if let Some(r) = pending.pop_front() {
-                        let event = Event::default()
-                            .id(event_id(&r))
-                            .event("record")
-                            .data(event_data(&r));
-                        return Some((Ok::<Event, Infallible>(event), (driver, pending, slot)));
-                    }
-                    let fetched = tokio::select! {
-                        fetched = driver.fetch(batch, None, Duration::from_secs(30)) => fetched,
-                        _ = shutdown.cancelled() => {
-                            let _ = driver.close().await;
-                            return None;
-                        }
-                    };
-                    match fetched {
-                        Ok(Fetched::Records(records)) => {
-                            metrics
-                                .records_out
-                                .get_or_create(&GatewayMetrics::label("sse"))
-                                .inc_by(records.len() as u64);
-                            pending.extend(records);
-                        }
-                        Ok(Fetched::TooLarge { .. }) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "SSE stream ends");
-                            let _ = driver.close().await;
-                            return None;
-                        }
-                    }
-                }
+/// What an open stream carries from one event to the next. Dropped when the stream ends or
+/// the client goes away, which gives its [`StreamSlot`] back.
+struct RecordStream {
+    driver: ConsumerDriver,
+    /// Records taken from the driver and not sent yet.
+    pending: VecDeque<ConsumedRecord>,
+    /// Its place among the principal's Kafka consumers, held for as long as the stream is.
+    _slot: StreamSlot,
+    metrics: GatewayMetrics,
+    /// Ends the stream at shutdown, so that draining the server finishes.
+    shutdown: CancellationToken,
+}
+
+impl RecordStream {
+    /// One record per take: a record taken from the driver counts as consumed (its offset is
+    /// what the group commits), so the stream takes a record only when the client's
+    /// connection has accepted the one before. Taking a batch would commit records read
+    /// ahead that never reached the client, and the group would skip them after a
+    /// disconnect. The driver still reads ahead from Kafka in batches.
+    const BATCH: usize = 1;
+
+    /// The events, pulled by the connection one at a time.
+    fn events(self) -> impl Stream<Item = Result<Event, Infallible>> {
+        stream::unfold(self, |mut stream| async move {
+            let event = stream.next_event().await?;
+            Some((Ok(event), stream))
+        })
+    }
+
+    /// The next record as an event, waiting for one as long as it takes; `None` when the
+    /// stream ends (shutdown, or Kafka failed), its consumer closed.
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(r) = self.pending.pop_front() {
+                return Some(
+                    Event::default()
+                        .id(event_id(&r))
+                        .event("record")
+                        .data(event_data(&r)),
+                );
             }
-        },
-    );
-    Ok(Sse::new(events)
-        .keep_alive(
-            KeepAlive::new()
-                .interval(state.settings.sse_keep_alive)
-                .text("keep-alive"),
-        )
-        .into_response())
+            if self.poll().await.is_break() {
+                let _ = self.driver.close().await;
+                return None;
+            }
+        }
+    }
+
+    /// One fetch from the driver into `pending` (nothing when the wait runs out); `Break` when
+    /// the stream must end instead: at shutdown, or when the driver failed (logged).
+    async fn poll(&mut self) -> ControlFlow<()> {
+        let fetched = tokio::select! {
+            fetched = self.driver.fetch(Self::BATCH, None, Duration::from_secs(30)) => fetched,
+            _ = self.shutdown.cancelled() => return ControlFlow::Break(()),
+        };
+        match fetched {
+            Ok(Fetched::Records(records)) => {
+                self.metrics
+                    .records_out
+                    .get_or_create(&GatewayMetrics::label("sse"))
+                    .inc_by(records.len() as u64);
+                self.pending.extend(records);
+            }
+            Ok(Fetched::TooLarge { .. }) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "SSE stream ends");
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
 }

@@ -44,15 +44,20 @@ pub async fn list(
     Ok(v2_json(StatusCode::OK, &json!(topics)))
 }
 
-/// A topic's metadata is the principal's to see only if it may read the topic (403; internal
+/// A topic's metadata, shown only to a principal that may read the topic (403; internal
 /// topics always): the check comes before Kafka is asked, so nothing is learnt otherwise.
-fn check_read(state: &AppState, principal: &Principal, topic: &str) -> ApiResult<()> {
-    crate::auth::check(state, principal, Access::Read(topic))
+async fn metadata(
+    state: &AppState,
+    principal: &Principal,
+    topic: &str,
+) -> ApiResult<TopicMetadata> {
+    crate::auth::check(state, principal, Access::Read(topic))?;
+    describe(state, topic).await
 }
 
 /// A topic's metadata; a name Kafka cannot have is a topic that does not exist (404, the status
 /// Strimzi's openapi.json lists for these operations, rather than a 422).
-async fn metadata(state: &AppState, topic: &str) -> ApiResult<TopicMetadata> {
+async fn describe(state: &AppState, topic: &str) -> ApiResult<TopicMetadata> {
     match state.backend.admin.topic_metadata(topic).await {
         Err(e) if e.kind() == ErrorKind::Invalid => Err(ApiError::not_found(format!(
             "topic '{topic}' not found: {e}"
@@ -61,18 +66,21 @@ async fn metadata(state: &AppState, topic: &str) -> ApiResult<TopicMetadata> {
     }
 }
 
+/// Every partition of a topic, as [`partition_json`].
+fn partitions_json(md: &TopicMetadata) -> Vec<Value> {
+    md.partitions.iter().map(partition_json).collect()
+}
+
 /// `GET /topics/{topic}`.
 pub async fn get_topic(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(topic): Path<String>,
 ) -> ApiResult<Response> {
-    check_read(&state, &principal, &topic)?;
-    let md = metadata(&state, &topic).await?;
-    let partitions: Vec<Value> = md.partitions.iter().map(partition_json).collect();
+    let md = metadata(&state, &principal, &topic).await?;
     Ok(v2_json(
         StatusCode::OK,
-        &json!({ "name": md.name, "partitions": partitions }),
+        &json!({ "name": md.name, "partitions": partitions_json(&md) }),
     ))
 }
 
@@ -82,15 +90,21 @@ pub async fn partitions(
     Extension(principal): Extension<Principal>,
     Path(topic): Path<String>,
 ) -> ApiResult<Response> {
-    check_read(&state, &principal, &topic)?;
-    let md = metadata(&state, &topic).await?;
-    let partitions: Vec<Value> = md.partitions.iter().map(partition_json).collect();
-    Ok(v2_json(StatusCode::OK, &json!(partitions)))
+    let md = metadata(&state, &principal, &topic).await?;
+    Ok(v2_json(StatusCode::OK, &json!(partitions_json(&md))))
 }
 
-async fn find_partition(state: &AppState, topic: &str, raw: &str) -> ApiResult<PartitionMetadata> {
+/// One partition's metadata, shown as [`metadata`] is; 404 for a partition id the topic does
+/// not have, or one that is no partition id at all ([`parse_partition`]).
+async fn find_partition(
+    state: &AppState,
+    principal: &Principal,
+    topic: &str,
+    raw: &str,
+) -> ApiResult<PartitionMetadata> {
+    crate::auth::check(state, principal, Access::Read(topic))?;
     let partition = parse_partition(raw)?;
-    let md = metadata(state, topic).await?;
+    let md = describe(state, topic).await?;
     md.partitions
         .into_iter()
         .find(|p| p.partition == partition)
@@ -108,8 +122,7 @@ pub async fn partition(
     Extension(principal): Extension<Principal>,
     Path((topic, raw)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    check_read(&state, &principal, &topic)?;
-    let p = find_partition(&state, &topic, &raw).await?;
+    let p = find_partition(&state, &principal, &topic, &raw).await?;
     Ok(v2_json(StatusCode::OK, &partition_json(&p)))
 }
 
@@ -119,8 +132,7 @@ pub async fn offsets(
     Extension(principal): Extension<Principal>,
     Path((topic, raw)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    check_read(&state, &principal, &topic)?;
-    let p = find_partition(&state, &topic, &raw).await?;
+    let p = find_partition(&state, &principal, &topic, &raw).await?;
     let w = state.backend.admin.watermarks(&topic, p.partition).await?;
     Ok(v2_json(
         StatusCode::OK,

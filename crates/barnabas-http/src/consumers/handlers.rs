@@ -1,18 +1,18 @@
 //! The Strimzi v2 consumer lifecycle over HTTP.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{Path, Query, State},
-    http::{header, HeaderMap, StatusCode, Uri},
+    extract::{FromRequestParts, Path, Query, State},
+    http::{header, request::Parts, HeaderMap, StatusCode, Uri},
     response::Response,
     Extension,
 };
 use barnabas_core::{
-    Access, CommitRequest, ConsumerConfig, DriverLimits, Error, Fetched, GatewayMetrics,
-    OffsetReset, Principal, SeekTo, Subscription, TopicPartition, TopicPartitionOffset,
+    Access, CommitRequest, ConsumerConfig, ConsumerDriver, ConsumerSession, Error, Fetched,
+    GatewayMetrics, OffsetReset, Principal, SeekTo, TopicPartition, TopicPartitionOffset,
 };
-use serde::Deserialize;
+use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{json, Value};
 
 use super::{Instance, InstanceSettings, Mode};
@@ -76,92 +76,87 @@ struct CreateConsumer {
     isolation_level: Option<String>,
 }
 
+impl CreateConsumer {
+    /// The instance's settings; 422 for a value out of range. Checked before anything is
+    /// opened, so that a refused create leaves nothing behind.
+    fn settings(&self) -> ApiResult<InstanceSettings> {
+        let format = match self.format.as_deref() {
+            None => Format::Binary,
+            Some(f) => Format::from_name(f)
+                .ok_or_else(|| ApiError::unprocessable("Invalid format type."))?,
+        };
+        let auto_offset_reset = match self.auto_offset_reset.as_deref() {
+            None | Some("latest") => OffsetReset::Latest,
+            Some("earliest") => OffsetReset::Earliest,
+            Some("none") => OffsetReset::None,
+            Some(other) => {
+                return Err(ApiError::unprocessable(format!(
+                    "Invalid value {other} for configuration auto.offset.reset: String must be one of: latest, earliest, none"
+                )))
+            }
+        };
+        let enable_auto_commit = match self.enable_auto_commit.as_ref().map(Loose::as_string).as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(ApiError::unprocessable(format!(
+                    "Invalid value {other} for configuration enable.auto.commit: Expected value to be either true or false"
+                )))
+            }
+        };
+        Ok(InstanceSettings {
+            format,
+            auto_offset_reset,
+            enable_auto_commit,
+            properties: self.properties()?,
+        })
+    }
+
+    /// The Kafka consumer properties the request sets, under Kafka's names
+    /// (`consumer.request.timeout.ms` is `request.timeout.ms`); 422 for a value Kafka would
+    /// not take.
+    fn properties(&self) -> ApiResult<BTreeMap<String, String>> {
+        let mut properties = BTreeMap::new();
+        for (key, value) in [
+            ("fetch.min.bytes", &self.fetch_min_bytes),
+            ("request.timeout.ms", &self.request_timeout_ms),
+        ] {
+            if let Some(v) = value {
+                let v = v.as_string();
+                if v.parse::<u32>().is_err() {
+                    return Err(ApiError::unprocessable(format!(
+                        "Invalid value {v} for configuration {key}: expected a non-negative integer"
+                    )));
+                }
+                properties.insert(key.to_owned(), v);
+            }
+        }
+        if let Some(level) = &self.isolation_level {
+            if level != "read_committed" && level != "read_uncommitted" {
+                return Err(ApiError::unprocessable(format!(
+                    "Invalid value {level} for configuration isolation.level: String must be one of: read_committed, read_uncommitted"
+                )));
+            }
+            properties.insert("isolation.level".into(), level.clone());
+        }
+        Ok(properties)
+    }
+}
+
 /// `POST /consumers/{group}` → `{instance_id, base_uri}`.
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(group): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
+    origin: Origin,
     Body(body): Body,
 ) -> ApiResult<Response> {
     crate::auth::check(&state, &principal, Access::Group(&group))?;
     let owner = state.auth.owner_name(&principal);
     crate::quota::check_room(&state, &owner)?;
     let req: CreateConsumer = parse_json_or_default(&body)?;
-    let format = match req.format.as_deref() {
-        None => Format::Binary,
-        Some(f) => {
-            Format::from_name(f).ok_or_else(|| ApiError::unprocessable("Invalid format type."))?
-        }
-    };
-    let auto_offset_reset = match req.auto_offset_reset.as_deref() {
-        None | Some("latest") => OffsetReset::Latest,
-        Some("earliest") => OffsetReset::Earliest,
-        Some("none") => OffsetReset::None,
-        Some(other) => {
-            return Err(ApiError::unprocessable(format!(
-                "Invalid value {other} for configuration auto.offset.reset: String must be one of: latest, earliest, none"
-            )))
-        }
-    };
-    let enable_auto_commit = match req.enable_auto_commit.as_ref().map(Loose::as_string).as_deref() {
-        None | Some("true") => true,
-        Some("false") => false,
-        Some(other) => {
-            return Err(ApiError::unprocessable(format!(
-                "Invalid value {other} for configuration enable.auto.commit: Expected value to be either true or false"
-            )))
-        }
-    };
-    let mut properties = BTreeMap::new();
-    for (key, value) in [
-        ("fetch.min.bytes", &req.fetch_min_bytes),
-        ("request.timeout.ms", &req.request_timeout_ms),
-    ] {
-        if let Some(v) = value {
-            let v = v.as_string();
-            if v.parse::<u32>().is_err() {
-                return Err(ApiError::unprocessable(format!(
-                    "Invalid value {v} for configuration {key}: expected a non-negative integer"
-                )));
-            }
-            properties.insert(key.to_owned(), v);
-        }
-    }
-    if let Some(level) = &req.isolation_level {
-        if level != "read_committed" && level != "read_uncommitted" {
-            return Err(ApiError::unprocessable(format!(
-                "Invalid value {level} for configuration isolation.level: String must be one of: read_committed, read_uncommitted"
-            )));
-        }
-        properties.insert("isolation.level".into(), level.clone());
-    }
-    let name = req
-        .name
-        .unwrap_or_else(|| format!("barnabas-consumer-{}", uuid::Uuid::new_v4()));
-    if name.is_empty() || name.contains('/') {
-        return Err(ApiError::unprocessable(
-            "consumer name must be non-empty and contain no '/'",
-        ));
-    }
-    // A catalog record naming this very process for an instance it does not hold is a dead
-    // name (a create refused while Kafka was away whose record Kafka stored after all, a
-    // delete whose tombstone was not written): nobody serves it, so it may be created again.
-    let recorded = state.cluster.lookup(&group, &name).await;
-    if state.consumers.contains(&group, &name)
-        || recorded.is_some_and(|r| !state.cluster.is_own(&r))
-    {
-        return Err(ApiError::conflict(
-            "A consumer instance with the specified name already exists in the Kafka Bridge.",
-        ));
-    }
-    let settings = InstanceSettings {
-        format,
-        auto_offset_reset,
-        enable_auto_commit,
-        properties,
-    };
+    let settings = req.settings()?;
+    let name = free_name(&state, &group, req.name).await?;
     let instance = open_instance(
         &state,
         &group,
@@ -172,20 +167,51 @@ pub async fn create(
         owner,
     )
     .await?;
-    if let Err(e) = state.cluster.publish(&instance, Mode::Idle).await {
-        let _ = state.consumers.remove(&group, &name);
-        let _ = instance.driver.close().await;
-        // Its record may still be stored when Kafka comes back; it names this process for
-        // an instance it does not hold, which does not block a new create (above). Not
-        // withdrawn: a late tombstone would close an instance created again meanwhile.
-        return Err(e);
-    }
-    tracing::info!(%group, %name, format = format.name(), "consumer instance created");
-    let base_uri = base_uri(&headers, &uri, &name)?;
+    announce(&state, &instance).await?;
+    let format = instance.settings.format.name();
+    tracing::info!(%group, %name, format, "consumer instance created");
+    let base_uri = origin.instance_uri(&name)?;
     Ok(v2_json(
         StatusCode::OK,
         &json!({ "instance_id": name, "base_uri": base_uri }),
     ))
+}
+
+/// The name a new instance gets (`requested`, or a fresh one): 422 for one a URL path cannot
+/// carry, 409 for one an instance of `group` already has, here or on another replica.
+async fn free_name(state: &AppState, group: &str, requested: Option<String>) -> ApiResult<String> {
+    let name = requested.unwrap_or_else(|| format!("barnabas-consumer-{}", uuid::Uuid::new_v4()));
+    if name.is_empty() || name.contains('/') {
+        return Err(ApiError::unprocessable(
+            "consumer name must be non-empty and contain no '/'",
+        ));
+    }
+    // A catalog record naming this very process for an instance it does not hold is a dead
+    // name (a create refused while Kafka was away whose record Kafka stored after all, a
+    // delete whose tombstone was not written): nobody serves it, so it may be created again.
+    let recorded = state.cluster.lookup(group, &name).await;
+    if state.consumers.contains(group, &name) || recorded.is_some_and(|r| !state.cluster.is_own(&r))
+    {
+        return Err(ApiError::conflict(
+            "A consumer instance with the specified name already exists in the Kafka Bridge.",
+        ));
+    }
+    Ok(name)
+}
+
+/// Writes a new instance to the cluster catalog, so that the other replicas forward its
+/// requests here. An instance the catalog does not name would be unreachable through them:
+/// when the write fails, it is closed again and the create refused.
+async fn announce(state: &AppState, instance: &Instance) -> ApiResult<()> {
+    let Err(e) = state.cluster.publish(instance, Mode::Idle).await else {
+        return Ok(());
+    };
+    let _ = state.consumers.remove(&instance.group, &instance.name);
+    let _ = instance.driver.close().await;
+    // Its record may still be stored when Kafka comes back; it names this process for
+    // an instance it does not hold, which does not block a new create (see `free_name`). Not
+    // withdrawn: a late tombstone would close an instance created again meanwhile.
+    Err(e)
 }
 
 /// Opens the Kafka consumer of an instance (in `mode`) and registers it on this replica; 409
@@ -200,50 +226,12 @@ pub(super) async fn open_instance(
     principal: Option<&Principal>,
     creator: Arc<str>,
 ) -> ApiResult<Arc<Instance>> {
-    let mut properties = settings.properties.clone();
-    // A replica that dies leaves its members in their groups until this times out; the
-    // replica adopting its instances only gets their partitions after that. Kafka's pre-3.0
-    // default (10 s) rather than today's 45 s: heartbeats come from the client's own thread,
-    // so a busy gateway does not miss them.
-    properties
-        .entry("session.timeout.ms".to_owned())
-        .or_insert_with(|| SESSION_TIMEOUT_MS.to_owned());
-    let session = state
-        .backend
-        .consumers
-        .create(ConsumerConfig {
-            group_id: group.to_owned(),
-            auto_offset_reset: settings.auto_offset_reset,
-            enable_auto_commit: settings.enable_auto_commit,
-            properties,
-            explicit_offset_store: true,
-            principal: principal.cloned(),
-        })
-        .await
-        .map_err(|e| match e {
-            Error::Config(m) | Error::Invalid(m) => ApiError::unprocessable(m),
-            other => other.into(),
-        })?;
-    let limits: DriverLimits = state.settings.driver_limits;
-    let driver = barnabas_core::ConsumerDriver::spawn(session, limits);
-    let resumed = match &mode {
+    let session = open_consumer(state, group, &settings, principal).await?;
+    let driver = ConsumerDriver::spawn(session, state.settings.driver_limits);
+    // A new consumer reads nothing yet: only an adopted instance has a mode to resume.
+    let resumed = match mode {
         Mode::Idle => Ok(()),
-        Mode::Topics { topics } => driver.subscribe(Subscription::Topics(topics.clone())).await,
-        Mode::Pattern { pattern } => {
-            driver
-                .subscribe(Subscription::Pattern(pattern.clone()))
-                .await
-        }
-        Mode::Assigned { partitions } => {
-            driver
-                .assign(
-                    partitions
-                        .iter()
-                        .map(|(t, p)| (TopicPartition::new(t, *p), None))
-                        .collect(),
-                )
-                .await
-        }
+        _ => mode.apply(&driver).await,
     };
     let instance = Arc::new(Instance::new(
         group.to_owned(),
@@ -264,43 +252,54 @@ pub(super) async fn open_instance(
     Ok(instance)
 }
 
-/// Records a changed subscription or assignment so that a replica adopting the instance
-/// reads the same.
+/// The Kafka consumer behind an instance of `group` with `settings`: 422 for a property Kafka's
+/// client refuses, as for one refused by [`CreateConsumer::settings`].
+async fn open_consumer(
+    state: &AppState,
+    group: &str,
+    settings: &InstanceSettings,
+    principal: Option<&Principal>,
+) -> ApiResult<Arc<dyn ConsumerSession>> {
+    let mut properties = settings.properties.clone();
+    // A replica that dies leaves its members in their groups until this times out; the
+    // replica adopting its instances only gets their partitions after that. Kafka's pre-3.0
+    // default (10 s) rather than today's 45 s: heartbeats come from the client's own thread,
+    // so a busy gateway does not miss them.
+    properties
+        .entry("session.timeout.ms".to_owned())
+        .or_insert_with(|| SESSION_TIMEOUT_MS.to_owned());
+    state
+        .backend
+        .consumers
+        .create(ConsumerConfig {
+            group_id: group.to_owned(),
+            auto_offset_reset: settings.auto_offset_reset,
+            enable_auto_commit: settings.enable_auto_commit,
+            properties,
+            explicit_offset_store: true,
+            principal: principal.cloned(),
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Config(m) | Error::Invalid(m) => ApiError::unprocessable(m),
+            other => other.into(),
+        })
+}
+
 /// Records what the instance now reads (`mode`, already applied to its driver), here and in
-/// the cluster catalog. When the catalog write fails (Kafka unavailable), the driver and the
-/// mode go back to what they were: the client was answered an error, so the instance is as
-/// it last saw it succeed, and its next subscribe or assign is not refused as exclusive.
-/// (Partitions assigned by hand come back at their committed offsets; a write that timed out
-/// may still land in the catalog, where the instance's next change overwrites it.)
+/// the cluster catalog, so that a replica adopting the instance reads the same. When the
+/// catalog write fails (Kafka unavailable), the driver and the mode go back to what they
+/// were: the client was answered an error, so the instance is as it last saw it succeed, and
+/// its next subscribe or assign is not refused as exclusive. (Partitions assigned by hand come
+/// back at their committed offsets; a write that timed out may still land in the catalog,
+/// where the instance's next change overwrites it.)
 async fn record_mode(state: &AppState, instance: &Instance, mode: Mode) -> ApiResult<()> {
     let before = instance.mode();
     instance.set_mode(mode.clone());
     let Err(e) = state.cluster.publish(instance, mode).await else {
         return Ok(());
     };
-    let restored = match &before {
-        Mode::Idle => instance.driver.unsubscribe().await,
-        Mode::Topics { topics } => {
-            instance
-                .driver
-                .subscribe(Subscription::Topics(topics.clone()))
-                .await
-        }
-        Mode::Pattern { pattern } => {
-            instance
-                .driver
-                .subscribe(Subscription::Pattern(pattern.clone()))
-                .await
-        }
-        Mode::Assigned { partitions } => {
-            let partitions = partitions
-                .iter()
-                .map(|(topic, partition)| (TopicPartition::new(topic.clone(), *partition), None))
-                .collect();
-            instance.driver.assign(partitions).await
-        }
-    };
-    match restored {
+    match before.apply(&instance.driver).await {
         Ok(()) => instance.set_mode(before),
         // The driver kept the new state: so does the mode, so that the two agree.
         Err(undo) => {
@@ -310,9 +309,37 @@ async fn record_mode(state: &AppState, instance: &Instance, mode: Mode) -> ApiRe
     Err(e)
 }
 
-/// `scheme://host:port/…/consumers/{group}/instances/{name}`, honouring `Forwarded`,
-/// `X-Forwarded-Host`/`-Proto` and `X-Forwarded-Path` as Strimzi's bridge does.
-fn base_uri(headers: &HeaderMap, uri: &Uri, name: &str) -> ApiResult<String> {
+/// Points the instance at `mode` and records it ([`record_mode`]): how every subscribe,
+/// unsubscribe and assign ends.
+async fn switch_mode(state: &AppState, instance: &Instance, mode: Mode) -> ApiResult<StatusCode> {
+    mode.apply(&instance.driver).await?;
+    record_mode(state, instance, mode).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Where the client addressed `POST /consumers/{group}`, as `scheme://host:port/…/{group}/`:
+/// the start of the new instance's `base_uri` ([`Origin::instance_uri`]). Kept as read, error
+/// included: a scheme without a known port is refused (400) only when the answer is written.
+pub struct Origin(ApiResult<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Origin(origin(&parts.headers, &parts.uri)))
+    }
+}
+
+impl Origin {
+    /// `scheme://host:port/…/consumers/{group}/instances/{name}`.
+    fn instance_uri(self, name: &str) -> ApiResult<String> {
+        Ok(format!("{}instances/{name}", self.0?))
+    }
+}
+
+/// `scheme://host:port/path/` of a request, honouring `Forwarded`, `X-Forwarded-Host`/`-Proto`
+/// and `X-Forwarded-Path` as Strimzi's bridge does.
+fn origin(headers: &HeaderMap, uri: &Uri) -> ApiResult<String> {
     let header = |n: &str| {
         headers
             .get(n)
@@ -356,7 +383,7 @@ fn base_uri(headers: &HeaderMap, uri: &Uri, name: &str) -> ApiResult<String> {
     }
     let path = header("x-forwarded-path").unwrap_or(uri.path());
     let sep = if path.ends_with('/') { "" } else { "/" };
-    Ok(format!("{scheme}://{host}{path}{sep}instances/{name}"))
+    Ok(format!("{scheme}://{host}{path}{sep}"))
 }
 
 /// `DELETE /consumers/{group}/instances/{name}` → 204.
@@ -435,6 +462,28 @@ fn exclusive() -> ApiError {
     ApiError::conflict("Subscriptions to topics, partitions, and patterns are mutually exclusive.")
 }
 
+/// A request body that asks an instance to read something else: a subscription
+/// ([`SubscribeBody`]) or an assignment ([`PartitionsBody`]).
+trait ModeRequest: DeserializeOwned {
+    /// The mode asked for, or why not: 403 for what `principal` may not read, 409 when it
+    /// would mix a subscription and an assignment (Strimzi keeps them exclusive).
+    fn mode(self, state: &AppState, principal: &Principal, instance: &Instance) -> ApiResult<Mode>;
+}
+
+/// What subscribe and assign share: the instance, the mode its body asks for, applied and
+/// recorded.
+async fn change_mode<R: ModeRequest>(
+    state: &AppState,
+    principal: &Principal,
+    group: &str,
+    name: &str,
+    body: &[u8],
+) -> ApiResult<StatusCode> {
+    let instance = state.consumers.get(group, name)?;
+    let mode = parse_json::<R>(body)?.mode(state, principal, &instance)?;
+    switch_mode(state, &instance, mode).await
+}
+
 /// `POST …/subscription` `{topics}` or `{topic_pattern}` → 204.
 pub async fn subscribe(
     State(state): State<AppState>,
@@ -442,42 +491,40 @@ pub async fn subscribe(
     Path((group, name)): Path<(String, String)>,
     Body(body): Body,
 ) -> ApiResult<StatusCode> {
-    let instance = state.consumers.get(&group, &name)?;
-    let req: SubscribeBody = parse_json(&body)?;
-    for topic in req.topics.iter().flatten() {
-        crate::auth::check(&state, &principal, Access::Read(topic))?;
-    }
-    if let Some(pattern) = &req.topic_pattern {
-        check_pattern(&state, &principal, pattern)?;
-    }
-    if matches!(instance.mode(), Mode::Assigned { .. }) {
-        return Err(exclusive());
-    }
-    match (req.topics, req.topic_pattern) {
-        (Some(_), Some(_)) => Err(exclusive()),
-        (None, None) => Err(ApiError::unprocessable(
-            "A list (of Topics type) or a topic_pattern must be specified.",
-        )),
-        (Some(topics), None) if topics.is_empty() => {
-            instance.driver.unsubscribe().await?;
-            record_mode(&state, &instance, Mode::Idle).await?;
-            Ok(StatusCode::NO_CONTENT)
+    change_mode::<SubscribeBody>(&state, &principal, &group, &name, &body).await
+}
+
+/// `POST …/assignments` `{partitions:[{topic, partition}]}` → 204.
+pub async fn assign(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((group, name)): Path<(String, String)>,
+    Body(body): Body,
+) -> ApiResult<StatusCode> {
+    change_mode::<PartitionsBody>(&state, &principal, &group, &name, &body).await
+}
+
+/// Besides [`ModeRequest`]'s refusals, 409 when the instance has partitions assigned or the body
+/// names both topics and a pattern, 422 when it names neither. No topics is no subscription.
+impl ModeRequest for SubscribeBody {
+    fn mode(self, state: &AppState, principal: &Principal, instance: &Instance) -> ApiResult<Mode> {
+        for topic in self.topics.iter().flatten() {
+            crate::auth::check(state, principal, Access::Read(topic))?;
         }
-        (Some(topics), None) => {
-            instance
-                .driver
-                .subscribe(Subscription::Topics(topics.clone()))
-                .await?;
-            record_mode(&state, &instance, Mode::Topics { topics }).await?;
-            Ok(StatusCode::NO_CONTENT)
+        if let Some(pattern) = &self.topic_pattern {
+            check_pattern(state, principal, pattern)?;
         }
-        (None, Some(pattern)) => {
-            instance
-                .driver
-                .subscribe(Subscription::Pattern(pattern.clone()))
-                .await?;
-            record_mode(&state, &instance, Mode::Pattern { pattern }).await?;
-            Ok(StatusCode::NO_CONTENT)
+        if matches!(instance.mode(), Mode::Assigned { .. }) {
+            return Err(exclusive());
+        }
+        match (self.topics, self.topic_pattern) {
+            (Some(_), Some(_)) => Err(exclusive()),
+            (None, None) => Err(ApiError::unprocessable(
+                "A list (of Topics type) or a topic_pattern must be specified.",
+            )),
+            (Some(topics), None) if topics.is_empty() => Ok(Mode::Idle),
+            (Some(topics), None) => Ok(Mode::Topics { topics }),
+            (None, Some(pattern)) => Ok(Mode::Pattern { pattern }),
         }
     }
 }
@@ -518,9 +565,7 @@ pub async fn unsubscribe(
     Path((group, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let instance = state.consumers.get(&group, &name)?;
-    instance.driver.unsubscribe().await?;
-    record_mode(&state, &instance, Mode::Idle).await?;
-    Ok(StatusCode::NO_CONTENT)
+    switch_mode(&state, &instance, Mode::Idle).await
 }
 
 #[derive(Deserialize)]
@@ -541,59 +586,45 @@ struct PartitionsBody {
     partitions: Vec<PartitionRef>,
 }
 
-fn partitions_of(body: &[u8]) -> ApiResult<Vec<TopicPartition>> {
-    let req: PartitionsBody = parse_json(body)?;
-    req.partitions
-        .into_iter()
-        .map(|p| match (p.topic, p.partition) {
-            (Some(topic), Some(partition)) => {
-                check_position(&topic, partition, None)?;
-                Ok(TopicPartition::new(topic, partition))
-            }
-            _ => Err(ApiError::not_found(
-                "partition not found: an entry of 'partitions' names no topic or no partition",
-            )),
-        })
-        .collect()
+impl PartitionsBody {
+    /// The partitions named: 404 for an entry that names none, or one that cannot exist.
+    fn partitions(self) -> ApiResult<Vec<TopicPartition>> {
+        self.partitions
+            .into_iter()
+            .map(|p| match (p.topic, p.partition) {
+                (Some(topic), Some(partition)) => {
+                    check_position(&topic, partition, None)?;
+                    Ok(TopicPartition::new(topic, partition))
+                }
+                _ => Err(ApiError::not_found(
+                    "partition not found: an entry of 'partitions' names no topic or no partition",
+                )),
+            })
+            .collect()
+    }
 }
 
-/// `POST …/assignments` `{partitions:[{topic, partition}]}` → 204.
-pub async fn assign(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path((group, name)): Path<(String, String)>,
-    Body(body): Body,
-) -> ApiResult<StatusCode> {
-    let instance = state.consumers.get(&group, &name)?;
-    let partitions = partitions_of(&body)?;
-    for tp in &partitions {
-        crate::auth::check(&state, &principal, Access::Read(&tp.topic))?;
+/// Besides [`ModeRequest`]'s refusals, 404 for a partition that cannot exist
+/// ([`PartitionsBody::partitions`]). No partitions is no assignment.
+impl ModeRequest for PartitionsBody {
+    fn mode(self, state: &AppState, principal: &Principal, instance: &Instance) -> ApiResult<Mode> {
+        let partitions = self.partitions()?;
+        for tp in &partitions {
+            crate::auth::check(state, principal, Access::Read(&tp.topic))?;
+        }
+        if instance.mode().is_subscribed() {
+            return Err(exclusive());
+        }
+        if partitions.is_empty() {
+            return Ok(Mode::Idle);
+        }
+        Ok(Mode::Assigned {
+            partitions: partitions
+                .into_iter()
+                .map(|tp| (tp.topic, tp.partition))
+                .collect(),
+        })
     }
-    if instance.mode().is_subscribed() {
-        return Err(exclusive());
-    }
-    if partitions.is_empty() {
-        instance.driver.unsubscribe().await?;
-        record_mode(&state, &instance, Mode::Idle).await?;
-    } else {
-        let recorded = partitions
-            .iter()
-            .map(|tp| (tp.topic.clone(), tp.partition))
-            .collect();
-        instance
-            .driver
-            .assign(partitions.into_iter().map(|tp| (tp, None)).collect())
-            .await?;
-        record_mode(
-            &state,
-            &instance,
-            Mode::Assigned {
-                partitions: recorded,
-            },
-        )
-        .await?;
-    }
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `?timeout=&max_bytes=` of a poll, as sent: integers of any size (JSON Schema's `integer`),
@@ -836,7 +867,8 @@ async fn seek_edge(
     to: SeekTo,
 ) -> ApiResult<StatusCode> {
     let instance = state.consumers.get(group, name)?;
-    let positions = partitions_of(body)?
+    let positions = parse_json::<PartitionsBody>(body)?
+        .partitions()?
         .into_iter()
         .map(|tp| (tp, to))
         .collect();

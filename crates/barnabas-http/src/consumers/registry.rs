@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use barnabas_core::{ConsumerDriver, OffsetReset};
+use barnabas_core::{ConsumerDriver, OffsetReset, Subscription, TopicPartition};
 use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,31 @@ impl Mode {
     /// Whether the instance reads through a group subscription (topics or pattern).
     pub fn is_subscribed(&self) -> bool {
         matches!(self, Mode::Topics { .. } | Mode::Pattern { .. })
+    }
+
+    /// Makes `driver` read what this mode names. One place for the three moments a driver is
+    /// pointed somewhere: a client's subscribe, unsubscribe or assign, the undo of one the
+    /// catalog refused, and an adopted instance resuming as its old replica left it.
+    /// Partitions assigned by hand start at their committed offsets.
+    pub(crate) async fn apply(&self, driver: &ConsumerDriver) -> barnabas_core::Result<()> {
+        match self {
+            Mode::Idle => driver.unsubscribe().await,
+            Mode::Topics { topics } => driver.subscribe(Subscription::Topics(topics.clone())).await,
+            Mode::Pattern { pattern } => {
+                driver
+                    .subscribe(Subscription::Pattern(pattern.clone()))
+                    .await
+            }
+            Mode::Assigned { partitions } => {
+                let partitions = partitions
+                    .iter()
+                    .map(|(topic, partition)| {
+                        (TopicPartition::new(topic.clone(), *partition), None)
+                    })
+                    .collect();
+                driver.assign(partitions).await
+            }
+        }
     }
 }
 
