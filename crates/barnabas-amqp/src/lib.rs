@@ -94,7 +94,7 @@ impl DirectionLabel {
 }
 
 /// AMQP metrics.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct AmqpMetrics {
     /// Open connections.
     pub connections: Gauge,
@@ -113,45 +113,14 @@ pub struct AmqpMetrics {
 impl AmqpMetrics {
     /// Creates and registers the AMQP families.
     pub fn new(registry: &MetricsRegistry) -> Self {
-        let m = Self {
-            connections: Gauge::default(),
-            links: Family::default(),
-            rejected: Counter::default(),
-            deliveries: Counter::default(),
-            released: Counter::default(),
-            throttled: Counter::default(),
-        };
-        registry.register(|r| {
-            r.register(
-                "amqp_connections",
-                "Open AMQP connections",
-                m.connections.clone(),
-            );
-            r.register(
-                "amqp_links",
-                "Attached AMQP links, by direction",
-                m.links.clone(),
-            );
-            r.register(
-                "amqp_rejected",
-                "AMQP transfers settled rejected",
-                m.rejected.clone(),
-            );
-            r.register(
-                "amqp_deliveries",
-                "Records sent on AMQP receiver links",
-                m.deliveries.clone(),
-            );
-            r.register(
-                "amqp_released",
-                "AMQP deliveries released or modified by the client (read again)",
-                m.released.clone(),
-            );
-            r.register(
-                "amqp_throttled_transfers",
-                "AMQP transfers held back by limits.publish_rate",
-                m.throttled.clone(),
-            );
+        let m = Self::default();
+        barnabas_core::register_metrics!(registry, {
+            "amqp_connections", "Open AMQP connections" => m.connections;
+            "amqp_links", "Attached AMQP links, by direction" => m.links;
+            "amqp_rejected", "AMQP transfers settled rejected" => m.rejected;
+            "amqp_deliveries", "Records sent on AMQP receiver links" => m.deliveries;
+            "amqp_released", "AMQP deliveries released or modified by the client (read again)" => m.released;
+            "amqp_throttled_transfers", "AMQP transfers held back by limits.publish_rate" => m.throttled;
         });
         m
     }

@@ -24,7 +24,7 @@ pub struct RequestLabels {
 }
 
 /// HTTP-only metrics.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     /// Live consumer instances.
@@ -34,21 +34,10 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     /// Creates and registers the HTTP families.
     pub fn new(registry: &MetricsRegistry) -> Self {
-        let m = Self {
-            requests: Family::default(),
-            consumer_instances: Gauge::default(),
-        };
-        registry.register(|r| {
-            r.register(
-                "http_requests",
-                "HTTP requests by route, method and status",
-                m.requests.clone(),
-            );
-            r.register(
-                "http_consumer_instances",
-                "Live HTTP consumer instances",
-                m.consumer_instances.clone(),
-            );
+        let m = Self::default();
+        barnabas_core::register_metrics!(registry, {
+            "http_requests", "HTTP requests by route, method and status" => m.requests;
+            "http_consumer_instances", "Live HTTP consumer instances" => m.consumer_instances;
         });
         m
     }

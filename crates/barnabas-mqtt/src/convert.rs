@@ -9,12 +9,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use crate::packet::{Publish, PublishProperties, QoS};
 use barnabas_core::{ConsumedRecord, Error, Header, Record, TopicMapper};
 use bytes::Bytes;
-use rmqtt_codec::{
-    types::{Publish, QoS},
-    v5::PublishProperties,
-};
 
 /// Header holding the MQTT topic a record was published to.
 pub const TOPIC_HEADER: &str = "barnabas.mqtt.topic";

@@ -9,6 +9,7 @@
 pub mod convert;
 pub mod filter;
 pub mod outbound;
+pub mod packet;
 pub mod retained;
 pub mod session;
 pub mod state;
@@ -89,7 +90,7 @@ pub struct QosLabel {
 }
 
 /// MQTT metrics.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct MqttMetrics {
     /// Connected clients.
     pub connections: Gauge,
@@ -113,57 +114,16 @@ pub struct MqttMetrics {
 impl MqttMetrics {
     /// Creates and registers the MQTT families.
     pub fn new(registry: &MetricsRegistry) -> Self {
-        let m = Self {
-            connections: Gauge::default(),
-            publishes: Family::default(),
-            negative_acks: Counter::default(),
-            deliveries: Family::default(),
-            subscriptions: Gauge::default(),
-            dropped_deliveries: Counter::default(),
-            throttled: Counter::default(),
-            refused_busy: Counter::default(),
-        };
-        registry.register(|r| {
-            r.register(
-                "mqtt_connections",
-                "Connected MQTT clients",
-                m.connections.clone(),
-            );
-            r.register(
-                "mqtt_publishes",
-                "MQTT PUBLISH packets received, by QoS",
-                m.publishes.clone(),
-            );
-            r.register(
-                "mqtt_negative_acks",
-                "MQTT publishes Kafka refused",
-                m.negative_acks.clone(),
-            );
-            r.register(
-                "mqtt_deliveries",
-                "MQTT PUBLISH packets sent to subscribers, by QoS",
-                m.deliveries.clone(),
-            );
-            r.register(
-                "mqtt_subscriptions",
-                "Subscriptions of connected MQTT clients",
-                m.subscriptions.clone(),
-            );
-            r.register(
-                "mqtt_dropped_deliveries",
-                "Records not delivered to a matching MQTT subscriber (too large for it, or expired)",
-                m.dropped_deliveries.clone(),
-            );
-            r.register(
-                "mqtt_throttled_publishes",
-                "MQTT publishes held back by limits.publish_rate",
-                m.throttled.clone(),
-            );
-            r.register(
-                "mqtt_refused_busy",
-                "MQTT connections answered server busy (limits.max_connections)",
-                m.refused_busy.clone(),
-            );
+        let m = Self::default();
+        barnabas_core::register_metrics!(registry, {
+            "mqtt_connections", "Connected MQTT clients" => m.connections;
+            "mqtt_publishes", "MQTT PUBLISH packets received, by QoS" => m.publishes;
+            "mqtt_negative_acks", "MQTT publishes Kafka refused" => m.negative_acks;
+            "mqtt_deliveries", "MQTT PUBLISH packets sent to subscribers, by QoS" => m.deliveries;
+            "mqtt_subscriptions", "Subscriptions of connected MQTT clients" => m.subscriptions;
+            "mqtt_dropped_deliveries", "Records not delivered to a matching MQTT subscriber (too large for it, or expired)" => m.dropped_deliveries;
+            "mqtt_throttled_publishes", "MQTT publishes held back by limits.publish_rate" => m.throttled;
+            "mqtt_refused_busy", "MQTT connections answered server busy (limits.max_connections)" => m.refused_busy;
         });
         m
     }

@@ -5,11 +5,8 @@
 
 use std::{collections::HashMap, num::NonZeroU16};
 
+use crate::packet::{Publish, PublishProperties, QoS};
 use bytestring::ByteString;
-use rmqtt_codec::{
-    types::{Publish, QoS},
-    v5::PublishProperties,
-};
 
 /// Topic aliases the gateway sets towards one client, at most, whatever the client's Topic
 /// Alias Maximum: the table is per connection, and a client may announce 65 535.
@@ -230,7 +227,9 @@ mod tests {
         let mut buf = BytesMut::new();
         codec
             .encode(
-                MqttPacket::V5(v5::Packet::Publish(Box::new(p.clone()))),
+                MqttPacket::V5(v5::Packet::Publish(Box::new(crate::wire::publish_out(
+                    p.clone(),
+                )))),
                 &mut buf,
             )
             .expect("encodes");

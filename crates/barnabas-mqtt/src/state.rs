@@ -14,10 +14,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use crate::packet::QoS;
 use barnabas_core::{Backend, Header, KeyedLog, TopicPartition};
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
 use bytes::Bytes;
-use rmqtt_codec::types::QoS;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -74,7 +74,7 @@ impl MqttState {
                     Some(Ok(r)) => Some(r),
                     // Garbage is not applied (not even as a deletion): what was known stays.
                     Some(Err(why)) => {
-                        tracing::warn!(client_id, why, "invalid session record; ignored");
+                        tracing::warn!(client_id, %why, "invalid session record; ignored");
                         return;
                     }
                 };
@@ -98,7 +98,7 @@ impl MqttState {
                     None => None,
                     Some(Ok(r)) => r.into_message(topic),
                     Some(Err(why)) => {
-                        tracing::warn!(topic, why, "invalid retained record; ignored");
+                        tracing::warn!(topic, %why, "invalid retained record; ignored");
                         return;
                     }
                 };
@@ -225,18 +225,32 @@ struct SessionRecord {
 /// A record from further ahead would win every take-over comparison for good.
 const MAX_FUTURE_MS: u64 = 60_000;
 
+/// Why a record of the sessions or retained topic is skipped: not one the gateway could have
+/// written (anyone with write access to the topic, or an older version, may have put it there).
+#[derive(Debug, thiserror::Error)]
+enum BadRecord {
+    #[error("not a record: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("no owner")]
+    NoOwner,
+    #[error("since_ms {0} lies in the future")]
+    Future(u64),
+    #[error("QoS {0} is above 2")]
+    Qos(u8),
+}
+
 impl SessionRecord {
     /// A record read from [`SESSIONS_TOPIC`], if it is one the gateway could have written.
-    fn parse(raw: &[u8]) -> Result<Self, String> {
-        let r: Self = serde_json::from_slice(raw).map_err(|e| e.to_string())?;
+    fn parse(raw: &[u8]) -> Result<Self, BadRecord> {
+        let r: Self = serde_json::from_slice(raw)?;
         if r.owner.is_empty() {
-            return Err("no owner".into());
+            return Err(BadRecord::NoOwner);
         }
         if r.since_ms > now_ms().saturating_add(MAX_FUTURE_MS) {
-            return Err(format!("since_ms {} lies in the future", r.since_ms));
+            return Err(BadRecord::Future(r.since_ms));
         }
-        if r.subscriptions.iter().any(|s| s.qos > 2) {
-            return Err("a subscription's QoS is above 2".into());
+        if let Some(s) = r.subscriptions.iter().find(|s| s.qos > 2) {
+            return Err(BadRecord::Qos(s.qos));
         }
         Ok(r)
     }
@@ -362,10 +376,10 @@ impl From<&Message> for RetainedRecord {
 
 impl RetainedRecord {
     /// A record read from [`RETAINED_TOPIC`], if it is one the gateway could have written.
-    fn parse(raw: &[u8]) -> Result<Self, String> {
-        let r: Self = serde_json::from_slice(raw).map_err(|e| e.to_string())?;
+    fn parse(raw: &[u8]) -> Result<Self, BadRecord> {
+        let r: Self = serde_json::from_slice(raw)?;
         if r.qos > 2 {
-            return Err(format!("QoS {} is above 2", r.qos));
+            return Err(BadRecord::Qos(r.qos));
         }
         Ok(r)
     }

@@ -11,8 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::packet::QoS;
 use barnabas_core::TopicPartition;
-use rmqtt_codec::types::QoS;
 
 use crate::filter::Filter;
 

@@ -28,17 +28,13 @@ use barnabas_core::{
     DriverLimits, Error, Fetched, OffsetReset, OffsetTracker, Principal, SeekTo, Sources,
     Subscription, TopicList, TopicPartition, TopicPartitionOffset,
 };
-use rmqtt_codec::{
-    types::{Publish, QoS},
-    version::ProtocolVersion,
-};
 
 use crate::{
     convert::Message,
     filter,
     outbound::Outbound,
+    packet::{ConnectInfo, Publish, QoS, SubscribeRequest, SubscribeResult},
     store::Subscribed,
-    wire::{ConnectInfo, SubscribeRequest, SubscribeResult},
     MqttContext,
 };
 
@@ -178,6 +174,64 @@ enum Start {
     Committed,
 }
 
+/// Where each of `added` starts: a SUBSCRIBE at the high watermark now (committed at once
+/// for a persistent session, so a resume starts there too); a restored session or a new
+/// partition at its committed offset, else (`None`) the beginning.
+async fn start_offsets(
+    ctx: &MqttContext,
+    // `&mut`: a `Feed` holds a fetch future that is `Send` but not `Sync`, so only a unique
+    // borrow of it may be held across an await in a `Send` future.
+    feed: &mut Feed,
+    added: &[TopicPartition],
+    start: Start,
+) -> Result<Vec<(TopicPartition, Option<i64>)>, Error> {
+    match start {
+        Start::Now => {
+            let mut starts = Vec::with_capacity(added.len());
+            for tp in added {
+                let high = bounded(ctx.admin.watermarks(&tp.topic, tp.partition))
+                    .await?
+                    .high;
+                starts.push((tp.clone(), Some(high)));
+            }
+            if feed.commits {
+                let offsets = starts
+                    .iter()
+                    .filter_map(|(tp, at)| {
+                        at.map(|offset| TopicPartitionOffset {
+                            topic: tp.topic.clone(),
+                            partition: tp.partition,
+                            offset,
+                        })
+                    })
+                    .collect();
+                bounded(feed.driver.commit(CommitRequest::Offsets(offsets))).await?;
+            }
+            Ok(starts)
+        }
+        Start::Committed if feed.commits => {
+            let committed = bounded(feed.session.committed_offsets(added.to_vec())).await?;
+            let known: HashMap<TopicPartition, Option<i64>> = committed.into_iter().collect();
+            Ok(added
+                .iter()
+                .map(|tp| (tp.clone(), known.get(tp).copied().flatten()))
+                .collect())
+        }
+        Start::Committed => Ok(added.iter().map(|tp| (tp.clone(), None)).collect()),
+    }
+}
+
+/// A record some of a session's subscriptions take ([`Subscriptions::matched`]).
+struct Matched {
+    message: Message,
+    /// The highest QoS a matching subscription was granted.
+    granted: QoS,
+    /// The retain flag as delivered.
+    retain: bool,
+    /// The matching subscriptions' v5 Subscription Identifiers.
+    ids: Vec<NonZeroU32>,
+}
+
 /// A session's subscriptions and deliveries.
 pub struct Subscriptions {
     ctx: Arc<MqttContext>,
@@ -209,7 +263,7 @@ impl Subscriptions {
         let principal = connect.principal.clone();
         let client_id = connect.client_id.as_str();
         let persistent = connect.session_expiry > 0;
-        let v5 = connect.version == ProtocolVersion::MQTT5;
+        let v5 = connect.is_v5();
         let window = connect
             .receive_max
             .map_or(DELIVERY_WINDOW, |r| r.get().min(DELIVERY_WINDOW));
@@ -532,29 +586,18 @@ impl Subscriptions {
         self.sync_shared(topics).await
     }
 
+    /// The plain (non-shared) subscriptions' consumer: assigned the readable partitions their
+    /// filters match, opened with the first such partition, new partitions started per
+    /// `start`.
     async fn sync_plain(&mut self, topics: &TopicList, start: Start) -> Result<(), Error> {
-        let mut sources = Sources::default();
-        for (s, src) in &self.subs {
-            if s.filter.share.is_none() {
-                sources.extend(src);
-            }
-        }
-        let wanted: BTreeSet<TopicPartition> = topics
-            .iter()
-            .filter(|(t, _)| sources.matches(t) && self.readable(t))
-            .flat_map(|(t, n)| (0..*n).map(move |p| TopicPartition::new(t.clone(), p)))
-            .collect();
+        let wanted = self.plain_partitions(topics);
         if self.plain.is_none() {
             if wanted.is_empty() {
                 return Ok(());
             }
-            let mut feed = Feed::open(
-                &self.ctx,
-                format!("mqtt.{}", self.client_id),
-                OffsetReset::Earliest,
-                &self.principal,
-            )
-            .await?;
+            let group = format!("mqtt.{}", self.client_id);
+            let mut feed =
+                Feed::open(&self.ctx, group, OffsetReset::Earliest, &self.principal).await?;
             feed.commits = self.persistent;
             self.plain = Some(feed);
         }
@@ -567,42 +610,12 @@ impl Subscriptions {
         if added.is_empty() && removed.is_empty() {
             return Ok(());
         }
-        let mut starts: Vec<(TopicPartition, Option<i64>)> = Vec::with_capacity(added.len());
-        match start {
-            Start::Now => {
-                for tp in &added {
-                    let high = bounded(self.ctx.admin.watermarks(&tp.topic, tp.partition))
-                        .await?
-                        .high;
-                    starts.push((tp.clone(), Some(high)));
-                }
-                if feed.commits {
-                    let offsets = starts
-                        .iter()
-                        .filter_map(|(tp, at)| {
-                            at.map(|offset| TopicPartitionOffset {
-                                topic: tp.topic.clone(),
-                                partition: tp.partition,
-                                offset,
-                            })
-                        })
-                        .collect();
-                    bounded(feed.driver.commit(CommitRequest::Offsets(offsets))).await?;
-                }
-            }
-            Start::Committed if feed.commits => {
-                let committed = bounded(feed.session.committed_offsets(added.clone())).await?;
-                let known: HashMap<TopicPartition, Option<i64>> = committed.into_iter().collect();
-                for tp in &added {
-                    starts.push((tp.clone(), known.get(tp).copied().flatten()));
-                }
-            }
-            Start::Committed => starts.extend(added.iter().map(|tp| (tp.clone(), None))),
-        }
+        let starts = start_offsets(&self.ctx, feed, &added, start).await?;
         for tp in &removed {
             feed.assigned.remove(tp);
             feed.tracker.forget(tp);
         }
+        // Records already read from a partition no longer wanted are not delivered.
         self.queue.retain(|(f, r)| {
             *f != FeedId::Plain
                 || !removed
@@ -616,6 +629,22 @@ impl Subscriptions {
             feed.assigned.insert(tp, at);
         }
         feed.reassign().await
+    }
+
+    /// Every partition of `topics` a plain subscription's filter matches and the principal
+    /// may read.
+    fn plain_partitions(&self, topics: &TopicList) -> BTreeSet<TopicPartition> {
+        let mut sources = Sources::default();
+        for (s, src) in &self.subs {
+            if s.filter.share.is_none() {
+                sources.extend(src);
+            }
+        }
+        topics
+            .iter()
+            .filter(|(t, _)| sources.matches(t) && self.readable(t))
+            .flat_map(|(t, n)| (0..*n).map(move |p| TopicPartition::new(t.clone(), p)))
+            .collect()
     }
 
     async fn sync_shared(&mut self, topics: &TopicList) -> Result<(), Error> {
@@ -758,31 +787,14 @@ impl Subscriptions {
             FeedId::Plain => None,
             FeedId::Shared(g) => Some(g.as_str()),
         };
-        let publish = message.and_then(|m| {
-            let own = m.origin_client.as_deref() == Some(self.client_id.as_str());
-            let matching: Vec<&Subscribed> = self
-                .subs
-                .iter()
-                .map(|(s, _)| s)
-                .filter(|s| {
-                    s.filter.share.as_deref() == share
-                        && !(s.no_local && own)
-                        && s.since.get(&tp).is_none_or(|start| offset >= *start)
-                        && filter::matches(&s.filter.filter, &m.topic)
-                })
-                .collect();
-            let granted = matching.iter().map(|s| s.qos).max()?;
-            if m.remaining().is_none() {
-                // Expired: not delivered [MQTT-3.3.2-5].
-                tracing::debug!(topic = %m.topic, "delivery expired; dropped");
-                self.ctx.metrics.dropped_deliveries.inc();
-                return None;
-            }
-            let retain = m.retain && matching.iter().any(|s| s.retain_as_published);
-            let ids = matching.iter().filter_map(|s| s.id).collect();
-            Some((m, granted, retain, ids))
-        });
-        let Some((message, granted, retain, ids)) = publish else {
+        let matched = message.and_then(|m| self.matched(m, share, &tp, offset));
+        let Some(Matched {
+            message,
+            granted,
+            retain,
+            ids,
+        }) = matched
+        else {
             self.finish(&feed_id, &tp, offset);
             return None;
         };
@@ -819,6 +831,47 @@ impl Subscriptions {
             }
         }
         Some(publish)
+    }
+
+    /// How the subscriptions of one feed (`share`: a shared group's, or the plain ones) take
+    /// `m`, read at `offset` of `tp`: at the highest QoS any matching one was granted, the
+    /// retain flag kept if any asked for Retain As Published, with every matching one's v5
+    /// Subscription Identifier; `None` when none matches (No Local, a start after `offset`,
+    /// the filter) or the message expired.
+    fn matched(
+        &self,
+        m: Message,
+        share: Option<&str>,
+        tp: &TopicPartition,
+        offset: i64,
+    ) -> Option<Matched> {
+        let own = m.origin_client.as_deref() == Some(self.client_id.as_str());
+        let matching: Vec<&Subscribed> = self
+            .subs
+            .iter()
+            .map(|(s, _)| s)
+            .filter(|s| {
+                s.filter.share.as_deref() == share
+                    && !(s.no_local && own)
+                    && s.since.get(tp).is_none_or(|start| offset >= *start)
+                    && filter::matches(&s.filter.filter, &m.topic)
+            })
+            .collect();
+        let granted = matching.iter().map(|s| s.qos).max()?;
+        if m.remaining().is_none() {
+            // Expired: not delivered [MQTT-3.3.2-5].
+            tracing::debug!(topic = %m.topic, "delivery expired; dropped");
+            self.ctx.metrics.dropped_deliveries.inc();
+            return None;
+        }
+        let retain = m.retain && matching.iter().any(|s| s.retain_as_published);
+        let ids = matching.iter().filter_map(|s| s.id).collect();
+        Some(Matched {
+            message: m,
+            granted,
+            retain,
+            ids,
+        })
     }
 
     /// The plain feed reads `offset` of `tp`: subscriptions whose start there is behind it

@@ -22,7 +22,7 @@ pub struct SourceLabel {
 }
 
 /// SSE source metrics.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct SourceMetrics {
     /// Events written to Kafka.
     pub events: Family<SourceLabel, Counter>,
@@ -35,27 +35,11 @@ pub struct SourceMetrics {
 impl SourceMetrics {
     /// Creates and registers the families.
     pub fn new(registry: &MetricsRegistry) -> Self {
-        let m = Self {
-            events: Family::default(),
-            malformed: Family::default(),
-            reconnects: Family::default(),
-        };
-        registry.register(|r| {
-            r.register(
-                "sse_source_events",
-                "SSE events written to Kafka",
-                m.events.clone(),
-            );
-            r.register(
-                "sse_source_malformed",
-                "SSE events skipped because their data was not JSON",
-                m.malformed.clone(),
-            );
-            r.register(
-                "sse_source_reconnects",
-                "SSE source reconnections",
-                m.reconnects.clone(),
-            );
+        let m = Self::default();
+        barnabas_core::register_metrics!(registry, {
+            "sse_source_events", "SSE events written to Kafka" => m.events;
+            "sse_source_malformed", "SSE events skipped because their data was not JSON" => m.malformed;
+            "sse_source_reconnects", "SSE source reconnections" => m.reconnects;
         });
         m
     }

@@ -380,6 +380,39 @@ impl Config {
         ] {
             parse_listen(key, value)?;
         }
+        self.validate_kafka()?;
+        // Counts and timeouts where 0 would mean "nothing ever" (no message fits, every
+        // handshake or consumer times out at once, an SSE stream of keep-alives only).
+        for (key, value) in [
+            (
+                "limits.max_message_bytes",
+                self.limits.max_message_bytes as u64,
+            ),
+            ("tls.handshake_timeout_ms", self.tls.handshake_timeout_ms),
+            (
+                "http.consumer_idle_timeout_ms",
+                self.http.consumer_idle_timeout_ms,
+            ),
+            ("http.sse_keep_alive_ms", self.http.sse_keep_alive_ms),
+            (
+                "http.consumer_buffer_records",
+                self.http.consumer_buffer_records as u64,
+            ),
+            ("limits.max_connections", self.limits.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{key}: must be above 0")));
+            }
+        }
+        self.mqtt.mapper()?;
+        self.authenticator()?;
+        self.tls_acceptor()?;
+        self.kafka.clone().resolve_secret_files()?;
+        self.validate_sources()
+    }
+
+    /// `[kafka]`: somewhere to connect, one identity, partition and replica counts Kafka takes.
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(ConfigError(
                 "kafka.bootstrap_servers: must name at least one host:port".into(),
@@ -399,40 +432,12 @@ impl Config {
                 self.kafka.default_replication_factor
             )));
         }
-        if self.limits.max_message_bytes == 0 {
-            return Err(ConfigError(
-                "limits.max_message_bytes: must be above 0".into(),
-            ));
-        }
-        if self.tls.handshake_timeout_ms == 0 {
-            return Err(ConfigError(
-                "tls.handshake_timeout_ms: must be above 0".into(),
-            ));
-        }
-        if self.http.consumer_idle_timeout_ms == 0 {
-            return Err(ConfigError(
-                "http.consumer_idle_timeout_ms: must be above 0".into(),
-            ));
-        }
-        if self.http.sse_keep_alive_ms == 0 {
-            return Err(ConfigError(
-                "http.sse_keep_alive_ms: must be above 0".into(),
-            ));
-        }
-        if self.http.consumer_buffer_records == 0 {
-            return Err(ConfigError(
-                "http.consumer_buffer_records: must be above 0".into(),
-            ));
-        }
-        if self.limits.max_connections == 0 {
-            return Err(ConfigError(
-                "limits.max_connections: must be above 0".into(),
-            ));
-        }
-        self.mqtt.mapper()?;
-        self.authenticator()?;
-        self.tls_acceptor()?;
-        self.kafka.clone().resolve_secret_files()?;
+        Ok(())
+    }
+
+    /// `[[sources.sse]]`: an http:// URL, a valid topic name and key rule, a positive idle
+    /// timeout.
+    fn validate_sources(&self) -> Result<(), ConfigError> {
         for (i, source) in self.sources.sse.iter().enumerate() {
             if !source.url.starts_with("http://") {
                 return Err(ConfigError(format!(

@@ -87,45 +87,8 @@ impl EmbeddedKafka {
         // here, where it can be reported as a start-up error.
         drop(TcpListener::bind(addr).map_err(|source| EmbeddedError::Bind { addr, source })?);
 
-        let (storage_url, temp, data) = match &storage {
-            Storage::Temporary => {
-                let dir = tempfile::Builder::new()
-                    .prefix("barnabas-kafka-")
-                    .tempdir()
-                    .map_err(|e| EmbeddedError::DataDir {
-                        path: std::env::temp_dir(),
-                        reason: e.to_string(),
-                    })?;
-                let file = dir.path().join("tansu.db");
-                (sqlite_url(&file)?, Some(dir), file.display().to_string())
-            }
-            Storage::Dir(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| EmbeddedError::DataDir {
-                    path: dir.clone(),
-                    reason: e.to_string(),
-                })?;
-                let dir = dir.canonicalize().map_err(|e| EmbeddedError::DataDir {
-                    path: dir.clone(),
-                    reason: e.to_string(),
-                })?;
-                let file = dir.join("tansu.db");
-                (sqlite_url(&file)?, None, file.display().to_string())
-            }
-            Storage::Null => (
-                parse_url("null://barnabas")?,
-                None,
-                "nowhere (null)".to_owned(),
-            ),
-        };
-
-        let advertised = advertised.unwrap_or_else(|| {
-            let ip = if addr.ip().is_unspecified() {
-                "127.0.0.1".to_owned()
-            } else {
-                addr.ip().to_string()
-            };
-            SocketAddr::new(ip.parse().unwrap_or(addr.ip()), addr.port()).to_string()
-        });
+        let (storage_url, temp, data) = storage_location(&storage)?;
+        let advertised = advertised.unwrap_or_else(|| default_advertised(addr));
         let broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
             .node_id(1)
             .cluster_id("barnabas")
@@ -242,6 +205,53 @@ impl EmbeddedKafka {
             let _ = task.await;
         }
     }
+}
+
+/// Where `storage` keeps the broker's data: tansu's storage URL, the temporary directory to
+/// delete on stop (if any), and the path to log.
+fn storage_location(storage: &Storage) -> Result<(Url, Option<TempDir>, String), EmbeddedError> {
+    let location = match storage {
+        Storage::Temporary => {
+            let dir = tempfile::Builder::new()
+                .prefix("barnabas-kafka-")
+                .tempdir()
+                .map_err(|e| EmbeddedError::DataDir {
+                    path: std::env::temp_dir(),
+                    reason: e.to_string(),
+                })?;
+            let file = dir.path().join("tansu.db");
+            (sqlite_url(&file)?, Some(dir), file.display().to_string())
+        }
+        Storage::Dir(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| EmbeddedError::DataDir {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+            let dir = dir.canonicalize().map_err(|e| EmbeddedError::DataDir {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+            let file = dir.join("tansu.db");
+            (sqlite_url(&file)?, None, file.display().to_string())
+        }
+        Storage::Null => (
+            parse_url("null://barnabas")?,
+            None,
+            "nowhere (null)".to_owned(),
+        ),
+    };
+    Ok(location)
+}
+
+/// The address clients are told to use when none was given: the listen address, with
+/// 127.0.0.1 for an unspecified (0.0.0.0) host.
+fn default_advertised(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    SocketAddr::new(ip.parse().unwrap_or(addr.ip()), addr.port()).to_string()
 }
 
 impl Drop for EmbeddedKafka {

@@ -5,14 +5,14 @@
 use std::{sync::Arc, time::Duration};
 
 use barnabas_core::{AuthError, Credentials, Principal};
-use rmqtt_codec::version::ProtocolVersion;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::{publish::Incoming, MqttSession};
 use crate::{
+    packet::{ConnectInfo, Version},
     subscriptions::Subscriptions,
-    wire::{self, ConnectInfo, Connection},
+    wire::{self, Connection},
     MqttContext, SessionHandle,
 };
 
@@ -157,7 +157,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
 
 /// The v5 Server Keep Alive the gateway imposes (`server_keep_alive`), if configured.
 fn server_keep_alive(ctx: &MqttContext, info: &ConnectInfo) -> Option<u16> {
-    let v5 = info.version == ProtocolVersion::MQTT5;
+    let v5 = info.is_v5();
     ctx.settings
         .server_keep_alive
         .filter(|_| v5)
@@ -211,12 +211,12 @@ async fn assign_client_id<T: AsyncRead + AsyncWrite + Unpin>(
     if !info.client_id.is_empty() {
         return Some(None);
     }
-    if info.version == ProtocolVersion::MQTT3 && !info.clean {
+    if info.version == Version::V3 && !info.clean {
         let _ = conn.connack_identifier_rejected().await;
         return None;
     }
     let id = format!("barnabas-{}", uuid::Uuid::new_v4().simple());
-    let assigned = (info.version == ProtocolVersion::MQTT5).then(|| id.clone());
+    let assigned = (info.is_v5()).then(|| id.clone());
     info.client_id = id;
     Some(assigned)
 }

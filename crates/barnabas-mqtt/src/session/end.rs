@@ -10,8 +10,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{publish::authorize_write, MqttSession, SessionEnd};
 use crate::{
     convert::{self, Message},
+    packet::Will,
     store::StoredSession,
-    wire::Will,
     MqttContext,
 };
 

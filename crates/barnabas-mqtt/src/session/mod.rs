@@ -18,7 +18,6 @@ use std::{collections::HashMap, num::NonZeroU16, sync::Arc, time::Duration};
 use tracing::Instrument;
 
 use barnabas_core::{rate::TokenBucket, Delivered, Error};
-use rmqtt_codec::{v5::DisconnectReasonCode, version::ProtocolVersion};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     time::Instant,
@@ -26,8 +25,9 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    packet::{Ack, ConnectInfo, DisconnectReason, Inbound, SubscribePacket, Version},
     subscriptions::{Next, Subscriptions},
-    wire::{Ack, ConnectInfo, Connection, Inbound, SubscribePacket, WireError},
+    wire::{Connection, WireError},
     MqttContext, SessionHandle,
 };
 use publish::Incoming;
@@ -139,7 +139,7 @@ struct MqttSession<T> {
 
 impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     fn v5(&self) -> bool {
-        self.conn.version() == ProtocolVersion::MQTT5
+        self.conn.version() == Version::V5
     }
 
     /// Whether the socket is read: not while the client's publishes waiting for Kafka fill
@@ -159,12 +159,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         loop {
             let step = tokio::select! {
                 _ = self.handle.kick.cancelled() => {
-                    Err(self.close(DisconnectReasonCode::SessionTakenOver).await)
+                    Err(self.close(DisconnectReason::SessionTakenOver).await)
                 }
                 _ = self.shutdown.cancelled() => Err(Box::pin(self.on_shutdown()).await),
                 _ = sleep_until(self.deadline), if self.deadline.is_some() => {
                     tracing::debug!("keep-alive expired");
-                    Err(self.close(DisconnectReasonCode::KeepAliveTimeout).await)
+                    Err(self.close(DisconnectReason::KeepAliveTimeout).await)
                 }
                 next = self.subs.next(), if self.subs.has_room() => self.on_delivery(next).await,
                 Ok(()) = topics.changed() => {
@@ -193,7 +193,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     }
 
     /// Tells a v5 client why the connection closes (3.1.1 has no server DISCONNECT).
-    async fn close(&mut self, reason: DisconnectReasonCode) -> SessionEnd {
+    async fn close(&mut self, reason: DisconnectReason) -> SessionEnd {
         self.conn.disconnect(reason).await;
         SessionEnd::Lost
     }
@@ -202,13 +202,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     async fn on_packet(&mut self, packet: Result<Inbound, WireError>) -> Result<(), SessionEnd> {
         let packet = match packet {
             Ok(p) => p,
-            Err(WireError::Decode(e)) => {
-                tracing::debug!(error = %e, "bad packet; closing");
-                let reason = if matches!(e, rmqtt_codec::error::DecodeError::MaxSizeExceeded { .. })
-                {
-                    DisconnectReasonCode::PacketTooLarge
+            Err(e @ WireError::Decode(_)) => {
+                tracing::debug!(error = ?e, "bad packet; closing");
+                let reason = if e.is_too_large() {
+                    DisconnectReason::PacketTooLarge
                 } else {
-                    DisconnectReasonCode::MalformedPacket
+                    DisconnectReason::MalformedPacket
                 };
                 return Err(self.close(reason).await);
             }
@@ -235,7 +234,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
                 session_expiry,
             } => Err(Box::pin(self.on_disconnect(with_will, session_expiry)).await),
             Inbound::Ignored => Ok(()),
-            Inbound::ProtocolError => Err(self.close(DisconnectReasonCode::ProtocolError).await),
+            Inbound::ProtocolError => Err(self.close(DisconnectReason::ProtocolError).await),
         }
     }
 
@@ -302,7 +301,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             Ok(Next::Retained(topic, qos, id)) => self.subs.deliver_retained(&topic, qos, id),
             Err(e) => {
                 tracing::warn!(error = %e, "Kafka refused this client's reads; disconnecting");
-                return Err(self.close(DisconnectReasonCode::NotAuthorized).await);
+                return Err(self.close(DisconnectReason::NotAuthorized).await);
             }
         };
         if let Some(publish) = publish {
@@ -324,7 +323,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     async fn on_shutdown(&mut self) -> SessionEnd {
         self.answer_in_flight().await;
         self.conn
-            .disconnect(DisconnectReasonCode::ServerShuttingDown)
+            .disconnect(DisconnectReason::ServerShuttingDown)
             .await;
         SessionEnd::Shutdown
     }

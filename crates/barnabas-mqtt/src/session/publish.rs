@@ -5,16 +5,12 @@
 use std::{collections::HashMap, future::Future, num::NonZeroU16, sync::Arc};
 
 use barnabas_core::{Access, Error, ErrorKind, OrderedWindow, Principal, Record};
-use rmqtt_codec::{
-    types::{Publish, QoS},
-    v5::DisconnectReasonCode,
-};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Answer, MqttSession, SessionEnd};
 use crate::{
     convert::{self, Message, CLIENT_HEADER},
-    wire::{Ack, ConnectInfo, PubReason, TOPIC_ALIAS_MAX},
+    packet::{Ack, ConnectInfo, DisconnectReason, PubReason, Publish, QoS, TOPIC_ALIAS_MAX},
     MqttContext,
 };
 use barnabas_core::Header;
@@ -76,7 +72,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     /// PUBLISH: admitted, then on its way to Kafka; its answer comes back through the loop.
     pub(super) async fn on_publish(&mut self, mut p: Box<Publish>) -> Result<(), SessionEnd> {
         if p.payload.len() > self.ctx.settings.max_message_bytes {
-            return Err(self.close(DisconnectReasonCode::PacketTooLarge).await);
+            return Err(self.close(DisconnectReason::PacketTooLarge).await);
         }
         // Over `limits.publish_rate`: wait before taking this publish, so the socket is read
         // more slowly and the client's sends back up (TCP).
@@ -86,7 +82,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             tokio::time::sleep(wait).await;
         }
         if !resolve_alias(&mut p, &mut self.aliases) {
-            return Err(self.close(DisconnectReasonCode::TopicAliasInvalid).await);
+            return Err(self.close(DisconnectReason::TopicAliasInvalid).await);
         }
         let ack = match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => None,
@@ -103,7 +99,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
                     Some(Ack::PubRec(id))
                 }
             },
-            _ => return Err(self.close(DisconnectReasonCode::ProtocolError).await),
+            _ => return Err(self.close(DisconnectReason::ProtocolError).await),
         };
         let label = crate::QosLabel { qos: p.qos as u8 };
         self.ctx.metrics.publishes.get_or_create(&label).inc();
