@@ -55,24 +55,22 @@ impl Format {
             .find(|f| f.content_type() == media_type)
     }
 
-    /// A key or value from a request body, as the bytes to store.
-    pub fn decode(self, value: &Value, field: &str) -> Result<Bytes, String> {
+    /// A key or value (`field`) from a request body, as the bytes to store.
+    pub fn decode(self, value: &Value, field: &'static str) -> Result<Bytes, DecodeError> {
         match self {
             Format::Json => serde_json::to_vec(value)
                 .map(Bytes::from)
-                .map_err(|e| format!("{field}: {e}")),
+                .map_err(|source| DecodeError::Json { field, source }),
             Format::Binary => match value {
                 Value::String(s) => B64
                     .decode(s)
                     .map(Bytes::from)
-                    .map_err(|e| format!("{field} is not valid base64: {e}")),
-                _ => Err(format!(
-                    "{field} must be a base64 string in the binary format"
-                )),
+                    .map_err(|source| DecodeError::Base64 { field, source }),
+                _ => Err(DecodeError::NotBase64String { field }),
             },
             Format::Text => match value {
                 Value::String(s) => Ok(Bytes::from(s.clone())),
-                _ => Err(format!("{field} must be a string in the text format")),
+                _ => Err(DecodeError::NotString { field }),
             },
         }
     }
@@ -91,10 +89,47 @@ impl Format {
 }
 
 /// Header values travel base64-encoded in every format.
-pub fn decode_header_value(value: &str) -> Result<Bytes, String> {
+pub fn decode_header_value(value: &str) -> Result<Bytes, DecodeError> {
     B64.decode(value)
         .map(Bytes::from)
-        .map_err(|e| format!("header value is not valid base64: {e}"))
+        .map_err(DecodeError::HeaderBase64)
+}
+
+/// A record field the request's format cannot turn into bytes; the request is answered 422
+/// with this text.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// JSON that cannot be serialized again (not expected from a parsed body).
+    #[error("{field}: {source}")]
+    Json {
+        /// `key` or `value`.
+        field: &'static str,
+        /// What serde_json said.
+        source: serde_json::Error,
+    },
+    /// A binary-format string that is not base64.
+    #[error("{field} is not valid base64: {source}")]
+    Base64 {
+        /// `key` or `value`.
+        field: &'static str,
+        /// Where the base64 went wrong.
+        source: base64::DecodeError,
+    },
+    /// A binary-format key or value that is not a string.
+    #[error("{field} must be a base64 string in the binary format")]
+    NotBase64String {
+        /// `key` or `value`.
+        field: &'static str,
+    },
+    /// A text-format key or value that is not a string.
+    #[error("{field} must be a string in the text format")]
+    NotString {
+        /// `key` or `value`.
+        field: &'static str,
+    },
+    /// A header value that is not base64.
+    #[error("header value is not valid base64: {0}")]
+    HeaderBase64(base64::DecodeError),
 }
 
 /// Header values travel base64-encoded in every format.

@@ -241,16 +241,27 @@ async fn exists(state: &AppState, topic: &str, partition: Option<i32>) -> ApiRes
     }
 }
 
+/// Why one record of a produce request cannot be written (the request is answered 422).
+#[derive(Debug, thiserror::Error)]
+enum BadRecord {
+    #[error("timestamp {0} is negative")]
+    NegativeTimestamp(i64),
+    #[error(transparent)]
+    Field(#[from] crate::format::DecodeError),
+    #[error(transparent)]
+    MqttTopic(#[from] barnabas_core::internal::BadMqttTopicHeader),
+}
+
 fn to_record(
     topic: &str,
     path_partition: Option<i32>,
     format: Format,
     r: ProduceRecord,
-) -> Result<Record, String> {
+) -> Result<Record, BadRecord> {
     // As Kafka's own producer refuses them (and the bridge, with 422): a negative timestamp
     // would be stored and then break offset lookups by time.
     if let Some(t) = r.timestamp.filter(|t| *t < 0) {
-        return Err(format!("timestamp {t} is negative"));
+        return Err(BadRecord::NegativeTimestamp(t));
     }
     let key = match &r.key {
         None | Some(Value::Null) => None,
@@ -268,7 +279,7 @@ fn to_record(
     }
     // `barnabas.*` headers are the gateway's (interface §4): dropped, except the MQTT topic a
     // producer may address (`default_topic` records), which must be a valid topic name.
-    barnabas_core::internal::drop_gateway_headers(&mut headers, true).map_err(|e| e.to_string())?;
+    barnabas_core::internal::drop_gateway_headers(&mut headers, true)?;
     Ok(Record {
         topic: topic.to_owned(),
         partition: path_partition.or(r.partition),

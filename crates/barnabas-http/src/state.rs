@@ -63,35 +63,35 @@ impl Default for HttpSettings {
 #[derive(Clone)]
 pub struct AppState {
     /// Kafka.
-    pub backend: Backend,
+    pub(crate) backend: Backend,
     /// The process-wide producer, counted as `http`.
-    pub publisher: barnabas_core::MeteredPublisher,
+    pub(crate) publisher: barnabas_core::MeteredPublisher,
     /// Flipped by the binary's Kafka watcher; `/ready` reports it.
-    pub readiness: Readiness,
+    pub(crate) readiness: Readiness,
     /// Reported by `GET /` as `bridge_version`.
-    pub version: &'static str,
+    pub(crate) version: &'static str,
     /// Settings.
-    pub settings: Arc<HttpSettings>,
+    pub(crate) settings: Arc<HttpSettings>,
     /// Consumer instances this replica serves.
-    pub consumers: Arc<Registry>,
+    pub(crate) consumers: Arc<Registry>,
     /// Every replica's consumer instances, and forwarding to their owners.
-    pub cluster: Arc<Cluster>,
+    pub(crate) cluster: Arc<Cluster>,
     /// The process registry `/metrics` encodes.
-    pub registry: MetricsRegistry,
+    pub(crate) registry: MetricsRegistry,
     /// Data-path metrics shared with the other front ends.
-    pub gateway_metrics: GatewayMetrics,
+    pub(crate) gateway_metrics: GatewayMetrics,
     /// HTTP-only metrics.
-    pub http_metrics: HttpMetrics,
+    pub(crate) http_metrics: HttpMetrics,
     /// Cancelled at shutdown: long-polls answer and SSE streams end, so draining finishes.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Authentication and ACLs, shared with the other front ends.
-    pub auth: Arc<Authenticator>,
+    pub(crate) auth: Arc<Authenticator>,
     /// Produce-rate buckets per principal.
-    pub rates: Arc<barnabas_core::rate::KeyedRates>,
+    pub(crate) rates: Arc<barnabas_core::rate::KeyedRates>,
     /// Open SSE streams per principal (`limits.max_consumers_per_principal`).
-    pub sse_streams: Arc<crate::quota::StreamCounts>,
+    pub(crate) sse_streams: Arc<crate::quota::StreamCounts>,
     /// The TLS server side of the HTTPS listener.
-    pub tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
+    pub(crate) tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
 }
 
 impl AppState {
@@ -125,5 +125,11 @@ impl AppState {
             auth: services.auth.clone(),
             tls: services.tls.clone(),
         }
+    }
+
+    /// Closes every consumer instance this replica serves (at shutdown: they leave their
+    /// groups now, so their partitions move at once).
+    pub async fn close_consumers(&self) {
+        self.consumers.close_all().await;
     }
 }

@@ -360,7 +360,7 @@ impl Gateway {
         }
         // Consumer instances leave their groups now, so partitions move at once; every other
         // consumer (SSE streams) must be gone too before an embedded broker stops.
-        self.http.consumers.close_all().await;
+        self.http.close_consumers().await;
         if !self.backend.consumers.drain(DRAIN_GRACE).await {
             tracing::warn!("some Kafka consumers were still closing at exit");
         }
