@@ -504,7 +504,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     if let Ok((mut conn, _)) = wire::accept(io, ctx.settings.max_packet_bytes()).await {
-        let _ = conn.connack_busy().await;
+        let _ = conn.connack_refused(packet::Refusal::ServerBusy).await;
     }
 }
 

@@ -77,6 +77,35 @@ pub struct PublishProperties {
     pub subscription_ids: Vec<NonZeroU32>,
 }
 
+/// Why a CONNECT is refused (its CONNACK code, 3.2.2.3 / 3.2.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// An empty client id with a persistent session (v3 2, v5 0x85).
+    IdentifierRejected,
+    /// Credentials that do not check out (v3 4, v5 0x86).
+    BadCredentials,
+    /// No credentials where they are required, or a client id another principal holds (v3
+    /// 5, v5 0x87).
+    NotAuthorized,
+    /// `limits.max_connections` reached, or too many password checks at once: the client
+    /// may retry (v3 3, v5 0x89).
+    ServerBusy,
+    /// No room for another session (`limits.max_sessions`; v3 3, v5 0x97).
+    QuotaExceeded,
+    /// A will above `limits.max_message_bytes` (v5 0x95; 3.1.1 has no code for it).
+    PacketTooLarge,
+}
+
+impl From<barnabas_core::AuthError> for Refusal {
+    fn from(e: barnabas_core::AuthError) -> Self {
+        match e {
+            barnabas_core::AuthError::BadCredentials => Refusal::BadCredentials,
+            barnabas_core::AuthError::NotAuthorized => Refusal::NotAuthorized,
+            barnabas_core::AuthError::Busy => Refusal::ServerBusy,
+        }
+    }
+}
+
 /// Why the server closes a v5 connection (its DISCONNECT reason, 3.14.2.1); a 3.1.1
 /// connection is closed without a word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{publish::Incoming, MqttSession};
 use crate::{
-    packet::{ConnectInfo, Version},
+    packet::{ConnectInfo, Refusal, Version},
     subscriptions::Subscriptions,
     wire::{self, Connection},
     MqttContext, SessionHandle,
@@ -40,13 +40,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             .is_some_and(|w| w.payload.len() > ctx.settings.max_message_bytes)
         {
             tracing::debug!("will payload above limits.max_message_bytes; refused");
-            let _ = conn.connack_packet_too_large().await;
+            let _ = conn.connack_refused(Refusal::PacketTooLarge).await;
             return None;
         }
         match authenticate(&ctx, &info, peer, cert_cn.as_deref()).await {
             Ok(principal) => info.principal = principal,
             Err(e) => {
-                let _ = conn.connack_refused(e).await;
+                let _ = conn.connack_refused(e.into()).await;
                 return None;
             }
         }
@@ -212,7 +212,7 @@ async fn assign_client_id<T: AsyncRead + AsyncWrite + Unpin>(
         return Some(None);
     }
     if info.version == Version::V3 && !info.clean {
-        let _ = conn.connack_identifier_rejected().await;
+        let _ = conn.connack_refused(Refusal::IdentifierRejected).await;
         return None;
     }
     let id = format!("barnabas-{}", uuid::Uuid::new_v4().simple());
@@ -245,7 +245,7 @@ async fn claim_session<T: AsyncRead + AsyncWrite + Unpin>(
     let held = ctx.stored.get(&info.client_id);
     if held.is_some_and(|s| !crate::same_principal(&s.principal, &principal)) {
         tracing::info!(principal = %info.principal.name, "client id held by another principal's session; refused");
-        let _ = conn.connack_refused(AuthError::NotAuthorized).await;
+        let _ = conn.connack_refused(Refusal::NotAuthorized).await;
         return None;
     }
     if info.session_expiry > 0
@@ -254,14 +254,14 @@ async fn claim_session<T: AsyncRead + AsyncWrite + Unpin>(
             .admits(&info.client_id, ctx.settings.max_sessions)
     {
         tracing::info!("limits.max_sessions reached; persistent session refused");
-        let _ = conn.connack_quota_exceeded().await;
+        let _ = conn.connack_refused(Refusal::QuotaExceeded).await;
         return None;
     }
     match ctx.sessions.register(&info.client_id, principal) {
         Ok(claimed) => Some(claimed),
         Err(crate::Taken) => {
             tracing::info!(principal = %info.principal.name, "client id connected as another principal; refused");
-            let _ = conn.connack_refused(AuthError::NotAuthorized).await;
+            let _ = conn.connack_refused(Refusal::NotAuthorized).await;
             None
         }
     }

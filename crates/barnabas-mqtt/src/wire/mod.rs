@@ -4,7 +4,6 @@
 
 use std::num::NonZeroU16;
 
-use barnabas_core::AuthError;
 use futures::{SinkExt, StreamExt};
 use rmqtt_codec::{
     error::DecodeError,
@@ -15,8 +14,8 @@ use rmqtt_codec::{
 };
 
 use crate::packet::{
-    Ack, ConnectInfo, DisconnectReason, Inbound, PubReason, Publish, SubscribeResult, Version,
-    TOPIC_ALIAS_MAX,
+    Ack, ConnectInfo, DisconnectReason, Inbound, PubReason, Publish, Refusal, SubscribeResult,
+    Version, TOPIC_ALIAS_MAX,
 };
 
 mod v3_packets;
@@ -145,7 +144,7 @@ pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
             // the client must still get CONNACK 0x02 (identifier rejected) before the
             // connection closes [MQTT-3.1.3-9].
             let mut conn = Connection { framed, version };
-            let _ = conn.connack_identifier_rejected().await;
+            let _ = conn.connack_refused(Refusal::IdentifierRejected).await;
             return Err(WireError::Decode(DecodeError::InvalidClientId));
         }
         Some(Err(e)) => return Err(WireError::Decode(e)),
@@ -229,135 +228,79 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.send(packet).await
     }
 
-    /// CONNACK refusing an empty client id with a persistent session (v3 code 2, v5 0x85).
-    pub async fn connack_identifier_rejected(&mut self) -> Result<(), WireError> {
-        self.connack_refusal(
-            v3::ConnectAckReason::IdentifierRejected,
-            v5::ConnectAckReason::ClientIdentifierNotValid,
-        )
-        .await
-    }
-
-    /// CONNACK "server busy" (`limits.max_connections` reached): v3 code 3 (server
-    /// unavailable) / v5 0x89 (server busy).
-    pub async fn connack_busy(&mut self) -> Result<(), WireError> {
-        self.connack_refusal(
-            v3::ConnectAckReason::ServiceUnavailable,
-            v5::ConnectAckReason::ServerBusy,
-        )
-        .await
-    }
-
-    /// CONNACK refusing a session the gateway has no room for (`limits.max_sessions`): v3
-    /// code 3 (server unavailable) / v5 0x97 (quota exceeded).
-    pub async fn connack_quota_exceeded(&mut self) -> Result<(), WireError> {
-        self.connack_refusal(
-            v3::ConnectAckReason::ServiceUnavailable,
-            v5::ConnectAckReason::QuotaExceeded,
-        )
-        .await
-    }
-
-    /// v5 CONNACK 0x95 for a will above `limits.max_message_bytes`; 3.1.1 has no such code
-    /// (the connection is closed without an answer, as for an oversized PUBLISH).
-    pub async fn connack_packet_too_large(&mut self) -> Result<(), WireError> {
-        if self.version != Version::V5 {
+    /// A CONNACK refusing the connection, with the reason code of the client's version. A
+    /// 3.1.1 client asked for no more than it may (a will above `limits.max_message_bytes`)
+    /// has no code for "packet too large" and gets no CONNACK: the connection is closed, as
+    /// for an oversized PUBLISH.
+    pub async fn connack_refused(&mut self, refusal: Refusal) -> Result<(), WireError> {
+        if refusal == Refusal::PacketTooLarge && self.version == Version::V3 {
             return Ok(());
         }
-        self.connack_refusal(
-            v3::ConnectAckReason::ServiceUnavailable,
-            v5::ConnectAckReason::PacketTooLarge,
+        let (v3_reason, v5_reason) = connack_reasons(refusal);
+        self.send_as(
+            || {
+                v3::Packet::ConnectAck(v3::ConnectAck {
+                    return_code: v3_reason,
+                    session_present: false,
+                })
+            },
+            || {
+                v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
+                    reason_code: v5_reason,
+                    ..v5::ConnectAck::default()
+                }))
+            },
         )
         .await
     }
 
-    /// CONNACK refusing the credentials: v3 code 4 / v5 0x86 for bad ones, v3 5 / v5 0x87
-    /// when they are missing.
-    pub async fn connack_refused(&mut self, error: AuthError) -> Result<(), WireError> {
-        match error {
-            AuthError::BadCredentials => {
-                self.connack_refusal(
-                    v3::ConnectAckReason::BadUserNameOrPassword,
-                    v5::ConnectAckReason::BadUserNameOrPassword,
-                )
-                .await
-            }
-            AuthError::NotAuthorized => {
-                self.connack_refusal(
-                    v3::ConnectAckReason::NotAuthorized,
-                    v5::ConnectAckReason::NotAuthorized,
-                )
-                .await
-            }
-            // Too many password checks at once: "server busy", the client may retry.
-            AuthError::Busy => {
-                self.connack_refusal(
-                    v3::ConnectAckReason::ServiceUnavailable,
-                    v5::ConnectAckReason::ServerBusy,
-                )
-                .await
-            }
-        }
-    }
-
-    /// A CONNACK refusing the connection, with the reason of the client's protocol version.
-    async fn connack_refusal(
+    /// Sends the packet of the connection's version: each side is built only if it is the one
+    /// sent (a PUBLISH moves into it).
+    async fn send_as(
         &mut self,
-        v3_reason: v3::ConnectAckReason,
-        v5_reason: v5::ConnectAckReason,
+        v3: impl FnOnce() -> v3::Packet,
+        v5: impl FnOnce() -> v5::Packet,
     ) -> Result<(), WireError> {
         let packet = match self.version {
-            Version::V3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
-                return_code: v3_reason,
-                session_present: false,
-            })),
-            Version::V5 => MqttPacket::V5(v5::Packet::ConnectAck(Box::new(v5::ConnectAck {
-                reason_code: v5_reason,
-                ..v5::ConnectAck::default()
-            }))),
+            Version::V3 => MqttPacket::V3(v3()),
+            Version::V5 => MqttPacket::V5(v5()),
         };
         self.send(packet).await
     }
 
     /// PUBACK (QoS 1) or PUBREC (QoS 2). v3 has no negative acks: the caller closes instead.
     pub async fn ack(&mut self, ack: Ack, reason: PubReason) -> Result<(), WireError> {
-        let (qos2, packet_id) = match ack {
-            Ack::PubAck(id) => (false, id),
-            Ack::PubRec(id) => (true, id),
-        };
-        let packet = match self.version {
-            Version::V3 if qos2 => MqttPacket::V3(v3::Packet::PublishReceived { packet_id }),
-            Version::V3 => MqttPacket::V3(v3::Packet::PublishAck { packet_id }),
-            Version::V5 => {
-                let ack = v5_packets::puback(packet_id, reason);
-                MqttPacket::V5(if qos2 {
-                    v5::Packet::PublishReceived(ack)
-                } else {
-                    v5::Packet::PublishAck(ack)
-                })
+        match ack {
+            Ack::PubAck(packet_id) => {
+                self.send_as(
+                    || v3::Packet::PublishAck { packet_id },
+                    || v5::Packet::PublishAck(v5_packets::puback(packet_id, reason)),
+                )
+                .await
             }
-        };
-        self.send(packet).await
+            Ack::PubRec(packet_id) => {
+                self.send_as(
+                    || v3::Packet::PublishReceived { packet_id },
+                    || v5::Packet::PublishReceived(v5_packets::puback(packet_id, reason)),
+                )
+                .await
+            }
+        }
     }
 
     /// PUBCOMP for a PUBREL; `known` = false answers v5 0x92 (packet id not found).
     pub async fn pubcomp(&mut self, packet_id: NonZeroU16, known: bool) -> Result<(), WireError> {
-        let packet = match self.version {
-            Version::V3 => MqttPacket::V3(v3::Packet::PublishComplete { packet_id }),
-            Version::V5 => MqttPacket::V5(v5::Packet::PublishComplete(v5_packets::ack2(
-                packet_id, known,
-            ))),
-        };
-        self.send(packet).await
+        self.send_as(
+            || v3::Packet::PublishComplete { packet_id },
+            || v5::Packet::PublishComplete(v5_packets::ack2(packet_id, known)),
+        )
+        .await
     }
 
     /// PINGRESP.
     pub async fn pong(&mut self) -> Result<(), WireError> {
-        let packet = match self.version {
-            Version::V3 => MqttPacket::V3(v3::Packet::PingResponse),
-            Version::V5 => MqttPacket::V5(v5::Packet::PingResponse),
-        };
-        self.send(packet).await
+        self.send_as(|| v3::Packet::PingResponse, || v5::Packet::PingResponse)
+            .await
     }
 
     /// SUBACK with one code per filter (v3 has only "failure" for refusals).
@@ -366,11 +309,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         packet_id: NonZeroU16,
         results: &[SubscribeResult],
     ) -> Result<(), WireError> {
-        let packet = match self.version {
-            Version::V3 => v3_packets::suback(packet_id, results),
-            Version::V5 => v5_packets::suback(packet_id, results),
-        };
-        self.send(packet).await
+        self.send_as(
+            || v3_packets::suback(packet_id, results),
+            || v5_packets::suback(packet_id, results),
+        )
+        .await
     }
 
     /// UNSUBACK; `existed` says per filter whether there was such a subscription (v5 codes).
@@ -379,31 +322,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         packet_id: NonZeroU16,
         existed: &[bool],
     ) -> Result<(), WireError> {
-        let packet = match self.version {
-            Version::V3 => MqttPacket::V3(v3::Packet::UnsubscribeAck { packet_id }),
-            Version::V5 => v5_packets::unsuback(packet_id, existed),
-        };
-        self.send(packet).await
+        self.send_as(
+            || v3::Packet::UnsubscribeAck { packet_id },
+            || v5_packets::unsuback(packet_id, existed),
+        )
+        .await
     }
 
     /// A PUBLISH to the client.
     pub async fn publish(&mut self, publish: Publish) -> Result<(), WireError> {
-        let packet = match self.version {
-            Version::V3 => MqttPacket::V3(v3::Packet::Publish(Box::new(publish_out(publish)))),
-            Version::V5 => MqttPacket::V5(v5::Packet::Publish(Box::new(publish_out(publish)))),
-        };
-        self.send(packet).await
+        let packet = Box::new(publish_out(publish));
+        match self.version {
+            Version::V3 => self.send(MqttPacket::V3(v3::Packet::Publish(packet))).await,
+            Version::V5 => self.send(MqttPacket::V5(v5::Packet::Publish(packet))).await,
+        }
     }
 
     /// PUBREL answering the client's PUBREC; `known` = false answers v5 0x92.
     pub async fn pubrel(&mut self, packet_id: NonZeroU16, known: bool) -> Result<(), WireError> {
-        let packet = match self.version {
-            Version::V3 => MqttPacket::V3(v3::Packet::PublishRelease { packet_id }),
-            Version::V5 => MqttPacket::V5(v5::Packet::PublishRelease(v5_packets::ack2(
-                packet_id, known,
-            ))),
-        };
-        self.send(packet).await
+        self.send_as(
+            || v3::Packet::PublishRelease { packet_id },
+            || v5::Packet::PublishRelease(v5_packets::ack2(packet_id, known)),
+        )
+        .await
     }
 
     /// v5 DISCONNECT with a reason before the server closes; nothing for v3.
@@ -418,6 +359,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             }));
             let _ = self.send(packet).await;
         }
+    }
+}
+
+/// A refusal's CONNACK codes: 3.1.1's return code, 5.0's reason code.
+fn connack_reasons(refusal: Refusal) -> (v3::ConnectAckReason, v5::ConnectAckReason) {
+    use v3::ConnectAckReason as V3;
+    use v5::ConnectAckReason as V5;
+    match refusal {
+        Refusal::IdentifierRejected => (V3::IdentifierRejected, V5::ClientIdentifierNotValid),
+        Refusal::BadCredentials => (V3::BadUserNameOrPassword, V5::BadUserNameOrPassword),
+        Refusal::NotAuthorized => (V3::NotAuthorized, V5::NotAuthorized),
+        Refusal::ServerBusy => (V3::ServiceUnavailable, V5::ServerBusy),
+        Refusal::QuotaExceeded => (V3::ServiceUnavailable, V5::QuotaExceeded),
+        Refusal::PacketTooLarge => (V3::ServiceUnavailable, V5::PacketTooLarge),
     }
 }
 

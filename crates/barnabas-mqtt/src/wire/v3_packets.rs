@@ -1,6 +1,6 @@
 //! MQTT 3.1.1 packets ↔ the version-neutral ones of [`crate::packet`].
 
-use rmqtt_codec::{v3, MqttPacket};
+use rmqtt_codec::v3;
 
 use barnabas_core::Principal;
 
@@ -76,8 +76,8 @@ pub(super) fn inbound(packet: v3::Packet) -> Inbound {
 }
 
 /// SUBACK: 3.1.1 has one failure code for every refusal.
-pub(super) fn suback(packet_id: std::num::NonZeroU16, results: &[SubscribeResult]) -> MqttPacket {
-    MqttPacket::V3(v3::Packet::SubscribeAck {
+pub(super) fn suback(packet_id: std::num::NonZeroU16, results: &[SubscribeResult]) -> v3::Packet {
+    v3::Packet::SubscribeAck {
         packet_id,
         status: results
             .iter()
@@ -86,5 +86,5 @@ pub(super) fn suback(packet_id: std::num::NonZeroU16, results: &[SubscribeResult
                 _ => v3::SubscribeReturnCode::Failure,
             })
             .collect(),
-    })
+    }
 }

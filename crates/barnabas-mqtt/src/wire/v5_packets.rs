@@ -3,7 +3,7 @@
 use std::num::NonZeroU16;
 
 use barnabas_core::Principal;
-use rmqtt_codec::{types::QoS, v5, MqttPacket};
+use rmqtt_codec::{types::QoS, v5};
 
 use crate::{
     convert::{v5_headers, V5Properties},
@@ -89,32 +89,32 @@ fn subscribe(s: v5::Subscribe) -> SubscribePacket {
     }
 }
 
-/// The codec's PUBLISH properties as ours (field for field).
+/// A PUBLISH's properties moved from the codec's struct to ours or back: the two have the
+/// same fields, listed once here.
+macro_rules! move_properties {
+    ($from:expr => $to:path) => {{
+        let p = $from;
+        $to {
+            topic_alias: p.topic_alias,
+            correlation_data: p.correlation_data,
+            message_expiry_interval: p.message_expiry_interval,
+            content_type: p.content_type,
+            user_properties: p.user_properties,
+            is_utf8_payload: p.is_utf8_payload,
+            response_topic: p.response_topic,
+            subscription_ids: p.subscription_ids,
+        }
+    }};
+}
+
+/// The codec's PUBLISH properties as ours.
 pub(super) fn properties_in(p: v5::PublishProperties) -> PublishProperties {
-    PublishProperties {
-        topic_alias: p.topic_alias,
-        correlation_data: p.correlation_data,
-        message_expiry_interval: p.message_expiry_interval,
-        content_type: p.content_type,
-        user_properties: p.user_properties,
-        is_utf8_payload: p.is_utf8_payload,
-        response_topic: p.response_topic,
-        subscription_ids: p.subscription_ids,
-    }
+    move_properties!(p => PublishProperties)
 }
 
 /// Ours as the codec's.
 pub(super) fn properties_out(p: PublishProperties) -> v5::PublishProperties {
-    v5::PublishProperties {
-        topic_alias: p.topic_alias,
-        correlation_data: p.correlation_data,
-        message_expiry_interval: p.message_expiry_interval,
-        content_type: p.content_type,
-        user_properties: p.user_properties,
-        is_utf8_payload: p.is_utf8_payload,
-        response_topic: p.response_topic,
-        subscription_ids: p.subscription_ids,
-    }
+    move_properties!(p => v5::PublishProperties)
 }
 
 /// PUBACK or PUBREC with the outcome's reason code.
@@ -134,7 +134,7 @@ pub(super) fn puback(packet_id: NonZeroU16, reason: PubReason) -> v5::PublishAck
 }
 
 /// SUBACK with one reason code per filter.
-pub(super) fn suback(packet_id: NonZeroU16, results: &[SubscribeResult]) -> MqttPacket {
+pub(super) fn suback(packet_id: NonZeroU16, results: &[SubscribeResult]) -> v5::Packet {
     let reason = |r: &SubscribeResult| match r {
         SubscribeResult::Granted(QoS::AtMostOnce) => v5::SubscribeAckReason::GrantedQos0,
         SubscribeResult::Granted(QoS::AtLeastOnce) => v5::SubscribeAckReason::GrantedQos1,
@@ -144,16 +144,16 @@ pub(super) fn suback(packet_id: NonZeroU16, results: &[SubscribeResult]) -> Mqtt
         SubscribeResult::NotAuthorized => v5::SubscribeAckReason::NotAuthorized,
         SubscribeResult::QuotaExceeded => v5::SubscribeAckReason::QuotaExceeded,
     };
-    MqttPacket::V5(v5::Packet::SubscribeAck(v5::SubscribeAck {
+    v5::Packet::SubscribeAck(v5::SubscribeAck {
         packet_id,
         properties: Vec::new(),
         reason_string: None,
         status: results.iter().map(reason).collect(),
-    }))
+    })
 }
 
 /// UNSUBACK: per filter, success or "no subscription existed".
-pub(super) fn unsuback(packet_id: NonZeroU16, existed: &[bool]) -> MqttPacket {
+pub(super) fn unsuback(packet_id: NonZeroU16, existed: &[bool]) -> v5::Packet {
     let reason = |e: &bool| {
         if *e {
             v5::UnsubscribeAckReason::Success
@@ -161,12 +161,12 @@ pub(super) fn unsuback(packet_id: NonZeroU16, existed: &[bool]) -> MqttPacket {
             v5::UnsubscribeAckReason::NoSubscriptionExisted
         }
     };
-    MqttPacket::V5(v5::Packet::UnsubscribeAck(v5::UnsubscribeAck {
+    v5::Packet::UnsubscribeAck(v5::UnsubscribeAck {
         packet_id,
         properties: Vec::new(),
         reason_string: None,
         status: existed.iter().map(reason).collect(),
-    }))
+    })
 }
 
 /// The DISCONNECT reason code.
