@@ -812,7 +812,8 @@ async fn a_rebalance_completes_while_a_client_is_idle_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_consumers_are_deleted() {
-    let gw = gateway::start(|c| c.http.consumer_idle_timeout_ms = 1_000).await;
+    let gw =
+        gateway::start(|c| c.http.consumer_idle_timeout_ms = barnabas::config::Millis(1_000)).await;
     let c = gw.consumer("idle", json!({"name": "c"})).await;
     let keep = gw.consumer("idle", json!({"name": "busy"})).await;
     for _ in 0..6 {
@@ -877,7 +878,7 @@ async fn read_events(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sse_streams_records_and_resumes_from_last_event_id() {
-    let gw = gateway::start(|c| c.http.sse_keep_alive_ms = 500).await;
+    let gw = gateway::start(|c| c.http.sse_keep_alive_ms = barnabas::config::Millis(500)).await;
     produce(&gw, "sse", (0..5).map(|i| json!({"n": i}))).await;
 
     let open = |last: Option<&str>, query: &str| {
@@ -978,7 +979,7 @@ async fn sse_streams_records_and_resumes_from_last_event_id() {
 async fn an_sse_group_commits_what_it_sent() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A closed client is noticed at the next write: keep-alives make that quick.
-    let gw = gateway::start(|c| c.http.sse_keep_alive_ms = 200).await;
+    let gw = gateway::start(|c| c.http.sse_keep_alive_ms = barnabas::config::Millis(200)).await;
     // 200 records of 100 KB: far more than the client's small socket buffer holds, and more
     // than the gateway reads ahead from Kafka (8 MiB).
     let big = "x".repeat(100_000);
@@ -1065,7 +1066,8 @@ async fn settled_commit(gw: &gateway::TestGateway, group: &str, tp: (&str, i32))
 /// instances of one group all go (404, and the instance gauge back to 0).
 #[tokio::test(flavor = "multi_thread")]
 async fn several_idle_consumers_are_all_deleted() {
-    let gw = gateway::start(|c| c.http.consumer_idle_timeout_ms = 1_000).await;
+    let gw =
+        gateway::start(|c| c.http.consumer_idle_timeout_ms = barnabas::config::Millis(1_000)).await;
     let mut instances = Vec::new();
     for name in ["idle-1", "idle-2", "idle-3"] {
         instances.push(
@@ -1215,7 +1217,7 @@ async fn a_polls_timeout_and_max_bytes_do_not_carry_over() {
 /// check saw `{"privx":{"0":3},"sse-named":{"0":3}}`.
 #[tokio::test(flavor = "multi_thread")]
 async fn sse_without_a_group_reads_with_a_private_group_and_commits_nothing() {
-    let gw = gateway::start(|c| c.http.sse_keep_alive_ms = 200).await;
+    let gw = gateway::start(|c| c.http.sse_keep_alive_ms = barnabas::config::Millis(200)).await;
     produce(&gw, "ssep", (0..3).map(|i| json!({ "n": i }))).await;
     let open = |query: &'static str| {
         gw.client

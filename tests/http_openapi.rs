@@ -23,7 +23,7 @@ const TOPIC: &str = "st-fixture-topic";
 async fn strimzi_openapi_document_holds_under_schemathesis() {
     let gw = gateway::start(|c| {
         // What the run creates and leaves behind goes again within the run.
-        c.http.consumer_idle_timeout_ms = 20_000;
+        c.http.consumer_idle_timeout_ms = barnabas::config::Millis(20_000);
         c.limits.max_consumers_per_principal = 10_000;
         c.kafka.default_partitions = 2;
     })

@@ -64,7 +64,7 @@ fn three_users(dir: &std::path::Path) -> impl FnOnce(&mut Config) {
             kafka_topic: "commands.{device}".into(),
             key: Some("{device}".into()),
         }];
-        c.mqtt.topic_refresh_ms = 300;
+        c.mqtt.topic_refresh_ms = barnabas::config::Millis(300);
     }
 }
 

@@ -33,7 +33,7 @@ fn mapped(c: &mut barnabas::config::Config) {
             key: Some("{id}".into()),
         },
     ];
-    c.mqtt.topic_refresh_ms = 300;
+    c.mqtt.topic_refresh_ms = barnabas::config::Millis(300);
 }
 
 fn addr(gw: &TestGateway) -> SocketAddr {

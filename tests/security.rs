@@ -589,7 +589,8 @@ async fn http_clients_that_do_not_finish_their_headers_are_disconnected() {
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let gw = gateway::start(|c| c.http.header_read_timeout_ms = 1_000).await;
+    let gw =
+        gateway::start(|c| c.http.header_read_timeout_ms = barnabas::config::Millis(1_000)).await;
     let addr = gw.base.trim_start_matches("http://").to_owned();
     let started = std::time::Instant::now();
     let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();

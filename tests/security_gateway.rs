@@ -518,7 +518,7 @@ async fn kafka_consumers_per_client_are_bounded() {
         c.amqp.listen = "127.0.0.1:0".into();
         c.limits.max_consumers_per_principal = 2;
         // An SSE answer's status line reaches curl with its first bytes.
-        c.http.sse_keep_alive_ms = 300;
+        c.http.sse_keep_alive_ms = barnabas::config::Millis(300);
     })
     .await;
     let amqp = format!("amqp://{}", gw.gateway.amqp_addr().unwrap());
@@ -1261,7 +1261,7 @@ async fn internal_topics_are_never_read_as_data_by_subscriptions() {
             kafka_topic: "{name}".into(),
             key: None,
         }];
-        c.mqtt.topic_refresh_ms = 300;
+        c.mqtt.topic_refresh_ms = barnabas::config::Millis(300);
     })
     .await;
     let addr = gw.gateway.mqtt_addr().unwrap();

@@ -264,7 +264,7 @@ fn source(url: String, topic: &str, idle_timeout_ms: u64) -> SseSource {
         url,
         topic: topic.into(),
         key: "event_type".into(),
-        idle_timeout_ms,
+        idle_timeout_ms: barnabas::config::Millis(idle_timeout_ms),
     }
 }
 

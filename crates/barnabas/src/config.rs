@@ -4,7 +4,7 @@
 //! `BARNABAS_<SECTION>__<KEY>` environment variables, command-line flags. Every struct denies
 //! unknown keys, so a typo is an error naming the key rather than a silently ignored setting.
 
-use std::{net::SocketAddr, path::Path};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use barnabas_kafka::KafkaConfig;
 use figment::{
@@ -15,6 +15,20 @@ use serde::{Deserialize, Serialize};
 
 /// The word that switches a listener off.
 pub const OFF: &str = "off";
+
+/// A duration the config writes as whole milliseconds (the `*_ms` keys of the interface
+/// contract, docs/interface): typed, so that code reads it as a [`Duration`] and never as a
+/// bare count of something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// The duration.
+    pub const fn duration(self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+}
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -54,7 +68,7 @@ pub struct TlsConfig {
     /// How long a TLS handshake may take on every TLS listener (HTTPS, MQTT/TLS, MQTT over
     /// secure WebSocket, AMQPS) before the connection is closed, so that a client that never
     /// finishes cannot hold a connection slot.
-    pub handshake_timeout_ms: u64,
+    pub handshake_timeout_ms: Millis,
 }
 
 impl Default for TlsConfig {
@@ -63,7 +77,7 @@ impl Default for TlsConfig {
             cert_file: String::new(),
             key_file: String::new(),
             client_ca_file: String::new(),
-            handshake_timeout_ms: 5_000,
+            handshake_timeout_ms: Millis(5_000),
         }
     }
 }
@@ -116,14 +130,14 @@ pub struct HttpConfig {
     /// Address of the HTTPS listener (the `[tls]` certificate), or `off`.
     pub tls_listen: String,
     /// Consumer instances idle this long (ms) are deleted and their Kafka consumer closed.
-    pub consumer_idle_timeout_ms: u64,
+    pub consumer_idle_timeout_ms: Millis,
     /// Origins allowed to call the API from a browser (CORS); `[]` = no CORS headers,
     /// `["*"]` = any origin.
     pub cors_origins: Vec<String>,
     /// Records each consumer instance reads ahead at most before pausing its partitions.
     pub consumer_buffer_records: usize,
     /// Interval of keep-alive comments on idle SSE streams (ms).
-    pub sse_keep_alive_ms: u64,
+    pub sse_keep_alive_ms: Millis,
     /// `host:port` at which other replicas reach this one's HTTP listener, to forward
     /// requests for the consumer instances it serves; `""` = the listen address (with
     /// `127.0.0.1` for an unspecified host, which only suits replicas on one machine: set it
@@ -133,7 +147,7 @@ pub struct HttpConfig {
     /// previous answer, or the connection is closed: clients that connect and send nothing
     /// (or a few header bytes at a time) hold no connection longer. Idle kept-alive
     /// connections are closed after it too.
-    pub header_read_timeout_ms: u64,
+    pub header_read_timeout_ms: Millis,
 }
 
 impl Default for HttpConfig {
@@ -141,12 +155,12 @@ impl Default for HttpConfig {
         Self {
             listen: "0.0.0.0:8080".into(),
             tls_listen: OFF.into(),
-            consumer_idle_timeout_ms: 300_000,
+            consumer_idle_timeout_ms: Millis(300_000),
             cors_origins: Vec::new(),
             consumer_buffer_records: 1_000,
-            sse_keep_alive_ms: 15_000,
+            sse_keep_alive_ms: Millis(15_000),
             advertised_address: String::new(),
-            header_read_timeout_ms: 30_000,
+            header_read_timeout_ms: Millis(30_000),
         }
     }
 }
@@ -169,7 +183,7 @@ pub struct MqttConfig {
     pub mapping: Vec<MqttMapping>,
     /// How often (ms) the cluster's topic list is re-read, so that subscriptions pick up
     /// topics and partitions that appear after they were made.
-    pub topic_refresh_ms: u64,
+    pub topic_refresh_ms: Millis,
     /// v5 deliveries also carry the record's Kafka topic, partition, offset, timestamp and
     /// key as `barnabas.kafka.*` user properties. Off: a subscriber gets a publish's user
     /// properties exactly as published and nothing more (MQTT 5.0, 3.3.2.3.7).
@@ -213,7 +227,7 @@ impl Default for MqttConfig {
             wss_listen: OFF.into(),
             default_topic: "mqtt".into(),
             mapping: Vec::new(),
-            topic_refresh_ms: 2_000,
+            topic_refresh_ms: Millis(2_000),
             kafka_metadata: false,
             server_keep_alive_secs: 0,
             ws_allowed_origins: Vec::new(),
@@ -324,7 +338,7 @@ pub struct SseSource {
     pub key: String,
     /// A stream silent this long (ms; not even a keep-alive comment) is reconnected.
     #[serde(default = "default_sse_idle_timeout_ms")]
-    pub idle_timeout_ms: u64,
+    pub idle_timeout_ms: Millis,
 }
 
 fn default_sse_key() -> String {
@@ -332,9 +346,9 @@ fn default_sse_key() -> String {
 }
 
 /// [`SseSource::idle_timeout_ms`]'s default: 120 s.
-pub const DEFAULT_SSE_IDLE_TIMEOUT_MS: u64 = 120_000;
+pub const DEFAULT_SSE_IDLE_TIMEOUT_MS: Millis = Millis(120_000);
 
-fn default_sse_idle_timeout_ms() -> u64 {
+fn default_sse_idle_timeout_ms() -> Millis {
     DEFAULT_SSE_IDLE_TIMEOUT_MS
 }
 
@@ -388,12 +402,12 @@ impl Config {
                 "limits.max_message_bytes",
                 self.limits.max_message_bytes as u64,
             ),
-            ("tls.handshake_timeout_ms", self.tls.handshake_timeout_ms),
+            ("tls.handshake_timeout_ms", self.tls.handshake_timeout_ms.0),
             (
                 "http.consumer_idle_timeout_ms",
-                self.http.consumer_idle_timeout_ms,
+                self.http.consumer_idle_timeout_ms.0,
             ),
-            ("http.sse_keep_alive_ms", self.http.sse_keep_alive_ms),
+            ("http.sse_keep_alive_ms", self.http.sse_keep_alive_ms.0),
             (
                 "http.consumer_buffer_records",
                 self.http.consumer_buffer_records as u64,
@@ -449,7 +463,7 @@ impl Config {
                 .map_err(|e| ConfigError(format!("sources.sse[{i}].topic: {e}")))?;
             barnabas_sse::KeyRule::parse(&source.key)
                 .map_err(|e| ConfigError(format!("sources.sse[{i}].key: {e}")))?;
-            if source.idle_timeout_ms == 0 {
+            if source.idle_timeout_ms.0 == 0 {
                 return Err(ConfigError(format!(
                     "sources.sse[{i}].idle_timeout_ms: must be above 0"
                 )));
@@ -493,7 +507,7 @@ impl Config {
             client_ca: (!self.tls.client_ca_file.is_empty())
                 .then(|| self.tls.client_ca_file.clone().into()),
         };
-        let deadline = std::time::Duration::from_millis(self.tls.handshake_timeout_ms);
+        let deadline = self.tls.handshake_timeout_ms.duration();
         barnabas_core::tls::TlsAcceptor::load(files, deadline)
             .map(Some)
             .map_err(|e| ConfigError(e.to_string()))

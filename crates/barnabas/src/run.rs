@@ -405,7 +405,7 @@ fn http_settings(
         config.http.advertised_address.clone()
     };
     barnabas_http::HttpSettings {
-        consumer_idle_timeout: Duration::from_millis(config.http.consumer_idle_timeout_ms),
+        consumer_idle_timeout: config.http.consumer_idle_timeout_ms.duration(),
         max_body_bytes: config.limits.max_message_bytes,
         cors_origins: config.http.cors_origins.clone(),
         driver_limits: DriverLimits {
@@ -415,12 +415,16 @@ fn http_settings(
                 .max(config.limits.max_message_bytes * 2),
             poll_batch: records.clamp(1, 500),
         },
-        sse_keep_alive: Duration::from_millis(config.http.sse_keep_alive_ms),
+        sse_keep_alive: config.http.sse_keep_alive_ms.duration(),
         advertised_url: format!("http://{advertised}"),
         publish_rate: config.limits.publish_rate,
         max_consumers_per_principal: config.limits.max_consumers_per_principal,
         max_topic_partitions: config.limits.max_topic_partitions,
-        header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms.max(1)),
+        header_read_timeout: config
+            .http
+            .header_read_timeout_ms
+            .duration()
+            .max(Duration::from_millis(1)),
         max_connections: config.limits.max_connections,
     }
 }
@@ -461,7 +465,11 @@ fn mqtt_settings(config: &Config) -> barnabas_mqtt::MqttSettings {
         max_consumers_per_connection: limits.max_consumers_per_connection,
         ws_allowed_origins: config.mqtt.ws_allowed_origins.clone(),
         max_retained_bytes: limits.max_retained_bytes,
-        topic_refresh: Duration::from_millis(config.mqtt.topic_refresh_ms.max(100)),
+        topic_refresh: config
+            .mqtt
+            .topic_refresh_ms
+            .duration()
+            .max(Duration::from_millis(100)),
     }
 }
 
@@ -490,7 +498,7 @@ fn sse_sources(config: &Config) -> Result<Vec<barnabas_sse::SourceSpec>, Failure
             url: source.url.clone(),
             topic: source.topic.clone(),
             key,
-            idle_timeout: Duration::from_millis(source.idle_timeout_ms),
+            idle_timeout: source.idle_timeout_ms.duration(),
         })
     };
     config.sources.sse.iter().map(spec).collect()
