@@ -1170,7 +1170,8 @@ async fn with_mode_none_a_user_name_still_names_the_principal() {
 
 /// Failed logins are logged with the peer address and the user name, never the password:
 /// a wrong password over HTTP Basic (curl), MQTT (mosquitto_pub) and AMQP SASL PLAIN
-/// (python3-qpid-proton) against the gateway process, whose log is then read.
+/// (python3-qpid-proton) against the gateway process, whose log is then read. The MQTT line
+/// names the client id too (lost once when logins moved into core; this caught it).
 #[test]
 fn failed_logins_are_logged_with_peer_and_user_never_the_password() {
     let dir = tempfile::tempdir().unwrap();
@@ -1206,6 +1207,8 @@ fn failed_logins_are_logged_with_peer_and_user_never_the_password() {
             "device-1",
             "-P",
             "Wrong-mqtt-pw",
+            "-i",
+            "meter-7",
             "-t",
             "t",
             "-m",
@@ -1230,6 +1233,9 @@ fn failed_logins_are_logged_with_peer_and_user_never_the_password() {
             line.contains("127.0.0.1") && line.contains("device-1"),
             "{protocol}: the refusal names peer and user: {line}"
         );
+        if protocol == "MQTT" {
+            assert!(line.contains("meter-7"), "and the MQTT client id: {line}");
+        }
     }
     let log = gateway.stderr();
     let leaked: Vec<&String> = log.iter().filter(|l| l.contains("Wrong-")).collect();

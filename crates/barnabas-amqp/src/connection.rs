@@ -11,7 +11,7 @@ use std::{
 };
 use tracing::Instrument;
 
-use barnabas_core::{Access, Credentials, Principal};
+use barnabas_core::{Access, Credentials, LoginSource, Principal};
 use fe2o3_amqp::{
     acceptor::{
         ConnectionAcceptor, IncomingSession, LinkAcceptor, LinkEndpoint, ListenerConnectionHandle,
@@ -202,8 +202,7 @@ impl Handshake {
         };
         let user = self.login.user();
         self.ctx.auth.record_login(
-            "amqp",
-            Some(self.peer.ip()),
+            LoginSource::new("amqp", Some(self.peer.ip())),
             user.as_deref(),
             &Ok(principal.clone()),
         );
@@ -215,10 +214,11 @@ impl Handshake {
     /// served when the address connects again.
     fn refused(&self, error: barnabas_core::AuthError) {
         let user = self.login.user();
-        let _ =
-            self.ctx
-                .auth
-                .record_login("amqp", Some(self.peer.ip()), user.as_deref(), &Err(error));
+        let _ = self.ctx.auth.record_login(
+            LoginSource::new("amqp", Some(self.peer.ip())),
+            user.as_deref(),
+            &Err(error),
+        );
     }
 }
 

@@ -25,7 +25,7 @@ pub mod tls;
 pub mod topic;
 pub mod tracker;
 
-pub use auth::{Access, AuthError, Authenticator, Credentials, Principal, Secret};
+pub use auth::{Access, AuthError, Authenticator, Credentials, LoginSource, Principal, Secret};
 pub use catalog::{TopicCatalog, TopicList};
 pub use driver::{ConsumerDriver, DriverLimits, Fetched};
 pub use error::{Error, ErrorKind, Result};

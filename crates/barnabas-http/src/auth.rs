@@ -9,7 +9,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use barnabas_core::{Access, AuthError, Credentials, Principal};
+use barnabas_core::{Access, AuthError, Credentials, LoginSource, Principal};
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
 
 use crate::{error::ApiError, AppState, TlsPeer};
@@ -41,11 +41,13 @@ pub async fn authenticate(
         .map(|c| c.0.ip())
         .or(tls_peer.as_ref().map(|p| p.addr.ip()));
     let outcome = match credentials {
-        Ok(c) => state.auth.login("http", peer, c).await,
+        Ok(c) => state.auth.login(LoginSource::new("http", peer), c).await,
         // An Authorization header that is not Basic or Bearer: bad credentials.
         Err(()) => {
             let refused = Err(AuthError::BadCredentials);
-            let delay = state.auth.record_login("http", peer, None, &refused);
+            let delay = state
+                .auth
+                .record_login(LoginSource::new("http", peer), None, &refused);
             tokio::time::sleep(delay).await;
             refused
         }

@@ -13,6 +13,38 @@ use crate::metrics::{AuthFailureLabels, GatewayMetrics};
 /// Refused logins by protocol and reason.
 pub(super) type FailureCounts = Family<AuthFailureLabels, Counter>;
 
+/// Where a login comes from: its protocol and address (for the metric, the log line and the
+/// address's throttle) and, where the protocol names its clients, the client's own name (the
+/// MQTT client id), so that a refusal's log line says which device it was.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginSource<'a> {
+    /// `http`, `mqtt`, `amqp`.
+    pub protocol: &'static str,
+    /// The client's address, when known.
+    pub peer: Option<IpAddr>,
+    /// The client's name in its protocol, if it gave one.
+    pub client_id: Option<&'a str>,
+}
+
+impl<'a> LoginSource<'a> {
+    /// A login on `protocol` from `peer`.
+    pub fn new(protocol: &'static str, peer: Option<IpAddr>) -> Self {
+        Self {
+            protocol,
+            peer,
+            client_id: None,
+        }
+    }
+
+    /// The same, from the client that calls itself `client_id`.
+    pub fn client_id(self, client_id: &'a str) -> Self {
+        Self {
+            client_id: Some(client_id),
+            ..self
+        }
+    }
+}
+
 impl Authenticator {
     /// The same authenticator, counting refused logins in the process's shared metrics.
     pub fn counting_failures_in(mut self, metrics: &GatewayMetrics) -> Self {
@@ -20,14 +52,12 @@ impl Authenticator {
         self
     }
 
-    /// Who `credentials` prove, on `protocol` (`http`, `mqtt`, `amqp`) from `peer`, the
-    /// outcome recorded; a refusal of bad credentials is answered after the delay its address
+    /// Who `credentials` prove, the outcome recorded against its `source`; a refusal of bad credentials is answered after the delay its address
     /// earned. Password checks run off the event loop
     /// ([`authenticate_off_loop`](Self::authenticate_off_loop)).
     pub async fn login(
         self: &Arc<Self>,
-        protocol: &'static str,
-        peer: Option<IpAddr>,
+        source: LoginSource<'_>,
         credentials: Credentials<'_>,
     ) -> Result<Principal, AuthError> {
         let user = match credentials {
@@ -35,7 +65,7 @@ impl Authenticator {
             _ => None,
         };
         let outcome = self.authenticate_off_loop(credentials).await;
-        let delay = self.record_login(protocol, peer, user, &outcome);
+        let delay = self.record_login(source, user, &outcome);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -46,11 +76,15 @@ impl Authenticator {
     /// [`login`](Self::login) does; returns how long a refusal's answer should wait.
     pub fn record_login(
         &self,
-        protocol: &'static str,
-        peer: Option<IpAddr>,
+        source: LoginSource<'_>,
         user: Option<&str>,
         outcome: &Result<Principal, AuthError>,
     ) -> Duration {
+        let LoginSource {
+            protocol,
+            peer,
+            client_id,
+        } = source;
         match (outcome, peer) {
             (Ok(principal), Some(ip)) if !principal.anonymous => {
                 self.throttle.succeeded(ip);
@@ -60,7 +94,7 @@ impl Authenticator {
             (Err(error), _) => {
                 self.count_failure(protocol, *error);
                 let label = protocol.to_ascii_uppercase();
-                tracing::info!(peer = ?peer, user = ?user, %error, "{label} login refused");
+                tracing::info!(peer = ?peer, client_id = ?client_id, user = ?user, %error, "{label} login refused");
                 match (error, peer) {
                     (AuthError::BadCredentials, Some(ip)) => self.throttle.failed(ip),
                     _ => Duration::ZERO,
@@ -109,14 +143,14 @@ mod tests {
         let ip: IpAddr = [10, 0, 0, 1].into();
         let refused = Err(AuthError::BadCredentials);
         let delays: Vec<Duration> = (0..3)
-            .map(|_| auth.record_login("mqtt", Some(ip), Some("u"), &refused))
+            .map(|_| auth.record_login(LoginSource::new("mqtt", Some(ip)), Some("u"), &refused))
             .collect();
         assert_eq!(delays[..2], [Duration::ZERO; 2]);
         assert!(delays[2] > Duration::ZERO, "{delays:?}");
         assert!(auth.penalty(ip) > Duration::ZERO);
         let missing = Err(AuthError::NotAuthorized);
         assert_eq!(
-            auth.record_login("http", Some(ip), None, &missing),
+            auth.record_login(LoginSource::new("http", Some(ip)), None, &missing),
             Duration::ZERO,
             "no credentials earn no delay"
         );
@@ -127,7 +161,11 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} not in {text}");
         }
-        auth.record_login("amqp", Some(ip), Some("u"), &Ok(Principal::named("u")));
+        auth.record_login(
+            LoginSource::new("amqp", Some(ip)),
+            Some("u"),
+            &Ok(Principal::named("u")),
+        );
         assert_eq!(
             auth.penalty(ip),
             Duration::ZERO,

@@ -8,6 +8,7 @@
 
 mod acl;
 mod login;
+pub use login::LoginSource;
 mod throttle;
 mod users;
 

@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use barnabas_core::{AuthError, Credentials, Principal};
+use barnabas_core::{AuthError, Credentials, LoginSource, Principal};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -198,7 +198,8 @@ async fn authenticate(
     }
     let password = info.password.as_deref().unwrap_or_default();
     let credentials = Credentials::login(info.username.as_deref(), password);
-    ctx.auth.login("mqtt", Some(peer.ip()), credentials).await
+    let source = LoginSource::new("mqtt", Some(peer.ip())).client_id(&info.client_id);
+    ctx.auth.login(source, credentials).await
 }
 
 /// Gives a client that sent no client id one of its own (told to a v5 client in CONNACK:
