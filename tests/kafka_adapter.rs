@@ -581,7 +581,7 @@ async fn a_subscription_to_a_missing_topic_waits_for_it_without_creating_it() {
 struct SmallDriver {
     _kafka: broker::TestBroker,
     driver: barnabas_core::ConsumerDriver,
-    session: std::sync::Arc<dyn barnabas_core::ConsumerSession>,
+    session: std::sync::Arc<dyn barnabas_core::Consumer>,
     counted: std::sync::Arc<CountsPauses>,
 }
 
@@ -704,12 +704,12 @@ async fn a_client_that_keeps_reading_is_never_paused_and_gets_everything_once() 
 
 /// A consumer session that counts the driver's pauses and otherwise is the one it wraps.
 struct CountsPauses {
-    inner: std::sync::Arc<dyn barnabas_core::ConsumerSession>,
+    inner: std::sync::Arc<dyn barnabas_core::Consumer>,
     pauses: std::sync::atomic::AtomicUsize,
 }
 
 impl CountsPauses {
-    fn new(inner: std::sync::Arc<dyn barnabas_core::ConsumerSession>) -> Self {
+    fn new(inner: std::sync::Arc<dyn barnabas_core::Consumer>) -> Self {
         Self {
             inner,
             pauses: std::sync::atomic::AtomicUsize::new(0),
@@ -722,7 +722,7 @@ impl CountsPauses {
 }
 
 #[async_trait::async_trait]
-impl barnabas_core::ConsumerSession for CountsPauses {
+impl barnabas_core::Consumer for CountsPauses {
     async fn subscribe(&self, s: Subscription) -> barnabas_core::Result<()> {
         self.inner.subscribe(s).await
     }

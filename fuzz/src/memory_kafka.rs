@@ -15,7 +15,7 @@ use std::{
 use async_trait::async_trait;
 use barnabas_core::{
     Admin, Backend, CommitRequest, ConsumedRecord, ConsumerConfig, ConsumerFactory,
-    ConsumerSession, Delivered, Error, OffsetReset, PartitionMetadata, Publisher, Record, Result,
+    Consumer, Delivered, Error, OffsetReset, PartitionMetadata, Publisher, Record, Result,
     SeekTo, Subscription, TopicMetadata, TopicPartition, TopicPartitionOffset, Watermarks,
 };
 
@@ -89,8 +89,8 @@ struct MemoryConsumers(Arc<Log>);
 
 #[async_trait]
 impl ConsumerFactory for MemoryConsumers {
-    async fn create(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerSession>> {
-        Ok(Arc::new(MemorySession {
+    async fn create(&self, config: ConsumerConfig) -> Result<Arc<dyn Consumer>> {
+        Ok(Arc::new(MemoryConsumer {
             log: self.0.clone(),
             reset: config.auto_offset_reset,
             state: Mutex::default(),
@@ -111,13 +111,13 @@ struct SessionState {
     closed: bool,
 }
 
-struct MemorySession {
+struct MemoryConsumer {
     log: Arc<Log>,
     reset: OffsetReset,
     state: Mutex<SessionState>,
 }
 
-impl MemorySession {
+impl MemoryConsumer {
     fn state(&self) -> Result<std::sync::MutexGuard<'_, SessionState>> {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if s.closed {
@@ -135,7 +135,7 @@ impl MemorySession {
 }
 
 #[async_trait]
-impl ConsumerSession for MemorySession {
+impl Consumer for MemoryConsumer {
     async fn subscribe(&self, subscription: Subscription) -> Result<()> {
         let topics = match &subscription {
             Subscription::Topics(t) => t.clone(),

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use barnabas_core::{ConsumedRecord, ConsumerConfig, ConsumerSession, OffsetReset, Subscription};
+use barnabas_core::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset, Subscription};
 
 /// An MQTT client's event loop, rumqttc 3.1.1 or 5: its next event, as the PUBLISH it
 /// carries if it is one.
@@ -186,11 +186,7 @@ pub mod broker {
 }
 
 /// Polls until `n` records arrived or `within` passed; returns what arrived.
-pub async fn poll_n(
-    session: &dyn ConsumerSession,
-    n: usize,
-    within: Duration,
-) -> Vec<ConsumedRecord> {
+pub async fn poll_n(session: &dyn Consumer, n: usize, within: Duration) -> Vec<ConsumedRecord> {
     let deadline = Instant::now() + within;
     let mut out = Vec::new();
     while out.len() < n && Instant::now() < deadline {
@@ -204,10 +200,7 @@ pub async fn poll_n(
 }
 
 /// A consumer of `topic` from its beginning, in a fresh group of its own.
-pub async fn consumer_of(
-    gw: &gateway::TestGateway,
-    topic: &str,
-) -> std::sync::Arc<dyn ConsumerSession> {
+pub async fn consumer_of(gw: &gateway::TestGateway, topic: &str) -> std::sync::Arc<dyn Consumer> {
     let c = gw
         .gateway
         .backend()
@@ -236,7 +229,7 @@ pub async fn read_topic(gw: &gateway::TestGateway, topic: &str, n: usize) -> Vec
 /// Polls `session` until `done` holds for what arrived (each record with the time it came),
 /// or panics after `within` naming what did arrive.
 pub async fn poll_until(
-    session: &dyn ConsumerSession,
+    session: &dyn Consumer,
     within: Duration,
     done: impl Fn(&[(ConsumedRecord, Instant)]) -> bool,
 ) -> Vec<(ConsumedRecord, Instant)> {

@@ -25,8 +25,8 @@ use tokio::{
 };
 
 use crate::{
-    CommitRequest, ConsumedRecord, ConsumerSession, Error, Result, SeekTo, Subscription,
-    TopicPartition, TopicPartitionOffset,
+    CommitRequest, ConsumedRecord, Consumer, Error, Result, SeekTo, Subscription, TopicPartition,
+    TopicPartitionOffset,
 };
 
 /// Bounds of one driver's read-ahead buffer.
@@ -103,7 +103,7 @@ pub struct ConsumerDriver {
 
 impl ConsumerDriver {
     /// Starts the driver task for `session` on the current tokio runtime.
-    pub fn spawn(session: Arc<dyn ConsumerSession>, limits: DriverLimits) -> Self {
+    pub fn spawn(session: Arc<dyn Consumer>, limits: DriverLimits) -> Self {
         let (tx, rx) = mpsc::channel(64);
         let actor = Actor {
             session,
@@ -207,7 +207,7 @@ pub fn record_size(r: &ConsumedRecord) -> usize {
 }
 
 struct Actor {
-    session: Arc<dyn ConsumerSession>,
+    session: Arc<dyn Consumer>,
     limits: DriverLimits,
     rx: mpsc::Receiver<Command>,
     buffer: VecDeque<ConsumedRecord>,

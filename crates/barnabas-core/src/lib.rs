@@ -38,7 +38,7 @@ pub use mapping::{FilterLevel, MappingRule, Resolved, Sources, TopicMapper};
 pub use metered::MeteredPublisher;
 pub use metrics::{GatewayMetrics, MetricsRegistry};
 pub use ports::{
-    Admin, Backend, CommitRequest, ConsumerConfig, ConsumerFactory, ConsumerSession, Identity,
+    Admin, Backend, CommitRequest, Consumer, ConsumerConfig, ConsumerFactory, Identity,
     OffsetReset, Publisher, SeekTo, Subscription,
 };
 pub use record::{

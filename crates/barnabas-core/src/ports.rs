@@ -1,6 +1,6 @@
 //! The ports front ends use to reach Kafka: publish, consume, administer.
 //!
-//! They are object-safe traits (`Arc<dyn Publisher>`, `Box<dyn ConsumerSession>`) so the
+//! They are object-safe traits (`Arc<dyn Publisher>`, `Box<dyn Consumer>`) so the
 //! binary decides the implementation once and front ends stay generic over it.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -82,7 +82,7 @@ pub struct ConsumerConfig {
     /// Extra client properties for this consumer only (e.g. `fetch.min.bytes`).
     pub properties: BTreeMap<String, String>,
     /// When true, reading a record does not mark it consumed: the owner calls
-    /// [`ConsumerSession::store_offsets`] once the record reached its client. A front end that
+    /// [`Consumer::store_offsets`] once the record reached its client. A front end that
     /// reads ahead into a buffer needs this, so that "commit all consumed" (and auto-commit)
     /// covers only what clients actually received.
     pub explicit_offset_store: bool,
@@ -126,7 +126,7 @@ pub enum SeekTo {
 /// subscription, an AMQP receiver link). Methods take `&self` so a session can be shared by
 /// the task that polls it and the requests that steer it.
 #[async_trait]
-pub trait ConsumerSession: Send + Sync {
+pub trait Consumer: Send + Sync {
     /// Joins the group's subscription; replaces any previous subscription or assignment.
     async fn subscribe(&self, subscription: Subscription) -> Result<()>;
     /// Reads exactly these partitions, outside the group protocol; replaces any subscription.
@@ -182,7 +182,7 @@ pub trait ConsumerSession: Send + Sync {
 #[async_trait]
 pub trait ConsumerFactory: Send + Sync {
     /// A new consumer with its own Kafka client.
-    async fn create(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerSession>>;
+    async fn create(&self, config: ConsumerConfig) -> Result<Arc<dyn Consumer>>;
 
     /// Waits (bounded) until every consumer made by this factory has left its group and
     /// released its client; `false` if some were still closing at the deadline. Shutdown calls

@@ -15,8 +15,8 @@ use std::{
 
 use async_trait::async_trait;
 use barnabas_core::{
-    CommitRequest, ConsumedRecord, ConsumerConfig, ConsumerFactory, ConsumerSession, Error, Header,
-    Result, SeekTo, Subscription, TopicPartition, TopicPartitionOffset,
+    CommitRequest, ConsumedRecord, ConsumerConfig, ConsumerFactory, Error, Header, Result, SeekTo,
+    Subscription, TopicPartition, TopicPartitionOffset,
 };
 use bytes::Bytes;
 use futures::FutureExt;
@@ -33,7 +33,7 @@ use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 
 use crate::{errors, KafkaConfig};
 
-/// Makes [`KafkaConsumerSession`]s with the gateway's connection settings (with identity
+/// Makes [`KafkaConsumer`]s with the gateway's connection settings (with identity
 /// passthrough, a client's consumer logs in as the client), and keeps count of the ones whose
 /// Kafka client still exists.
 pub struct KafkaConsumerFactory {
@@ -53,7 +53,7 @@ impl KafkaConsumerFactory {
 
 #[async_trait]
 impl ConsumerFactory for KafkaConsumerFactory {
-    async fn create(&self, config: ConsumerConfig) -> Result<Arc<dyn ConsumerSession>> {
+    async fn create(&self, config: ConsumerConfig) -> Result<Arc<dyn barnabas_core::Consumer>> {
         let logged_in;
         let kafka = match &config.principal {
             Some(principal) if self.config.passthrough() => {
@@ -63,7 +63,7 @@ impl ConsumerFactory for KafkaConsumerFactory {
             }
             _ => &self.config,
         };
-        let session = KafkaConsumerSession::new(kafka, config, self.live.token())?;
+        let session = KafkaConsumer::new(kafka, config, self.live.token())?;
         Ok(Arc::new(session))
     }
 
@@ -137,7 +137,7 @@ struct Inner {
     consumer: Option<StreamConsumer<SessionContext>>,
     /// Held until the Kafka client is destroyed, so the factory can wait for it.
     live: Option<TaskTrackerToken>,
-    /// Told once the client is closed (see [`KafkaConsumerSession::close`]).
+    /// Told once the client is closed (see [`KafkaConsumer::close`]).
     closed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -177,7 +177,7 @@ impl Drop for Inner {
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One Kafka consumer (one group member).
-pub struct KafkaConsumerSession {
+pub struct KafkaConsumer {
     consumer: Mutex<Option<Arc<Inner>>>,
     /// Resolves once the client is closed.
     closed: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
@@ -185,7 +185,7 @@ pub struct KafkaConsumerSession {
     timeout: Duration,
 }
 
-impl KafkaConsumerSession {
+impl KafkaConsumer {
     /// Creates the consumer (it joins its group only on `subscribe`), holding `live` until its
     /// Kafka client is destroyed. Made by [`KafkaConsumerFactory`], which counts them.
     fn new(kafka: &KafkaConfig, config: ConsumerConfig, live: TaskTrackerToken) -> Result<Self> {
@@ -400,7 +400,7 @@ fn is_transient(err: &KafkaError) -> bool {
 }
 
 #[async_trait]
-impl ConsumerSession for KafkaConsumerSession {
+impl barnabas_core::Consumer for KafkaConsumer {
     async fn subscribe(&self, subscription: Subscription) -> Result<()> {
         let topics: Vec<String> = match &subscription {
             Subscription::Topics(ts) => {

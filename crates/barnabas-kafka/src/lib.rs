@@ -14,7 +14,7 @@ mod producer;
 
 pub use admin::KafkaAdmin;
 pub use config::{KafkaConfig, KafkaConfigError};
-pub use consumer::{KafkaConsumerFactory, KafkaConsumerSession};
+pub use consumer::{KafkaConsumer, KafkaConsumerFactory};
 pub use passthrough::PassthroughPublisher;
 pub use producer::KafkaPublisher;
 

@@ -24,9 +24,9 @@ use std::{
 };
 
 use barnabas_core::{
-    Access, CommitRequest, ConsumedRecord, ConsumerConfig, ConsumerDriver, ConsumerSession,
-    DriverLimits, Error, Fetched, OffsetReset, OffsetTracker, Principal, SeekTo, Sources,
-    Subscription, TopicList, TopicPartition, TopicPartitionOffset,
+    Access, CommitRequest, ConsumedRecord, Consumer, ConsumerConfig, ConsumerDriver, DriverLimits,
+    Error, Fetched, OffsetReset, OffsetTracker, Principal, SeekTo, Sources, Subscription,
+    TopicList, TopicPartition, TopicPartitionOffset,
 };
 
 use crate::{
@@ -78,7 +78,7 @@ struct Outstanding {
 
 struct Feed {
     driver: ConsumerDriver,
-    session: Arc<dyn ConsumerSession>,
+    session: Arc<dyn Consumer>,
     /// Plain feed: the partitions assigned and where to (re)start each (`None` = beginning).
     assigned: BTreeMap<TopicPartition, Option<i64>>,
     /// Shared feed: the topics subscribed.

@@ -9,7 +9,7 @@ use axum::{
     Extension,
 };
 use barnabas_core::{
-    Access, CommitRequest, ConsumerConfig, ConsumerDriver, ConsumerSession, Error, Fetched,
+    Access, CommitRequest, Consumer, ConsumerConfig, ConsumerDriver, Error, Fetched,
     GatewayMetrics, OffsetReset, Principal, SeekTo, TopicPartition, TopicPartitionOffset,
 };
 use serde::{de::DeserializeOwned, Deserialize};
@@ -259,7 +259,7 @@ async fn open_consumer(
     group: &str,
     settings: &InstanceSettings,
     principal: Option<&Principal>,
-) -> ApiResult<Arc<dyn ConsumerSession>> {
+) -> ApiResult<Arc<dyn Consumer>> {
     let mut properties = settings.properties.clone();
     // A replica that dies leaves its members in their groups until this times out; the
     // replica adopting its instances only gets their partitions after that. Kafka's pre-3.0
