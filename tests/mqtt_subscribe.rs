@@ -550,6 +550,13 @@ async fn mosquitto_sub_receives_kafka_records() {
     loop {
         let metrics = gw.get("/metrics", None).await.text;
         assert!(value(&metrics, r#"barnabas_mqtt_deliveries_total{qos="1"}"#) >= 2.0);
+        // And in the family every front end shares (missed by MQTT until issue 24's review).
+        assert!(
+            value(
+                &metrics,
+                r#"barnabas_records_delivered_total{protocol="mqtt"}"#
+            ) >= 2.0
+        );
         assert_eq!(
             value(&metrics, "barnabas_mqtt_dropped_deliveries_total"),
             0.0

@@ -129,21 +129,21 @@ impl AmqpMetrics {
 /// What every connection shares.
 pub struct AmqpContext {
     /// The process-wide producer, counted as `amqp`.
-    pub publisher: barnabas_core::MeteredPublisher,
+    pub(crate) publisher: barnabas_core::MeteredPublisher,
     /// Makes the consumers behind receiver links.
-    pub consumers: Arc<dyn ConsumerFactory>,
+    pub(crate) consumers: Arc<dyn ConsumerFactory>,
     /// Topic checks for attaches.
-    pub admin: Arc<dyn Admin>,
+    pub(crate) admin: Arc<dyn Admin>,
     /// Settings.
-    pub settings: AmqpSettings,
+    pub(crate) settings: AmqpSettings,
     /// AMQP metrics.
-    pub metrics: AmqpMetrics,
+    pub(crate) metrics: AmqpMetrics,
     /// Data-path metrics shared with the other front ends.
-    pub gateway_metrics: GatewayMetrics,
+    pub(crate) gateway_metrics: GatewayMetrics,
     /// Authentication (SASL) and topic/group ACLs, shared with the other front ends.
-    pub auth: Arc<barnabas_core::Authenticator>,
+    pub(crate) auth: Arc<barnabas_core::Authenticator>,
     /// The TLS server side of the AMQPS listener.
-    pub tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
+    pub(crate) tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
 }
 
 impl AmqpContext {

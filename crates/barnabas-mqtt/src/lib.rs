@@ -252,34 +252,37 @@ impl Sessions {
 
 /// What every session shares.
 pub struct MqttContext {
-    /// The process-wide producer, counted as `mqtt`.
+    /// The process-wide producer, counted as `mqtt`. (This and the two stores below stay
+    /// public for the session fuzz target, which seeds records, retained messages and stored
+    /// sessions through them.)
     pub publisher: barnabas_core::MeteredPublisher,
     /// Topic-mapping rules.
-    pub mapper: TopicMapper,
+    pub(crate) mapper: TopicMapper,
     /// Settings.
-    pub settings: MqttSettings,
+    pub(crate) settings: MqttSettings,
     /// MQTT metrics.
-    pub metrics: MqttMetrics,
-    /// Data-path metrics shared with the other front ends.
-    pub gateway_metrics: GatewayMetrics,
+    pub(crate) metrics: MqttMetrics,
+    /// `barnabas_records_delivered_total{protocol="mqtt"}`, the family every front end
+    /// shares, looked up once here rather than per delivery.
+    pub(crate) records_delivered: prometheus_client::metrics::counter::Counter,
     /// Live sessions by client id.
-    pub sessions: Arc<Sessions>,
+    pub(crate) sessions: Arc<Sessions>,
     /// Makes the consumers behind subscriptions.
-    pub consumers: Arc<dyn ConsumerFactory>,
+    pub(crate) consumers: Arc<dyn ConsumerFactory>,
     /// Watermarks for where new subscriptions start.
-    pub admin: Arc<dyn Admin>,
+    pub(crate) admin: Arc<dyn Admin>,
     /// The cluster's topics, followed for subscriptions.
-    pub catalog: TopicCatalog,
+    pub(crate) catalog: TopicCatalog,
     /// Retained messages.
     pub retained: Arc<retained::RetainedStore>,
     /// Persistent sessions of disconnected clients.
     pub stored: Arc<store::SessionStore>,
     /// The compacted topics behind `retained` and `stored`, shared with the other replicas.
-    pub state: state::MqttState,
+    pub(crate) state: state::MqttState,
     /// Authentication and topic ACLs, shared with the other front ends.
-    pub auth: Arc<barnabas_core::Authenticator>,
+    pub(crate) auth: Arc<barnabas_core::Authenticator>,
     /// The TLS server side of the `mqtts` and `wss` listeners.
-    pub tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
+    pub(crate) tls: Option<Arc<barnabas_core::tls::TlsAcceptor>>,
 }
 
 impl MqttContext {
@@ -309,7 +312,11 @@ impl MqttContext {
             catalog: TopicCatalog::spawn(backend.admin.clone(), settings.topic_refresh),
             settings,
             metrics: MqttMetrics::new(&services.registry),
-            gateway_metrics: services.gateway_metrics.clone(),
+            records_delivered: services
+                .gateway_metrics
+                .records_out
+                .get_or_create(&GatewayMetrics::label("mqtt"))
+                .clone(),
             sessions,
             consumers: backend.consumers.clone(),
             admin: backend.admin.clone(),

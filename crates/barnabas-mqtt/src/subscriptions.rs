@@ -939,6 +939,7 @@ impl Subscriptions {
             .deliveries
             .get_or_create(&crate::QosLabel { qos: qos as u8 })
             .inc();
+        self.ctx.records_delivered.inc();
     }
 
     /// A packet id no delivery in flight uses; `None` when all 65 535 are (bounded search:
