@@ -18,6 +18,17 @@ use crate::packet::{
     Version, TOPIC_ALIAS_MAX,
 };
 
+/// Builds a `$to` from the fields of the same names in `$from` (the codec's packets and
+/// ours have them alike), plus fields already bound under their names: each conversion
+/// lists its fields once.
+macro_rules! move_fields {
+    ($from:ident => $to:path { $($field:ident),* $(,)? } $(, $bound:ident)*) => {
+        {
+            $to { $($field: $from.$field,)* $($bound,)* }
+        }
+    };
+}
+
 mod v3_packets;
 mod v5_packets;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -34,6 +45,9 @@ pub enum WireError {
     Io(String),
 }
 
+/// A packet written, or why not (the peer is gone).
+pub type Sent = Result<(), WireError>;
+
 impl WireError {
     /// A packet above the size limit (v5 DISCONNECT 0x95 rather than 0x81).
     pub fn is_too_large(&self) -> bool {
@@ -43,28 +57,14 @@ impl WireError {
 
 /// A PUBLISH from the codec as ours.
 fn publish_in(p: CodecPublish) -> Publish {
-    Publish {
-        dup: p.dup,
-        retain: p.retain,
-        qos: p.qos,
-        topic: p.topic,
-        packet_id: p.packet_id,
-        payload: p.payload,
-        properties: p.properties.map(v5_packets::properties_in),
-    }
+    let properties = p.properties.map(v5_packets::properties_in);
+    move_fields!(p => Publish { dup, retain, qos, topic, packet_id, payload }, properties)
 }
 
 /// Ours as the codec's, to encode; `pub(crate)` for the size tests that encode one.
 pub(crate) fn publish_out(p: Publish) -> CodecPublish {
-    CodecPublish {
-        dup: p.dup,
-        retain: p.retain,
-        qos: p.qos,
-        topic: p.topic,
-        packet_id: p.packet_id,
-        payload: p.payload,
-        properties: p.properties.map(v5_packets::properties_out),
-    }
+    let properties = p.properties.map(v5_packets::properties_out);
+    move_fields!(p => CodecPublish { dup, retain, qos, topic, packet_id, payload }, properties)
 }
 
 /// One client connection.
@@ -173,7 +173,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
     }
 
-    async fn send(&mut self, packet: MqttPacket) -> Result<(), WireError> {
+    async fn send(&mut self, packet: MqttPacket) -> Sent {
         self.framed
             .send(packet)
             .await
@@ -203,7 +203,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         max_packet: u32,
         session_present: bool,
         server_keep_alive: Option<u16>,
-    ) -> Result<(), WireError> {
+    ) -> Sent {
         let packet = match self.version {
             Version::V3 => MqttPacket::V3(v3::Packet::ConnectAck(v3::ConnectAck {
                 return_code: v3::ConnectAckReason::ConnectionAccepted,
@@ -232,7 +232,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// 3.1.1 client asked for no more than it may (a will above `limits.max_message_bytes`)
     /// has no code for "packet too large" and gets no CONNACK: the connection is closed, as
     /// for an oversized PUBLISH.
-    pub async fn connack_refused(&mut self, refusal: Refusal) -> Result<(), WireError> {
+    pub async fn connack_refused(&mut self, refusal: Refusal) -> Sent {
         if refusal == Refusal::PacketTooLarge && self.version == Version::V3 {
             return Ok(());
         }
@@ -260,7 +260,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         &mut self,
         v3: impl FnOnce() -> v3::Packet,
         v5: impl FnOnce() -> v5::Packet,
-    ) -> Result<(), WireError> {
+    ) -> Sent {
         let packet = match self.version {
             Version::V3 => MqttPacket::V3(v3()),
             Version::V5 => MqttPacket::V5(v5()),
@@ -269,7 +269,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     /// PUBACK (QoS 1) or PUBREC (QoS 2). v3 has no negative acks: the caller closes instead.
-    pub async fn ack(&mut self, ack: Ack, reason: PubReason) -> Result<(), WireError> {
+    pub async fn ack(&mut self, ack: Ack, reason: PubReason) -> Sent {
         match ack {
             Ack::PubAck(packet_id) => {
                 self.send_as(
@@ -289,7 +289,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     /// PUBCOMP for a PUBREL; `known` = false answers v5 0x92 (packet id not found).
-    pub async fn pubcomp(&mut self, packet_id: NonZeroU16, known: bool) -> Result<(), WireError> {
+    pub async fn pubcomp(&mut self, packet_id: NonZeroU16, known: bool) -> Sent {
         self.send_as(
             || v3::Packet::PublishComplete { packet_id },
             || v5::Packet::PublishComplete(v5_packets::ack2(packet_id, known)),
@@ -298,39 +298,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     /// PINGRESP.
-    pub async fn pong(&mut self) -> Result<(), WireError> {
+    pub async fn pong(&mut self) -> Sent {
         self.send_as(|| v3::Packet::PingResponse, || v5::Packet::PingResponse)
             .await
     }
 
     /// SUBACK with one code per filter (v3 has only "failure" for refusals).
-    pub async fn suback(
-        &mut self,
-        packet_id: NonZeroU16,
-        results: &[SubscribeResult],
-    ) -> Result<(), WireError> {
+    pub async fn suback(&mut self, id: NonZeroU16, results: &[SubscribeResult]) -> Sent {
         self.send_as(
-            || v3_packets::suback(packet_id, results),
-            || v5_packets::suback(packet_id, results),
+            || v3_packets::suback(id, results),
+            || v5_packets::suback(id, results),
         )
         .await
     }
 
     /// UNSUBACK; `existed` says per filter whether there was such a subscription (v5 codes).
-    pub async fn unsuback(
-        &mut self,
-        packet_id: NonZeroU16,
-        existed: &[bool],
-    ) -> Result<(), WireError> {
-        self.send_as(
-            || v3::Packet::UnsubscribeAck { packet_id },
-            || v5_packets::unsuback(packet_id, existed),
-        )
-        .await
+    pub async fn unsuback(&mut self, packet_id: NonZeroU16, existed: &[bool]) -> Sent {
+        let v5 = || v5_packets::unsuback(packet_id, existed);
+        self.send_as(|| v3::Packet::UnsubscribeAck { packet_id }, v5)
+            .await
     }
 
     /// A PUBLISH to the client.
-    pub async fn publish(&mut self, publish: Publish) -> Result<(), WireError> {
+    pub async fn publish(&mut self, publish: Publish) -> Sent {
         let packet = Box::new(publish_out(publish));
         match self.version {
             Version::V3 => self.send(MqttPacket::V3(v3::Packet::Publish(packet))).await,
@@ -339,7 +329,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     /// PUBREL answering the client's PUBREC; `known` = false answers v5 0x92.
-    pub async fn pubrel(&mut self, packet_id: NonZeroU16, known: bool) -> Result<(), WireError> {
+    pub async fn pubrel(&mut self, packet_id: NonZeroU16, known: bool) -> Sent {
         self.send_as(
             || v3::Packet::PublishRelease { packet_id },
             || v5::Packet::PublishRelease(v5_packets::ack2(packet_id, known)),

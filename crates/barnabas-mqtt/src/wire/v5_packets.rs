@@ -89,32 +89,20 @@ fn subscribe(s: v5::Subscribe) -> SubscribePacket {
     }
 }
 
-/// A PUBLISH's properties moved from the codec's struct to ours or back: the two have the
-/// same fields, listed once here.
-macro_rules! move_properties {
-    ($from:expr => $to:path) => {{
-        let p = $from;
-        $to {
-            topic_alias: p.topic_alias,
-            correlation_data: p.correlation_data,
-            message_expiry_interval: p.message_expiry_interval,
-            content_type: p.content_type,
-            user_properties: p.user_properties,
-            is_utf8_payload: p.is_utf8_payload,
-            response_topic: p.response_topic,
-            subscription_ids: p.subscription_ids,
-        }
-    }};
-}
-
 /// The codec's PUBLISH properties as ours.
 pub(super) fn properties_in(p: v5::PublishProperties) -> PublishProperties {
-    move_properties!(p => PublishProperties)
+    move_fields!(p => PublishProperties {
+        topic_alias, correlation_data, message_expiry_interval, content_type,
+        user_properties, is_utf8_payload, response_topic, subscription_ids
+    })
 }
 
 /// Ours as the codec's.
 pub(super) fn properties_out(p: PublishProperties) -> v5::PublishProperties {
-    move_properties!(p => v5::PublishProperties)
+    move_fields!(p => v5::PublishProperties {
+        topic_alias, correlation_data, message_expiry_interval, content_type,
+        user_properties, is_utf8_payload, response_topic, subscription_ids
+    })
 }
 
 /// PUBACK or PUBREC with the outcome's reason code.
