@@ -1153,8 +1153,20 @@ fn the_grace_period_covers_prestop_and_the_worst_case_drain() {
         3,
         "the shutdown's waits changed: update this sum and the manifests' grace period"
     );
-    assert!(shutdown.contains("close_all()"));
+    assert!(shutdown.contains("close_consumers()"));
     assert!(run_rs.contains("shutdown_timeout(EXIT_WAIT)"));
+    let state_rs = std::fs::read_to_string(
+        common::workspace_root().join("crates/barnabas-http/src/state.rs"),
+    )
+    .unwrap();
+    let close_consumers = state_rs
+        .split("pub async fn close_consumers(&self)")
+        .nth(1)
+        .unwrap();
+    assert!(
+        close_consumers.contains("close_all()"),
+        "AppState::close_consumers closes every instance (each within CLOSE_TIMEOUT)"
+    );
     let drain_grace = barnabas::run::DRAIN_GRACE.as_secs();
     let close = const_secs("crates/barnabas-kafka/src/consumer.rs", "CLOSE_TIMEOUT");
     let exit_wait = const_secs("crates/barnabas/src/run.rs", "EXIT_WAIT");
