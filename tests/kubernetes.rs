@@ -1155,10 +1155,9 @@ fn the_grace_period_covers_prestop_and_the_worst_case_drain() {
     );
     assert!(shutdown.contains("close_consumers()"));
     assert!(run_rs.contains("shutdown_timeout(EXIT_WAIT)"));
-    let state_rs = std::fs::read_to_string(
-        common::workspace_root().join("crates/barnabas-http/src/state.rs"),
-    )
-    .unwrap();
+    let state_rs =
+        std::fs::read_to_string(common::workspace_root().join("crates/barnabas-http/src/state.rs"))
+            .unwrap();
     let close_consumers = state_rs
         .split("pub async fn close_consumers(&self)")
         .nth(1)
