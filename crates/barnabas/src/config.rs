@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 /// The word that switches a listener off.
 pub const OFF: &str = "off";
 
-/// A duration the config writes as whole milliseconds (the `*_ms` keys of the interface
-/// contract, docs/interface): typed, so that code reads it as a [`Duration`] and never as a
+/// A duration the config writes as whole milliseconds (the `*_ms` keys the interface
+/// contract names): typed, so that code reads it as a [`Duration`] and never as a
 /// bare count of something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -210,7 +210,7 @@ impl EmbeddedKafka {
 /// Where `storage` keeps the broker's data: tansu's storage URL, the temporary directory to
 /// delete on stop (if any), and the path to log.
 fn storage_location(storage: &Storage) -> Result<(Url, Option<TempDir>, String), EmbeddedError> {
-    let location = match storage {
+    Ok(match storage {
         Storage::Temporary => {
             let dir = tempfile::Builder::new()
                 .prefix("barnabas-kafka-")
@@ -239,8 +239,7 @@ fn storage_location(storage: &Storage) -> Result<(Url, Option<TempDir>, String),
             None,
             "nowhere (null)".to_owned(),
         ),
-    };
-    Ok(location)
+    })
 }
 
 /// The address clients are told to use when none was given: the listen address, with

@@ -52,8 +52,9 @@ impl Authenticator {
         self
     }
 
-    /// Who `credentials` prove, the outcome recorded against its `source`; a refusal of bad credentials is answered after the delay its address
-    /// earned. Password checks run off the event loop
+    /// Who `credentials` prove, the outcome recorded against its `source`; a refusal of bad
+    /// credentials is answered after the delay its address earned. Password checks run off
+    /// the event loop
     /// ([`authenticate_off_loop`](Self::authenticate_off_loop)).
     pub async fn login(
         self: &Arc<Self>,

@@ -8,11 +8,11 @@
 
 mod acl;
 mod login;
-pub use login::LoginSource;
 mod throttle;
 mod users;
 
 pub use acl::{Access, Acl, AclRule, BadGrant};
+pub use login::LoginSource;
 pub use throttle::FailureThrottle;
 pub use users::{hash_password, sha256_hex, HashError, UserEntry, Users, UsersError, UsersFile};
 

@@ -217,7 +217,7 @@ async fn assign_client_id<T: AsyncRead + AsyncWrite + Unpin>(
         return None;
     }
     let id = format!("barnabas-{}", uuid::Uuid::new_v4().simple());
-    let assigned = (info.is_v5()).then(|| id.clone());
+    let assigned = info.is_v5().then(|| id.clone());
     info.client_id = id;
     Some(assigned)
 }

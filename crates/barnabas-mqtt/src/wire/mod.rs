@@ -1,6 +1,6 @@
 //! The codec layer: the MQTT connection framed with rmqtt-codec (version sniffed from the
 //! first CONNECT), its 3.1.1 and 5.0 packets turned into the version-neutral ones of
-//! [`crate::packet`] (`v3.rs`, `v5.rs`) and back. The only module that names the codec.
+//! [`crate::packet`] (`v3_packets.rs`, `v5_packets.rs`) and back. The only module that names the codec.
 
 use std::num::NonZeroU16;
 
@@ -12,6 +12,8 @@ use rmqtt_codec::{
     version::{ProtocolVersion, VersionCodec},
     MqttCodec, MqttPacket,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{Decoder, Framed, FramedParts};
 
 use crate::packet::{
     Ack, ConnectInfo, DisconnectReason, Inbound, PubReason, Publish, Refusal, SubscribeResult,
@@ -31,8 +33,6 @@ macro_rules! move_fields {
 
 mod v3_packets;
 mod v5_packets;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{Decoder, Framed, FramedParts};
 
 /// Why a connection ends from the wire's side.
 #[derive(Debug)]
