@@ -161,15 +161,24 @@ async fn consumer_lifecycle_and_its_errors() {
     gw.get(&format!("{c}/records?timeout=abc"), Some(JSON))
         .await
         .assert_error(422);
-    // The consumer was created with the default auto.offset.reset=latest: nothing old arrives.
-    let a = gw
-        .get(&format!("{c}/records?timeout=1500"), Some(JSON))
-        .await;
-    assert_eq!(a.status, 200);
-    assert_eq!(a.content_type(), JSON);
-    assert_eq!(a.json, json!([]));
-    let sub = gw.get(&format!("{c}/subscription"), None).await;
-    assert_eq!(sub.json["topics"], json!(["life"]));
+    // The consumer was created with the default auto.offset.reset=latest: nothing old arrives,
+    // however often it polls until the group assigns it the partition (Apache Kafka's first
+    // rebalance waits group.initial.rebalance.delay.ms, 3 s, so one poll may end before it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sub = loop {
+        let a = gw
+            .get(&format!("{c}/records?timeout=1500"), Some(JSON))
+            .await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.content_type(), JSON);
+        assert_eq!(a.json, json!([]));
+        let sub = gw.get(&format!("{c}/subscription"), None).await;
+        assert_eq!(sub.json["topics"], json!(["life"]));
+        if sub.json["partitions"] != json!([]) {
+            break sub;
+        }
+        assert!(Instant::now() < deadline, "never assigned: {}", sub.text);
+    };
     assert_eq!(sub.json["partitions"], json!([{"life": [0]}]));
     produce(&gw, "life", [json!({"new": true})]).await;
     let got = gw.poll_records(c, JSON, 1).await;
