@@ -273,6 +273,17 @@ impl KafkaConsumer {
     }
 }
 
+/// A commit the group coordinator refused only for now: it is loading the group, has moved, or
+/// is not elected yet (a broker that just started).
+fn coordinator_not_ready(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::NotCoordinator
+            | RDKafkaErrorCode::CoordinatorLoadInProgress
+            | RDKafkaErrorCode::CoordinatorNotAvailable
+    )
+}
+
 /// librdkafka treats a topic starting with `^` as a regex matched anywhere; Kafka's Java
 /// client (and so Strimzi's `topic_pattern`) matches the whole name. Anchor both ends.
 fn anchored(pattern: &str) -> String {
@@ -506,19 +517,35 @@ impl barnabas_core::Consumer for KafkaConsumer {
         Ok(out)
     }
 
+    /// Java's `commitSync` (and so the Strimzi bridge) retries a commit the coordinator could
+    /// not take yet — a group coordinator still loading or moved, as on a broker that just
+    /// started — until its timeout; librdkafka's synchronous commit answers the first refusal.
+    /// So the same here: retried with a growing pause, within the consumer's request timeout.
     async fn commit(&self, request: CommitRequest) -> Result<()> {
+        let timeout = self.timeout;
         self.blocking(move |c| {
-            let result = match &request {
-                CommitRequest::AllConsumed => c.commit_consumer_state(CommitMode::Sync),
-                CommitRequest::Offsets(offsets) => {
-                    c.commit(&offsets_list(offsets)?, CommitMode::Sync)
+            let deadline = std::time::Instant::now() + timeout;
+            let mut pause = Duration::from_millis(50);
+            loop {
+                let result = match &request {
+                    CommitRequest::AllConsumed => c.commit_consumer_state(CommitMode::Sync),
+                    CommitRequest::Offsets(offsets) => {
+                        c.commit(&offsets_list(offsets)?, CommitMode::Sync)
+                    }
+                };
+                match result {
+                    Ok(()) => return Ok(()),
+                    // Nothing consumed since the last commit: nothing to do.
+                    Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => return Ok(()),
+                    Err(KafkaError::ConsumerCommit(code))
+                        if coordinator_not_ready(code)
+                            && std::time::Instant::now() + pause < deadline =>
+                    {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                    }
+                    Err(e) => return Err(errors::from_kafka(&e, None, None)),
                 }
-            };
-            match result {
-                Ok(()) => Ok(()),
-                // Nothing consumed since the last commit: nothing to do.
-                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-                Err(e) => Err(errors::from_kafka(&e, None, None)),
             }
         })
         .await
