@@ -557,6 +557,94 @@ async fn an_http_consumer_created_on_one_replica_is_served_by_another_and_outliv
     b.stop();
 }
 
+/// docs/design/scale-out.md §Failure cases (HTTP), "owner alive but unreachable": A serves an
+/// instance but advertises an address nobody listens on (a network split, as B sees it), so
+/// B adopts the instance on the first request it gets for it. A is alive and follows the
+/// catalog: once B's record reaches it, A closes its copy (its Kafka consumer leaves the
+/// group, so B is assigned the partition and reads every record), and A forwards the
+/// instance's requests to B from then on instead of serving them from a copy of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_closes_its_copy_of_an_instance_another_replica_adopted() {
+    let kafka = broker::start().await;
+    let bootstrap = kafka.bootstrap();
+    let unreachable = common::free_addr().to_string();
+    let (process, http, mqtt) = common::replica_process_with(
+        &bootstrap,
+        &[("BARNABAS_HTTP__ADVERTISED_ADDRESS", unreachable.as_str())],
+    );
+    let a = Replica {
+        process,
+        mqtt,
+        http,
+    };
+    let b = Replica::start(&bootstrap);
+    let topic = serde_json::json!({ "topic_name": "split", "partitions_count": 1 });
+    let (status, body) = call(&a, reqwest::Method::POST, "/admin/topics", V2, Some(topic)).await;
+    assert!(
+        status == 201 || status == 200,
+        "create topic: {status} {body}"
+    );
+    produce_numbers(&a, "split", 0..10).await;
+    let settings =
+        serde_json::json!({ "name": "x", "format": "json", "auto.offset.reset": "earliest" });
+    let (status, body) = call(
+        &a,
+        reqwest::Method::POST,
+        "/consumers/split-g",
+        V2,
+        Some(settings),
+    )
+    .await;
+    assert_eq!(status, 200, "create on A: {body}");
+    let instance = "/consumers/split-g/instances/x";
+    let topics = serde_json::json!({ "topics": ["split"] });
+    let subscribe = format!("{instance}/subscription");
+    let (status, body) = call(&a, reqwest::Method::POST, &subscribe, V2, Some(topics)).await;
+    assert_eq!(status, 204, "subscribe on A: {body}");
+    let (instances, within) = ("barnabas_http_consumer_instances", Duration::from_secs(30));
+    common::wait_for_metric_line(
+        a.http,
+        &format!("{instances} 1"),
+        "A holds the instance",
+        within,
+    );
+
+    // Through B: A cannot be reached, so B adopts the instance and, once A's copy has left
+    // the group, reads every record.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < 10 {
+        assert!(Instant::now() < deadline, "B read only {got:?}");
+        let (status, values) = poll(&b, instance).await;
+        assert_eq!(status, 200, "poll through B");
+        got.extend(values);
+    }
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<u64>>(),
+        "every record once, in order"
+    );
+    common::wait_for_metric_line(b.http, &format!("{instances} 1"), "B adopted it", within);
+    common::wait_for_metric_line(
+        a.http,
+        &format!("{instances} 0"),
+        "A closed its copy",
+        within,
+    );
+
+    // A forwards the instance's requests to its owner now, and does not take it back.
+    let (status, body) = call(&a, reqwest::Method::GET, &subscribe, V2, None).await;
+    assert_eq!(status, 200, "through A: {body}");
+    assert_eq!(body["topics"], serde_json::json!(["split"]));
+    let (_, metrics) = common::http_get(a.http, "/metrics");
+    assert!(
+        metrics.contains(&format!("\n{instances} 0\n")),
+        "A serves no copy: {metrics}"
+    );
+    b.stop();
+    a.stop();
+}
+
 /// docs/design/scale-out.md §HTTP consumers on any replica: a name is unique across replicas
 /// (creating it again on another replica is 409), and a replica that stops cleanly keeps its
 /// instances' records, so in a rolling restart the instance is adopted by another replica

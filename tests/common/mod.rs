@@ -645,6 +645,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// A gateway process against `bootstrap` with HTTP and MQTT on free ports (AMQP off), once
 /// ready: one replica of a scale-out test. Returns (process, HTTP address, MQTT address).
 pub fn replica_process(bootstrap: &str) -> (Gateway, SocketAddr, SocketAddr) {
+    replica_process_with(bootstrap, &[])
+}
+
+/// [`replica_process`] with more environment (`BARNABAS_*` settings).
+pub fn replica_process_with(
+    bootstrap: &str,
+    env: &[(&str, &str)],
+) -> (Gateway, SocketAddr, SocketAddr) {
     let (http, mqtt) = (free_addr(), free_addr());
     let process = Gateway::spawn(
         &[
@@ -658,7 +666,7 @@ pub fn replica_process(bootstrap: &str) -> (Gateway, SocketAddr, SocketAddr) {
             "--amqp-listen",
             "off",
         ],
-        &[("BARNABAS_KAFKA__DEFAULT_REPLICATION_FACTOR", "1")],
+        &[&[("BARNABAS_KAFKA__DEFAULT_REPLICATION_FACTOR", "1")], env].concat(),
     );
     wait_for_status(http, "/ready", 200, Duration::from_secs(30));
     (process, http, mqtt)

@@ -435,9 +435,7 @@ fn services(config: &Config, kafka: &KafkaConfig) -> Result<Services, Failure> {
     let tls = config.tls_acceptor()?;
     let registry = MetricsRegistry::new();
     let gateway_metrics = GatewayMetrics::new(&registry);
-    let auth = config
-        .authenticator()?
-        .counting_failures_in(&gateway_metrics);
+    let auth = config.authenticator()?.counting_in(&gateway_metrics);
     let backend = barnabas_kafka::connect(kafka)
         .map_err(|e| Failure::Config(format!("kafka.properties: {e}")))?;
     Ok(Services {

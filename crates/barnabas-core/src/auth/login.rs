@@ -46,9 +46,11 @@ impl<'a> LoginSource<'a> {
 }
 
 impl Authenticator {
-    /// The same authenticator, counting refused logins in the process's shared metrics.
-    pub fn counting_failures_in(mut self, metrics: &GatewayMetrics) -> Self {
+    /// The same authenticator, counting refused logins and the password checks it runs in
+    /// the process's shared metrics.
+    pub fn counting_in(mut self, metrics: &GatewayMetrics) -> Self {
         self.failures = metrics.auth_failures.clone();
+        self.password_checks_run = metrics.password_checks.clone();
         self
     }
 
@@ -140,7 +142,7 @@ mod tests {
         let registry = MetricsRegistry::new();
         let metrics = GatewayMetrics::new(&registry);
         let auth = Authenticator::new(AuthMode::Users, Users::default(), false, Acl::default())
-            .counting_failures_in(&metrics);
+            .counting_in(&metrics);
         let ip: IpAddr = [10, 0, 0, 1].into();
         let refused = Err(AuthError::BadCredentials);
         let delays: Vec<Duration> = (0..3)

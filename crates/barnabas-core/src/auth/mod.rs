@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -195,6 +196,8 @@ pub struct Authenticator {
     throttle: FailureThrottle,
     /// Refused logins, by protocol and reason.
     failures: login::FailureCounts,
+    /// argon2 verifications run (`barnabas_password_checks_total`).
+    password_checks_run: Counter,
 }
 
 impl Default for Authenticator {
@@ -210,6 +213,7 @@ impl Default for Authenticator {
             password_checks: Arc::new(Semaphore::new(default_password_checks())),
             throttle: FailureThrottle::default(),
             failures: login::FailureCounts::default(),
+            password_checks_run: Counter::default(),
         }
     }
 }
@@ -351,7 +355,11 @@ impl Authenticator {
             Some(s) => s,
             None => self.password_slot()?,
         };
-        let ok = self.users.verify_password(user, password);
+        let checked = self.users.verify_password(user, password);
+        if checked.is_some() {
+            self.password_checks_run.inc();
+        }
+        let ok = checked == Some(true);
         if ok {
             if let Ok(mut map) = self.verified.lock() {
                 if map.len() >= MAX_VERIFIED {
@@ -498,6 +506,43 @@ mod tests {
             auth.authenticate(Credentials::None),
             Err(AuthError::NotAuthorized)
         );
+    }
+
+    /// A verified pair is remembered for 5 minutes (`VERIFIED_FOR`), then verified again:
+    /// the second login runs no argon2 check, one whose remembered verification is 5 minutes
+    /// old runs one (and is remembered afresh), as does every wrong password.
+    #[test]
+    fn a_verified_pair_is_remembered_for_five_minutes() {
+        let auth = Authenticator::new(AuthMode::Users, users(), false, Acl::default());
+        let right = Credentials::Password {
+            user: "device-1",
+            password: b"s3cret",
+        };
+        let checks_of = |credentials| {
+            let before = auth.password_checks_run.get();
+            let answer = auth.authenticate(credentials).is_ok();
+            (answer, auth.password_checks_run.get() - before)
+        };
+        assert_eq!(checks_of(right), (true, 1), "the first login is checked");
+        assert!(auth.is_cheap(right));
+        assert_eq!(checks_of(right), (true, 0), "then remembered");
+        let wrong = Credentials::Password {
+            user: "device-1",
+            password: b"nope",
+        };
+        assert_eq!(
+            checks_of(wrong),
+            (false, 1),
+            "a wrong password is always checked"
+        );
+        // Age the remembered verification to exactly 5 minutes.
+        let aged = Instant::now().checked_sub(VERIFIED_FOR).unwrap();
+        for at in auth.verified.lock().unwrap().values_mut() {
+            *at = aged;
+        }
+        assert!(!auth.is_cheap(right));
+        assert_eq!(checks_of(right), (true, 1), "checked again after 5 minutes");
+        assert_eq!(checks_of(right), (true, 0), "and remembered afresh");
     }
 
     #[test]

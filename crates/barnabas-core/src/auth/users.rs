@@ -129,20 +129,18 @@ impl Users {
         self.passwords.is_empty()
     }
 
-    /// Whether `password` is `user`'s.
-    pub fn verify_password(&self, user: &str, password: &[u8]) -> bool {
+    /// Whether `password` is `user`'s: `Some(answer)` once argon2 ran — against the user's
+    /// hash, or for a user without one against the decoy (a real hash, so that a refusal
+    /// takes as long whether or not the user exists) — and `None` when there was no hash to
+    /// run (no user has a password), which is a refusal too.
+    pub fn verify_password(&self, user: &str, password: &[u8]) -> Option<bool> {
         let (hash, known) = match self.passwords.get(user) {
             Some(Some(h)) => (h.as_str(), true),
-            _ => match &self.decoy {
-                Some(d) => (d.as_str(), false),
-                None => return false,
-            },
+            _ => (self.decoy.as_deref()?, false),
         };
-        let Ok(parsed) = PasswordHash::new(hash) else {
-            return false;
-        };
+        let parsed = PasswordHash::new(hash).ok()?;
         let ok = Argon2::default().verify_password(password, &parsed).is_ok();
-        ok && known
+        Some(ok && known)
     }
 
     /// The user owning this bearer token.
