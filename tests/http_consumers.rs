@@ -979,6 +979,75 @@ async fn sse_streams_records_and_resumes_from_last_event_id() {
     gw.stop().await;
 }
 
+/// The status line of a raw `GET path` for an SSE stream, and the open connection.
+async fn open_sse(gw: &TestGateway, path: &str) -> (u16, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let http = gw.gateway.http_addr().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("a status line within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed before a status line");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head).into_owned();
+    let status = line.split(' ').nth(1).and_then(|c| c.parse().ok());
+    (
+        status.unwrap_or_else(|| panic!("no status in {line:?}")),
+        stream,
+    )
+}
+
+/// docs/http.md §SSE: a client that closes its connection is noticed at once, whether it
+/// closes it cleanly (FIN) or resets it (RST) — no record nor keep-alive comment needs to be
+/// written for that (keep-alives are every 10 minutes here). With
+/// `limits.max_consumers_per_principal` = 1 and a quiet topic: while the first stream is open a
+/// second is refused 429; once its client has closed, the stream ends (its Kafka consumer, its
+/// slot) and a new stream is admitted within seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sse_client_that_closes_its_connection_is_noticed_at_once() {
+    let gw = gateway::start(|c| {
+        c.http.sse_keep_alive_ms = barnabas::config::Millis(600_000);
+        c.limits.max_consumers_per_principal = 1;
+    })
+    .await;
+    produce(&gw, "quiet", [json!("before")]).await;
+    let path = "/topics/quiet/events?from=latest";
+    let (status, mut open) = open_sse(&gw, path).await;
+    assert_eq!(status, 200, "the first stream");
+    for reset in [false, true] {
+        let (status, _refused) = open_sse(&gw, path).await;
+        assert_eq!(
+            status, 429,
+            "one stream per principal while the first is open"
+        );
+        if reset {
+            open.set_linger(Some(Duration::ZERO)).unwrap(); // close with RST
+        }
+        drop(open);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        open = loop {
+            assert!(
+                Instant::now() < deadline,
+                "the closed stream (reset: {reset}) still held its slot"
+            );
+            match open_sse(&gw, path).await {
+                (200, stream) => break stream,
+                (status, _) => assert_eq!(status, 429),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+    }
+    drop(open);
+    gw.stop().await;
+}
+
 /// docs/http.md §SSE: a group's commits name what the stream sent, not what the gateway read
 /// ahead from Kafka. Broken to commit what was read (offsets stored at read-ahead instead of at
 /// hand-out) it fails: resumed at 84 where 42 were sent. A stream that took a batch from the
