@@ -1028,7 +1028,7 @@ async fn an_sse_client_that_closes_its_connection_is_noticed_at_once() {
             "one stream per principal while the first is open"
         );
         if reset {
-            open.set_linger(Some(Duration::ZERO)).unwrap(); // close with RST
+            open.set_zero_linger().unwrap(); // close with RST
         }
         drop(open);
         let deadline = Instant::now() + Duration::from_secs(10);
