@@ -979,13 +979,19 @@ async fn sse_streams_records_and_resumes_from_last_event_id() {
     gw.stop().await;
 }
 
-/// The status line of a raw `GET path` for an SSE stream, and the open connection.
-async fn open_sse(gw: &TestGateway, path: &str) -> (u16, tokio::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let http = gw.gateway.http_addr().unwrap();
-    let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+/// Writes a raw HTTP/1.1 `GET path` for an SSE stream on `stream`.
+async fn send_sse_get(stream: &mut tokio::net::TcpStream, path: &str) {
+    use tokio::io::AsyncWriteExt;
     let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
+}
+
+/// The status line of a raw `GET path` for an SSE stream, and the open connection.
+async fn open_sse(gw: &TestGateway, path: &str) -> (u16, tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let http = gw.gateway.http_addr().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    send_sse_get(&mut stream, path).await;
     let mut head = Vec::new();
     let mut buf = [0u8; 512];
     while !head.windows(2).any(|w| w == b"\r\n") {
@@ -1055,7 +1061,7 @@ async fn an_sse_client_that_closes_its_connection_is_noticed_at_once() {
 /// last is written, and the sockets hold about one fetch (42 records).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_sse_group_commits_what_it_sent() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     // A closed client is noticed at the next write: keep-alives make that quick.
     let gw = gateway::start(|c| c.http.sse_keep_alive_ms = barnabas::config::Millis(200)).await;
     // 200 records of 100 KB: far more than the client's small socket buffer holds, and more
@@ -1071,13 +1077,7 @@ async fn an_sse_group_commits_what_it_sent() {
     let http = gw.gateway.http_addr().unwrap();
     let mut stream = socket.connect(http).await.unwrap();
     let path = url.split_once(&gw.base).unwrap().1;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
+    send_sse_get(&mut stream, path).await;
     let mut seen = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     while seen.windows(6).filter(|w| w == b"id: 0:").count() < 4 {

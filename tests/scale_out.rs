@@ -27,7 +27,12 @@ struct Replica {
 
 impl Replica {
     fn start(bootstrap: &str) -> Replica {
-        let (process, http, mqtt) = common::replica_process(bootstrap);
+        Replica::start_with(bootstrap, &[])
+    }
+
+    /// [`Replica::start`] with more environment (`BARNABAS_*` settings).
+    fn start_with(bootstrap: &str, env: &[(&str, &str)]) -> Replica {
+        let (process, http, mqtt) = common::replica_process_with(bootstrap, env);
         Replica {
             process,
             mqtt,
@@ -568,15 +573,8 @@ async fn a_replica_closes_its_copy_of_an_instance_another_replica_adopted() {
     let kafka = broker::start().await;
     let bootstrap = kafka.bootstrap();
     let unreachable = common::free_addr().to_string();
-    let (process, http, mqtt) = common::replica_process_with(
-        &bootstrap,
-        &[("BARNABAS_HTTP__ADVERTISED_ADDRESS", unreachable.as_str())],
-    );
-    let a = Replica {
-        process,
-        mqtt,
-        http,
-    };
+    let advertised = ("BARNABAS_HTTP__ADVERTISED_ADDRESS", unreachable.as_str());
+    let a = Replica::start_with(&bootstrap, &[advertised]);
     let b = Replica::start(&bootstrap);
     let topic = serde_json::json!({ "topic_name": "split", "partitions_count": 1 });
     let (status, body) = call(&a, reqwest::Method::POST, "/admin/topics", V2, Some(topic)).await;

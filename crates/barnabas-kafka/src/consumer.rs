@@ -402,12 +402,9 @@ fn is_transient(err: &KafkaError) -> bool {
                 | RDKafkaErrorCode::OperationTimedOut
                 | RDKafkaErrorCode::NetworkException
                 | RDKafkaErrorCode::KafkaStorageError
-                | RDKafkaErrorCode::CoordinatorLoadInProgress
-                | RDKafkaErrorCode::CoordinatorNotAvailable
-                | RDKafkaErrorCode::NotCoordinator
                 | RDKafkaErrorCode::RebalanceInProgress
         )
-    )
+    ) || err.rdkafka_error_code().is_some_and(coordinator_not_ready)
 }
 
 #[async_trait]
@@ -524,14 +521,16 @@ impl barnabas_core::Consumer for KafkaConsumer {
     async fn commit(&self, request: CommitRequest) -> Result<()> {
         let timeout = self.timeout;
         self.blocking(move |c| {
+            let offsets = match &request {
+                CommitRequest::AllConsumed => None,
+                CommitRequest::Offsets(offsets) => Some(offsets_list(offsets)?),
+            };
             let deadline = std::time::Instant::now() + timeout;
             let mut pause = Duration::from_millis(50);
             loop {
-                let result = match &request {
-                    CommitRequest::AllConsumed => c.commit_consumer_state(CommitMode::Sync),
-                    CommitRequest::Offsets(offsets) => {
-                        c.commit(&offsets_list(offsets)?, CommitMode::Sync)
-                    }
+                let result = match &offsets {
+                    None => c.commit_consumer_state(CommitMode::Sync),
+                    Some(list) => c.commit(list, CommitMode::Sync),
                 };
                 match result {
                     Ok(()) => return Ok(()),
