@@ -139,8 +139,9 @@ pub struct ConnectInfo {
     pub clean: bool,
     /// Keep-alive in seconds (0 = none).
     pub keep_alive: u16,
-    /// The last will, to publish on an abnormal close.
-    pub will: Option<Will>,
+    /// The last will, to publish on an abnormal close (boxed: most clients have none, and
+    /// the session keeps this for the whole connection).
+    pub will: Option<Box<Will>>,
     /// v5 Receive Maximum of the client: its window for our QoS 1/2 deliveries.
     pub receive_max: Option<NonZeroU16>,
     /// v5 Session Expiry Interval in seconds (0 = the session ends with the connection).

@@ -19,7 +19,7 @@ use std::{
     num::{NonZeroU16, NonZeroU32},
     pin::Pin,
     sync::Arc,
-    task::Poll,
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -241,13 +241,15 @@ pub struct Subscriptions {
     persistent: bool,
     v5: bool,
     subs: Vec<(Subscribed, Sources)>,
-    plain: Option<Feed>,
+    /// Boxed: most connections never subscribe, and an absent feed costs them 8 bytes
+    /// instead of a whole `Feed` (issue 26, idle connections).
+    plain: Option<Box<Feed>>,
     shared: BTreeMap<String, Feed>,
     queue: VecDeque<(FeedId, ConsumedRecord)>,
     /// Retained messages owed to new subscriptions (MQTT topic, QoS, subscription id): sent
     /// through the same window as records, and looked up when sent.
     retained: VecDeque<(String, QoS, Option<NonZeroU32>)>,
-    outstanding: HashMap<NonZeroU16, Outstanding>,
+    outstanding: BTreeMap<NonZeroU16, Outstanding>,
     last_packet_id: u16,
     window: usize,
     /// The client's Maximum Packet Size and the topic aliases set towards it.
@@ -281,7 +283,7 @@ impl Subscriptions {
             shared: BTreeMap::new(),
             queue: VecDeque::new(),
             retained: VecDeque::new(),
-            outstanding: HashMap::new(),
+            outstanding: BTreeMap::new(),
             last_packet_id: 0,
             window: window.max(1),
             outbound: Outbound::new(v5, max_packet, topic_alias_max),
@@ -342,7 +344,7 @@ impl Subscriptions {
         // from before its SUBACK.
         let reading: BTreeSet<TopicPartition> = self
             .plain
-            .as_ref()
+            .as_deref()
             .map(|f| f.assigned.keys().cloned().collect())
             .unwrap_or_default();
         for (i, req) in requests.iter().enumerate() {
@@ -599,9 +601,9 @@ impl Subscriptions {
             let mut feed =
                 Feed::open(&self.ctx, group, OffsetReset::Earliest, &self.principal).await?;
             feed.commits = self.persistent;
-            self.plain = Some(feed);
+            self.plain = Some(Box::new(feed));
         }
-        let Some(feed) = self.plain.as_mut() else {
+        let Some(feed) = self.plain.as_deref_mut() else {
             return Ok(());
         };
         let current: BTreeSet<TopicPartition> = feed.assigned.keys().cloned().collect();
@@ -713,64 +715,78 @@ impl Subscriptions {
             && (self.plain.is_some() || !self.shared.is_empty() || !self.retained.is_empty())
     }
 
-    /// The next record to deliver (cancel-safe: records fetched are queued before returning),
-    /// or the error that ends reading for good: Kafka refused this client's reads (its login,
-    /// under identity passthrough, or an ACL). Other failures are retried.
-    /// Retained messages owed to new subscriptions come first.
-    pub async fn next(&mut self) -> Result<Next, Error> {
-        if let Some((topic, qos, id)) = self.retained.pop_front() {
-            return Ok(Next::Retained(topic, qos, id));
-        }
-        self.next_record()
-            .await
-            .map(|(feed, record)| Next::Record(feed, record))
+    /// Deliveries in hand: records fetched and not yet sent, retained messages owed, or
+    /// deliveries the client has not acknowledged.
+    pub fn busy(&self) -> bool {
+        !self.queue.is_empty() || !self.retained.is_empty() || !self.outstanding.is_empty()
     }
 
-    async fn next_record(&mut self) -> Result<(FeedId, ConsumedRecord), Error> {
-        std::future::poll_fn(|cx| {
-            if let Some(next) = self.queue.pop_front() {
-                return Poll::Ready(Ok(next));
-            }
-            let feeds = self.plain.iter_mut().map(|f| (FeedId::Plain, f)).chain(
+    /// Resolves once a delivery is in hand — a retained message owed to a new subscription,
+    /// or records fetched (queued as they come, so this is cancel-safe) — or with the error
+    /// that ends reading for good: Kafka refused this client's reads (its login, under
+    /// identity passthrough, or an ACL). Other failures are retried. [`Self::take`] then
+    /// gives the delivery: the session's loop waits on this without holding a record.
+    pub async fn ready(&mut self) -> Result<(), Error> {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if !self.retained.is_empty() || !self.queue.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let feeds = self
+            .plain
+            .as_deref_mut()
+            .map(|f| (FeedId::Plain, f))
+            .into_iter()
+            .chain(
                 self.shared
                     .iter_mut()
                     .map(|(g, f)| (FeedId::Shared(g.clone()), f)),
             );
-            for (id, feed) in feeds {
-                let fetch = feed.fetch.get_or_insert_with(|| {
-                    let driver = feed.driver.clone();
-                    Box::pin(async move { driver.fetch(FETCH_BATCH, None, FETCH_WAIT).await })
-                });
-                if let Poll::Ready(result) = fetch.as_mut().poll(cx) {
-                    feed.fetch = None;
-                    match result {
-                        Ok(Fetched::Records(records)) => {
-                            for r in records {
-                                feed.handed(&r);
-                                self.queue.push_back((id.clone(), r));
-                            }
-                        }
-                        Ok(Fetched::TooLarge { .. }) => {}
-                        Err(e) if e.kind() == barnabas_core::ErrorKind::Unauthorized => {
-                            return Poll::Ready(Err(e));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "subscription consumer failed; retrying");
-                            feed.fetch = Some(Box::pin(async {
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                                Ok(Fetched::Records(Vec::new()))
-                            }));
+        for (id, feed) in feeds {
+            let fetch = feed.fetch.get_or_insert_with(|| {
+                let driver = feed.driver.clone();
+                Box::pin(async move { driver.fetch(FETCH_BATCH, None, FETCH_WAIT).await })
+            });
+            if let Poll::Ready(result) = fetch.as_mut().poll(cx) {
+                feed.fetch = None;
+                match result {
+                    Ok(Fetched::Records(records)) => {
+                        for r in records {
+                            feed.handed(&r);
+                            self.queue.push_back((id.clone(), r));
                         }
                     }
-                    cx.waker().wake_by_ref();
+                    Ok(Fetched::TooLarge { .. }) => {}
+                    Err(e) if e.kind() == barnabas_core::ErrorKind::Unauthorized => {
+                        return Poll::Ready(Err(e));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "subscription consumer failed; retrying");
+                        feed.fetch = Some(Box::pin(async {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            Ok(Fetched::Records(Vec::new()))
+                        }));
+                    }
                 }
+                cx.waker().wake_by_ref();
             }
-            match self.queue.pop_front() {
-                Some(next) => Poll::Ready(Ok(next)),
-                None => Poll::Pending,
-            }
-        })
-        .await
+        }
+        if self.queue.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The delivery [`Self::ready`] found, retained messages first.
+    pub fn take(&mut self) -> Option<Next> {
+        if let Some((topic, qos, id)) = self.retained.pop_front() {
+            return Some(Next::Retained(topic, qos, id));
+        }
+        let (feed, record) = self.queue.pop_front()?;
+        Some(Next::Record(feed, record))
     }
 
     /// The PUBLISH for a record, or `None` when no subscription wants it (it is then
@@ -958,7 +974,7 @@ impl Subscriptions {
 
     fn finish(&mut self, feed_id: &FeedId, tp: &TopicPartition, offset: i64) {
         let feed = match feed_id {
-            FeedId::Plain => self.plain.as_mut(),
+            FeedId::Plain => self.plain.as_deref_mut(),
             FeedId::Shared(g) => self.shared.get_mut(g),
         };
         if let Some(feed) = feed {
@@ -998,14 +1014,20 @@ impl Subscriptions {
     /// Whether acknowledged deliveries wait to be committed.
     pub fn wants_commit(&self) -> bool {
         self.plain
-            .iter()
+            .as_deref()
+            .into_iter()
             .chain(self.shared.values())
             .any(|f| f.commits && f.tracker.is_dirty())
     }
 
     /// Commits what the client acknowledged, in the background.
     pub fn commit(&mut self) {
-        for feed in self.plain.iter_mut().chain(self.shared.values_mut()) {
+        for feed in self
+            .plain
+            .as_deref_mut()
+            .into_iter()
+            .chain(self.shared.values_mut())
+        {
             if !feed.commits
                 || !feed.tracker.is_dirty()
                 || feed.committing.as_ref().is_some_and(|c| !c.is_finished())

@@ -99,7 +99,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             handle,
             incoming: Incoming::default(),
             shutdown,
-            aliases: std::collections::HashMap::new(),
+            aliases: std::collections::BTreeMap::new(),
         }
     }
 

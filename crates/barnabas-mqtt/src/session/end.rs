@@ -50,7 +50,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             return;
         }
         let Some(cancelled) = cancelled else {
-            return publish_will(&ctx, &principal, will).await;
+            return publish_will(&ctx, &principal, *will).await;
         };
         let delay = Duration::from_secs(u64::from(
             will.delay_secs.min(expiry).min(MAX_WILL_DELAY_SECS),
@@ -60,7 +60,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
                 _ = cancelled.cancelled() => tracing::debug!("client back before its will delay; will dropped"),
                 _ = tokio::time::sleep(delay) => {
                     ctx.sessions.will_done(&client_id, &cancelled);
-                    publish_will(&ctx, &principal, will).await;
+                    publish_will(&ctx, &principal, *will).await;
                 }
             }
         });

@@ -14,7 +14,7 @@ mod connect;
 mod end;
 mod publish;
 
-use std::{collections::HashMap, num::NonZeroU16, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, num::NonZeroU16, sync::Arc, time::Duration};
 use tracing::Instrument;
 
 use barnabas_core::{rate::TokenBucket, Delivered, Error};
@@ -40,31 +40,28 @@ const COMMIT_EVERY: Duration = Duration::from_millis(500);
 /// Runs one connection to its end, its log lines in an `mqtt` span naming the client id once
 /// known. (The span is the future's, not entered on the thread: an entered span held across
 /// an await would be lent to whatever other task that thread runs meanwhile.)
-pub async fn run<T: AsyncRead + AsyncWrite + Unpin>(
+///
+/// Not an `async fn`: an async function's arguments stay in its future for as long as it
+/// runs, and this one's live as long as the connection. Connecting runs once per connection
+/// and is boxed (dropped once connected), and ending is boxed where it is awaited, so the
+/// task keeps room only for the session and its loop (issue 26, idle connections).
+pub fn run<T: AsyncRead + AsyncWrite + Unpin>(
     io: T,
     peer: std::net::SocketAddr,
     cert_cn: Option<String>,
     ctx: Arc<MqttContext>,
     shutdown: CancellationToken,
-) {
+) -> impl std::future::Future<Output = ()> {
     let span = tracing::debug_span!("mqtt", client_id = tracing::field::Empty);
-    connection(io, peer, cert_cn, ctx, shutdown)
-        .instrument(span)
-        .await;
+    let connecting = Box::pin(MqttSession::connect(io, peer, cert_cn, ctx, shutdown));
+    serve(connecting).instrument(span)
 }
 
-/// [`run`]'s body. Connecting and ending run once per connection and their futures are
-/// boxed: inline, the task would keep room for the larger of them beside the loop's own
-/// for as long as the connection lives (5.4 KiB per idle connection, issue 26).
-async fn connection<T: AsyncRead + AsyncWrite + Unpin>(
-    io: T,
-    peer: std::net::SocketAddr,
-    cert_cn: Option<String>,
-    ctx: Arc<MqttContext>,
-    shutdown: CancellationToken,
+/// [`run`]'s body, from the connecting step it was given.
+async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
+    connecting: std::pin::Pin<Box<impl std::future::Future<Output = Option<MqttSession<T>>>>>,
 ) {
-    let connected = MqttSession::connect(io, peer, cert_cn, ctx, shutdown);
-    let Some(mut session) = Box::pin(connected).await else {
+    let Some(mut session) = connecting.await else {
         return;
     };
     let end = session.run().await;
@@ -131,8 +128,10 @@ struct MqttSession<T> {
     /// 1.5 × the keep-alive, and when it runs out unless a packet comes.
     keep_alive: Option<Duration>,
     deadline: Option<Instant>,
-    /// v5 topic aliases the client set on this connection.
-    aliases: HashMap<NonZeroU16, bytestring::ByteString>,
+    /// v5 topic aliases the client set on this connection (a `BTreeMap`: at most
+    /// [`crate::packet::TOPIC_ALIAS_MAX`] of them, and an empty one is half a `HashMap`
+    /// in every idle connection).
+    aliases: BTreeMap<NonZeroU16, bytestring::ByteString>,
     /// `limits.publish_rate`.
     rate: Option<TokenBucket>,
 }
@@ -149,42 +148,75 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         self.incoming.window.has_room(window)
     }
 
-    /// The session's loop: one event at a time, each to its handler. Rare events (SUBSCRIBE,
-    /// UNSUBSCRIBE, the end) are boxed where they are awaited, so that the loop's future —
-    /// kept for the whole connection — has no room reserved for them (issue 26).
+    /// The session's loop: one event at a time, each to its handler. The task's future is
+    /// kept for the whole connection and has room for the largest state it can reach, so
+    /// the waiting ([`Self::next_event`]) is inline and the handling boxed: an idle
+    /// connection holds only the wait (issue 26). Once busy — publishes waiting for Kafka,
+    /// deliveries unacknowledged — the boxed part handles event after event until the
+    /// connection is idle again, so a busy connection is not allocated per event.
     async fn run(&mut self) -> SessionEnd {
-        let mut topics = self.ctx.catalog.watch();
-        let mut commit_tick = tokio::time::interval(COMMIT_EVERY);
-        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut waits = Waits::new(&self.ctx);
         loop {
-            let step = tokio::select! {
-                _ = self.handle.kick.cancelled() => {
-                    Err(self.close(DisconnectReason::SessionTakenOver).await)
-                }
-                _ = self.shutdown.cancelled() => Err(Box::pin(self.on_shutdown()).await),
-                _ = sleep_until(self.deadline), if self.deadline.is_some() => {
-                    tracing::debug!("keep-alive expired");
-                    Err(self.close(DisconnectReason::KeepAliveTimeout).await)
-                }
-                next = self.subs.next(), if self.subs.has_room() => self.on_delivery(next).await,
-                Ok(()) = topics.changed() => {
-                    let list = topics.borrow_and_update().clone();
-                    Box::pin(self.subs.topics_changed(&list)).await;
-                    Ok(())
-                }
-                _ = commit_tick.tick(), if self.subs.wants_commit() => {
-                    self.subs.commit();
-                    Ok(())
-                }
-                Some((ack, result)) = self.incoming.window.next(), if !self.incoming.window.is_empty() => {
-                    self.on_kafka_answer(ack, result).await
-                }
-                packet = self.conn.next(), if self.reads() => self.on_packet(packet).await,
-            };
-            if let Err(end) = step {
+            let event = self.next_event(&mut waits).await;
+            if let Err(end) = Box::pin(self.while_busy(event, &mut waits)).await {
                 return end;
             }
         }
+    }
+
+    /// Handles `event`, then every event after it while the connection has work in hand.
+    async fn while_busy(&mut self, event: Event, waits: &mut Waits) -> Result<(), SessionEnd> {
+        self.handle(event).await?;
+        while !self.incoming.window.is_empty() || self.subs.busy() {
+            let event = self.next_event(waits).await;
+            self.handle(event).await?;
+        }
+        Ok(())
+    }
+
+    /// The next thing that needs the session: it only waits, handling is [`Self::handle`].
+    async fn next_event(&mut self, waits: &mut Waits) -> Event {
+        tokio::select! {
+            _ = self.handle.kick.cancelled() => Event::TakenOver,
+            _ = self.shutdown.cancelled() => Event::Shutdown,
+            _ = keep_alive_expiry(self.deadline), if self.deadline.is_some() => {
+                Event::KeepAliveExpired
+            }
+            ready = self.subs.ready(), if self.subs.has_room() => Event::Delivery(ready),
+            Ok(()) = waits.topics.changed() => Event::TopicsChanged,
+            _ = waits.commit_tick.tick(), if self.subs.wants_commit() => Event::CommitDue,
+            Some(answer) = self.incoming.window.next(), if !self.incoming.window.is_empty() => {
+                Event::KafkaAnswer(answer)
+            }
+            packet = self.conn.next(), if self.reads() => Event::Packet(packet),
+        }
+    }
+
+    /// One event to its handler; `Err` ends the connection.
+    async fn handle(&mut self, event: Event) -> Result<(), SessionEnd> {
+        match event {
+            Event::TakenOver => Err(self.close(DisconnectReason::SessionTakenOver).await),
+            Event::Shutdown => Err(Box::pin(self.on_shutdown()).await),
+            Event::KeepAliveExpired => {
+                tracing::debug!("keep-alive expired");
+                Err(self.close(DisconnectReason::KeepAliveTimeout).await)
+            }
+            Event::Delivery(next) => self.on_delivery(next).await,
+            Event::TopicsChanged => Box::pin(self.on_topics_changed()).await,
+            Event::CommitDue => {
+                self.subs.commit();
+                Ok(())
+            }
+            Event::KafkaAnswer((ack, result)) => self.on_kafka_answer(ack, result).await,
+            Event::Packet(packet) => self.on_packet(packet).await,
+        }
+    }
+
+    /// Kafka's topic list changed: pattern subscriptions pick up new topics.
+    async fn on_topics_changed(&mut self) -> Result<(), SessionEnd> {
+        let list = self.ctx.catalog.watch().borrow().clone();
+        self.subs.topics_changed(&list).await;
+        Ok(())
     }
 
     /// The client spoke (or was just let in): it has 1.5 × its keep-alive until it must again.
@@ -295,14 +327,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     /// A record (or retained message) for the client, or Kafka refusing its reads (its own
     /// login under identity passthrough, or an ACL): then nothing will come, and v5 says why
     /// (0x87).
-    async fn on_delivery(&mut self, next: Result<Next, Error>) -> Result<(), SessionEnd> {
-        let publish = match next {
-            Ok(Next::Record(feed, record)) => self.subs.deliver(feed, record),
-            Ok(Next::Retained(topic, qos, id)) => self.subs.deliver_retained(&topic, qos, id),
-            Err(e) => {
-                tracing::warn!(error = %e, "Kafka refused this client's reads; disconnecting");
-                return Err(self.close(DisconnectReason::NotAuthorized).await);
-            }
+    async fn on_delivery(&mut self, ready: Result<(), Error>) -> Result<(), SessionEnd> {
+        if let Err(e) = ready {
+            tracing::warn!(error = %e, "Kafka refused this client's reads; disconnecting");
+            return Err(self.close(DisconnectReason::NotAuthorized).await);
+        }
+        let publish = match self.subs.take() {
+            Some(Next::Record(feed, record)) => self.subs.deliver(feed, record),
+            Some(Next::Retained(topic, qos, id)) => self.subs.deliver_retained(&topic, qos, id),
+            None => None,
         };
         if let Some(publish) = publish {
             self.conn.publish(publish).await?;
@@ -329,12 +362,49 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     }
 }
 
+/// What the session's loop waits for, one at a time.
+enum Event {
+    /// Another connection took the client id over.
+    TakenOver,
+    /// The gateway stops.
+    Shutdown,
+    /// The client was silent for 1.5 × its keep-alive.
+    KeepAliveExpired,
+    /// A record or retained message for the client is in hand, or Kafka refused its reads.
+    Delivery(Result<(), Error>),
+    /// Kafka's topic list changed.
+    TopicsChanged,
+    /// Acknowledged deliveries wait to be committed, and the commit interval passed.
+    CommitDue,
+    /// Kafka answered the oldest publish waiting for it.
+    KafkaAnswer(Answer),
+    /// A packet from the client, or the connection's end.
+    Packet(Result<Inbound, WireError>),
+}
+
+/// The loop's own watches, apart from the session so that waiting borrows both.
+struct Waits {
+    /// Kafka's topic list, for pattern subscriptions.
+    topics: tokio::sync::watch::Receiver<barnabas_core::TopicList>,
+    commit_tick: tokio::time::Interval,
+}
+
+impl Waits {
+    fn new(ctx: &MqttContext) -> Self {
+        let mut commit_tick = tokio::time::interval(COMMIT_EVERY);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            topics: ctx.catalog.watch(),
+            commit_tick,
+        }
+    }
+}
+
 /// What Kafka answered for one publish: its ack (none for QoS 0) and the write's outcome.
 type Answer = (Option<Ack>, Result<Delivered, Error>);
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
+/// The keep-alive's timer (`select!` polls it only when there is a deadline).
+fn keep_alive_expiry(deadline: Option<Instant>) -> tokio::time::Sleep {
+    let far = || Instant::now() + Duration::from_secs(86_400 * 365);
+    tokio::time::sleep_until(deadline.unwrap_or_else(far))
 }

@@ -2,7 +2,7 @@
 //! duplicates), mapped and written, and answered — PUBACK/PUBREC once Kafka acknowledged,
 //! in the order the PUBLISHes arrived.
 
-use std::{collections::HashMap, future::Future, num::NonZeroU16, sync::Arc};
+use std::{collections::BTreeMap, future::Future, num::NonZeroU16, sync::Arc};
 
 use barnabas_core::{Access, Error, ErrorKind, OrderedWindow, Principal, Record};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -29,7 +29,7 @@ const ANSWER_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(5)
 #[derive(Default)]
 pub(super) struct Incoming {
     pub(super) window: OrderedWindow<Answer>,
-    pub(super) qos2: HashMap<NonZeroU16, bool>,
+    pub(super) qos2: BTreeMap<NonZeroU16, bool>,
 }
 
 impl Incoming {
@@ -260,7 +260,7 @@ pub(super) fn authorize_write(
 /// alias uses it. `false` when the alias is unknown or out of range (0x94).
 fn resolve_alias(
     p: &mut Publish,
-    aliases: &mut HashMap<NonZeroU16, bytestring::ByteString>,
+    aliases: &mut BTreeMap<NonZeroU16, bytestring::ByteString>,
 ) -> bool {
     let alias = p.properties.as_ref().and_then(|props| props.topic_alias);
     match alias {

@@ -2,7 +2,7 @@
 //! first CONNECT), its 3.1.1 and 5.0 packets turned into the version-neutral ones of
 //! [`crate::packet`] (`v3_packets.rs`, `v5_packets.rs`) and back. The only module that names the codec.
 
-use std::num::NonZeroU16;
+use std::{future::Future, num::NonZeroU16};
 
 use futures::{SinkExt, StreamExt};
 use rmqtt_codec::{
@@ -13,6 +13,7 @@ use rmqtt_codec::{
     MqttCodec, MqttPacket,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::Encoder;
 use tokio_util::codec::{Decoder, Framed, FramedParts};
 
 use crate::packet::{
@@ -173,11 +174,41 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
     }
 
-    async fn send(&mut self, packet: MqttPacket) -> Sent {
-        self.framed
-            .send(packet)
-            .await
-            .map_err(|e| WireError::Io(e.to_string()))
+    /// Encodes the packet into the write buffer at once, then returns the flush: a future
+    /// that awaits it holds no packet, so the session loop's future — kept for the whole
+    /// connection — keeps no room for one (a `SinkExt::send` held its ~300-byte item across
+    /// the write; issue 26, idle connections). Every answer below builds its packet the same
+    /// way, outside the future it returns.
+    fn send(&mut self, packet: MqttPacket) -> impl Future<Output = Sent> + '_ {
+        let queued = self.queue(packet);
+        async move {
+            queued?;
+            std::future::poll_fn(|cx| self.framed.poll_flush_unpin(cx))
+                .await
+                .map_err(|e| WireError::Io(e.to_string()))
+        }
+    }
+
+    /// Appends the packet's bytes to the write buffer (bytes a cancelled flush left there go
+    /// out first, with the next flush).
+    fn queue(&mut self, packet: MqttPacket) -> Sent {
+        let mut buffer = std::mem::take(self.framed.write_buffer_mut());
+        let encoded = self.framed.codec_mut().encode(packet, &mut buffer);
+        *self.framed.write_buffer_mut() = buffer;
+        encoded.map_err(|e| WireError::Io(e.to_string()))
+    }
+
+    /// The packet of the connection's version: only the side sent is built (a PUBLISH
+    /// moves into it).
+    fn packet_as(
+        &self,
+        v3: impl FnOnce() -> v3::Packet,
+        v5: impl FnOnce() -> v5::Packet,
+    ) -> MqttPacket {
+        match self.version {
+            Version::V3 => MqttPacket::V3(v3()),
+            Version::V5 => MqttPacket::V5(v5()),
+        }
     }
 
     /// The next packet; `Err(Closed)` at EOF.
@@ -237,7 +268,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             return Ok(());
         }
         let (v3_reason, v5_reason) = connack_reasons(refusal);
-        self.send_as(
+        let packet = self.packet_as(
             || {
                 v3::Packet::ConnectAck(v3::ConnectAck {
                     return_code: v3_reason,
@@ -250,104 +281,109 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     ..v5::ConnectAck::default()
                 }))
             },
-        )
-        .await
-    }
-
-    /// Sends the packet of the connection's version: each side is built only if it is the one
-    /// sent (a PUBLISH moves into it).
-    async fn send_as(
-        &mut self,
-        v3: impl FnOnce() -> v3::Packet,
-        v5: impl FnOnce() -> v5::Packet,
-    ) -> Sent {
-        let packet = match self.version {
-            Version::V3 => MqttPacket::V3(v3()),
-            Version::V5 => MqttPacket::V5(v5()),
-        };
+        );
         self.send(packet).await
     }
 
     /// PUBACK (QoS 1) or PUBREC (QoS 2). v3 has no negative acks: the caller closes instead.
-    pub async fn ack(&mut self, ack: Ack, reason: PubReason) -> Sent {
-        match ack {
-            Ack::PubAck(packet_id) => {
-                self.send_as(
-                    || v3::Packet::PublishAck { packet_id },
-                    || v5::Packet::PublishAck(v5_packets::puback(packet_id, reason)),
-                )
-                .await
-            }
-            Ack::PubRec(packet_id) => {
-                self.send_as(
-                    || v3::Packet::PublishReceived { packet_id },
-                    || v5::Packet::PublishReceived(v5_packets::puback(packet_id, reason)),
-                )
-                .await
-            }
-        }
+    pub fn ack(&mut self, ack: Ack, reason: PubReason) -> impl Future<Output = Sent> + '_ {
+        let packet = match ack {
+            Ack::PubAck(packet_id) => self.packet_as(
+                || v3::Packet::PublishAck { packet_id },
+                || v5::Packet::PublishAck(v5_packets::puback(packet_id, reason)),
+            ),
+            Ack::PubRec(packet_id) => self.packet_as(
+                || v3::Packet::PublishReceived { packet_id },
+                || v5::Packet::PublishReceived(v5_packets::puback(packet_id, reason)),
+            ),
+        };
+        self.send(packet)
     }
 
     /// PUBCOMP for a PUBREL; `known` = false answers v5 0x92 (packet id not found).
-    pub async fn pubcomp(&mut self, packet_id: NonZeroU16, known: bool) -> Sent {
-        self.send_as(
+    pub fn pubcomp(
+        &mut self,
+        packet_id: NonZeroU16,
+        known: bool,
+    ) -> impl Future<Output = Sent> + '_ {
+        let packet = self.packet_as(
             || v3::Packet::PublishComplete { packet_id },
             || v5::Packet::PublishComplete(v5_packets::ack2(packet_id, known)),
-        )
-        .await
+        );
+        self.send(packet)
     }
 
     /// PINGRESP.
-    pub async fn pong(&mut self) -> Sent {
-        self.send_as(|| v3::Packet::PingResponse, || v5::Packet::PingResponse)
-            .await
+    pub fn pong(&mut self) -> impl Future<Output = Sent> + '_ {
+        let packet = self.packet_as(|| v3::Packet::PingResponse, || v5::Packet::PingResponse);
+        self.send(packet)
     }
 
     /// SUBACK with one code per filter (v3 has only "failure" for refusals).
-    pub async fn suback(&mut self, id: NonZeroU16, results: &[SubscribeResult]) -> Sent {
-        self.send_as(
+    pub fn suback(
+        &mut self,
+        id: NonZeroU16,
+        results: &[SubscribeResult],
+    ) -> impl Future<Output = Sent> + '_ {
+        let packet = self.packet_as(
             || v3_packets::suback(id, results),
             || v5_packets::suback(id, results),
-        )
-        .await
+        );
+        self.send(packet)
     }
 
     /// UNSUBACK; `existed` says per filter whether there was such a subscription (v5 codes).
-    pub async fn unsuback(&mut self, packet_id: NonZeroU16, existed: &[bool]) -> Sent {
-        let v5 = || v5_packets::unsuback(packet_id, existed);
-        self.send_as(|| v3::Packet::UnsubscribeAck { packet_id }, v5)
-            .await
+    pub fn unsuback(
+        &mut self,
+        packet_id: NonZeroU16,
+        existed: &[bool],
+    ) -> impl Future<Output = Sent> + '_ {
+        let packet = self.packet_as(
+            || v3::Packet::UnsubscribeAck { packet_id },
+            || v5_packets::unsuback(packet_id, existed),
+        );
+        self.send(packet)
     }
 
     /// A PUBLISH to the client.
-    pub async fn publish(&mut self, publish: Publish) -> Sent {
+    pub fn publish(&mut self, publish: Publish) -> impl Future<Output = Sent> + '_ {
         let packet = Box::new(publish_out(publish));
-        match self.version {
-            Version::V3 => self.send(MqttPacket::V3(v3::Packet::Publish(packet))).await,
-            Version::V5 => self.send(MqttPacket::V5(v5::Packet::Publish(packet))).await,
-        }
+        let packet = match self.version {
+            Version::V3 => MqttPacket::V3(v3::Packet::Publish(packet)),
+            Version::V5 => MqttPacket::V5(v5::Packet::Publish(packet)),
+        };
+        self.send(packet)
     }
 
     /// PUBREL answering the client's PUBREC; `known` = false answers v5 0x92.
-    pub async fn pubrel(&mut self, packet_id: NonZeroU16, known: bool) -> Sent {
-        self.send_as(
+    pub fn pubrel(
+        &mut self,
+        packet_id: NonZeroU16,
+        known: bool,
+    ) -> impl Future<Output = Sent> + '_ {
+        let packet = self.packet_as(
             || v3::Packet::PublishRelease { packet_id },
             || v5::Packet::PublishRelease(v5_packets::ack2(packet_id, known)),
-        )
-        .await
+        );
+        self.send(packet)
     }
 
     /// v5 DISCONNECT with a reason before the server closes; nothing for v3.
-    pub async fn disconnect(&mut self, reason: DisconnectReason) {
-        if self.version == Version::V5 {
-            let packet = MqttPacket::V5(v5::Packet::Disconnect(v5::Disconnect {
+    pub fn disconnect(&mut self, reason: DisconnectReason) -> impl Future<Output = ()> + '_ {
+        let packet = (self.version == Version::V5).then(|| {
+            MqttPacket::V5(v5::Packet::Disconnect(v5::Disconnect {
                 reason_code: v5_packets::disconnect_reason(reason),
                 session_expiry_interval_secs: None,
                 server_reference: None,
                 reason_string: None,
                 user_properties: Vec::new(),
-            }));
-            let _ = self.send(packet).await;
+            }))
+        });
+        let sent = packet.map(|p| self.send(p));
+        async move {
+            if let Some(sent) = sent {
+                let _ = sent.await;
+            }
         }
     }
 }

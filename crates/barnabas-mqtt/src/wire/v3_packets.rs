@@ -16,13 +16,15 @@ pub(super) fn connect_info(c: v3::Connect) -> ConnectInfo {
         client_id: c.client_id.to_string(),
         clean: c.clean_session,
         keep_alive: c.keep_alive,
-        will: c.last_will.map(|w| Will {
-            topic: w.topic.to_string(),
-            payload: w.message,
-            headers: Vec::new(),
-            qos: w.qos,
-            retain: w.retain,
-            delay_secs: 0,
+        will: c.last_will.map(|w| {
+            Box::new(Will {
+                topic: w.topic.to_string(),
+                payload: w.message,
+                headers: Vec::new(),
+                qos: w.qos,
+                retain: w.retain,
+                delay_secs: 0,
+            })
         }),
         receive_max: None,
         session_expiry: if c.clean_session { 0 } else { u32::MAX },

@@ -20,7 +20,7 @@ pub(super) fn connect_info(c: v5::Connect) -> ConnectInfo {
         client_id: c.client_id.to_string(),
         clean: c.clean_start,
         keep_alive: c.keep_alive,
-        will: c.last_will.map(will),
+        will: c.last_will.map(|w| Box::new(will(w))),
         receive_max: c.receive_max,
         session_expiry: c.session_expiry_interval_secs,
         max_packet: c.max_packet_size.map(std::num::NonZeroU32::get),
