@@ -1,6 +1,8 @@
 //! `connections`: N idle MQTT 3.1.1 connections (CONNECT, CONNACK, then silence with keep
 //! alive off) held against a server process; its RSS growth per connection and the
-//! CONNECT→CONNACK time at that load.
+//! CONNECT→CONNACK time at that load: opened [`CONCURRENCY`] at once (a reconnect storm:
+//! the last of a burst waits for those before it), then [`ONE_AT_A_TIME`] more one after
+//! another (the server's own answer time).
 //!
 //! The packets are written by hand: a client library per connection would measure the
 //! library, and 10 000 of them would crowd the load generator.
@@ -19,6 +21,10 @@ use crate::{results::Connections, server::rss_mib};
 
 /// Connections opened at once.
 const CONCURRENCY: usize = 64;
+
+/// Connections opened one after another once the idle ones are held, each closed after its
+/// CONNACK.
+const ONE_AT_A_TIME: usize = 1000;
 
 /// An MQTT 3.1.1 CONNECT: clean session, keep alive 0 (the server never times it out).
 fn connect_packet(client_id: &str) -> Vec<u8> {
@@ -102,6 +108,9 @@ pub async fn run(server: &str, addr: SocketAddr, pid: u32, wanted: usize) -> Res
     if let Some(last) = rss_points.last_mut() {
         last.1 = rss_end;
     }
+    let one = one_at_a_time(addr, run)
+        .await
+        .with_context(|| format!("one at a time to {server}"))?;
     drop(held);
     Ok(Connections {
         server: server.to_owned(),
@@ -111,7 +120,20 @@ pub async fn run(server: &str, addr: SocketAddr, pid: u32, wanted: usize) -> Res
         kib_per_connection: (rss_end - rss_before_mib) * 1024.0 / n as f64,
         connack_p50_ms: connack.value_at_quantile(0.5) as f64 / 1000.0,
         connack_p99_ms: connack.value_at_quantile(0.99) as f64 / 1000.0,
+        connack_one_p50_ms: one.value_at_quantile(0.5) as f64 / 1000.0,
+        connack_one_p99_ms: one.value_at_quantile(0.99) as f64 / 1000.0,
     })
+}
+
+/// CONNECT → CONNACK of [`ONE_AT_A_TIME`] connections opened one after another, µs.
+async fn one_at_a_time(addr: SocketAddr, run: u32) -> Result<Histogram<u64>> {
+    let mut connack = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .map_err(|e| anyhow!("histogram: {e}"))?;
+    for i in 0..ONE_AT_A_TIME {
+        let (_, d) = open(addr, format!("one-{run}-{i}")).await?;
+        let _ = connack.record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1));
+    }
+    Ok(connack)
 }
 
 #[cfg(test)]

@@ -741,6 +741,8 @@ fn connections_table(s: &mut String, rows: &[Connections], plotted: bool) -> Res
             ("KiB per connection", Right),
             ("CONNACK p50 ms", Right),
             ("CONNACK p99 ms", Right),
+            ("one at a time: CONNACK p50 ms", Right),
+            ("p99 ms", Right),
         ],
         rows.iter().map(|c| {
             vec![
@@ -749,6 +751,8 @@ fn connections_table(s: &mut String, rows: &[Connections], plotted: bool) -> Res
                 fixed(c.kib_per_connection, 1),
                 ms_cell(c.connack_p50_ms),
                 ms_cell(c.connack_p99_ms),
+                ms_cell(c.connack_one_p50_ms),
+                ms_cell(c.connack_one_p99_ms),
             ]
         }),
     )?;
@@ -962,6 +966,8 @@ mod tests {
             kib_per_connection: kib,
             connack_p50_ms: 0.41,
             connack_p99_ms: 2.3,
+            connack_one_p50_ms: 0.07,
+            connack_one_p99_ms: 0.2,
         }
     }
 

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use super::{publish::Incoming, MqttSession};
 use crate::{
     packet::{ConnectInfo, Refusal, Version},
-    subscriptions::Subscriptions,
     wire::{self, Connection},
     MqttContext, SessionHandle,
 };
@@ -89,7 +88,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         let keep_alive =
             (info.keep_alive > 0).then(|| Duration::from_millis(u64::from(info.keep_alive) * 1500));
         Self {
-            subs: Subscriptions::new(ctx.clone(), &info),
+            subs: None,
             rate: barnabas_core::rate::TokenBucket::per_second(ctx.settings.publish_rate),
             deadline: None,
             keep_alive,
@@ -113,7 +112,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         };
         let Some(stored) = stored else { return false };
         self.incoming.resume(&stored.awaiting_pubrel);
-        if let Err(e) = self.subs.restore(stored.subscriptions).await {
+        if let Err(e) = self.subs_mut().restore(stored.subscriptions).await {
             tracing::warn!(error = %e, "stored subscriptions not resumed yet; they follow when Kafka answers");
         }
         true
@@ -131,7 +130,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         assigned: Option<String>,
         session_present: bool,
     ) -> Result<(), wire::WireError> {
-        let (subscribed, awaiting) = (self.subs.subscribed(), self.incoming.awaiting_pubrel());
+        let (subscribed, awaiting) = (self.subscribed(), self.incoming.awaiting_pubrel());
         let owned = self.ctx.state.save_session(
             &self.info.client_id,
             &self.handle,

@@ -75,8 +75,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         let awaiting_pubrel = self.incoming.awaiting_pubrel();
         // A session taken over belongs to its new connection, which records it from now on.
         let taken_over = handle.kick.is_cancelled();
-        let subscribed = self.subs.subscribed();
-        self.subs.close().await;
+        let subscribed = self.subscribed();
+        if let Some(subs) = self.subs.as_mut() {
+            subs.close().await;
+        }
         if expiry > 0 {
             let stored = StoredSession::new(subscribed.clone(), expiry, handle.principal.clone());
             ctx.stored.put(

@@ -122,7 +122,10 @@ struct MqttSession<T> {
     info: ConnectInfo,
     /// This connection's claim on the client id: cancelled when another takes it over.
     handle: Arc<SessionHandle>,
-    subs: Subscriptions,
+    /// The client's subscriptions, made at its first SUBSCRIBE (or from a stored session):
+    /// most connections only publish, and an idle one keeps 8 bytes for them instead of a
+    /// whole `Subscriptions` (issue 26). [`Self::subs_mut`] makes them.
+    subs: Option<Box<Subscriptions>>,
     incoming: Incoming,
     shutdown: CancellationToken,
     /// 1.5 × the keep-alive, and when it runs out unless a packet comes.
@@ -139,6 +142,31 @@ struct MqttSession<T> {
 impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     fn v5(&self) -> bool {
         self.conn.version() == Version::V5
+    }
+
+    /// The client's subscriptions, made now if it had none.
+    fn subs_mut(&mut self) -> &mut Subscriptions {
+        let (ctx, info) = (&self.ctx, &self.info);
+        self.subs
+            .get_or_insert_with(|| Box::new(Subscriptions::new(ctx.clone(), info)))
+    }
+
+    /// What the client is subscribed to, to keep with its session.
+    fn subscribed(&self) -> Vec<crate::store::Subscribed> {
+        self.subs
+            .as_ref()
+            .map(|s| s.subscribed())
+            .unwrap_or_default()
+    }
+
+    /// Room for another delivery, and something that may deliver.
+    fn has_delivery_room(&self) -> bool {
+        self.subs.as_ref().is_some_and(|s| s.has_room())
+    }
+
+    /// Whether acknowledged deliveries wait to be committed.
+    fn wants_commit(&self) -> bool {
+        self.subs.as_ref().is_some_and(|s| s.wants_commit())
     }
 
     /// Whether the socket is read: not while the client's publishes waiting for Kafka fill
@@ -167,7 +195,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     /// Handles `event`, then every event after it while the connection has work in hand.
     async fn while_busy(&mut self, event: Event, waits: &mut Waits) -> Result<(), SessionEnd> {
         self.handle(event).await?;
-        while !self.incoming.window.is_empty() || self.subs.busy() {
+        while !self.incoming.window.is_empty() || self.subs.as_ref().is_some_and(|s| s.busy()) {
             let event = self.next_event(waits).await;
             self.handle(event).await?;
         }
@@ -182,9 +210,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             _ = keep_alive_expiry(self.deadline), if self.deadline.is_some() => {
                 Event::KeepAliveExpired
             }
-            ready = self.subs.ready(), if self.subs.has_room() => Event::Delivery(ready),
+            ready = deliveries_ready(&mut self.subs), if self.has_delivery_room() => {
+                Event::Delivery(ready)
+            }
             Ok(()) = waits.topics.changed() => Event::TopicsChanged,
-            _ = waits.commit_tick.tick(), if self.subs.wants_commit() => Event::CommitDue,
+            _ = waits.commit_tick.tick(), if self.wants_commit() => Event::CommitDue,
             Some(answer) = self.incoming.window.next(), if !self.incoming.window.is_empty() => {
                 Event::KafkaAnswer(answer)
             }
@@ -204,7 +234,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             Event::Delivery(next) => self.on_delivery(next).await,
             Event::TopicsChanged => Box::pin(self.on_topics_changed()).await,
             Event::CommitDue => {
-                self.subs.commit();
+                if let Some(subs) = self.subs.as_mut() {
+                    subs.commit();
+                }
                 Ok(())
             }
             Event::KafkaAnswer((ack, result)) => self.on_kafka_answer(ack, result).await,
@@ -215,7 +247,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     /// Kafka's topic list changed: pattern subscriptions pick up new topics.
     async fn on_topics_changed(&mut self) -> Result<(), SessionEnd> {
         let list = self.ctx.catalog.watch().borrow().clone();
-        self.subs.topics_changed(&list).await;
+        if let Some(subs) = self.subs.as_mut() {
+            subs.topics_changed(&list).await;
+        }
         Ok(())
     }
 
@@ -252,12 +286,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             Inbound::Subscribe(packet) => Box::pin(self.on_subscribe(packet)).await,
             Inbound::Unsubscribe(id, filters) => Box::pin(self.on_unsubscribe(id, &filters)).await,
             Inbound::PubAck(id) => {
-                self.subs.puback(id);
+                if let Some(subs) = self.subs.as_mut() {
+                    subs.puback(id);
+                }
                 Ok(())
             }
             Inbound::PubRec(id) => self.on_pubrec(id).await,
             Inbound::PubComp(id) => {
-                self.subs.pubcomp(id);
+                if let Some(subs) = self.subs.as_mut() {
+                    subs.pubcomp(id);
+                }
                 Ok(())
             }
             Inbound::Ping => Ok(self.conn.pong().await?),
@@ -278,7 +316,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
 
     /// PUBREC for one of our QoS 2 deliveries: PUBREL (an unknown id is v5 0x92).
     async fn on_pubrec(&mut self, id: NonZeroU16) -> Result<(), SessionEnd> {
-        let known = self.subs.pubrec(id);
+        let known = self.subs.as_mut().is_some_and(|s| s.pubrec(id));
         Ok(self.conn.pubrel(id, known).await?)
     }
 
@@ -288,7 +326,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         if !self.ctx.state.retained_caught_up().await {
             tracing::debug!("retained topic not caught up; delivering what this replica knows");
         }
-        let results = self.subs.subscribe(packet.requests, packet.id).await;
+        let results = self.subs_mut().subscribe(packet.requests, packet.id).await;
         self.save_subscriptions().await;
         Ok(self.conn.suback(packet.packet_id, &results).await?)
     }
@@ -299,7 +337,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         id: NonZeroU16,
         filters: &[String],
     ) -> Result<(), SessionEnd> {
-        let existed = self.subs.unsubscribe(filters).await;
+        let existed = self.subs_mut().unsubscribe(filters).await;
         self.save_subscriptions().await;
         Ok(self.conn.unsuback(id, &existed).await?)
     }
@@ -310,7 +348,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         if self.info.session_expiry == 0 {
             return;
         }
-        let subscribed = self.subs.subscribed();
+        let subscribed = self.subscribed();
         let saved = self.ctx.state.save_session(
             &self.info.client_id,
             &self.handle,
@@ -332,9 +370,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             tracing::warn!(error = %e, "Kafka refused this client's reads; disconnecting");
             return Err(self.close(DisconnectReason::NotAuthorized).await);
         }
-        let publish = match self.subs.take() {
-            Some(Next::Record(feed, record)) => self.subs.deliver(feed, record),
-            Some(Next::Retained(topic, qos, id)) => self.subs.deliver_retained(&topic, qos, id),
+        let Some(subs) = self.subs.as_mut() else {
+            return Ok(());
+        };
+        let publish = match subs.take() {
+            Some(Next::Record(feed, record)) => subs.deliver(feed, record),
+            Some(Next::Retained(topic, qos, id)) => subs.deliver_retained(&topic, qos, id),
             None => None,
         };
         if let Some(publish) = publish {
@@ -402,6 +443,15 @@ impl Waits {
 
 /// What Kafka answered for one publish: its ack (none for QoS 0) and the write's outcome.
 type Answer = (Option<Ack>, Result<Delivered, Error>);
+
+/// [`Subscriptions::ready`], for a client that may have none (`select!` polls it only when
+/// it has some).
+async fn deliveries_ready(subs: &mut Option<Box<Subscriptions>>) -> Result<(), Error> {
+    match subs {
+        Some(subs) => subs.ready().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// The keep-alive's timer (`select!` polls it only when there is a deadline).
 fn keep_alive_expiry(deadline: Option<Instant>) -> tokio::time::Sleep {
