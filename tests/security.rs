@@ -1023,6 +1023,76 @@ async fn unknown_users_cost_a_real_hash_and_verified_passwords_are_remembered() 
     gw.stop().await;
 }
 
+/// docs/security.md §Principals: argon2id runs off the event loop. The users file holds a
+/// hash made with its cost raised to t = 100 (about a second of CPU per check here), and
+/// the in-process gateway runs on one worker thread. As many logins as the gateway checks
+/// at once start together — none is remembered yet, so each runs a check — and meanwhile
+/// `/healthy` is asked again and again: it must keep answering while the checks run (at
+/// least 10 times before the last login is answered; 1 261–2 436 here), and each login
+/// must have been checked (`barnabas_password_checks_total`) and let in.
+///
+/// Broken to: the check run in place of `spawn_blocking` in `authenticate_off_loop` — the
+/// worker thread is then busy hashing and `/healthy` answered 1–3 times (seen failing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn password_checks_run_off_the_event_loop() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let dir = tempfile::tempdir().unwrap();
+    let params = argon2::Params::new(19 * 1024, 100, 1, None).unwrap();
+    let costly = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(
+            b"slow-pw",
+            &SaltString::encode_b64(b"barnabas-salt").unwrap(),
+        )
+        .unwrap()
+        .to_string();
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        format!("[[user]]\nname = \"slow\"\npassword_hash = \"{costly}\"\n"),
+    )
+    .unwrap();
+    let logins_at_once = barnabas_core::auth::default_password_checks();
+    let gw = gateway::start(|c| {
+        c.auth.mode = "users".into();
+        c.auth.users_file = users.display().to_string();
+    })
+    .await;
+    let login_url = gw.url("/topics");
+    let logins = futures::future::join_all((0..logins_at_once).map(|_| {
+        let request = gw
+            .client
+            .get(&login_url)
+            .basic_auth("slow", Some("slow-pw"));
+        async move { request.send().await.unwrap().status().as_u16() }
+    }));
+    tokio::pin!(logins);
+    let mut answered_meanwhile = 0;
+    let statuses = loop {
+        tokio::select! {
+            statuses = &mut logins => break statuses,
+            health = gw.client.get(gw.url("/healthy")).send() => {
+                assert_eq!(health.unwrap().status().as_u16(), 200);
+                answered_meanwhile += 1;
+            }
+        }
+    };
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every login let in after its check: {statuses:?}"
+    );
+    assert!(
+        answered_meanwhile >= 10,
+        "/healthy answered {answered_meanwhile} times while {logins_at_once} password checks ran"
+    );
+    let metrics = gw.metrics().await;
+    let checks = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("barnabas_password_checks_total "))
+        .unwrap_or_else(|| panic!("no barnabas_password_checks_total: {metrics}"));
+    assert_eq!(checks, logins_at_once.to_string(), "each login checked");
+    gw.stop().await;
+}
+
 /// docs/security.md §Principals: failed logins from one address are slowed — the first two
 /// answered at once, the third after 250 ms, the fourth after 500 ms — and a success clears
 /// them. Wrong bearer tokens (no password hash to pay for) over HTTP from 127.0.0.1; the
