@@ -1678,6 +1678,96 @@ async fn a_disconnect_with_expiry_0_writes_a_tombstone_and_drops_nothing_in_flig
     gw.stop().await;
 }
 
+/// docs/design/scale-out.md §MQTT, the order half of the promise above: "Records still in
+/// flight to Kafka are completed first" — before the tombstone is written. The broker (its
+/// own process) is paused with SIGSTOP, a v5 client with session expiry 0 publishes 200 QoS
+/// 0 messages and sends DISCONNECT, and the broker is resumed after 2 s. The gateway can
+/// complete those records only after the resume; if it waits for them, the tombstone is
+/// produced after that too, so its timestamp (set by the producer when the record is
+/// produced) is at least a second after the newest burst record's.
+///
+/// Broken to: an end that does not wait for what is in flight (`answer_in_flight` on
+/// DISCONNECT and the drain at the top of `end` both removed) — the tombstone is produced
+/// during the pause, 0 ms after the burst (seen failing; with only one of the two removed the
+/// other still orders them).
+#[tokio::test(flavor = "multi_thread")]
+async fn records_in_flight_are_completed_before_the_tombstone() {
+    use rumqttc::v5::{
+        mqttbytes::{v5::Packet, QoS},
+        Event,
+    };
+    const PAUSE: Duration = Duration::from_secs(2);
+    let (broker, bootstrap) = common::broker_process();
+    let gw = gateway::start_on(Some(bootstrap), |c| {
+        c.mqtt.mapping = vec![MqttMapping {
+            pattern: "burst/{id}".into(),
+            kafka_topic: "burst".into(),
+            key: Some("{id}".into()),
+        }];
+    })
+    .await;
+    let addr = gw.gateway.mqtt_addr().unwrap();
+    let mut opts = rumqttc::v5::MqttOptions::new("ordered", addr.ip().to_string(), addr.port());
+    let mut properties = rumqttc::v5::mqttbytes::v5::ConnectProperties::new();
+    properties.session_expiry_interval = Some(0);
+    opts.set_connect_properties(properties);
+    let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 300);
+    // The topic made and known before the pause: a QoS 1 publish, acknowledged.
+    client
+        .publish("burst/ordered", QoS::AtLeastOnce, false, "first")
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("no PUBACK: {other:?}"),
+        }
+    }
+    broker.signal("STOP");
+    for i in 0..200 {
+        client
+            .publish("burst/ordered", QoS::AtMostOnce, false, format!("m{i}"))
+            .await
+            .unwrap();
+    }
+    client.disconnect().await.unwrap();
+    let sent = async {
+        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(10), el.poll()).await {}
+    };
+    // The pause is the fault itself: the client's packets go out meanwhile.
+    tokio::join!(sent, tokio::time::sleep(PAUSE));
+    broker.signal("CONT");
+
+    let burst = read_topic(&gw, "burst", 201).await;
+    assert_eq!(
+        burst.len(),
+        201,
+        "the first record and the 200 of the burst"
+    );
+    let newest_burst = burst.iter().filter_map(|r| r.timestamp).max().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let tombstone = loop {
+        let sessions = all_records(&gw, "barnabas.mqtt.sessions").await;
+        let last = sessions
+            .iter()
+            .rev()
+            .find(|r| r.key.as_deref() == Some(b"ordered".as_slice()));
+        if let Some(r) = last.filter(|r| r.value.is_none()) {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "no tombstone: last {last:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let after = tombstone.timestamp.unwrap() - newest_burst;
+    assert!(
+        after >= 1000,
+        "the tombstone was produced {after} ms after the newest burst record; the burst could \
+         only complete after the {PAUSE:?} pause"
+    );
+    gw.stop().await;
+}
+
 /// A persistent MQTT 3.1.1 session at `addr` (manual acks): client, event loop, and whether
 /// the CONNACK said the session was present.
 async fn persistent(
