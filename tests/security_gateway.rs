@@ -1580,6 +1580,15 @@ async fn all_records(gw: &gateway::TestGateway, topic: &str) -> Vec<barnabas_cor
     read_topic(gw, topic, usize::try_from(end).unwrap()).await
 }
 
+/// MQTT `burst/{id}` → Kafka topic `burst`, keyed by the id.
+fn burst_mapping(c: &mut Config) {
+    c.mqtt.mapping = vec![MqttMapping {
+        pattern: "burst/{id}".into(),
+        kafka_topic: "burst".into(),
+        key: Some("{id}".into()),
+    }];
+}
+
 /// docs/design/scale-out.md §MQTT: "DISCONNECT / connection loss: … a session with expiry 0
 /// writes a tombstone. Records still in flight to Kafka are completed first." A v5 client
 /// with a session expiry of 0 (persistent sessions write `connected: false` instead) publishes
@@ -1599,14 +1608,7 @@ async fn a_disconnect_with_expiry_0_writes_a_tombstone_and_drops_nothing_in_flig
         Event,
     };
 
-    let gw = gateway::start(|c| {
-        c.mqtt.mapping = vec![MqttMapping {
-            pattern: "burst/{id}".into(),
-            kafka_topic: "burst".into(),
-            key: Some("{id}".into()),
-        }];
-    })
-    .await;
+    let gw = gateway::start(burst_mapping).await;
     let addr = gw.gateway.mqtt_addr().unwrap();
     for (id, expiry) in [("gone-at-once", 0u32), ("kept-600", 600)] {
         let mut opts = rumqttc::v5::MqttOptions::new(id, addr.ip().to_string(), addr.port());
@@ -1698,14 +1700,7 @@ async fn records_in_flight_are_completed_before_the_tombstone() {
     };
     const PAUSE: Duration = Duration::from_secs(2);
     let (broker, bootstrap) = common::broker_process();
-    let gw = gateway::start_on(Some(bootstrap), |c| {
-        c.mqtt.mapping = vec![MqttMapping {
-            pattern: "burst/{id}".into(),
-            kafka_topic: "burst".into(),
-            key: Some("{id}".into()),
-        }];
-    })
-    .await;
+    let gw = gateway::start_on(Some(bootstrap), burst_mapping).await;
     let addr = gw.gateway.mqtt_addr().unwrap();
     let mut opts = rumqttc::v5::MqttOptions::new("ordered", addr.ip().to_string(), addr.port());
     let mut properties = rumqttc::v5::mqttbytes::v5::ConnectProperties::new();
