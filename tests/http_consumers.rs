@@ -1458,6 +1458,87 @@ async fn while_kafka_is_unavailable_create_subscribe_and_assign_answer_an_error(
     drop(broker);
 }
 
+/// docs/design/scale-out.md §Failure cases (HTTP), on a second replica: a create refused while
+/// Kafka was away leaves a catalog record that Kafka stores once it is back, naming the replica
+/// that refused it (`a`) for an instance it never held. Another replica (`b`) that reads that
+/// record asks `a`, which answers 404 for it, so the name can be created through `b` (200) and
+/// is then served by `b`, also through `a` (forwarded: 204, then the subscription). A name whose
+/// instance `a` does hold stays taken on `b` (409): the control that the question is asked, not
+/// skipped.
+///
+/// Broken to: `b` refusing every name recorded for another live replica (the code before this
+/// test): the create through `b` answered 409 (seen failing). And with `a` trusting its own
+/// dead record without catching up on the catalog first, the subscribe through `a` right after
+/// `b`'s create answered 404 (seen failing).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_refused_while_kafka_was_away_can_be_created_on_another_replica() {
+    let (broker, bootstrap) = common::broker_process();
+    let a = gateway::start_on(Some(bootstrap.clone()), |_| {}).await;
+    let b = gateway::start_on(Some(bootstrap), |_| {}).await;
+    a.consumer("late-g", json!({"name": "held", "format": "json"}))
+        .await;
+
+    broker.signal("STOP");
+    let create = a
+        .post_json(
+            "/consumers/late-g",
+            V2,
+            &json!({"name": "during", "format": "json"}),
+        )
+        .await;
+    broker.signal("CONT");
+    assert!(
+        create.status.is_server_error(),
+        "{} {}",
+        create.status,
+        create.text
+    );
+    // The refused create's record, stored late.
+    let catalog = common::consumer_of(&a, "barnabas.http.consumers").await;
+    common::poll_until(catalog.as_ref(), Duration::from_secs(30), |got| {
+        got.iter().any(|(r, _)| {
+            r.key
+                .as_deref()
+                .is_some_and(|k| k == br#"["late-g","during"]"#)
+        })
+    })
+    .await;
+    catalog.close().await.unwrap();
+
+    let held = b
+        .post_json(
+            "/consumers/late-g",
+            V2,
+            &json!({"name": "held", "format": "json"}),
+        )
+        .await;
+    assert_eq!(
+        held.status, 409,
+        "a name `a` holds, through b: {}",
+        held.text
+    );
+    let during = b
+        .consumer("late-g", json!({"name": "during", "format": "json"}))
+        .await;
+    let subscribed = a
+        .post_json(
+            &format!("{during}/subscription"),
+            V2,
+            &json!({"topics": ["late"]}),
+        )
+        .await;
+    assert_eq!(
+        subscribed.status, 204,
+        "through a, forwarded to b: {}",
+        subscribed.text
+    );
+    let topics = b.get(&format!("{during}/subscription"), Some(V2)).await;
+    assert_eq!(topics.json["topics"], json!(["late"]), "{}", topics.text);
+    a.stop().await;
+    b.stop().await;
+    drop(broker);
+}
+
 /// docs/design/scale-out.md §HTTP consumers on any replica: a request is forwarded to the
 /// instance's owner "marked `x-barnabas-forwarded` (a forwarded request is never forwarded
 /// again)". Two replicas on one broker, an instance created on `a`: a poll through `b` is

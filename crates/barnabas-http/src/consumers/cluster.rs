@@ -19,7 +19,7 @@ use std::{
 use axum::{
     body::Body,
     extract::{Path, Request, State},
-    http::{HeaderName, StatusCode},
+    http::{HeaderMap, HeaderName, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -316,6 +316,16 @@ impl Cluster {
         self.known(&key)
     }
 
+    /// The instance's record once this replica has read the whole catalog as it is now
+    /// (bounded): for a record that may have been replaced by another replica's write just
+    /// now, such as a name this replica left dead and another replica created since.
+    pub async fn lookup_latest(&self, group: &str, name: &str) -> Option<InstanceRecord> {
+        if let Some(log) = self.log.get() {
+            log.caught_up(CATCH_UP_WAIT).await;
+        }
+        self.known(&key(group, name))
+    }
+
     /// Records this replica as the owner of `instance`, reading in `mode`; returns once
     /// Kafka acknowledged it.
     pub async fn publish(&self, instance: &Instance, mode: Mode) -> Result<(), ApiError> {
@@ -372,6 +382,38 @@ impl Cluster {
     /// run (a restart), so its owner is gone.
     pub fn owned_elsewhere(&self, record: &InstanceRecord) -> bool {
         record.owner != self.replica && record.owner_url != self.url
+    }
+
+    /// Whether the record's owner (another live replica) may still hold the instance: false
+    /// only when it answers 404 for it, which it does for a record it left without an
+    /// instance (a create it refused while Kafka was away, whose record Kafka stored after
+    /// all). Asked with the client's own headers, so the owner checks the creator as for any
+    /// forwarded request; an owner that cannot be reached or answers otherwise is taken to
+    /// hold it (it may be adopted), so the name stays taken.
+    pub async fn owner_holds(&self, record: &InstanceRecord, headers: &HeaderMap) -> bool {
+        let Ok(mut url) = reqwest::Url::parse(&record.owner_url) else {
+            return true;
+        };
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty();
+            path.extend([
+                "consumers",
+                &record.group,
+                "instances",
+                &record.name,
+                "subscription",
+            ]);
+        } else {
+            return true;
+        }
+        let mut request = self.client.get(url).timeout(WRITE_WAIT);
+        for (name, value) in headers {
+            if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+                request = request.header(name, value);
+            }
+        }
+        let request = request.header(FORWARDED_HEADER, self.replica.as_str());
+        !matches!(request.send().await, Ok(a) if a.status() == StatusCode::NOT_FOUND)
     }
 
     /// Sends the request to the record's owner and returns its answer.
@@ -502,9 +544,16 @@ pub async fn route_to_owner(
     if request.headers().contains_key(FORWARDED_HEADER) {
         return next.run(request).await;
     }
-    let Some(record) = state.cluster.lookup(group, name).await else {
+    let Some(mut record) = state.cluster.lookup(group, name).await else {
         return next.run(request).await;
     };
+    if state.cluster.is_own(&record) {
+        // A name this process left dead may have been created on another replica since.
+        match state.cluster.lookup_latest(group, name).await {
+            Some(latest) => record = latest,
+            None => return next.run(request).await,
+        }
+    }
     if who.as_deref().is_some_and(|w| *w != *record.creator) {
         return not_yours(group, name);
     }

@@ -149,6 +149,7 @@ pub async fn create(
     Extension(principal): Extension<Principal>,
     Path(group): Path<String>,
     origin: Origin,
+    headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult<Response> {
     crate::auth::check(&state, &principal, Access::Group(&group))?;
@@ -156,7 +157,7 @@ pub async fn create(
     crate::quota::check_room(&state, &owner)?;
     let req: CreateConsumer = parse_json_or_default(&body)?;
     let settings = req.settings()?;
-    let name = free_name(&state, &group, req.name).await?;
+    let name = free_name(&state, &group, req.name, &headers).await?;
     let instance = open_instance(
         &state,
         &group,
@@ -178,8 +179,14 @@ pub async fn create(
 }
 
 /// The name a new instance gets (`requested`, or a fresh one): 422 for one a URL path cannot
-/// carry, 409 for one an instance of `group` already has, here or on another replica.
-async fn free_name(state: &AppState, group: &str, requested: Option<String>) -> ApiResult<String> {
+/// carry, 409 for one an instance of `group` already has, here or on another replica
+/// (`headers`: the client's, to ask that replica with).
+async fn free_name(
+    state: &AppState,
+    group: &str,
+    requested: Option<String>,
+    headers: &HeaderMap,
+) -> ApiResult<String> {
     let name = requested.unwrap_or_else(|| format!("barnabas-consumer-{}", uuid::Uuid::new_v4()));
     if name.is_empty() || name.contains('/') {
         return Err(ApiError::unprocessable(
@@ -189,9 +196,17 @@ async fn free_name(state: &AppState, group: &str, requested: Option<String>) -> 
     // A catalog record naming this very process for an instance it does not hold is a dead
     // name (a create refused while Kafka was away whose record Kafka stored after all, a
     // delete whose tombstone was not written): nobody serves it, so it may be created again.
-    let recorded = state.cluster.lookup(group, &name).await;
-    if state.consumers.contains(group, &name) || recorded.is_some_and(|r| !state.cluster.is_own(&r))
-    {
+    // So is one naming another live replica that answers 404 for it.
+    let taken = match state.cluster.lookup(group, &name).await {
+        _ if state.consumers.contains(group, &name) => true,
+        Some(r) if state.cluster.is_own(&r) => false,
+        Some(r) if state.cluster.owned_elsewhere(&r) => {
+            state.cluster.owner_holds(&r, headers).await
+        }
+        Some(_) => true,
+        None => false,
+    };
+    if taken {
         return Err(ApiError::conflict(
             "A consumer instance with the specified name already exists in the Kafka Bridge.",
         ));
