@@ -406,6 +406,11 @@ pub fn fd_count(pid: u32) -> usize {
 
 /// A metric's value from `/metrics`.
 pub async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
+    metric_where(http, name, "").await
+}
+
+/// The value of the sample of metric `name` whose labels include `label` (`key="value"`).
+pub async fn metric_where(http: SocketAddr, name: &str, label: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://{http}/metrics"))
         .await
         .ok()?
@@ -413,7 +418,7 @@ pub async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
         .await
         .ok()?;
     text.lines()
-        .find(|l| l.split([' ', '{']).next() == Some(name))
+        .find(|l| l.split([' ', '{']).next() == Some(name) && l.contains(label))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }

@@ -14,7 +14,9 @@ mod harness;
 use std::time::Duration;
 
 use common::wait_for_status;
-use harness::{fd_count, http_load, metric, mqtt_load, BrokerProcess, GatewayProcess};
+use harness::{
+    fd_count, http_load, metric, metric_where, mqtt_load, BrokerProcess, GatewayProcess,
+};
 
 /// Scenario 1: the broker is killed (`kill -9`) under load and restarted 5 s later with its
 /// storage: acked ⊆ stored, `/ready` is 503 while it is gone and 200 after, publishes Kafka
@@ -351,6 +353,11 @@ async fn connection_storms_leave_no_descriptor_or_connection_behind() {
 /// MQTT subscriber and an SSE client that stop reading, an AMQP receiver that grants no
 /// credit: the gateway's memory stays bounded (delivery windows and paused partitions leave
 /// the rest in Kafka) and another client's round trip stays quick.
+///
+/// Broken to: an SSE stream fed by a task of its own into an unbounded channel (a gateway that
+/// buffers for its slow client): the stream took all 2 001 records (414 with the pulled
+/// stream) and the test failed on that; the memory bound alone did not see it (+42 MB of the
+/// 64 MiB allowed).
 #[tokio::test(flavor = "multi_thread")]
 async fn consumers_that_stop_reading_do_not_grow_memory_or_slow_others() {
     let data = tempfile::tempdir().unwrap();
@@ -401,6 +408,21 @@ async fn consumers_that_stop_reading_do_not_grow_memory_or_slow_others() {
     assert!(
         waiting > 100_000,
         "only {waiting} bytes reached the stalled SSE client"
+    );
+    // The SSE stream took from its consumer only what the connection accepted (the sockets'
+    // buffers, a few MB of 10 kB records), not the 2 000 records waiting for it: a stream
+    // that read ahead for its client would have taken them all within the 5 s.
+    let sse_taken = metric_where(
+        gateway.http,
+        "barnabas_records_delivered_total",
+        "protocol=\"sse\"",
+    )
+    .await
+    .unwrap_or(0.0);
+    eprintln!("figures: the stalled SSE stream took {sse_taken} records of 2 001");
+    assert!(
+        sse_taken > 0.0 && sse_taken < 1_000.0,
+        "the stalled SSE stream took {sse_taken} records from Kafka"
     );
     assert!(
         idle_receiver.is_waiting(),
