@@ -93,56 +93,21 @@ fn references_and_definitions_are_read_as_written() {
 
 /// README.md §Testing and docs/reliability.md §Fuzzing: "`./scripts/test` … runs nextest then
 /// every fuzz target; CI runs exactly that", and "CI runs every fuzz target for 20 s after the
-/// suite; a crash fails it". CI's entry point (`.ci/run`) runs nothing but `./scripts/test`;
-/// scripts/test starts `./scripts/fuzz` with 20 s (unless `BARNABAS_FUZZ_SECONDS`) after both
-/// nextest runs, and folds its exit status into its own. scripts/fuzz itself is run, in a copy
-/// of its directory layout, with a stand-in `cargo` first on `PATH` that lists two targets and
-/// makes one of them crash: both are run for the seconds given, and the script fails; with no
-/// crash it succeeds.
+/// suite; a crash fails it". That `.ci/run` runs scripts/test, which starts `./scripts/fuzz`
+/// with 20 s after both nextest runs and keeps its status, is run by
+/// [`ci_runs_scripts_test_which_installs_what_is_missing_then_tests_in_order`]; here
+/// scripts/fuzz itself is run, in a copy of its directory layout, with a stand-in `cargo` first
+/// on `PATH` that lists two targets and makes one of them crash: both are run for the seconds
+/// given, and the script fails; with no crash it succeeds.
 ///
 /// Broken to: the stand-in crashing no target is the check seen the other way (exit 0); a
 /// scripts/fuzz that ignored a failing target would exit 0 with the crash too, and one that ran
-/// a fixed list would miss `beta`. scripts/test and .ci/run are read, not run (scripts/test
-/// installs packages): reordering the fuzz step before the suite, or dropping its status,
-/// fails the text checks.
+/// a fixed list would miss `beta`.
 #[test]
 fn ci_runs_scripts_test_which_fuzzes_every_target_after_the_suite_and_fails_on_a_crash() {
     use std::os::unix::fs::PermissionsExt;
 
     let root = common::workspace_root();
-    let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap();
-
-    let ci = read(".ci/run");
-    let commands: Vec<&str> = ci
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    assert_eq!(
-        commands,
-        [
-            "set -euo pipefail",
-            "cd \"$(dirname \"$0\")/..\"",
-            "exec ./scripts/test"
-        ],
-        ".ci/run runs exactly scripts/test"
-    );
-
-    let test = read("scripts/test");
-    let at = |needle: &str| {
-        test.find(needle)
-            .unwrap_or_else(|| panic!("scripts/test lacks {needle:?}"))
-    };
-    let suite = at("cargo nextest run --workspace --no-fail-fast 2>&1 | tee");
-    let apache = at("BARNABAS_TEST_KAFKA=apache cargo nextest run --workspace");
-    let fuzz = at(r#"./scripts/fuzz "${BARNABAS_FUZZ_SECONDS:-20}" || fuzz_status=$?"#);
-    assert!(
-        suite < fuzz && apache < fuzz,
-        "fuzzing comes after the suite"
-    );
-    let verdict = at("((status)) || status=$fuzz_status");
-    assert!(fuzz < verdict);
-    assert!(test.trim_end().ends_with(r#"exit "$status""#));
 
     let tree = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tree.path().join("scripts")).unwrap();
@@ -189,4 +154,178 @@ fn ci_runs_scripts_test_which_fuzzes_every_target_after_the_suite_and_fails_on_a
             );
         }
     }
+}
+
+/// README.md §Testing: "`./scripts/test` installs the prerequisites and runs nextest then every
+/// fuzz target; CI runs exactly that". `.ci/run` itself is run, in a copy of the repository's
+/// layout (`.ci/run`, `scripts/test`, and stand-ins for `scripts/fuzz`, `scripts/kafka/run`,
+/// `scripts/java-clients/run` and `.venv/bin/python`), with `PATH` holding only stand-ins for
+/// the commands it installs or runs (`dpkg-query`, `apt-get`, `sudo`, `cargo`, `javac`, `mvn`)
+/// and the few shell tools it uses; every stand-in logs its call. Twice:
+///
+/// - a fresh machine (mosquitto and a JDK missing, no Python clients, no cargo-nextest) whose
+///   first nextest run fails: the missing Debian packages are installed (the JDK and Maven
+///   among them), the Python clients and cargo-nextest too, then — in this order — the
+///   release build, the suite, the Apache Kafka run (`BARNABAS_TEST_KAFKA=apache`, profile
+///   `apache`) and fuzzing for 20 s; the exit status is the suite's failure;
+/// - a machine with everything, where only fuzzing fails: nothing is installed, the same steps
+///   run, and the exit status is fuzzing's failure.
+///
+/// Broken to: scripts/test with its fuzz step moved before the suite, or with
+/// `((status)) || status=$fuzz_status` removed, or with the Debian step skipped — each seen
+/// failing this test.
+#[test]
+fn ci_runs_scripts_test_which_installs_what_is_missing_then_tests_in_order() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let root = common::workspace_root();
+    let tree = tempfile::tempdir().unwrap();
+    let t = tree.path();
+    let exe = |path: &std::path::Path, text: &str| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    for file in [".ci/run", "scripts/test"] {
+        exe(
+            &t.join(file),
+            &std::fs::read_to_string(root.join(file)).unwrap(),
+        );
+    }
+    // Every stand-in logs `name args [kafka=…]` and answers as the machine it plays has it.
+    let stub = r#"#!/bin/sh
+name=NAME
+echo "$name $* [kafka=${BARNABAS_TEST_KAFKA:-}]" >> "$STUB_LOG"
+for last; do :; done
+case "$name $1 $2" in
+  "dpkg-query "*) case " $MISSING " in *" $last "*) exit 1 ;; esac; printf 'install ok installed' ;;
+  "cargo nextest --version") [ "$HAVE_NEXTEST" = 1 ] || exit 101 ;;
+  "cargo nextest run") if [ -n "${BARNABAS_TEST_KAFKA:-}" ]; then exit "$APACHE_EXIT"; else exit "$SUITE_EXIT"; fi ;;
+  "python -c"*) exit "$PY_IMPORT" ;;
+  "fuzz "*) exit "$FUZZ_EXIT" ;;
+  "sudo "*) shift; exec "$@" ;;
+esac
+exit 0
+"#;
+    let bin = t.join("bin");
+    for name in ["dpkg-query", "apt-get", "sudo", "cargo"] {
+        exe(&bin.join(name), &stub.replace("NAME", name));
+    }
+    // A JDK and Maven, on the PATH of the second machine only.
+    let jdk = t.join("jdk");
+    for name in ["javac", "mvn"] {
+        exe(&jdk.join(name), &stub.replace("NAME", name));
+    }
+    for (path, name) in [
+        ("scripts/fuzz", "fuzz"),
+        ("scripts/kafka/run", "kafka-run"),
+        ("scripts/java-clients/run", "java-clients-run"),
+        (".venv/bin/python", "python"),
+        (".venv/bin/pip", "pip"),
+    ] {
+        exe(&t.join(path), &stub.replace("NAME", name));
+    }
+    for tool in [
+        "bash", "sh", "dirname", "id", "mkdir", "tee", "grep", "sort",
+    ] {
+        let real = which(tool);
+        std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
+    }
+
+    let run = |path: &std::ffi::OsStr, machine: &[(&str, &str)]| {
+        let log = t.join("calls.log");
+        let _ = std::fs::remove_file(&log);
+        let out = std::process::Command::new(bin.join("bash"))
+            .arg(t.join(".ci/run"))
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", t)
+            .env("STUB_LOG", &log)
+            .envs(machine.iter().copied())
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        (out.status.code(), calls)
+    };
+    // The order of the steps: the index in `calls` of each needle, which must rise.
+    let in_order = |calls: &str, steps: &[&str]| {
+        let lines: Vec<&str> = calls.lines().collect();
+        let mut from = 0;
+        for step in steps {
+            let at = lines[from..]
+                .iter()
+                .position(|l| l.starts_with(step))
+                .unwrap_or_else(|| panic!("{step:?} not called after step {from}:\n{calls}"));
+            from += at + 1;
+        }
+    };
+    let steps = [
+        "cargo build --release ",
+        "cargo nextest run --workspace --no-fail-fast [kafka=]",
+        "cargo nextest run --workspace --no-fail-fast --profile apache [kafka=apache]",
+        "fuzz 20 ",
+    ];
+
+    let (status, calls) = run(
+        bin.as_os_str(),
+        &[
+            ("MISSING", "mosquitto"),
+            ("HAVE_NEXTEST", "0"),
+            ("PY_IMPORT", "1"),
+            ("SUITE_EXIT", "100"),
+            ("APACHE_EXIT", "0"),
+            ("FUZZ_EXIT", "0"),
+        ],
+    );
+    assert_eq!(
+        status,
+        Some(100),
+        "the suite's failure is the exit status:\n{calls}"
+    );
+    in_order(
+        &calls,
+        &[
+            "dpkg-query -W -f=${Status} gcc ",
+            "apt-get update",
+            "apt-get install -y -qq --no-install-recommends mosquitto openjdk-17-jdk-headless maven ",
+            "pip install -q --disable-pip-version-check -r ",
+            "cargo install --locked cargo-nextest",
+            "kafka-run --fetch",
+            "java-clients-run --fetch",
+        ],
+    );
+    in_order(&calls, &steps);
+
+    let with_jdk = std::env::join_paths([&bin, &jdk]).unwrap();
+    let (status, calls) = run(
+        &with_jdk,
+        &[
+            ("MISSING", ""),
+            ("HAVE_NEXTEST", "1"),
+            ("PY_IMPORT", "0"),
+            ("SUITE_EXIT", "0"),
+            ("APACHE_EXIT", "0"),
+            ("FUZZ_EXIT", "77"),
+        ],
+    );
+    assert_eq!(
+        status,
+        Some(77),
+        "fuzzing's failure is the exit status:\n{calls}"
+    );
+    for install in ["apt-get", "pip ", "cargo install"] {
+        assert!(
+            !calls.lines().any(|l| l.starts_with(install)),
+            "{install} called on a machine that has everything:\n{calls}"
+        );
+    }
+    in_order(&calls, &steps);
+}
+
+/// The absolute path of a tool on this machine's `PATH`.
+fn which(tool: &str) -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{tool} not on PATH"))
 }
