@@ -81,6 +81,14 @@ impl<A: 'static> OrderedWindow<A> {
         self.writes.next().await
     }
 
+    /// The oldest write's answer if it (and every write before it) is answered already,
+    /// without waiting: for a front end that answers everything ready in one write to its
+    /// client. It polls without the caller's waker, so the caller waits on
+    /// [`next`](Self::next) before it sleeps (as a loop that came here from `next` does).
+    pub fn ready(&mut self) -> Option<A> {
+        futures::FutureExt::now_or_never(self.writes.next()).flatten()
+    }
+
     /// Whether one more write may be read: fewer than `max_writes` waiting, and less than
     /// [`MAX_INFLIGHT_BYTES`] held.
     pub fn has_room(&self, max_writes: usize) -> bool {

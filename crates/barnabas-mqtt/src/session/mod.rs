@@ -239,7 +239,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
                 }
                 Ok(())
             }
-            Event::KafkaAnswer((ack, result)) => self.on_kafka_answer(ack, result).await,
+            Event::KafkaAnswer(answer) => self.on_kafka_answer(answer).await,
             Event::Packet(packet) => self.on_packet(packet).await,
         }
     }

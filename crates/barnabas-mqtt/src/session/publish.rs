@@ -108,9 +108,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         Ok(())
     }
 
-    /// Kafka answered the oldest publish: PUBACK/PUBREC, v5 with a reason when Kafka
-    /// refused it. MQTT 3.1.1 has no negative ack: the connection closes unanswered.
-    pub(super) async fn on_kafka_answer(
+    /// Kafka answered the oldest publish, and maybe the ones after it: PUBACK/PUBREC for
+    /// each answered one, in order, in one write (a write per ack was most of the session's
+    /// system calls under load); v5 with a reason when Kafka refused it. MQTT 3.1.1 has no
+    /// negative ack: the acks before a refusal are sent, then the connection closes.
+    pub(super) async fn on_kafka_answer(&mut self, first: Answer) -> Result<(), SessionEnd> {
+        let mut answer = Some(first);
+        while let Some((ack, result)) = answer {
+            if let Err(end) = self.queue_answer(ack, result) {
+                let _ = self.conn.flush().await;
+                return Err(end);
+            }
+            answer = self.incoming.window.ready();
+        }
+        Ok(self.conn.flush().await?)
+    }
+
+    /// One answer's ack into the write buffer; `Err` for a refusal MQTT 3.1.1 cannot say.
+    fn queue_answer(
         &mut self,
         ack: Option<Ack>,
         result: Result<barnabas_core::Delivered, Error>,
@@ -128,7 +143,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
             }
         };
         self.incoming.settled(Some(ack), result.is_ok());
-        Ok(self.conn.ack(ack, reason).await?)
+        Ok(self.conn.queue_ack(ack, reason)?)
     }
 
     /// Answers every publish still waiting for Kafka, in order, before the connection ends

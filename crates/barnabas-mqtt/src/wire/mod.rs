@@ -183,9 +183,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         let queued = self.queue(packet);
         async move {
             queued?;
-            std::future::poll_fn(|cx| self.framed.poll_flush_unpin(cx))
-                .await
-                .map_err(|e| WireError::Io(e.to_string()))
+            self.flush().await
         }
     }
 
@@ -287,6 +285,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
 
     /// PUBACK (QoS 1) or PUBREC (QoS 2). v3 has no negative acks: the caller closes instead.
     pub fn ack(&mut self, ack: Ack, reason: PubReason) -> impl Future<Output = Sent> + '_ {
+        let queued = self.queue_ack(ack, reason);
+        async move {
+            queued?;
+            self.flush().await
+        }
+    }
+
+    /// PUBACK/PUBREC into the write buffer, sent with the next [`flush`](Self::flush) (or
+    /// any packet sent after it): answers Kafka gave together go out in one write.
+    pub fn queue_ack(&mut self, ack: Ack, reason: PubReason) -> Sent {
         let packet = match ack {
             Ack::PubAck(packet_id) => self.packet_as(
                 || v3::Packet::PublishAck { packet_id },
@@ -297,7 +305,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 || v5::Packet::PublishReceived(v5_packets::puback(packet_id, reason)),
             ),
         };
-        self.send(packet)
+        self.queue(packet)
+    }
+
+    /// Writes what the write buffer holds.
+    pub async fn flush(&mut self) -> Sent {
+        std::future::poll_fn(|cx| self.framed.poll_flush_unpin(cx))
+            .await
+            .map_err(|e| WireError::Io(e.to_string()))
     }
 
     /// PUBCOMP for a PUBREL; `known` = false answers v5 0x92 (packet id not found).
