@@ -178,8 +178,8 @@ impl ProducerLink {
             }
             let step = tokio::select! {
                 _ = self.shutdown.cancelled() => ControlFlow::Break(()),
-                Some((info, result)) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    settle(&self.receiver, &self.ctx, info, result).await
+                Some(answer) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    self.settle_ready(answer).await
                 }
                 received = self.receiver.recv::<Body<Value>>() => self.on_received(received).await,
             };
@@ -187,6 +187,26 @@ impl ProducerLink {
                 break;
             }
         }
+    }
+
+    /// Settles `first` and every transfer after it that Kafka has answered already, in order:
+    /// consecutive `accepted` ones in one disposition (a range of delivery ids), each
+    /// `rejected` one on its own. A disposition per transfer was a frame through
+    /// fe2o3-amqp's session and connection tasks and a socket write each.
+    async fn settle_ready(&mut self, first: Answer) -> ControlFlow<()> {
+        let mut accepted = Vec::new();
+        let mut answer = Some(first);
+        while let Some((info, result)) = answer {
+            match result {
+                Ok(_) => accepted.push(info),
+                Err(condition) => {
+                    accept_all(&self.receiver, std::mem::take(&mut accepted)).await?;
+                    settle(&self.receiver, &self.ctx, info, Err(condition)).await?;
+                }
+            }
+            answer = self.inflight.ready();
+        }
+        accept_all(&self.receiver, accepted).await
     }
 
     /// Tops the client's credit up when [`Credit::top_up`] says it is worth a flow frame;
@@ -299,6 +319,20 @@ async fn settle(
     };
     match sent {
         Ok(_) => ControlFlow::Continue(()),
+        Err(e) => {
+            tracing::debug!(error = ?e, "disposition not sent");
+            ControlFlow::Break(())
+        }
+    }
+}
+
+/// `accepted` for these transfers (none: nothing sent); breaks when it cannot be sent.
+async fn accept_all(receiver: &Receiver, infos: Vec<DeliveryInfo>) -> ControlFlow<()> {
+    if infos.is_empty() {
+        return ControlFlow::Continue(());
+    }
+    match receiver.accept_all(infos).await {
+        Ok(()) => ControlFlow::Continue(()),
         Err(e) => {
             tracing::debug!(error = ?e, "disposition not sent");
             ControlFlow::Break(())
