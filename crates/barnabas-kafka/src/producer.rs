@@ -195,6 +195,32 @@ impl KafkaPublisher {
         Ok(())
     }
 
+    /// Checks one record's topic and partition, then queues it.
+    async fn queue(&self, record: &Record) -> Result<DeliveryFuture> {
+        self.check(record).await?;
+        self.enqueue(record).await
+    }
+
+    /// After a write: a fresh producer if deliveries timed out or the broker lost its state
+    /// (`stale`); and for each topic a record `failed` to, its cached partition count dropped
+    /// (it may have been deleted, re-created with fewer partitions, or be on a new cluster),
+    /// and the producer replaced if librdkafka declared it dead.
+    fn after_failures<'a>(&self, failed: impl IntoIterator<Item = &'a str>, stale: bool) {
+        if stale {
+            self.renew_after_outage();
+        }
+        let mut failed = failed.into_iter().peekable();
+        if failed.peek().is_none() {
+            return;
+        }
+        if let Ok(mut cache) = self.partitions.write() {
+            for topic in failed {
+                cache.remove(topic);
+            }
+        }
+        self.replace_if_fatal();
+    }
+
     /// Queues one record, waiting (bounded) while librdkafka's queue is full.
     async fn enqueue(&self, record: &Record) -> Result<DeliveryFuture> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
@@ -204,28 +230,30 @@ impl KafkaPublisher {
                 value: h.value.as_deref(),
             });
         }
+        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);
+        if let Some(k) = &record.key {
+            fr = fr.key(k.as_ref());
+        }
+        if let Some(v) = &record.value {
+            fr = fr.payload(v.as_ref());
+        }
+        if let Some(p) = record.partition {
+            fr = fr.partition(p);
+        }
+        if let Some(ts) = record.timestamp {
+            fr = fr.timestamp(ts);
+        }
         let started = Instant::now();
         let producer = self.producer();
         loop {
-            let mut fr: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&record.topic).headers(headers.clone());
-            if let Some(k) = &record.key {
-                fr = fr.key(k.as_ref());
-            }
-            if let Some(v) = &record.value {
-                fr = fr.payload(v.as_ref());
-            }
-            if let Some(p) = record.partition {
-                fr = fr.partition(p);
-            }
-            if let Some(ts) = record.timestamp {
-                fr = fr.timestamp(ts);
-            }
+            // A record librdkafka did not take comes back with its headers, to send again
+            // (building it anew per attempt copied the headers on the C heap every time).
             match producer.send_result(fr) {
                 Ok(future) => return Ok(future),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if started.elapsed() < QUEUE_FULL_PATIENCE =>
                 {
+                    fr = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((e, _)) => {
@@ -237,6 +265,22 @@ impl KafkaPublisher {
                 }
             }
         }
+    }
+}
+
+/// A queued record's result once its delivery report came, and whether the failure (if any)
+/// may mean the producer's idempotence state is stale.
+async fn wait_for_report(
+    queued: Result<DeliveryFuture>,
+    record: &Record,
+) -> (Result<Delivered>, bool) {
+    match queued {
+        Ok(future) => {
+            let report = future.await;
+            let stale = matches!(&report, Ok(Err((e, _))) if stale_producer_state(e));
+            (delivered(report, &record.topic, record.partition), stale)
+        }
+        Err(e) => (Err(e), false),
     }
 }
 
@@ -275,42 +319,33 @@ impl barnabas_core::Publisher for KafkaPublisher {
         // Queue everything first (pipelining), then wait for all reports together.
         let mut pending = Vec::with_capacity(records.len());
         for record in &records {
-            let queued = match self.check(record).await {
-                Ok(()) => self.enqueue(record).await,
-                Err(e) => Err(e),
-            };
-            pending.push(queued);
+            pending.push(self.queue(record).await);
         }
         let waits = pending
             .into_iter()
             .zip(&records)
-            .map(|(queued, record)| async move {
-                match queued {
-                    Ok(future) => {
-                        let report = future.await;
-                        let stale = matches!(&report, Ok(Err((e, _))) if stale_producer_state(e));
-                        (delivered(report, &record.topic, record.partition), stale)
-                    }
-                    Err(e) => (Err(e), false),
-                }
-            });
+            .map(|(queued, record)| wait_for_report(queued, record));
         let (results, stale): (Vec<_>, Vec<bool>) = join_all(waits).await.into_iter().unzip();
-        if stale.contains(&true) {
-            self.renew_after_outage();
-        }
-        // A failed delivery may mean the topic changed under us (deleted, re-created with
-        // fewer partitions, a new cluster): check it again on the next write.
-        if results.iter().any(Result::is_err) {
-            if let Ok(mut cache) = self.partitions.write() {
-                for (record, result) in records.iter().zip(&results) {
-                    if result.is_err() {
-                        cache.remove(&record.topic);
-                    }
-                }
-            }
-            self.replace_if_fatal();
-        }
+        let failed = records
+            .iter()
+            .zip(&results)
+            .filter(|(_, result)| result.is_err())
+            .map(|(record, _)| record.topic.as_str());
+        self.after_failures(failed, stale.contains(&true));
         results
+    }
+
+    /// One record without the batch's vectors (most protocol publishes are one record).
+    async fn publish_one(
+        &self,
+        _identity: barnabas_core::Identity<'_>,
+        record: Record,
+    ) -> Result<Delivered> {
+        let queued = self.queue(&record).await;
+        let (result, stale) = wait_for_report(queued, &record).await;
+        let failed = result.is_err().then_some(record.topic.as_str());
+        self.after_failures(failed, stale);
+        result
     }
 
     async fn flush(&self, timeout: Duration) -> Result<()> {

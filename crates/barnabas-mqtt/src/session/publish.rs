@@ -211,7 +211,9 @@ fn produce(
         };
         let result = ctx.publisher.publish_one_as(&principal, record).await;
         let result = match (result, retained) {
-            (Ok(d), Some(message)) => ctx.state.retain(&message).await.map(|()| {
+            // Boxed: the retained copy's write is rare, and its future would otherwise make
+            // every publish's future (moved into the window per publish) as large as it is.
+            (Ok(d), Some(message)) => Box::pin(ctx.state.retain(&message)).await.map(|()| {
                 ctx.retained.set(message);
                 d
             }),
