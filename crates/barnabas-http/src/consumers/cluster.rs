@@ -406,14 +406,24 @@ impl Cluster {
         } else {
             return true;
         }
-        let mut request = self.client.get(url).timeout(WRITE_WAIT);
+        let request = self.as_forwarded(self.client.get(url).timeout(WRITE_WAIT), headers);
+        !matches!(request.send().await, Ok(a) if a.status() == StatusCode::NOT_FOUND)
+    }
+
+    /// `request` to another replica with the client's `headers` (its credentials among them;
+    /// not `Host` or `Content-Length`, which belong to the hop) and marked as forwarded by this
+    /// replica, so the owner checks the creator as for the client and never forwards it on.
+    fn as_forwarded(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        headers: &HeaderMap,
+    ) -> reqwest::RequestBuilder {
         for (name, value) in headers {
             if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
                 request = request.header(name, value);
             }
         }
-        let request = request.header(FORWARDED_HEADER, self.replica.as_str());
-        !matches!(request.send().await, Ok(a) if a.status() == StatusCode::NOT_FOUND)
+        request.header(FORWARDED_HEADER, self.replica.as_str())
     }
 
     /// Sends the request to the record's owner and returns its answer.
@@ -428,18 +438,12 @@ impl Cluster {
             .path_and_query()
             .map_or_else(|| parts.uri.path(), |p| p.as_str());
         let url = format!("{}{path}", record.owner_url.trim_end_matches('/'));
-        let mut request = self
+        let request = self
             .client
             .request(parts.method.clone(), &url)
             .timeout(forward_timeout(&parts.uri))
             .body(body);
-        for (name, value) in &parts.headers {
-            if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
-                request = request.header(name, value);
-            }
-        }
-        let request = request.header(FORWARDED_HEADER, self.replica.as_str());
-        match request.send().await {
+        match self.as_forwarded(request, &parts.headers).send().await {
             Ok(answer) => {
                 let status = answer.status();
                 let headers = answer.headers().clone();

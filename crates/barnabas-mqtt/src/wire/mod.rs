@@ -181,10 +181,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// way, outside the future it returns.
     fn send(&mut self, packet: MqttPacket) -> impl Future<Output = Sent> + '_ {
         let queued = self.queue(packet);
-        async move {
-            queued?;
-            self.flush().await
-        }
+        self.flush_after(queued)
+    }
+
+    /// The flush of a packet just queued, or the error its encoding gave.
+    async fn flush_after(&mut self, queued: Sent) -> Sent {
+        queued?;
+        self.flush().await
     }
 
     /// Appends the packet's bytes to the write buffer (bytes a cancelled flush left there go
@@ -286,10 +289,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// PUBACK (QoS 1) or PUBREC (QoS 2). v3 has no negative acks: the caller closes instead.
     pub fn ack(&mut self, ack: Ack, reason: PubReason) -> impl Future<Output = Sent> + '_ {
         let queued = self.queue_ack(ack, reason);
-        async move {
-            queued?;
-            self.flush().await
-        }
+        self.flush_after(queued)
     }
 
     /// PUBACK/PUBREC into the write buffer, sent with the next [`flush`](Self::flush) (or
