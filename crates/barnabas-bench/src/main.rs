@@ -34,8 +34,11 @@ use results::{RunResults, Throughput};
 use server::{Sampler, ServerProcess};
 
 /// The gateway's allocator (jemalloc, `crates/barnabas/src/main.rs`) in the load generator
-/// too: the direct baseline runs in this process, and glibc's malloc would hold it back where
-/// the gateway is not (records with headers are allocated per message).
+/// too, for librdkafka's C allocations as well (the `unprefixed_malloc_on_supported_platforms`
+/// feature, as the gateway has it): the direct baseline runs in this process, and glibc's
+/// malloc would hold it back where the gateway is not (librdkafka allocates each header of
+/// each record; glibc's malloc and free were a fifth of this process's samples under
+/// `direct-mqtt-records` when only Rust's allocations were on jemalloc).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
