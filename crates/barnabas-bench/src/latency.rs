@@ -128,18 +128,25 @@ type Pass = (Histogram<u64>, Histogram<u64>);
 const PROTOCOLS: [&str; 4] = ["direct", "mqtt-qos1", "amqp", "http"];
 
 /// Runs every protocol at `rate` msgs/s for `count` messages each, twice: once with no
-/// receiver (the `ack` rows), once with one (the `receive` rows). The passes are apart
-/// because a consumer fetching from a partition slows produces to it on the embedded broker
-/// (tansu 0.6, see docs/benchmarks.md): one pass would measure that, not the gateway.
-pub async fn run(t: &Target, rate: u64, count: usize, size: usize) -> Result<Vec<Latency>> {
+/// receiver (the `ack` rows), once with one (the `receive` rows; only with `receivers`, as a
+/// broker that keeps nothing has nothing to deliver). The passes are apart because a
+/// consumer fetching from a partition slows produces to it on the embedded broker (tansu
+/// 0.6, see docs/benchmarks.md): one pass would measure that, not the gateway.
+pub async fn run(
+    t: &Target,
+    rate: u64,
+    count: usize,
+    size: usize,
+    receivers: bool,
+) -> Result<Vec<Latency>> {
     let mut rows = Vec::new();
     let mut direct_p99 = None;
     for protocol in PROTOCOLS {
-        if protocol == "mqtt-qos1" {
+        if protocol == "mqtt-qos1" && receivers {
             rows.extend(mixed_load(t, rate, count, size).await);
         }
         for receive in [false, true] {
-            if protocol == "http" && receive {
+            if receive && (protocol == "http" || !receivers) {
                 continue;
             }
             eprintln!(
