@@ -652,6 +652,91 @@ def case_session_expiry():
     return "kept within 2 s, gone after 4 s"
 
 
+def raw_publish(s, t, alias, payload=b"x"):
+    """A v5 QoS 0 PUBLISH of `payload` to topic `t` (may be empty), with Topic Alias `alias`
+    unless it is None."""
+    props = b"" if alias is None else b"\x23" + struct.pack(">H", alias)
+    body = struct.pack(">H", len(t.encode())) + t.encode() + varint(len(props)) + props + payload
+    s.sendall(bytes([0x30]) + varint(len(body)) + body)
+
+
+def raw_disconnect_reason(s):
+    """The reason code of the DISCONNECT the server sends next on `s`; a string saying what
+    came instead (another packet, the connection closed without one, nothing)."""
+    try:
+        first = s.recv(1)
+    except socket.timeout:
+        return "no answer"
+    if first != b"\xe0":
+        return f"packet {first!r}" if first else "closed without a DISCONNECT"
+    length = read_varint(s)
+    data = s.recv(length) if length else b""
+    return data[0] if data else 0
+
+
+def case_invalid_topic_aliases():
+    """A Topic Alias above the Topic Alias Maximum the broker sent in its CONNACK (which the
+    client MUST NOT send, [MQTT-3.3.2-9]) ends the connection with DISCONNECT 0x94 (Topic
+    Alias invalid, 3.3.2.3.4); an alias with an empty topic the connection never set, and an
+    empty topic without an alias, are refused too (Protocol Errors, 3.3.2.3.4 and 3.3.4). An
+    alias at the maximum is set and used."""
+    s, connack = raw_connect(60)
+    tam = connack_property_u16(connack, 0x22)
+    check(tam is not None and tam >= 1, f"Topic Alias Maximum {tam} in CONNACK")
+    t = topic("alias-bad", "a")
+    raw_publish(s, t, tam)
+    raw_publish(s, "", tam)
+    s.sendall(b"\xc0\x00")
+    check(s.recv(2) == b"\xd0\x00", f"alias {tam} (the maximum) set and used: no PINGRESP")
+    raw_publish(s, t, tam + 1)
+    reason = raw_disconnect_reason(s)
+    check(reason == 0x94, f"alias {tam + 1} above the maximum {tam}: {reason}")
+    s.close()
+    # A Protocol Error: the server closes, with DISCONNECT 0x94 or 0x82 or without one (4.13:
+    # sending the DISCONNECT first is a MAY).
+    refused = (0x94, 0x82, "closed without a DISCONNECT")
+    for what, alias in [("an alias never set, with an empty topic", 1),
+                        ("an empty topic without an alias", None)]:
+        s, _ = raw_connect(60)
+        raw_publish(s, "", alias)
+        reason = raw_disconnect_reason(s)
+        check(reason in refused, f"{what}: {reason}")
+        s.close()
+    return f"alias {tam + 1} above the maximum {tam}: 0x94; an unknown alias and no topic: refused"
+
+
+def connack_property_u16(connack, ident):
+    """A two-byte property of a CONNACK's variable header (flags, reason, properties), or None."""
+    i = 2
+    length, n = 0, 0
+    while True:
+        b = connack[i]
+        length += (b & 0x7F) << (7 * n)
+        i, n = i + 1, n + 1
+        if not b & 0x80:
+            break
+    end = i + length
+    sizes = {0x11: 4, 0x21: 2, 0x22: 2, 0x24: 1, 0x25: 1, 0x27: 4, 0x28: 1, 0x29: 1, 0x2A: 1,
+             0x13: 2}
+    while i < end:
+        pid = connack[i]
+        i += 1
+        if pid == ident:
+            return struct.unpack(">H", connack[i:i + 2])[0]
+        if pid in sizes:
+            i += sizes[pid]
+        elif pid in (0x12, 0x15, 0x1A, 0x1C, 0x1F):
+            (l,) = struct.unpack(">H", connack[i:i + 2])
+            i += 2 + l
+        elif pid == 0x26:
+            for _ in range(2):
+                (l,) = struct.unpack(">H", connack[i:i + 2])
+                i += 2 + l
+        else:
+            return None
+    return None
+
+
 CASES = [
     ("user_properties", case_user_properties),
     ("request_response", case_request_response),
@@ -659,6 +744,7 @@ CASES = [
     ("new_subscription_only_after_suback", case_new_subscription_only_after_suback),
     ("session_expiry", case_session_expiry),
     ("client_topic_aliases", case_client_topic_aliases),
+    ("invalid_topic_aliases", case_invalid_topic_aliases),
     ("maximum_packet_size", case_maximum_packet_size),
     ("receive_maximum", case_receive_maximum),
     ("will_delay", case_will_delay),
