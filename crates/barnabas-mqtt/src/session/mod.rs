@@ -298,7 +298,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
                 }
                 Ok(())
             }
-            Inbound::Ping => Ok(self.conn.pong().await?),
+            Inbound::Ping => {
+                self.conn.pong().await?;
+                // A client that pings has been quiet: the room its reads were given goes
+                // back until it sends more.
+                self.conn.release_empty_buffers();
+                Ok(())
+            }
             Inbound::Disconnect {
                 with_will,
                 session_expiry,

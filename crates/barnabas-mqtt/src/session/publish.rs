@@ -231,7 +231,10 @@ fn retained_copy(p: &Publish, topic: &str, headers: &[Header]) -> Message {
         .and_then(|props| props.message_expiry_interval);
     Message {
         topic: topic.to_owned(),
-        payload: p.payload.clone(),
+        // A copy: the payload is a slice of the connection's read buffer, which a stored
+        // slice would keep whole (4 KiB of read-ahead for one short message) for as long as
+        // the message stays retained.
+        payload: bytes::Bytes::copy_from_slice(&p.payload),
         qos: p.qos,
         retain: true,
         headers: headers.to_vec(),
