@@ -68,6 +68,14 @@ pub(crate) fn publish_out(p: Publish) -> CodecPublish {
     move_fields!(p => CodecPublish { dup, retain, qos, topic, packet_id, payload }, properties)
 }
 
+/// A copy of bytes the codec handed out as a slice of the read buffer, for what is kept
+/// longer than a packet (a CONNECT's will and password, for the whole connection): a slice
+/// would keep the whole buffer it came from — the handshake's 8 KiB; 7.4 KiB per idle
+/// connection with a will and a password against 3.1 without (issue 26).
+fn owned(bytes: &[u8]) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(bytes)
+}
+
 /// One client connection.
 pub struct Connection<T> {
     framed: Framed<T, ReadAhead>,
@@ -477,5 +485,80 @@ mod tests {
             Some(268_435_455)
         );
         assert_eq!(declared_length(&[0x10, 0xff, 0xff, 0xff, 0xff, 0x01]), None);
+    }
+
+    /// A 3.1.1 CONNECT with a will (`devices/d1/status`: `offline`), a user name and a password.
+    fn connect_with_will() -> Vec<u8> {
+        let field = |s: &[u8]| [&(s.len() as u16).to_be_bytes()[..], s].concat();
+        let body = [
+            &field(b"MQTT")[..],
+            &[4, 0xc6, 0, 60],
+            &field(b"d1"),
+            &field(b"devices/d1/status"),
+            &field(b"offline"),
+            &field(b"user"),
+            &field(b"secret"),
+        ]
+        .concat();
+        [&[0x10, body.len() as u8][..], &body].concat()
+    }
+
+    /// What a connection keeps of its CONNECT is its own, not a slice of the read buffer
+    /// (which a slice would keep whole for as long as the connection lasts).
+    #[tokio::test]
+    async fn a_will_and_password_are_not_slices_of_the_read_buffer() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(&connect_with_will()).await.unwrap();
+        let (_conn, info) = accept(server, 1024).await.unwrap();
+        let will = info.will.unwrap();
+        assert_eq!(&will.payload[..], b"offline");
+        assert!(
+            will.payload.try_into_mut().is_ok(),
+            "the will shares its bytes"
+        );
+        let password = info.password.unwrap();
+        assert_eq!(&password[..], b"secret");
+        assert!(
+            password.try_into_mut().is_ok(),
+            "the password shares its bytes"
+        );
+    }
+
+    /// A 3.1.1 QoS 0 PUBLISH to `a` with payload `x`.
+    const PUBLISH: [u8; 6] = [0x30, 4, 0, 1, b'a', b'x'];
+
+    fn v3_reader() -> ReadAhead {
+        ReadAhead {
+            codec: MqttCodec::V3(v3::Codec::new(1024)),
+            decoded: 0,
+        }
+    }
+
+    /// Decodes what `src` holds, as `Framed` does after a read: packets until `None`.
+    fn decode_all(reader: &mut ReadAhead, src: &mut bytes::BytesMut) -> usize {
+        let mut packets = 0;
+        while reader.decode(src).unwrap().is_some() {
+            packets += 1;
+        }
+        packets
+    }
+
+    /// The read buffer gets room for more than the next packet when a packet is half in or
+    /// the last read held several; a lone packet (an idle client's PINGREQ) does not grow it.
+    #[test]
+    fn a_streaming_connection_reads_ahead_and_a_quiet_one_does_not() {
+        let mut reader = v3_reader();
+        let mut src = bytes::BytesMut::from(&PUBLISH[..1]);
+        assert_eq!(decode_all(&mut reader, &mut src), 0);
+        assert!(src.capacity() - src.len() >= READ_AHEAD, "a packet half in");
+
+        let mut src = bytes::BytesMut::from(&[PUBLISH, PUBLISH].concat()[..]);
+        assert_eq!(decode_all(&mut reader, &mut src), 2);
+        assert!(src.capacity() >= READ_AHEAD, "two packets in one read");
+
+        let mut src = bytes::BytesMut::from(&PUBLISH[..]);
+        assert_eq!(decode_all(&mut reader, &mut src), 1);
+        assert!(src.capacity() < READ_AHEAD, "one packet alone");
     }
 }

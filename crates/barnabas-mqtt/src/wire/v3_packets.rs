@@ -19,7 +19,7 @@ pub(super) fn connect_info(c: v3::Connect) -> ConnectInfo {
         will: c.last_will.map(|w| {
             Box::new(Will {
                 topic: w.topic.to_string(),
-                payload: w.message,
+                payload: super::owned(&w.message),
                 headers: Vec::new(),
                 qos: w.qos,
                 retain: w.retain,
@@ -31,7 +31,7 @@ pub(super) fn connect_info(c: v3::Connect) -> ConnectInfo {
         max_packet: None,
         topic_alias_max: 0,
         username: c.username.map(|u| u.to_string()),
-        password: c.password,
+        password: c.password.as_deref().map(super::owned),
         principal: Principal::anonymous(),
     }
 }

@@ -26,7 +26,7 @@ pub(super) fn connect_info(c: v5::Connect) -> ConnectInfo {
         max_packet: c.max_packet_size.map(std::num::NonZeroU32::get),
         topic_alias_max: c.topic_alias_max,
         username: c.username.map(|u| u.to_string()),
-        password: c.password,
+        password: c.password.as_deref().map(super::owned),
         principal: Principal::anonymous(),
     }
 }
@@ -34,7 +34,7 @@ pub(super) fn connect_info(c: v5::Connect) -> ConnectInfo {
 fn will(w: v5::LastWill) -> Will {
     Will {
         topic: w.topic.to_string(),
-        payload: w.message,
+        payload: super::owned(&w.message),
         headers: v5_headers(&V5Properties {
             user_properties: &w.user_properties,
             is_utf8_payload: w.is_utf8_payload.unwrap_or(false),
@@ -42,7 +42,10 @@ fn will(w: v5::LastWill) -> Will {
             response_topic: w.response_topic.as_deref(),
             correlation_data: w.correlation_data.as_ref(),
             message_expiry: w.message_expiry_interval,
-        }),
+        })
+        .into_iter()
+        .map(|(key, value)| (key, super::owned(&value)))
+        .collect(),
         qos: w.qos,
         retain: w.retain,
         delay_secs: w.will_delay_interval_sec.unwrap_or(0),
