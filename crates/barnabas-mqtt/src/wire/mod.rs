@@ -470,6 +470,7 @@ fn connack_reasons(refusal: Refusal) -> (v3::ConnectAckReason, v5::ConnectAckRea
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::unwrap_used)]
 mod tests {
     use super::*;
 
