@@ -243,7 +243,8 @@ impl KafkaPublisher {
         if let Some(ts) = record.timestamp {
             fr = fr.timestamp(ts);
         }
-        let started = Instant::now();
+        // The clock is read only once the queue is full, not for every record.
+        let mut full_since = None;
         let producer = self.producer();
         loop {
             // A record librdkafka did not take comes back with its headers, to send again
@@ -251,7 +252,8 @@ impl KafkaPublisher {
             match producer.send_result(fr) {
                 Ok(future) => return Ok(future),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if started.elapsed() < QUEUE_FULL_PATIENCE =>
+                    if full_since.get_or_insert_with(Instant::now).elapsed()
+                        < QUEUE_FULL_PATIENCE =>
                 {
                     fr = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
