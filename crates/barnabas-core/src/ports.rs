@@ -197,14 +197,29 @@ pub trait Admin: Send + Sync {
     async fn list_topics(&self) -> Result<Vec<String>>;
     /// One topic's partitions; `Error::UnknownTopic` if it does not exist.
     async fn topic_metadata(&self, topic: &str) -> Result<TopicMetadata>;
-    /// Every topic with its partitions, internal ones left out, in one request
-    /// (subscriptions follow the cluster's topic list with it).
-    async fn all_topics(&self) -> Result<Vec<TopicMetadata>>;
+    /// Every topic with its partitions, internal ones left out; one request where the
+    /// implementation can (subscriptions follow the cluster's topic list with it).
+    async fn all_topics(&self) -> Result<Vec<TopicMetadata>> {
+        let mut out = Vec::new();
+        for name in self.list_topics().await? {
+            match self.topic_metadata(&name).await {
+                Ok(md) => out.push(md),
+                Err(crate::Error::UnknownTopic(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
     /// Low and high watermark of one partition.
     async fn watermarks(&self, topic: &str, partition: i32) -> Result<Watermarks>;
     /// The first offset of a partition whose record timestamp is at or after `timestamp_ms`
-    /// (the high watermark when every record is older).
-    async fn offset_for_time(&self, topic: &str, partition: i32, timestamp_ms: i64) -> Result<i64>;
+    /// (the high watermark when every record is older). Not every adapter can look it up.
+    async fn offset_for_time(&self, topic: &str, partition: i32, timestamp_ms: i64) -> Result<i64> {
+        let _ = (topic, partition, timestamp_ms);
+        Err(crate::Error::Unavailable(
+            "this Kafka adapter cannot look offsets up by time".into(),
+        ))
+    }
     /// Creates a topic; `partitions`/`replication` of `None` use the configured defaults.
     /// Creating a topic that already exists is not an error.
     async fn create_topic(
