@@ -128,7 +128,9 @@ pub fn v5_headers(props: &V5Properties<'_>) -> Vec<(String, Bytes)> {
         out.push((RESPONSE_TOPIC.into(), Bytes::copy_from_slice(rt.as_bytes())));
     }
     if let Some(cd) = props.correlation_data {
-        out.push((CORRELATION_DATA.into(), cd.clone()));
+        // A copy like the others: a slice would keep the read buffer it came from for as
+        // long as the header lives (a will's, a retained message's).
+        out.push((CORRELATION_DATA.into(), Bytes::copy_from_slice(cd)));
     }
     if let Some(expiry) = props.message_expiry {
         out.push((EXPIRY_HEADER.into(), Bytes::from(expiry.get().to_string())));

@@ -237,14 +237,7 @@ fn retained_copy(p: &Publish, topic: &str, headers: &[Header]) -> Message {
         payload: bytes::Bytes::copy_from_slice(&p.payload),
         qos: p.qos,
         retain: true,
-        // Copies too: a v5 correlation data header is a slice of the read buffer as well.
-        headers: headers
-            .iter()
-            .map(|h| Header {
-                key: h.key.clone(),
-                value: h.value.as_deref().map(bytes::Bytes::copy_from_slice),
-            })
-            .collect(),
+        headers: headers.to_vec(),
         origin_client: None,
         expires_at: expiry.and_then(|secs| {
             std::time::SystemTime::now()

@@ -42,10 +42,7 @@ fn will(w: v5::LastWill) -> Will {
             response_topic: w.response_topic.as_deref(),
             correlation_data: w.correlation_data.as_ref(),
             message_expiry: w.message_expiry_interval,
-        })
-        .into_iter()
-        .map(|(key, value)| (key, super::owned(&value)))
-        .collect(),
+        }),
         qos: w.qos,
         retain: w.retain,
         delay_secs: w.will_delay_interval_sec.unwrap_or(0),
