@@ -537,4 +537,5 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used, clippy::panic)]
 mod tests;
