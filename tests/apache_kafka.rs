@@ -413,7 +413,8 @@ async fn the_kip_848_group_protocol_passes_through_to_every_group_member() {
 /// Issue 23: a broker whose `message.max.bytes` (20 000 here) is below the gateway's own limit
 /// (`limits.max_message_bytes`, 1 MiB by default) refuses a 50 KB record; each protocol
 /// answers that clearly — HTTP a per-record 413 saying Kafka refused it as too large, MQTT v5 a
-/// PUBACK with a failure reason code — and the gateway goes on writing smaller records. With
+/// PUBACK with a failure reason code, AMQP `rejected` with `amqp:link:message-size-exceeded` —
+/// and the gateway goes on writing smaller records. With
 /// the broker's limit also in `[kafka.properties] "message.max.bytes"`, librdkafka refuses
 /// the large record itself and a small one in the same request is written.
 #[tokio::test(flavor = "multi_thread")]
@@ -445,7 +446,10 @@ async fn a_record_above_the_brokers_message_max_bytes_gets_a_clear_answer_per_pr
         }
     };
 
-    let gw = gateway::start_on(Some(kafka.bootstrap.clone()), |_| {}).await;
+    let gw = gateway::start_on(Some(kafka.bootstrap.clone()), |c| {
+        c.amqp.listen = "127.0.0.1:0".into();
+    })
+    .await;
     let offsets = produce(&gw, vec![&big]).await;
     eprintln!("figures: HTTP answer for 50 KB: {offsets:?}");
     assert_eq!(offsets[0]["error_code"], 413, "{offsets:?}");
@@ -476,6 +480,19 @@ async fn a_record_above_the_brokers_message_max_bytes_gets_a_clear_answer_per_pr
         PubAckReason::Success,
         "a refused write is not a success"
     );
+
+    let amqp = format!("amqp://{}", gw.gateway.amqp_addr().unwrap());
+    let large = [("AMQP_BODY_BYTES", "50000")];
+    let a = common::proton_try_async(&amqp, "send", "sizes", &large).await;
+    eprintln!("figures: AMQP outcome for 50 KB: {a:?}");
+    assert!(
+        !a.ok
+            && a.outcome.as_deref() == Some("rejected")
+            && a.condition.as_deref() == Some("amqp:link:message-size-exceeded"),
+        "{a:?}"
+    );
+    let a = common::proton_try_async(&amqp, "send", "sizes", &[]).await;
+    assert!(a.ok, "smaller transfers still go: {a:?}");
     gw.stop().await;
 
     // The broker's limit told to the gateway's producer too: the large record is refused

@@ -119,7 +119,7 @@ def attempt(url, what, address):
     the AMQP error condition of the closed link or connection (or of the transport, for a
     refused login), `outcome` a send's delivery outcome, `sasl_outcome` the SASL outcome when
     the connection failed. Only proton's own exceptions are answers: anything else fails the
-    script (and so the test)."""
+    script (and so the test). A send's body is "try", or AMQP_BODY_BYTES bytes of "x"."""
     ssl_domain = None
     if os.environ.get("AMQP_CA"):  # amqps: trust this CA, check the host name
         ssl_domain = SSLDomain(SSLDomain.MODE_CLIENT)
@@ -135,7 +135,9 @@ def attempt(url, what, address):
         conn = Recording(url, timeout=20, allowed_mechs=mechs, ssl_domain=ssl_domain, **extra)
         try:
             if what == "send":
-                delivery = conn.create_sender(address).send(Message(body="try"), error_states=[])
+                body = "x" * int(os.environ["AMQP_BODY_BYTES"]) if os.environ.get(
+                    "AMQP_BODY_BYTES") else "try"
+                delivery = conn.create_sender(address).send(Message(body=body), error_states=[])
                 if delivery.remote_state != Delivery.ACCEPTED:
                     raise Refused(delivery)
                 answer["outcome"] = "accepted"

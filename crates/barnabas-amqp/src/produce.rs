@@ -123,6 +123,9 @@ pub fn condition_for(e: &Error) -> definitions::Error {
         ErrorKind::NotFound => AmqpError::NotFound.into(),
         ErrorKind::Invalid => AmqpError::InvalidField.into(),
         ErrorKind::Unauthorized => AmqpError::UnauthorizedAccess.into(),
+        // Kafka's own limit (the broker's or topic's `max.message.bytes`) below the gateway's:
+        // the same answer as a transfer above `limits.max_message_bytes`.
+        ErrorKind::TooLarge => LinkError::MessageSizeExceeded.into(),
         _ => AmqpError::InternalError.into(),
     };
     definitions::Error::new(condition, Some(e.to_string()), None)
@@ -405,6 +408,46 @@ async fn write(
             AmqpError::DecodeError,
             "the batch holds no message".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod condition_tests {
+    use super::*;
+
+    /// Each kind of refusal keeps its own condition; what has none of its own is internal.
+    #[test]
+    fn each_refusal_gets_its_condition() {
+        let cases: [(Error, definitions::ErrorCondition); 8] = [
+            (Error::Overloaded, AmqpError::ResourceLimitExceeded.into()),
+            (Error::UnknownTopic("t".into()), AmqpError::NotFound.into()),
+            (Error::Invalid("bad".into()), AmqpError::InvalidField.into()),
+            (
+                Error::Unauthorized("no".into()),
+                AmqpError::UnauthorizedAccess.into(),
+            ),
+            (
+                Error::TooLargeForKafka("20000".into()),
+                LinkError::MessageSizeExceeded.into(),
+            ),
+            (
+                Error::Unavailable("down".into()),
+                AmqpError::InternalError.into(),
+            ),
+            (
+                Error::Timeout(Duration::from_secs(1)),
+                AmqpError::InternalError.into(),
+            ),
+            (
+                Error::IllegalState("x".into()),
+                AmqpError::InternalError.into(),
+            ),
+        ];
+        for (error, condition) in cases {
+            let got = condition_for(&error);
+            assert_eq!(got.condition, condition, "{error}");
+            assert_eq!(got.description, Some(error.to_string()));
+        }
     }
 }
 
