@@ -30,7 +30,7 @@ use crate::{
     wire::{Connection, WireError},
     MqttContext, SessionHandle,
 };
-use publish::Incoming;
+use publish::{Incoming, ANSWER_WRITE_WAIT};
 
 pub use crate::convert::TOPIC_HEADER;
 
@@ -240,7 +240,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
                 Ok(())
             }
             Event::KafkaAnswer(answer) => self.on_kafka_answer(answer).await,
-            Event::Packet(packet) => self.on_packet(packet).await,
+            Event::Packet(packet) => match self.on_packet(packet).await {
+                Ok(()) => Ok(self.conn.flush_unless_more_read().await?),
+                Err(end) => {
+                    // Answers queued for the packets before the last (a PUBREL's PUBCOMP)
+                    // still go out, bounded as every answer at the end is.
+                    let _ = tokio::time::timeout(ANSWER_WRITE_WAIT, self.conn.flush()).await;
+                    Err(end)
+                }
+            },
         }
     }
 
@@ -317,7 +325,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
     /// PUBREL: the QoS 2 publish is done on our side (PUBCOMP); an unknown id is v5 0x92.
     async fn on_pubrel(&mut self, id: NonZeroU16) -> Result<(), SessionEnd> {
         let known = self.incoming.qos2.remove(&id).is_some();
-        Ok(self.conn.pubcomp(id, known).await?)
+        Ok(self.conn.queue_pubcomp(id, known)?)
     }
 
     /// PUBREC for one of our QoS 2 deliveries: PUBREL (an unknown id is v5 0x92).

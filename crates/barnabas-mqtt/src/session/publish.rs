@@ -20,7 +20,7 @@ use barnabas_core::Header;
 const MAX_AWAITING_PUBREL: usize = 1024;
 
 /// How long one answer to a departing client may take to write.
-const ANSWER_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const ANSWER_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Publishes read from the client: those Kafka has not answered yet, and the QoS 2 packet
 /// ids seen (false while Kafka has not answered, true once PUBREC was sent, until PUBREL).

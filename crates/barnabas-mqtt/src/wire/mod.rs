@@ -156,14 +156,27 @@ impl Decoder for FirstPacket {
 /// The remaining length a fixed header declares, once its bytes are in (`None` before, and
 /// for a length of more than four bytes, which the codec refuses as malformed).
 fn declared_length(packet: &[u8]) -> Option<u32> {
+    fixed_header(packet).map(|(length, _)| length)
+}
+
+/// The remaining length a fixed header declares and the header's own size in bytes (the type
+/// byte and 1–4 length bytes), once its bytes are in.
+fn fixed_header(packet: &[u8]) -> Option<(u32, usize)> {
     let mut length = 0u32;
     for (i, byte) in packet.get(1..)?.iter().take(4).enumerate() {
         length |= u32::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
-            return Some(length);
+            return Some((length, 2 + i));
         }
     }
     None
+}
+
+/// Whether `buffer` starts with a whole packet: its fixed header and every byte it announces.
+fn holds_whole_packet(buffer: &[u8]) -> bool {
+    fixed_header(buffer).is_some_and(|(length, header)| {
+        usize::try_from(length).is_ok_and(|length| buffer.len() - header >= length)
+    })
 }
 
 /// Reads the CONNECT (the caller bounds this with the handshake deadline).
@@ -367,17 +380,27 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             .map_err(|e| WireError::Io(e.to_string()))
     }
 
-    /// PUBCOMP for a PUBREL; `known` = false answers v5 0x92 (packet id not found).
-    pub fn pubcomp(
-        &mut self,
-        packet_id: NonZeroU16,
-        known: bool,
-    ) -> impl Future<Output = Sent> + '_ {
+    /// PUBCOMP for a PUBREL into the write buffer; `known` = false answers v5 0x92 (packet id
+    /// not found). Sent by [`flush_unless_more_read`](Self::flush_unless_more_read) (or any
+    /// packet sent after it): a client streaming QoS 2 sends its PUBRELs together, and a
+    /// write per PUBCOMP was one system call per message (issue 26, `mqtt-qos2`).
+    pub fn queue_pubcomp(&mut self, packet_id: NonZeroU16, known: bool) -> Sent {
         let packet = self.packet_as(
             || v3::Packet::PublishComplete { packet_id },
             || v5::Packet::PublishComplete(v5_packets::ack2(packet_id, known)),
         );
-        self.send(packet)
+        self.queue(packet)
+    }
+
+    /// Writes what the write buffer holds, unless the read buffer already holds the next
+    /// whole packet: its handler runs before the session waits again and flushes then. So
+    /// answers to packets that arrived together go out together, and none waits for the
+    /// client's next read.
+    pub async fn flush_unless_more_read(&mut self) -> Sent {
+        if self.framed.write_buffer().is_empty() || holds_whole_packet(self.framed.read_buffer()) {
+            return Ok(());
+        }
+        self.flush().await
     }
 
     /// PINGRESP.
@@ -486,6 +509,73 @@ mod tests {
             Some(268_435_455)
         );
         assert_eq!(declared_length(&[0x10, 0xff, 0xff, 0xff, 0xff, 0x01]), None);
+    }
+
+    #[test]
+    fn a_whole_packet_is_told_from_a_part() {
+        assert!(!holds_whole_packet(&[]));
+        assert!(!holds_whole_packet(&[0x62]), "the length not in yet");
+        assert!(holds_whole_packet(&[0xc0, 0x00]), "PINGREQ");
+        assert!(
+            !holds_whole_packet(&[0x62, 0x02, 0x00]),
+            "PUBREL one byte short"
+        );
+        assert!(holds_whole_packet(&[0x62, 0x02, 0x00, 0x01]));
+        assert!(
+            holds_whole_packet(&[0x62, 0x02, 0x00, 0x01, 0x30]),
+            "and more"
+        );
+        let long = [&[0x30, 0x80, 0x01][..], &[0; 127]].concat();
+        assert!(
+            !holds_whole_packet(&long),
+            "128 announced in two bytes, 127 in"
+        );
+        assert!(holds_whole_packet(&[&long[..], &[0]].concat()));
+        let padded = [&[0x30, 0x81, 0x00][..], &[0]].concat();
+        assert!(
+            holds_whole_packet(&padded),
+            "a length in more bytes than it needs"
+        );
+    }
+
+    /// PUBCOMPs for PUBRELs read together go out in one write, after the last of them; one
+    /// for a PUBREL read alone goes out at once.
+    #[tokio::test]
+    async fn answers_to_packets_read_together_are_written_together() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(4096);
+        let connect = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 0];
+        client.write_all(&connect).await.unwrap();
+        let (mut conn, _) = accept(server, 1024).await.unwrap();
+        let pubrel = |id: u8| [0x62, 2, 0, id];
+        client
+            .write_all(&[pubrel(1), pubrel(2)].concat())
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        for id in [1, 2] {
+            assert!(matches!(conn.next().await, Ok(Inbound::PubRel(_))));
+            let id = NonZeroU16::new(id).unwrap();
+            conn.queue_pubcomp(id, true).unwrap();
+            conn.flush_unless_more_read().await.unwrap();
+            let mut got = [0; 8];
+            let read =
+                tokio::time::timeout(std::time::Duration::from_millis(50), client.read(&mut got));
+            answers.push(read.await.map(|n| got[..n.unwrap()].to_vec()).ok());
+        }
+        assert_eq!(answers[0], None, "the first waits: the second PUBREL is in");
+        assert_eq!(
+            answers[1],
+            Some([[0x70, 2, 0, 1], [0x70, 2, 0, 2]].concat())
+        );
+        client.write_all(&pubrel(3)).await.unwrap();
+        assert!(matches!(conn.next().await, Ok(Inbound::PubRel(_))));
+        conn.queue_pubcomp(NonZeroU16::new(3).unwrap(), true)
+            .unwrap();
+        conn.flush_unless_more_read().await.unwrap();
+        let mut got = [0; 8];
+        let n = client.read(&mut got).await.unwrap();
+        assert_eq!(&got[..n], &[0x70, 2, 0, 3]);
     }
 
     /// A 3.1.1 CONNECT with a will (`devices/d1/status`: `offline`), a user name and a password.
