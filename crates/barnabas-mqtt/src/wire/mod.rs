@@ -435,27 +435,31 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.send(packet)
     }
 
-    /// A PUBLISH to the client.
-    pub fn publish(&mut self, publish: Publish) -> impl Future<Output = Sent> + '_ {
+    /// A PUBLISH to the client into the write buffer, sent with the next
+    /// [`flush`](Self::flush): deliveries in hand go out together.
+    pub fn queue_publish(&mut self, publish: Publish) -> Sent {
         let packet = Box::new(publish_out(publish));
         let packet = match self.version {
             Version::V3 => MqttPacket::V3(v3::Packet::Publish(packet)),
             Version::V5 => MqttPacket::V5(v5::Packet::Publish(packet)),
         };
-        self.send(packet)
+        self.queue(packet)
     }
 
-    /// PUBREL answering the client's PUBREC; `known` = false answers v5 0x92.
-    pub fn pubrel(
-        &mut self,
-        packet_id: NonZeroU16,
-        known: bool,
-    ) -> impl Future<Output = Sent> + '_ {
+    /// Bytes queued and not yet written.
+    pub fn unsent_bytes(&self) -> usize {
+        self.framed.write_buffer().len()
+    }
+
+    /// PUBREL answering the client's PUBREC into the write buffer, sent as a PUBCOMP is
+    /// ([`flush_unless_more_read`](Self::flush_unless_more_read)); `known` = false answers
+    /// v5 0x92.
+    pub fn queue_pubrel(&mut self, packet_id: NonZeroU16, known: bool) -> Sent {
         let packet = self.packet_as(
             || v3::Packet::PublishRelease { packet_id },
             || v5::Packet::PublishRelease(v5_packets::ack2(packet_id, known)),
         );
-        self.send(packet)
+        self.queue(packet)
     }
 
     /// v5 DISCONNECT with a reason before the server closes; nothing for v3.
