@@ -1069,7 +1069,7 @@ async fn persistent_sessions_commit_at_puback_and_pubrec_clean_ones_never() {
 
 /// Records are fetched only while the client has fewer unacknowledged QoS 1/2 deliveries
 /// than its Receive Maximum, 64 at most and for 3.1.1 (docs/mqtt.md §Kafka → MQTT): of 70
-/// records, a raw v5 client with Receive Maximum 3 that acknowledges nothing gets 3 and no
+/// records written in one burst, a raw v5 client with Receive Maximum 3 that acknowledges nothing gets 3 and no
 /// fourth, a 3.1.1 client 64 and no 65th; one PUBACK lets the next one through.
 #[tokio::test(flavor = "multi_thread")]
 async fn deliveries_wait_for_the_clients_receive_maximum() {
@@ -1098,9 +1098,12 @@ async fn deliveries_wait_for_the_clients_receive_maximum() {
         assert_eq!(read_packet(&mut s), Some((0x90, want)), "SUBACK");
         clients.push((s, v5, window));
     }
-    for i in 0..70 {
-        common::produce(&gw, "commands", "k", &format!("r{i}")).await;
-    }
+    // One burst, so that a fetch hands the session many records at once: the window holds
+    // however many are in hand (the session writes what it holds together, up to the window).
+    let burst = (0..70)
+        .map(|i| barnabas_core::Record::new("commands", format!("r{i}")).with_key("k".to_owned()))
+        .collect();
+    common::produce_all(&gw, burst).await;
     for (s, v5, window) in &mut clients {
         let mut first = None;
         for i in 0..*window {
