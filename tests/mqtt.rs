@@ -1026,3 +1026,27 @@ async fn a_full_publish_window_stops_reading_the_socket_until_kafka_answers() {
     );
     gw.stop().await;
 }
+
+/// The v5 CONNACK says what the gateway takes: its Receive Maximum (the QoS 1/2 publishes it
+/// reads before answering, 1 024) and a Maximum Packet Size of `limits.max_message_bytes`
+/// plus 64 KiB for the topic and properties. Without them a client would assume 65 535 and
+/// no size limit [MQTT-3.2.2.3.3, -3.2.2.3.6] (a mutation run found no test looked).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_v5_connack_announces_its_receive_maximum_and_packet_size() {
+    let gw = gateway::start(|c| c.limits.max_message_bytes = 1024).await;
+    use rumqttc::v5::{mqttbytes::v5::Packet, AsyncClient, Event, MqttOptions};
+    let addr = mqtt_addr(&gw);
+    let options = MqttOptions::new("limits", addr.ip().to_string(), addr.port());
+    let (_client, mut el) = AsyncClient::new(options, 10);
+    let ack = loop {
+        match tokio::time::timeout(Duration::from_secs(10), el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => break ack,
+            Ok(Ok(_)) => {}
+            other => panic!("no CONNACK: {other:?}"),
+        }
+    };
+    let properties = ack.properties.expect("CONNACK properties");
+    assert_eq!(properties.receive_max, Some(1024));
+    assert_eq!(properties.max_packet_size, Some(1024 + 65_536));
+    gw.stop().await;
+}
