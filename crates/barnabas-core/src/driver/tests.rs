@@ -576,7 +576,7 @@ async fn records_for_a_fetch_whose_client_went_away_go_to_the_next() {
     gone.abort();
     fake.append(0, 3, 10);
     assert_eq!(fetch(&driver, 10, None).await, range(0, 0..3));
-    assert!(fake.state().stored.get(&tp(0)) == Some(&3));
+    assert_eq!(fake.state().stored.get(&tp(0)), Some(&3));
 }
 
 #[tokio::test(start_paused = true)]

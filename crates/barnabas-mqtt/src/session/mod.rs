@@ -290,7 +290,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         self.renew_keep_alive();
         match packet {
             Inbound::Publish(p) => self.on_publish(p).await,
-            Inbound::PubRel(id) => self.on_pubrel(id).await,
+            Inbound::PubRel(id) => self.on_pubrel(id),
             Inbound::Subscribe(packet) => Box::pin(self.on_subscribe(packet)).await,
             Inbound::Unsubscribe(id, filters) => Box::pin(self.on_unsubscribe(id, &filters)).await,
             Inbound::PubAck(id) => {
@@ -299,7 +299,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
                 }
                 Ok(())
             }
-            Inbound::PubRec(id) => self.on_pubrec(id).await,
+            Inbound::PubRec(id) => self.on_pubrec(id),
             Inbound::PubComp(id) => {
                 if let Some(subs) = self.subs.as_mut() {
                     subs.pubcomp(id);
@@ -322,14 +322,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> MqttSession<T> {
         }
     }
 
-    /// PUBREL: the QoS 2 publish is done on our side (PUBCOMP); an unknown id is v5 0x92.
-    async fn on_pubrel(&mut self, id: NonZeroU16) -> Result<(), SessionEnd> {
+    /// PUBREL: the QoS 2 publish is done on our side (PUBCOMP, queued: written with the
+    /// answers to the packets read with it); an unknown id is v5 0x92.
+    fn on_pubrel(&mut self, id: NonZeroU16) -> Result<(), SessionEnd> {
         let known = self.incoming.qos2.remove(&id).is_some();
         Ok(self.conn.queue_pubcomp(id, known)?)
     }
 
-    /// PUBREC for one of our QoS 2 deliveries: PUBREL (an unknown id is v5 0x92).
-    async fn on_pubrec(&mut self, id: NonZeroU16) -> Result<(), SessionEnd> {
+    /// PUBREC for one of our QoS 2 deliveries: PUBREL (queued, as a PUBCOMP is; an unknown
+    /// id is v5 0x92).
+    fn on_pubrec(&mut self, id: NonZeroU16) -> Result<(), SessionEnd> {
         let known = self.subs.as_mut().is_some_and(|s| s.pubrec(id));
         Ok(self.conn.queue_pubrel(id, known)?)
     }
